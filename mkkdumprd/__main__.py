@@ -1,0 +1,3 @@
+from mkkdumprd.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""`mkkdumprd build` (placeholder until its issue lands)."""
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,5 @@
+"""`mkkdumprd deps` (placeholder until its issue lands)."""
+
+import click
+
+COMMANDS: list[click.Command] = []

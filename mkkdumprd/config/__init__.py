@@ -1,0 +1,1 @@
+"""kdump.conf: the data model, the parser and its validation."""

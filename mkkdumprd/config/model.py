@@ -1,0 +1,93 @@
+"""The resolved kdump configuration, as frozen data.
+
+Semantics follow Fedora's kdump.conf (shared/reference/fedora-kdump-utils.md §1): one dump
+target at most, `path` relative to the target's root, the collector as an argv, Fedora's
+defaults. The parser (config/kdumpconf.py) produces it; the builder only reads it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from mkkdumprd.errors import Location
+
+DEFAULT_PATH = "/var/crash"
+DEFAULT_COLLECTOR = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
+DEFAULT_SSHKEY = "/root/.ssh/kdump_id_rsa"
+LOCAL_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs")
+
+
+class TargetKind(enum.Enum):
+    LOCAL = "local"
+    RAW = "raw"
+    NFS = "nfs"
+    SSH = "ssh"
+
+
+class Action(enum.Enum):
+    REBOOT = "reboot"
+    HALT = "halt"
+    POWEROFF = "poweroff"
+    SHELL = "shell"
+    DUMP_TO_ROOTFS = "dump_to_rootfs"
+
+
+FINAL_ACTIONS = (Action.REBOOT, Action.HALT, Action.POWEROFF)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the dump goes.
+
+    local: `device` is a path, UUID=, LABEL= or PARTUUID=; `fstype` one of LOCAL_FSTYPES,
+           or None when derived from the filesystem holding `path` (no target line).
+    raw:   `device` is the block device.
+    nfs:   `server` is "HOST:/EXPORT" (IPv6 host in brackets).
+    ssh:   `server` is "USER@HOST".
+    """
+
+    kind: TargetKind
+    device: str | None = None
+    fstype: str | None = None
+    server: str | None = None
+    where: Location | None = None
+
+    def describe(self) -> str:
+        if self.kind is TargetKind.LOCAL:
+            return f"{self.fstype or 'local'} {self.device or '(filesystem of path)'}"
+        if self.kind is TargetKind.RAW:
+            return f"raw {self.device}"
+        return f"{self.kind.value} {self.server}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    where: Location | None
+    message: str
+    text: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+@dataclass(frozen=True)
+class KdumpConfig:
+    source: str = "<defaults>"
+    target: Target = field(default_factory=lambda: Target(TargetKind.LOCAL))
+    path: str = DEFAULT_PATH
+    core_collector: tuple[str, ...] = DEFAULT_COLLECTOR
+    sshkey: str = DEFAULT_SSHKEY
+    kdump_pre: str | None = None
+    kdump_post: str | None = None
+    extra_bins: tuple[str, ...] = ()
+    extra_modules: tuple[str, ...] = ()
+    failure_action: Action = Action.REBOOT
+    final_action: Action = Action.REBOOT
+    force_rebuild: bool = False
+    force_no_rebuild: bool = False
+    add_drivers: tuple[str, ...] = ()
+    omit_drivers: tuple[str, ...] = ()
+    warnings: tuple[Diagnostic, ...] = ()
+    # Directives that were given explicitly (the rest are defaults), for `config show`.
+    explicit: frozenset[str] = frozenset()

@@ -1,0 +1,1 @@
+"""The capture image as data (spec), and its cpio writer and reader."""
