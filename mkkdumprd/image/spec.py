@@ -166,4 +166,4 @@ def _describe(e: Entry) -> str:
         return f"file from {e.source}" if e.source else f"file of {len(e.data or b'')} bytes"
     if e.kind is Kind.SYMLINK:
         return f"symlink to {e.target}"
-    return e.kind.value
+    return str(e.kind.value)

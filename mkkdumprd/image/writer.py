@@ -1,0 +1,414 @@
+"""Stream an ImageSpec into a reproducible newc cpio initramfs.
+
+libarchive writes the newc headers; its output goes straight through a callback into the
+compressor and into a temp file beside the destination, which is fsynced and renamed into
+place. Nothing is staged on disk, and no host metadata leaks in: owners are 0:0, mtimes are
+SOURCE_DATE_EPOCH (or 0), inode numbers count up in path order and nlink is fixed (2 for
+directories, 1 otherwise, so the kernel never hard-links two entries). The same inputs
+therefore give the same bytes.
+
+Host files stored compressed (kernel modules, firmware) are decoded while the archive is
+written, in a small thread pool that runs ahead of the writer: the kernel's rootfs needs
+them plain, and zlib, lzma and zstandard release the GIL while decoding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import lzma
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
+
+import libarchive
+import libarchive.ffi as laffi
+import zstandard
+
+from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
+from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
+
+CHUNK = 1 << 20
+# libarchive hands its output to our callback in blocks of this size (the last one short:
+# custom_writer sets bytes_in_last_block=1, so there is no tar-style block padding).
+_BLOCK = 256 << 10
+# Compressed sources decoded ahead of the writer: bounded so memory stays small.
+_DECODE_AHEAD = 32
+_DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+_MAX_NEWC = 0xFFFFFFFF
+
+_set_ino64 = laffi.ffi("entry_set_ino64", [ctypes.c_void_p, ctypes.c_int64], None)
+_set_nlink = laffi.ffi("entry_set_nlink", [ctypes.c_void_p, ctypes.c_uint], None)
+_copy_pathname = laffi.ffi("entry_copy_pathname", [ctypes.c_void_p, ctypes.c_char_p], None)
+_copy_symlink = laffi.ffi("entry_copy_symlink", [ctypes.c_void_p, ctypes.c_char_p], None)
+
+_FILETYPE = {
+    Kind.FILE: 0o100000,
+    Kind.DIR: 0o040000,
+    Kind.SYMLINK: 0o120000,
+    Kind.CHARDEV: 0o020000,
+    Kind.BLOCKDEV: 0o060000,
+}
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    compressed_size: int
+    unpacked_size: int
+    entries: int
+
+
+def resolve_mtime(source_date_epoch: int | None = None) -> int:
+    """The mtime for every entry: the argument, else $SOURCE_DATE_EPOCH, else 0."""
+    if source_date_epoch is None:
+        env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+        if not env:
+            return 0
+        try:
+            source_date_epoch = int(env)
+        except ValueError:
+            raise UsageError(
+                f"SOURCE_DATE_EPOCH={env!r} is not a whole number of seconds; "
+                "unset it or give a Unix timestamp"
+            ) from None
+    if not 0 <= source_date_epoch <= _MAX_NEWC:
+        raise UsageError(
+            f"SOURCE_DATE_EPOCH {source_date_epoch} does not fit the 32-bit cpio mtime field; "
+            "give a timestamp between 0 and 4294967295"
+        )
+    return source_date_epoch
+
+
+def write_image(
+    spec: ImageSpec,
+    out: Path,
+    *,
+    compression: Compression = Compression.ZSTD,
+    level: int | None = None,
+    threads: int = -1,
+    early: ImageSpec | None = None,
+    source_date_epoch: int | None = None,
+) -> ImageStats:
+    """Write the image atomically to `out` (mode 0600); the old file survives any failure."""
+    out = Path(out)
+    mtime = resolve_mtime(source_date_epoch)
+    level = _check_level(compression, level)
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; give a file name for the image")
+    parent = out.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OperationError(
+            f"cannot create a temporary file in {parent}: {exc.strerror}; "
+            "check that the directory exists and is writable"
+        ) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            stats = write_image_to(
+                fh, spec, compression=compression, level=level, threads=threads,
+                early=early, source_date_epoch=mtime,
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise OperationError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_dir(parent)
+    return stats
+
+
+def write_image_to(
+    stream: BinaryIO,
+    spec: ImageSpec,
+    *,
+    compression: Compression = Compression.ZSTD,
+    level: int | None = None,
+    threads: int = -1,
+    early: ImageSpec | None = None,
+    source_date_epoch: int | None = None,
+) -> ImageStats:
+    """Write the image into an open binary stream (not closed); see `write_image`."""
+    mtime = resolve_mtime(source_date_epoch)
+    level = _check_level(compression, level)
+    counter = _Counter(stream)
+    unpacked = 0
+    count = 0
+    if early is not None:
+        # The early loader scans only an uncompressed first segment (x86 microcode).
+        size, n = _write_cpio(early, counter.write, mtime)
+        unpacked += size
+        count += n
+        pad = -counter.count % 4
+        counter.write(b"\0" * pad)
+    sink = _open_sink(compression, level, threads, counter)
+    size, n = _write_cpio(spec, sink.write, mtime)
+    sink.close()
+    return ImageStats(counter.count, unpacked + size, count + n)
+
+
+def _check_level(compression: Compression, level: int | None) -> int | None:
+    if compression is Compression.NONE:
+        return None
+    if level is None:
+        return DEFAULT_LEVEL[compression]
+    lo, hi = LEVEL_RANGE[compression]
+    if not lo <= level <= hi:
+        raise UsageError(
+            f"compression level {level} is out of range for {compression.value}; "
+            f"use {lo} to {hi}"
+        )
+    return level
+
+
+class _Sink(Protocol):
+    def write(self, data: Any, /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _Counter:
+    """Counts the bytes that reach the real stream (the compressed size)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def write(self, data: Any) -> int:
+        n = len(data)
+        self._stream.write(data)
+        self.count += n
+        return n
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class _Plain:
+    def __init__(self, dest: _Counter) -> None:
+        self.write = dest.write
+
+    def close(self) -> None:
+        pass
+
+
+def _open_sink(compression: Compression, level: int | None, threads: int,
+               dest: _Counter) -> _Sink:
+    if compression is Compression.ZSTD:
+        assert level is not None
+        # With threads >= 1 zstd's output does not depend on the thread count, so the
+        # image is the same on a 2-core builder and a 64-core one.
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        writer: _Sink = cctx.stream_writer(
+            cast(BinaryIO, dest), closefd=False, write_return_read=True
+        )
+        return writer
+    if compression is Compression.GZIP:
+        # No name and mtime 0 in the gzip header: reproducible.
+        return gzip.GzipFile(filename="", mode="wb", fileobj=dest,
+                             compresslevel=level if level is not None else 6, mtime=0)
+    if compression is Compression.XZ:
+        # The kernel's xz decoder knows CRC32 but not the default CRC64 check.
+        return lzma.LZMAFile(cast(BinaryIO, dest), "wb", format=lzma.FORMAT_XZ,
+                             check=lzma.CHECK_CRC32, preset=level)
+    return _Plain(dest)
+
+
+class _NewcWrite(libarchive.write.ArchiveWrite):  # type: ignore[misc]
+    """libarchive's newc writer with every header field pinned by us."""
+
+    def add(self, entry_p: int, e: Entry, ino: int, mtime: int, size: int,
+            chunks: Iterator[bytes] | None) -> None:
+        laffi.entry_clear(entry_p)
+        _copy_pathname(entry_p, os.fsencode(str(e.path).lstrip("/")))
+        laffi.entry_set_filetype(entry_p, _FILETYPE[e.kind])
+        laffi.entry_set_perm(entry_p, e.mode)
+        laffi.entry_set_uid(entry_p, 0)
+        laffi.entry_set_gid(entry_p, 0)
+        laffi.entry_set_mtime(entry_p, mtime, 0)
+        _set_ino64(entry_p, ino)
+        _set_nlink(entry_p, 2 if e.kind is Kind.DIR else 1)
+        if e.kind is Kind.SYMLINK:
+            assert e.target is not None
+            _copy_symlink(entry_p, os.fsencode(e.target))
+        elif e.kind in (Kind.CHARDEV, Kind.BLOCKDEV):
+            assert e.rdev is not None
+            laffi.entry_set_rdevmajor(entry_p, e.rdev[0])
+            laffi.entry_set_rdevminor(entry_p, e.rdev[1])
+        laffi.entry_set_size(entry_p, size)
+        archive_p = self._pointer
+        laffi.write_header(archive_p, entry_p)
+        if chunks is not None:
+            for chunk in chunks:
+                laffi.write_data(archive_p, chunk, len(chunk))
+        laffi.write_finish_entry(archive_p)
+
+
+def _write_cpio(spec: ImageSpec, write: Callable[[Any], Any], mtime: int) -> tuple[int, int]:
+    """One newc archive ending in TRAILER!!!; returns (file bytes, entries)."""
+    entries = spec.complete()
+    failure: list[BaseException] = []
+
+    def callback(data: Any) -> int:
+        # An exception cannot cross the C frame: keep it, and report failure to libarchive.
+        try:
+            write(data)
+        except BaseException as exc:
+            failure.append(exc)
+            return -1
+        return len(data)
+
+    unpacked = 0
+    pool = (ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="mkkdumprd-decode")
+            if any(e.source is not None and e.codec is not Codec.NONE for e in entries)
+            else None)
+    entry_p = laffi.entry_new()
+    try:
+        with libarchive.custom_writer(callback, "cpio_newc", block_size=_BLOCK,
+                                      archive_write_class=_NewcWrite) as archive:
+            for ino, (e, decoded) in enumerate(_prefetch(entries, pool), start=1):
+                if e.kind is not Kind.FILE:
+                    archive.add(entry_p, e, ino, mtime, 0, None)
+                elif decoded is not None or e.data is not None:
+                    body = decoded if decoded is not None else e.data
+                    assert body is not None
+                    _check_size(e, len(body))
+                    archive.add(entry_p, e, ino, mtime, len(body), _slices(body))
+                    unpacked += len(body)
+                else:
+                    assert e.source is not None
+                    unpacked += _add_plain_file(archive, entry_p, e, ino, mtime)
+    except libarchive.ArchiveError as exc:
+        if failure:
+            raise failure[0] from None
+        raise OperationError(f"writing the cpio archive failed: {exc}") from exc
+    finally:
+        laffi.entry_free(entry_p)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if failure:
+        raise failure[0]
+    return unpacked, len(entries)
+
+
+def _add_plain_file(archive: _NewcWrite, entry_p: int, e: Entry, ino: int, mtime: int) -> int:
+    assert e.source is not None
+    try:
+        f = open(e.source, "rb")  # noqa: SIM115 (closed below, after streaming)
+    except OSError as exc:
+        raise _source_error(e, exc) from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        _check_size(e, size)
+        seen = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal seen
+            while seen < size:
+                try:
+                    chunk = f.read(min(CHUNK, size - seen))
+                except OSError as exc:
+                    raise _source_error(e, exc) from None
+                if not chunk:
+                    break
+                seen += len(chunk)
+                yield chunk
+
+        archive.add(entry_p, e, ino, mtime, size, chunks())
+        if seen != size:
+            raise OperationError(
+                f"{e.source} shrank from {size} to {seen} bytes while it was written into the "
+                f"image as {e.path}; rebuild when nothing is changing it"
+            )
+    return size
+
+
+def _slices(body: bytes) -> Iterator[bytes]:
+    if len(body) <= CHUNK:
+        yield body
+        return
+    for start in range(0, len(body), CHUNK):
+        yield body[start:start + CHUNK]
+
+
+def _check_size(e: Entry, size: int) -> None:
+    if size > _MAX_NEWC:
+        raise UsageError(f"{e.path} is {size} bytes; a newc cpio member must stay below 4 GiB")
+
+
+def _source_error(e: Entry, exc: OSError) -> OperationError:
+    return OperationError(
+        f"cannot read {e.source} for {e.path} in the image ({e.reason}): "
+        f"{exc.strerror or exc}"
+    )
+
+
+def _prefetch(entries: list[Entry], pool: ThreadPoolExecutor | None
+              ) -> Iterator[tuple[Entry, bytes | None]]:
+    """Entries in order, each with its decoded body when its source is compressed."""
+    pending: deque[tuple[Entry, Future[bytes] | None]] = deque()
+
+    def submit(e: Entry) -> Future[bytes] | None:
+        if pool is None or e.source is None or e.codec is Codec.NONE:
+            return None
+        return pool.submit(_decode, e)
+
+    it = iter(entries)
+    for e in it:
+        pending.append((e, submit(e)))
+        if len(pending) >= _DECODE_AHEAD:
+            break
+    while pending:
+        e, fut = pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, submit(nxt)))
+        yield e, (fut.result() if fut is not None else None)
+
+
+def _decode(e: Entry) -> bytes:
+    """The plain bytes of a host file stored gzip/xz/zstd-compressed."""
+    assert e.source is not None
+    try:
+        with open(e.source, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise _source_error(e, exc) from None
+    try:
+        if e.codec is Codec.GZIP:
+            return gzip.decompress(raw)
+        if e.codec is Codec.XZ:
+            return lzma.decompress(raw)
+        if e.codec is Codec.ZSTD:
+            dctx = zstandard.ZstdDecompressor()
+            out: bytes = dctx.stream_reader(raw, read_across_frames=True).read()
+            return out
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as exc:
+        raise OperationError(
+            f"cannot decode {e.source} as {e.codec.value} for {e.path} in the image: {exc}; "
+            "the file is damaged or not in that format"
+        ) from None
+    raise AssertionError(e.codec)
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the directory is synced; some filesystems refuse.
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
