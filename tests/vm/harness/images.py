@@ -1,0 +1,117 @@
+"""Assemble test initramfs images from the project's own ImageSpec and writer.
+
+The helpers here build the pieces the harness's own images share (busybox with its applets,
+a host binary with its shared libraries, kernel modules in load order) as ImageSpec entries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from mkkdumprd.image.compression import Compression
+from mkkdumprd.image.spec import (
+    Entry,
+    ImageSpec,
+    data_entry,
+    dir_entry,
+    file_entry,
+    symlink_entry,
+)
+from mkkdumprd.image.writer import write_image
+
+BUSYBOX = Path("/bin/busybox")
+
+
+def write_initramfs(spec: ImageSpec, out: Path, compression: str = "zstd") -> Path:
+    """Write `spec` as a newc cpio with the product's writer."""
+    write_image(spec, out, compression=Compression[compression.upper()])
+    return out
+
+
+def host_binary(path: str | Path, reason: str) -> Iterator[Entry]:
+    """A host binary at the same path in the image, plus its shared-library closure."""
+    try:
+        from mkkdumprd.elf.install import binary_entries
+
+        from mkkdumprd.host import HostView
+    except ImportError:
+        binary_entries = None
+    if binary_entries is not None:
+        yield from binary_entries([Path(path)], HostView(Path("/")), reason)
+        return
+    # Until the product's closure lands: ldd as a test-side stand-in.
+    p = Path(path)
+    yield file_entry(str(p), p, reason)
+    for lib in _ldd(p):
+        yield file_entry(str(lib), lib, f"library of {p.name}")
+
+
+def _ldd(binary: Path) -> list[Path]:
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    libs: list[Path] = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts:
+            i = parts.index("=>")
+            if i + 1 < len(parts) and parts[i + 1].startswith("/"):
+                libs.append(Path(parts[i + 1]))
+        elif parts and parts[0].startswith("/"):
+            libs.append(Path(parts[0]))
+    return libs
+
+
+def busybox_entries() -> Iterator[Entry]:
+    """busybox at /bin/busybox (with its libraries if it is dynamic) and applet symlinks."""
+    if not BUSYBOX.exists():
+        raise AssertionError("/bin/busybox missing; run dev/setup (apt package busybox)")
+    yield from host_binary(BUSYBOX, "shell and tools for the test /init")
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            yield symlink_entry(f"/bin/{a}", "busybox", "busybox applet")
+    yield symlink_entry("/sbin", "bin", "one bin directory")
+    for d in ("/proc", "/sys", "/dev", "/tmp", "/mnt", "/run"):
+        yield dir_entry(d, "mount point")
+
+
+def module_load_order(kmoddir: Path, kver: str, names: Iterable[str]) -> list[Path]:
+    """.ko files in insmod order, from modprobe --show-depends (a test oracle)."""
+    root = kmoddir.parent.parent.parent
+    order: list[Path] = []
+    for name in names:
+        out = subprocess.run(["modprobe", "-d", str(root), "-S", kver, "--show-depends", name],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "insmod":
+                ko = Path(parts[1])
+                if ko not in order:
+                    order.append(ko)
+    return order
+
+
+def module_entries(kmoddir: Path, kver: str, names: Iterable[str]) -> tuple[list[Entry], str]:
+    """Entries for the modules and a shell snippet that loads them in order."""
+    entries: list[Entry] = []
+    lines: list[str] = []
+    for ko in module_load_order(kmoddir, kver, names):
+        rel = ko.relative_to(kmoddir)
+        dest = f"/lib/modules/{kver}/{rel}"
+        entries.append(file_entry(dest, ko, "kernel module for the test", mode=0o644))
+        lines.append(f"insmod {dest} || echo 'insmod {rel} failed'")
+    return entries, "\n".join(lines)
+
+
+def init_entry(script: str) -> Entry:
+    return data_entry("/init", script, "test /init", mode=0o755)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} not found on PATH; run dev/setup")
+    return path
