@@ -1,0 +1,67 @@
+"""Everything the capture image needs to reach one remote dump target, found on the host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mkkdumprd.errors import OperationError
+from mkkdumprd.host import HostView
+from mkkdumprd.network import addresses, interfaces, ipconfig, resolve, route
+from mkkdumprd.network.interfaces import NetDevice
+from mkkdumprd.network.ipconfig import IpConfig
+from mkkdumprd.network.resolve import ResolvedHost
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    target: ResolvedHost
+    ip: IpConfig                  # the configuration of the outgoing (top) interface
+    device: NetDevice | None      # its stack on the host; None when --ip described another box
+    stack: tuple[str, ...] = ()   # dracut vlan=/bond=/bridge= arguments, bottom up
+
+    @property
+    def nics(self) -> list[NetDevice]:
+        return self.device.physical() if self.device is not None else []
+
+    @property
+    def needs_resolver(self) -> bool:
+        return self.target.is_name
+
+
+def discover(view: HostView, host: str, *, dhcp: bool = False, hostname: str = "") -> NetworkPlan:
+    """The host's way to `host` as a capture-kernel network: route, address, device stack.
+
+    Static by default (the address the host uses now); `dhcp=True` asks for DHCP (DHCPv6
+    for an IPv6 target) on the same interface.
+    """
+    target = resolve.resolve_host(view, host)
+    if addresses.is_host_address(view, target.address):
+        raise OperationError(
+            f"the dump target {host} is an address of this host itself; "
+            "a network dump needs another machine"
+        )
+    lookup = route.route_get(view, target.address)
+    device = interfaces.describe(view, lookup.iface)
+    if not device.physical():
+        raise OperationError(
+            f"the route to {host} leaves through {lookup.iface}, which has no physical "
+            "network card below it; give the capture network with --ip"
+        )
+    if dhcp:
+        ip = ipconfig.dhcp(lookup.iface, target.address.version)
+    else:
+        src = addresses.source_address(view, lookup)
+        ip = ipconfig.static(src.address, src.prefix, lookup.iface, lookup.gateway, hostname)
+    return NetworkPlan(target, ip, device, tuple(interfaces.stack_args(device)))
+
+
+def from_user(view: HostView, host: str, ip: IpConfig) -> NetworkPlan:
+    """A plan from `--ip` (images for another machine): nothing about the host is read
+    except name resolution of the target."""
+    target = resolve.resolve_host(view, host)
+    if ip.is_static and ip.family != target.address.version:
+        raise OperationError(
+            f"--ip gives an IPv{ip.family} address but the dump target {host} is "
+            f"IPv{target.address.version}"
+        )
+    return NetworkPlan(target, ip, None)

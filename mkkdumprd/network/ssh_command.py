@@ -1,0 +1,125 @@
+"""ssh/scp command lines for dumps and for `propagate`, as argv lists (never strings).
+
+Values the user controls (paths, user, host) reach two shells: the local one that runs
+ssh, which the argv form keeps out of, and the remote login shell, which gets ssh's
+command words joined by spaces. Remote commands are therefore built here from word lists
+with shlex.quote, and user/host are validated so they can never be taken for options.
+Host keys are always checked (BatchMode=yes, StrictHostKeyChecking=yes).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from dataclasses import dataclass
+
+from mkkdumprd.errors import UsageError
+
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}\$?$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
+DEFAULT_PORT = 22
+DEFAULT_CONNECT_TIMEOUT = 20
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str
+    host: str          # name or address, IPv6 without brackets
+    port: int = DEFAULT_PORT
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    @property
+    def destination(self) -> str:
+        """`user@host` as ssh takes it (ssh wants IPv6 unbracketed)."""
+        return f"{self.user}@{self.host}"
+
+    def scp_location(self, path: str) -> str:
+        """`user@host:path` for scp, IPv6 in brackets so its colons are not the separator."""
+        host = f"[{self.host}]" if self.is_ipv6 else self.host
+        return f"{self.user}@{host}:{path}"
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(host)) and len(host) <= 253
+
+
+def parse_target(spec: str, port: int = DEFAULT_PORT) -> SshTarget:
+    """`user@host`, `user@[v6addr]` or `user@v6addr` (Fedora's form)."""
+    user, at, host = spec.rpartition("@")
+    if not at or not user:
+        raise UsageError(f"ssh target {spec!r} must be USER@HOST")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not _USER.match(user):
+        raise UsageError(f"ssh target {spec!r}: {user!r} is not a valid user name")
+    if not _valid_host(host):
+        raise UsageError(f"ssh target {spec!r}: {host!r} is not a valid host name or address")
+    if not 0 < port < 65536:
+        raise UsageError(f"ssh port {port} is out of range 1-65535")
+    return SshTarget(user, host, port)
+
+
+def ssh_options(key: str, known_hosts: str, port: int = DEFAULT_PORT,
+                connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
+    return [
+        "-i", key,
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-p", str(port),
+    ]
+
+
+def remote(*commands: list[str] | tuple[str, ...]) -> str:
+    """One remote shell command line: each command's words quoted, commands joined by &&."""
+    return " && ".join(shlex.join(c) for c in commands)
+
+
+def ssh_argv(target: SshTarget, key: str, known_hosts: str, remote_command: str,
+             *, ssh: str = "ssh", connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
+    """argv for running `remote_command` (from remote()) on the target."""
+    return [ssh, *ssh_options(key, known_hosts, target.port, connect_timeout),
+            target.destination, remote_command]
+
+
+def scp_argv(target: SshTarget, key: str, known_hosts: str, local: str, remote_path: str,
+             *, scp: str = "scp", connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
+    opts = ssh_options(key, known_hosts, target.port, connect_timeout)
+    opts[opts.index("-p")] = "-P"      # scp's port flag is -P
+    return [scp, *opts, "--", local, target.scp_location(remote_path)]
+
+
+def mkdir_command(directory: str) -> str:
+    return remote(["mkdir", "-p", "--", directory])
+
+
+def receive_command(dest: str) -> str:
+    """Remote side of `collector | ssh`: only the owner may read the dump."""
+    return f"umask 0077 && {shlex.join(['dd', 'bs=512', 'of=' + dest])}"
+
+
+def rename_command(src: str, dest: str) -> str:
+    return remote(["mv", "-f", "--", src, dest])
+
+
+def known_hosts_line(host: str, port: int, public_key: str) -> str:
+    """A known_hosts line for `host` from a `.pub` / ssh-keyscan key (`TYPE BASE64 [comment]`).
+
+    ssh looks non-default ports up as `[host]:port`; the default port as the bare host.
+    """
+    words = public_key.split()
+    if len(words) >= 3 and not words[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        words = words[1:]       # a keyscan line "host type key": drop its host field
+    if len(words) < 2:
+        raise UsageError(f"host key {public_key!r} is not of the form 'TYPE BASE64'")
+    name = host if port == DEFAULT_PORT else f"[{host}]:{port}"
+    return f"{name} {words[0]} {words[1]}"

@@ -1,0 +1,141 @@
+"""Fake /proc/net and /sys/class/net trees for network discovery tests.
+
+The file formats are the kernel's (columns as in fs/proc and net/ipv4/fib_trie.c), so the
+same parsers read them as they read the live files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from mkkdumprd.network.route import RTF_GATEWAY, RTF_UP, encode_ipv4_hex
+
+ROUTE_HEADER = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+)
+
+
+class FakeNet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.routes4: list[str] = []
+        self.routes6: list[str] = []
+        self.inet6: list[str] = []
+        self.local4: list[str] = []
+        self.vlans: list[str] = []
+
+    def _p(self, rel: str) -> Path:
+        p = self.root / rel.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write(self, rel: str, text: str) -> None:
+        self._p(rel).write_text(text)
+
+    def symlink(self, rel: str, target: str) -> None:
+        p = self._p(rel)
+        os.symlink(target, p)
+
+    # -- devices -----------------------------------------------------------------------
+    def nic(self, name: str, mac: str, driver: str = "virtio_net",
+            pci: str = "0000:00:03.0") -> None:
+        """A PCI NIC the way sysfs shows it: class link → device dir with a driver link."""
+        devdir = f"/sys/devices/pci0000:00/{pci}"
+        self.write(f"{devdir}/net/{name}/address", mac + "\n")
+        self.symlink(f"{devdir}/net/{name}/device", f"../../../{pci}")
+        self.symlink(f"{devdir}/driver", f"../../../bus/pci/drivers/{driver}")
+        (self.root / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
+        self.symlink(f"/sys/class/net/{name}", f"../../devices/pci0000:00/{pci}/net/{name}")
+
+    def virtual(self, name: str, mac: str) -> Path:
+        d = self.root / f"sys/devices/virtual/net/{name}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "address").write_text(mac + "\n")
+        self.symlink(f"/sys/class/net/{name}", f"../../devices/virtual/net/{name}")
+        return d
+
+    def bond(self, name: str, mac: str, slaves: list[str], mode: str = "active-backup 1",
+             perm: dict[str, str] | None = None) -> None:
+        d = self.virtual(name, mac)
+        (d / "bonding").mkdir()
+        (d / "bonding/slaves").write_text(" ".join(slaves) + "\n")
+        (d / "bonding/mode").write_text(mode + "\n")
+        (d / "bonding/miimon").write_text("100\n")
+        for s in slaves:
+            os.symlink(f"../{s}", d / f"lower_{s}")
+            if perm and s in perm:
+                real = (self.root / "sys/class/net" / s).resolve()
+                (real / "bonding_slave").mkdir(exist_ok=True)
+                (real / "bonding_slave/perm_hwaddr").write_text(perm[s] + "\n")
+                (real / "address").write_text(mac + "\n")
+
+    def bridge(self, name: str, mac: str, ports: list[str]) -> None:
+        d = self.virtual(name, mac)
+        (d / "bridge").mkdir()
+        (d / "brif").mkdir()
+        for p in ports:
+            os.symlink(f"../../{p}/brport", d / f"brif/{p}")
+
+    def vlan(self, name: str, mac: str, parent: str, vid: int,
+             in_proc: bool = True) -> None:
+        d = self.virtual(name, mac)
+        (d / "uevent").write_text(f"DEVTYPE=vlan\nINTERFACE={name}\n")
+        os.symlink(f"../{parent}", d / f"lower_{parent}")
+        if in_proc:
+            self.vlans.append(f"{name:<9}| {vid}  | {parent}")
+
+    # -- addresses and routes ----------------------------------------------------------
+    def addr4(self, iface: str, cidr: str, metric: int = 0) -> None:
+        """An address plus the connected prefix route the kernel adds for it."""
+        itf = ipaddress.IPv4Interface(cidr)
+        self.local4.append(str(itf.ip))
+        self.route4(iface, str(itf.network), None, metric)
+
+    def route4(self, iface: str, net: str, gw: str | None, metric: int = 0,
+               flags: int | None = None) -> None:
+        n = ipaddress.IPv4Network(net)
+        fl = flags if flags is not None else RTF_UP | (RTF_GATEWAY if gw else 0)
+        self.routes4.append(
+            f"{iface}\t{encode_ipv4_hex(n.network_address)}\t{encode_ipv4_hex(gw or '0.0.0.0')}"
+            f"\t{fl:04X}\t0\t0\t{metric}\t{encode_ipv4_hex(n.netmask)}\t0\t0\t0"
+        )
+
+    def addr6(self, iface: str, cidr: str, scope: int = 0, flags: int = 0x80,
+              ifindex: int = 2) -> None:
+        itf = ipaddress.IPv6Interface(cidr)
+        self.inet6.append(
+            f"{itf.ip.packed.hex()} {ifindex:02x} {itf.network.prefixlen:02x} {scope:02x} "
+            f"{flags:02x} {iface:>8}"
+        )
+
+    def route6(self, iface: str, net: str, gw: str | None, metric: int = 256,
+               flags: int | None = None) -> None:
+        n = ipaddress.IPv6Network(net)
+        nh = ipaddress.IPv6Address(gw or "::")
+        fl = flags if flags is not None else RTF_UP | (RTF_GATEWAY if gw else 0)
+        self.routes6.append(
+            f"{n.network_address.packed.hex()} {n.prefixlen:02x} {'0' * 32} 00 "
+            f"{nh.packed.hex()} {metric:08x} 00000001 00000000 {fl:08x} {iface:>8}"
+        )
+
+    def fib_trie(self) -> str:
+        # The shape of /proc/net/fib_trie: a trie dump with leaves and their aliases.
+        lines = ["Main:", "  +-- 0.0.0.0/0 3 0 5"]
+        for a in ["127.0.0.1", *self.local4]:
+            lines += [f"     |-- {a}", "        /32 host LOCAL"]
+            net = ipaddress.IPv4Network(f"{a}/24", strict=False)
+            lines += [f"     |-- {net.broadcast_address}", "        /32 link BROADCAST"]
+        lines += [f"     |-- {net.network_address}", "        /24 link UNICAST"]
+        return "\n".join(lines) + "\n"
+
+    def commit(self) -> None:
+        self.write("/proc/net/route", ROUTE_HEADER + "".join(r + "\n" for r in self.routes4))
+        self.write("/proc/net/ipv6_route", "".join(r + "\n" for r in self.routes6))
+        self.write("/proc/net/if_inet6", "".join(r + "\n" for r in self.inet6))
+        self.write("/proc/net/fib_trie", self.fib_trie())
+        if self.vlans:
+            self.write("/proc/net/vlan/config",
+                       "VLAN Dev name\t | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n"
+                       + "".join(v + "\n" for v in self.vlans))

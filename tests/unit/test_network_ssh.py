@@ -1,0 +1,77 @@
+"""ssh argv assembly with hostile values: quoted once for ssh's argv, once for the remote shell."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from mkkdumprd.errors import UsageError
+from mkkdumprd.network import ssh_command as sc
+
+HOSTILE = "/var/crash/it's a $(touch /tmp/pwned); `id` \"x\" & y\n*"
+
+
+def test_target_parsing() -> None:
+    assert sc.parse_target("root@dump.example.org") == sc.SshTarget("root", "dump.example.org")
+    t = sc.parse_target("kdump@2001:db8::1:2:3:4", port=2222)
+    assert (t.host, t.port, t.destination) == ("2001:db8::1:2:3:4", 2222, "kdump@2001:db8::1:2:3:4")
+    assert sc.parse_target("u@[fd00::1]").host == "fd00::1"
+    for bad in ("dump.example.org", "@host", "-oProxyCommand=x@host", "root@-oProxy=x",
+                "root@host;id", "root@ho st", "ro ot@host", "root@"):
+        with pytest.raises(UsageError, match="ssh target"):
+            sc.parse_target(bad)
+    with pytest.raises(UsageError, match="port"):
+        sc.parse_target("root@h", port=70000)
+
+
+def test_ssh_argv_has_strict_options_and_one_remote_word() -> None:
+    t = sc.parse_target("root@10.0.2.100", port=2222)
+    argv = sc.ssh_argv(t, "/root/.ssh/kdump_id", "/root/.ssh/known_hosts",
+                       sc.mkdir_command(HOSTILE), connect_timeout=7)
+    assert argv[:-2] == [
+        "ssh", "-i", "/root/.ssh/kdump_id", "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/root/.ssh/known_hosts",
+        "-o", "ConnectTimeout=7", "-p", "2222",
+    ]
+    assert argv[-2] == "root@10.0.2.100"
+    # what the remote shell sees: exactly mkdir -p -- HOSTILE
+    assert shlex.split(argv[-1]) == ["mkdir", "-p", "--", HOSTILE]
+
+
+def test_remote_commands_survive_a_real_shell(tmp_path: object) -> None:
+    from pathlib import Path
+    base = Path(str(tmp_path))
+    target = str(base / "d $(touch PWNED) 'q'; `x`")
+    dest = target + "/vmcore-incomplete"
+    script = " && ".join([
+        sc.mkdir_command(target),
+        sc.receive_command(dest),
+        sc.rename_command(dest, target + "/vmcore.flat"),
+    ])
+    # run it the way sshd does: the login shell gets the command line as one string
+    subprocess.run(["sh", "-c", script], input=b"payload", check=True, cwd=base,
+                   capture_output=True)
+    assert (Path(target) / "vmcore.flat").read_bytes() == b"payload"
+    assert not (base / "PWNED").exists()
+    assert oct((Path(target) / "vmcore.flat").stat().st_mode & 0o777) == "0o600"
+
+
+def test_scp_brackets_ipv6_and_uses_capital_p() -> None:
+    t = sc.parse_target("root@fd00::9", port=2200)
+    argv = sc.scp_argv(t, "/k", "/kh", "/proc/vmcore", "/var/crash/x/vmcore-incomplete")
+    assert argv[-3:] == ["--", "/proc/vmcore", "root@[fd00::9]:/var/crash/x/vmcore-incomplete"]
+    assert "-P" in argv and "-p" not in argv and argv[argv.index("-P") + 1] == "2200"
+    assert sc.parse_target("r@h").scp_location("/p") == "r@h:/p"
+
+
+def test_known_hosts_lines() -> None:
+    pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK7 host@box"
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK7"
+    assert sc.known_hosts_line("10.0.2.100", 22, pub) == f"10.0.2.100 {key}"
+    assert sc.known_hosts_line("fd00::1", 2222, pub) == f"[fd00::1]:2222 {key}"
+    scan = "dump.example.org ecdsa-sha2-nistp256 AAAAE2Vj"
+    assert sc.known_hosts_line("dump.example.org", 22, scan) == scan
+    with pytest.raises(UsageError):
+        sc.known_hosts_line("h", 22, "garbage")
