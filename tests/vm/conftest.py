@@ -32,7 +32,8 @@ def vm_tools() -> None:
         require_tool(tool)
 
 
-BuildImage = Callable[[Sequence[str], Path], Path]
+BuildImage = Callable[..., Path]
+VIRTIO_DRIVERS = ("virtio_pci", "virtio_blk")
 
 
 def run_mkkdumprd(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -45,9 +46,9 @@ def run_mkkdumprd(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
 def build_capture(kernel: Kernel) -> BuildImage:
     """`mkkdumprd build` for the test kernel, image built for another machine (a VM)."""
 
-    def build(args: Sequence[str], out: Path) -> Path:
+    def build(args: Sequence[str], out: Path, drivers: Sequence[str] = ()) -> Path:
         argv = ["build", "--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir),
-                "--no-hostonly", "--add-drivers", "virtio_pci,virtio_blk",
+                "--no-hostonly", "--add-drivers", ",".join([*VIRTIO_DRIVERS, *drivers]),
                 *args, "-o", str(out)]
         r = run_mkkdumprd(argv)
         if r.returncode != 0 or not out.exists():

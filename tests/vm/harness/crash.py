@@ -30,7 +30,7 @@ class CrashRun:
 
 def crash_cycle(kernel: Kernel, capture_image: Path, disks: Sequence[Path], workdir: Path,
                 capture_append: str = CAPTURE_APPEND, timeout: float = CYCLE_TIMEOUT,
-                expect_exit: bool = True) -> CrashRun:
+                expect_exit: bool = True, log: Path | None = None) -> CrashRun:
     """Boot `kernel`, kexec-load it with `capture_image`, crash it, and wait for QEMU to end.
 
     The capture image decides how the VM ends: its final/failure action (reboot, poweroff)
@@ -40,7 +40,7 @@ def crash_cycle(kernel: Kernel, capture_image: Path, disks: Sequence[Path], work
                               capture_append)
     spec = VMSpec(kernel.vmlinuz, first, FIRST_KERNEL_APPEND,
                   drives=tuple(Drive(d) for d in disks))
-    log = workdir / "console.log"
+    log = log or workdir / "console.log"
     with VM(spec, log, timeout) as vm:
         m = vm.wait_for(f"{LOADED_MARKER}|{LOAD_FAILED_MARKER}")
         if m.group(0) == LOAD_FAILED_MARKER:
