@@ -11,7 +11,11 @@ from tests.support.debian_kernel import Kernel
 from tests.vm.conftest import BuildImage
 from tests.vm.harness import disks
 from tests.vm.harness.crash import crash_cycle
-from tests.vm.harness.first_stage import LOADED_MARKER
+from tests.vm.harness.first_stage import CAPTURE_APPEND, LOADED_MARKER
+
+# The capture image's bounded wait, shortened on the capture kernel's command line (the
+# image's own default is longer) so the test does not idle.
+WAIT = 10
 
 
 @pytest.mark.vm
@@ -27,7 +31,8 @@ def test_missing_target_runs_failure_action(kernel: Kernel, tmp_path: Path,
                            content=disks.tree(tmp_path / "fs", "var/crash"))
 
     # crash_cycle fails if QEMU does not end by itself: an unbounded wait would hang here.
-    run = crash_cycle(kernel, image, [disk], tmp_path)
+    run = crash_cycle(kernel, image, [disk], tmp_path,
+                      capture_append=f"{CAPTURE_APPEND} kdump.timeout={WAIT}")
 
     capture_console = run.console.split(LOADED_MARKER, 1)[1]
     assert missing in capture_console, \
