@@ -1,0 +1,93 @@
+"""Binaries and their library closures as image entries.
+
+Every path is recreated in the image the way it resolves in the view: each symlink met
+on the way (/lib64 -> usr/lib64, ld-linux-x86-64.so.2 -> ../lib/..., libfoo.so.1 ->
+libfoo.so.1.2.3) becomes a symlink entry with the same target, and the file lands at its
+real path. So a path that works on the host works in the image, and no file is ever put
+under a directory that is a symlink in the image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from mkkdumprd.elf.closure import LD_SO_CACHE, ElfError, Resolver
+from mkkdumprd.host import HostView
+from mkkdumprd.image.spec import Entry, file_entry, symlink_entry
+
+_MAX_SYMLINKS = 40
+
+
+def find_binary(view: HostView, name: str) -> PurePosixPath | None:
+    """`name` on the view's PATH (or `name` itself when it is a path that exists)."""
+    return view.which(name)
+
+
+def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason: str, *,
+                   dlopen: Sequence[str] = ()) -> list[Entry]:
+    """Entries for `files` (kept at their paths) and everything the loader opens for them.
+
+    A bare name (no '/') is looked up on the view's PATH first.
+    """
+    resolver = Resolver(view)
+    out: dict[PurePosixPath, Entry] = {}
+    for f in files:
+        root = _locate(view, str(f))
+        for e in path_entries(view, root, reason):
+            out.setdefault(e.path, e)
+        for obj in resolver.objects_of(root, dlopen):
+            for e in path_entries(view, obj, f"library of {root}"):
+                out.setdefault(e.path, e)
+    if resolver.needs_cache and view.is_file(LD_SO_CACHE):
+        first = sorted(resolver.needs_cache)[0]
+        for e in path_entries(view, PurePosixPath(LD_SO_CACHE),
+                              f"the loader finds {first} only through ld.so.cache"):
+            out.setdefault(e.path, e)
+    return list(out.values())
+
+
+def _locate(view: HostView, name: str) -> PurePosixPath:
+    if "/" in name:
+        return PurePosixPath("/", name)
+    found = find_binary(view, name)
+    if found is None:
+        raise ElfError(f"'{name}' is not on the PATH in {view.root}; install it or give "
+                       "its full path")
+    return found
+
+
+def path_entries(view: HostView, p: str | PurePosixPath, reason: str) -> list[Entry]:
+    """Symlink entries for every link crossed resolving `p`, then the file itself."""
+    entries: list[Entry] = []
+    parts = list(PurePosixPath("/", str(p)).parts[1:])
+    done: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        cand = "/" + "/".join([*done, name])
+        host = view.path(cand)
+        if host.is_symlink():
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                raise ElfError(f"too many levels of symbolic links resolving {p}")
+            target = os.readlink(host)
+            entries.append(symlink_entry(cand, target, reason))
+            if target.startswith("/"):
+                done = []
+            parts = [x for x in PurePosixPath(target).parts if x != "/"] + parts
+            continue
+        done.append(name)
+    real = "/" + "/".join(done)
+    source = view.path(real)
+    if not source.is_file():
+        raise ElfError(f"{p} resolves to {real}, which is not a regular file")
+    entries.append(file_entry(real, source, reason))
+    return entries

@@ -1,0 +1,108 @@
+"""What glibc's ld.so compiles in per architecture, as data.
+
+The ld.so.cache flags it accepts (sysdeps/*/dl-cache.h), the AT_PLATFORM string that
+`$PLATFORM` expands to, the glibc-hwcaps subdirectories it may search, and the `$LIB`
+string and default search directories, which depend on how the target's glibc was
+configured (Debian multiarch `lib/x86_64-linux-gnu` versus Fedora `lib64`); those are
+read from where the target's own ld.so lives, since ld.so sits in its slibdir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from mkkdumprd.host import HostView
+
+# ld.so.cache entry flags: FLAG_ELF_LIBC6 | the arch's FLAG_*_LIB64 etc.
+FLAG_ELF_LIBC6 = 0x0003
+
+# (e_machine, class) -> (cache flags accepted, AT_PLATFORM, multiarch triplet, interpreter)
+_ARCHES: dict[tuple[str, int], tuple[frozenset[int], str, str, str]] = {
+    ("EM_X86_64", 64): (frozenset({0x0303}), "x86_64", "x86_64-linux-gnu",
+                        "/lib64/ld-linux-x86-64.so.2"),
+    ("EM_X86_64", 32): (frozenset({0x0803}), "x86_64", "x86_64-linux-gnux32",
+                        "/libx32/ld-linux-x32.so.2"),
+    ("EM_386", 32): (frozenset({0x0003}), "i686", "i386-linux-gnu", "/lib/ld-linux.so.2"),
+    ("EM_AARCH64", 64): (frozenset({0x0A03}), "aarch64", "aarch64-linux-gnu",
+                         "/lib/ld-linux-aarch64.so.1"),
+    ("EM_ARM", 32): (frozenset({0x0903, 0x0B03, 0x0003}), "v7l", "arm-linux-gnueabihf",
+                     "/lib/ld-linux-armhf.so.3"),
+    ("EM_PPC64", 64): (frozenset({0x0503}), "power8", "powerpc64le-linux-gnu",
+                       "/lib64/ld64.so.2"),
+    ("EM_S390", 64): (frozenset({0x0403}), "z13", "s390x-linux-gnu", "/lib/ld64.so.1"),
+    ("EM_RISCV", 64): (frozenset({0x1003, 0x0F03}), "riscv64", "riscv64-linux-gnu",
+                       "/lib/ld-linux-riscv64-lp64d.so.1"),
+    ("EM_LOONGARCH", 64): (frozenset({0x1203, 0x1103}), "loongarch64",
+                           "loongarch64-linux-gnu", "/lib64/ld-linux-loongarch-lp64d.so.1"),
+}
+
+# glibc-hwcaps subdirectories per arch, best first, with the /proc/cpuinfo flags each needs.
+_X86_64_LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("x86-64-v4", frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})),
+    ("x86-64-v3", frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe",
+                             "xsave"})),
+    ("x86-64-v2", frozenset({"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"})),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The ELF flavour the loader accepts and the strings its DSTs expand to."""
+
+    machine: str
+    elf_class: int
+    cache_flags: frozenset[int]
+    platform: str
+    lib: str  # what $LIB expands to, without leading slash
+    default_dirs: tuple[PurePosixPath, ...]
+    hwcaps: tuple[str, ...]  # supported glibc-hwcaps subdirs, best first
+
+
+def target_for(view: HostView, machine: str, elf_class: int,
+               interp: str | None = None) -> Target:
+    known = _ARCHES.get((machine, elf_class))
+    flags, platform, triplet, default_interp = known or (
+        frozenset({FLAG_ELF_LIBC6}), "", "", "")
+    lib = _slibdir(view, interp or default_interp, triplet, elf_class)
+    dirs = [f"/{lib}", f"/usr/{lib}"]
+    if "/" in lib:  # Debian multiarch glibc also searches the plain dirs
+        dirs += ["/lib", "/usr/lib"]
+    hwcaps = _hwcaps(view, machine, elf_class)
+    return Target(machine, elf_class, flags, platform, lib,
+                  tuple(PurePosixPath(d) for d in dirs), hwcaps)
+
+
+def _slibdir(view: HostView, interp: str, triplet: str, elf_class: int) -> str:
+    """$LIB: the directory ld.so was installed in, relative to / or /usr."""
+    if interp and view.is_file(interp):
+        parent = view.resolve(interp).parent
+        rel = str(parent).lstrip("/")
+        if rel.startswith("usr/"):
+            rel = rel[4:]
+        if rel.startswith("lib"):
+            return rel
+    if triplet and view.is_dir(f"/usr/lib/{triplet}"):
+        return f"lib/{triplet}"
+    return "lib64" if elf_class == 64 and view.is_dir("/usr/lib64") else "lib"
+
+
+def _hwcaps(view: HostView, machine: str, elf_class: int) -> tuple[str, ...]:
+    """Supported glibc-hwcaps levels; only knowable for the live machine (/proc/cpuinfo)."""
+    if machine != "EM_X86_64" or elf_class != 64:
+        return ()
+    text = view.read_optional("/proc/cpuinfo")
+    if not text:
+        return ()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    out: list[str] = []
+    # A level counts only when every lower level is there too.
+    for name, need in reversed(_X86_64_LEVELS):
+        if not need <= flags:
+            break
+        out.insert(0, name)
+    return tuple(out)
