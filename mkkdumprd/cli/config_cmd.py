@@ -1,5 +1,118 @@
-"""`mkkdumprd config` (placeholder until its issue lands)."""
+"""`mkkdumprd config check|show`: validate kdump.conf without building, as `sshd -t` does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
-COMMANDS: list[click.Command] = []
+from mkkdumprd.config.kdumpconf import DEFAULT_CONF, read_kdump_conf
+from mkkdumprd.config.model import Diagnostic, KdumpConfig
+from mkkdumprd.config.render import config_as_dict, diagnostic_as_dict, render_kdump_conf
+from mkkdumprd.config.target_spec import SPEC_HELP, apply_target, parse_target_spec
+from mkkdumprd.errors import ConfigError, UsageError
+
+_CONFIG_HELP = (f"kdump.conf to read (default: {DEFAULT_CONF} if it exists, else Fedora's "
+                "defaults).")
+
+
+def _resolve(config_file: Path | None, target_spec: str | None
+             ) -> tuple[str, KdumpConfig | None, list[Diagnostic], list[Diagnostic]]:
+    """(source shown to the user, config or None, errors, warnings)."""
+    if config_file is not None:
+        source = str(config_file)
+    elif DEFAULT_CONF.exists():
+        source = str(DEFAULT_CONF)
+    else:
+        source = "<defaults>"
+    result = read_kdump_conf(config_file)
+    config, errors, warnings = result.config, list(result.errors), list(result.warnings)
+    if config is not None and target_spec is not None:
+        try:
+            target, path = parse_target_spec(target_spec)
+            config = apply_target(config, target, path)
+            warnings = list(config.warnings)
+        except ConfigError as exc:
+            errors += [Diagnostic(where, msg, target_spec) for where, msg in exc.problems]
+            config = None
+        except UsageError as exc:
+            errors.append(Diagnostic(None, str(exc), target_spec))
+            config = None
+    return source, config, errors, warnings
+
+
+def _echo_diagnostics(kind: str, diags: list[Diagnostic]) -> None:
+    for diag in diags:
+        where = str(diag.where) if diag.where else "mkkdumprd"
+        click.echo(f"{where}: {kind}: {diag.message}", err=True)
+
+
+_config_option = click.option("-c", "--config", "config_file", default=None,
+                              type=click.Path(path_type=Path), help=_CONFIG_HELP)
+_target_option = click.option("--target", "target_spec", metavar="SPEC", default=None,
+                              help=SPEC_HELP)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Validate or show kdump.conf (Fedora's syntax) without building anything."""
+
+
+@config_group.command("check")
+@_config_option
+@_target_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the resolved configuration, warnings and errors as JSON.")
+@click.pass_context
+def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
+          as_json: bool) -> None:
+    """Check kdump.conf: exit 0 when valid, 2 with every error listed.
+
+    Only the file is read: no device, server, kernel or binary is needed. Warnings (the
+    obsolete `default`, ignored dracut_args flags, ...) go to stderr with file:line.
+    fence_kdump_args/fence_kdump_nodes are accepted but ignored, with a warning.
+    """
+    source, config, errors, warnings = _resolve(config_file, target_spec)
+    if as_json:
+        doc = {
+            "valid": not errors,
+            "config": config_as_dict(config) if config is not None and not errors else None,
+            "warnings": [diagnostic_as_dict(d, source) for d in warnings],
+            "errors": [diagnostic_as_dict(d, source) for d in errors],
+        }
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        _echo_diagnostics("warning", warnings)
+        _echo_diagnostics("error", errors)
+        if errors:
+            count = f"{len(errors)} error" + ("s" if len(errors) > 1 else "")
+            click.echo(f"{source}: {count}; fix them and run `mkkdumprd config check` again",
+                       err=True)
+        elif source == "<defaults>":
+            click.echo(f"no {DEFAULT_CONF}: Fedora's defaults apply (valid)")
+        else:
+            click.echo(f"{source}: valid")
+    ctx.exit(2 if errors else 0)
+
+
+@config_group.command("show")
+@_config_option
+@_target_option
+@click.pass_context
+def show(ctx: click.Context, config_file: Path | None, target_spec: str | None) -> None:
+    """Print the effective configuration in kdump.conf syntax, defaults filled in.
+
+    Lines that were not in the file end with `# default`. The output parses back to the
+    same configuration.
+    """
+    _, config, errors, warnings = _resolve(config_file, target_spec)
+    _echo_diagnostics("warning", warnings)
+    if config is None or errors:
+        _echo_diagnostics("error", errors)
+        ctx.exit(2)
+        return
+    click.echo(render_kdump_conf(config), nl=False)
+
+
+COMMANDS: list[click.Command] = [config_group]

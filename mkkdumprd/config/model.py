@@ -88,6 +88,22 @@ class KdumpConfig:
     force_no_rebuild: bool = False
     add_drivers: tuple[str, ...] = ()
     omit_drivers: tuple[str, ...] = ()
+    auto_reset_crashkernel: bool = True
     warnings: tuple[Diagnostic, ...] = ()
     # Directives that were given explicitly (the rest are defaults), for `config show`.
+    # Keys: "target", "path", "core_collector", "sshkey", "kdump_pre", "kdump_post",
+    # "extra_bins", "extra_modules", "failure_action" (also set by the obsolete `default`),
+    # "final_action", "force_rebuild", "force_no_rebuild", "dracut_args",
+    # "auto_reset_crashkernel".
     explicit: frozenset[str] = frozenset()
+    # Where each explicit key was written (same keys), so later stages can point at the line.
+    locations: tuple[tuple[str, Location], ...] = ()
+    # core_collector as written in the file (None: not given). `core_collector` above is the
+    # effective argv for the target (default gets -F on raw/ssh, a written -F is dropped on
+    # filesystem targets as Fedora does); this keeps the original so a --target override can
+    # derive it again.
+    core_collector_written: tuple[str, ...] | None = None
+
+    def location(self, key: str) -> Location | None:
+        """Where directive `key` was written, or None for a default."""
+        return next((loc for k, loc in self.locations if k == key), None)
