@@ -1,0 +1,316 @@
+"""ModuleIndex: what kmod knows about one kernel's modules, from depmod's files or `.modinfo`.
+
+With a current depmod index the text files are read (modules.dep, modules.alias,
+modules.softdep, modules.symbols, modules.builtin, modules.builtin.modinfo,
+modules.order). When modules.dep or modules.alias is missing, older than a module file,
+or does not list exactly the module files present (an extracted kernel package before
+depmod ran), the same tables are built from every module's `.modinfo` instead.
+
+`lookup()` follows kmod_module_new_from_lookup(): the first source with a hit wins, in
+the order modprobe.d aliases, module names, `symbol:` aliases, modules.alias,
+built-in aliases, built-in module names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mkkdumprd.errors import UsageError
+from mkkdumprd.host import HostView
+from mkkdumprd.kmod.config import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
+from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
+from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
+from mkkdumprd.kmod.scan import ModuleFile, ScannedModule, module_files, scan_modinfo
+
+# Written by depmod; modules.builtin*, modules.order come with the kernel package.
+DEPMOD_FILES = ("modules.dep", "modules.alias", "modules.softdep", "modules.symbols")
+
+
+class ModuleNotFound(UsageError):
+    """A requested module name or alias is not provided by this kernel."""
+
+    def __init__(self, name: str, kver: str, kmoddir: Path | None = None,
+                 near: Sequence[str] = ()) -> None:
+        self.name, self.kver, self.near = name, kver, tuple(near)
+        where = f" in {kmoddir}" if kmoddir else ""
+        hint = (f"; did you mean {', '.join(near)}?" if near
+                else "; check the name with `mkkdumprd deps modules`")
+        super().__init__(f"kernel module {name!r} not found for kernel {kver}{where}{hint}")
+
+
+class ModuleDirMissing(UsageError):
+    """No module directory for the kernel version."""
+
+    def __init__(self, kver: str, searched: Sequence[Path]) -> None:
+        self.kver, self.searched = kver, tuple(searched)
+        super().__init__(
+            f"no kernel modules for kernel {kver}: none of "
+            f"{', '.join(str(p) for p in searched)} is a directory; install the kernel "
+            f"package for {kver} or pass --kmoddir")
+
+
+MODULE_DIRS: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
+
+
+def find_kmoddir(view: HostView, kver: str) -> Path:
+    """The host path of /lib/modules/KVER (or /usr/lib/modules/KVER) inside the view."""
+    searched: list[Path] = []
+    for base in MODULE_DIRS:
+        cand = view.path(view.resolve(f"{base}/{kver}"))
+        if cand.is_dir():
+            return cand
+        searched.append(view.path(f"{base}/{kver}"))
+    raise ModuleDirMissing(kver, searched)
+
+
+@dataclass(frozen=True)
+class ModuleIndex:
+    kver: str
+    kmoddir: Path
+    source: str                                  # "index" or "modinfo"
+    modules: Mapping[str, str]                   # name -> relpath as in modules.dep
+    deps: Mapping[str, tuple[str, ...]]          # name -> all hard deps, providers first
+    aliases: AliasTable
+    softdeps: tuple[SoftDep, ...]                # modprobe.d first, then the modules'
+    builtin: frozenset[str]
+    builtin_aliases: AliasTable
+    order: Mapping[str, int]                     # name -> position in modules.order
+    config: ModprobeConfig = field(default_factory=ModprobeConfig)
+    _symbols_file: Path | None = None
+    _firmware: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _cache: dict[str, object] = field(default_factory=dict)
+
+    # ---- loading -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, kmoddir: Path, kver: str, modprobe_d: Sequence[Path] | None = None, *,
+             jobs: int | None = None, use_index: bool = True) -> ModuleIndex:
+        """The index of the modules in `kmoddir` (the /lib/modules/KVER directory).
+
+        `modprobe_d`: modprobe.d directories (or files) whose alias/softdep/blacklist lines
+        apply, as modprobe would read them; none by default. `use_index=False` ignores
+        depmod's files and reads every `.modinfo`.
+        """
+        kmoddir = Path(kmoddir)
+        if not kmoddir.is_dir():
+            raise ModuleDirMissing(kver, [kmoddir])
+        config = load_modprobe_d(modprobe_d) if modprobe_d else ModprobeConfig()
+        files = module_files(kmoddir)
+        builtin = _read_builtin(kmoddir)
+        builtin_aliases = _read_builtin_aliases(kmoddir)
+        order = _read_order(kmoddir)
+        if use_index and _index_is_current(kmoddir, files):
+            return cls._from_index(kmoddir, kver, config, builtin, builtin_aliases, order)
+        scanned = scan_modinfo(kmoddir, [f.relpath for f in files], jobs)
+        return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
+
+    @classmethod
+    def _from_index(cls, kmoddir: Path, kver: str, config: ModprobeConfig,
+                    builtin: frozenset[str], builtin_aliases: AliasTable,
+                    order: Mapping[str, int]) -> ModuleIndex:
+        modules: dict[str, str] = {}
+        dep_paths: dict[str, list[str]] = {}
+        for line in (kmoddir / "modules.dep").read_text(errors="replace").splitlines():
+            head, sep, tail = line.partition(":")
+            if not sep:
+                continue
+            name = modname_from_path(head)
+            modules[name] = head
+            dep_paths[name] = tail.split()
+        # depmod lists users before providers; kmod loads the list right to left.
+        deps = {n: tuple(modname_from_path(p) for p in reversed(ps))
+                for n, ps in dep_paths.items()}
+        aliases = AliasTable()
+        alias_text = (kmoddir / "modules.alias").read_text(errors="replace")
+        for line in alias_text.splitlines():
+            if line.startswith("alias "):
+                words = line.split()
+                if len(words) >= 3:
+                    aliases.add(words[1], normalize(words[2]))
+        softdeps = list(config.softdeps)
+        softdep_file = kmoddir / "modules.softdep"
+        if softdep_file.is_file():
+            for line in softdep_file.read_text(errors="replace").splitlines():
+                words = line.split(None, 2)
+                if len(words) >= 2 and words[0] == "softdep":
+                    softdeps.append(parse_softdep(words[1], words[2] if len(words) > 2 else ""))
+        symbols = kmoddir / "modules.symbols"
+        return cls(kver, kmoddir, "index", modules, deps, aliases, tuple(softdeps), builtin,
+                   builtin_aliases, order, config,
+                   symbols if symbols.is_file() else None)
+
+    @classmethod
+    def _from_scan(cls, kmoddir: Path, kver: str, config: ModprobeConfig,
+                   builtin: frozenset[str], builtin_aliases: AliasTable,
+                   order: Mapping[str, int], scanned: Sequence[ScannedModule]) -> ModuleIndex:
+        chosen: dict[str, ScannedModule] = {}
+        for m in sorted(scanned, key=lambda s: _dup_rank(s.relpath)):
+            chosen.setdefault(modname_from_path(m.relpath), m)
+        # depmod ranks modules (and so alias matches) by modules.order.
+        ranked = sorted(chosen.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+        modules = {name: m.relpath for name, m in ranked}
+        direct = {name: tuple(normalize(d) for d in m.depends) for name, m in ranked}
+        deps = _transitive(direct, modules)
+        aliases = AliasTable()
+        softdeps = list(config.softdeps)
+        for name, m in ranked:
+            for a in m.aliases:
+                aliases.add(a, name)
+            softdeps.extend(parse_softdep(name, v) for v in m.softdeps)
+        firmware = {name: m.firmware for name, m in ranked}
+        return cls(kver, kmoddir, "modinfo", modules, deps, aliases, tuple(softdeps),
+                   builtin, builtin_aliases, order, config, None, firmware)
+
+    # ---- queries -------------------------------------------------------------------
+
+    def lookup(self, name: str) -> tuple[str, ...]:
+        """Module names that `name` (module name, alias, modalias, `symbol:X`) stands for;
+        empty if none. Built-in modules are returned too (they have no relpath)."""
+        key = normalize(name)
+        hits = [m for pat, m in self.config.aliases if fnmatch(pat, key)]
+        if hits:
+            return tuple(dict.fromkeys(hits))
+        if ":" not in key and key in self.modules:
+            return (key,)
+        if key.startswith("symbol:"):
+            sym = self.symbols().get(key)
+            if sym:
+                return (sym,)
+        for table in (self.aliases, self.builtin_aliases):
+            found = table.match(key)
+            if found:
+                return tuple(found)
+        if key in self.builtin:
+            return (key,)
+        return ()
+
+    def softdep_of(self, name: str) -> SoftDep | None:
+        """The softdep rule for module `name`: like kmod, only the first matching line."""
+        for sd in self.softdeps:
+            if fnmatch(sd.pattern, name):
+                return sd
+        return None
+
+    def is_blacklisted(self, name: str) -> bool:
+        return name in self.config.blacklist
+
+    def firmware(self, name: str) -> tuple[str, ...]:
+        """`firmware=` entries of an installed module, read from its `.modinfo` once."""
+        if name not in self._firmware:
+            relpath = self.modules[name]
+            self._firmware[name] = read_modinfo(self.kmoddir / relpath).firmware
+        return self._firmware[name]
+
+    def symbols(self) -> Mapping[str, str]:
+        """`symbol:NAME` -> module, from modules.symbols (empty when built from .modinfo)."""
+        cached = self._cache.get("symbols")
+        if cached is None:
+            table: dict[str, str] = {}
+            if self._symbols_file is not None:
+                for line in self._symbols_file.read_text(errors="replace").splitlines():
+                    words = line.split()
+                    if len(words) >= 3 and words[0] == "alias":
+                        table.setdefault(normalize(words[1]), normalize(words[2]))
+            self._cache["symbols"] = cached = table
+        assert isinstance(cached, dict)
+        return cached
+
+    def not_found(self, name: str) -> ModuleNotFound:
+        """The error for an unknown `name`, with the closest module names."""
+        key = normalize(name)
+        pool = list(self.modules) + sorted(self.builtin)
+        near = difflib.get_close_matches(key, pool, n=4, cutoff=0.6)
+        return ModuleNotFound(name, self.kver, self.kmoddir, near)
+
+
+def _dup_rank(relpath: str) -> tuple[int, str]:
+    """Which copy of a module name wins: updates/ first, then extra/, then the rest."""
+    top = relpath.split("/", 1)[0]
+    return ({"updates": 0, "extra": 1}.get(top, 2), relpath)
+
+
+def _transitive(direct: Mapping[str, tuple[str, ...]],
+                modules: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """All hard deps of each module in a load order (each after its own deps).
+
+    A dependency cycle (which depmod refuses with an error) is cut where it closes.
+    """
+    memo: dict[str, tuple[str, ...]] = {}
+
+    def visit(name: str, active: set[str]) -> tuple[str, ...]:
+        done = memo.get(name)
+        if done is not None:
+            return done
+        active.add(name)
+        out: dict[str, None] = {}
+        for d in direct.get(name, ()):
+            if d not in modules or d in active or d == name:
+                continue
+            for x in visit(d, active):
+                out.setdefault(x)
+            out.setdefault(d)
+        active.discard(name)
+        memo[name] = result = tuple(out)
+        return result
+
+    return {name: visit(name, set()) for name in modules}
+
+
+def _index_is_current(kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
+    dep = kmoddir / "modules.dep"
+    try:
+        stamp = min(os.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
+    except OSError:
+        return False
+    listed: set[str] = set()
+    for line in dep.read_text(errors="replace").splitlines():
+        head, sep, _ = line.partition(":")
+        if sep:
+            listed.add(head)
+    present: set[str] = set()
+    for f in files:
+        if f.mtime_ns > stamp:
+            return False
+        present.add(f.relpath)
+    return present == listed
+
+
+def _read_builtin(kmoddir: Path) -> frozenset[str]:
+    try:
+        text = (kmoddir / "modules.builtin").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(modname_from_path(line.strip()) for line in text.splitlines()
+                     if line.strip())
+
+
+def _read_builtin_aliases(kmoddir: Path) -> AliasTable:
+    table = AliasTable()
+    try:
+        data = (kmoddir / "modules.builtin.modinfo").read_bytes()
+    except OSError:
+        return table
+    for rec in data.split(b"\0"):
+        name, dot, rest = rec.partition(b".")
+        if dot and rest.startswith(b"alias="):
+            table.add(rest[6:].decode("utf-8", "replace"), normalize(name.decode()))
+    return table
+
+
+def _read_order(kmoddir: Path) -> dict[str, int]:
+    try:
+        text = (kmoddir / "modules.order").read_text(errors="replace")
+    except OSError:
+        return {}
+    order: dict[str, int] = {}
+    for i, line in enumerate(text.splitlines()):
+        if line.strip():
+            order.setdefault(modname_from_path(line.strip()), i)
+    return order
+
+
+__all__ = ["ModinfoError", "ModuleDirMissing", "ModuleIndex", "ModuleNotFound"]

@@ -1,0 +1,83 @@
+"""Finding module files in a module directory, and reading all their `.modinfo` at once.
+
+The walk follows depmod: every `*.ko[.xz|.zst|.gz]` below the directory, `build` and
+`source` skipped, symlinked directories not followed. The `.modinfo` reads run in a
+process pool, because pyelftools parsing (and xz decompression) is CPU-bound Python.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkkdumprd.kmod.modinfo import read_modinfo
+from mkkdumprd.kmod.names import is_module_file
+
+_SKIP_DIRS = frozenset({"build", "source"})
+_CHUNK = 48
+_SERIAL_BELOW = 64  # a pool costs ~50 ms to start: not worth it for a few modules
+
+
+@dataclass(frozen=True)
+class ModuleFile:
+    relpath: str
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ScannedModule:
+    """What depmod takes from one module's `.modinfo`."""
+
+    relpath: str
+    depends: tuple[str, ...]
+    aliases: tuple[str, ...]
+    softdeps: tuple[str, ...]
+    firmware: tuple[str, ...]
+
+
+def module_files(kmoddir: Path) -> list[ModuleFile]:
+    """Every module file below `kmoddir`, sorted by relative path."""
+    out: list[ModuleFile] = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            it = os.scandir(kmoddir / rel if rel else kmoddir)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with it:
+            for e in it:
+                sub = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=False):
+                    if e.name not in _SKIP_DIRS:
+                        stack.append(sub)
+                elif is_module_file(e.name) and e.is_file():
+                    out.append(ModuleFile(sub, e.stat().st_mtime_ns))
+    out.sort(key=lambda m: m.relpath)
+    return out
+
+
+def _scan_one(kmoddir: Path, relpath: str) -> ScannedModule:
+    info = read_modinfo(kmoddir / relpath)
+    return ScannedModule(relpath, info.depends, info.aliases, info.softdeps, info.firmware)
+
+
+def _scan_chunk(kmoddir: Path, relpaths: Sequence[str]) -> list[ScannedModule]:
+    return [_scan_one(kmoddir, r) for r in relpaths]
+
+
+def scan_modinfo(kmoddir: Path, relpaths: Sequence[str],
+                 jobs: int | None = None) -> list[ScannedModule]:
+    """`.modinfo` of each module, in the order of `relpaths`."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs <= 1 or len(relpaths) < _SERIAL_BELOW:
+        return _scan_chunk(kmoddir, relpaths)
+    chunks = [relpaths[i: i + _CHUNK] for i in range(0, len(relpaths), _CHUNK)]
+    out: list[ScannedModule] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for part in pool.map(_scan_chunk, [kmoddir] * len(chunks), chunks):
+            out.extend(part)
+    return out
