@@ -1,5 +1,178 @@
-"""`mkkdumprd build` (placeholder until its issue lands)."""
+"""`mkkdumprd build` (also bare `mkkdumprd --target ...`) and `mkkdumprd savecore`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
 
 import click
 
-COMMANDS: list[click.Command] = []
+from mkkdumprd.build.savecore import SaveResult, savecore
+from mkkdumprd.errors import UsageError
+from mkkdumprd.host import HostView
+from mkkdumprd.image.compression import Compression
+
+_SPEC_GRAMMAR = """\b
+SPEC (overrides kdump.conf's target):
+  local[:DEVICE][:PATH]   a filesystem; DEVICE is /dev/NAME, UUID=, LABEL= or PARTUUID=
+  FSTYPE:DEVICE[:PATH]    the same with the type named (ext2, ext3, ext4, xfs, btrfs)
+  raw:DEVICE              a bare block device (recover with `mkkdumprd savecore`)
+  nfs[:SERVER:/EXPORT[/PATH]]   ssh[:USER@HOST[:PATH]]
+A bare `local` without DEVICE is the filesystem holding PATH on this machine.
+"""
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values:
+        out.extend(x for x in v.replace(",", " ").split() if x)
+    return tuple(dict.fromkeys(out))
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def default_output(kver: str, view: HostView) -> Path:
+    """Fedora's place: /boot when it is writable, /var/lib/mkkdumprd otherwise."""
+    boot = view.path("/boot")
+    if boot.is_dir() and os.access(boot, os.W_OK):
+        return boot / f"initramfs-{kver}kdump.img"
+    return view.path(f"/var/lib/mkkdumprd/initramfs-{kver}kdump.img")
+
+
+def _default_kver(view: HostView, sysroot: Path | None) -> str:
+    if sysroot is None:
+        return os.uname().release
+    kvers = view.listdir("/lib/modules")
+    if len(kvers) == 1:
+        return kvers[0]
+    raise UsageError(
+        f"cannot tell which kernel to build for in {sysroot} (found "
+        f"{', '.join(kvers) or 'none'} under /lib/modules); give --kver"
+    )
+
+
+@click.command(epilog=_SPEC_GRAMMAR)
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
+              help="kdump.conf to read (default /etc/kdump.conf, or Fedora's defaults "
+                   "when it does not exist).")
+@click.option("--target", "target_spec", metavar="SPEC",
+              help="Dump target, overriding the one in kdump.conf (grammar below).")
+@click.option("--kver", metavar="KVER",
+              help="Kernel version to build for (default: the running kernel, or the only "
+                   "one under SYSROOT/lib/modules).")
+@click.option("--kmoddir", type=click.Path(path_type=Path),
+              help="Module folder of that kernel (default SYSROOT/lib/modules/KVER).")
+@click.option("--sysroot", type=click.Path(path_type=Path, file_okay=False),
+              help="Take binaries, libraries, modules and the host's devices from this "
+                   "root instead of / (a chroot or image tree).")
+@click.option("--arch", metavar="ARCH", help="Target architecture (default: this machine's).")
+@click.option("--add-drivers", multiple=True, metavar="M,..",
+              help="Kernel modules to add (names or aliases, comma or space separated; "
+                   "repeatable). Needed with --no-hostonly: e.g. virtio_pci,virtio_blk,ext4.")
+@click.option("--omit-drivers", multiple=True, metavar="M,..",
+              help="Kernel modules to leave out wherever they appear.")
+@click.option("--hostonly/--no-hostonly", default=True,
+              help="Host-only (default): find the target's drivers on this machine and "
+                   "check the target exists. --no-hostonly builds for another machine: the "
+                   "target is taken as given and drivers come from --add-drivers.")
+@click.option("--compress", "compress", default="zstd", show_default=True,
+              type=click.Choice([c.value for c in Compression]),
+              help="Compression of the image.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the image (default /boot/initramfs-KVERkdump.img if "
+                   "/boot is writable, else /var/lib/mkkdumprd/initramfs-KVERkdump.img).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--timeout", type=click.IntRange(1, 3600), default=90, show_default=True,
+              help="Seconds the capture image waits for the target before failure_action "
+                   "(kdump.timeout=N on the capture kernel command line overrides it).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+def build(config_path: Path | None, target_spec: str | None, kver: str | None,
+          kmoddir: Path | None, sysroot: Path | None, arch: str | None,
+          add_drivers: tuple[str, ...], omit_drivers: tuple[str, ...], hostonly: bool,
+          compress: str, output: Path | None, force: bool, timeout: int,
+          quiet: bool) -> None:
+    """Build a kdump capture initramfs for a kernel.
+
+    The image holds busybox (or the host's tools), makedumpfile, the kernel modules needed
+    to reach the dump target, and a generated /init that saves /proc/vmcore to the target
+    as configured in kdump.conf. Run without a subcommand, `mkkdumprd [OPTIONS]` means
+    `mkkdumprd build [OPTIONS]`.
+    """
+    from mkkdumprd.arch import host_arch, load_arch
+    from mkkdumprd.build.builder import BuildRequest, build_image
+    from mkkdumprd.config.kdumpconf import load_kdump_conf
+    from mkkdumprd.config.target_spec import apply_target, parse_target_spec
+
+    t0 = time.monotonic()
+    view = HostView(sysroot) if sysroot else HostView.live()
+    config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
+    if target_spec is not None:
+        target, path = parse_target_spec(target_spec)
+        config = apply_target(config, target, path)
+    kver = kver or _default_kver(view, sysroot)
+    kmoddir = kmoddir or view.path(f"/lib/modules/{kver}")
+    arch_name = load_arch(arch).name if arch else host_arch()
+    out = output or default_output(kver, view)
+    if output is None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    req = BuildRequest(
+        config=config, kver=kver, kmoddir=kmoddir, view=view, system=view, arch=arch_name,
+        hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),
+        compression=Compression(compress), output=out, force=force, timeout=timeout,
+    )
+    result = build_image(req)
+    for w in result.warnings:
+        click.echo(f"mkkdumprd: warning: {w}", err=True)
+    if quiet:
+        return
+    stats = result.stats
+    assert stats is not None
+    click.echo(f"image:    {out}")
+    click.echo(f"kernel:   {kver} ({arch_name})")
+    click.echo(f"target:   {result.target.describe()}")
+    click.echo(f"size:     {_human(stats.compressed_size)} {compress}, "
+               f"{_human(stats.unpacked_size)} unpacked")
+    click.echo(f"entries:  {stats.entries}; kernel modules: {len(result.kernel_modules)}; "
+               f"modules.d: {', '.join(result.modules)}")
+    click.echo(f"time:     {time.monotonic() - t0:.2f} s")
+
+
+@click.command(name="savecore")
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
+              help="kdump.conf naming the raw target and the path (default /etc/kdump.conf).")
+@click.option("--device", type=click.Path(path_type=Path),
+              help="Raw device (or file) to read instead of kdump.conf's raw target.")
+@click.option("--path", "save_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Directory for the recovered dump instead of kdump.conf's path.")
+def savecore_cmd(config_path: Path | None, device: Path | None,
+                 save_path: Path | None) -> None:
+    """Recover a dump that the capture kernel wrote onto a raw device.
+
+    Run in the first kernel after a crash (as Fedora's kdumpctl does at start). When the
+    device starts with a makedumpfile flattened stream, `makedumpfile -R` rebuilds it as
+    PATH/YYYY-MM-DD-HH:MM/vmcore and the first 512 bytes of the device are zeroed, so the
+    same dump is not recovered twice.
+    """
+    from mkkdumprd.config.kdumpconf import load_kdump_conf
+    from mkkdumprd.config.model import TargetKind
+
+    config = load_kdump_conf(config_path)
+    if device is None:
+        if config.target.kind is not TargetKind.RAW or not config.target.device:
+            raise UsageError(
+                f"{config.source} has no raw target; give the device with --device"
+            )
+        device = Path(config.target.device)
+    res: SaveResult = savecore(device, save_path or Path(config.path))
+    click.echo(res.message)
+
+
+COMMANDS: list[click.Command] = [build, savecore_cmd]

@@ -1,0 +1,347 @@
+"""Assemble the capture image: active modules → ImageSpec → (optionally) the written file.
+
+One pass, one direction: the resolver picks and orders the modules.d entries, the dump
+target is worked out for the capture kernel (build/target.py), every module contributes
+its directories, device nodes, host files, binaries (with their library closure), busybox
+applets, kernel modules and rendered templates, and hooks add what is computed. Kernel
+modules from all sources are resolved together into one closure with one load order.
+Finally the normalised /etc/kdump.conf and the manifest (build/manifest.py) go in.
+Nothing is staged on disk; the writer streams the spec into the image.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from mkkdumprd import __version__
+from mkkdumprd.build import manifest as manifest_mod
+from mkkdumprd.build.hooks import BuildContext, load_hooks
+from mkkdumprd.build.moduledef import ModuleDef, load_all
+from mkkdumprd.build.resolver import resolve
+from mkkdumprd.build.target import ResolvedTarget, resolve_target
+from mkkdumprd.build.templates import environment, render, taint
+from mkkdumprd.config.model import KdumpConfig, TargetKind
+from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.host import HostView
+from mkkdumprd.image.compression import Compression
+from mkkdumprd.image.spec import (
+    Entry,
+    ImageSpec,
+    Kind,
+    data_entry,
+    device_entry,
+    dir_entry,
+    file_entry,
+    symlink_entry,
+)
+from mkkdumprd.resources import data_dir
+
+if TYPE_CHECKING:
+    from mkkdumprd.image.writer import ImageStats
+
+DEFAULT_TIMEOUT = 90
+INIT_D = PurePosixPath("/lib/kdump/init.d")
+MOUNT_POINT = "/kdumproot"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    config: KdumpConfig
+    kver: str
+    kmoddir: Path
+    view: HostView
+    system: HostView
+    arch: str
+    hostonly: bool = True
+    add_drivers: tuple[str, ...] = ()
+    omit_drivers: tuple[str, ...] = ()
+    compression: Compression = Compression.ZSTD
+    level: int | None = None
+    output: Path | None = None
+    force: bool = False
+    timeout: int = DEFAULT_TIMEOUT
+    modules_dir: Path | None = None
+    templates_dir: Path | None = None
+    source_date_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    spec: ImageSpec
+    target: ResolvedTarget
+    modules: tuple[str, ...]
+    kernel_modules: tuple[str, ...]
+    binaries: tuple[str, ...]
+    warnings: tuple[str, ...]
+    manifest: dict[str, Any]
+    stats: ImageStats | None = None
+    output: Path | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Acc:
+    """What the modules contribute, gathered before the spec is filled."""
+
+    entries: list[Entry] = field(default_factory=list)
+    binaries: dict[str, list[PurePosixPath]] = field(default_factory=dict)  # module → paths
+    found: list[str] = field(default_factory=list)                          # binary names
+    kmods: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_image(req: BuildRequest) -> BuildResult:
+    """Assemble the image and, when req.output is set, write it."""
+    t0 = time.monotonic()
+    if req.output is not None and req.output.exists() and not req.force:
+        raise UsageError(f"{req.output} already exists; use --force to overwrite it")
+    result = assemble(req)
+    if req.output is None:
+        return result
+    from mkkdumprd.image.writer import write_image
+
+    stats = write_image(result.spec, req.output, compression=req.compression, level=req.level,
+                        source_date_epoch=req.source_date_epoch)
+    return replace(result, stats=stats, output=req.output, seconds=time.monotonic() - t0)
+
+
+def assemble(req: BuildRequest) -> BuildResult:
+    from mkkdumprd.kmod.index import ModuleIndex
+
+    config = req.config
+    modules = load_all(req.modules_dir or data_dir("modules.d"))
+    active = resolve(modules, config)
+    names = tuple(m.name for m in active)
+    if not any(config.target.kind in m.when.targets for m in active):
+        raise UsageError(
+            f"no module in modules.d handles {config.target.kind.value} targets yet; "
+            f"use a local or raw target"
+        )
+    target, warnings = resolve_target(config, req.system, req.hostonly)
+    acc = _Acc(warnings=list(warnings))
+    acc.warnings.extend(str(w) for w in config.warnings)
+    acc.warnings.extend(_collector_warnings(config))
+    applets = tuple(dict.fromkeys(a for m in active for a in m.busybox_applets))
+    if not req.kmoddir.is_dir():
+        raise UsageError(
+            f"kernel modules folder {req.kmoddir} does not exist; install the kernel "
+            f"{req.kver} or give --kmoddir"
+        )
+    index = ModuleIndex.load(req.kmoddir, req.kver)
+
+    for m in active:
+        ctx = BuildContext(config=config, target=target, kver=req.kver, arch=req.arch,
+                           view=req.view, system=req.system, hostonly=req.hostonly, module=m,
+                           active=names, applets=applets, index=index)
+        _declared(m, req.view, acc)
+        hooks = load_hooks(m)
+        if hooks.check:
+            acc.warnings.extend(hooks.check(ctx))
+        if hooks.kernel_modules:
+            acc.kmods.extend(hooks.kernel_modules(ctx))
+        if hooks.entries:
+            acc.entries.extend(hooks.entries(ctx))
+
+    raw = ImageSpec()
+    raw.extend(acc.entries)
+    raw.extend(_binary_entries(acc, req.view))
+    kmod_names = _kernel_modules(req, acc, index, raw)
+    raw.extend(_template_entries(req, active, target, acc, kmod_names))
+    spec = fold_symlinked_dirs(raw)
+    spec.add(data_entry("/etc/kdump.conf", manifest_mod.kdump_conf_text(config, target),
+                        "the resolved kdump.conf (module kdump)", mode=0o644))
+    binaries = tuple(str(p) for paths in acc.binaries.values() for p in paths)
+    man = manifest_mod.build_manifest(
+        spec, version=__version__, kver=req.kver, arch=req.arch, config=config,
+        target=target, modules=names, kernel_modules=kmod_names, binaries=binaries,
+        extra_inputs=_extra_inputs(req),
+    )
+    spec.add(manifest_mod.manifest_entry(man))
+    return BuildResult(spec=spec, target=target, modules=names, kernel_modules=kmod_names,
+                       binaries=binaries, warnings=tuple(dict.fromkeys(acc.warnings)),
+                       manifest=man)
+
+
+def fold_symlinked_dirs(spec: ImageSpec) -> ImageSpec:
+    """The same entries, none of them below a directory that is a symlink in the image.
+
+    Binaries keep their host paths with the host's links (/lib -> usr/lib on merged-/usr
+    systems), so /lib/modules/... or /bin/sh must land where such a link points: the
+    archive cannot hold a file under a symlink, and the kernel would not follow it.
+    """
+    links = {e.path: e.target for e in spec if e.kind is Kind.SYMLINK and e.target}
+    out = ImageSpec()
+    for e in spec:
+        path = _canonical(e.path, links)
+        out.add(e if path == e.path else replace(e, path=path))
+    return out
+
+
+def _canonical(path: PurePosixPath, links: dict[PurePosixPath, str]) -> PurePosixPath:
+    for _ in range(40):
+        for parent in reversed(path.parents):
+            target = links.get(parent)
+            if target is None:
+                continue
+            base = PurePosixPath("/") if target.startswith("/") else parent.parent
+            new = PurePosixPath(posixpath.normpath(str(base / target)))
+            path = new / path.relative_to(parent)
+            break
+        else:
+            return path
+    raise UsageError(f"too many levels of symbolic links above {path} in the image")
+
+
+def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
+    """The data part of a module.toml, as entries and requests."""
+    why = f"module {m.name}"
+    for d in m.dirs:
+        acc.entries.append(dir_entry(d, f"directory ({why})"))
+    for s in m.symlinks:
+        acc.entries.append(symlink_entry(s.path, s.target, f"symlink ({why})"))
+    for dev in m.devices:
+        kind = Kind.CHARDEV if dev.type == "char" else Kind.BLOCKDEV
+        acc.entries.append(device_entry(dev.path, kind, dev.major, dev.minor,
+                                        f"device node ({why})", mode=dev.mode))
+    for f in m.files:
+        if not view.is_file(f.src):
+            if f.optional:
+                continue
+            raise OperationError(
+                f"{f.src} (needed by {m.source}) does not exist in {view.root}; install it "
+                f"or drop the module"
+            )
+        acc.entries.append(file_entry(f.dest, view.path(view.resolve(f.src)), f"file ({why})"))
+    from mkkdumprd.elf.install import find_binary
+
+    for b in m.binaries:
+        for name in b.any:
+            path = find_binary(view, name)
+            if path is not None:
+                acc.binaries.setdefault(m.name, []).append(path)
+                acc.found.append(name)
+                break
+        else:
+            if not b.optional:
+                raise OperationError(
+                    f"{' or '.join(b.any)} (needed by module {m.name}) is not installed in "
+                    f"{view.root}: install the package that provides it"
+                )
+    acc.kmods.extend(m.kernel_modules)
+
+
+def _binary_entries(acc: _Acc, view: HostView) -> list[Entry]:
+    from mkkdumprd.elf.install import binary_entries
+
+    out: list[Entry] = []
+    for module, paths in acc.binaries.items():
+        out.extend(binary_entries(paths, view, f"binary (module {module})"))
+    return out
+
+
+def _kernel_modules(req: BuildRequest, acc: _Acc, index: Any, spec: ImageSpec) -> tuple[str, ...]:
+    from mkkdumprd.kmod.closure import resolve_modules
+    from mkkdumprd.kmod.firmware import firmware_entries
+    from mkkdumprd.kmod.image import module_entries
+
+    wanted = list(dict.fromkeys([*acc.kmods, *req.config.extra_modules, *req.add_drivers,
+                                 *req.config.add_drivers]))
+    omit = tuple(dict.fromkeys([*req.omit_drivers, *req.config.omit_drivers]))
+    closure = resolve_modules(index, wanted, omit=omit)
+    spec.extend(module_entries(closure))
+    fw, fw_warnings = firmware_entries(closure, req.view)
+    spec.extend(fw)
+    acc.warnings.extend(fw_warnings)
+    return tuple(m.name for m in closure.modules)
+
+
+def collector_argv(config: KdumpConfig) -> tuple[list[str], list[str]]:
+    """(collector for filesystem targets, collector writing a stream to stdout).
+
+    As Fedora's kdump.sh: makedumpfile loses -F for files and gets it for streams.
+    """
+    argv = list(config.core_collector)
+    if PurePosixPath(argv[0]).name != "makedumpfile":
+        return argv, argv
+    rest = [a for a in argv[1:] if a != "-F"]
+    return [argv[0], *rest], [argv[0], "-F", *rest]
+
+
+def _collector_warnings(config: KdumpConfig) -> list[str]:
+    # The -F rule itself is the config parser's (it knows the line to point at).
+    if config.target.kind in (TargetKind.RAW, TargetKind.SSH) and \
+            PurePosixPath(config.core_collector[0]).name != "makedumpfile":
+        return [f"core_collector {config.core_collector[0]} is not makedumpfile: you will "
+                f"have to recover the vmcore from the {config.target.kind.value} target "
+                f"manually"]
+    return []
+
+
+def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, arch: str,
+                     found_binaries: Sequence[str], init_scripts: Sequence[str],
+                     modules: Sequence[str], kernel_modules: Sequence[str],
+                     timeout: int = DEFAULT_TIMEOUT) -> dict[str, object]:
+    """Everything templates see. Every string is Tainted: it must be printed with shq."""
+    fs, stream = collector_argv(config)
+    ctx: dict[str, object] = {
+        "version": __version__,
+        "kver": kver,
+        "arch": arch,
+        "failure_action": config.failure_action.value,
+        "final_action": config.final_action.value,
+        "timeout": str(timeout),
+        "sysrq_trigger": "/proc/sysrq-trigger",
+        "vmcore": "/proc/vmcore",
+        "mnt": MOUNT_POINT,
+        "target": {
+            "kind": target.kind.value,
+            "device": target.device or "",
+            "fstype": target.fstype or "",
+            "path": target.path,
+            "server": target.server or "",
+        },
+        "collector_fs": fs,
+        "collector_stream": stream,
+        "kdump_pre": config.kdump_pre or "",
+        "kdump_post": config.kdump_post or "",
+        "found_binaries": list(found_binaries),
+        "init_scripts": list(init_scripts),
+        "modules": list(modules),
+        "kernel_modules": list(kernel_modules),
+    }
+    return {k: taint(v) for k, v in ctx.items()}
+
+
+def _template_entries(req: BuildRequest, active: list[ModuleDef], target: ResolvedTarget,
+                      acc: _Acc, kmod_names: tuple[str, ...]) -> list[Entry]:
+    tdir = req.templates_dir or data_dir("templates")
+    init_scripts = sorted(t.dest for m in active for t in m.templates
+                          if PurePosixPath(t.dest).parent == INIT_D)
+    ctx = template_context(req.config, target, kver=req.kver, arch=req.arch,
+                           found_binaries=acc.found, init_scripts=init_scripts,
+                           modules=[m.name for m in active], kernel_modules=kmod_names,
+                           timeout=req.timeout)
+    out = []
+    for m in active:
+        env = environment([m.directory, tdir])
+        for t in m.templates:
+            text = render(env, t.src, ctx)
+            out.append(data_entry(t.dest, text, f"template {t.src} (module {m.name})",
+                                  mode=t.mode))
+    return out
+
+
+def _extra_inputs(req: BuildRequest) -> list[Path]:
+    out = []
+    src = Path(req.config.source)
+    if src.is_file():
+        out.append(src)
+    for p in (req.kmoddir / "modules.dep", req.kmoddir / "modules.builtin"):
+        if p.is_file():
+            out.append(p)
+    return out

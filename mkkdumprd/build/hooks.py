@@ -1,0 +1,96 @@
+"""The small typed API that a module's hooks.py receives.
+
+A hooks.py may define any of:
+
+    def entries(ctx: BuildContext) -> list[Entry]          # computed image entries
+    def kernel_modules(ctx: BuildContext) -> list[str]     # computed kernel module names
+    def check(ctx: BuildContext) -> list[str]              # build-time warnings; raise
+                                                           # MkkdumprdError for errors
+
+Hooks read the machine only through ctx.view (binaries, modules: the sysroot) and
+ctx.system (/proc, /sys of the machine the image is for); they return data and never write
+to disk. The context is frozen: hooks cannot change what other modules see.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+from mkkdumprd.build.moduledef import ModuleDef, ModuleDefError
+from mkkdumprd.build.target import ResolvedTarget
+from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.host import HostView
+from mkkdumprd.image.spec import Entry
+
+if TYPE_CHECKING:
+    from mkkdumprd.kmod.index import ModuleIndex
+
+HOOK_NAMES = ("entries", "kernel_modules", "check")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    config: KdumpConfig
+    target: ResolvedTarget
+    kver: str
+    arch: str
+    view: HostView
+    system: HostView
+    hostonly: bool
+    module: ModuleDef
+    active: tuple[str, ...]
+    applets: tuple[str, ...]
+    index: ModuleIndex | None = None
+
+    def reason(self, what: str) -> str:
+        """A reason string for entries made by this module's hooks."""
+        return f"{what} (module {self.module.name})"
+
+
+@dataclass(frozen=True)
+class Hooks:
+    entries: Callable[[BuildContext], list[Entry]] | None = None
+    kernel_modules: Callable[[BuildContext], list[str]] | None = None
+    check: Callable[[BuildContext], list[str]] | None = None
+
+
+def load_hooks(module: ModuleDef) -> Hooks:
+    path = module.hooks_file
+    if path is None:
+        return Hooks()
+    py = _import(path, f"mkkdumprd_modules_d.{module.name.replace('-', '_')}")
+    unknown = sorted(
+        n for n in vars(py)
+        if callable(getattr(py, n)) and not n.startswith("_") and n not in HOOK_NAMES
+        and getattr(getattr(py, n), "__module__", None) == py.__name__
+    )
+    if unknown:
+        raise ModuleDefError(
+            f"{path}: {unknown[0]} is not a hook (known: {', '.join(HOOK_NAMES)}); "
+            f"prefix helpers with '_'"
+        )
+    return Hooks(
+        entries=cast("Callable[[BuildContext], list[Entry]] | None", getattr(py, "entries", None)),
+        kernel_modules=cast("Callable[[BuildContext], list[str]] | None",
+                            getattr(py, "kernel_modules", None)),
+        check=cast("Callable[[BuildContext], list[str]] | None", getattr(py, "check", None)),
+    )
+
+
+def _import(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModuleDefError(f"{path}: cannot be imported as a hooks file")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except SyntaxError as exc:
+        raise ModuleDefError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    return mod

@@ -1,0 +1,104 @@
+"""Which modules.d entries a build uses, and in which order.
+
+A module is active when its `when` matches the configuration, or when an active module
+depends on it. The result is ordered so that every module comes after its dependencies
+(ties broken by name, so the order is stable). A cycle or an unknown dependency is an error
+naming the modules involved. Two active modules that render a template to the same path
+are an error here already, before anything is built (other clashes surface when the
+ImageSpec is assembled, with both reasons).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mkkdumprd.build.moduledef import ModuleDef, ModuleDefError, When
+from mkkdumprd.config.model import Action, KdumpConfig
+
+
+def conditions(config: KdumpConfig) -> frozenset[str]:
+    """The `when.config` conditions that hold for `config`."""
+    out = set()
+    if config.kdump_pre:
+        out.add("kdump_pre")
+    if config.kdump_post:
+        out.add("kdump_post")
+    if config.extra_bins:
+        out.add("extra_bins")
+    if config.extra_modules:
+        out.add("extra_modules")
+    if config.failure_action is Action.SHELL:
+        out.add("failure_action_shell")
+    if config.failure_action is Action.DUMP_TO_ROOTFS:
+        out.add("failure_action_dump_to_rootfs")
+    return frozenset(out)
+
+
+def _matches(when: When, config: KdumpConfig, conds: frozenset[str]) -> bool:
+    return when.always or config.target.kind in when.targets or bool(when.config & conds)
+
+
+def resolve(modules: Mapping[str, ModuleDef], config: KdumpConfig) -> list[ModuleDef]:
+    """Active modules for `config`, dependencies first."""
+    conds = conditions(config)
+    roots = sorted(n for n, m in modules.items() if _matches(m.when, config, conds))
+    active: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name in active:
+            continue
+        active.add(name)
+        for dep in modules[name].depends:
+            if dep not in modules:
+                raise ModuleDefError(
+                    f"{modules[name].source}: depends: unknown module {dep!r} "
+                    f"(known: {', '.join(sorted(modules))})"
+                )
+            stack.append(dep)
+    ordered = order(modules, active)
+    check_template_clashes(ordered)
+    return ordered
+
+
+def order(modules: Mapping[str, ModuleDef], names: set[str]) -> list[ModuleDef]:
+    """Topological order of `names` (dependencies first); a cycle is an error."""
+    done: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = placed
+
+    def visit(name: str, path: list[str]) -> None:
+        s = state.get(name)
+        if s == 2:
+            return
+        if s == 1:
+            cycle = [*path[path.index(name):], name]
+            raise ModuleDefError(
+                f"modules.d: dependency cycle {' -> '.join(cycle)}; "
+                f"remove one of these `depends` entries"
+            )
+        state[name] = 1
+        for dep in sorted(modules[name].depends):
+            if dep not in modules:
+                raise ModuleDefError(
+                    f"{modules[name].source}: depends: unknown module {dep!r}"
+                )
+            visit(dep, [*path, name])
+        state[name] = 2
+        done.append(name)
+
+    for name in sorted(names):
+        visit(name, [])
+    return [modules[n] for n in done]
+
+
+def check_template_clashes(active: list[ModuleDef]) -> None:
+    owner: dict[str, ModuleDef] = {}
+    for m in active:
+        for t in m.templates:
+            other = owner.get(t.dest)
+            if other is not None:
+                raise ModuleDefError(
+                    f"modules {other.name!r} ({other.source}) and {m.name!r} ({m.source}) "
+                    f"both render {t.dest}; one path has one owner"
+                )
+            owner[t.dest] = m

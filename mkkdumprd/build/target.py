@@ -1,0 +1,193 @@
+"""The dump target as the capture kernel must find it, worked out at build time.
+
+The capture image has no udev, so /dev/disk/by-* links do not exist there: a device given
+as such a link is turned into `UUID=` (found by busybox findfs at dump time) when the
+machine the image is for shows the filesystem's UUID, and into its kernel name otherwise
+(with a warning). A local target without a device line is the filesystem holding `path`,
+as in Fedora: the device comes from the mount table and `path` becomes relative to that
+mount point. Host-only builds check that the device exists and, when it is mounted, that
+`path` exists on it; images for another machine (--no-hostonly) take the target as given.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from mkkdumprd.config.model import LOCAL_FSTYPES, KdumpConfig, TargetKind
+from mkkdumprd.errors import UsageError
+from mkkdumprd.host import HostView
+
+_TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid"}
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    kind: TargetKind
+    device: str | None          # what /init waits for: /dev/NAME, UUID=, LABEL=, PARTUUID=
+    fstype: str | None          # None: mount tries the filesystems the kernel knows
+    path: str                   # dump directory relative to the target's root
+    host_device: PurePosixPath | None = None   # the node in the system view (host-only)
+    server: str | None = None
+
+    def describe(self) -> str:
+        if self.kind is TargetKind.RAW:
+            return f"raw {self.device}"
+        if self.kind is TargetKind.LOCAL:
+            return f"{self.fstype or 'local'} {self.device}:{self.path}"
+        return f"{self.kind.value} {self.server}:{self.path}"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    point: str
+    fstype: str
+
+
+def read_mounts(system: HostView) -> list[Mount]:
+    text = system.read_optional("/proc/self/mounts") or system.read_optional("/proc/mounts")
+    out = []
+    for line in (text or "").splitlines():
+        f = line.split()
+        if len(f) >= 3:
+            dec = [_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), x) for x in f[:3]]
+            out.append(Mount(dec[0], dec[1], dec[2]))
+    return out
+
+
+def resolve_target(config: KdumpConfig, system: HostView,
+                   hostonly: bool) -> tuple[ResolvedTarget, list[str]]:
+    """The target for /init plus warnings; impossible targets raise UsageError."""
+    t = config.target
+    warnings: list[str] = []
+    where = f"{t.where}: " if t.where else ""
+    if t.kind in (TargetKind.NFS, TargetKind.SSH):
+        return ResolvedTarget(t.kind, None, None, config.path, server=t.server), warnings
+    if t.kind is TargetKind.RAW:
+        if not t.device:
+            raise UsageError(f"{where}a raw target needs a device (raw /dev/NAME)")
+        dev, node = _device(t.device, system, hostonly, warnings, where, allow_tags=False)
+        return ResolvedTarget(TargetKind.RAW, dev, None, config.path, host_device=node), warnings
+    # local
+    if not t.device:
+        return _local_from_path(config, system, hostonly, warnings)
+    dev, node = _device(t.device, system, hostonly, warnings, where, allow_tags=True)
+    fstype = t.fstype
+    if hostonly and node is not None:
+        mnt = _mount_of_device(system, node)
+        if mnt is not None:
+            if fstype and mnt.fstype != fstype:
+                raise UsageError(
+                    f"{where}{t.device} holds {mnt.fstype}, not {fstype} as configured; "
+                    f"fix the filesystem type in the target line"
+                )
+            fstype = fstype or mnt.fstype
+            full = posixpath.join(mnt.point, config.path.lstrip("/"))
+            if not system.is_dir(full):
+                raise UsageError(
+                    f"dump path {config.path} does not exist on the dump target {t.device} "
+                    f"(mounted at {mnt.point}); create {full} first"
+                )
+    if fstype is None:
+        warnings.append(
+            f"filesystem type of {t.device} is unknown: the capture kernel will try every "
+            f"filesystem it has (add its module with --add-drivers, e.g. ext4)"
+        )
+    return ResolvedTarget(TargetKind.LOCAL, dev, fstype, config.path, host_device=node), warnings
+
+
+def _local_from_path(config: KdumpConfig, system: HostView, hostonly: bool,
+                     warnings: list[str]) -> tuple[ResolvedTarget, list[str]]:
+    if not hostonly:
+        raise UsageError(
+            "a local target without a device is the filesystem holding the dump path on this "
+            "machine, which --no-hostonly cannot use; give one with --target local:DEVICE:PATH"
+        )
+    real = str(system.resolve(config.path))
+    best: Mount | None = None
+    for m in read_mounts(system):
+        if (real == m.point or real.startswith(m.point.rstrip("/") + "/")) and (
+                best is None or len(m.point) >= len(best.point)):
+            best = m
+    if best is None:
+        raise UsageError(f"cannot find the filesystem holding {config.path} in /proc/mounts")
+    if best.fstype not in LOCAL_FSTYPES:
+        raise UsageError(
+            f"{config.path} is on a {best.fstype} filesystem ({best.source} at {best.point}), "
+            f"which cannot be a dump target; set a target line ({', '.join(LOCAL_FSTYPES)}) "
+            f"or a path on a disk filesystem"
+        )
+    if not system.is_dir(real):
+        raise UsageError(f"dump path {config.path} does not exist; create it first")
+    rel = "/" + posixpath.relpath(real, best.point) if real != best.point else "/"
+    dev, node = _device(best.source, system, True, warnings, "", allow_tags=True)
+    return ResolvedTarget(TargetKind.LOCAL, dev, best.fstype, rel, host_device=node), warnings
+
+
+def _mount_of_device(system: HostView, node: PurePosixPath) -> Mount | None:
+    for m in read_mounts(system):
+        if m.source.startswith("/dev/") and system.resolve(m.source) == node:
+            return m
+    return None
+
+
+def _device(spec: str, system: HostView, hostonly: bool, warnings: list[str], where: str,
+            *, allow_tags: bool) -> tuple[str, PurePosixPath | None]:
+    """(what /init waits for, the node in the system view or None)."""
+    tag, sep, value = spec.partition("=")
+    if sep and tag in _TAGS:
+        if not allow_tags:
+            raise UsageError(f"{where}{spec}: a raw target needs a device path, not {tag}=")
+        if not hostonly:
+            return spec, None
+        link = f"/dev/disk/{_TAGS[tag]}/{value}"
+        if not system.exists(link):
+            raise UsageError(
+                f"{where}target device {spec} not found on this machine ({link} is missing); "
+                f"check the {tag} or build with --no-hostonly for another machine"
+            )
+        node = system.resolve(link)
+        if tag == "PARTUUID":
+            # busybox findfs knows UUID= and LABEL= only.
+            uuid = _tag_of(system, node, "by-uuid")
+            if uuid:
+                return f"UUID={uuid}", node
+        return spec, node
+    if not spec.startswith("/dev/"):
+        raise UsageError(f"{where}{spec}: expected /dev/NAME, UUID=, LABEL= or PARTUUID=")
+    if not hostonly:
+        if spec.startswith("/dev/disk/"):
+            warnings.append(
+                f"{spec}: the capture image has no udev, so this link will not exist there; "
+                f"use the kernel name or UUID= with --no-hostonly"
+            )
+        return spec, None
+    if not system.exists(spec):
+        raise UsageError(
+            f"{where}target device {spec} not found on this machine; check the name or build "
+            f"with --no-hostonly for another machine"
+        )
+    node = system.resolve(spec)
+    if PurePosixPath(spec) == node:
+        return spec, node
+    if allow_tags:
+        uuid = _tag_of(system, node, "by-uuid")
+        if uuid:
+            return f"UUID={uuid}", node
+    warnings.append(
+        f"{spec} is a udev link, which the capture image does not have; it waits for {node} "
+        f"instead, a kernel name that may differ in the capture kernel"
+    )
+    return str(node), node
+
+
+def _tag_of(system: HostView, node: PurePosixPath, kind: str) -> str | None:
+    d = f"/dev/disk/{kind}"
+    for name in system.listdir(d):
+        if system.resolve(f"{d}/{name}") == node:
+            return name
+    return None

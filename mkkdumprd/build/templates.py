@@ -1,0 +1,93 @@
+"""Rendering /init and the dump scripts: jinja2 with StrictUndefined and shell quoting.
+
+Every value that comes from the configuration (paths, devices, collector arguments, hook
+paths) enters the template context as `Tainted`. Printing a Tainted value without the `shq`
+(one word) or `shargs` (a list of words) filter is a render error, so a path with spaces,
+quotes, `$(...)` or a newline can neither break the script nor run anything: the
+templates cannot forget to quote. Autoescape is off (this is shell, not HTML).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jinja2
+
+from mkkdumprd.errors import UsageError
+
+
+class Tainted(str):
+    """A string from the configuration: must be quoted before it reaches a script."""
+
+    __slots__ = ()
+
+
+class TemplateRenderError(UsageError):
+    """A template that cannot be rendered (missing variable, unquoted value, syntax)."""
+
+
+def taint(value: object) -> object:
+    """Mark every string inside `value` (recursively through lists, tuples and dicts)."""
+    if isinstance(value, str):
+        return Tainted(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(taint(v) for v in value)
+    if isinstance(value, dict):
+        return {k: taint(v) for k, v in value.items()}
+    return value
+
+
+def shq(value: object) -> str:
+    """One shell word, whatever `value` holds."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        raise TemplateRenderError("shq: cannot quote an undefined value")
+    return shlex.quote(str(value))
+
+
+def shargs(values: Iterable[object]) -> str:
+    """Shell words for each element, separated by spaces."""
+    if isinstance(values, str):
+        raise TemplateRenderError("shargs: expected a list of words, got a string")
+    return " ".join(shq(v) for v in values)
+
+
+def _finalize(value: object) -> object:
+    if isinstance(value, Tainted):
+        raise TemplateRenderError(
+            f"a configuration value ({str(value)[:40]!r}) is printed without `| shq`"
+        )
+    if isinstance(value, (list, tuple, dict)):
+        raise TemplateRenderError("a list or table is printed as-is; use `| shargs`")
+    return value
+
+
+def environment(search: Iterable[Path]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in search]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=_finalize,
+    )
+    env.filters["shq"] = shq
+    env.filters["shargs"] = shargs
+    return env
+
+
+def render(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
+    try:
+        return env.get_template(name).render(dict(context))
+    except TemplateRenderError as exc:
+        raise TemplateRenderError(f"template {name}: {exc}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateRenderError(f"template {name}: not found ({exc})") from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateRenderError(f"template {name}: {exc.message}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateRenderError(
+            f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}"
+        ) from None

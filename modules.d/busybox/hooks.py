@@ -1,0 +1,69 @@
+"""busybox: /bin/sh and every command the active modules list in busybox_applets.
+
+With busybox in the view, /bin/busybox goes in with its libraries (none for a static one)
+and each applet is a symlink to it, so only the applets the image uses appear. Without
+busybox, each command comes from the view's PATH with its library closure, and /bin/sh is
+the view's shell.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.elf.install import binary_entries, find_binary
+from mkkdumprd.errors import OperationError
+from mkkdumprd.image.spec import Entry, symlink_entry
+
+_BIN = PurePosixPath("/bin")
+
+
+def _applets(ctx: BuildContext) -> list[str]:
+    return list(dict.fromkeys(["sh", *ctx.applets]))
+
+
+def entries(ctx: BuildContext) -> list[Entry]:
+    bb = find_binary(ctx.view, "busybox")
+    if bb is not None:
+        out = binary_entries([bb], ctx.view, ctx.reason("busybox: the shell and tools"))
+        target = str(bb)
+        for a in _applets(ctx):
+            link = _BIN / a
+            if str(link) != target:
+                out.append(symlink_entry(str(link), target, ctx.reason(f"busybox applet {a}")))
+        return out
+    found = []
+    for a in _applets(ctx):
+        p = find_binary(ctx.view, a)
+        if p is not None:
+            found.append(p)
+        elif a == "sh":
+            raise OperationError(
+                f"neither busybox nor a shell (sh) is installed in {ctx.view.root}; install "
+                f"busybox (busybox-static) to build a capture image"
+            )
+    out = binary_entries(found, ctx.view, ctx.reason("host tool (no busybox)"))
+    sh = found[0]
+    if sh != _BIN / "sh":
+        out.append(symlink_entry("/bin/sh", str(sh), ctx.reason("the shell")))
+    return out
+
+
+def check(ctx: BuildContext) -> list[str]:
+    bb = find_binary(ctx.view, "busybox")
+    if bb is None:
+        missing = [a for a in _applets(ctx) if find_binary(ctx.view, a) is None]
+        warn = [f"no busybox in {ctx.view.root}: the capture image uses the host's tools "
+                f"(installing busybox-static makes it smaller and self-contained)"]
+        if missing:
+            warn.append(f"the capture image has no {', '.join(missing)} (neither busybox nor "
+                        f"host binaries); the dump flow fails where it needs them")
+        return warn
+    # busybox keeps its applet names as a NUL-separated table: a missing name means the
+    # applet was not compiled in.
+    data = ctx.view.read_bytes(bb)
+    lacking = [a for a in _applets(ctx) if b"\0" + a.encode() + b"\0" not in data]
+    if lacking:
+        return [f"{bb} seems to lack the applets {', '.join(lacking)}; the dump flow fails "
+                f"where it needs them"]
+    return []
