@@ -1,5 +1,207 @@
-"""`mkkdumprd crashkernel` (placeholder until its issue lands)."""
+"""`mkkdumprd crashkernel parse | recommend | apply` (and the `estimate`/`showmem` aliases)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
 
 import click
 
-COMMANDS: list[click.Command] = []
+from mkkdumprd.arch import ArchInfo, host_arch, load_arch
+from mkkdumprd.crashkernel import apply as ck_apply
+from mkkdumprd.crashkernel import recommend as rec
+from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
+from mkkdumprd.crashkernel.size import format_size, human, parse_size
+from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
+from mkkdumprd.host import HostView
+
+
+class _Size(click.ParamType):  # type: ignore[type-arg]
+    name = "SIZE"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = _Size()
+
+
+def _arch(name: str | None) -> ArchInfo:
+    return load_arch(name or host_arch())
+
+
+@click.group()
+def crashkernel() -> None:
+    """Evaluate, size and apply the crashkernel= reservation."""
+
+
+@crashkernel.command()
+@click.option("--arch", required=True, help="x86_64, aarch64, ppc64le, s390x or riscv64.")
+@click.option("--mem", "mem", type=SIZE, required=True, help="System RAM, e.g. 16G.")
+@click.option("--json", "as_json", is_flag=True, help="Print {size, offset, high, low, cma}.")
+@click.argument("cmdline", nargs=-1, required=True)
+def parse(arch: str, mem: int, as_json: bool, cmdline: tuple[str, ...]) -> None:
+    """Evaluate CMDLINE's crashkernel= words as ARCH's kernel does with MEM of RAM."""
+    info = load_arch(arch)
+    try:
+        res = parse_crashkernel(" ".join(cmdline), mem, info)
+    except CrashkernelInvalid as exc:
+        raise OperationError(f"the {info.name} kernel reserves nothing: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(res.as_json()))
+        return
+    where = f" at {res.offset:#x}" if res.offset is not None else ""
+    if res.high:
+        click.echo(f"{human(res.size)} ({res.size} bytes) high (above "
+                   f"{human(info.low_max)} when possible)")
+        click.echo(f"{human(res.low or 0)} ({res.low} bytes) low (below {human(info.low_max)})")
+    else:
+        click.echo(f"{human(res.size)} ({res.size} bytes){where}")
+        if res.offset is not None and res.offset % info.align:
+            click.echo(f"warning: offset {res.offset:#x} is not aligned to "
+                       f"{format_size(info.align)} (CRASH_ALIGN); the reservation may fail")
+    if res.cma:
+        click.echo(f"{human(res.cma)} ({res.cma} bytes) CMA, usable by the running kernel")
+
+
+def _recommendation(arch: str | None, mem: int | None, image: Path | None,
+                    kernel: Path | None, luks: int, root: Path) -> rec.Recommendation:
+    host = HostView(root)
+    info = _arch(arch)
+    if mem is not None:
+        ram, ram_source = mem, "--mem"
+    else:
+        ram, ram_source = rec.system_ram(host)
+    notes: list[str] = []
+    if image is None and kernel is None:
+        return rec.recommend(info, ram, ram_source, None, notes)
+    if image is None:
+        raise UsageError("--kernel alone is not enough for an estimate; pass the capture "
+                         "image with --image too (or neither, for the table default)")
+    if not image.is_file():
+        raise UsageError(f"capture image {image} does not exist; build it first or fix --image")
+    if kernel is not None and not kernel.is_file():
+        raise UsageError(f"kernel {kernel} does not exist; fix --kernel")
+    try:
+        facts = rec.image_facts(image, info.page_size)
+    except MkkdumprdError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise OperationError(f"cannot read the capture image {image}: {exc}") from None
+    kruntime, ksource = rec.kernel_facts(kernel, info)
+    inputs = rec.EstimateInputs(
+        arch=info, ram=ram, kernel_runtime=kruntime, kernel_source=ksource,
+        image_compressed=facts.compressed, image_unpacked=facts.unpacked,
+        image_entries=facts.entries, image_source=str(image), modules=facts.modules,
+        module_count=facts.module_count, cpus=rec.capture_cpus(info, host), luks=luks)
+    return rec.recommend(info, ram, ram_source, inputs, notes)
+
+
+_rec_options = [
+    click.option("--arch", default=None, help="Architecture (default: this machine's)."),
+    click.option("--mem", "mem", type=SIZE, default=None,
+                 help="RAM of the machine to size for (default: /proc/iomem or /proc/meminfo)."),
+    click.option("--image", type=click.Path(path_type=Path), default=None,
+                 help="The capture image, for an estimate from its real contents."),
+    click.option("--kernel", type=click.Path(path_type=Path), default=None,
+                 help="The capture kernel (vmlinuz), for its real runtime size."),
+    click.option("--luks-memory", "luks", type=SIZE, default=None,
+                 help="Argon2 memory of the LUKS keyslot the capture kernel must open."),
+    click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+                 default=Path("/"), help="Read /proc and /sys under this directory."),
+    click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+]
+
+
+def _with_rec_options(f: click.decorators.FC) -> click.decorators.FC:
+    for opt in reversed(_rec_options):
+        f = opt(f)
+    return f
+
+
+def _run_recommend(arch: str | None, mem: int | None, image: Path | None,
+                   kernel: Path | None, luks: int | None, root: Path, as_json: bool) -> None:
+    r = _recommendation(arch, mem, image, kernel, luks or 0, root)
+    if as_json:
+        click.echo(json.dumps(r.as_json(), indent=2))
+    else:
+        click.echo(r.render())
+
+
+@crashkernel.command()
+@_with_rec_options
+def recommend(arch: str | None, mem: int | None, image: Path | None, kernel: Path | None,
+              luks: int | None, root: Path, as_json: bool) -> None:
+    """The crashkernel= size for this machine: table default and an estimate from files."""
+    _run_recommend(arch, mem, image, kernel, luks, root, as_json)
+
+
+@crashkernel.command()
+@click.option("--value", default=None,
+              help="The crashkernel= value (default: this arch's table, e.g. 1G-4G:192M,...).")
+@click.option("--arch", default=None, help="Architecture whose table is the default value.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
+              show_default=True, help="The system whose boot configuration is changed.")
+@click.option("--dry-run", "-n", is_flag=True, help="Show the diff; change nothing.")
+@click.option("--force", is_flag=True, help="Override a crashkernel= set by hand.")
+def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
+    """Write crashkernel= into the boot configuration (grubby, grub.d or /etc/kernel/cmdline)."""
+    host = HostView(root)
+    info = _arch(arch)
+    value = value or info.default_table
+    value = value.removeprefix("crashkernel=")
+    try:
+        # Check the value the way the kernel will read it (any RAM size is fine here).
+        parse_crashkernel(f"crashkernel={value}", 1 << 62, info)
+    except CrashkernelInvalid as exc:
+        raise UsageError(f"crashkernel={value} is not valid on {info.name}: {exc}") from None
+    plan = ck_apply.plan_apply(host, value, force)
+    for k in plan.kept:
+        click.echo(f"hand-set: {k}")
+    diff = plan.diff()
+    if diff:
+        click.echo(diff, nl=False)
+    if plan.command:
+        click.echo(f"{'would run' if dry_run else 'command'}: {' '.join(plan.command)}")
+    for note in plan.notes:
+        click.echo(f"note: {note}")
+    if dry_run or not plan.needed:
+        if dry_run:
+            click.echo("dry run: nothing written")
+        return
+    for line in ck_apply.perform(plan, host):
+        click.echo(line)
+
+
+@click.command()
+@_with_rec_options
+def estimate(arch: str | None, mem: int | None, image: Path | None, kernel: Path | None,
+             luks: int | None, root: Path, as_json: bool) -> None:
+    """Alias of `crashkernel recommend` (as kdumpctl estimate)."""
+    _run_recommend(arch, mem, image, kernel, luks, root, as_json)
+
+
+@click.command()
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"))
+def showmem(root: Path) -> None:
+    """Show the current crashkernel= reservation (as kdumpctl showmem)."""
+    from mkkdumprd.loader.status import reserved_bytes
+
+    size = reserved_bytes(HostView(root))
+    if size is None:
+        raise OperationError("this kernel has no crash dump support "
+                             "(/sys/kernel/kexec_crash_size is missing)")
+    if size == 0:
+        raise OperationError("no memory is reserved for the crash kernel (crashkernel= is "
+                             "missing from the kernel command line)")
+    click.echo(f"Reserved {format_size(size)} memory for crash kernel "
+               f"({PurePosixPath('/sys/kernel/kexec_crash_size')}: {size} bytes)")
+
+
+COMMANDS: list[click.Command] = [crashkernel, estimate, showmem]

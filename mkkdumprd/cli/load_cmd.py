@@ -1,5 +1,81 @@
-"""`mkkdumprd load` (placeholder until its issue lands)."""
+"""`mkkdumprd load | unload | status`: the kexec_file_load loader on the command line.
+
+The syscall is the module attribute SYSCALL so tests replace it with a fake (the real one
+also refuses to run under pytest). --root reads /proc, /sys, /boot and /run from a fake tree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import click
 
-COMMANDS: list[click.Command] = []
+from mkkdumprd.arch import host_arch, load_arch
+from mkkdumprd.host import HostView
+from mkkdumprd.loader import load as loader
+from mkkdumprd.loader import status as loader_status
+from mkkdumprd.loader.kexec import SyscallFn, real_syscall
+
+SYSCALL: SyscallFn = real_syscall
+
+_root = click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+                     default=Path("/"), show_default=True,
+                     help="Read /proc, /sys, /boot and /run under this directory.")
+_arch = click.option("--arch", default=None, help="Architecture (default: this machine's).")
+
+
+@click.command()
+@click.option("--kernel", "-k", default=None, help="Kernel image (default: found for --kver).")
+@click.option("--initrd", "-i", default=None,
+              help="Capture image (default: /boot/initramfs-KVERkdump.img, else "
+                   "/var/lib/mkkdumprd/initramfs-KVERkdump.img).")
+@click.option("--no-initrd", is_flag=True, help="Load without an initramfs.")
+@click.option("--kver", default=None, help="Kernel version (default: the running one).")
+@click.option("--cmdline", default=None,
+              help="Base command line instead of /proc/cmdline (still filtered).")
+@click.option("--append", "-a", multiple=True, help="Extra capture-kernel words (repeatable).")
+@click.option("--dry-run", "-n", is_flag=True, help="Print what would be passed; load nothing.")
+@_arch
+@_root
+def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | None,
+         cmdline: str | None, append: tuple[str, ...], dry_run: bool, arch: str | None,
+         root: Path) -> None:
+    """Load the capture kernel and image with kexec_file_load(2)."""
+    host = HostView(root)
+    info = load_arch(arch or host_arch())
+    plan = loader.plan_load(host, info, kver=kver, kernel=kernel, initrd=initrd,
+                            no_initrd=no_initrd, cmdline=cmdline, append=append)
+    if dry_run:
+        click.echo(plan.describe(host))
+        click.echo("dry run: kexec_file_load not called")
+        return
+    record = loader.execute_load(plan, host, SYSCALL)
+    click.echo(f"loaded {record['kernel']} ({record['kernel_how']}) with {record['initrd']}")
+
+
+@click.command()
+@_arch
+@_root
+def unload(arch: str | None, root: Path) -> None:
+    """Unload the capture kernel."""
+    host = HostView(root)
+    loader.unload(host, load_arch(arch or host_arch()), SYSCALL)
+    click.echo("crash kernel unloaded")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_root
+def status(as_json: bool, root: Path) -> None:
+    """Say whether a capture kernel is loaded (exit 0) or not (exit 3)."""
+    st = loader_status.read_status(HostView(root))
+    if as_json:
+        click.echo(json.dumps(loader_status.status_json(st), indent=2))
+    else:
+        click.echo(loader_status.format_status(st))
+    sys.exit(st.exit_code)
+
+
+COMMANDS: list[click.Command] = [load, unload, status]

@@ -1,0 +1,1 @@
+"""crashkernel=: kernel-exact parsing, sizing (table + estimate from real files), applying."""

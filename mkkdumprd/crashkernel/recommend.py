@@ -1,0 +1,321 @@
+"""How much memory the capture kernel needs: the arch table, and an estimate from real files.
+
+The estimate is one pure function (`estimate`) over measured inputs (`EstimateInputs`).
+Its terms, all in bytes, are what is resident in the reservation at the worst moment,
+which is while the initramfs is being unpacked and then while makedumpfile runs:
+
+  kernel       the capture kernel in memory: bzImage init_size (the kexec segment the
+               kernel decompresses itself in), arm64/riscv Image image_size, or the sum of
+               ELF PT_LOAD p_memsz; the arch's fallback when no kernel file is known.
+  dynamic      the kernel's own allocations no file shows (slab, page tables, vmalloc,
+               log buffer, vmcore ELF headers); per arch, arch/<arch>.toml [estimate].
+  memmap       struct page (64 B) for every page of the reservation itself.
+  compressed   the capture image as loaded: it stays until unpacking ends.
+  unpacked     the rootfs it unpacks to: every file rounded up to whole pages (page cache),
+               plus 1 KiB of inode and dentry per entry.
+  modules      kernel modules loaded from the image: the .ko sizes again (the code and
+               data now live in vmalloc space too); compressed .ko count 3x.
+  percpu       per CPU the capture kernel brings up (nr_cpus= / maxcpus= of its cmdline):
+               per-cpu areas, two thread stacks and makedumpfile's per-thread buffers.
+  collector    makedumpfile and the shell: 12 MiB of process memory (binary, libraries,
+               heap, busybox), plus its cyclic bitmaps, 2 bits per page of the crashed RAM,
+               capped at 32 MiB (makedumpfile cycles beyond that), plus 96 B per 128 MiB.
+  luks         Argon2 memory of the LUKS keyslot to open (--luks-memory), when the dump
+               target is encrypted.
+
+margin: 20 % of everything but the LUKS term, plus 16 MiB (page-cache of the dump being
+written, fragmentation, drivers probing). The result is rounded up to 16 MiB.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mkkdumprd.arch import ArchInfo
+from mkkdumprd.crashkernel.size import KiB, MiB, format_size, human, parse_size, round_up
+from mkkdumprd.errors import OperationError
+from mkkdumprd.host import HostView
+
+MARGIN_PERCENT = 20
+MARGIN_FIXED = 16 * MiB
+ROUND_TO = 16 * MiB
+COLLECTOR_PROCESS = 12 * MiB
+BITMAP_CAP = 32 * MiB
+PER_128M_HEADER = 96
+ENTRY_OVERHEAD = 1 * KiB
+STRUCT_PAGE = 64
+COMPRESSED_KO_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    size: int
+    source: str
+
+
+@dataclass(frozen=True)
+class EstimateInputs:
+    arch: ArchInfo
+    ram: int
+    kernel_runtime: int
+    kernel_source: str
+    image_compressed: int
+    image_unpacked: int
+    image_entries: int
+    image_source: str
+    modules: int
+    module_count: int
+    cpus: int
+    luks: int = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    terms: tuple[Term, ...]
+    subtotal: int
+    margin: int
+    total: int
+    rounded: int
+
+
+def estimate(inp: EstimateInputs) -> Estimate:
+    """The reservation `inp` needs; see the module docstring for every term."""
+    a = inp.arch
+    bitmap = min(2 * (inp.ram // a.page_size) // 8, BITMAP_CAP)
+    headers = PER_128M_HEADER * -(-inp.ram // (128 * MiB))
+    unpacked = inp.image_unpacked + ENTRY_OVERHEAD * inp.image_entries
+    terms = [
+        Term("kernel", inp.kernel_runtime, inp.kernel_source),
+        Term("dynamic", a.kernel_dynamic, f"{a.name} kernel allocations (arch data)"),
+        Term("compressed", inp.image_compressed, f"{inp.image_source} as loaded"),
+        Term("unpacked", unpacked,
+             f"{inp.image_entries} entries, files rounded to {a.page_size} B pages"),
+        Term("modules", inp.modules, f"{inp.module_count} kernel modules in the image"),
+        Term("percpu", inp.cpus * a.percpu,
+             f"{inp.cpus} CPU(s) x {a.percpu // KiB} KiB"),
+        Term("collector", COLLECTOR_PROCESS + bitmap + headers,
+             f"makedumpfile 12 MiB + bitmaps {human(bitmap)} for {human(inp.ram)} RAM"),
+    ]
+    before_memmap = sum(t.size for t in terms)
+    # memmap of the reservation itself: solve x = s + x*64/page for x.
+    memmap = before_memmap * STRUCT_PAGE // (a.page_size - STRUCT_PAGE)
+    terms.append(Term("memmap", memmap, f"{STRUCT_PAGE} B struct page per {a.page_size} B"))
+    if inp.luks:
+        terms.append(Term("luks", inp.luks, "LUKS keyslot Argon2 memory"))
+    subtotal = sum(t.size for t in terms)
+    margin = (subtotal - inp.luks) * MARGIN_PERCENT // 100 + MARGIN_FIXED
+    total = subtotal + margin
+    return Estimate(tuple(terms), subtotal, margin, total, round_up(total, ROUND_TO))
+
+
+# -- inputs from the host and from files ---------------------------------------------------
+
+_IOMEM = re.compile(r"^([0-9a-fA-F]+)-([0-9a-fA-F]+) : System RAM$")
+
+
+def system_ram(host: HostView) -> tuple[int, str]:
+    """(bytes, where from): top-level System RAM in /proc/iomem, else MemTotal."""
+    iomem = host.read_optional("/proc/iomem")
+    if iomem:
+        total = 0
+        for line in iomem.splitlines():
+            m = _IOMEM.match(line)       # top level only: no leading spaces
+            if m:
+                total += int(m.group(2), 16) - int(m.group(1), 16) + 1
+        if total > 1:                    # non-root readers see zeroed addresses
+            return total, "/proc/iomem System RAM"
+    meminfo = host.read_optional("/proc/meminfo") or ""
+    m = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.M)
+    if m:
+        return int(m.group(1)) * KiB, "/proc/meminfo MemTotal"
+    raise OperationError(
+        f"cannot tell the RAM size from {host.path('/proc/iomem')} or "
+        f"{host.path('/proc/meminfo')}; pass --mem SIZE")
+
+
+def _count_cpus(spec: str) -> int:
+    n = 0
+    for part in spec.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        n += int(hi) - int(lo) + 1 if hi else 1
+    return n
+
+
+def capture_cpus(arch: ArchInfo, host: HostView, extra: Iterable[str] = ()) -> int:
+    """CPUs whose per-cpu areas the capture kernel allocates.
+
+    nr_cpus=N limits the possible CPUs; maxcpus=N only limits the ones brought up, the
+    per-cpu areas still exist for every possible CPU (as read from the host).
+    """
+    possible_text = host.read_optional("/sys/devices/system/cpu/possible")
+    try:
+        possible = _count_cpus(possible_text) if possible_text else 1
+    except ValueError:
+        possible = 1
+    for word in (*arch.cmdline_append, *extra):
+        if word.startswith("nr_cpus="):
+            try:
+                return max(1, min(int(word.split("=", 1)[1]), possible))
+            except ValueError:
+                continue
+    return possible
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    compressed: int
+    unpacked: int
+    entries: int
+    modules: int
+    module_count: int
+
+
+def image_facts(path: Path, page_size: int) -> ImageFacts:
+    from mkkdumprd.image.reader import read_members
+
+    members = read_members(path)
+    unpacked = 0
+    modules = 0
+    count = 0
+    for m in members:
+        if m.kind == "file":
+            unpacked += round_up(m.size, page_size)
+        p = m.path
+        if m.kind == "file" and (p.startswith("/lib/modules/") or
+                                 p.startswith("/usr/lib/modules/")):
+            name = p.rsplit("/", 1)[-1]
+            if name.endswith(".ko"):
+                modules += m.size
+                count += 1
+            elif re.search(r"\.ko\.(xz|gz|zst)$", name):
+                modules += m.size * COMPRESSED_KO_FACTOR
+                count += 1
+    return ImageFacts(path.stat().st_size, unpacked, len(members), modules, count)
+
+
+def kernel_facts(path: Path | None, arch: ArchInfo) -> tuple[int, str]:
+    from mkkdumprd.loader import kernel_image
+
+    if path is None:
+        return arch.kernel_fallback, f"{arch.name} fallback (no kernel file; pass --kernel)"
+    info = kernel_image.runtime_size(path)
+    field_name = {
+        kernel_image.BZIMAGE: "bzImage init_size",
+        kernel_image.ARM64_IMAGE: "arm64 Image image_size",
+        kernel_image.RISCV_IMAGE: "riscv Image image_size",
+        kernel_image.ELF: "ELF PT_LOAD memsz",
+    }.get(info.inner or info.format)
+    if info.runtime_size and field_name:
+        return info.runtime_size, f"{field_name} of {path}"
+    size = path.stat().st_size
+    # No header tells the runtime size (s390 image): Debian's kdump-tools factor 6.
+    return max(size * 6, arch.kernel_fallback), f"6 x file size of {path} ({info.detail})"
+
+
+# -- the recommendation ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recommendation:
+    arch: str
+    ram: int
+    ram_source: str
+    table: str
+    table_size: int
+    estimate: Estimate | None
+    chosen: int
+    reason: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def value(self) -> str:
+        return format_size(self.chosen)
+
+    def as_json(self) -> dict[str, object]:
+        est = None
+        if self.estimate is not None:
+            est = {
+                "terms": [{"name": t.name, "bytes": t.size, "source": t.source}
+                          for t in self.estimate.terms],
+                "subtotal": self.estimate.subtotal,
+                "margin": self.estimate.margin,
+                "total": self.estimate.total,
+                "rounded": self.estimate.rounded,
+            }
+        return {
+            "arch": self.arch, "ram": self.ram, "ram_source": self.ram_source,
+            "table": self.table, "table_size": self.table_size,
+            "estimate": est, "chosen": self.chosen,
+            "crashkernel": f"crashkernel={self.value}" if self.chosen else None,
+            "reason": self.reason, "notes": list(self.notes),
+        }
+
+    def render(self) -> str:
+        out = [
+            f"architecture:   {self.arch}",
+            f"RAM:            {human(self.ram)} ({self.ram_source})",
+            f"table default:  {format_size(self.table_size) if self.table_size else 'none'}"
+            f"   (crashkernel={self.table})",
+        ]
+        if self.estimate is not None:
+            out.append("estimate from files:")
+            for t in self.estimate.terms:
+                out.append(f"  {t.name:<11} {human(t.size):>10}  {t.source}")
+            out.append(f"  {'subtotal':<11} {human(self.estimate.subtotal):>10}")
+            out.append(f"  {'margin':<11} {human(self.estimate.margin):>10}  "
+                       f"{MARGIN_PERCENT}% (LUKS excluded) + {human(MARGIN_FIXED)}")
+            out.append(f"  {'total':<11} {human(self.estimate.total):>10}  "
+                       f"rounded up to {human(ROUND_TO)}: {format_size(self.estimate.rounded)}")
+        out.extend(f"note: {n}" for n in self.notes)
+        out.append(f"recommended:    crashkernel={self.value}" if self.chosen
+                   else "recommended:    none")
+        out.append(f"why:            {self.reason}")
+        return "\n".join(out)
+
+
+def table_size(arch: ArchInfo, ram: int) -> int:
+    from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
+
+    try:
+        return parse_crashkernel(f"crashkernel={arch.default_table}", ram, arch).size
+    except CrashkernelInvalid:
+        return 0
+
+
+def recommend(arch: ArchInfo, ram: int, ram_source: str,
+              inputs: EstimateInputs | None, notes: Iterable[str] = ()) -> Recommendation:
+    tsize = table_size(arch, ram)
+    if inputs is None:
+        reason = ("the table default for this RAM size; pass --image (and --kernel) for an "
+                  "estimate sized to the real capture image")
+        if not tsize:
+            reason = (f"the {arch.name} table reserves nothing for {human(ram)} of RAM; "
+                      "pass --image for an estimate")
+        return Recommendation(arch.name, ram, ram_source, arch.default_table, tsize, None,
+                              tsize, reason, tuple(notes))
+    est = estimate(inputs)
+    chosen = est.rounded
+    if chosen >= ram // 2:
+        reason = (f"the estimate {format_size(chosen)} is half the RAM or more: the capture "
+                  "image is too big for this machine; shrink it")
+    elif not tsize:
+        reason = "the estimate from the real files (the table reserves nothing at this RAM size)"
+    elif chosen > tsize:
+        reason = (f"the estimate from the real files is {format_size(chosen - tsize)} above the "
+                  "table default, which would be too small for this image")
+    elif chosen < tsize:
+        reason = (f"the estimate from the real files; the table default would reserve "
+                  f"{format_size(tsize - chosen)} more than this image needs")
+    else:
+        reason = "the estimate from the real files equals the table default"
+    return Recommendation(arch.name, ram, ram_source, arch.default_table, tsize, est, chosen,
+                          reason, tuple(notes))
+
+
+def parse_luks(text: str | None) -> int:
+    return parse_size(text) if text else 0

@@ -1,0 +1,154 @@
+"""load / unload: put the plan together, check the reservation, call the syscall.
+
+`plan_load` only reads (through a HostView); `execute_load` opens the files, unwraps the
+kernel when the arch needs it, and calls the injected syscall; `--dry-run` stops after the
+plan and `describe` prints everything the syscall would get.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from mkkdumprd.arch import ArchInfo
+from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.host import HostView
+from mkkdumprd.loader import kernel_image, locate, status
+from mkkdumprd.loader.cmdline import capture_cmdline
+from mkkdumprd.loader.kexec import (
+    KEXEC_FILE_NO_INITRAMFS,
+    KEXEC_FILE_ON_CRASH,
+    KEXEC_FILE_UNLOAD,
+    SyscallFn,
+    cmdline_bytes,
+    errno_message,
+)
+
+NO_RESERVATION = (
+    "no memory is reserved for the crash kernel (crashkernel= is missing from the kernel "
+    "command line); run `mkkdumprd crashkernel recommend` and `crashkernel apply`, then reboot"
+)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    arch: ArchInfo
+    kver: str
+    kernel: PurePosixPath
+    initrd: PurePosixPath | None
+    cmdline: str
+    flags: int
+    reserved: int
+
+    def describe(self, host: HostView) -> str:
+        _, length = cmdline_bytes(self.cmdline)
+        info = kernel_image.runtime_size(host.path(self.kernel))
+        names = [n for bit, n in ((KEXEC_FILE_UNLOAD, "KEXEC_FILE_UNLOAD"),
+                                  (KEXEC_FILE_ON_CRASH, "KEXEC_FILE_ON_CRASH"),
+                                  (KEXEC_FILE_NO_INITRAMFS, "KEXEC_FILE_NO_INITRAMFS"))
+                 if self.flags & bit]
+        lines = [
+            f"kexec_file_load (syscall {self.arch.syscall_nr} on {self.arch.name}):",
+            f"  kernel_fd   {self.kernel} ({info.detail})",
+            f"  initrd_fd   {self.initrd if self.initrd else '-1 (no initramfs)'}",
+            f"  cmdline_len {length} (including the trailing NUL)",
+            f"  cmdline     {self.cmdline}",
+            f"  flags       {self.flags:#x} ({' | '.join(names)})",
+            f"  reserved    {self.reserved} bytes",
+        ]
+        return "\n".join(lines)
+
+
+def check_reservation(host: HostView) -> int:
+    size = status.reserved_bytes(host)
+    if size is None:
+        raise OperationError(
+            "this kernel has no crash dump support (/sys/kernel/kexec_crash_size is missing: "
+            "CONFIG_KEXEC_CORE/CRASH_DUMP off); boot a kernel with kdump support")
+    if size <= 0:
+        raise OperationError(NO_RESERVATION)
+    return size
+
+
+def plan_load(host: HostView, arch: ArchInfo, *, kver: str | None = None,
+              kernel: str | None = None, initrd: str | None = None, no_initrd: bool = False,
+              cmdline: str | None = None, append: Sequence[str] = ()) -> LoadPlan:
+    reserved = check_reservation(host)
+    kver = kver or locate.running_kver(host)
+    kpath = PurePosixPath(kernel) if kernel else locate.find_kernel(host, arch, kver)
+    if not host.is_file(kpath):
+        raise UsageError(
+            f"kernel image {kpath} does not exist; pass an existing file with --kernel")
+    ipath: PurePosixPath | None = None
+    if not no_initrd:
+        ipath = PurePosixPath(initrd) if initrd else locate.default_image(host, kver)
+        if not host.is_file(ipath):
+            raise UsageError(
+                f"capture image {ipath} does not exist; build it with `mkkdumprd --kver {kver} "
+                f"-o {ipath}` or pass --initrd")
+    base = cmdline if cmdline is not None else locate.proc_cmdline(host)
+    final = capture_cmdline(base, arch.cmdline_remove, arch.cmdline_append, append)
+    flags = KEXEC_FILE_ON_CRASH | (KEXEC_FILE_NO_INITRAMFS if ipath is None else 0)
+    return LoadPlan(arch, kver, kpath, ipath, final, flags, reserved)
+
+
+def _preflight_fit(plan: LoadPlan, host: HostView, info: kernel_image.KernelInfo) -> None:
+    """Refuse a load that cannot fit before the kernel says EADDRNOTAVAIL less clearly."""
+    ksize = info.runtime_size or host.stat(plan.kernel).st_size
+    isize = host.stat(plan.initrd).st_size if plan.initrd else 0
+    if ksize + isize > plan.reserved:
+        raise OperationError(
+            f"the kernel ({ksize >> 20} MiB in memory) and {plan.initrd} ({isize >> 20} MiB) "
+            f"do not fit in the {plan.reserved >> 20} MiB crashkernel= reservation; run "
+            "`mkkdumprd crashkernel recommend`, then `mkkdumprd crashkernel apply` and reboot")
+
+
+def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn) -> dict[str, Any]:
+    """Load the crash kernel; returns (and records) what was loaded."""
+    try:
+        prepared = kernel_image.prepare(host.path(plan.kernel), plan.arch.formats,
+                                        plan.arch.name)
+    except kernel_image.ImageFormatError as exc:
+        raise OperationError(str(exc)) from None
+    ifd = -1
+    try:
+        _preflight_fit(plan, host, prepared.info)
+        if plan.initrd is not None:
+            ifd = os.open(host.path(plan.initrd), os.O_RDONLY | os.O_CLOEXEC)
+        raw, length = cmdline_bytes(plan.cmdline)
+        try:
+            syscall(plan.arch.syscall_nr, prepared.fd, ifd, length, raw, plan.flags)
+        except OSError as exc:
+            raise OperationError(
+                errno_message(exc.errno or 0, str(plan.kernel),
+                              str(plan.initrd) if plan.initrd else None)) from None
+    finally:
+        os.close(prepared.fd)
+        if ifd >= 0:
+            os.close(ifd)
+    record: dict[str, Any] = {
+        "kernel": str(plan.kernel),
+        "kernel_format": prepared.info.format,
+        "kernel_how": prepared.how,
+        "initrd": str(plan.initrd) if plan.initrd else None,
+        "cmdline": plan.cmdline,
+        "kver": plan.kver,
+        "arch": plan.arch.name,
+        "reserved": plan.reserved,
+        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    status.write_record(host, record)
+    return record
+
+
+def unload(host: HostView, arch: ArchInfo, syscall: SyscallFn) -> None:
+    """Unload the crash kernel (the fds are ignored with KEXEC_FILE_UNLOAD)."""
+    try:
+        syscall(arch.syscall_nr, -1, -1, 0, None, KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH)
+    except OSError as exc:
+        raise OperationError(errno_message(exc.errno or 0, "", None, unload=True)) from None
+    status.clear_record(host)

@@ -1,0 +1,91 @@
+"""Find the kernel to load and the capture image to go with it (read through a HostView).
+
+Kernel search order, as Fedora's prepare_kdump_kernel: BOOT_IMAGE= of the running command
+line when it names this kernel version, then the arch's names under /boot, then Boot
+Loader Spec entries (/boot/loader/entries/*.conf, `version` + `linux`). The capture image is
+/boot/initramfs-KVERkdump.img when it exists, else /var/lib/mkkdumprd/initramfs-KVERkdump.img
+(where `mkkdumprd build` puts it when /boot is not writable).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+from mkkdumprd.arch import ArchInfo
+from mkkdumprd.errors import OperationError
+from mkkdumprd.host import HostView
+from mkkdumprd.loader.cmdline import split_words
+
+BOOT = PurePosixPath("/boot")
+STATE_IMAGE_DIR = PurePosixPath("/var/lib/mkkdumprd")
+BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
+
+
+def running_kver(host: HostView) -> str:
+    text = host.read_optional("/proc/sys/kernel/osrelease")
+    if not text or not text.strip():
+        where = host.path("/proc/sys/kernel/osrelease")
+        raise OperationError(
+            f"cannot read the running kernel version from {where}; pass --kver")
+    return text.strip()
+
+
+def proc_cmdline(host: HostView) -> str:
+    return (host.read_optional("/proc/cmdline") or "").strip()
+
+
+def _boot_image(cmdline: str) -> PurePosixPath | None:
+    for word in split_words(cmdline):
+        if word.startswith("BOOT_IMAGE="):
+            value = word[len("BOOT_IMAGE="):].strip('"')
+            # GRUB writes "(hd0,gpt2)/vmlinuz-..." for a kernel on another partition.
+            value = re.sub(r"^\([^)]*\)", "", value)
+            if value.startswith("/"):
+                return PurePosixPath(value)
+    return None
+
+
+def _bls_kernels(host: HostView, kver: str) -> list[PurePosixPath]:
+    found: list[PurePosixPath] = []
+    for d in BLS_DIRS:
+        for name in host.listdir(d):
+            if not name.endswith(".conf"):
+                continue
+            text = host.read_optional(f"{d}/{name}") or ""
+            keys: dict[str, str] = {}
+            for line in text.splitlines():
+                parts = line.strip().split(None, 1)
+                if len(parts) == 2 and not parts[0].startswith("#"):
+                    keys.setdefault(parts[0], parts[1].strip())
+            linux = keys.get("linux")
+            if linux and (keys.get("version") == kver or linux.endswith(kver)):
+                # BLS paths are relative to the partition holding the entries.
+                base = PurePosixPath(d).parent.parent
+                found.append(base / linux.lstrip("/"))
+    return found
+
+
+def find_kernel(host: HostView, arch: ArchInfo, kver: str) -> PurePosixPath:
+    """The kernel image for `kver`; OperationError naming every place looked at."""
+    tried: list[PurePosixPath] = []
+    boot_image = _boot_image(proc_cmdline(host))
+    if boot_image is not None and boot_image.name.endswith(kver):
+        # With a separate /boot partition GRUB's path is relative to it.
+        tried += [boot_image, BOOT / boot_image.relative_to("/")]
+    tried += [BOOT / pattern.format(kver=kver) for pattern in arch.kernel_names]
+    tried += _bls_kernels(host, kver)
+    for cand in tried:
+        if host.is_file(cand):
+            return cand
+    looked = ", ".join(dict.fromkeys(str(t) for t in tried))
+    raise OperationError(
+        f"no kernel image for {kver} found (looked at {looked}); pass it with --kernel")
+
+
+def default_image(host: HostView, kver: str) -> PurePosixPath:
+    """Where the capture image for `kver` is (the /boot one when it exists)."""
+    boot = BOOT / f"initramfs-{kver}kdump.img"
+    if host.is_file(boot):
+        return boot
+    return STATE_IMAGE_DIR / f"initramfs-{kver}kdump.img"

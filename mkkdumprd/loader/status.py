@@ -1,0 +1,124 @@
+"""Is a crash kernel loaded, how much memory is reserved, and what did we load.
+
+The kernel only says "loaded" (/sys/kernel/kexec_crash_loaded) and how big the reservation
+is (/sys/kernel/kexec_crash_size, bytes, high + low). What was loaded is our own record,
+written at load time to /run/mkkdumprd/loaded.json (tmpfs: gone after a reboot, as the
+loaded image is). Exit codes follow `kdumpctl status`: 0 loaded, 3 not loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from mkkdumprd.host import HostView
+
+CRASH_LOADED = PurePosixPath("/sys/kernel/kexec_crash_loaded")
+CRASH_SIZE = PurePosixPath("/sys/kernel/kexec_crash_size")
+RECORD = PurePosixPath("/run/mkkdumprd/loaded.json")
+
+EXIT_LOADED = 0
+EXIT_NOT_LOADED = 3
+
+
+@dataclass(frozen=True)
+class Status:
+    loaded: bool
+    reserved: int | None          # None: the kernel has no kexec/crash support
+    record: dict[str, Any] | None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_LOADED if self.loaded else EXIT_NOT_LOADED
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        return None
+
+
+def reserved_bytes(host: HostView) -> int | None:
+    return _int(host.read_optional(CRASH_SIZE))
+
+
+def read_record(host: HostView) -> dict[str, Any] | None:
+    text = host.read_optional(RECORD)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_record(host: HostView, record: dict[str, Any]) -> None:
+    """Atomically replace the record (temp file in the same directory, fsync, rename)."""
+    path = host.path(RECORD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".loaded.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def clear_record(host: HostView) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        host.path(RECORD).unlink()
+
+
+def read_status(host: HostView) -> Status:
+    loaded = _int(host.read_optional(CRASH_LOADED)) == 1
+    return Status(loaded=loaded, reserved=reserved_bytes(host), record=read_record(host))
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
+
+
+def format_status(st: Status) -> str:
+    lines = [f"crash kernel: {'loaded' if st.loaded else 'not loaded'}"]
+    if st.reserved is None:
+        lines.append("reservation:  unknown (no /sys/kernel/kexec_crash_size: kernel without "
+                     "kexec/crash dump support)")
+    elif st.reserved == 0:
+        lines.append("reservation:  none (crashkernel= is missing from the kernel command line)")
+    else:
+        lines.append(f"reservation:  {_mib(st.reserved)}")
+    rec = st.record
+    if st.loaded and rec:
+        lines.append(f"kernel:       {rec.get('kernel')} ({rec.get('kernel_how', 'as is')})")
+        lines.append(f"image:        {rec.get('initrd') or '(none)'}")
+        lines.append(f"cmdline:      {rec.get('cmdline')}")
+        if rec.get("loaded_at"):
+            lines.append(f"loaded at:    {rec.get('loaded_at')}")
+    elif st.loaded:
+        lines.append("loaded by:    another tool (no mkkdumprd record in /run/mkkdumprd)")
+    elif rec:
+        lines.append(f"note:         stale record of {rec.get('kernel')} (unloaded by another "
+                     "tool or a failed load)")
+    return "\n".join(lines)
+
+
+def status_json(st: Status) -> dict[str, Any]:
+    return {"loaded": st.loaded, "reserved": st.reserved,
+            "kernel": (st.record or {}).get("kernel") if st.loaded else None,
+            "initrd": (st.record or {}).get("initrd") if st.loaded else None,
+            "cmdline": (st.record or {}).get("cmdline") if st.loaded else None}
