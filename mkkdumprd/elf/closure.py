@@ -29,7 +29,7 @@ from pathlib import PurePosixPath
 
 from mkkdumprd.elf.ldcache import CacheFormatError, LdCache, parse_ld_cache
 from mkkdumprd.elf.ldconf import ld_so_conf_dirs
-from mkkdumprd.elf.objects import ElfObject, NotElf, read_elf
+from mkkdumprd.elf.objects import ElfIdent, ElfObject, NotElf, read_elf, read_ident
 from mkkdumprd.elf.platform import Target, target_for
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
@@ -118,6 +118,7 @@ class Resolver:
         self.forced = _parse_machine(machine) if machine else None
         self._real: dict[str, PurePosixPath] = {}
         self._elf: dict[PurePosixPath, ElfObject | None] = {}
+        self._ident: dict[PurePosixPath, ElfIdent | None] = {}
         self._targets: dict[tuple[str, int, str | None], Target] = {}
         self._cache: LdCache | None = None
         self._cache_loaded = False
@@ -159,6 +160,24 @@ class Resolver:
                 raise ElfError(f"cannot read {p}: {exc.strerror}") from exc
         self._elf[real] = obj
         return obj
+
+    def ident(self, p: str | PurePosixPath) -> ElfIdent | None:
+        """The ELF header of view path `p`; None if there is no regular file there."""
+        real = self.real(p)
+        if real in self._ident:
+            return self._ident[real]
+        host = self.view.path(real)
+        ident: ElfIdent | None = None
+        if host.is_file():
+            try:
+                ident = read_ident(host)
+            except NotElf as exc:
+                raise ElfError(f"{p} is not an ELF file ({exc}); the dynamic loader "
+                               "cannot use it") from exc
+            except OSError as exc:
+                raise ElfError(f"cannot read {p}: {exc.strerror}") from exc
+        self._ident[real] = ident
+        return ident
 
     def ld_cache(self) -> LdCache | None:
         if not self._cache_loaded:
@@ -408,15 +427,17 @@ class Resolver:
 
     def _verify(self, proc: _Process, path: PurePosixPath) -> ElfObject | None:
         """open_verify: None for a missing file or one built for another class/machine."""
-        elf = self.elf(path)
-        if elf is None:
+        ident = self.ident(path)
+        if ident is None:
             return None
         t = proc.target
-        if (elf.machine, elf.elf_class) != (t.machine, t.elf_class):
+        if ident.elf_class != t.elf_class:
             return None
-        if elf.little_endian != proc.main.elf.little_endian:
+        if ident.little_endian != proc.main.elf.little_endian:
             raise ElfError(f"{path} has the wrong byte order for {proc.main.path}")
-        return elf
+        if ident.machine != t.machine:
+            return None
+        return self.elf(path)
 
     def _expand(self, dirs: tuple[str, ...], owner: _Map, t: Target) -> list[PurePosixPath]:
         out: list[PurePosixPath] = []

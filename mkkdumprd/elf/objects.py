@@ -18,6 +18,7 @@ from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_E_MACHINE
 
 ELF_MAGIC = b"\x7fELF"
 NOTE_DLOPEN_OWNER = "FDO"
@@ -55,7 +56,31 @@ class ElfObject:
     dlopen: tuple[DlopenNote, ...]
 
 
+@dataclass(frozen=True)
+class ElfIdent:
+    """The first bytes ld.so checks before anything else (open_verify)."""
+
+    elf_class: int
+    little_endian: bool
+    machine: str
+
+
+_MACHINE_NAMES: dict[int, str] = {
+    v: k for k, v in ENUM_E_MACHINE.items() if isinstance(v, int) and k.startswith("EM_")
+}
 _CACHE: dict[tuple[int, int, int, int], ElfObject] = {}
+
+
+def read_ident(path: Path) -> ElfIdent:
+    """Class, byte order and machine from the ELF header alone; NotElf if not ELF."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+        raise NotElf(f"{path} is not an ELF file")
+    little = head[5] == 1
+    (machine,) = struct.unpack_from("<H" if little else ">H", head, 18)
+    return ElfIdent(32 if head[4] == 1 else 64, little,
+                    _MACHINE_NAMES.get(machine, f"EM_{machine}"))
 
 
 def is_elf(path: Path) -> bool:
