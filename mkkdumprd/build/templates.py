@@ -41,8 +41,9 @@ def taint(value: object) -> object:
 
 def shq(value: object) -> str:
     """One shell word, whatever `value` holds."""
-    if value is None or isinstance(value, jinja2.Undefined):
-        raise TemplateRenderError("shq: cannot quote an undefined value")
+    if value is None:
+        raise TemplateRenderError("shq: cannot quote None (a missing value)")
+    # str() of a StrictUndefined raises the UndefinedError that names the variable.
     return shlex.quote(str(value))
 
 
