@@ -43,6 +43,7 @@ _BLOCK = 256 << 10
 _DECODE_AHEAD = 32
 _DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 _MAX_NEWC = 0xFFFFFFFF
+_XZ_DICT = 1 << 20
 
 _set_ino64 = laffi.ffi("entry_set_ino64", [ctypes.c_void_p, ctypes.c_int64], None)
 _set_nlink = laffi.ffi("entry_set_nlink", [ctypes.c_void_p, ctypes.c_uint], None)
@@ -221,9 +222,12 @@ def _open_sink(compression: Compression, level: int | None, threads: int,
         return gzip.GzipFile(filename="", mode="wb", fileobj=dest,
                              compresslevel=level if level is not None else 6, mtime=0)
     if compression is Compression.XZ:
-        # The kernel's xz decoder knows CRC32 but not the default CRC64 check.
+        # The kernel's xz decoder knows CRC32 but not the default CRC64 check. It allocates
+        # the whole dictionary in the capture kernel's scarce memory, so cap it at 1 MiB
+        # as dracut does (`--lzma2=dict=1MiB`) instead of preset 6's 8 MiB.
+        filters = [{"id": lzma.FILTER_LZMA2, "preset": level, "dict_size": _XZ_DICT}]
         return lzma.LZMAFile(cast(BinaryIO, dest), "wb", format=lzma.FORMAT_XZ,
-                             check=lzma.CHECK_CRC32, preset=level)
+                             check=lzma.CHECK_CRC32, filters=filters)
     return _Plain(dest)
 
 
