@@ -97,6 +97,8 @@ def _local(spec: str, rest: str, fstype: str | None) -> tuple[Target, str | None
         return Target(TargetKind.LOCAL), _path(spec, rest[1:])
     cut = rest.find(":/")
     device, path = (rest, None) if cut < 0 else (rest[:cut], rest[cut + 1:])
+    if ":" in device and "/" in device.rsplit(":", 1)[1]:
+        raise _fail(spec, f"the path {device.rsplit(':', 1)[1]!r} must be absolute")
     is_device = device.startswith(("/dev/", "UUID=", "LABEL=", "PARTUUID="))
     if not is_device and fstype is None and path is None and device.startswith("/"):
         return Target(TargetKind.LOCAL), _path(spec, device)
@@ -140,6 +142,8 @@ def _ssh(spec: str, rest: str) -> tuple[Target, str | None]:
     user, at, host = server.partition("@")
     if at and host.startswith("[") and host.endswith("]"):
         server = f"{user}@{host[1:-1]}"
+    elif path is None and host.count(":") == 1:
+        raise _fail(spec, f"the path {host.split(':')[1]!r} must be absolute")
     split = values.split_ssh(server)
     if isinstance(split, str):
         raise _fail(spec, split)
