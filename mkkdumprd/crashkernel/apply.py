@@ -215,17 +215,20 @@ def _run(cmd: Sequence[str]) -> None:
             f"{(res.stderr or res.stdout).strip()}")
 
 
-def perform(plan: ApplyPlan, host: HostView, runner: Runner = _run) -> list[str]:
+def perform(plan: ApplyPlan, host: HostView, runner: Runner = _run,
+            live: bool | None = None) -> list[str]:
     """Write the plan's files atomically; run grubby only on the live root.
 
-    Returns the messages for the user (what was done, what to do next).
+    `live` defaults to "the view's root is /". Returns the messages for the user.
     """
+    if live is None:
+        live = Path(host.root).resolve() == Path("/")
     done: list[str] = []
     for c in plan.changes:
         _atomic_write(host.path(c.path), c.new)
         done.append(f"wrote {c.path}")
     if plan.command:
-        if Path(host.root).resolve() == Path("/"):
+        if live:
             runner(plan.command)
             done.append(f"ran {' '.join(plan.command)}")
         else:

@@ -77,5 +77,5 @@ def test_aliases_load_the_same_data() -> None:
 
 
 def test_unknown_arch_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="unknown architecture 'mips'.*x86_64"):
+    with pytest.raises(UsageError, match=r"unknown architecture 'mips'.*x86_64"):
         load_arch("mips")
