@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE
+from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
 
 ELF_MAGIC = b"\x7fELF"
 NOTE_DLOPEN_OWNER = "FDO"
@@ -104,66 +102,152 @@ def read_elf(path: Path) -> ElfObject:
 
 def _parse(path: Path) -> ElfObject:
     with open(path, "rb") as f:
-        if f.read(4) != ELF_MAGIC:
-            raise NotElf(f"{path} is not an ELF file")
-        f.seek(0)
         try:
-            return _parse_stream(f)
-        except (ELFError, struct.error, ValueError, UnicodeDecodeError) as exc:
+            return _Reader(f, str(path)).parse()
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise NotElf(f"{path} has broken ELF headers ({exc})") from exc
-        except Exception as exc:  # pyelftools' construct raises its own error types
-            if type(exc).__module__.startswith("elftools"):
-                raise NotElf(f"{path} has broken ELF headers ({exc})") from exc
-            raise
 
 
-def _parse_stream(f: Any) -> ElfObject:
-    elf = ELFFile(f)
-    hdr = elf.header
-    interp: str | None = None
-    dynamic = False
-    needed: list[str] = []
+_PT_LOAD, _PT_DYNAMIC, _PT_INTERP, _PT_NOTE = 1, 2, 3, 4
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME, _DT_RPATH = 0, 1, 5, 10, 14, 15
+_DT_RUNPATH, _DT_FLAGS_1 = 29, 0x6FFFFFFB
+_PN_XNUM = 0xFFFF
+_TYPE_NAMES: dict[int, str] = {v: k for k, v in ENUM_E_TYPE.items() if isinstance(v, int)}
+_OSABI_NAMES: dict[int, str] = {v: k for k, v in ENUM_EI_OSABI.items() if isinstance(v, int)}
+
+
+class _Reader:
+    """Just the ELF header, program headers, dynamic segment and notes.
+
+    pyelftools' ELFFile builds its whole struct model per file (about 20 ms each, most
+    of a closure's time); the loader needs only these few fixed-layout records, so they
+    are unpacked directly, with pyelftools' tables naming the values.
+    """
+
+    def __init__(self, f: BinaryIO, name: str) -> None:
+        self.f = f
+        self.name = name
+
+    def read(self, off: int, size: int) -> bytes:
+        self.f.seek(off)
+        data = self.f.read(size)
+        if len(data) != size:
+            raise ValueError(f"file ends before offset {off + size}")
+        return data
+
+    def parse(self) -> ElfObject:
+        ident = self.read(0, 16)
+        if ident[:4] != ELF_MAGIC or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            raise NotElf(f"{self.name} is not an ELF file")
+        is64 = ident[4] == 2
+        bo = "<" if ident[5] == 1 else ">"
+        if is64:
+            (e_type, e_machine, _v, _entry, phoff, shoff, _fl, _ehs, phentsize, phnum,
+             shentsize, _shnum, _shstrndx) = struct.unpack(bo + "HHIQQQIHHHHHH",
+                                                           self.read(16, 48))
+            ph = struct.Struct(bo + "IIQQQQQQ")
+        else:
+            (e_type, e_machine, _v, _entry, phoff, shoff, _fl, _ehs, phentsize, phnum,
+             shentsize, _shnum, _shstrndx) = struct.unpack(bo + "HHIIIIIHHHHHH",
+                                                           self.read(16, 36))
+            ph = struct.Struct(bo + "IIIIIIII")
+        if phnum == _PN_XNUM and shoff:
+            # More than 0xfffe program headers: the count lives in section 0's sh_info.
+            sh0 = self.read(shoff, shentsize)
+            phnum = struct.unpack_from(bo + "I", sh0, 44 if is64 else 28)[0]
+        # (type, offset, vaddr, filesz)
+        segs: list[tuple[int, int, int, int]] = []
+        if phnum:
+            if phentsize < ph.size:
+                raise ValueError(f"program header entries of {phentsize} bytes")
+            table = self.read(phoff, phentsize * phnum)
+            for i in range(phnum):
+                v = ph.unpack_from(table, i * phentsize)
+                if is64:
+                    segs.append((v[0], v[2], v[3], v[5]))
+                else:
+                    segs.append((v[0], v[1], v[2], v[4]))
+        interp: str | None = None
+        dyn: tuple[int, int] | None = None
+        notes: list[DlopenNote] = []
+        for ptype, off, _vaddr, filesz in segs:
+            if ptype == _PT_INTERP:
+                interp = self.read(off, filesz).split(b"\0", 1)[0].decode()
+            elif ptype == _PT_DYNAMIC:
+                dyn = (off, filesz)
+            elif ptype == _PT_NOTE and filesz:
+                notes.extend(_dlopen_notes(self.read(off, filesz), bo == "<"))
+        fields = _Dynamic()
+        if dyn is not None:
+            self._dynamic(dyn, segs, is64, bo, fields)
+        return ElfObject(
+            elf_class=64 if is64 else 32,
+            little_endian=bo == "<",
+            machine=_MACHINE_NAMES.get(e_machine, f"EM_{e_machine}"),
+            elf_type=_TYPE_NAMES.get(e_type, f"ET_{e_type}"),
+            osabi=_OSABI_NAMES.get(ident[7], f"ELFOSABI_{ident[7]}"),
+            interp=interp,
+            dynamic=dyn is not None,
+            needed=tuple(fields.needed),
+            soname=fields.soname,
+            rpath=fields.rpath,
+            runpath=fields.runpath,
+            nodeflib=bool(fields.flags_1 & DF_1_NODEFLIB),
+            dlopen=tuple(notes),
+        )
+
+    def _dynamic(self, dyn: tuple[int, int], segs: list[tuple[int, int, int, int]],
+                 is64: bool, bo: str, out: _Dynamic) -> None:
+        entry = struct.Struct(bo + ("qQ" if is64 else "iI"))
+        raw = self.read(dyn[0], dyn[1] - dyn[1] % entry.size)
+        needed: list[int] = []
+        strtab = strsz = 0
+        soname = rpath = runpath = None
+        for tag, val in entry.iter_unpack(raw):
+            if tag == _DT_NULL:
+                break
+            if tag == _DT_NEEDED:
+                needed.append(val)
+            elif tag == _DT_STRTAB:
+                strtab = val
+            elif tag == _DT_STRSZ:
+                strsz = val
+            elif tag == _DT_SONAME:
+                soname = val
+            elif tag == _DT_RPATH:
+                rpath = val
+            elif tag == _DT_RUNPATH:
+                runpath = val
+            elif tag == _DT_FLAGS_1:
+                out.flags_1 = val
+        if not (needed or soname is not None or rpath is not None or runpath is not None):
+            return
+        # DT_STRTAB is an address: map it to a file offset through the PT_LOAD segments.
+        stroff = next((off + strtab - vaddr for ptype, off, vaddr, filesz in segs
+                       if ptype == _PT_LOAD and vaddr <= strtab < vaddr + filesz), None)
+        if stroff is None or not strsz:
+            raise ValueError("DT_STRTAB is outside every loadable segment")
+        strings = self.read(stroff, strsz)
+
+        def s(i: int) -> str:
+            end = strings.find(b"\0", i)
+            if i >= len(strings) or end < 0:
+                raise ValueError(f"string offset {i} outside DT_STRTAB")
+            return strings[i:end].decode("utf-8", "surrogateescape")
+
+        out.needed = [s(i) for i in needed]
+        out.soname = s(soname) if soname is not None else None
+        out.rpath = tuple(_split_path(s(rpath))) if rpath is not None else None
+        out.runpath = tuple(_split_path(s(runpath))) if runpath is not None else None
+
+
+@dataclass
+class _Dynamic:
+    needed: list[str] = field(default_factory=list)
     soname: str | None = None
     rpath: tuple[str, ...] | None = None
     runpath: tuple[str, ...] | None = None
-    flags_1 = 0
-    notes: list[DlopenNote] = []
-    seg: Any  # pyelftools' typing has no per-segment-type classes
-    for seg in elf.iter_segments():
-        ptype = seg.header.p_type
-        if ptype == "PT_INTERP":
-            interp = seg.get_interp_name()
-        elif ptype == "PT_DYNAMIC":
-            dynamic = True
-            for tag in seg.iter_tags():
-                d_tag = tag.entry.d_tag
-                if d_tag == "DT_NEEDED":
-                    needed.append(tag.needed)
-                elif d_tag == "DT_SONAME":
-                    soname = tag.soname
-                elif d_tag == "DT_RPATH":
-                    rpath = tuple(_split_path(tag.rpath))
-                elif d_tag == "DT_RUNPATH":
-                    runpath = tuple(_split_path(tag.runpath))
-                elif d_tag == "DT_FLAGS_1":
-                    flags_1 = tag.entry.d_val
-        elif ptype == "PT_NOTE":
-            notes.extend(_dlopen_notes(seg.data(), elf.little_endian))
-    return ElfObject(
-        elf_class=elf.elfclass,
-        little_endian=elf.little_endian,
-        machine=str(hdr.e_machine),
-        elf_type=str(hdr.e_type),
-        osabi=str(hdr.e_ident.EI_OSABI),
-        interp=interp,
-        dynamic=dynamic,
-        needed=tuple(needed),
-        soname=soname,
-        rpath=rpath,
-        runpath=runpath,
-        nodeflib=bool(flags_1 & DF_1_NODEFLIB),
-        dlopen=tuple(notes),
-    )
+    flags_1: int = 0
 
 
 def _split_path(value: str) -> list[str]:

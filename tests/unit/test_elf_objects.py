@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,48 @@ def test_note_segment_parsing_both_byte_orders() -> None:
         note = struct.pack(fmt, 4, len(desc), 0x407C0C0A) + b"FDO\0" + desc + pad
         got = objects._dlopen_notes(other + note, little)
         assert [n.sonames for n in got] == [("libz.so.1",)]
+
+
+def _pyelftools_view(path: str) -> tuple[object, ...]:
+    """The same fields read through pyelftools' full object model (the oracle)."""
+    from elftools.elf.elffile import ELFFile
+
+    needed: list[str] = []
+    soname = rpath = runpath = interp = None
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        seg: Any
+        for seg in elf.iter_segments():
+            if seg.header.p_type == "PT_INTERP":
+                interp = seg.get_interp_name()
+            elif seg.header.p_type == "PT_DYNAMIC":
+                for tag in seg.iter_tags():
+                    d = tag.entry.d_tag
+                    if d == "DT_NEEDED":
+                        needed.append(tag.needed)
+                    elif d == "DT_SONAME":
+                        soname = tag.soname
+                    elif d == "DT_RPATH":
+                        rpath = tuple(p for p in tag.rpath.split(":") if p)
+                    elif d == "DT_RUNPATH":
+                        runpath = tuple(p for p in tag.runpath.split(":") if p)
+        return (tuple(needed), soname, rpath, runpath, interp, elf.header.e_machine,
+                elf.header.e_type, elf.elfclass)
+
+
+def test_reader_agrees_with_pyelftools_on_system_files() -> None:
+    files: list[str] = []
+    for d in ("/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib/debug"):
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d))[::5]:
+            p = os.path.join(d, name)
+            if os.path.isfile(p) and not os.path.islink(p) and objects.is_elf(Path(p)):
+                files.append(p)
+    if len(files) < 20:
+        pytest.skip("too few ELF files on this machine")
+    for p in files:
+        o = read_elf(Path(p))
+        got = (o.needed, o.soname, o.rpath, o.runpath, o.interp, o.machine, o.elf_type,
+               o.elf_class)
+        assert got == _pyelftools_view(p), p
