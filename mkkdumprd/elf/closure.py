@@ -71,7 +71,7 @@ class Closure:
 def resolve_closure(files: Sequence[str | PurePosixPath], view: HostView, *,
                     dlopen: Sequence[str] = (), machine: str | None = None) -> Closure:
     resolver = Resolver(view, machine)
-    roots = tuple(PurePosixPath(str(f)) for f in files)
+    roots = tuple(resolver.locate(str(f)) for f in files)
     seen = {resolver.real(r) for r in roots}
     objects: list[PurePosixPath] = []
     for root in roots:
@@ -116,6 +116,7 @@ class Resolver:
     def __init__(self, view: HostView, machine: str | None = None) -> None:
         self.view = view
         self.forced = _parse_machine(machine) if machine else None
+        self.expected: tuple[str, int] | None = None  # set by the first ELF root
         self._real: dict[str, PurePosixPath] = {}
         self._elf: dict[PurePosixPath, ElfObject | None] = {}
         self._ident: dict[PurePosixPath, ElfIdent | None] = {}
@@ -208,6 +209,16 @@ class Resolver:
 
     # -- roots -------------------------------------------------------------------------
 
+    def locate(self, name: str) -> PurePosixPath:
+        """A root as given: an absolute path, or a bare name looked up on the view's PATH."""
+        if "/" in name:
+            return PurePosixPath("/", name)
+        found = self.view.which(name)
+        if found is None:
+            raise ElfError(f"'{name}' is not on the PATH in {self.view.root}; install it or "
+                           "give its full path")
+        return found
+
     def objects_of(self, root: PurePosixPath, dlopen: Sequence[str] = (),
                    depth: int = 0) -> list[PurePosixPath]:
         """Everything one root makes the loader open (a script: its interpreter chain)."""
@@ -269,9 +280,14 @@ class Resolver:
         elf = self.elf(root)
         assert elf is not None
         real = self.real(root)
-        if self.forced and (elf.machine, elf.elf_class) != self.forced:
+        want = self.forced or self.expected
+        if want is None:
+            self.expected = (elf.machine, elf.elf_class)
+        elif (elf.machine, elf.elf_class) != want:
+            how = "as requested" if self.forced else "like the first binary"
             raise ElfError(f"{root} is a {elf.elf_class}-bit {elf.machine} binary, not "
-                           f"{self.forced[1]}-bit {self.forced[0]} as requested")
+                           f"{want[1]}-bit {want[0]} {how}; all binaries of an image must "
+                           "be built for its architecture")
         main = _Map(root, real, elf, {str(root)}, None, str(real.parent))
         if elf.soname:
             main.names.add(elf.soname)

@@ -34,7 +34,7 @@ def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason:
     resolver = Resolver(view)
     out: dict[PurePosixPath, Entry] = {}
     for f in files:
-        root = _locate(view, str(f))
+        root = resolver.locate(str(f))
         for e in path_entries(view, root, reason):
             out.setdefault(e.path, e)
         for obj in resolver.objects_of(root, dlopen):
@@ -46,16 +46,6 @@ def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason:
                               f"the loader finds {first} only through ld.so.cache"):
             out.setdefault(e.path, e)
     return list(out.values())
-
-
-def _locate(view: HostView, name: str) -> PurePosixPath:
-    if "/" in name:
-        return PurePosixPath("/", name)
-    found = find_binary(view, name)
-    if found is None:
-        raise ElfError(f"'{name}' is not on the PATH in {view.root}; install it or give "
-                       "its full path")
-    return found
 
 
 def path_entries(view: HostView, p: str | PurePosixPath, reason: str) -> list[Entry]:

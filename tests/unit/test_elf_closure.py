@@ -230,3 +230,19 @@ def test_forced_machine_rejects_other_arch(tmp_path: Path) -> None:
     with pytest.raises(ElfError, match="EM_X86_64 binary, not 64-bit EM_AARCH64"):
         resolve_closure(["/usr/bin/true"], HOST, machine="aarch64")
     assert resolve_closure(["/usr/bin/true"], HOST, machine="x86_64").objects
+
+
+def test_roots_of_another_arch_are_refused(tmp_path: Path) -> None:
+    data = bytearray(Path("/usr/bin/true").read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    foreign = tmp_path / "true-arm64"
+    foreign.write_bytes(bytes(data))
+    with pytest.raises(ElfError, match="like the first binary"):
+        resolve_closure(["/usr/bin/true", str(foreign)], HOST)
+
+
+def test_bare_names_are_looked_up_on_path() -> None:
+    c = resolve_closure(["true"], HOST)
+    assert c.roots[0].is_absolute() and c.roots[0].name == "true"
+    with pytest.raises(ElfError, match="not on the PATH"):
+        resolve_closure(["no-such-tool-xyz"], HOST)
