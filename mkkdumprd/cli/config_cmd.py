@@ -11,6 +11,7 @@ from mkkdumprd.config.kdumpconf import DEFAULT_CONF, read_kdump_conf
 from mkkdumprd.config.model import Diagnostic, KdumpConfig
 from mkkdumprd.config.render import config_as_dict, diagnostic_as_dict, render_kdump_conf
 from mkkdumprd.config.target_spec import SPEC_HELP, apply_target, parse_target_spec
+from mkkdumprd.config.values import printable
 from mkkdumprd.errors import ConfigError, UsageError
 
 _CONFIG_HELP = (f"kdump.conf to read (default: {DEFAULT_CONF} if it exists, else Fedora's "
@@ -21,7 +22,7 @@ def _resolve(config_file: Path | None, target_spec: str | None
              ) -> tuple[str, KdumpConfig | None, list[Diagnostic], list[Diagnostic]]:
     """(source shown to the user, config or None, errors, warnings)."""
     if config_file is not None:
-        source = str(config_file)
+        source = printable(str(config_file))
     elif DEFAULT_CONF.exists():
         source = str(DEFAULT_CONF)
     else:
@@ -34,10 +35,11 @@ def _resolve(config_file: Path | None, target_spec: str | None
             config = apply_target(config, target, path)
             warnings = list(config.warnings)
         except ConfigError as exc:
-            errors += [Diagnostic(where, msg, target_spec) for where, msg in exc.problems]
+            errors += [Diagnostic(where, msg, printable(target_spec))
+                       for where, msg in exc.problems]
             config = None
         except UsageError as exc:
-            errors.append(Diagnostic(None, str(exc), target_spec))
+            errors.append(Diagnostic(None, str(exc), printable(target_spec)))
             config = None
     return source, config, errors, warnings
 

@@ -153,9 +153,10 @@ def read_kdump_conf(path: Path | None, default: Path = DEFAULT_CONF) -> ParseRes
         data = path.read_bytes()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        msg = f"cannot read {path}: {reason}; give an existing kdump.conf with -c FILE"
-        return ParseResult(None, (Diagnostic(None, msg, str(path)),), ())
-    return parse_kdump_conf_bytes(data, str(path))
+        shown = values.printable(str(path))
+        msg = f"cannot read {shown}: {reason}; give an existing kdump.conf with -c FILE"
+        return ParseResult(None, (Diagnostic(None, msg, shown),), ())
+    return parse_kdump_conf_bytes(data, values.printable(str(path)))
 
 
 def load_kdump_conf(path: Path | None, default: Path = DEFAULT_CONF) -> KdumpConfig:
@@ -239,11 +240,6 @@ def _has_flat_flag(argv: tuple[str, ...]) -> bool:
     return False
 
 
-def _shown(line: str) -> str:
-    """The line as printable text: invalid UTF-8 shown as U+FFFD."""
-    return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -264,7 +260,7 @@ class _Parser:
     def feed(self, number: int, line: str) -> None:
         self.where = Location(self.source, number)
         line = line.removesuffix("\r")
-        self.text = _shown(line)
+        self.text = values.printable(line)
         if "\x00" in line:
             self.error("the line contains a NUL byte; kdump.conf must be a text file")
             return
@@ -307,10 +303,12 @@ class _Parser:
             return
         if option in IGNORED:
             self.warn(IGNORED[option])
-            return
         handler = getattr(self, "_" + option, None)
+        updates: dict[str, Any] | None
         if option in TARGET_DIRECTIVES:
             key, updates = "target", self._target(option, value)
+        elif option in IGNORED:
+            key, updates = option, None
         else:
             assert handler is not None
             key = "failure_action" if option == "default" else option
@@ -525,8 +523,9 @@ class _Parser:
                 f"force_no_rebuild 1 contradicts force_rebuild 1 at {first}; "
                 "set at most one of them to 1",
                 self.seen["force_no_rebuild"][2]))
-        explicit = frozenset(self.seen)
-        locations = tuple((key, where) for key, (where, _, _) in self.seen.items())
+        explicit = frozenset(key for key in self.seen if key not in IGNORED)
+        locations = tuple((key, where) for key, (where, _, _) in self.seen.items()
+                          if key not in IGNORED)
         base = KdumpConfig(source=self.source, explicit=explicit, locations=locations,
                            **self.fields)
         config, errors, warnings = derive(base)

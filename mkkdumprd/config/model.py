@@ -40,8 +40,9 @@ FINAL_ACTIONS = (Action.REBOOT, Action.HALT, Action.POWEROFF)
 class Target:
     """Where the dump goes.
 
-    local: `device` is a path, UUID=, LABEL= or PARTUUID=; `fstype` one of LOCAL_FSTYPES,
-           or None when derived from the filesystem holding `path` (no target line).
+    local: `device` is a /dev path, UUID=, LABEL= or PARTUUID=, or None: the filesystem
+           holding `path` (no target line). `fstype` is one of LOCAL_FSTYPES, or None when
+           not given (no target line, or `--target local:DEVICE`): the builder detects it.
     raw:   `device` is the block device.
     nfs:   `server` is "HOST:/EXPORT" (IPv6 host in brackets).
     ssh:   `server` is "USER@HOST".

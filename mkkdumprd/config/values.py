@@ -40,6 +40,11 @@ def bad_char(text: str) -> str | None:
     return None
 
 
+def printable(text: str) -> str:
+    """`text` safe to print: bytes that were not UTF-8 (surrogate escapes) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def check_device(dev: str) -> str | None:
     for tag in ("UUID=", "PARTUUID=", "LABEL="):
         if dev.startswith(tag):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import parse_kdump_conf
@@ -143,3 +146,19 @@ def test_help_documents_the_target_forms(cmd: str) -> None:
     result = run("config", cmd, "--help")
     assert result.exit_code == 0
     assert "nfs[:SERVER:/EXPORT[/PATH]]" in result.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=200), spec=st.one_of(st.none(), st.text(max_size=20)))
+def test_check_never_tracebacks_on_any_file_or_spec(data: bytes, spec: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "kdump.conf"
+        conf.write_bytes(data)
+        args = ["config", "check", "-c", str(conf), "--json"]
+        if spec is not None:
+            args += ["--target", spec]
+        result = CliRunner().invoke(main, args)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.exit_code in (0, 2)
+        doc = json.loads(result.stdout)
+        assert doc["valid"] is (result.exit_code == 0)

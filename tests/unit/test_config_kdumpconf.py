@@ -490,3 +490,9 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_kdump_conf(tmp_path / "missing.conf")
     with pytest.raises(ConfigError, match="cannot read"):
         load_kdump_conf(tmp_path)
+
+
+def test_unsupported_directives_are_still_checked_for_duplicates() -> None:
+    (err,) = bad("fence_kdump_nodes a\nfence_kdump_nodes b\n").errors
+    assert "duplicated directive" in err.message
+    assert ok("fence_kdump_args -p 7410\n").explicit == frozenset()
