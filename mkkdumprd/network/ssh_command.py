@@ -75,6 +75,9 @@ def ssh_options(key: str, known_hosts: str, port: int = DEFAULT_PORT,
         "-o", "StrictHostKeyChecking=yes",
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", f"ConnectTimeout={connect_timeout}",
+        # a server that dies mid-dump ends the transfer within a minute instead of never
+        "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4",
         "-p", str(port),
     ]
 
@@ -123,3 +126,9 @@ def known_hosts_line(host: str, port: int, public_key: str) -> str:
         raise UsageError(f"host key {public_key!r} is not of the form 'TYPE BASE64'")
     name = host if port == DEFAULT_PORT else f"[{host}]:{port}"
     return f"{name} {words[0]} {words[1]}"
+
+
+def remote_dir_prefix(path: str) -> str:
+    """`path/` quoted for the remote shell, so a script can append a safe runtime suffix
+    (an address and a date) without quoting it again: `'/var/my crash/'10.0.2.15-...`."""
+    return shlex.quote(path.rstrip("/") + "/")

@@ -33,7 +33,8 @@ def test_ssh_argv_has_strict_options_and_one_remote_word() -> None:
     assert argv[:-2] == [
         "ssh", "-i", "/root/.ssh/kdump_id", "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/root/.ssh/known_hosts",
-        "-o", "ConnectTimeout=7", "-p", "2222",
+        "-o", "ConnectTimeout=7", "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4", "-p", "2222",
     ]
     assert argv[-2] == "root@10.0.2.100"
     # what the remote shell sees: exactly mkdir -p -- HOSTILE

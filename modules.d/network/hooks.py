@@ -1,0 +1,41 @@
+"""network: the route to the dump target as the capture kernel's interface settings.
+
+Host-only builds read the route, address and NIC stack of the machine (ctx.system);
+`--ip` (dracut syntax) replaces that for images built for another machine; without
+either, the image asks DHCP on the first network card.
+"""
+
+from __future__ import annotations
+
+from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.image.spec import Entry, data_entry
+from mkkdumprd.network import capture
+from mkkdumprd.network.plan import NetworkPlan
+
+
+def _plan(ctx: BuildContext) -> NetworkPlan:
+    host = capture.target_host(ctx.target.kind.value, ctx.target.server or "")
+    # `build --ip` reaches hooks as BuildContext.ip once the builder carries it
+    user_ip = getattr(ctx, "ip", None)
+    return capture.network_plan(ctx.system, host, hostonly=ctx.hostonly, user_ip=user_ip)
+
+
+def entries(ctx: BuildContext) -> list[Entry]:
+    plan = _plan(ctx)
+    env, _ = capture.network_env(plan)
+    why = ctx.reason(f"network settings, ip={plan.ip.to_dracut()}")
+    out = [data_entry(capture.NETWORK_ENV, env, why)]
+    resolv = capture.resolv_conf(ctx.system, plan) if ctx.hostonly else None
+    if resolv is not None:
+        out.append(data_entry("/etc/resolv.conf", resolv,
+                              ctx.reason(f"name servers for {plan.target.host}")))
+    return out
+
+
+def kernel_modules(ctx: BuildContext) -> list[str]:
+    return capture.nic_modules(ctx.system, _plan(ctx))
+
+
+def check(ctx: BuildContext) -> list[str]:
+    _, warnings = capture.network_env(_plan(ctx))
+    return warnings

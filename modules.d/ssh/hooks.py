@@ -1,0 +1,64 @@
+"""ssh: the key, the target's host key, the ssh settings, and /etc/passwd for OpenSSH."""
+
+from __future__ import annotations
+
+import subprocess
+
+from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.errors import OperationError
+from mkkdumprd.image.spec import Entry, data_entry, file_entry
+from mkkdumprd.network import capture, ssh_command
+
+
+def _target(ctx: BuildContext) -> ssh_command.SshTarget:
+    return ssh_command.parse_target(ctx.target.server or "")
+
+
+def _key(ctx: BuildContext) -> str:
+    key = ctx.config.sshkey
+    if not ctx.system.is_file(key):
+        raise OperationError(
+            f"the ssh key {key} (sshkey in kdump.conf) does not exist; create and install it "
+            f"with `mkkdumprd propagate`"
+        )
+    return key
+
+
+def entries(ctx: BuildContext) -> list[Entry]:
+    t = _target(ctx)
+    key = _key(ctx)
+    known = capture.host_key_lines(ctx.system, t)
+    return [
+        file_entry(capture.SSH_KEY, ctx.system.path(ctx.system.resolve(key)),
+                   ctx.reason(f"ssh key {key}"), mode=0o600),
+        data_entry(capture.SSH_KNOWN_HOSTS, "".join(k + "\n" for k in known),
+                   ctx.reason(f"host key of {t.host}"), mode=0o600),
+        data_entry(capture.SSH_ENV, capture.ssh_env(t, "ssh", ctx.config.path),
+                   ctx.reason(f"ssh settings for {t.destination}")),
+        data_entry("/etc/passwd", capture.PASSWD, ctx.reason("user root (OpenSSH needs it)")),
+        data_entry("/etc/group", capture.GROUP, ctx.reason("group root")),
+    ]
+
+
+def check(ctx: BuildContext) -> list[str]:
+    """Host-only builds on the live machine try the login the capture kernel will do."""
+    t = _target(ctx)
+    key = _key(ctx)
+    capture.host_key_lines(ctx.system, t)
+    if not (ctx.hostonly and ctx.system.root.as_posix() == "/"):
+        return []
+    files = [f for f in capture.known_hosts_files(ctx.system) if ctx.system.is_file(f)]
+    argv = ssh_command.ssh_argv(t, key, " ".join(files) or "/dev/null",
+                                ssh_command.remote(["true"]), connect_timeout=10)
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OperationError(f"cannot run ssh to check {t.destination}: {exc}") from None
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        raise OperationError(
+            f"ssh to {t.destination} with key {key} failed ({why}); fix it with "
+            f"`mkkdumprd propagate` (installs the key and records the host key)"
+        )
+    return []
