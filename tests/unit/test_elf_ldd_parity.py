@@ -58,8 +58,10 @@ def run_ldd(path: str) -> tuple[str, set[str] | None, bool]:
     text = proc.stdout
     if "not found" in text:
         return path, set(), True
-    if proc.returncode != 0 or "not a dynamic executable" in text or "statically linked" in text:
+    if proc.returncode != 0 or "not a dynamic executable" in text:
         return path, None, False
+    if "statically linked" in text:  # ldd's words for "no DT_NEEDED": nothing to load
+        return path, set(), False
     found: set[str] = set()
     for line in text.splitlines():
         line = line.strip()
