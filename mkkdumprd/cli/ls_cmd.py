@@ -48,6 +48,11 @@ def load_reasons(image: Path, members: list[Member]) -> dict[str, str] | None:
     return {normalise(str(k)): str(v) for k, v in entries.items()}
 
 
+def _printable(name: str) -> str:
+    # Names that are not UTF-8 come back with surrogate escapes; show their bytes as \x..
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _size_field(m: Member) -> str:
     if m.rdev is not None:
         return f"{m.rdev[0]}, {m.rdev[1]}"
@@ -83,9 +88,10 @@ def format_table(members: list[Member], reasons: dict[str, str] | None, why: boo
             if lines:
                 lines.append("")
             lines.append(f"segment {segment}: {label} cpio, {count} entries")
-        line = f"{mode_string(m)} {m.uid:>4} {m.gid:>4} {_size_field(m):>{width}}  {m.path}"
+        line = (f"{mode_string(m)} {m.uid:>4} {m.gid:>4} {_size_field(m):>{width}}  "
+                f"{_printable(m.path)}")
         if m.target is not None:
-            line += f" -> {m.target}"
+            line += f" -> {_printable(m.target)}"
         if why and reasons is not None:
             line += f"  # {reasons.get(m.path, '-')}"
         lines.append(line)

@@ -225,6 +225,10 @@ def _walk(f: BinaryIO, image: Path) -> Iterator[tuple[Member, Body]]:
         _skip_nuls(raw)
         offset = f.tell()
         if offset >= end:
+            if segment == 0:
+                raise ImageFormatError(
+                    f"{image} is not an initramfs: it is empty or holds only NUL padding"
+                )
             break
         head = raw.peek(6)
         if head.startswith(b"0707"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -158,7 +159,8 @@ class ImageSpec:
                         f"{parent} is a {existing.kind.value} ({existing.reason}) but "
                         f"{path} needs it to be a directory"
                     )
-        return [out[k] for k in sorted(out, key=lambda p: str(p).encode())]
+        # fsencode: host names that are not UTF-8 (surrogate-escaped) sort by their bytes too.
+        return [out[k] for k in sorted(out, key=lambda p: os.fsencode(str(p)))]
 
 
 def _describe(e: Entry) -> str:

@@ -125,6 +125,13 @@ def test_not_an_initramfs(tmp_path: Path) -> None:
     junk.write_bytes(b"hello world, not an image")
     with pytest.raises(ImageFormatError, match="is not an initramfs"):
         read_members(junk)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageFormatError, match="is empty or holds only NUL padding"):
+        read_members(empty)
+    empty.write_bytes(b"\0" * 512)
+    with pytest.raises(ImageFormatError, match="is empty or holds only NUL padding"):
+        read_members(empty)
     with pytest.raises(UsageError, match="does not exist"):
         read_members(tmp_path / "missing")
     with pytest.raises(UsageError, match="is a directory"):

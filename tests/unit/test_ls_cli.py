@@ -109,3 +109,13 @@ def test_errors_exit_2_with_one_sentence(tmp_path: Path) -> None:
     code, _, err = run("ls", "--why", str(bad))
     assert code == 2
     assert "is not a valid mkkdumprd manifest" in err
+
+
+def test_names_that_are_not_utf8_are_shown_escaped(tmp_path: Path) -> None:
+    spec = ImageSpec()
+    spec.add(data_entry("/etc/caf\udce9", b"x", "latin-1 name"))
+    img = tmp_path / "img"
+    write_image(spec, img, compression=Compression.NONE)
+    code, out, _ = run("ls", str(img))
+    assert code == 0
+    assert out.splitlines()[-1].endswith("/etc/caf\\xe9")
