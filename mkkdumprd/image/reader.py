@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import bz2
 import io
+import itertools
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -64,9 +65,18 @@ class Member:
 
 
 def read_members(image: Path) -> list[Member]:
-    """Every member of every segment, in archive order."""
+    """Every member of every segment, in archive order.
+
+    Hard links (nlink >= 2, one inode) carry their data on one member only, the last in
+    GNU cpio's output; every member of the group reports that size.
+    """
     with _open(image) as f:
-        return [m for m, _ in _walk(f, image)]
+        raw = list(_walk(f, image))
+    sizes: dict[_LinkKey, int] = {}
+    for m, _, link in raw:
+        if link is not None:
+            sizes[link] = max(sizes.get(link, 0), m.size)
+    return [replace(m, size=sizes[link]) if link is not None else m for m, _, link in raw]
 
 
 def read_file(image: Path, path: str) -> bytes:
@@ -74,12 +84,15 @@ def read_file(image: Path, path: str) -> bytes:
     kernel's unpacking)."""
     want = normalise(path)
     found: Member | None = None
+    found_link: _LinkKey | None = None
     content = b""
     with _open(image) as f:
-        for member, body in _walk(f, image):
+        for member, body, link in _walk(f, image):
             if member.path == want:
-                found = member
+                found, found_link = member, link
                 content = body() if member.kind == "file" else b""
+            elif link is not None and link == found_link and member.size:
+                content = body()  # the hard-link group's data comes with a later name
     if found is None:
         raise UsageError(f"{want} is not in {image}")
     if found.kind != "file":
@@ -212,10 +225,15 @@ class _DecodedStream:
 
 
 Body = Callable[[], bytes]
+# (archive number, dev major, dev minor, inode): the kernel's hard-link table key, reset at
+# every TRAILER!!!, hence the archive number.
+_LinkKey = tuple[int, int, int, int]
+_Raw = tuple[Member, Body, _LinkKey | None]
 
 
-def _walk(f: BinaryIO, image: Path) -> Iterator[tuple[Member, Body]]:
+def _walk(f: BinaryIO, image: Path) -> Iterator[_Raw]:
     """Members in order; call the Body before advancing to read that member's data."""
+    archives = itertools.count()
     f.seek(0, io.SEEK_END)
     end = f.tell()
     f.seek(0)
@@ -232,7 +250,7 @@ def _walk(f: BinaryIO, image: Path) -> Iterator[tuple[Member, Body]]:
             break
         head = raw.peek(6)
         if head.startswith(b"0707"):
-            yield from _archive(raw, segment, "none", image, offset)
+            yield from _archive(raw, segment, "none", image, offset, next(archives))
         else:
             fmt = detect(raw.peek(6))
             if fmt is None:
@@ -250,7 +268,8 @@ def _walk(f: BinaryIO, image: Path) -> Iterator[tuple[Member, Body]]:
                 break
             stream = _DecodedStream(f, fmt, image, offset)
             while True:
-                yield from _archive(stream, segment, fmt.value, image, offset)
+                yield from _archive(stream, segment, fmt.value, image, offset,
+                                    next(archives))
                 _skip_nuls(stream)
                 if not stream.peek(1):
                     break
@@ -270,7 +289,7 @@ def _skip_nuls(s: _Stream) -> None:
 
 
 def _archive(s: _Stream, segment: int, compression: str, image: Path,
-             offset: int) -> Iterator[tuple[Member, Body]]:
+             offset: int, number: int) -> Iterator[_Raw]:
     """Members of one newc archive, up to and including its TRAILER!!! (not yielded)."""
     while True:
         hdr = s.read(_HEADER)
@@ -295,7 +314,7 @@ def _archive(s: _Stream, segment: int, compression: str, image: Path,
                 f"{image}: a cpio header in segment {segment} has non-hex fields; "
                 "the image is damaged"
             ) from None
-        (_ino, mode, uid, gid, _nlink, mtime, filesize, _maj, _min, rmaj, rmin,
+        (ino, mode, uid, gid, nlink, mtime, filesize, maj, mnr, rmaj, rmin,
          namesize, _chk) = fields
         name_raw = s.read(namesize)
         if len(name_raw) < namesize:
@@ -334,7 +353,8 @@ def _archive(s: _Stream, segment: int, compression: str, image: Path,
             rdev=(rmaj, rmin) if kind in ("chardev", "blockdev") else None,
             mtime=mtime,
         )
-        yield member, body
+        link = (number, maj, mnr, ino) if kind == "file" and nlink >= 2 else None
+        yield member, body, link
         if not consumed and not data:
             s.skip(filesize)
         s.skip(-filesize % 4)
@@ -345,7 +365,7 @@ def _constant(data: bytes) -> Body:
 
 
 def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
-                     offset: int) -> Iterator[tuple[Member, Body]]:
+                     offset: int) -> Iterator[_Raw]:
     """Formats without a stdlib decoder (lz4, lzo): libarchive reads the rest of the file
     as one stream; it cannot tell us where the stream ends, so nothing may follow it."""
     f.seek(offset)
@@ -369,7 +389,7 @@ def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
                     if kind in ("chardev", "blockdev") else None,
                     mtime=int(entry.mtime or 0),
                 )
-                yield member, _constant(data)
+                yield member, _constant(data), None
     except libarchive.ArchiveError as exc:
         raise ImageFormatError(
             f"{image}: segment {segment} is {fmt.value}-compressed and cannot be read here "

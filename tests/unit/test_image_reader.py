@@ -120,6 +120,23 @@ def test_last_copy_of_a_path_wins(tmp_path: Path) -> None:
     assert read_file(img, "/conf") == b"second"
 
 
+def test_hard_links_report_the_group_size_and_content(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "gzip").write_bytes(b"same program")
+    os.link(root / "gzip", root / "gunzip")
+    (root / "other").write_text("x")
+    img = tmp_path / "img"
+    img.write_bytes(gnu_cpio(root) + compress("gzip", gnu_cpio(root)))
+    members = read_members(img)
+    sizes = {(m.segment, m.path): m.size for m in members if m.kind == "file"}
+    assert sizes == {(s, p): n for s in (0, 1)
+                     for p, n in (("/gunzip", 12), ("/gzip", 12), ("/other", 1))}
+    # GNU cpio stores the data once, with the last name of the group.
+    assert read_file(img, "/gunzip") == b"same program"
+    assert read_file(img, "/gzip") == b"same program"
+
+
 def test_not_an_initramfs(tmp_path: Path) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"hello world, not an image")
