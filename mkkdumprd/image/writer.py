@@ -156,7 +156,14 @@ def write_image_to(
         pad = -counter.count % 4
         counter.write(b"\0" * pad)
     sink = _open_sink(compression, level, threads, counter)
-    size, n = _write_cpio(spec, sink.write, mtime)
+    try:
+        size, n = _write_cpio(spec, sink.write, mtime)
+    except BaseException:
+        # Close now, while the stream is open: gzip/lzma file objects would otherwise try
+        # to write their trailer from __del__, into a closed file.
+        with suppress(Exception):
+            sink.close()
+        raise
     sink.close()
     return ImageStats(counter.count, unpacked + size, count + n)
 
