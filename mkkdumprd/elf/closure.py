@@ -426,8 +426,9 @@ class Resolver:
 
     def _in_dirs(self, proc: _Process, dirs: list[PurePosixPath], name: str,
                  searched: list[str], label: str) -> tuple[PurePosixPath, ElfObject] | None:
-        """open_path: each directory, its glibc-hwcaps subdirectories first."""
+        """open_path: each directory, its glibc-hwcaps (and legacy) subdirectories first."""
         subs = [f"glibc-hwcaps/{h}" for h in proc.target.hwcaps]
+        subs += list(dict.fromkeys(proc.target.legacy_subdirs))
         for d in dirs:
             searched.append(f"{d} ({label})" if label else str(d))
             for sub in subs:

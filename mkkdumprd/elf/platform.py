@@ -9,6 +9,7 @@ read from where the target's own ld.so lives, since ld.so sits in its slibdir.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -46,6 +47,16 @@ _X86_64_LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 
 
+# Legacy hwcap subdirectories glibc < 2.37 tries after glibc-hwcaps/ (elf/dl-hwcaps.c):
+# every combination of "tls", the AT_PLATFORM and the important HWCAP names, as ld.so
+# 2.36 prints them with LD_DEBUG=libs. On x86_64 both of the latter are "x86_64".
+_LEGACY_SUBDIRS: dict[str, tuple[str, ...]] = {
+    "EM_X86_64": ("tls/x86_64/x86_64", "tls/x86_64", "tls/x86_64", "tls",
+                  "x86_64/x86_64", "x86_64", "x86_64"),
+}
+_GLIBC_VERSION = re.compile(rb"release version (\d+)\.(\d+)")
+
+
 @dataclass(frozen=True)
 class Target:
     """The ELF flavour the loader accepts and the strings its DSTs expand to."""
@@ -57,6 +68,7 @@ class Target:
     lib: str  # what $LIB expands to, without leading slash
     default_dirs: tuple[PurePosixPath, ...]
     hwcaps: tuple[str, ...]  # supported glibc-hwcaps subdirs, best first
+    legacy_subdirs: tuple[str, ...] = ()  # tls/, $PLATFORM/ ... (glibc before 2.37)
 
 
 def target_for(view: HostView, machine: str, elf_class: int,
@@ -69,8 +81,21 @@ def target_for(view: HostView, machine: str, elf_class: int,
     if "/" in lib:  # Debian multiarch glibc also searches the plain dirs
         dirs += ["/lib", "/usr/lib"]
     hwcaps = _hwcaps(view, machine, elf_class)
+    version = _glibc_version(view, interp or default_interp)
+    legacy = _LEGACY_SUBDIRS.get(machine, ()) if version and version < (2, 37) else ()
     return Target(machine, elf_class, flags, platform, lib,
-                  tuple(PurePosixPath(d) for d in dirs), hwcaps)
+                  tuple(PurePosixPath(d) for d in dirs), hwcaps, legacy)
+
+
+def _glibc_version(view: HostView, interp: str) -> tuple[int, int] | None:
+    """The target glibc's version, from the banner compiled into its ld.so."""
+    if not interp or not view.is_file(interp):
+        return None
+    try:
+        m = _GLIBC_VERSION.search(view.read_bytes(interp))
+    except OSError:
+        return None
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _slibdir(view: HostView, interp: str, triplet: str, elf_class: int) -> str:

@@ -246,3 +246,35 @@ def test_bare_names_are_looked_up_on_path() -> None:
     assert c.roots[0].is_absolute() and c.roots[0].name == "true"
     with pytest.raises(ElfError, match="not on the PATH"):
         resolve_closure(["no-such-tool-xyz"], HOST)
+
+
+def test_hwcaps_and_legacy_subdirs_searched_like_loader(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    r = Resolver(HOST)
+    elf = r.elf("/usr/bin/true")
+    assert elf is not None
+    t = r.target(elf, elf.interp)
+    # The loader's own candidate list for an RPATH directory (LD_DEBUG=libs).
+    lib = build_lib(tmp_path / "elsewhere/libhw.so")
+    prog = build_prog(tmp_path / "prog", (lib,), rpath(str(tmp_path / "r")))
+    lib.rename(tmp_path / "r-missing-libhw.so")
+    dbg = subprocess.run([str(prog)], capture_output=True, text=True,
+                         env={"LD_DEBUG": "libs", "PATH": "/usr/bin:/bin"}).stderr
+    line = next(ln for ln in dbg.splitlines() if "(RPATH from file" in ln)
+    theirs = line.split("search path=", 1)[1].split("\t", 1)[0].split(":")
+    d = str(tmp_path / "r")
+    ours = [f"{d}/glibc-hwcaps/{h}" for h in t.hwcaps]
+    ours += [f"{d}/{s}" for s in t.legacy_subdirs] + [d]
+    assert ours == theirs
+    # And a library placed in the best subdirectory is the one both pick.
+    best = (f"glibc-hwcaps/{t.hwcaps[0]}" if t.hwcaps else
+            t.legacy_subdirs[0] if t.legacy_subdirs else "")
+    if not best:
+        pytest.skip("no hwcaps subdirectories on this machine")
+    build_lib(tmp_path / "r/libhw.so")
+    build_lib(tmp_path / "r" / best / "libhw.so")
+    got = real_closure(prog)
+    assert os.path.join(tmp_path, "r", best, "libhw.so") in got
+    assert got == ldd(prog)
