@@ -70,6 +70,26 @@ def parse(arch: str, mem: int, as_json: bool, cmdline: tuple[str, ...]) -> None:
         click.echo(f"{human(res.cma)} ({res.cma} bytes) CMA, usable by the running kernel")
 
 
+def _running_kernel_files(host: HostView, info: ArchInfo
+                          ) -> tuple[Path | None, Path | None, list[str]]:
+    """The running kernel and its capture image, when the image has been built."""
+    from mkkdumprd.loader import locate
+
+    try:
+        kver = locate.running_kver(host)
+    except MkkdumprdError:
+        return None, None, []
+    img = locate.default_image(host, kver)
+    if not host.is_file(img):
+        return None, None, []
+    try:
+        kpath: Path | None = host.path(locate.find_kernel(host, info, kver))
+    except MkkdumprdError:
+        kpath = None
+    return host.path(img), kpath, [f"sized for the capture image {img} of the running "
+                                   f"kernel {kver}"]
+
+
 def _recommendation(arch: str | None, mem: int | None, image: Path | None,
                     kernel: Path | None, luks: int, root: Path) -> rec.Recommendation:
     host = HostView(root)
@@ -79,6 +99,9 @@ def _recommendation(arch: str | None, mem: int | None, image: Path | None,
     else:
         ram, ram_source = rec.system_ram(host)
     notes: list[str] = []
+    if image is None and kernel is None:
+        image, kernel, found = _running_kernel_files(host, info)
+        notes += found
     if image is None and kernel is None:
         return rec.recommend(info, ram, ram_source, None, notes)
     if image is None:

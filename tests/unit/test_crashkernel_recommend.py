@@ -241,3 +241,27 @@ def test_cli_showmem(tmp_path: Path) -> None:
     (tmp_path / "sys/kernel/kexec_crash_size").write_text("0\n")
     res = CliRunner().invoke(main, ["showmem", "--root", str(tmp_path)])
     assert res.exit_code == 1 and "crashkernel= is missing" in res.stderr
+
+
+def test_cli_recommend_finds_the_running_kernels_image(tmp_path: Path, kernel: Path,
+                                                      image: tuple[Path, list[Path]]) -> None:
+    import shutil
+
+    kver = "6.1.0-56-amd64"
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text(kver + "\n")
+    (tmp_path / "proc/meminfo").write_text("MemTotal:        4030000 kB\n")
+    (tmp_path / "var/lib/mkkdumprd").mkdir(parents=True)
+    (tmp_path / "boot").mkdir()
+    shutil.copy(image[0], tmp_path / f"var/lib/mkkdumprd/initramfs-{kver}kdump.img")
+    shutil.copy(kernel, tmp_path / f"boot/vmlinuz-{kver}")
+    res = CliRunner().invoke(main, ["crashkernel", "recommend", "--root", str(tmp_path),
+                                    "--arch", "x86_64", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["ram"] == 4030000 * K and data["ram_source"] == "/proc/meminfo MemTotal"
+    assert data["notes"] == [f"sized for the capture image /var/lib/mkkdumprd/initramfs-"
+                             f"{kver}kdump.img of the running kernel {kver}"]
+    terms = {t["name"]: t["bytes"] for t in data["estimate"]["terms"]}
+    assert terms["kernel"] == _init_size_by_hand(kernel)
+    assert terms["compressed"] == image[0].stat().st_size
