@@ -94,30 +94,55 @@ def _compile(pattern: str) -> re.Pattern[str]:
             out.append(".*")
         elif c == "?":
             out.append(".")
-        elif c == "\\" and i < n:
+        elif c == "\\":
+            if i >= n:
+                return re.compile("(?!)")  # glibc: a trailing backslash matches nothing
             out.append(re.escape(pattern[i]))
             i += 1
         elif c == "[":
-            j = i
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))  # an unclosed bracket is a literal '['
-                continue
-            body = pattern[i:j]
-            i = j + 1
-            neg = body[:1] in ("!", "^")
-            if neg:
-                body = body[1:]
-            body = body.replace("\\", "\\\\")
-            out.append(("[^" if neg else "[") + body + "]")
+            cls, i = _bracket(pattern, i)
+            out.append(cls)
         else:
             out.append(re.escape(c))
     return re.compile("".join(out), re.DOTALL)
+
+
+def _bracket(pattern: str, i: int) -> tuple[str, int]:
+    """Regex for the bracket expression starting after the `[` at i-1, and where the
+    pattern continues. Like glibc: `!`/`^` negate, a `]` first is literal, `\\` quotes,
+    a reversed range matches nothing. An unclosed `[` is a literal (POSIX)."""
+    n = len(pattern)
+    j = i
+    neg = j < n and pattern[j] in "!^"
+    if neg:
+        j += 1
+    items: list[str] = []
+    first = True
+    while True:
+        if j >= n:
+            return re.escape("["), i
+        c = pattern[j]
+        if c == "]" and not first:
+            j += 1
+            break
+        first = False
+        j += 1
+        if c == "\\" and j < n:
+            c = pattern[j]
+            j += 1
+        if j + 1 < n and pattern[j] == "-" and pattern[j + 1] != "]":
+            hi = pattern[j + 1]
+            j += 2
+            if hi == "\\" and j < n:
+                hi = pattern[j]
+                j += 1
+            if c <= hi:
+                items.append(f"{re.escape(c)}-{re.escape(hi)}")
+        else:
+            items.append(re.escape(c))
+    if not items:
+        return ("." if neg else "(?!)"), j
+    return ("[^" if neg else "[") + "".join(items) + "]", j
 
 
 def fnmatch(pattern: str, name: str) -> bool:
