@@ -205,9 +205,10 @@ class SshServer(_Server):
 
     name = "sshd"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_config: str = "") -> None:
         super().__init__(workdir)
         self.keys: SshKeys | None = None
+        self.extra_config = extra_config
 
     def _keygen(self, path: Path, comment: str) -> str:
         keygen = require("ssh-keygen", "openssh-client")
@@ -228,7 +229,8 @@ class SshServer(_Server):
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.port = free_port()
         conf = self.workdir / "sshd_config"
-        conf.write_text(SSHD_CONFIG.format(port=self.port, dir=self.workdir))
+        # sshd keeps the first value of a keyword: extra settings go first to win
+        conf.write_text(self.extra_config + SSHD_CONFIG.format(port=self.port, dir=self.workdir))
         check = subprocess.run([binary, "-t", "-f", str(conf)], capture_output=True, text=True)
         if check.returncode != 0:
             raise ServerError(f"sshd rejected {conf}: {check.stderr.strip()}")
