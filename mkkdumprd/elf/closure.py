@@ -129,6 +129,11 @@ class Resolver:
         # loader finds those only if the image carries the cache too.
         self.needs_cache: set[PurePosixPath] = set()
 
+    @property
+    def where(self) -> str:
+        """' in sysroot DIR' for messages, nothing for the live system."""
+        return "" if str(self.view.root) == "/" else f" in sysroot {self.view.root}"
+
     # -- view access -------------------------------------------------------------------
 
     def real(self, p: str | PurePosixPath) -> PurePosixPath:
@@ -138,7 +143,7 @@ class Resolver:
             try:
                 r = self.view.resolve(key)
             except OSError as exc:
-                raise ElfError(f"cannot resolve {key} in {self.view.root}: {exc}") from exc
+                raise ElfError(f"cannot resolve {key}{self.where}: {exc}") from exc
             self._real[key] = r
         return r
 
@@ -215,7 +220,7 @@ class Resolver:
             return PurePosixPath("/", name)
         found = self.view.which(name)
         if found is None:
-            raise ElfError(f"'{name}' is not on the PATH in {self.view.root}; install it or "
+            raise ElfError(f"'{name}' is not on the PATH{self.where}; install it or "
                            "give its full path")
         return found
 
@@ -227,7 +232,7 @@ class Resolver:
         if done is not None:
             return done
         if not self.view.exists(root):
-            raise ElfError(f"{root} does not exist in {self.view.root}; check the path "
+            raise ElfError(f"{root} does not exist{self.where}; check the path "
                            "or install the package that provides it")
         if not self.view.is_file(root):
             raise ElfError(f"{root} is not a regular file")
@@ -266,7 +271,7 @@ class Resolver:
                 found = self.view.which(prog)
                 if found is None:
                     raise ElfError(f"{root} runs '{prog}' through env, but no '{prog}' "
-                                   f"is on the PATH in {self.view.root}")
+                                   f"is on the PATH{self.where}")
                 chain.append(found)
         out: list[PurePosixPath] = []
         for exe in chain:
@@ -296,8 +301,8 @@ class Resolver:
             interp = PurePosixPath(elf.interp)
             ielf = self._verify(proc, interp)
             if ielf is None:
-                raise ElfError(f"{root} needs the interpreter {interp}, which is missing "
-                               f"in {self.view.root}")
+                raise ElfError(f"{root} needs the interpreter {interp}, which is missing"
+                               f"{self.where} or built for another architecture")
             rtld = _Map(interp, self.real(interp), ielf, {str(interp)}, None,
                         str(interp.parent))
             if ielf.soname:
@@ -364,7 +369,7 @@ class Resolver:
                 return None, False
             raise ElfError(
                 f"{proc.main.path}: cannot find {name} ({why} of {loader.path}); searched "
-                f"{', '.join(searched) or 'nothing'} in {self.view.root}; install the "
+                f"{', '.join(searched) or 'nothing'}{self.where}; install the "
                 "library or fix the binary's RPATH/RUNPATH")
         path, elf = found
         assert elf is not None

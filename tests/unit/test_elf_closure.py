@@ -278,3 +278,16 @@ def test_hwcaps_and_legacy_subdirs_searched_like_loader(tmp_path: Path) -> None:
     got = real_closure(prog)
     assert os.path.join(tmp_path, "r", best, "libhw.so") in got
     assert got == ldd(prog)
+
+
+def test_origin_of_symlinked_program_is_its_real_dir(tmp_path: Path) -> None:
+    # At exec the kernel gives ld.so /proc/self/exe, the real path; ldd would use the
+    # symlink's directory instead, so the running program is the oracle here.
+    import subprocess
+
+    liba = build_lib(tmp_path / "real/lib/liba.so")
+    prog = build_prog(tmp_path / "real/bin/prog", (liba,), rpath("$ORIGIN/../lib"))
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link/prog").symlink_to(prog)
+    assert subprocess.run([str(tmp_path / "link/prog")]).returncode == 0
+    assert str(liba) in real_closure(tmp_path / "link/prog")
