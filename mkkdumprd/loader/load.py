@@ -74,18 +74,23 @@ def check_reservation(host: HostView) -> int:
     return size
 
 
+def _given(path: str) -> PurePosixPath:
+    """A path from the command line: relative ones are relative to the current directory."""
+    return PurePosixPath(os.path.abspath(path))
+
+
 def plan_load(host: HostView, arch: ArchInfo, *, kver: str | None = None,
               kernel: str | None = None, initrd: str | None = None, no_initrd: bool = False,
               cmdline: str | None = None, append: Sequence[str] = ()) -> LoadPlan:
     reserved = check_reservation(host)
     kver = kver or locate.running_kver(host)
-    kpath = PurePosixPath(kernel) if kernel else locate.find_kernel(host, arch, kver)
+    kpath = _given(kernel) if kernel else locate.find_kernel(host, arch, kver)
     if not host.is_file(kpath):
         raise UsageError(
             f"kernel image {kpath} does not exist; pass an existing file with --kernel")
     ipath: PurePosixPath | None = None
     if not no_initrd:
-        ipath = PurePosixPath(initrd) if initrd else locate.default_image(host, kver)
+        ipath = _given(initrd) if initrd else locate.default_image(host, kver)
         if not host.is_file(ipath):
             raise UsageError(
                 f"capture image {ipath} does not exist; build it with `mkkdumprd --kver {kver} "

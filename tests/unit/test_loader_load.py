@@ -110,8 +110,11 @@ def test_real_syscall_is_unreachable_under_pytest(monkeypatch: pytest.MonkeyPatc
 
 
 def test_guard_env_var_outside_pytest() -> None:
+    # ctypes.CDLL is poisoned in the child too: a broken guard fails, it never loads.
     code = ("import os, sys; os.environ['MKKDUMPRD_FORBID_KEXEC'] = '1'\n"
             "from mkkdumprd.loader import kexec\n"
+            "def poisoned(*a, **k):\n    raise SystemExit('guard broken: ctypes reached')\n"
+            "kexec.ctypes.CDLL = poisoned\n"
             "assert 'pytest' not in sys.modules\n"
             "try:\n    kexec.real_syscall(320, -1, -1, 0, None, 3)\n"
             "except kexec.KexecForbidden as e:\n    print('refused:', e)\n")
@@ -334,3 +337,12 @@ def test_loader_imports_with_the_standard_library_alone(root: Path) -> None:
                          text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert "dry run: kexec_file_load not called" in res.stdout
+
+
+def test_relative_paths_are_taken_from_the_current_directory(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/boot" if Path("/boot").is_dir() else "/")
+    here = Path.cwd().relative_to("/")
+    _write(root, f"/{here}/k", (root / f"boot/vmlinuz-{KVER}").read_bytes())
+    plan = loader.plan_load(HostView(root), X86, kernel="k", no_initrd=True)
+    assert str(plan.kernel) == f"/{here}/k".replace("//", "/")
