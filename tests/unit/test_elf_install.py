@@ -169,3 +169,45 @@ def test_sysroot_ld_so_conf_then_cache(tmp_path: Path) -> None:
     got = by_path(binary_entries(["/usr/bin/vendortool"], view, "vendor"))
     assert "/etc/ld.so.cache" in got
     assert "libvendor.so.2" in got["/etc/ld.so.cache"].reason
+
+
+def _as_arm64(src: Path, dst: Path) -> None:
+    """A copy of an x86_64 object relabelled as aarch64 (machine and interpreter only):
+    enough for the loader's lookup rules, which never run the code."""
+    data = bytearray(src.read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    old = b"/lib64/ld-linux-x86-64.so.2\0"
+    i = data.find(old)
+    if i >= 0:
+        data[i:i + len(old)] = b"/lib/ld-linux-aarch64.so.1\0\0"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(bytes(data))
+
+
+def test_cross_arch_sysroot(tmp_path: Path) -> None:
+    root = tmp_path / "arm64"
+    lib, ulib = root / "lib/aarch64-linux-gnu", root / "usr/lib/aarch64-linux-gnu"
+    _as_arm64(MULTIARCH / "ld-linux-x86-64.so.2", lib / "ld-linux-aarch64.so.1")
+    (root / "lib/ld-linux-aarch64.so.1").symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
+    # The first default directory holds an x86_64 libc: the loader skips it.
+    shutil.copy(MULTIARCH / "libc.so.6", lib / "libc.so.6")
+    _as_arm64(MULTIARCH / "libc.so.6", ulib / "libc.so.6")
+    for name in ("libselinux.so.1", "libpcre2-8.so.0"):
+        _as_arm64(MULTIARCH / name, ulib / name)
+    _as_arm64(Path("/usr/bin/ls"), root / "usr/bin/ls")
+    view = HostView(root)
+    with pytest.raises(ElfError, match="EM_AARCH64 binary, not 64-bit EM_X86_64"):
+        resolve_closure(["/usr/bin/ls"], view, machine="x86_64")
+    c = resolve_closure(["/usr/bin/ls"], view, machine="aarch64")
+    assert [str(p) for p in c.objects] == [
+        "/lib/ld-linux-aarch64.so.1",
+        "/usr/lib/aarch64-linux-gnu/libselinux.so.1",
+        "/usr/lib/aarch64-linux-gnu/libc.so.6",
+        "/usr/lib/aarch64-linux-gnu/libpcre2-8.so.0",
+    ]
+    r = Resolver(view, "aarch64")
+    elf = r.elf("/usr/bin/ls")
+    assert elf is not None
+    t = r.target(elf, elf.interp)
+    assert (t.lib, t.platform, t.cache_flags) == ("lib/aarch64-linux-gnu", "aarch64",
+                                                  frozenset({0x0A03}))
