@@ -10,7 +10,7 @@ import click
 from mkkdumprd.arch import ArchInfo, host_arch, load_arch
 from mkkdumprd.crashkernel import apply as ck_apply
 from mkkdumprd.crashkernel import recommend as rec
-from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
+from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_crashkernel
 from mkkdumprd.crashkernel.size import format_size, human, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import HostView
@@ -63,6 +63,10 @@ def parse(arch: str, mem: int, as_json: bool, cmdline: tuple[str, ...]) -> None:
         click.echo(f"{human(res.low or 0)} ({res.low} bytes) low (below {human(info.low_max)})")
     else:
         click.echo(f"{human(res.size)} ({res.size} bytes){where}")
+        if info.high_low and res.offset is None:
+            low = default_low(info, " ".join(cmdline))
+            click.echo(f"(placed below {human(info.low_max)} when it fits; otherwise higher, "
+                       f"plus {human(low)} low)")
         if res.offset is not None and res.offset % info.align:
             click.echo(f"warning: offset {res.offset:#x} is not aligned to "
                        f"{format_size(info.align)} (CRASH_ALIGN); the reservation may fail")

@@ -166,7 +166,12 @@ def test_cli_human() -> None:
     code, out, _ = _cli("crashkernel", "parse", "--arch", "x86_64", "--mem", "16G", "--",
                         "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M")
     assert code == 0
-    assert out.strip() == f"256 MiB ({256 * M} bytes)"
+    assert out.splitlines() == [
+        f"256 MiB ({256 * M} bytes)",
+        "(placed below 4 GiB when it fits; otherwise higher, plus 256 MiB low)"]
+    code, out, _ = _cli("crashkernel", "parse", "--arch", "s390x", "--mem", "16G", "--",
+                        "crashkernel=192M")
+    assert out.splitlines() == [f"192 MiB ({192 * M} bytes)"]
 
 
 def test_cli_warns_about_misaligned_offset() -> None:
