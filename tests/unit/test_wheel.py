@@ -18,14 +18,23 @@ from mkkdumprd.image.writer import write_image
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 DATA_DIRS = ("modules.d", "templates", "arch")
-_IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
-                                 ".mypy_cache", ".ruff_cache", ".pytest_cache", "*.pyc")
+_IGNORE_ANYWHERE = shutil.ignore_patterns("*.egg-info", "__pycache__", ".mypy_cache",
+                                          ".ruff_cache", ".pytest_cache", "*.pyc")
+# Only at the top: mkkdumprd/build/ is a package, not a build directory.
+_IGNORE_AT_TOP = {".venv", ".git", "build", "dist"}
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    ignored = set(_IGNORE_ANYWHERE(directory, names))
+    if Path(directory) == CHECKOUT:
+        ignored |= _IGNORE_AT_TOP & set(names)
+    return ignored
 
 
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    shutil.copytree(CHECKOUT, src, ignore=_IGNORE, symlinks=True)
+    shutil.copytree(CHECKOUT, src, ignore=_ignore, symlinks=True)
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(src)],
                    check=True, capture_output=True)
@@ -42,7 +51,9 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
             if p.is_file() and "__pycache__" not in p.parts
         )
         assert sorted(n.split(f"mkkdumprd/data/{folder}/", 1)[1] for n in shipped) == in_checkout
-    assert "mkkdumprd/cli/ls_cmd.py" in names
+    packages = {p.parent.relative_to(CHECKOUT).as_posix()
+                for p in (CHECKOUT / "mkkdumprd").rglob("__init__.py")}
+    assert packages <= {n.rsplit("/", 1)[0] for n in names}, "a package is missing"
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
