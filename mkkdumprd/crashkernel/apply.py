@@ -73,7 +73,9 @@ class ApplyPlan:
 
 
 def _values(text: str) -> list[str]:
-    return [v.strip('"') for v in _CK.findall(text)]
+    """crashkernel= values in `text`, skipping shell/BLS comment lines."""
+    return [v.strip('"') for line in text.splitlines() if not line.lstrip().startswith("#")
+            for v in _CK.findall(line)]
 
 
 def _set_word(line: str, value: str) -> str:
@@ -132,10 +134,7 @@ def _grub_d_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
                                    if n.endswith(".cfg") and GRUB_D / n != OUR_GRUB_CFG]
     for p in candidates:
         if host.is_file(p):
-            for line in host.read_text(p).splitlines():
-                if line.lstrip().startswith("#"):
-                    continue
-                kept += [f"{p}: crashkernel={v}" for v in _values(line)]
+            kept += [f"{p}: crashkernel={v}" for v in _values(host.read_text(p))]
     if kept and not force:
         return ApplyPlan("grub.d", value, (), (), None, tuple(kept),
                          ("crashkernel= is already set by hand; left alone (use --force)",))

@@ -223,3 +223,10 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     _write(tmp_path, "/etc/kernel/cmdline", "ro\n")
     ck.perform(ck.plan_apply(HostView(tmp_path), "192M"), HostView(tmp_path), runner=_never)
     assert os.listdir(tmp_path / "etc/kernel") == ["cmdline"]
+
+
+def test_grubby_ignores_commented_grub_defaults(fedora: Path) -> None:
+    _write(fedora, "/etc/default/grub",
+           '# GRUB_CMDLINE_LINUX="crashkernel=1G"\nGRUB_CMDLINE_LINUX="rhgb quiet"\n')
+    plan = ck.plan_apply(HostView(fedora), "256M")
+    assert plan.kept == () and plan.command is not None
