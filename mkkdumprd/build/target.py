@@ -12,16 +12,15 @@ mount point. Host-only builds check that the device exists and, when it is mount
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from mkkdumprd.config.model import LOCAL_FSTYPES, KdumpConfig, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
+from mkkdumprd.kmod.discovery import mounts
 
 _TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid"}
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,8 @@ class Mount:
 
 
 def read_mounts(system: HostView) -> list[Mount]:
-    text = system.read_optional("/proc/self/mounts") or system.read_optional("/proc/mounts")
-    out = []
-    for line in (text or "").splitlines():
-        f = line.split()
-        if len(f) >= 3:
-            dec = [_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), x) for x in f[:3]]
-            out.append(Mount(dec[0], dec[1], dec[2]))
-    return out
+    """The system's mount table (/proc/self/mountinfo, as kmod discovery reads it)."""
+    return [Mount(m.source, m.mountpoint, m.fstype) for m in mounts(system)]
 
 
 def resolve_target(config: KdumpConfig, system: HostView,
@@ -114,7 +107,9 @@ def _local_from_path(config: KdumpConfig, system: HostView, hostonly: bool,
                 best is None or len(m.point) >= len(best.point)):
             best = m
     if best is None:
-        raise UsageError(f"cannot find the filesystem holding {config.path} in /proc/mounts")
+        raise UsageError(
+            f"cannot find the filesystem holding {config.path} in /proc/self/mountinfo"
+        )
     if best.fstype not in LOCAL_FSTYPES:
         raise UsageError(
             f"{config.path} is on a {best.fstype} filesystem ({best.source} at {best.point}), "
@@ -172,12 +167,13 @@ def _device(spec: str, system: HostView, hostonly: bool, warnings: list[str], wh
             f"with --no-hostonly for another machine"
         )
     node = system.resolve(spec)
-    if PurePosixPath(spec) == node:
-        return spec, node
     if allow_tags:
+        # Kernel names can change between boots; the filesystem UUID cannot.
         uuid = _tag_of(system, node, "by-uuid")
         if uuid:
             return f"UUID={uuid}", node
+    if PurePosixPath(spec) == node:
+        return spec, node
     warnings.append(
         f"{spec} is a udev link, which the capture image does not have; it waits for {node} "
         f"instead, a kernel name that may differ in the capture kernel"

@@ -16,6 +16,8 @@ from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, symlink_entry
 
 _BIN = PurePosixPath("/bin")
+# POSIX shells that can stand in for sh when the view has no busybox.
+_SHELLS = ("sh", "dash", "bash")
 
 
 def _applets(ctx: BuildContext) -> list[str]:
@@ -34,7 +36,7 @@ def entries(ctx: BuildContext) -> list[Entry]:
         return out
     found = []
     for a in _applets(ctx):
-        p = find_binary(ctx.view, a)
+        p = _host_tool(ctx, a)
         if p is not None:
             found.append(p)
         elif a == "sh":
@@ -49,10 +51,18 @@ def entries(ctx: BuildContext) -> list[Entry]:
     return out
 
 
+def _host_tool(ctx: BuildContext, name: str) -> PurePosixPath | None:
+    for cand in _SHELLS if name == "sh" else (name,):
+        p = find_binary(ctx.view, cand)
+        if p is not None:
+            return p
+    return None
+
+
 def check(ctx: BuildContext) -> list[str]:
     bb = find_binary(ctx.view, "busybox")
     if bb is None:
-        missing = [a for a in _applets(ctx) if find_binary(ctx.view, a) is None]
+        missing = [a for a in _applets(ctx) if _host_tool(ctx, a) is None]
         warn = [f"no busybox in {ctx.view.root}: the capture image uses the host's tools "
                 f"(installing busybox-static makes it smaller and self-contained)"]
         if missing:

@@ -232,9 +232,9 @@ def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedT
     _render_all(ctx, libdir, target_template)
     for name, body in FAKES.items():
         f = bindir / name
-        f.write_text('#!/bin/sh\nlog() { n=$1; shift; printf "%s:" "$n" >>"$LOG"; '
-                     'for a in "$@"; do printf "[%s]" "$a" >>"$LOG"; done; echo >>"$LOG"; }\n'
-                     + body + "\n")
+        # One write per line: the two sides of a pipeline log at the same time.
+        f.write_text('#!/bin/sh\nlog() { _l="$1:"; shift; for a in "$@"; do _l="$_l[$a]"; '
+                     'done; printf "%s\\n" "$_l" >>"$LOG"; }\n' + body + "\n")
         f.chmod(0o755)
     (root / "driver.sh").write_text(DRIVER)
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
