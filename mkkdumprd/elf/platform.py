@@ -47,14 +47,10 @@ _X86_64_LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 
 
-# Legacy hwcap subdirectories glibc < 2.37 tries after glibc-hwcaps/ (elf/dl-hwcaps.c):
-# every combination of "tls", the AT_PLATFORM and the important HWCAP names, as ld.so
-# 2.36 prints them with LD_DEBUG=libs. On x86_64 both of the latter are "x86_64".
-_LEGACY_SUBDIRS: dict[str, tuple[str, ...]] = {
-    "EM_X86_64": ("tls/x86_64/x86_64", "tls/x86_64", "tls/x86_64", "tls",
-                  "x86_64/x86_64", "x86_64", "x86_64"),
-}
 _GLIBC_VERSION = re.compile(rb"release version (\d+)\.(\d+)")
+# glibc 2.26-2.36 on Intel CPUs replaces AT_PLATFORM (sysdeps/x86/cpu-features.c).
+_HASWELL = frozenset({"avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "popcnt"})
+_AVX512_1 = frozenset({"avx512bw", "avx512dq", "avx512vl"})
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,68 @@ def target_for(view: HostView, machine: str, elf_class: int,
     dirs = [f"/{lib}", f"/usr/{lib}"]
     if "/" in lib:  # Debian multiarch glibc also searches the plain dirs
         dirs += ["/lib", "/usr/lib"]
-    hwcaps = _hwcaps(view, machine, elf_class)
     version = _glibc_version(view, interp or default_interp)
-    legacy = _LEGACY_SUBDIRS.get(machine, ()) if version and version < (2, 37) else ()
+    cpu = _cpu(view)
+    hwcaps = _hwcaps(machine, elf_class, cpu) if version is None or version >= (2, 33) else ()
+    legacy: tuple[str, ...] = ()
+    if version is not None and version < (2, 37):
+        # Legacy hwcap subdirectories, searched after glibc-hwcaps/ until 2.37:
+        # every combination of the important AT_HWCAP names, the platform and "tls".
+        names: list[str] = []
+        if machine == "EM_X86_64" and elf_class == 64:
+            platform, names = _x86_64_legacy(cpu)
+        legacy = power_set([*names, platform, "tls"] if platform else [*names, "tls"])
     return Target(machine, elf_class, flags, platform, lib,
                   tuple(PurePosixPath(d) for d in dirs), hwcaps, legacy)
+
+
+def power_set(components: list[str]) -> tuple[str, ...]:
+    """_dl_important_hwcaps' order: subsets by descending bit mask, the last component
+    first in each path; the empty subset (the directory itself) is left out."""
+    n = len(components)
+    out: list[str] = []
+    for mask in range((1 << n) - 1, 0, -1):
+        out.append("/".join(components[i] for i in reversed(range(n)) if mask >> i & 1))
+    return tuple(out)
+
+
+def _x86_64_legacy(cpu: _Cpu | None) -> tuple[str, list[str]]:
+    """(dl_platform, important AT_HWCAP names) as glibc 2.26-2.36 computes them."""
+    platform, names = "x86_64", ["x86_64"]
+    if cpu is None or cpu.vendor != "GenuineIntel":
+        return platform, names
+    if "avx512cd" in cpu.flags:
+        if "avx512er" in cpu.flags:
+            if "avx512pf" in cpu.flags:
+                platform = "xeon_phi"
+        elif cpu.flags >= _AVX512_1:
+            names.append("avx512_1")
+    if platform == "x86_64" and cpu.flags >= _HASWELL:
+        platform = "haswell"
+    return platform, names
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    vendor: str
+    flags: frozenset[str]
+
+
+def _cpu(view: HostView) -> _Cpu | None:
+    """The CPU the view runs on: only known for the live machine (/proc/cpuinfo)."""
+    text = view.read_optional("/proc/cpuinfo")
+    if not text:
+        return None
+    vendor, flags = "", frozenset[str]()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "flags":
+            flags = frozenset(value.split())
+            break
+    return _Cpu(vendor, flags)
 
 
 def _glibc_version(view: HostView, interp: str) -> tuple[int, int] | None:
@@ -112,22 +165,14 @@ def _slibdir(view: HostView, interp: str, triplet: str, elf_class: int) -> str:
     return "lib64" if elf_class == 64 and view.is_dir("/usr/lib64") else "lib"
 
 
-def _hwcaps(view: HostView, machine: str, elf_class: int) -> tuple[str, ...]:
-    """Supported glibc-hwcaps levels; only knowable for the live machine (/proc/cpuinfo)."""
-    if machine != "EM_X86_64" or elf_class != 64:
+def _hwcaps(machine: str, elf_class: int, cpu: _Cpu | None) -> tuple[str, ...]:
+    """Supported glibc-hwcaps levels, best first."""
+    if machine != "EM_X86_64" or elf_class != 64 or cpu is None:
         return ()
-    text = view.read_optional("/proc/cpuinfo")
-    if not text:
-        return ()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
     out: list[str] = []
     # A level counts only when every lower level is there too.
     for name, need in reversed(_X86_64_LEVELS):
-        if not need <= flags:
+        if not need <= cpu.flags:
             break
         out.insert(0, name)
     return tuple(out)
