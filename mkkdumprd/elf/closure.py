@@ -275,6 +275,9 @@ class Resolver:
                 chain.append(found)
         out: list[PurePosixPath] = []
         for exe in chain:
+            if not self.view.is_file(exe):
+                raise ElfError(f"{root} is a script for {exe}, which does not exist"
+                               f"{self.where}; install it or fix the #! line")
             out.append(exe)
             out.extend(self.objects_of(exe, dlopen, depth + 1))
         return out

@@ -291,3 +291,13 @@ def test_origin_of_symlinked_program_is_its_real_dir(tmp_path: Path) -> None:
     (tmp_path / "link/prog").symlink_to(prog)
     assert subprocess.run([str(tmp_path / "link/prog")]).returncode == 0
     assert str(liba) in real_closure(tmp_path / "link/prog")
+
+
+def test_script_with_missing_interpreter(tmp_path: Path) -> None:
+    script = tmp_path / "s"
+    script.write_text("#!/no/such/shell\n")
+    with pytest.raises(ElfError, match=r"script for /no/such/shell, which does not exist"):
+        resolve_closure([str(script)], HOST)
+    script.write_text("#!\n")
+    with pytest.raises(ElfError, match="names no interpreter"):
+        resolve_closure([str(script)], HOST)
