@@ -122,7 +122,8 @@ class ModuleIndex:
             modules[name] = head
             dep_paths[name] = tail.split()
         # depmod lists users before providers; kmod loads the list right to left.
-        deps = {n: tuple(modname_from_path(p) for p in reversed(ps))
+        name_of = {rel: name for name, rel in modules.items()}
+        deps = {n: tuple(name_of.get(p) or modname_from_path(p) for p in reversed(ps))
                 for n, ps in dep_paths.items()}
         aliases = AliasTable()
         alias_text = (kmoddir / "modules.alias").read_text(errors="replace")
