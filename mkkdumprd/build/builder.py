@@ -23,9 +23,9 @@ from mkkdumprd.build import manifest as manifest_mod
 from mkkdumprd.build.hooks import BuildContext, load_hooks
 from mkkdumprd.build.moduledef import ModuleDef, load_all
 from mkkdumprd.build.resolver import resolve
-from mkkdumprd.build.target import ResolvedTarget, resolve_target
+from mkkdumprd.build.target import ResolvedTarget, resolve_rootfs, resolve_target
 from mkkdumprd.build.templates import environment, render, taint
-from mkkdumprd.config.model import KdumpConfig, TargetKind
+from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
@@ -124,6 +124,10 @@ def assemble(req: BuildRequest) -> BuildResult:
         )
     target, warnings = resolve_target(config, req.system, req.hostonly)
     acc = _Acc(warnings=list(warnings))
+    rootfs = None
+    if config.failure_action is Action.DUMP_TO_ROOTFS:
+        rootfs, rootfs_warnings = resolve_rootfs(req.system, req.hostonly)
+        acc.warnings.extend(rootfs_warnings)
     acc.warnings.extend(str(w) for w in config.warnings)
     acc.warnings.extend(_collector_warnings(config))
     applets = tuple(dict.fromkeys(a for m in active for a in m.busybox_applets))
@@ -137,7 +141,7 @@ def assemble(req: BuildRequest) -> BuildResult:
     for m in active:
         ctx = BuildContext(config=config, target=target, kver=req.kver, arch=req.arch,
                            view=req.view, system=req.system, hostonly=req.hostonly, module=m,
-                           active=names, applets=applets, index=index)
+                           active=names, applets=applets, index=index, rootfs=rootfs)
         _declared(m, req.view, acc)
         hooks = load_hooks(m)
         if hooks.check:
@@ -151,7 +155,7 @@ def assemble(req: BuildRequest) -> BuildResult:
     raw.extend(acc.entries)
     raw.extend(_binary_entries(acc, req.view))
     kmod_names = _kernel_modules(req, acc, index, raw)
-    raw.extend(_template_entries(req, active, target, acc, kmod_names))
+    raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs))
     spec = fold_symlinked_dirs(raw)
     spec.add(data_entry("/etc/kdump.conf", manifest_mod.kdump_conf_text(config, target),
                         "the resolved kdump.conf (module kdump)", mode=0o644))
@@ -285,7 +289,8 @@ def _collector_warnings(config: KdumpConfig) -> list[str]:
 def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, arch: str,
                      found_binaries: Sequence[str], init_scripts: Sequence[str],
                      modules: Sequence[str], kernel_modules: Sequence[str],
-                     timeout: int = DEFAULT_TIMEOUT) -> dict[str, object]:
+                     timeout: int = DEFAULT_TIMEOUT,
+                     rootfs: ResolvedTarget | None = None) -> dict[str, object]:
     """Everything templates see. Every string is Tainted: it must be printed with shq."""
     fs, stream = collector_argv(config)
     ctx: dict[str, object] = {
@@ -309,6 +314,13 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
             "path": target.path,
             "server": target.server or "",
         },
+        # Empty device: no root filesystem to fall back to (dump_to_rootfs unavailable).
+        "rootfs": {
+            "device": (rootfs.device or "") if rootfs else "",
+            "fstype": (rootfs.fstype or "") if rootfs else "",
+            "path": config.path,
+        },
+        "sysroot": "/sysroot",
         "collector_fs": fs,
         "collector_stream": stream,
         "kdump_pre": config.kdump_pre or "",
@@ -322,14 +334,15 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
 
 
 def _template_entries(req: BuildRequest, active: list[ModuleDef], target: ResolvedTarget,
-                      acc: _Acc, kmod_names: tuple[str, ...]) -> list[Entry]:
+                      acc: _Acc, kmod_names: tuple[str, ...],
+                      rootfs: ResolvedTarget | None) -> list[Entry]:
     tdir = req.templates_dir or data_dir("templates")
     init_scripts = sorted(t.dest for m in active for t in m.templates
                           if PurePosixPath(t.dest).parent == INIT_D)
     ctx = template_context(req.config, target, kver=req.kver, arch=req.arch,
                            found_binaries=acc.found, init_scripts=init_scripts,
                            modules=[m.name for m in active], kernel_modules=kmod_names,
-                           timeout=req.timeout)
+                           timeout=req.timeout, rootfs=rootfs)
     out = []
     for m in active:
         env = environment([m.directory, tdir])

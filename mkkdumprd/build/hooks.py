@@ -47,6 +47,7 @@ class BuildContext:
     active: tuple[str, ...]
     applets: tuple[str, ...]
     index: ModuleIndex | None = None
+    rootfs: ResolvedTarget | None = None    # for failure_action dump_to_rootfs (host-only)
 
     def reason(self, what: str) -> str:
         """A reason string for entries made by this module's hooks."""

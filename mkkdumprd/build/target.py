@@ -1,8 +1,9 @@
 """The dump target as the capture kernel must find it, worked out at build time.
 
-The capture image has no udev, so /dev/disk/by-* links do not exist there: a device given
-as such a link is turned into `UUID=` (found by busybox findfs at dump time) when the
-machine the image is for shows the filesystem's UUID, and into its kernel name otherwise
+The capture image has no udev, so /dev/disk/by-* links do not exist there, and kernel
+names may differ in the capture kernel: a local target's device (link, kernel name or
+PARTUUID=) is turned into `UUID=` (found by busybox findfs at dump time) when the machine
+the image is for shows the filesystem's UUID; a link without one becomes its kernel name
 (with a warning). A local target without a device line is the filesystem holding `path`,
 as in Fedora: the device comes from the mount table and `path` becomes relative to that
 mount point. Host-only builds check that the device exists and, when it is mounted, that
@@ -187,3 +188,22 @@ def _tag_of(system: HostView, node: PurePosixPath, kind: str) -> str | None:
         if system.resolve(f"{d}/{name}") == node:
             return name
     return None
+
+
+def resolve_rootfs(system: HostView, hostonly: bool) -> tuple[ResolvedTarget | None, list[str]]:
+    """The root filesystem as failure_action dump_to_rootfs reaches it, or None."""
+    if not hostonly:
+        return None, [
+            "failure_action dump_to_rootfs needs the root filesystem of the machine the image "
+            "is for, which --no-hostonly cannot know; the image runs final_action instead"
+        ]
+    root = next((m for m in reversed(read_mounts(system)) if m.point == "/"), None)
+    if root is None or root.fstype not in LOCAL_FSTYPES or not root.source.startswith("/dev/"):
+        what = f"{root.fstype} {root.source}" if root else "unknown"
+        return None, [
+            f"failure_action dump_to_rootfs: the root filesystem ({what}) is not a disk "
+            f"filesystem the capture image can mount; the image runs final_action instead"
+        ]
+    warnings: list[str] = []
+    dev, node = _device(root.source, system, True, warnings, "", allow_tags=True)
+    return ResolvedTarget(TargetKind.LOCAL, dev, root.fstype, "/", host_device=node), warnings

@@ -294,6 +294,7 @@ def test_fold_moves_entries_below_directory_symlinks() -> None:
 # ---- host-only builds on a fake machine ---------------------------------------------------
 
 UUID = "0b5e1c2d-3f4a-4b6c-8d9e-0f1a2b3c4d5e"
+ROOT_UUID = "11111111-2222-4333-8444-555555555555"
 
 
 def fake_machine(root: Path, mountpoint: str = "/srv/dump") -> Path:
@@ -319,6 +320,10 @@ def fake_machine(root: Path, mountpoint: str = "/srv/dump") -> Path:
     w(f"{pci}/virtio2/block/vdb/vdb1/partition", "1\n")
     ln("/sys/class/block/vdb1", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb/vdb1")
     ln("/sys/class/block/vdb", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb")
+    w(f"{pci}/virtio2/block/vda/vda1/partition", "1\n")
+    ln("/sys/class/block/vda1", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda/vda1")
+    ln(f"/dev/disk/by-uuid/{ROOT_UUID}", "../../vda1")
+    w("/dev/vda1")
     w("/dev/vdb1")
     w("/dev/vdb")
     ln(f"/dev/disk/by-uuid/{UUID}", "../../vdb1")
@@ -359,3 +364,20 @@ def test_hostonly_missing_device_is_an_error(kernel: Kernel, tmp_path: Path) -> 
     cfg = _config(target=Target(TargetKind.LOCAL, device="UUID=feed", fstype="ext4"))
     with pytest.raises(UsageError, match=r"target device UUID=feed not found on this machine"):
         assemble(_req(kernel, HostView.live(), system=system, config=cfg, hostonly=True))
+
+
+def test_dump_to_rootfs_module_knows_the_root_filesystem(kernel: Kernel, tmp_path: Path) -> None:
+    system = HostView(fake_machine(tmp_path / "m"))
+    cfg = _config(target=Target(TargetKind.RAW, device="/dev/vdb"),
+                  failure_action=Action.DUMP_TO_ROOTFS)
+    res = assemble(_req(kernel, HostView.live(), system=system, config=cfg, hostonly=True,
+                        add_drivers=()))
+    assert "dump-to-rootfs" in res.modules
+    assert "ext4" in res.kernel_modules  # for the root filesystem, not the raw target
+    rootfs = next(e for e in res.spec if e.path.name == "rootfs.sh")
+    assert rootfs.data and f"KDUMP_ROOT_DEV=UUID={ROOT_UUID}\n".encode() in rootfs.data
+    kdump = next(e for e in res.spec if e.path.name == "90-kdump.sh")
+    assert kdump.data and b"/rootfs.sh" in kdump.data
+    # Built for another machine, the root filesystem is unknown: said at build time.
+    res = assemble(_req(kernel, HostView.live(), system=system, config=cfg))
+    assert any("dump_to_rootfs" in w and "--no-hostonly" in w for w in res.warnings)

@@ -11,7 +11,7 @@ from mkkdumprd.build.target import resolve_target
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
-from tests.unit.test_build_builder import UUID, fake_machine
+from tests.unit.test_build_builder import ROOT_UUID, UUID, fake_machine
 
 
 @pytest.fixture
@@ -91,6 +91,8 @@ def test_path_on_a_virtual_filesystem_is_refused(system: HostView) -> None:
 def test_path_on_root_filesystem(tmp_path: Path) -> None:
     root = fake_machine(tmp_path / "m")
     (root / "var/crash").mkdir(parents=True)
-    (root / "dev/vda1").write_text("")
     t, _ = resolve_target(_cfg(path="/var/crash"), HostView(root), True)
-    assert t.device == "/dev/vda1" and t.path == "/var/crash" and t.fstype == "ext4"
+    assert t.device == f"UUID={ROOT_UUID}" and t.path == "/var/crash" and t.fstype == "ext4"
+    (root / f"dev/disk/by-uuid/{ROOT_UUID}").unlink()
+    t, _ = resolve_target(_cfg(path="/var/crash"), HostView(root), True)
+    assert t.device == "/dev/vda1"  # no UUID known: the kernel name

@@ -130,6 +130,7 @@ SCRIPTS = {
     "modules.sh.j2": "init.d/20-modules.sh",
     "kdump.sh.j2": "init.d/90-kdump.sh",
     "collector.sh.j2": "collector.sh",
+    "rootfs.sh.j2": "rootfs.sh",
 }
 
 
@@ -434,3 +435,38 @@ def test_init_mounts_and_sources_stages_in_order(tmp_path: Path) -> None:
         p = tmp_path / "init"
         p.write_text(text)
         assert subprocess.run(["checkbashisms", str(p)]).returncode == 0
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dump_to_rootfs_after_a_failed_target(tmp_path: Path, shell: str,
+                                              blockdev: Path) -> None:
+    config = _config(failure_action=Action.DUMP_TO_ROOTFS, final_action=Action.POWEROFF,
+                     path="/var/crash")
+    # The target never appears (findfs finds nothing for it), the root filesystem does.
+    fake_findfs = f'log findfs "$@"; [ "$1" = UUID=root ] && echo {shq(str(blockdev))}'
+    saved = dict(FAKES)
+    try:
+        FAKES["findfs"] = fake_findfs
+        run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
+                        modules=["base", "kdump", "dump-to-rootfs"],
+                        rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
+                        sysroot=str(tmp_path / "sysroot"))
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    assert "kdump: dump failed: dump target UUID=gone did not appear within 3 s" in run.out
+    assert f"mount:[-t][xfs][-o][rw][{blockdev}][{tmp_path / 'sysroot'}]" in run.log
+    dump = tmp_path / "sysroot/var/crash" / f"127.0.0.1-{DATE}"
+    assert (dump / "vmcore").read_text() == "VMCORE\n"
+    assert "on the root filesystem UUID=root" in run.out
+    assert run.log.splitlines()[-1] == "ACTION poweroff -f"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dump_to_rootfs_without_a_known_root(tmp_path: Path, shell: str) -> None:
+    config = _config(failure_action=Action.DUMP_TO_ROOTFS, final_action=Action.HALT)
+    run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
+                    modules=["base", "kdump", "dump-to-rootfs"])
+    assert "dump to the root filesystem failed too: the root filesystem was not known" \
+        in run.out
+    assert run.log.splitlines()[-1] == "ACTION halt -f"
