@@ -22,6 +22,7 @@ Everything is looked up inside the HostView (the host or a --sysroot).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
 
 LD_SO_CACHE = "/etc/ld.so.cache"
+_MAX_SYMLINKS = 40
 _MAX_SCRIPT_DEPTH = 4  # binfmt_script nesting the kernel allows
 _DST = re.compile(r"\$(?:\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")
 _DLOPEN_PRIORITIES = ("required", "recommended")
@@ -118,6 +120,8 @@ class Resolver:
         self.forced = _parse_machine(machine) if machine else None
         self.expected: tuple[str, int] | None = None  # set by the first ELF root
         self._real: dict[str, PurePosixPath] = {}
+        self._resolved: dict[str, str] = {}
+        self._root = str(view.root).rstrip("/")  # "" for the live system
         self._elf: dict[PurePosixPath, ElfObject | None] = {}
         self._ident: dict[PurePosixPath, ElfIdent | None] = {}
         self._targets: dict[tuple[str, int, str | None], Target] = {}
@@ -128,6 +132,8 @@ class Resolver:
         # Objects found through ld.so.cache outside the default directories: the image's
         # loader finds those only if the image carries the cache too.
         self.needs_cache: set[PurePosixPath] = set()
+        self._system: dict[tuple[int, str, bool],
+                           tuple[tuple[PurePosixPath, ElfObject] | None, list[str]]] = {}
 
     @property
     def where(self) -> str:
@@ -137,24 +143,50 @@ class Resolver:
     # -- view access -------------------------------------------------------------------
 
     def real(self, p: str | PurePosixPath) -> PurePosixPath:
+        """HostView.resolve, memoised per directory prefix (most libraries share a few)."""
         key = str(p)
         r = self._real.get(key)
         if r is None:
-            try:
-                r = self.view.resolve(key)
-            except OSError as exc:
-                raise ElfError(f"cannot resolve {key}{self.where}: {exc}") from exc
+            r = PurePosixPath(self._resolve(key if key.startswith("/") else "/" + key, 0))
             self._real[key] = r
         return r
+
+    def _resolve(self, path: str, hops: int) -> str:
+        done = self._resolved.get(path)
+        if done is not None:
+            return done
+        parent, _, name = path.rstrip("/").rpartition("/")
+        base = self._resolve(parent, hops) if parent else "/"
+        if name in ("", "."):
+            out = base
+        elif name == "..":
+            out = base.rpartition("/")[0] or "/"
+        else:
+            cand = base.rstrip("/") + "/" + name
+            try:
+                target = os.readlink(self._root + cand)
+            except OSError:  # not a symlink, or missing: kept as is
+                out = cand
+            else:
+                if hops >= _MAX_SYMLINKS:
+                    raise ElfError(f"too many levels of symbolic links at {cand}{self.where}")
+                out = self._resolve(target if target.startswith("/")
+                                    else base.rstrip("/") + "/" + target, hops + 1)
+        self._resolved[path] = out
+        return out
+
+    def host(self, real: PurePosixPath) -> str:
+        """The path on this machine of a resolved view path."""
+        return self._root + str(real)
 
     def elf(self, p: str | PurePosixPath) -> ElfObject | None:
         """The parsed object at view path `p`; None if there is no regular file there."""
         real = self.real(p)
         if real in self._elf:
             return self._elf[real]
-        host = self.view.path(real)
+        host = self.host(real)
         obj: ElfObject | None
-        if not host.is_file():
+        if not os.path.isfile(host):
             obj = None
         else:
             try:
@@ -172,9 +204,9 @@ class Resolver:
         real = self.real(p)
         if real in self._ident:
             return self._ident[real]
-        host = self.view.path(real)
+        host = self.host(real)
         ident: ElfIdent | None = None
-        if host.is_file():
+        if os.path.isfile(host):
             try:
                 ident = read_ident(host)
             except NotElf as exc:
@@ -188,9 +220,9 @@ class Resolver:
     def ld_cache(self) -> LdCache | None:
         if not self._cache_loaded:
             self._cache_loaded = True
-            host = self.view.path(self.real(LD_SO_CACHE))
             try:
-                self._cache = parse_ld_cache(host.read_bytes())
+                with open(self.host(self.real(LD_SO_CACHE)), "rb") as f:
+                    self._cache = parse_ld_cache(f.read())
             except FileNotFoundError:
                 self._cache = None
             except (OSError, CacheFormatError):
@@ -231,10 +263,11 @@ class Resolver:
         done = self._closures.get(key)
         if done is not None:
             return done
-        if not self.view.exists(root):
+        host = self.host(self.real(root))
+        if not os.path.exists(host):
             raise ElfError(f"{root} does not exist{self.where}; check the path "
                            "or install the package that provides it")
-        if not self.view.is_file(root):
+        if not os.path.isfile(host):
             raise ElfError(f"{root} is not a regular file")
         head = self._head(root)
         if head.startswith(b"#!"):
@@ -249,7 +282,7 @@ class Resolver:
 
     def _head(self, p: PurePosixPath) -> bytes:
         try:
-            with open(self.view.path(self.real(p)), "rb") as f:
+            with open(self.host(self.real(p)), "rb") as f:
                 return f.read(256)
         except OSError as exc:
             raise ElfError(f"cannot read {p}: {exc.strerror}") from exc
@@ -275,7 +308,7 @@ class Resolver:
                 chain.append(found)
         out: list[PurePosixPath] = []
         for exe in chain:
-            if not self.view.is_file(exe):
+            if not os.path.isfile(self.host(self.real(exe))):
                 raise ElfError(f"{root} is a script for {exe}, which does not exist"
                                f"{self.where}; install it or fix the #! line")
             out.append(exe)
@@ -411,8 +444,23 @@ class Resolver:
                                 searched, "RUNPATH")
             if hit:
                 return hit
-        cache = self.ld_cache()
         nodeflib = loader.elf.nodeflib
+        # The rest depends only on the name and the target: memoised, since every binary
+        # asks for libc.so.6 again.
+        key = (id(t), name, nodeflib)
+        memo = self._system.get(key)
+        if memo is None:
+            sys_searched: list[str] = []
+            memo = (self._search_system(proc, name, nodeflib, sys_searched), sys_searched)
+            self._system[key] = memo
+        searched.extend(memo[1])
+        return memo[0]
+
+    def _search_system(self, proc: _Process, name: str, nodeflib: bool, searched: list[str]
+                       ) -> tuple[PurePosixPath, ElfObject] | None:
+        """ld.so.cache (or, without one, the ld.so.conf directories), then the defaults."""
+        t = proc.target
+        cache = self.ld_cache()
         if cache is not None:
             searched.append(LD_SO_CACHE)
             cached = cache.lookup(name, t.cache_flags, t.hwcaps)

@@ -69,7 +69,7 @@ _MACHINE_NAMES: dict[int, str] = {
 _CACHE: dict[tuple[int, int, int, int], ElfObject] = {}
 
 
-def read_ident(path: Path) -> ElfIdent:
+def read_ident(path: str | Path) -> ElfIdent:
     """Class, byte order and machine from the ELF header alone; NotElf if not ELF."""
     with open(path, "rb") as f:
         head = f.read(20)
@@ -81,7 +81,7 @@ def read_ident(path: Path) -> ElfIdent:
                     _MACHINE_NAMES.get(machine, f"EM_{machine}"))
 
 
-def is_elf(path: Path) -> bool:
+def is_elf(path: str | Path) -> bool:
     try:
         with open(path, "rb") as f:
             return f.read(4) == ELF_MAGIC
@@ -89,7 +89,7 @@ def is_elf(path: Path) -> bool:
         return False
 
 
-def read_elf(path: Path) -> ElfObject:
+def read_elf(path: str | Path) -> ElfObject:
     """Parse `path` (a real path on this machine); raise NotElf if it is not ELF."""
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -100,7 +100,7 @@ def read_elf(path: Path) -> ElfObject:
     return obj
 
 
-def _parse(path: Path) -> ElfObject:
+def _parse(path: str | Path) -> ElfObject:
     with open(path, "rb") as f:
         try:
             return _Reader(f, str(path)).parse()

@@ -211,3 +211,23 @@ def test_cross_arch_sysroot(tmp_path: Path) -> None:
     t = r.target(elf, elf.interp)
     assert (t.lib, t.platform, t.cache_flags) == ("lib/aarch64-linux-gnu", "aarch64",
                                                   frozenset({0x0A03}))
+
+
+def test_resolver_paths_match_hostview(tmp_path: Path) -> None:
+    root = tmp_path
+    (root / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    (root / "usr/lib/x86_64-linux-gnu/libz.so.1.2").write_text("x")
+    (root / "lib").symlink_to("usr/lib")
+    (root / "usr/lib64").symlink_to("/lib/../usr/lib/x86_64-linux-gnu")
+    (root / "lib64").symlink_to("/usr/lib64")
+    (root / "usr/lib/x86_64-linux-gnu/libz.so.1").symlink_to("libz.so.1.2")
+    (root / "usr/lib/x86_64-linux-gnu/up").symlink_to("../../..")
+    (root / "loop").symlink_to("loop")
+    view = HostView(root)
+    r = Resolver(view)
+    for p in ("/", "/lib", "/lib/x86_64-linux-gnu/libz.so.1", "/lib64/libz.so.1",
+              "/lib64/../lib64/./libz.so.1", "/lib/x86_64-linux-gnu/up/lib64/missing/x",
+              "/nope/../lib", "/lib/x86_64-linux-gnu/up/../../.."):
+        assert r.real(p) == view.resolve(p), p
+    with pytest.raises(ElfError, match="too many levels of symbolic links"):
+        r.real("/loop/x")
