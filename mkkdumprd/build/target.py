@@ -65,6 +65,8 @@ def resolve_target(config: KdumpConfig, system: HostView,
         if not t.device:
             raise UsageError(f"{where}a raw target needs a device (raw /dev/NAME)")
         dev, node = _device(t.device, system, hostonly, warnings, where, allow_tags=False)
+        if node is not None:
+            _check_readable(system, node, where)
         return ResolvedTarget(TargetKind.RAW, dev, None, config.path, host_device=node), warnings
     # local
     if not t.device:
@@ -180,6 +182,18 @@ def _device(spec: str, system: HostView, hostonly: bool, warnings: list[str], wh
         f"instead, a kernel name that may differ in the capture kernel"
     )
     return str(node), node
+
+
+def _check_readable(system: HostView, node: PurePosixPath, where: str) -> None:
+    """As Fedora's mkdumprd (one block read with dd): a raw target must be readable."""
+    try:
+        with open(system.path(node), "rb") as f:
+            f.read(512)
+    except OSError as exc:
+        raise UsageError(
+            f"{where}cannot read the raw device {node}: {exc.strerror}; check the device "
+            f"and run as root"
+        ) from None
 
 
 def _tag_of(system: HostView, node: PurePosixPath, kind: str) -> str | None:

@@ -93,7 +93,7 @@ def _default_kver(view: HostView, sysroot: Path | None) -> str:
 @click.option("--timeout", type=click.IntRange(1, 3600), default=90, show_default=True,
               help="Seconds the capture image waits for the target before failure_action "
                    "(kdump.timeout=N on the capture kernel command line overrides it).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
 def build(config_path: Path | None, target_spec: str | None, kver: str | None,
           kmoddir: Path | None, sysroot: Path | None, arch: str | None,
           add_drivers: tuple[str, ...], omit_drivers: tuple[str, ...], hostonly: bool,

@@ -96,3 +96,11 @@ def test_path_on_root_filesystem(tmp_path: Path) -> None:
     (root / f"dev/disk/by-uuid/{ROOT_UUID}").unlink()
     t, _ = resolve_target(_cfg(path="/var/crash"), HostView(root), True)
     assert t.device == "/dev/vda1"  # no UUID known: the kernel name
+
+
+def test_raw_device_must_be_readable(system: HostView) -> None:
+    dev = system.path("/dev/vdb")
+    dev.unlink()
+    dev.mkdir()  # reading a directory fails like an unreadable device
+    with pytest.raises(UsageError, match="cannot read the raw device /dev/vdb"):
+        resolve_target(_cfg(Target(TargetKind.RAW, device="/dev/vdb")), system, True)
