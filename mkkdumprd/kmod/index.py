@@ -95,7 +95,7 @@ class ModuleIndex:
         apply, as modprobe would read them; none by default. `use_index=False` ignores
         depmod's files and reads every `.modinfo`.
         """
-        kmoddir = Path(kmoddir)
+        kmoddir = Path(kmoddir).absolute()
         if not kmoddir.is_dir():
             raise ModuleDirMissing(kver, [kmoddir])
         config = load_modprobe_d(modprobe_d) if modprobe_d else ModprobeConfig()
@@ -163,8 +163,13 @@ class ModuleIndex:
                 aliases.add(a, name)
             softdeps.extend(parse_softdep(name, v) for v in m.softdeps)
         firmware = {name: m.firmware for name, m in ranked}
+        symbols: dict[str, str] = {}
+        for name, m in ranked:
+            for sym in m.exports:
+                symbols.setdefault(normalize(f"symbol:{sym}"), name)
         return cls(kver, kmoddir, "modinfo", modules, deps, aliases, tuple(softdeps),
-                   builtin, builtin_aliases, order, config, None, firmware)
+                   builtin, builtin_aliases, order, config, None, firmware,
+                   {"symbols": symbols})
 
     # ---- queries -------------------------------------------------------------------
 
@@ -207,7 +212,7 @@ class ModuleIndex:
         return self._firmware[name]
 
     def symbols(self) -> Mapping[str, str]:
-        """`symbol:NAME` -> module, from modules.symbols (empty when built from .modinfo)."""
+        """`symbol:NAME` -> module, from modules.symbols or the modules' exports."""
         cached = self._cache.get("symbols")
         if cached is None:
             table: dict[str, str] = {}

@@ -14,7 +14,7 @@ import gzip
 import lzma
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -118,12 +118,14 @@ _SHDR = {(le, is64): struct.Struct(("<" if le else ">") + ("IIQQQQIIQQ" if is64 
 
 def section_bytes(elf: bytes, name: str, where: Path | str = "") -> bytes | None:
     """Contents of the section called `name` in an ELF image, or None if it has none."""
-    return _find_section(lambda off, size: elf[off: off + size], len(elf), name, where)
+    found = _find_sections(lambda off, size: elf[off: off + size], len(elf), (name,), where)
+    return found.get(name)
 
 
-def _find_section(read: Reader, total: int, name: str, where: Path | str) -> bytes | None:
-    """The section `name`, reading only the ELF header, section headers, section name
-    table and the section itself through `read(offset, size)`."""
+def _find_sections(read: Reader, total: int, wanted: Sequence[str],
+                   where: Path | str) -> dict[str, bytes]:
+    """The `wanted` sections that exist, reading only the ELF header, section headers,
+    section name table and those sections through `read(offset, size)`."""
     ident = read(0, 64)
     if ident[:4] != _ELF_MAGIC or len(ident) < 64:
         raise ModinfoError(f"{where} is not an ELF file; it cannot be a kernel module")
@@ -146,17 +148,20 @@ def _find_section(read: Reader, total: int, name: str, where: Path | str) -> byt
         names = read(str_off, str_size)
     except Exception as exc:  # construct raises its own error zoo on truncated input
         raise ModinfoError(f"{where} has a damaged ELF header: {exc}") from exc
-    want = name.encode() + b"\0"
-    for at, off, size in shdrs:
-        if names[at: at + len(want)] == want:
-            if off + size > total:
-                raise ModinfoError(f"{where}: section {name} runs past the end of the file")
-            return read(off, size)
-    return None
+    out: dict[str, bytes] = {}
+    for name in wanted:
+        want = name.encode() + b"\0"
+        for at, off, size in shdrs:
+            if names[at: at + len(want)] == want:
+                if off + size > total:
+                    raise ModinfoError(f"{where}: section {name} runs past the end of the file")
+                out[name] = read(off, size)
+                break
+    return out
 
 
-def read_modinfo(path: Path) -> ModInfo:
-    """The `.modinfo` of the module file at `path` (.ko, .ko.xz, .ko.zst, .ko.gz)."""
+def read_sections(path: Path, wanted: Sequence[str]) -> dict[str, bytes]:
+    """The `wanted` sections of the module file at `path` (.ko, .ko.xz, .ko.zst, .ko.gz)."""
     found = module_suffix(path.name)
     try:
         if found is None or found[1] is Codec.NONE:
@@ -165,9 +170,18 @@ def read_modinfo(path: Path) -> ModInfo:
                 def read(off: int, size: int) -> bytes:
                     f.seek(off)
                     return f.read(size)
-                data = _find_section(read, os.fstat(f.fileno()).st_size, ".modinfo", path)
-        else:
-            data = section_bytes(read_module_bytes(path), ".modinfo", path)
+                return _find_sections(read, os.fstat(f.fileno()).st_size, wanted, path)
+        elf = read_module_bytes(path)
+        return _find_sections(lambda off, size: elf[off: off + size], len(elf), wanted, path)
     except OSError as exc:
         raise ModinfoError(f"cannot read module {path}: {exc.strerror or exc}") from exc
-    return parse_modinfo(data or b"")
+
+
+def read_modinfo(path: Path) -> ModInfo:
+    """The `.modinfo` of the module file at `path` (.ko, .ko.xz, .ko.zst, .ko.gz)."""
+    return parse_modinfo(read_sections(path, (".modinfo",)).get(".modinfo", b""))
+
+
+def exported_symbols(ksymtab_strings: bytes) -> tuple[str, ...]:
+    """Names in `__ksymtab_strings`, which depmod turns into modules.symbols."""
+    return tuple(x.decode("utf-8", "replace") for x in ksymtab_strings.split(b"\0") if x)

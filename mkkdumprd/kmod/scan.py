@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mkkdumprd.kmod.modinfo import read_modinfo
+from mkkdumprd.kmod.modinfo import exported_symbols, parse_modinfo, read_sections
 from mkkdumprd.kmod.names import is_module_file
 
 _SKIP_DIRS = frozenset({"build", "source"})
@@ -29,13 +29,14 @@ class ModuleFile:
 
 @dataclass(frozen=True)
 class ScannedModule:
-    """What depmod takes from one module's `.modinfo`."""
+    """What depmod takes from one module's `.modinfo` and exported symbol names."""
 
     relpath: str
     depends: tuple[str, ...]
     aliases: tuple[str, ...]
     softdeps: tuple[str, ...]
     firmware: tuple[str, ...]
+    exports: tuple[str, ...]
 
 
 def module_files(kmoddir: Path) -> list[ModuleFile]:
@@ -61,8 +62,10 @@ def module_files(kmoddir: Path) -> list[ModuleFile]:
 
 
 def _scan_one(kmoddir: Path, relpath: str) -> ScannedModule:
-    info = read_modinfo(kmoddir / relpath)
-    return ScannedModule(relpath, info.depends, info.aliases, info.softdeps, info.firmware)
+    found = read_sections(kmoddir / relpath, (".modinfo", "__ksymtab_strings"))
+    info = parse_modinfo(found.get(".modinfo", b""))
+    return ScannedModule(relpath, info.depends, info.aliases, info.softdeps, info.firmware,
+                         exported_symbols(found.get("__ksymtab_strings", b"")))
 
 
 def _scan_chunk(kmoddir: Path, relpaths: Sequence[str]) -> list[ScannedModule]:

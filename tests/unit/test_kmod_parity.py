@@ -22,6 +22,10 @@ from tests.support.kmod_trees import compressed, modprobe_show_depends, without_
 pytestmark = pytest.mark.slow
 
 GLOB_SAMPLE = 1500
+SYMBOL_SAMPLE = 400
+# Found by nothing: kmod says "not found", we must too (lookup empty / ModuleNotFound).
+MISSING = ["no_such_module", "fs-nosuchfs", "symbol:no_such_symbol",
+           "pci:vFFFFFFFFdFFFFFFFFsvsdbcFFscFFiFF", "char-major-999-1"]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,16 @@ def names(kernel: Kernel) -> list[str]:
     globs = sorted({a for a in aliases if re.search(r"[*?\[]", a)})
     step = max(1, len(globs) // GLOB_SAMPLE)
     sample = sorted({_concrete(g) for g in globs[::step]})
-    return list(dict.fromkeys([*mods, *exact, *sample]))
+    symbols = [line.split()[1] for line in (kernel.kmoddir / "modules.symbols").read_text()
+               .splitlines() if line.startswith("alias symbol:")]
+    symbols = symbols[:: max(1, len(symbols) // SYMBOL_SAMPLE)]
+    builtin = [modname_from_path(line) for line in
+               (kernel.kmoddir / "modules.builtin").read_text().splitlines() if line]
+    builtin_aliases = [rec.split("=", 1)[1] for rec in
+                       (kernel.kmoddir / "modules.builtin.modinfo").read_bytes()
+                       .decode(errors="replace").split("\0") if ".alias=" in rec]
+    return list(dict.fromkeys([*mods, *exact, *sample, *symbols, *builtin,
+                               *[_concrete(a) for a in builtin_aliases], *MISSING]))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +95,7 @@ def _check(index: ModuleIndex, names: list[str], oracle: dict[str, list[str] | N
     print(f"\n{index.source} {index.kmoddir}: {len(names)} names ({found} found by kmod), "
           f"{len(names) - len(bad)} identical, {len(bad)} different")
     assert not bad, "\n".join(bad[:30])
+    assert all(oracle[m] is None for m in MISSING if m in oracle)
     _check_order(index, ours)
 
 
