@@ -1,0 +1,80 @@
+"""Run by the guest's interpreter ON THE HOST to list what `python3 -m mkkdumprd.loader` imports.
+
+Usage: /usr/bin/python3.11 loader_trace.py REPO KERNEL SCRATCH  -> JSON {module: file} on stdout.
+
+It drives every path of the loader's entry point (status, load --dry-run, load, unload, the
+no-reservation error) against a fake root in SCRATCH with a fake syscall, so no kexec
+system call is ever made; MKKDUMPRD_FORBID_KEXEC is set as well, so that even a mistake
+here makes `real_syscall` refuse instead of loading anything on this machine.
+Imports made while Python starts up (encodings, site, ...) and by `-m` (runpy) are in
+sys.modules too, so the list is the whole set a bare interpreter needs.
+"""
+
+import contextlib
+import io
+import json
+import os
+import runpy  # noqa: F401  (what `python3 -m` imports)
+import sys
+from pathlib import Path
+
+
+def _fake_root(scratch: Path, kernel: Path, reserved: int) -> Path:
+    root = scratch / f"root-{reserved}"
+    for rel, text in {
+        "sys/kernel/kexec_crash_size": f"{reserved}\n",
+        "sys/kernel/kexec_crash_loaded": "0\n",
+        "proc/cmdline": "console=ttyS0 crashkernel=256M panic=-1\n",
+        "proc/sys/kernel/osrelease": "6.1.0-trace-amd64\n",
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "boot").mkdir(exist_ok=True)
+    (root / "boot/capture.img").write_bytes(b"\0" * 4096)
+    # A copy, not a symlink: the view resolves absolute links inside the fake root.
+    (root / "boot/vmlinuz").write_bytes(kernel.read_bytes())
+    return root
+
+
+def main() -> int:
+    repo, kernel, scratch = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    os.environ["MKKDUMPRD_FORBID_KEXEC"] = "1"
+    sys.path.insert(0, str(repo))
+    from mkkdumprd.loader.__main__ import main as loader_main
+
+    calls: list[int] = []
+
+    def fake_syscall(nr: int, kfd: int, ifd: int, n: int, cmd: bytes | None, fl: int) -> None:
+        calls.append(fl)
+
+    ok = _fake_root(scratch, kernel, 256 << 20)
+    none = _fake_root(scratch, kernel, 0)
+    runs = [
+        (none, ["load", "--kernel", "/boot/vmlinuz", "--initrd", "/boot/capture.img"], 1),
+        (ok, ["status"], 3),
+        (ok, ["load", "--dry-run", "--kernel", "/boot/vmlinuz", "--initrd",
+              "/boot/capture.img"], 0),
+        (ok, ["load", "--kernel", "/boot/vmlinuz", "--initrd", "/boot/capture.img"], 0),
+        (ok, ["status", "--json"], 3),
+        (ok, ["unload"], 0),
+    ]
+    for root, argv, want in runs:
+        # The fake syscall stands in for the kernel: paths are the view's, not this host's.
+        os.chdir(root)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            rc = loader_main(["--root", str(root), *argv], syscall=fake_syscall)
+        if rc != want:
+            print(f"loader_trace: {argv} exited {rc}, expected {want}:\n{out.getvalue()}",
+                  file=sys.stderr)
+            return 1
+    if len(calls) != 2:
+        print(f"loader_trace: expected a load and an unload, saw {calls}", file=sys.stderr)
+        return 1
+    files = {name: getattr(m, "__file__", None) for name, m in sorted(sys.modules.items())}
+    json.dump({k: v for k, v in files.items() if v}, sys.stdout, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""A first stage that loads the capture kernel with the project's own loader, in Python.
+
+The guest gets Debian's /usr/bin/python3.11 (with its shared libraries), the standard-library
+modules `python3 -m mkkdumprd.loader` imports and nothing else, the loader's own source files
+under /opt/mkkdumprd (PYTHONPATH) with arch/x86_64.toml beside them, busybox for /init, the
+kernel as /boot/vmlinuz and a capture image as /boot/capture.img.
+
+Which modules the loader needs is not a hand-kept list: `loader_trace.py` runs every loader
+path with the same interpreter on the host (fake root, fake syscall) and reports sys.modules.
+The stdlib goes in as Debian's compiled bytecode placed where the source would be (sourceless
+.pyc: no source to ship, nothing compiled under TCG); the loader goes in as its .py sources.
+
+/init runs `step NAME COMMAND...` lines: each prints its output between two console markers
+with the exit code, and `parse_steps` reads them back from the console log.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlink_entry
+
+from .images import busybox_entries, host_binary, init_entry, write_initramfs
+
+GUEST_PYTHON = Path("/usr/bin/python3.11")
+STDLIB = Path("/usr/lib/python3.11")
+LOADER_ROOT = "/opt/mkkdumprd"
+REPO = Path(__file__).resolve().parents[3]
+TRACER = Path(__file__).with_name("loader_trace.py")
+# Imported on the host through site.py's hooks (Debian's sitecustomize, setuptools' .pth);
+# the guest has neither the hooks nor dist-packages.
+_HOST_ONLY = {"__main__", "sitecustomize", "_distutils_hack"}
+
+STEP_BEGIN = "MKKDUMPRD-PY: begin"
+STEP_END = "MKKDUMPRD-PY: end"
+CRASHING_MARKER = "MKKDUMPRD-PY: crashing now"
+DONE_MARKER = "MKKDUMPRD-PY: script done"
+LOADER = "python3 -m mkkdumprd.loader"
+
+_INIT_HEAD = f"""#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PYTHONPATH={LOADER_ROOT} PYTHONDONTWRITEBYTECODE=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+step() {{
+    name=$1; shift
+    echo "{STEP_BEGIN} $name"
+    "$@" 2>&1
+    echo "{STEP_END} $name rc=$?"
+}}
+"""
+
+_INIT_CRASH = f"""echo 1 > /proc/sys/kernel/sysrq
+echo "{CRASHING_MARKER}"
+echo c > /proc/sysrq-trigger
+echo "MKKDUMPRD-PY: still alive after sysrq-c"
+poweroff -f
+"""
+
+_INIT_END = f"""echo "{DONE_MARKER}"
+poweroff -f
+"""
+
+
+def trace_loader_modules(kernel: Path) -> dict[str, Path]:
+    """{module: file} that `python3 -m mkkdumprd.loader` imports, traced with GUEST_PYTHON."""
+    return dict(_trace(kernel))
+
+
+@functools.cache
+def _trace(kernel: Path) -> tuple[tuple[str, Path], ...]:
+    if not GUEST_PYTHON.exists():
+        raise AssertionError(f"{GUEST_PYTHON} missing; run dev/setup (apt package python3.11)")
+    with tempfile.TemporaryDirectory(prefix="mkkdumprd-trace-") as scratch:
+        r = subprocess.run([str(GUEST_PYTHON), "-I", str(TRACER), str(REPO), str(kernel),
+                            scratch], capture_output=True, text=True, timeout=120,
+                           env={"PATH": "/usr/bin:/bin", "MKKDUMPRD_FORBID_KEXEC": "1"})
+    if r.returncode != 0:
+        raise AssertionError(f"tracing the loader's imports failed (rc {r.returncode}):\n"
+                             f"{r.stderr[-3000:]}")
+    mods: dict[str, str] = json.loads(r.stdout)
+    return tuple((k, Path(v)) for k, v in mods.items() if k not in _HOST_ONLY)
+
+
+def python_entries(modules: dict[str, Path]) -> list[Entry]:
+    """The interpreter and the traced standard library (pyc only, at the source's path)."""
+    entries = list(host_binary(GUEST_PYTHON, "the interpreter for the project's loader"))
+    entries.append(symlink_entry("/usr/bin/python3", GUEST_PYTHON.name, "python3 on PATH"))
+    extensions: list[str] = []
+    seen: set[Path] = set()
+    for path in modules.values():
+        if not path.is_relative_to(STDLIB) or path in seen:
+            continue
+        seen.add(path)
+        if path.suffix == ".so":
+            extensions.append(str(path))
+        elif path.suffix == ".py":
+            cached = Path(importlib.util.cache_from_source(str(path)))
+            if not cached.exists():
+                raise AssertionError(f"{cached} missing: Debian's compiled stdlib is incomplete")
+            entries.append(file_entry(str(path.with_suffix(".pyc")), cached,
+                                      f"stdlib module the loader imports ({path.name})",
+                                      mode=0o644))
+    # Extension modules with their libraries (_ctypes needs libffi, _lzma liblzma).
+    if extensions:
+        entries.extend(host_binary_many(extensions, "stdlib extension the loader imports"))
+    return entries
+
+
+def host_binary_many(paths: Sequence[str], reason: str) -> list[Entry]:
+    out: dict[str, Entry] = {}
+    for p in paths:
+        for e in host_binary(p, reason):
+            out.setdefault(str(e.path), e)
+    return list(out.values())
+
+
+def loader_entries(modules: dict[str, Path]) -> list[Entry]:
+    """The project's files the loader runs from, under LOADER_ROOT, and its arch data."""
+    pkg = REPO / "mkkdumprd"
+    entries: list[Entry] = []
+    for path in sorted(set(modules.values())):
+        if path.is_relative_to(pkg) and path.suffix == ".py":
+            rel = path.relative_to(REPO)
+            entries.append(file_entry(f"{LOADER_ROOT}/{rel}", path,
+                                      "mkkdumprd loader source", mode=0o644))
+    if not entries:
+        raise AssertionError(f"the trace shows no module of {pkg}; is the tracer broken?")
+    arch = REPO / "arch" / "x86_64.toml"
+    entries.append(file_entry(f"{LOADER_ROOT}/arch/x86_64.toml", arch, "arch data", mode=0o644))
+    return entries
+
+
+def step(name: str, *argv: str) -> str:
+    """One /init line: run `argv` (a shell command line) between markers."""
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(f"step name {name!r}")
+    return f"step {name} {' '.join(argv)}\n"
+
+
+def init_script(steps: Iterable[str], crash: bool) -> str:
+    return _INIT_HEAD + "".join(steps) + (_INIT_CRASH if crash else _INIT_END)
+
+
+def build_python_first_stage(kernel: Path, capture_image: Path, out: Path,
+                             script: str) -> Path:
+    """Write the first-stage initramfs (uncompressed, like the harness's own) to `out`."""
+    modules = trace_loader_modules(kernel)
+    spec = ImageSpec()
+    spec.extend(busybox_entries())
+    for e in python_entries(modules) + loader_entries(modules):
+        if e.path not in spec:
+            spec.add(e)
+    spec.add(dir_entry("/boot", "kernel and capture image"))
+    spec.add(file_entry("/boot/vmlinuz", kernel, "capture kernel", mode=0o644))
+    spec.add(file_entry("/boot/capture.img", capture_image, "capture image", mode=0o644))
+    spec.add(init_entry(script))
+    return write_initramfs(spec, out, "none")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    rc: int
+    output: str
+
+
+# Not anchored to line starts: the console may put escape sequences before the first one,
+# and a command's last line may lack its newline.
+_STEP = re.compile(rf"{STEP_BEGIN} (?P<name>[\w.-]+)\r?\n(?P<out>.*?)"
+                   rf"{STEP_END} (?P=name) rc=(?P<rc>\d+)\r?$", re.M | re.S)
+# A kernel message on the serial console between two lines of a step's output.
+_KMSG = re.compile(r"^\[\s*\d+\.\d+\] .*\r?\n", re.M)
+
+
+def parse_steps(console: str) -> dict[str, Step]:
+    steps: dict[str, Step] = {}
+    for m in _STEP.finditer(console):
+        out = _KMSG.sub("", m.group("out")).replace("\r\n", "\n")
+        steps[m.group("name")] = Step(m.group("name"), int(m.group("rc")), out)
+    return steps
