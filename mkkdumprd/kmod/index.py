@@ -118,9 +118,10 @@ class ModuleIndex:
             head, sep, tail = line.partition(":")
             if not sep:
                 continue
+            head = _relative(head)
             name = modname_from_path(head)
             modules[name] = head
-            dep_paths[name] = tail.split()
+            dep_paths[name] = [_relative(p) for p in tail.split()]
         # depmod lists users before providers; kmod loads the list right to left.
         name_of = {rel: name for name, rel in modules.items()}
         deps = {n: tuple(name_of.get(p) or modname_from_path(p) for p in reversed(ps))
@@ -267,22 +268,38 @@ def _transitive(direct: Mapping[str, tuple[str, ...]],
 
 
 def _index_is_current(kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
-    dep = kmoddir / "modules.dep"
+    """modules.dep and modules.alias exist, are newer than every module file, and
+    modules.dep names exactly the module names present (a shadowed duplicate, say
+    kernel/ under updates/, is not listed by depmod and does not count)."""
     try:
         stamp = min(os.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
+        text = (kmoddir / "modules.dep").read_text(errors="replace")
     except OSError:
         return False
     listed: set[str] = set()
-    for line in dep.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         head, sep, _ = line.partition(":")
         if sep:
-            listed.add(head)
+            listed.add(_relative(head))
     present: set[str] = set()
+    names: set[str] = set()
     for f in files:
         if f.mtime_ns > stamp:
             return False
         present.add(f.relpath)
-    return present == listed
+        names.add(modname_from_path(f.relpath))
+    return listed <= present and names == {modname_from_path(p) for p in listed}
+
+
+def _relative(path: str) -> str:
+    """Old depmods wrote absolute paths (/lib/modules/KVER/kernel/...) in modules.dep."""
+    if not path.startswith("/"):
+        return path
+    parts = path.split("/")
+    for i in (2, 3):  # /lib/modules/KVER/... or /usr/lib/modules/KVER/...
+        if len(parts) > i + 2 and parts[i] == "modules":
+            return "/".join(parts[i + 2:])
+    return path
 
 
 def _read_builtin(kmoddir: Path) -> frozenset[str]:

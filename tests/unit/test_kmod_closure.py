@@ -213,3 +213,31 @@ def test_softdep_cycle_and_first_line_match_real_modprobe(tmp_path: Path) -> Non
         want = list(dict.fromkeys(Path(line.split()[1]).name for line in out.splitlines()))
         got = [m.path.name for m in resolve_modules(idx, [name]).modules]
         assert got == want, name
+
+
+def test_updates_shadow_a_module_with_and_without_index(tmp_path: Path) -> None:
+    kmoddir = _make_tree(tmp_path, index=False)
+    write_module(kmoddir, "updates/dkms/mid.ko.xz", {"depends": "core"})
+    scanned = ModuleIndex.load(kmoddir, KVER)
+    assert scanned.source == "modinfo"
+    assert scanned.modules["mid"] == "updates/dkms/mid.ko.xz"
+    # depmod lists only the winning copy; the shadowed one must not make it look stale.
+    lines = [f"{rel}:" for name, rel in scanned.modules.items()]
+    (kmoddir / "modules.dep").write_text("\n".join(lines) + "\n")
+    (kmoddir / "modules.alias").write_text("")
+    idx = ModuleIndex.load(kmoddir, KVER)
+    assert idx.source == "index"
+    assert idx.modules["mid"] == "updates/dkms/mid.ko.xz"
+
+
+def test_absolute_paths_in_old_modules_dep(tmp_path: Path) -> None:
+    kmoddir = _make_tree(tmp_path, index=True)
+    dep = kmoddir / "modules.dep"
+    prefix = f"/lib/modules/{KVER}/"
+    dep.write_text("".join(
+        prefix + line.replace(" ", " " + prefix) + "\n"
+        for line in dep.read_text().splitlines()))
+    idx = ModuleIndex.load(kmoddir, KVER)
+    assert idx.source == "index"
+    assert _names(idx, "top") == ["core", "mid", "top"]
+    assert resolve_modules(idx, ["top"]).modules[0].relpath == "kernel/lib/core.ko"
