@@ -114,7 +114,9 @@ def _show_depends(root: Path, kver: str, confdir: Path, name: str) -> list[str] 
 def modprobe_show_depends(kernel: Kernel, names: Sequence[str], confdir: Path,
                           tag: str) -> dict[str, list[str] | None]:
     conf = b"".join(p.name.encode() + p.read_bytes() for p in sorted(confdir.glob("*.conf")))
-    key = hashlib.sha256(b"\0".join([kernel.kver.encode(), tag.encode(), conf,
+    kmod = subprocess.run(["modprobe", "--version"], capture_output=True,
+                          check=True).stdout
+    key = hashlib.sha256(b"\0".join([kernel.kver.encode(), tag.encode(), conf, kmod,
                                      "\n".join(names).encode()])).hexdigest()[:16]
     cache = CACHE / "kmod-oracle" / f"{kernel.kver}-{tag}-{key}.json"
     if cache.exists():
