@@ -170,6 +170,18 @@ def nfs_mount(system: HostView, server: str, hostonly: bool) -> NfsMount:
     return NfsMount(export, "nfs4", ("defaults",), "defaults")
 
 
+def nfs_versions(m: NfsMount) -> tuple[str, ...]:
+    """Versions the capture script tries in turn when the options pin none.
+
+    mount.nfs negotiates (4.2, 4.1, 4.0) in user space; the kernel's own parser, which the
+    capture image uses, takes `-t nfs4` alone as 4.0, which v4.1+-only servers refuse.
+    """
+    pinned = any(o.split("=", 1)[0] in ("vers", "nfsvers", "minorversion") for o in m.options)
+    if pinned or m.fstype != "nfs4":
+        return ()
+    return ("4.2", "4.1", "4.0")
+
+
 def nfs_env(m: NfsMount, p: NetworkPlan) -> str:
     """The capture mount: the server's address resolved at build time goes into the source
     (the kernel's mount needs an address; the image has no resolver for the kernel)."""
@@ -180,6 +192,7 @@ def nfs_env(m: NfsMount, p: NetworkPlan) -> str:
         "KDUMP_NFS_SERVER": m.export.spec,
         "KDUMP_NFS_FSTYPE": m.fstype,
         "KDUMP_NFS_OPTIONS": m.option_string,
+        "KDUMP_NFS_VERSIONS": " ".join(nfs_versions(m)),
     })
 
 

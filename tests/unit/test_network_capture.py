@@ -108,7 +108,12 @@ def test_nfs_env_uses_build_time_address() -> None:
     m = NfsMount(NfsExport("nas.lan", "/srv/x y"), "nfs4", ("rw", "vers=4.2"), "mountinfo")
     assert _env(capture.nfs_env(m, p)) == {
         "KDUMP_NFS_SOURCE": "[fd00::9]:/srv/x y", "KDUMP_NFS_SERVER": "nas.lan:/srv/x y",
-        "KDUMP_NFS_FSTYPE": "nfs4", "KDUMP_NFS_OPTIONS": "rw,vers=4.2"}
+        "KDUMP_NFS_FSTYPE": "nfs4", "KDUMP_NFS_OPTIONS": "rw,vers=4.2",
+        "KDUMP_NFS_VERSIONS": ""}
+    unpinned = NfsMount(NfsExport("h", "/x"), "nfs4", ("defaults",), "defaults")
+    assert capture.nfs_versions(unpinned) == ("4.2", "4.1", "4.0")
+    v3 = NfsMount(NfsExport("h", "/x"), "nfs", ("defaults",), "defaults")
+    assert capture.nfs_versions(v3) == ()
 
 
 def _hashed(host: str, salt: bytes) -> str:
