@@ -67,22 +67,22 @@ def find_kmoddir(view: HostView, kver: str) -> Path:
     raise ModuleDirMissing(kver, searched)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: equal trees are still different indexes
 class ModuleIndex:
     kver: str
     kmoddir: Path
     source: str                                  # "index" or "modinfo"
-    modules: Mapping[str, str]                   # name -> relpath as in modules.dep
-    deps: Mapping[str, tuple[str, ...]]          # name -> all hard deps, providers first
-    aliases: AliasTable
-    softdeps: tuple[SoftDep, ...]                # modprobe.d first, then the modules'
-    builtin: frozenset[str]
-    builtin_aliases: AliasTable
-    order: Mapping[str, int]                     # name -> position in modules.order
-    config: ModprobeConfig = field(default_factory=ModprobeConfig)
-    _symbols_file: Path | None = None
-    _firmware: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    _cache: dict[str, object] = field(default_factory=dict)
+    modules: Mapping[str, str] = field(repr=False)   # name -> relpath as in modules.dep
+    deps: Mapping[str, tuple[str, ...]] = field(repr=False)  # all hard deps, providers 1st
+    aliases: AliasTable = field(repr=False)
+    softdeps: tuple[SoftDep, ...] = field(repr=False)    # modprobe.d first, then modules'
+    builtin: frozenset[str] = field(repr=False)
+    builtin_aliases: AliasTable = field(repr=False)
+    order: Mapping[str, int] = field(repr=False)         # name -> place in modules.order
+    config: ModprobeConfig = field(default_factory=ModprobeConfig, repr=False)
+    _symbols_file: Path | None = field(default=None, repr=False)
+    _firmware: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     # ---- loading -------------------------------------------------------------------
 
