@@ -14,7 +14,7 @@ from tests.vm.harness.qemu import VM, VMSpec
 MARKER = "MKKDUMPRD-TINY-IMAGE-BOOTED"
 
 INIT = """#!/bin/sh
-export PATH=/bin
+export PATH=/bin:/usr/bin
 mount -t proc proc /proc
 echo "{marker} cmdline=$(cat /proc/cmdline)"
 poweroff -f

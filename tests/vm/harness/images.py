@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from mkkdumprd.elf.install import binary_entries
+from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
@@ -31,49 +33,26 @@ def write_initramfs(spec: ImageSpec, out: Path, compression: str = "zstd") -> Pa
     return out
 
 
-def host_binary(path: str | Path, reason: str) -> Iterator[Entry]:
+def host_binary(path: str | Path, reason: str) -> list[Entry]:
     """A host binary at the same path in the image, plus its shared-library closure."""
-    try:
-        from mkkdumprd.elf.install import binary_entries
-
-        from mkkdumprd.host import HostView
-    except ImportError:
-        binary_entries = None
-    if binary_entries is not None:
-        yield from binary_entries([Path(path)], HostView(Path("/")), reason)
-        return
-    # Until the product's closure lands: ldd as a test-side stand-in.
-    p = Path(path)
-    yield file_entry(str(p), p, reason)
-    for lib in _ldd(p):
-        yield file_entry(str(lib), lib, f"library of {p.name}")
-
-
-def _ldd(binary: Path) -> list[Path]:
-    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
-    libs: list[Path] = []
-    for line in out.splitlines():
-        parts = line.split()
-        if "=>" in parts:
-            i = parts.index("=>")
-            if i + 1 < len(parts) and parts[i + 1].startswith("/"):
-                libs.append(Path(parts[i + 1]))
-        elif parts and parts[0].startswith("/"):
-            libs.append(Path(parts[0]))
-    return libs
+    return binary_entries([str(path)], HostView(Path("/")), reason)
 
 
 def busybox_entries() -> Iterator[Entry]:
-    """busybox at /bin/busybox (with its libraries if it is dynamic) and applet symlinks."""
+    """busybox (with its libraries if it is dynamic) and its applets as symlinks beside it.
+
+    On a merged-/usr host /bin is a symlink to usr/bin, and the image gets the same link
+    (binary_entries keeps the host's layout), so the applets go where /bin really points.
+    """
     if not BUSYBOX.exists():
         raise AssertionError("/bin/busybox missing; run dev/setup (apt package busybox)")
     yield from host_binary(BUSYBOX, "shell and tools for the test /init")
+    bindir = HostView(Path("/")).resolve(str(BUSYBOX.parent))
     applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
     for a in applets:
         if a != "busybox":
-            yield symlink_entry(f"/bin/{a}", "busybox", "busybox applet")
-    yield symlink_entry("/sbin", "bin", "one bin directory")
+            yield symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet")
     for d in ("/proc", "/sys", "/dev", "/tmp", "/mnt", "/run"):
         yield dir_entry(d, "mount point")
 
@@ -98,9 +77,11 @@ def module_entries(kmoddir: Path, kver: str, names: Iterable[str]) -> tuple[list
     """Entries for the modules and a shell snippet that loads them in order."""
     entries: list[Entry] = []
     lines: list[str] = []
+    # Where /lib really is, as binary_entries mirrors the host's /lib -> usr/lib link.
+    libdir = HostView(Path("/")).resolve("/lib")
     for ko in module_load_order(kmoddir, kver, names):
         rel = ko.relative_to(kmoddir)
-        dest = f"/lib/modules/{kver}/{rel}"
+        dest = f"{libdir}/modules/{kver}/{rel}"
         entries.append(file_entry(dest, ko, "kernel module for the test", mode=0o644))
         lines.append(f"insmod {dest} || echo 'insmod {rel} failed'")
     return entries, "\n".join(lines)

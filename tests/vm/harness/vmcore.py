@@ -12,7 +12,8 @@ SYSRQ_CRASH_LINES = ("sysrq: Trigger a crash", "Kernel panic - not syncing: sysr
 
 
 def dump_dmesg(vmcore: Path, out: Path | None = None) -> str:
-    out = out or vmcore.with_name(vmcore.name + "-dmesg.txt")
+    """The kernel log stored in `vmcore` (written to `out`, which must not exist yet)."""
+    out = out or vmcore.with_name(vmcore.name + ".dump-dmesg.txt")
     r = subprocess.run([require_tool("makedumpfile"), "--dump-dmesg", str(vmcore), str(out)],
                        capture_output=True, text=True)
     if r.returncode != 0 or not out.exists():
