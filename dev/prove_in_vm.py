@@ -111,6 +111,10 @@ def main() -> int:
     if (dest / "vmcore-dmesg.txt").exists():
         print(f"dmesg:   {dest / 'vmcore-dmesg.txt'} (saved by the capture image)")
     print(f"total:   {time.monotonic() - t0:.1f} s")
+    print("the crash, as the vmcore's kernel log has it:")
+    for line in log.splitlines():
+        if any(c in line for c in vmcore.SYSRQ_CRASH_LINES):
+            print(f"    {line}")
     print(f"last {args.lines} lines of the crashed kernel's log (makedumpfile --dump-dmesg):")
     for line in log.splitlines()[-args.lines:]:
         print(f"    {line}")
