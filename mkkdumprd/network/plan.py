@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from mkkdumprd.errors import OperationError
@@ -51,8 +52,22 @@ def discover(view: HostView, host: str, *, dhcp: bool = False, hostname: str = "
         ip = ipconfig.dhcp(lookup.iface, target.address.version)
     else:
         src = addresses.source_address(view, lookup)
-        ip = ipconfig.static(src.address, src.prefix, lookup.iface, lookup.gateway, hostname)
+        gateway = lookup.gateway or default_gateway(view, lookup.iface, target.address.version)
+        ip = ipconfig.static(src.address, src.prefix, lookup.iface, gateway, hostname)
     return NetworkPlan(target, ip, device, tuple(interfaces.stack_args(device)))
+
+
+def default_gateway(view: HostView, iface: str, family: int) -> route.IPAddress | None:
+    """The default route's gateway on `iface`, if it has one.
+
+    Kept even when the target is on-link, as dracut's ip= and Fedora's cloned connection
+    keep it: name servers and the rest of the network may be behind it.
+    """
+    default = route.select_route(
+        [r for r in route.routes_for(view, family) if r.iface == iface and r.gateway],
+        ipaddress.ip_address("0.0.0.0" if family == 4 else "::"),
+    )
+    return default.gateway if default is not None and default.network.prefixlen == 0 else None
 
 
 def from_user(view: HostView, host: str, ip: IpConfig) -> NetworkPlan:

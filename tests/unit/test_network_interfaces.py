@@ -80,6 +80,9 @@ def test_plan_static_ipv4_through_vlan(net: FakeNet) -> None:
     assert p.stack == ("vlan=eth0.5:eth0",)
     assert [n.name for n in p.nics] == ["eth0"]
     assert p.needs_resolver and str(p.target.address) == "192.0.2.10"
+    # an on-link target keeps the interface's default gateway in ip=, as dracut does
+    onlink = plan.discover(HostView(net.root), "10.5.3.3")
+    assert onlink.ip.to_dracut() == "10.5.0.20::10.5.0.1:255.255.0.0::eth0.5:none"
     dh = plan.discover(HostView(net.root), "192.0.2.10", dhcp=True)
     assert dh.ip.to_dracut() == "eth0.5:dhcp" and not dh.needs_resolver
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mkkdumprd.host import HostView
 from tests.support.debian_kernel import Kernel
+from tests.support.fake_network import FakeNet
 from tests.vm.conftest import BuildImage
 from tests.vm.harness import vmcore
 from tests.vm.harness.crash import crash_cycle
@@ -49,7 +51,8 @@ def test_nfs_dump(kernel: Kernel, tmp_path: Path, build_capture: BuildImage) -> 
     assert files["vmcore"].stat().st_size > 1 << 20
     vmcore.assert_sysrq_crash(files["vmcore-dmesg.txt"].read_text(errors="replace"),
                               "vmcore-dmesg.txt")
-    vmcore.assert_sysrq_crash(vmcore.dump_dmesg(files["vmcore"]), "vmcore")
+    vmcore.assert_sysrq_crash(vmcore.dump_dmesg(files["vmcore"], tmp_path / "dmesg.txt"),
+                              "vmcore")
 
 
 @pytest.mark.vm
@@ -67,3 +70,57 @@ def test_nfs_server_down_runs_failure_action(kernel: Kernel, tmp_path: Path,
     assert "cannot mount NFS 10.0.2.100:/export within" in console, console[-4000:]
     assert "reboot: Power down" in console, \
         f"failure_action poweroff did not power off:\n{console[-4000:]}"
+
+
+def _guest_system(root: Path) -> HostView:
+    """/proc and /sys of the guest as a host-only build sees its machine: a virtio NIC
+    (QEMU's default MAC) with slirp's addresses, and the export mounted with options the
+    capture kernel must rewrite."""
+    net = FakeNet(root)
+    dev = "sys/devices/pci0000:00/0000:00:02.0"
+    for rel, target in ((f"{dev}/driver", "../../../bus/pci/drivers/virtio-pci"),
+                        ("sys/bus/pci/drivers/virtio-pci/module", "../../../../module/virtio_pci"),
+                        (f"{dev}/virtio0/driver", "../../../../bus/virtio/drivers/virtio_net"),
+                        ("sys/bus/virtio/drivers/virtio_net/module",
+                         "../../../../module/virtio_net"),
+                        ("sys/class/net/eth0", f"../../{dev[4:]}/virtio0/net/eth0")):
+        net.symlink(rel, target)
+    (root / "sys/module/virtio_pci").mkdir(parents=True)
+    (root / "sys/module/virtio_net").mkdir(parents=True)
+    net.write(f"{dev}/virtio0/net/eth0/address", "52:54:00:12:34:56\n")
+    net.symlink(f"{dev}/virtio0/net/eth0/device", "../../../virtio0")
+    net.addr4("eth0", "10.0.2.15/24")
+    net.route4("eth0", "0.0.0.0/0", "10.0.2.2")
+    net.commit()
+    net.write("/proc/self/mountinfo",
+              "40 1 0:40 / /mnt/dumps rw,relatime - nfs4 10.0.2.100:/export ro,vers=4.1,"
+              "rsize=1048576,hard,proto=tcp,timeo=50,retrans=2,sec=sys,clientaddr=10.0.2.15,"
+              "local_lock=none,addr=10.0.2.100\n")
+    return HostView(root)
+
+
+@pytest.mark.vm
+def test_nfs_dump_host_only_static(kernel: Kernel, tmp_path: Path) -> None:
+    """A host-only image: static ip= from the machine's route, NIC found by MAC, its driver
+    from sysfs, mount options from the live mount (addr/clientaddr/proto dropped, ro→rw)."""
+    from mkkdumprd.build.builder import BuildRequest, build_image
+    from mkkdumprd.config.kdumpconf import load_kdump_conf
+
+    system = _guest_system(tmp_path / "guest")
+    config = load_kdump_conf(_conf(tmp_path, "/"))
+    result = build_image(BuildRequest(
+        config=config, kver=kernel.kver, kmoddir=kernel.kmoddir, view=HostView.live(),
+        system=system, arch="x86_64", hostonly=True, output=tmp_path / "capture.img"))
+    assert {"virtio_net", "virtio_pci", "nfsv4"} <= set(result.kernel_modules)
+    with NfsServer(tmp_path / "nfs").start() as srv:
+        run = crash_cycle(kernel, tmp_path / "capture.img", [], tmp_path,
+                          guestfwd=[srv.guestfwd(2049)])
+    console = run.console.split(LOADED_MARKER, 1)[-1]
+    assert ("network: ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none "
+            "(card 52:54:00:12:34:56)") in console, console[-4000:]
+    assert "-o rw,relatime,vers=4.1,rsize=1048576,hard,timeo=50,retrans=2,sec=sys," \
+           "local_lock=none)" in console, console[-4000:]
+    dumps = [p for p in srv.export.iterdir() if DUMP_DIR.fullmatch(p.name)]
+    assert len(dumps) == 1, f"{list(srv.export.iterdir())}; console:\n{console[-4000:]}"
+    assert sorted(p.name for p in dumps[0].iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    vmcore.assert_sysrq_crash(vmcore.dump_dmesg(dumps[0] / "vmcore", tmp_path / "dmesg.txt"))
