@@ -1,0 +1,120 @@
+"""The network, nfs and ssh modules in real builds: the Debian test kernel's modules, this
+machine's busybox, ssh and makedumpfile; fake /proc and /sys trees for host-only builds."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mkkdumprd.build.builder import BuildRequest, BuildResult, assemble
+from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
+from mkkdumprd.errors import OperationError
+from mkkdumprd.host import HostView
+from mkkdumprd.image.spec import Entry, Kind
+from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.fake_network import FakeNet
+
+DRIVERS = ("virtio_pci", "virtio_net")
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Kernel:
+    return debian_kernel()
+
+
+def _build(kernel: Kernel, config: KdumpConfig, system: HostView | None = None,
+           hostonly: bool = False) -> BuildResult:
+    return assemble(BuildRequest(config, kernel.kver, kernel.kmoddir, HostView.live(),
+                                 system or HostView.live(), "x86_64", hostonly=hostonly,
+                                 add_drivers=DRIVERS))
+
+
+def _entry(r: BuildResult, path: str) -> Entry:
+    for e in r.spec.complete():
+        if str(e.path) == path or str(e.path) == "/usr" + path:
+            return e
+    raise AssertionError(f"{path} not in the image")
+
+
+def _text(e: Entry) -> str:
+    assert e.data is not None
+    return e.data.decode()
+
+
+@pytest.fixture
+def ssh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")],
+                   check=True)
+    (tmp_path / ".ssh").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_ssh_image_has_client_key_host_key_and_passwd(kernel: Kernel, ssh_home: Path) -> None:
+    host_pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK7hostkey"
+    (ssh_home / ".ssh/known_hosts").write_text(f"[10.0.2.100]:2222 ssh-rsa AAAAother\n"
+                                               f"10.0.2.100 {host_pub}\n")
+    cfg = KdumpConfig(target=Target(TargetKind.SSH, server="root@10.0.2.100"),
+                      path="/srv/it's dumps", sshkey=str(ssh_home / "key"))
+    r = _build(kernel, cfg)
+    assert {"network", "ssh"} <= set(r.modules) and "virtio_net" in r.kernel_modules
+    key = _entry(r, "/root/.ssh/kdump_id")
+    assert key.source == ssh_home / "key" and key.mode == 0o600
+    assert _text(_entry(r, "/root/.ssh/known_hosts")) == f"10.0.2.100 {host_pub}\n"
+    assert _text(_entry(r, "/etc/passwd")).startswith("root:x:0:0:")
+    assert any(str(b).endswith("/ssh") for b in r.binaries)
+    assert any("libcrypto" in str(e.path) for e in r.spec.complete())
+    for script in ("/lib/kdump/target.sh", "/lib/kdump/network.sh", "/lib/kdump/udhcpc.sh"):
+        subprocess.run(["sh", "-n"], input=_entry(r, script).data, check=True)
+    assert "KDUMP_NET_MODE=dhcp" in _text(_entry(r, "/lib/kdump/network.env"))
+    applets = {str(e.path).rsplit("/", 1)[1] for e in r.spec.complete()
+               if e.kind is Kind.SYMLINK and e.target and e.target.endswith("busybox")}
+    assert {"ip", "udhcpc", "timeout", "tail"} <= applets
+
+
+def test_ssh_without_recorded_host_key_or_key_fails_with_the_fix(
+        kernel: Kernel, ssh_home: Path) -> None:
+    cfg = KdumpConfig(target=Target(TargetKind.SSH, server="root@10.0.2.100"),
+                      sshkey=str(ssh_home / "key"))
+    with pytest.raises(OperationError, match=r"no host key for 10\.0\.2\.100.*propagate"):
+        _build(kernel, cfg)
+    cfg = KdumpConfig(target=Target(TargetKind.SSH, server="root@10.0.2.100"),
+                      sshkey=str(ssh_home / "missing"))
+    with pytest.raises(OperationError, match="does not exist; create and install it"):
+        _build(kernel, cfg)
+
+
+def test_nfs_image_for_another_machine(kernel: Kernel) -> None:
+    cfg = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.2.100:/export"))
+    r = _build(kernel, cfg)
+    assert "nfsv4" in r.kernel_modules and "sunrpc" in r.kernel_modules
+    env = _text(_entry(r, "/lib/kdump/nfs.env"))
+    assert "KDUMP_NFS_SOURCE=10.0.2.100:/export\n" in env
+    assert "KDUMP_NFS_VERSIONS='4.2 4.1 4.0'" in env
+    subprocess.run(["sh", "-n"], input=_entry(r, "/lib/kdump/target.sh").data, check=True)
+
+
+def test_nfs_host_only_vlan_on_bond(kernel: Kernel, tmp_path: Path) -> None:
+    net = FakeNet(tmp_path)
+    net.nic("eth0", "52:54:00:00:00:01", pci="0000:00:03.0")
+    net.nic("eth1", "52:54:00:00:00:02", pci="0000:00:04.0")
+    net.bond("bond0", "52:54:00:00:00:01", ["eth0", "eth1"])
+    net.vlan("bond0.7", "52:54:00:00:00:01", "bond0", 7)
+    net.addr4("bond0.7", "10.7.0.5/24")
+    net.route4("bond0.7", "0.0.0.0/0", "10.7.0.1")
+    net.commit()
+    net.write("/etc/fstab", "nas:/dumps /var/crash nfs nfsvers=3,ro,nofail 0 0\n")
+    net.write("/etc/hosts", "192.0.2.9 nas\n")
+    net.write("/etc/resolv.conf", "nameserver 192.0.2.53\n")
+    cfg = KdumpConfig(target=Target(TargetKind.NFS, server="nas:/dumps"))
+    r = _build(kernel, cfg, system=HostView(tmp_path), hostonly=True)
+    assert "nfsv3" in r.kernel_modules and "8021q" in r.kernel_modules
+    assert any("does not rebuild bond bond0" in w for w in r.warnings)
+    env = _text(_entry(r, "/lib/kdump/network.env"))
+    assert "KDUMP_NET_IPARG=10.7.0.5::10.7.0.1:255.255.255.0::bond0.7:none" in env
+    assert "KDUMP_NET_VLAN=7" in env
+    nfs = _text(_entry(r, "/lib/kdump/nfs.env"))
+    assert "KDUMP_NFS_SOURCE=192.0.2.9:/dumps" in nfs and "KDUMP_NFS_OPTIONS=nfsvers=3,rw\n" in nfs
+    assert _text(_entry(r, "/etc/resolv.conf")) == "nameserver 192.0.2.53\n"
