@@ -81,7 +81,7 @@ def main() -> int:
         try:
             run = crash_cycle(kernel, image, [disk], work, timeout=args.timeout, log=console)
         except VMError as e:
-            return fail(str(e).splitlines()[0], console)
+            return fail(str(e).split("; console tail")[0], console)
         print(f"    VM finished in {run.seconds:.1f} s; console log: {console}")
 
         dumps = disks.ext4_find_dumps(disk)
