@@ -1,5 +1,6 @@
-"""kdump: the user's executables (kdump_pre, kdump_post, extra_bins) and a core collector
-other than makedumpfile, each with what it needs to run.
+"""kdump: the user's executables (kdump_pre, kdump_post, extra_bins, the executables in
+/etc/kdump/pre.d and post.d) and a core collector other than makedumpfile, each with what
+it needs to run.
 
 They keep their host paths, so the paths in kdump.conf work unchanged in the image. A
 script whose interpreter is /bin/sh runs with the image's shell, so its host /bin/sh (dash,
@@ -8,6 +9,7 @@ bash) is not pulled in beside busybox.
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePosixPath
 
 from mkkdumprd.build.hooks import BuildContext
@@ -15,38 +17,59 @@ from mkkdumprd.elf.install import binary_entries, find_binary
 from mkkdumprd.errors import UsageError
 from mkkdumprd.image.spec import Entry, file_entry
 
+HOOK_DIRS = ("/etc/kdump/pre.d", "/etc/kdump/post.d")
+
 
 def _locate(ctx: BuildContext, what: str, name: str) -> PurePosixPath:
     if "/" in name:
         if not ctx.view.is_file(name):
             raise UsageError(f"{what} {name} does not exist in {ctx.view.root}; fix the path "
                              f"in {ctx.config.source}")
-        return PurePosixPath(name)
-    found = find_binary(ctx.view, name)
-    if found is None:
-        raise UsageError(f"{what} {name} is not on the PATH of {ctx.view.root}; give its full "
-                         f"path in {ctx.config.source} or install it")
-    return found
+        path = PurePosixPath(name)
+    else:
+        found = find_binary(ctx.view, name)
+        if found is None:
+            raise UsageError(f"{what} {name} is not on the PATH of {ctx.view.root}; give its "
+                             f"full path in {ctx.config.source} or install it")
+        path = found
+    if not os.access(ctx.view.path(ctx.view.resolve(path)), os.X_OK):
+        raise UsageError(f"{what} {name} is not executable; chmod +x it or fix "
+                         f"{ctx.config.source}")
+    return path
 
 
-def _wanted(ctx: BuildContext) -> list[tuple[str, str]]:
+def _hook_dir_files(ctx: BuildContext) -> tuple[list[PurePosixPath], list[str]]:
+    run, skipped = [], []
+    for d in HOOK_DIRS:
+        for name in ctx.view.listdir(d):
+            p = PurePosixPath(d) / name
+            if not ctx.view.is_file(p):
+                continue
+            if os.access(ctx.view.path(ctx.view.resolve(p)), os.X_OK):
+                run.append(p)
+            else:
+                skipped.append(str(p))
+    return run, skipped
+
+
+def _wanted(ctx: BuildContext) -> list[tuple[str, PurePosixPath]]:
     c = ctx.config
     out = []
     if c.kdump_pre:
-        out.append(("kdump_pre", c.kdump_pre))
+        out.append(("kdump_pre", _locate(ctx, "kdump_pre", c.kdump_pre)))
     if c.kdump_post:
-        out.append(("kdump_post", c.kdump_post))
-    out.extend(("extra_bins", b) for b in c.extra_bins)
+        out.append(("kdump_post", _locate(ctx, "kdump_post", c.kdump_post)))
+    out.extend(("extra_bins", _locate(ctx, "extra_bins", b)) for b in c.extra_bins)
     collector = c.core_collector[0]
     if PurePosixPath(collector).name != "makedumpfile":
-        out.append(("core_collector", collector))
+        out.append(("core_collector", _locate(ctx, "core_collector", collector)))
+    out.extend((f"{p.parent.name} hook", p) for p in _hook_dir_files(ctx)[0])
     return out
 
 
 def entries(ctx: BuildContext) -> list[Entry]:
     out: list[Entry] = []
-    for what, name in _wanted(ctx):
-        path = _locate(ctx, what, name)
+    for what, path in _wanted(ctx):
         reason = ctx.reason(f"{what} from {ctx.config.source}")
         real = ctx.view.path(ctx.view.resolve(path))
         with open(real, "rb") as f:
@@ -56,3 +79,8 @@ def entries(ctx: BuildContext) -> list[Entry]:
         else:
             out.extend(binary_entries([path], ctx.view, reason))
     return out
+
+
+def check(ctx: BuildContext) -> list[str]:
+    return [f"{p} is not executable and is left out of the capture image"
+            for p in _hook_dir_files(ctx)[1]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -381,3 +382,21 @@ def test_dump_to_rootfs_module_knows_the_root_filesystem(kernel: Kernel, tmp_pat
     # Built for another machine, the root filesystem is unknown: said at build time.
     res = assemble(_req(kernel, HostView.live(), system=system, config=cfg))
     assert any("dump_to_rootfs" in w and "--no-hostonly" in w for w in res.warnings)
+
+
+def test_hook_dirs_and_executable_checks(kernel: Kernel, tmp_path: Path) -> None:
+    root = make_sysroot(tmp_path / "root",
+                        [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p])
+    pre_d = root / "etc/kdump/pre.d"
+    pre_d.mkdir(parents=True)
+    (pre_d / "10-run").write_text("#!/bin/sh\ntrue\n")
+    (pre_d / "10-run").chmod(0o755)
+    (pre_d / "20-plain").write_text("#!/bin/sh\ntrue\n")
+    (pre_d / "20-plain").chmod(0o644)
+    res = assemble(_req(kernel, HostView(root)))
+    assert res.spec.get("/etc/kdump/pre.d/10-run") is not None
+    assert res.spec.get("/etc/kdump/pre.d/20-plain") is None
+    assert any("/etc/kdump/pre.d/20-plain is not executable" in w for w in res.warnings)
+    plain = "/etc/kdump/pre.d/20-plain"
+    with pytest.raises(UsageError, match=re.escape(f"kdump_pre {plain} is not executable")):
+        assemble(_req(kernel, HostView(root), config=_config(kdump_pre=plain)))

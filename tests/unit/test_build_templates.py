@@ -228,7 +228,8 @@ def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedT
     values: dict[str, object] = {
         "libdir": str(libdir), "mnt": str(mnt), "vmcore": str(vmcore),
         "sysrq_trigger": str(sysrq), "moddir": str(root / "modules"),
-        "cmdline": str(root / "no-cmdline"), "console": "/dev/null", **override}
+        "cmdline": str(root / "no-cmdline"), "console": "/dev/null",
+        "hookdir": str(root / "no-hooks"), **override}
     ctx = _context(config, target, **values)
     _render_all(ctx, libdir, target_template)
     for name, body in FAKES.items():
@@ -470,3 +471,30 @@ def test_dump_to_rootfs_without_a_known_root(tmp_path: Path, shell: str) -> None
     assert "dump to the root filesystem failed too: the root filesystem was not known" \
         in run.out
     assert run.log.splitlines()[-1] == "ACTION halt -f"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_pre_d_and_post_d_run_in_fedora_order(tmp_path: Path, shell: str,
+                                              blockdev: Path) -> None:
+    hookdir = tmp_path / "etc-kdump"
+    scripts = {
+        "pre.d/10-first": 'echo "PRE.D first" >>"$LOG"',
+        "pre.d/20-fails": 'echo "PRE.D fails" >>"$LOG"; exit 4',
+        "pre.d/30-not-executable": 'echo "MUST NOT RUN" >>"$LOG"',
+        "post.d/10-post": 'echo "POST.D [$1]" >>"$LOG"',
+    }
+    for rel, body in scripts.items():
+        p = hookdir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("#!/bin/sh\n" + body + "\n")
+        p.chmod(0o644 if "not-executable" in rel else 0o755)
+    pre = _hook(tmp_path, "pre", 'echo "KDUMP_PRE" >>"$LOG"')
+    post = _hook(tmp_path, "post", 'echo "KDUMP_POST [$1]" >>"$LOG"')
+    config = _config(kdump_pre=pre, kdump_post=post)
+    run = _run_flow(tmp_path, shell, config, _local_target(), env={"FAKE_DEV": str(blockdev)},
+                    hookdir=str(hookdir))
+    ours = [x for x in run.log.splitlines() if x.isupper() or x.startswith(("PRE", "POST",
+                                                                            "KDUMP"))]
+    assert ours == ["KDUMP_PRE", "PRE.D first", "PRE.D fails", "POST.D [0]", "KDUMP_POST [0]"]
+    assert "pre.d/20-fails exited with status 4" in run.out
+    assert "kdump: dump saved to" in run.out
