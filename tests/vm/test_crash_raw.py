@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.debian_kernel import Kernel
-from tests.vm.conftest import BuildImage
+from tests.vm.conftest import BuildImage, run_mkkdumprd
 from tests.vm.harness import disks, vmcore
 from tests.vm.harness.crash import crash_cycle
 
@@ -27,3 +27,18 @@ def test_raw_dump(kernel: Kernel, tmp_path: Path, build_capture: BuildImage) -> 
     vmc = disks.unflatten_raw(disk, tmp_path / "vmcore")
     assert vmc.stat().st_size > 1 << 20
     vmcore.assert_sysrq_crash(vmcore.dump_dmesg(vmc), "vmcore from the raw disk")
+
+    # The product's first-kernel recovery (Fedora's save_raw) from the same disk image.
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    r = run_mkkdumprd(["savecore", "--device", str(disk), "--path", str(saved)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    recovered = sorted(saved.glob("*/vmcore"))
+    assert len(recovered) == 1, f"{list(saved.rglob('*'))}\n{r.stdout}{r.stderr}"
+    vmcore.assert_sysrq_crash(vmcore.dump_dmesg(recovered[0]), "vmcore from savecore")
+    with open(disk, "rb") as f:
+        assert f.read(512) == bytes(512), "savecore left the flattened header in place"
+    # A second run must not find the same dump again.
+    r = run_mkkdumprd(["savecore", "--device", str(disk), "--path", str(saved)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(saved.glob("*/vmcore")) == recovered
