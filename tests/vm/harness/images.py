@@ -92,7 +92,8 @@ def init_entry(script: str) -> Entry:
 
 
 def require_tool(name: str) -> str:
-    path = shutil.which(name)
+    # mkfs.ext4, debugfs and kexec live in sbin, which a non-root PATH may lack.
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
     if path is None:
         raise AssertionError(f"{name} not found on PATH; run dev/setup")
     return path
