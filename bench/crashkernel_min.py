@@ -50,7 +50,7 @@ NOT_LOADED = "MKKDUMPRD-BENCH: not loaded"
 # What a failed probe shows on the console, first match named.
 FAILURE_SIGNS = (
     ("initramfs unpack", r"Initramfs unpacking failed|Unable to mount root fs"),
-    ("oom", r"Out of memory|oom-kill|invoked oom-killer"),
+    ("oom", r"deadlocked on memory|Out of memory|oom-kill|invoked oom-killer"),
     ("capture panic", r"Kernel panic - not syncing(?!: sysrq)"),
     ("kdump failure", r"kdump: .*(fail|FAIL)"),
 )
