@@ -153,7 +153,7 @@ def assemble(req: BuildRequest) -> BuildResult:
 
     raw = ImageSpec()
     raw.extend(acc.entries)
-    raw.extend(_binary_entries(acc, req.view))
+    raw.extend(_binary_entries(acc, req.view, req.arch))
     kmod_names = _kernel_modules(req, acc, index, raw)
     raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs))
     spec = fold_symlinked_dirs(raw)
@@ -239,12 +239,13 @@ def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
     acc.kmods.extend(m.kernel_modules)
 
 
-def _binary_entries(acc: _Acc, view: HostView) -> list[Entry]:
+def _binary_entries(acc: _Acc, view: HostView, arch: str) -> list[Entry]:
     from mkkdumprd.elf.install import binary_entries
 
     out: list[Entry] = []
     for module, paths in acc.binaries.items():
-        out.extend(binary_entries(paths, view, f"binary (module {module})"))
+        out.extend(binary_entries(paths, view, f"binary (module {module})",
+                                  machine=arch))
     return out
 
 

@@ -132,6 +132,8 @@ class Resolver:
         # Objects found through ld.so.cache outside the default directories: the image's
         # loader finds those only if the image carries the cache too.
         self.needs_cache: set[PurePosixPath] = set()
+        # Candidates skipped for being built for another class/machine, for the messages.
+        self.foreign: dict[PurePosixPath, str] = {}
         self._system: dict[tuple[int, str, bool],
                            tuple[tuple[PurePosixPath, ElfObject] | None, list[str]]] = {}
 
@@ -325,10 +327,11 @@ class Resolver:
         if want is None:
             self.expected = (elf.machine, elf.elf_class)
         elif (elf.machine, elf.elf_class) != want:
-            how = "as requested" if self.forced else "like the first binary"
-            raise ElfError(f"{root} is a {elf.elf_class}-bit {elf.machine} binary, not "
-                           f"{want[1]}-bit {want[0]} {how}; all binaries of an image must "
-                           "be built for its architecture")
+            how = "as requested (--arch)" if self.forced else "like the first binary"
+            raise ElfError(f"{root}{self.where} is a {elf.elf_class}-bit {elf.machine} "
+                           f"binary, not {want[1]}-bit {want[0]} {how}; all binaries of an "
+                           "image must be built for its architecture: use a --sysroot of "
+                           "that architecture or give the matching --arch")
         main = _Map(root, real, elf, {str(root)}, None, str(real.parent))
         if elf.soname:
             main.names.add(elf.soname)
@@ -337,8 +340,9 @@ class Resolver:
             interp = PurePosixPath(elf.interp)
             ielf = self._verify(proc, interp)
             if ielf is None:
+                note = self._foreign_note(str(interp), proc.target)
                 raise ElfError(f"{root} needs the interpreter {interp}, which is missing"
-                               f"{self.where} or built for another architecture")
+                               f"{self.where}{note or ' or built for another architecture'}")
             rtld = _Map(interp, self.real(interp), ielf, {str(interp)}, None,
                         str(interp.parent))
             if ielf.soname:
@@ -405,7 +409,8 @@ class Resolver:
                 return None, False
             raise ElfError(
                 f"{proc.main.path}: cannot find {name} ({why} of {loader.path}); searched "
-                f"{', '.join(searched) or 'nothing'}{self.where}; install the "
+                f"{', '.join(searched) or 'nothing'}{self.where}"
+                f"{self._foreign_note(name, proc.target)}; install the "
                 "library or fix the binary's RPATH/RUNPATH")
         path, elf = found
         assert elf is not None
@@ -504,13 +509,21 @@ class Resolver:
         if ident is None:
             return None
         t = proc.target
-        if ident.elf_class != t.elf_class:
+        if ident.elf_class != t.elf_class or ident.machine != t.machine:
+            self.foreign[path] = f"{ident.elf_class}-bit {ident.machine}"
             return None
         if ident.little_endian != proc.main.elf.little_endian:
             raise ElfError(f"{path} has the wrong byte order for {proc.main.path}")
-        if ident.machine != t.machine:
-            return None
         return self.elf(path)
+
+    def _foreign_note(self, name: str, t: Target) -> str:
+        """'; /lib/x/libfoo.so.1 is a 64-bit EM_X86_64 file, not ...' for skipped files."""
+        hits = [f"{p} is a {what} file" for p, what in self.foreign.items()
+                if p.name == PurePosixPath(name).name]
+        if not hits:
+            return ""
+        return (f"; {', '.join(hits[:3])}, not {t.elf_class}-bit {t.machine} (a library of "
+                "another architecture)")
 
     def _expand(self, dirs: tuple[str, ...], owner: _Map, t: Target) -> list[PurePosixPath]:
         out: list[PurePosixPath] = []

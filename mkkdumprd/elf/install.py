@@ -26,12 +26,14 @@ def find_binary(view: HostView, name: str) -> PurePosixPath | None:
 
 
 def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason: str, *,
-                   dlopen: Sequence[str] = ()) -> list[Entry]:
+                   dlopen: Sequence[str] = (), machine: str | None = None) -> list[Entry]:
     """Entries for `files` (kept at their paths) and everything the loader opens for them.
 
-    A bare name (no '/') is looked up on the view's PATH first.
+    A bare name (no '/') is looked up on the view's PATH first. `machine` (an --arch name
+    such as aarch64) makes a binary built for another architecture an error naming it;
+    without it the first binary sets the architecture.
     """
-    resolver = Resolver(view)
+    resolver = Resolver(view, machine)
     out: dict[PurePosixPath, Entry] = {}
     for f in files:
         root = resolver.locate(str(f))

@@ -27,7 +27,8 @@ def _applets(ctx: BuildContext) -> list[str]:
 def entries(ctx: BuildContext) -> list[Entry]:
     bb = find_binary(ctx.view, "busybox")
     if bb is not None:
-        out = binary_entries([bb], ctx.view, ctx.reason("busybox: the shell and tools"))
+        out = binary_entries([bb], ctx.view, ctx.reason("busybox: the shell and tools"),
+                             machine=ctx.arch)
         target = str(bb)
         for a in _applets(ctx):
             link = _BIN / a
@@ -44,7 +45,8 @@ def entries(ctx: BuildContext) -> list[Entry]:
                 f"neither busybox nor a shell (sh) is installed in {ctx.view.root}; install "
                 f"busybox (busybox-static) to build a capture image"
             )
-    out = binary_entries(found, ctx.view, ctx.reason("host tool (no busybox)"))
+    out = binary_entries(found, ctx.view, ctx.reason("host tool (no busybox)"),
+                         machine=ctx.arch)
     sh = found[0]
     if sh != _BIN / "sh":
         out.append(symlink_entry("/bin/sh", str(sh), ctx.reason("the shell")))

@@ -77,7 +77,7 @@ def entries(ctx: BuildContext) -> list[Entry]:
         if head.startswith(b"#!") and head[2:].split(maxsplit=1)[:1] in ([b"/bin/sh"], []):
             out.append(file_entry(str(path), real, reason, mode=0o755))
         else:
-            out.extend(binary_entries([path], ctx.view, reason))
+            out.extend(binary_entries([path], ctx.view, reason, machine=ctx.arch))
     return out
 
 
