@@ -72,7 +72,7 @@ def test_nfs_server_down_runs_failure_action(kernel: Kernel, tmp_path: Path,
         f"failure_action poweroff did not power off:\n{console[-4000:]}"
 
 
-def _guest_system(root: Path) -> HostView:
+def _guest_system(root: Path, mac: str = "52:54:00:12:34:56") -> HostView:
     """/proc and /sys of the guest as a host-only build sees its machine: a virtio NIC
     (QEMU's default MAC) with slirp's addresses, and the export mounted with options the
     capture kernel must rewrite."""
@@ -87,7 +87,7 @@ def _guest_system(root: Path) -> HostView:
         net.symlink(rel, target)
     (root / "sys/module/virtio_pci").mkdir(parents=True)
     (root / "sys/module/virtio_net").mkdir(parents=True)
-    net.write(f"{dev}/virtio0/net/eth0/address", "52:54:00:12:34:56\n")
+    net.write(f"{dev}/virtio0/net/eth0/address", mac + "\n")
     net.symlink(f"{dev}/virtio0/net/eth0/device", "../../../virtio0")
     net.addr4("eth0", "10.0.2.15/24")
     net.route4("eth0", "0.0.0.0/0", "10.0.2.2")
@@ -124,3 +124,26 @@ def test_nfs_dump_host_only_static(kernel: Kernel, tmp_path: Path) -> None:
     assert len(dumps) == 1, f"{list(srv.export.iterdir())}; console:\n{console[-4000:]}"
     assert sorted(p.name for p in dumps[0].iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
     vmcore.assert_sysrq_crash(vmcore.dump_dmesg(dumps[0] / "vmcore", tmp_path / "dmesg.txt"))
+
+
+@pytest.mark.vm
+def test_missing_network_card_runs_failure_action(kernel: Kernel, tmp_path: Path) -> None:
+    """A host-only image whose NIC (by MAC) is not in the machine waits, bounded, then
+    runs failure_action with the reason on the console."""
+    from mkkdumprd.build.builder import BuildRequest, build_image
+    from mkkdumprd.config.kdumpconf import load_kdump_conf
+
+    system = _guest_system(tmp_path / "guest", mac="52:54:00:ab:cd:ef")
+    config = load_kdump_conf(_conf(tmp_path, "/", "failure_action poweroff\n"))
+    build_image(BuildRequest(
+        config=config, kver=kernel.kver, kmoddir=kernel.kmoddir, view=HostView.live(),
+        system=system, arch="x86_64", hostonly=True, output=tmp_path / "capture.img"))
+    with NfsServer(tmp_path / "nfs").start() as srv:
+        run = crash_cycle(kernel, tmp_path / "capture.img", [], tmp_path,
+                          guestfwd=[srv.guestfwd(2049)],
+                          capture_append=f"{CAPTURE_APPEND} kdump.timeout={WAIT}")
+        assert not any(srv.export.iterdir())
+    console = run.console.split(LOADED_MARKER, 1)[1]
+    assert (f"network card 52:54:00:ab:cd:ef did not appear within {WAIT} s") in console, \
+        console[-4000:]
+    assert "reboot: Power down" in console, console[-4000:]
