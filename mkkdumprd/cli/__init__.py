@@ -63,9 +63,11 @@ def _register() -> None:
         deps_cmd,
         load_cmd,
         ls_cmd,
+        service_cmd,
     )
 
-    for mod in (build_cmd, config_cmd, crashkernel_cmd, deps_cmd, load_cmd, ls_cmd):
+    for mod in (build_cmd, config_cmd, crashkernel_cmd, deps_cmd, load_cmd, ls_cmd,
+                service_cmd):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 

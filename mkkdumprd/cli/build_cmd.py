@@ -41,10 +41,9 @@ def _human(n: int) -> str:
 
 def default_output(kver: str, view: HostView) -> Path:
     """Fedora's place: /boot when it is writable, /var/lib/mkkdumprd otherwise."""
-    boot = view.path("/boot")
-    if boot.is_dir() and os.access(boot, os.W_OK):
-        return boot / f"initramfs-{kver}kdump.img"
-    return view.path(f"/var/lib/mkkdumprd/initramfs-{kver}kdump.img")
+    from mkkdumprd.lifecycle.locations import capture_image
+
+    return view.path(capture_image(view, kver))
 
 
 def _default_kver(view: HostView, sysroot: Path | None) -> str:

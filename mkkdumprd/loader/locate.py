@@ -3,8 +3,8 @@
 Kernel search order, as Fedora's prepare_kdump_kernel: BOOT_IMAGE= of the running command
 line when it names this kernel version, then the arch's names under /boot, then Boot
 Loader Spec entries (/boot/loader/entries/*.conf, `version` + `linux`). The capture image is
-/boot/initramfs-KVERkdump.img when it exists, else /var/lib/mkkdumprd/initramfs-KVERkdump.img
-(where `mkkdumprd build` puts it when /boot is not writable).
+/boot/initramfs-KVERkdump.img when /boot is writable, else /var/lib/mkkdumprd/ (one rule for
+build and load: mkkdumprd/lifecycle/locations.py).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import PurePosixPath
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
+from mkkdumprd.lifecycle.locations import existing_capture_image
 from mkkdumprd.loader.cmdline import split_words
 
 BOOT = PurePosixPath("/boot")
-STATE_IMAGE_DIR = PurePosixPath("/var/lib/mkkdumprd")
 BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
 
 
@@ -84,8 +84,5 @@ def find_kernel(host: HostView, arch: ArchInfo, kver: str) -> PurePosixPath:
 
 
 def default_image(host: HostView, kver: str) -> PurePosixPath:
-    """Where the capture image for `kver` is (the /boot one when it exists)."""
-    boot = BOOT / f"initramfs-{kver}kdump.img"
-    if host.is_file(boot):
-        return boot
-    return STATE_IMAGE_DIR / f"initramfs-{kver}kdump.img"
+    """Where the capture image for `kver` is: where `mkkdumprd build` writes it by default."""
+    return existing_capture_image(host, kver)

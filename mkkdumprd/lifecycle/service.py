@@ -1,0 +1,176 @@
+"""kdumpctl's verbs: start, stop, reload, restart, rebuild (status is `mkkdumprd status`).
+
+start   = check the crashkernel= reservation, build the capture image if it is missing or
+          stale (build/freshness.py), load it. Already loaded: say so and change nothing.
+stop    = unload.
+reload  = unload + load the existing image, no rebuild (after a CPU/memory hotplug).
+restart = stop + start; the build and the load plan are done before the unload, so a
+          failing build leaves the old crash kernel loaded instead of none.
+rebuild = build unconditionally (kdumpctl rebuild); loads nothing.
+
+Every verb holds the service lock (lifecycle/lock.py). The machine is a HostView (a fake
+root in tests) and the kexec_file_load call is injected, as in the loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mkkdumprd.arch import ArchInfo
+from mkkdumprd.build.builder import BuildRequest, build_image
+from mkkdumprd.config.kdumpconf import load_kdump_conf
+from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.host import HostView
+from mkkdumprd.lifecycle import locations
+from mkkdumprd.lifecycle.lock import service_lock
+from mkkdumprd.loader import load as loader
+from mkkdumprd.loader import locate, status
+from mkkdumprd.loader.kexec import SyscallFn
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Service:
+    host: HostView                      # the machine: /etc, /boot, /lib/modules, /proc, /sys, /run
+    arch: ArchInfo
+    syscall: SyscallFn
+    config_path: Path | None = None     # None: /etc/kdump.conf in host (else defaults)
+    kver: str | None = None             # None: the running kernel
+    build_view: HostView | None = None  # where binaries and libraries come from (default: host)
+    kmoddir: Path | None = None         # default: host's /lib/modules/KVER
+    hostonly: bool = True
+    add_drivers: tuple[str, ...] = ()
+    echo: Callable[[str], None] = field(default=_ignore)
+    warn: Callable[[str], None] = field(default=_ignore)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a verb did, for the CLI and the tests."""
+
+    built: bool = False
+    reasons: tuple[str, ...] = ()       # why the image was (re)built
+    loaded: dict[str, Any] | None = None
+    unloaded: bool = False
+    image: PurePosixPath | None = None
+
+
+def _config(svc: Service) -> KdumpConfig:
+    return load_kdump_conf(svc.config_path, default=svc.host.path(locations.CONFIG))
+
+
+def _kver(svc: Service) -> str:
+    return svc.kver or locate.running_kver(svc.host)
+
+
+def _request(svc: Service, config: KdumpConfig, kver: str, image: PurePosixPath) -> BuildRequest:
+    view = svc.build_view or svc.host
+    return BuildRequest(
+        config=config, kver=kver,
+        kmoddir=svc.kmoddir or svc.host.path(f"/lib/modules/{kver}"),
+        view=view, system=svc.host, arch=svc.arch.name, hostonly=svc.hostonly,
+        add_drivers=svc.add_drivers, output=svc.host.path(image), force=True,
+    )
+
+
+def _why_rebuild(req: BuildRequest, image: Path) -> tuple[str, ...]:
+    """Empty when the image is current; kdump.conf's force flags decide first (as kdumpctl)."""
+    config = req.config
+    if config.force_no_rebuild:
+        return ()
+    if config.force_rebuild:
+        return ("force_rebuild is set in kdump.conf",)
+    if not image.exists():
+        return (f"{image} does not exist",)
+    from mkkdumprd.build.freshness import check_fresh
+
+    fresh = check_fresh(replace(req, force=False), image)
+    return () if fresh.up_to_date else tuple(fresh.reasons) or ("the image is out of date",)
+
+
+def _build(svc: Service, req: BuildRequest, reasons: tuple[str, ...]) -> None:
+    svc.echo(f"building {req.output}: {'; '.join(reasons)}")
+    assert req.output is not None
+    req.output.parent.mkdir(parents=True, exist_ok=True)
+    result = build_image(req)
+    for w in result.warnings:
+        svc.warn(w)
+
+
+def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome]:
+    """Check, build when needed and allowed, and plan the load; nothing is unloaded yet."""
+    loader.check_reservation(svc.host)
+    kver = _kver(svc)
+    image = locations.capture_image(svc.host, kver) if may_build else \
+        locations.existing_capture_image(svc.host, kver)
+    outcome = Outcome(image=image)
+    if may_build:
+        req = _request(svc, _config(svc), kver, image)
+        assert req.output is not None
+        reasons = _why_rebuild(req, req.output)
+        if reasons:
+            _build(svc, req, reasons)
+            outcome = Outcome(built=True, reasons=reasons, image=image)
+        else:
+            svc.echo(f"{image} is up to date")
+    plan = loader.plan_load(svc.host, svc.arch, kver=kver, initrd=str(image))
+    return plan, outcome
+
+
+def _load(svc: Service, plan: loader.LoadPlan, outcome: Outcome, unloaded: bool) -> Outcome:
+    record = loader.execute_load(plan, svc.host, svc.syscall)
+    svc.echo(f"loaded {record['kernel']} with {record['initrd']}")
+    return Outcome(built=outcome.built, reasons=outcome.reasons, loaded=record,
+                   unloaded=unloaded, image=outcome.image)
+
+
+def _unload(svc: Service) -> None:
+    was = status.read_status(svc.host).loaded
+    loader.unload(svc.host, svc.arch, svc.syscall)
+    svc.echo("crash kernel unloaded" if was else "no crash kernel was loaded")
+
+
+def start(svc: Service) -> Outcome:
+    with service_lock(svc.host, svc.warn):
+        loader.check_reservation(svc.host)     # before any build: no reservation, no use
+        if status.read_status(svc.host).loaded:
+            svc.echo("a crash kernel is already loaded; `mkkdumprd restart` rebuilds if "
+                     "needed and reloads it")
+            return Outcome()
+        plan, outcome = _prepare(svc, may_build=True)
+        return _load(svc, plan, outcome, unloaded=False)
+
+
+def stop(svc: Service) -> Outcome:
+    with service_lock(svc.host, svc.warn):
+        _unload(svc)
+        return Outcome(unloaded=True)
+
+
+def reload(svc: Service) -> Outcome:
+    with service_lock(svc.host, svc.warn):
+        plan, outcome = _prepare(svc, may_build=False)
+        _unload(svc)
+        return _load(svc, plan, outcome, unloaded=True)
+
+
+def restart(svc: Service) -> Outcome:
+    with service_lock(svc.host, svc.warn):
+        plan, outcome = _prepare(svc, may_build=True)
+        _unload(svc)
+        return _load(svc, plan, outcome, unloaded=True)
+
+
+def rebuild(svc: Service) -> Outcome:
+    with service_lock(svc.host, svc.warn):
+        kver = _kver(svc)
+        image = locations.capture_image(svc.host, kver)
+        req = _request(svc, _config(svc), kver, image)
+        _build(svc, req, ("rebuild requested",))
+        return Outcome(built=True, reasons=("rebuild requested",), image=image)
