@@ -17,8 +17,10 @@ from mkkdumprd.host import HostView
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import status as loader_status
 from mkkdumprd.loader.kexec import SyscallFn, real_syscall
+from mkkdumprd.loader.kexec_tools import KexecRunner, run_kexec
 
 SYSCALL: SyscallFn = real_syscall
+RUNNER: KexecRunner = run_kexec      # kexec-tools, for kernels without kexec_file_load
 
 _root = click.option("--root", type=click.Path(file_okay=False, path_type=Path),
                      default=Path("/"), show_default=True,
@@ -42,7 +44,11 @@ _arch = click.option("--arch", default=None, help="Architecture (default: this m
 def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | None,
          cmdline: str | None, append: tuple[str, ...], dry_run: bool, arch: str | None,
          root: Path) -> None:
-    """Load the capture kernel and image with kexec_file_load(2)."""
+    """Load the capture kernel and image with kexec_file_load(2).
+
+    On kernels without it (ENOSYS: Debian's arm64, ppc64el, riscv64), falls back to
+    kexec_load through kexec-tools' `kexec -p` when that is installed.
+    """
     host = HostView(root)
     info = load_arch(arch or host_arch())
     plan = loader.plan_load(host, info, kver=kver, kernel=kernel, initrd=initrd,
@@ -51,7 +57,9 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
         click.echo(plan.describe(host))
         click.echo("dry run: kexec_file_load not called")
         return
-    record = loader.execute_load(plan, host, SYSCALL)
+    record = loader.execute_load(plan, host, SYSCALL, RUNNER)
+    if record.get("note"):
+        click.echo(f"mkkdumprd: {record['note']}")
     click.echo(f"loaded {record['kernel']} ({record['kernel_how']}) with {record['initrd']}")
 
 
@@ -61,7 +69,7 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
 def unload(arch: str | None, root: Path) -> None:
     """Unload the capture kernel."""
     host = HostView(root)
-    loader.unload(host, load_arch(arch or host_arch()), SYSCALL)
+    loader.unload(host, load_arch(arch or host_arch()), SYSCALL, RUNNER)
     click.echo("crash kernel unloaded")
 
 

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None, syscall: SyscallFn = real_syscall) -> in
             print("dry run: kexec_file_load not called")
             return 0
         rec = loader.execute_load(plan, host, syscall)
+        if rec.get("note"):
+            print(f"mkkdumprd: {rec['note']}")
         print(f"loaded {rec['kernel']} ({rec['kernel_how']}) with {rec['initrd']}")
         return 0
     except MkkdumprdError as exc:

@@ -7,6 +7,7 @@ plan and `describe` prints everything the syscall would get.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
-from mkkdumprd.loader import kernel_image, locate, status
+from mkkdumprd.loader import kernel_image, kexec_tools, locate, status
 from mkkdumprd.loader.cmdline import capture_cmdline
 from mkkdumprd.loader.kexec import (
     KEXEC_FILE_NO_INITRAMFS,
@@ -112,8 +113,17 @@ def _preflight_fit(plan: LoadPlan, host: HostView, info: kernel_image.KernelInfo
             "`mkkdumprd crashkernel recommend`, then `mkkdumprd crashkernel apply` and reboot")
 
 
-def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn) -> dict[str, Any]:
-    """Load the crash kernel; returns (and records) what was loaded."""
+PATH_FILE = "kexec_file_load"
+PATH_LEGACY = "kexec_load"
+
+
+def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn,
+                 runner: kexec_tools.KexecRunner = kexec_tools.run_kexec) -> dict[str, Any]:
+    """Load the crash kernel; returns (and records) what was loaded and how.
+
+    kexec_file_load first; when the kernel has none (ENOSYS), kexec_load through
+    kexec-tools (`runner` runs it; tests pass a fake).
+    """
     try:
         prepared = kernel_image.prepare(host.path(plan.kernel), plan.arch.formats,
                                         plan.arch.name)
@@ -127,18 +137,29 @@ def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn) -> dict[str
         raw, length = cmdline_bytes(plan.cmdline)
         try:
             syscall(plan.arch.syscall_nr, prepared.fd, ifd, length, raw, plan.flags)
+            failed = 0
         except OSError as exc:
-            raise OperationError(
-                errno_message(exc.errno or 0, str(plan.kernel),
-                              str(plan.initrd) if plan.initrd else None)) from None
+            failed = exc.errno or 0
+            if failed != errno.ENOSYS:
+                raise OperationError(
+                    errno_message(failed, str(plan.kernel),
+                                  str(plan.initrd) if plan.initrd else None)) from None
     finally:
         os.close(prepared.fd)
         if ifd >= 0:
             os.close(ifd)
+    path, how, note = PATH_FILE, prepared.how, None
+    if failed == errno.ENOSYS:
+        cmd = _legacy_load(plan, host, runner)
+        path, how = PATH_LEGACY, "as is, by kexec-tools"
+        note = (f"this kernel has no kexec_file_load (ENOSYS, CONFIG_KEXEC_FILE off): loaded "
+                f"through kexec_load with {cmd.describe()}")
     record: dict[str, Any] = {
         "kernel": str(plan.kernel),
         "kernel_format": prepared.info.format,
-        "kernel_how": prepared.how,
+        "kernel_how": how,
+        "path": path,
+        "note": note,
         "initrd": str(plan.initrd) if plan.initrd else None,
         "cmdline": plan.cmdline,
         "kver": plan.kver,
@@ -150,10 +171,46 @@ def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn) -> dict[str
     return record
 
 
-def unload(host: HostView, arch: ArchInfo, syscall: SyscallFn) -> None:
-    """Unload the crash kernel (the fds are ignored with KEXEC_FILE_UNLOAD)."""
+def _legacy_load(plan: LoadPlan, host: HostView,
+                 runner: kexec_tools.KexecRunner) -> kexec_tools.LegacyCommand:
+    what = f"loading {plan.kernel} as the crash kernel failed (ENOSYS)"
+    kexec = kexec_tools.find_kexec(host)
+    if kexec is None:
+        raise OperationError(
+            f"{what}: this kernel was built without CONFIG_KEXEC_FILE, so kexec_file_load is "
+            f"missing, and the kexec_load fallback needs kexec-tools' `kexec -p`, which is "
+            f"not installed; {kexec_tools.INSTALL_HINT}")
+    cmd = kexec_tools.load_command(host, kexec, plan.arch.name, plan.kernel, plan.initrd,
+                                   plan.cmdline)
+    code, output = runner(host, cmd.argv, cmd.kallsyms)
+    if code != 0:
+        last = output.strip().splitlines()[-1] if output.strip() else "no output"
+        raise OperationError(
+            f"{what}, and the kexec_load fallback `{cmd.describe()}` failed too (exit "
+            f"{code}: {last}); check the kernel file and the crashkernel= reservation")
+    return cmd
+
+
+def unload(host: HostView, arch: ArchInfo, syscall: SyscallFn,
+           runner: kexec_tools.KexecRunner = kexec_tools.run_kexec) -> None:
+    """Unload the crash kernel (the fds are ignored with KEXEC_FILE_UNLOAD).
+
+    A kernel without kexec_file_load (ENOSYS) is unloaded with `kexec -p -u`.
+    """
     try:
         syscall(arch.syscall_nr, -1, -1, 0, None, KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH)
     except OSError as exc:
-        raise OperationError(errno_message(exc.errno or 0, "", None, unload=True)) from None
+        err = exc.errno or 0
+        kexec = kexec_tools.find_kexec(host) if err == errno.ENOSYS else None
+        if kexec is None:
+            msg = errno_message(err, "", None, unload=True)
+            if err == errno.ENOSYS:
+                msg += f"; {kexec_tools.INSTALL_HINT}"
+            raise OperationError(msg) from None
+        cmd = kexec_tools.unload_command(kexec)
+        code, output = runner(host, cmd.argv, None)
+        if code != 0:
+            raise OperationError(
+                f"unloading the crash kernel with `{cmd.describe()}` failed (exit {code}: "
+                f"{output.strip() or 'no output'})") from None
     status.clear_record(host)

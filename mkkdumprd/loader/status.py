@@ -105,6 +105,7 @@ def format_status(st: Status) -> str:
     rec = st.record
     if st.loaded and rec:
         lines.append(f"kernel:       {rec.get('kernel')} ({rec.get('kernel_how', 'as is')})")
+        lines.append(f"loaded via:   {_path_words(rec)}")
         lines.append(f"image:        {rec.get('initrd') or '(none)'}")
         lines.append(f"cmdline:      {rec.get('cmdline')}")
         if rec.get("loaded_at"):
@@ -117,8 +118,17 @@ def format_status(st: Status) -> str:
     return "\n".join(lines)
 
 
+def _path_words(rec: dict[str, Any]) -> str:
+    path = rec.get("path", "kexec_file_load")   # records from before the fallback existed
+    if path == "kexec_load":
+        return "kexec_load (kexec-tools `kexec -p`; this kernel has no kexec_file_load)"
+    return str(path)
+
+
 def status_json(st: Status) -> dict[str, Any]:
     return {"loaded": st.loaded, "reserved": st.reserved,
             "kernel": (st.record or {}).get("kernel") if st.loaded else None,
             "initrd": (st.record or {}).get("initrd") if st.loaded else None,
-            "cmdline": (st.record or {}).get("cmdline") if st.loaded else None}
+            "cmdline": (st.record or {}).get("cmdline") if st.loaded else None,
+            "path": (st.record or {}).get("path", "kexec_file_load")
+            if st.loaded and st.record else None}
