@@ -12,7 +12,7 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +214,15 @@ def blockdev(tmp_path: Path) -> Path:
     return node
 
 
+def _fake_wrappers(bindir: Path, names: Iterable[str]) -> str:
+    """Shell functions that reach the fakes in `bindir`.
+
+    Debian's busybox-static runs its own applets before anything on PATH (SH_STANDALONE);
+    ash looks functions up first, so these keep the fakes in charge under busybox too.
+    """
+    return "".join(f'{n}() {{ "{bindir}/{n}" "$@"; }}\n' for n in names if n.isidentifier())
+
+
 def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedTarget,
               target_template: str = "target-local.sh.j2", env: Mapping[str, str] = (),
               **override: object) -> Run:
@@ -238,7 +247,7 @@ def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedT
         f.write_text('#!/bin/sh\nlog() { _l="$1:"; shift; for a in "$@"; do _l="$_l[$a]"; '
                      'done; printf "%s\\n" "$_l" >>"$LOG"; }\n' + body + "\n")
         f.chmod(0o755)
-    (root / "driver.sh").write_text(DRIVER)
+    (root / "driver.sh").write_text(_fake_wrappers(bindir, FAKES) + DRIVER)
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
     full_env = {"PATH": f"{bindir}:/usr/bin:/bin", "LOG": str(log), "LIBDIR": str(libdir),
                 "HOME": str(root), **dict(env)}
@@ -286,6 +295,8 @@ def test_local_dump_with_hostile_values(tmp_path: Path, shell: str, blockdev: Pa
     assert "POST ran with [0]" in run.log
     assert lines[-1] == "ACTION poweroff -f"
     assert "kdump: dump saved to " in run.out
+    assert "kdump: final action: powering off" in run.out
+    assert "failure action" not in run.out
     assert f"umount:[{run.mnt}]" in run.log
 
 
@@ -296,6 +307,8 @@ def test_missing_target_times_out_into_failure_action(tmp_path: Path, shell: str
     assert "kdump: waiting for UUID=never-there (0/3 s)" in run.out
     assert "kdump: dump failed: dump target UUID=never-there did not appear within 3 s" in run.out
     assert run.log.splitlines()[-1] == "ACTION halt -f"
+    assert "kdump: failure action: halting" in run.out
+    assert "kdump: final action:" not in run.out
     assert "makedumpfile" not in run.log
 
 
@@ -411,7 +424,8 @@ def test_module_loading_reports_failures(tmp_path: Path, shell: str) -> None:
                                    "echo >>\"$LOG\"; }\n" + FAKES[name] + "\n")
         (bindir / name).chmod(0o755)
     log = root / "log"
-    script = f'. "{libdir}/lib.sh"\n. "{libdir}/init.d/20-modules.sh"\n'
+    script = (_fake_wrappers(bindir, ("insmod", "uname"))
+              + f'. "{libdir}/lib.sh"\n. "{libdir}/init.d/20-modules.sh"\n')
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
     r = subprocess.run([*argv, "-c", script], env={"PATH": f"{bindir}:/usr/bin:/bin",
                                                    "LOG": str(log)},
