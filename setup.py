@@ -1,4 +1,4 @@
-"""Ship modules.d/, templates/ and arch/ inside the wheel.
+"""Ship modules.d/, templates/, arch/ and packaging/ inside the wheel.
 
 They live at the top of the checkout, where packagers and module authors look for them;
 build_py copies them under mkkdumprd/data/ so an installed wheel finds them the same way
@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-DATA_DIRS = ("modules.d", "templates", "arch")
+DATA_DIRS = ("modules.d", "templates", "arch", "packaging")
 
 
 class BuildWithData(build_py):

@@ -61,13 +61,14 @@ def _register() -> None:
         config_cmd,
         crashkernel_cmd,
         deps_cmd,
+        integration_cmd,
         load_cmd,
         ls_cmd,
         service_cmd,
     )
 
-    for mod in (build_cmd, config_cmd, crashkernel_cmd, deps_cmd, load_cmd, ls_cmd,
-                service_cmd):
+    for mod in (build_cmd, config_cmd, crashkernel_cmd, deps_cmd, integration_cmd, load_cmd,
+                ls_cmd, service_cmd):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 

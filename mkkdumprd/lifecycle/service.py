@@ -80,18 +80,12 @@ def _request(svc: Service, config: KdumpConfig, kver: str, image: PurePosixPath)
 
 
 def _why_rebuild(req: BuildRequest, image: Path) -> tuple[str, ...]:
-    """Empty when the image is current; kdump.conf's force flags decide first (as kdumpctl)."""
-    config = req.config
-    if config.force_no_rebuild:
-        return ()
-    if config.force_rebuild:
-        return ("force_rebuild is set in kdump.conf",)
-    if not image.exists():
-        return (f"{image} does not exist",)
+    """Empty when the image is current (build/freshness.py; kdump.conf's force flags decide
+    first there, as in kdumpctl)."""
     from mkkdumprd.build.freshness import check_fresh
 
     fresh = check_fresh(replace(req, force=False), image)
-    return () if fresh.up_to_date else tuple(fresh.reasons) or ("the image is out of date",)
+    return () if fresh.up_to_date else (fresh.reasons or ("the image is out of date",))
 
 
 def _build(svc: Service, req: BuildRequest, reasons: tuple[str, ...]) -> None:
