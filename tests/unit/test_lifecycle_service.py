@@ -133,7 +133,7 @@ def test_reload_without_an_image_leaves_the_loaded_kernel(root: Path, kernel: Ke
     svc = _svc(root, kernel, fake, said)
     service.start(svc)
     _image(root, kernel).unlink()
-    with pytest.raises(UsageError, match="capture image .* does not exist"):
+    with pytest.raises(UsageError, match=r"capture image .* does not exist"):
         service.reload(svc)
     assert _flags(fake) == [0] and _loaded(root)
 
