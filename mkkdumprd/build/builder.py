@@ -111,7 +111,9 @@ def build_image(req: BuildRequest) -> BuildResult:
 
 
 def assemble(req: BuildRequest) -> BuildResult:
-    from mkkdumprd.kmod.index import ModuleIndex
+    from mkkdumprd.build import cached
+    from mkkdumprd.build.digests import Digests
+    from mkkdumprd.build.freshness import request_record, shaping_inputs
 
     config = req.config
     modules = load_all(req.modules_dir or data_dir("modules.d"))
@@ -136,7 +138,8 @@ def assemble(req: BuildRequest) -> BuildResult:
             f"kernel modules folder {req.kmoddir} does not exist; install the kernel "
             f"{req.kver} or give --kmoddir"
         )
-    index = ModuleIndex.load(req.kmoddir, req.kver)
+    index = cached.module_index(req.kmoddir, req.kver)
+    elf_known = cached.load_elf_objects()
 
     for m in active:
         ctx = BuildContext(config=config, target=target, kver=req.kver, arch=req.arch,
@@ -155,16 +158,21 @@ def assemble(req: BuildRequest) -> BuildResult:
     raw.extend(acc.entries)
     raw.extend(_binary_entries(acc, req.view, req.arch))
     kmod_names = _kernel_modules(req, acc, index, raw)
-    raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs))
+    raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs,
+                                 cached.template_cache()))
+    cached.save_elf_objects(elf_known)
     spec = fold_symlinked_dirs(raw)
     spec.add(data_entry("/etc/kdump.conf", manifest_mod.kdump_conf_text(config, target),
                         "the resolved kdump.conf (module kdump)", mode=0o644))
     binaries = tuple(str(p) for paths in acc.binaries.values() for p in paths)
+    digests = Digests.load()
     man = manifest_mod.build_manifest(
         spec, version=__version__, kver=req.kver, arch=req.arch, config=config,
         target=target, modules=names, kernel_modules=kmod_names, binaries=binaries,
-        extra_inputs=_extra_inputs(req),
+        extra_inputs=shaping_inputs(req), request=request_record(req),
+        digest=digests.sha256,
     )
+    digests.save()
     spec.add(manifest_mod.manifest_entry(man))
     return BuildResult(spec=spec, target=target, modules=names, kernel_modules=kmod_names,
                        binaries=binaries, warnings=tuple(dict.fromkeys(acc.warnings)),
@@ -337,7 +345,8 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
 
 def _template_entries(req: BuildRequest, active: list[ModuleDef], target: ResolvedTarget,
                       acc: _Acc, kmod_names: tuple[str, ...],
-                      rootfs: ResolvedTarget | None) -> list[Entry]:
+                      rootfs: ResolvedTarget | None,
+                      bytecode_cache: Any = None) -> list[Entry]:
     tdir = req.templates_dir or data_dir("templates")
     init_scripts = sorted(t.dest for m in active for t in m.templates
                           if PurePosixPath(t.dest).parent == INIT_D)
@@ -347,20 +356,9 @@ def _template_entries(req: BuildRequest, active: list[ModuleDef], target: Resolv
                            timeout=req.timeout, rootfs=rootfs)
     out = []
     for m in active:
-        env = environment([m.directory, tdir])
+        env = environment([m.directory, tdir], bytecode_cache)
         for t in m.templates:
             text = render(env, t.src, ctx)
             out.append(data_entry(t.dest, text, f"template {t.src} (module {m.name})",
                                   mode=t.mode))
-    return out
-
-
-def _extra_inputs(req: BuildRequest) -> list[Path]:
-    out = []
-    src = Path(req.config.source)
-    if src.is_file():
-        out.append(src)
-    for p in (req.kmoddir / "modules.dep", req.kmoddir / "modules.builtin"):
-        if p.is_file():
-            out.append(p)
     return out

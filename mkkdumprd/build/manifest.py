@@ -2,25 +2,28 @@
 
 The manifest says what went into the image and why: the resolved configuration, the
 modules.d entries, kernel modules and binaries, every image path with its reason (read by
-`mkkdumprd ls --why`), and the host inputs with their sha256, so that a later run can tell
-whether the image is stale without trusting mtimes. It holds no time stamps, so the same
-inputs give the same bytes.
+`mkkdumprd ls --why`), the build options, and every host input with its sha256 (files
+copied in, and kdump.conf, modules.d, templates and the kernel image, which shape it), so
+that a later run can tell whether the image is stale without trusting mtimes
+(build/freshness.py). It holds no time stamps, inode numbers or other stat data, so the
+same inputs give the same bytes on any machine; the stat data that spares re-hashing
+unchanged files lives in the build cache (build/digests.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mkkdumprd.build.target import ResolvedTarget
 from mkkdumprd.config.model import KdumpConfig, TargetKind
+from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, ImageSpec, data_entry
 
 MANIFEST_PATH = "/etc/mkkdumprd/manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 _REASON = "build manifest: inputs, modules and why each entry is here"
 
 
@@ -84,21 +87,54 @@ def config_dict(config: KdumpConfig, target: ResolvedTarget) -> dict[str, Any]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from mkkdumprd.build.digests import sha256_file as digest
+
+    return digest(path)
+
+
+def input_label(reason: str, source: str) -> str:
+    """How a changed input is named to the user: 'kernel module ext4', 'library /x/y'."""
+    if reason.startswith("kernel module "):
+        return reason.split(" (", 1)[0]
+    if reason.startswith("library"):
+        return f"library {source}"
+    if reason.startswith("firmware"):
+        return f"firmware {source}"
+    if reason.startswith(("binary", "busybox", "host tool")):
+        return f"binary {source}"
+    return f"file {source}"
 
 
 def build_manifest(spec: ImageSpec, *, version: str, kver: str, arch: str,
                    config: KdumpConfig, target: ResolvedTarget, modules: Sequence[str],
                    kernel_modules: Sequence[str], binaries: Sequence[str],
-                   extra_inputs: Iterable[Path] = ()) -> dict[str, Any]:
-    """The manifest for `spec` (which must not hold the manifest yet)."""
-    sources = sorted({str(e.source) for e in spec if e.source is not None}
-                     | {str(p) for p in extra_inputs})
-    inputs = {s: sha256_file(Path(s)) for s in sources}
+                   extra_inputs: Iterable[Path] | Mapping[str, str] = (),
+                   request: Mapping[str, Any] | None = None,
+                   digest: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+    """The manifest for `spec` (which must not hold the manifest yet).
+
+    `extra_inputs`: host files that shaped the image without being copied into it
+    (kdump.conf, modules.d, templates, the kernel), with their labels; `request`: the
+    build options as build/freshness.py compares them; `digest`: sha256 of a path
+    (reusing known digests), None for a missing file.
+    """
+    labels: dict[str, str] = {}
+    for e in spec:
+        if e.source is not None:
+            labels.setdefault(str(e.source), input_label(e.reason, str(e.source)))
+    if isinstance(extra_inputs, Mapping):
+        for path, label in extra_inputs.items():
+            labels.setdefault(str(path), label)
+    else:
+        for p in extra_inputs:
+            labels.setdefault(str(p), f"file {p}")
+    inputs: dict[str, str] = {}
+    for s in sorted(labels):
+        h = digest(s) if digest is not None else sha256_file(Path(s))
+        if h is None:
+            raise OperationError(f"cannot read {s} ({labels[s]}) while recording the build "
+                                 f"inputs; check that it exists and is readable")
+        inputs[s] = h
     entries = {str(e.path): e.reason for e in spec.complete()}
     entries.setdefault("/etc/mkkdumprd", "parent directory")
     entries[MANIFEST_PATH] = _REASON
@@ -107,11 +143,13 @@ def build_manifest(spec: ImageSpec, *, version: str, kver: str, arch: str,
         "manifest_version": MANIFEST_VERSION,
         "kver": kver,
         "arch": arch,
+        "request": dict(request or {}),
         "config": config_dict(config, target),
         "modules": list(modules),
         "kernel_modules": list(kernel_modules),
         "binaries": list(binaries),
         "inputs": inputs,
+        "input_labels": {s: labels[s] for s in sorted(labels)},
         "entries": dict(sorted(entries.items(), key=lambda kv: kv[0].encode())),
     }
 

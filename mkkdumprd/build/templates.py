@@ -64,8 +64,10 @@ def _finalize(value: object) -> object:
     return value
 
 
-def environment(search: Iterable[Path]) -> jinja2.Environment:
+def environment(search: Iterable[Path],
+                bytecode_cache: jinja2.BytecodeCache | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
+        bytecode_cache=bytecode_cache,
         loader=jinja2.FileSystemLoader([str(p) for p in search]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,

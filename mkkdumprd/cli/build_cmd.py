@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +14,9 @@ from mkkdumprd.build.savecore import SaveResult, savecore
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
+
+if TYPE_CHECKING:
+    from mkkdumprd.build.builder import BuildRequest
 
 _SPEC_GRAMMAR = """\b
 SPEC (overrides kdump.conf's target):
@@ -88,22 +93,33 @@ def _default_kver(view: HostView, sysroot: Path | None) -> str:
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Where to write the image (default /boot/initramfs-KVERkdump.img if "
                    "/boot is writable, else /var/lib/mkkdumprd/initramfs-KVERkdump.img).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--force", is_flag=True,
+              help="Rebuild even when the image is up to date (without it, an unchanged "
+                   "image is kept: inputs are compared by content), and overwrite a file "
+                   "that is not an mkkdumprd image.")
 @click.option("--timeout", type=click.IntRange(1, 3600), default=90, show_default=True,
               help="Seconds the capture image waits for the target before failure_action "
                    "(kdump.timeout=N on the capture kernel command line overrides it).")
+@click.option("--size-report", is_flag=True,
+              help="Print what takes the space in the image: totals by kind (kernel "
+                   "modules, libraries, binaries, ...) and the largest files.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
 def build(config_path: Path | None, target_spec: str | None, kver: str | None,
           kmoddir: Path | None, sysroot: Path | None, arch: str | None,
           add_drivers: tuple[str, ...], omit_drivers: tuple[str, ...], hostonly: bool,
           compress: str, output: Path | None, force: bool, timeout: int,
-          quiet: bool) -> None:
+          size_report: bool, quiet: bool) -> None:
     """Build a kdump capture initramfs for a kernel.
 
     The image holds busybox (or the host's tools), makedumpfile, the kernel modules needed
     to reach the dump target, and a generated /init that saves /proc/vmcore to the target
     as configured in kdump.conf. Run without a subcommand, `mkkdumprd [OPTIONS]` means
     `mkkdumprd build [OPTIONS]`.
+
+    An existing image is rebuilt only when something it was built from changed (kdump.conf,
+    a kernel module, binary, library, firmware, template, the kernel, mkkdumprd, the
+    options); otherwise it says "up to date" and exits 0. kdump.conf's force_rebuild and
+    force_no_rebuild are honoured; --force always rebuilds.
     """
     from mkkdumprd.arch import host_arch, load_arch
     from mkkdumprd.build.builder import BuildRequest, build_image
@@ -127,6 +143,10 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
         hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),
         compression=Compression(compress), output=out, force=force, timeout=timeout,
     )
+    if out.exists() and not force:
+        if not _needs_rebuild(req, out, quiet, size_report):
+            return
+        req = replace(req, force=True)
     result = build_image(req)
     for w in result.warnings:
         click.echo(f"mkkdumprd: warning: {w}", err=True)
@@ -142,6 +162,36 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     click.echo(f"entries:  {stats.entries}; kernel modules: {len(result.kernel_modules)}; "
                f"modules.d: {', '.join(result.modules)}")
     click.echo(f"time:     {time.monotonic() - t0:.2f} s")
+    if size_report:
+        _print_size_report(out)
+
+
+def _needs_rebuild(req: BuildRequest, out: Path, quiet: bool, size_report: bool) -> bool:
+    """Say why `out` is rebuilt, or that it is up to date (False)."""
+    from mkkdumprd.build.freshness import check_fresh
+
+    fresh = check_fresh(req, out)
+    if fresh.foreign:
+        raise UsageError(f"{out} already exists and is not an mkkdumprd image; use --force "
+                         f"to overwrite it")
+    if fresh.up_to_date:
+        if not quiet:
+            note = f" ({'; '.join(fresh.reasons)})" if fresh.reasons else ""
+            click.echo(f"up to date: {out}{note}")
+            if size_report:
+                _print_size_report(out)
+        return False
+    if not quiet:
+        for reason in fresh.reasons:
+            click.echo(f"rebuilding: {reason}")
+    return True
+
+
+def _print_size_report(image: Path) -> None:
+    from mkkdumprd.build.size_report import report
+
+    for line in report(image):
+        click.echo(line)
 
 
 @click.command(name="savecore")

@@ -89,6 +89,18 @@ def is_elf(path: str | Path) -> bool:
         return False
 
 
+def known() -> dict[tuple[int, int, int, int], ElfObject]:
+    """The parsed objects of this process, by (device, inode, size, mtime_ns)."""
+    return _CACHE
+
+
+def remember(objects: dict[tuple[int, int, int, int], ElfObject]) -> None:
+    """Add objects parsed earlier (by another run): a build cache seeds them here."""
+    for key, obj in objects.items():
+        if isinstance(obj, ElfObject):
+            _CACHE.setdefault(key, obj)
+
+
 def read_elf(path: str | Path) -> ElfObject:
     """Parse `path` (a real path on this machine); raise NotElf if it is not ELF."""
     st = os.stat(path)
