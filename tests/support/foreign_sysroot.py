@@ -106,7 +106,14 @@ class _Apt:
                               capture_output=True, text=True).stdout
 
     def update(self) -> None:
-        self.run("apt-get", "update", "-q")
+        # A mirror mid-sync fails one index ("File has unexpected size", reference §1) and
+        # apt exits 100 with the others fetched: carry on; a package that is then missing
+        # fails later with apt's own message.
+        try:
+            self.run("apt-get", "update", "-q")
+        except subprocess.CalledProcessError as exc:
+            if "Some index files failed to download" not in (exc.stderr or ""):
+                raise
 
     def kernel_package(self, meta: str) -> str:
         for line in self.run("apt-cache", "depends", meta).splitlines():

@@ -262,6 +262,12 @@ def kdump_header(vmcore: Path) -> tuple[str, str]:
     return field_(2), field_(4)
 
 
+def read_interp(path: Path) -> str | None:
+    from mkkdumprd.elf.objects import read_elf
+
+    return read_elf(path).interp
+
+
 def read_dmesg(vmcore: Path, sysroot: Sysroot, workdir: Path) -> tuple[str, str]:
     """The vmcore's kernel log and the makedumpfile that read it.
 
@@ -284,11 +290,17 @@ def read_dmesg(vmcore: Path, sysroot: Sysroot, workdir: Path) -> tuple[str, str]
                              "run dev/setup): the host's makedumpfile cannot read this "
                              f"{sysroot.arch} vmcore: {(r.stdout + r.stderr).strip()[-300:]}")
     out = workdir / "dmesg.txt"
-    mdf = HostView(sysroot.root).which("makedumpfile")
+    view = HostView(sysroot.root)
+    mdf = view.which("makedumpfile")
     assert mdf is not None
-    r = subprocess.run([qemu, "-L", str(sysroot.root), str(sysroot.root / str(mdf)[1:]),
-                        "--dump-dmesg", str(vmcore), str(out)], capture_output=True,
-                       text=True, timeout=300)
+    # The dynamic loader named explicitly, resolved inside the root: qemu's -L prefix does
+    # not apply to an absolute symlink's target (ppc64el's /lib64/ld64.so.2 is one).
+    interp = read_interp(view.path(mdf))
+    argv = [qemu, "-L", str(sysroot.root)]
+    if interp:
+        argv.append(str(view.path(view.resolve(interp))))
+    r = subprocess.run([*argv, str(view.path(mdf)), "--dump-dmesg", str(vmcore), str(out)],
+                       capture_output=True, text=True, timeout=300)
     if r.returncode != 0 or not out.exists():
         raise AssertionError(f"{sysroot.arch} makedumpfile --dump-dmesg {vmcore} under "
                              f"{qemu} failed (rc {r.returncode}): {r.stdout}{r.stderr}")
