@@ -258,9 +258,15 @@ def test_preflight_refuses_what_cannot_fit(root: Path) -> None:
 
 def test_missing_capture_image_and_kernel(root: Path) -> None:
     (root / f"boot/initramfs-{KVER}kdump.img").unlink()
-    with pytest.raises(UsageError, match=rf"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img "
-                       "does not exist; build it"):
+    # /boot is writable, so that is where `mkkdumprd build` would put it (locations.py)
+    with pytest.raises(UsageError, match=rf"/boot/initramfs-{KVER}kdump.img "
+                       rf"does not exist; build it with `mkkdumprd --kver {KVER} -o "
+                       rf"/boot/initramfs-{KVER}kdump.img`"):
         loader.plan_load(HostView(root), X86)
+    # built while /boot was read-only: found in the other place
+    _write(root, f"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img", b"070701")
+    assert loader.plan_load(HostView(root), X86).initrd == \
+        PurePosixPath(f"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img")
     plan = loader.plan_load(HostView(root), X86, no_initrd=True)
     assert plan.flags == kexec.KEXEC_FILE_ON_CRASH | kexec.KEXEC_FILE_NO_INITRAMFS
     with pytest.raises(UsageError, match="does not exist; pass an existing file with --kernel"):
