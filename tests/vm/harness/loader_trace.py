@@ -1,6 +1,7 @@
 """Run by the guest's interpreter ON THE HOST to list what `python3 -m mkkdumprd.loader` imports.
 
-Usage: /usr/bin/python3.11 loader_trace.py REPO KERNEL SCRATCH  -> JSON {module: file} on stdout.
+Usage: /usr/bin/python3 loader_trace.py REPO KERNEL SCRATCH
+  -> JSON {module: {"file": ..., "cached": ...}} on stdout.
 
 It drives every path of the loader's entry point (status, load --dry-run, load, unload, the
 no-reservation error) against a fake root in SCRATCH with a fake syscall, so no kexec
@@ -11,6 +12,7 @@ sys.modules too, so the list is the whole set a bare interpreter needs.
 """
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -71,8 +73,20 @@ def main() -> int:
     if len(calls) != 2:
         print(f"loader_trace: expected a load and an unload, saw {calls}", file=sys.stderr)
         return 1
-    files = {name: getattr(m, "__file__", None) for name, m in sorted(sys.modules.items())}
-    json.dump({k: v for k, v in files.items() if v}, sys.stdout, indent=1)
+    # Where this interpreter keeps each module's bytecode (Debian compiles the stdlib at
+    # install time), so the caller needs no knowledge of the version's pyc tag. Frozen
+    # modules (os, codecs, ...) have no __cached__ but are still shipped: os.py(c) is the
+    # landmark by which the interpreter finds its stdlib.
+    found = {}
+    for name, m in sorted(sys.modules.items()):
+        file = getattr(m, "__file__", None)
+        if not file:
+            continue
+        cached = getattr(m, "__cached__", None)
+        if cached is None and file.endswith(".py"):
+            cached = importlib.util.cache_from_source(file)
+        found[name] = {"file": file, "cached": cached}
+    json.dump(found, sys.stdout, indent=1)
     return 0
 
 

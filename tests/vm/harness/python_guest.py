@@ -1,6 +1,7 @@
 """A first stage that loads the capture kernel with the project's own loader, in Python.
 
-The guest gets Debian's /usr/bin/python3.11 (with its shared libraries), the standard-library
+The guest gets the distribution's /usr/bin/python3 (python3.11 on bookworm, from the apt
+package python3 that dev/setup installs, with its shared libraries), the standard-library
 modules `python3 -m mkkdumprd.loader` imports and nothing else, the loader's own source files
 under /opt/mkkdumprd (PYTHONPATH) with arch/x86_64.toml beside them, busybox for /init, the
 kernel as /boot/vmlinuz and a capture image as /boot/capture.img.
@@ -17,7 +18,6 @@ with the exit code, and `parse_steps` reads them back from the console log.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import re
 import subprocess
@@ -30,8 +30,9 @@ from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlin
 
 from .images import busybox_entries, host_binary, init_entry, write_initramfs
 
-GUEST_PYTHON = Path("/usr/bin/python3.11")
-STDLIB = Path("/usr/lib/python3.11")
+# The distribution's interpreter, not this venv's: its stdlib is compiled and packaged.
+GUEST_PYTHON = Path("/usr/bin/python3").resolve()
+STDLIB = Path("/usr/lib") / GUEST_PYTHON.name
 LOADER_ROOT = "/opt/mkkdumprd"
 REPO = Path(__file__).resolve().parents[3]
 TRACER = Path(__file__).with_name("loader_trace.py")
@@ -73,15 +74,23 @@ poweroff -f
 """
 
 
-def trace_loader_modules(kernel: Path) -> dict[str, Path]:
-    """{module: file} that `python3 -m mkkdumprd.loader` imports, traced with GUEST_PYTHON."""
+@dataclass(frozen=True)
+class Module:
+    file: Path
+    cached: Path | None     # the interpreter's compiled bytecode of `file`, if it has one
+
+
+def trace_loader_modules(kernel: Path) -> dict[str, Module]:
+    """The modules `python3 -m mkkdumprd.loader` imports, traced with GUEST_PYTHON."""
     return dict(_trace(kernel))
 
 
 @functools.cache
-def _trace(kernel: Path) -> tuple[tuple[str, Path], ...]:
-    if not GUEST_PYTHON.exists():
-        raise AssertionError(f"{GUEST_PYTHON} missing; run dev/setup (apt package python3.11)")
+def _trace(kernel: Path) -> tuple[tuple[str, Module], ...]:
+    version = re.fullmatch(r"python3\.(\d+)", GUEST_PYTHON.name)
+    if not GUEST_PYTHON.is_file() or not version or int(version.group(1)) < 11:
+        raise AssertionError(f"{GUEST_PYTHON} is not a python >= 3.11; run dev/setup "
+                             "(apt package python3)")
     with tempfile.TemporaryDirectory(prefix="mkkdumprd-trace-") as scratch:
         r = subprocess.run([str(GUEST_PYTHON), "-I", str(TRACER), str(REPO), str(kernel),
                             scratch], capture_output=True, text=True, timeout=120,
@@ -89,26 +98,28 @@ def _trace(kernel: Path) -> tuple[tuple[str, Path], ...]:
     if r.returncode != 0:
         raise AssertionError(f"tracing the loader's imports failed (rc {r.returncode}):\n"
                              f"{r.stderr[-3000:]}")
-    mods: dict[str, str] = json.loads(r.stdout)
-    return tuple((k, Path(v)) for k, v in mods.items() if k not in _HOST_ONLY)
+    mods: dict[str, dict[str, str | None]] = json.loads(r.stdout)
+    return tuple((k, Module(Path(str(v["file"])), Path(v["cached"]) if v["cached"] else None))
+                 for k, v in mods.items() if k not in _HOST_ONLY)
 
 
-def python_entries(modules: dict[str, Path]) -> list[Entry]:
+def python_entries(modules: dict[str, Module]) -> list[Entry]:
     """The interpreter and the traced standard library (pyc only, at the source's path)."""
     entries = list(host_binary(GUEST_PYTHON, "the interpreter for the project's loader"))
     entries.append(symlink_entry("/usr/bin/python3", GUEST_PYTHON.name, "python3 on PATH"))
     extensions: list[str] = []
     seen: set[Path] = set()
-    for path in modules.values():
+    for mod in modules.values():
+        path, cached = mod.file, mod.cached
         if not path.is_relative_to(STDLIB) or path in seen:
             continue
         seen.add(path)
         if path.suffix == ".so":
             extensions.append(str(path))
         elif path.suffix == ".py":
-            cached = Path(importlib.util.cache_from_source(str(path)))
-            if not cached.exists():
-                raise AssertionError(f"{cached} missing: Debian's compiled stdlib is incomplete")
+            if cached is None or not cached.exists():
+                raise AssertionError(f"no compiled bytecode for {path} ({cached}): the "
+                                     "distribution's stdlib is not byte-compiled")
             entries.append(file_entry(str(path.with_suffix(".pyc")), cached,
                                       f"stdlib module the loader imports ({path.name})",
                                       mode=0o644))
@@ -126,11 +137,11 @@ def host_binary_many(paths: Sequence[str], reason: str) -> list[Entry]:
     return list(out.values())
 
 
-def loader_entries(modules: dict[str, Path]) -> list[Entry]:
+def loader_entries(modules: dict[str, Module]) -> list[Entry]:
     """The project's files the loader runs from, under LOADER_ROOT, and its arch data."""
     pkg = REPO / "mkkdumprd"
     entries: list[Entry] = []
-    for path in sorted(set(modules.values())):
+    for path in sorted({m.file for m in modules.values()}):
         if path.is_relative_to(pkg) and path.suffix == ".py":
             rel = path.relative_to(REPO)
             entries.append(file_entry(f"{LOADER_ROOT}/{rel}", path,
