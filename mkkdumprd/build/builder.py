@@ -19,12 +19,6 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mkkdumprd import __version__
-from mkkdumprd.build import manifest as manifest_mod
-from mkkdumprd.build.hooks import BuildContext, load_hooks
-from mkkdumprd.build.moduledef import ModuleDef, load_all
-from mkkdumprd.build.resolver import resolve
-from mkkdumprd.build.target import ResolvedTarget, resolve_rootfs, resolve_target
-from mkkdumprd.build.templates import environment, render, taint
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
@@ -42,7 +36,12 @@ from mkkdumprd.image.spec import (
 from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
+    from mkkdumprd.build.moduledef import ModuleDef
+    from mkkdumprd.build.target import ResolvedTarget
     from mkkdumprd.image.writer import ImageStats
+
+# The stages (target resolution with its kmod discovery, jinja2, hooks) are imported where
+# they run: `mkkdumprd build` on an up-to-date image needs only BuildRequest from here.
 
 DEFAULT_TIMEOUT = 90
 INIT_D = PurePosixPath("/lib/kdump/init.d")
@@ -112,8 +111,13 @@ def build_image(req: BuildRequest) -> BuildResult:
 
 def assemble(req: BuildRequest) -> BuildResult:
     from mkkdumprd.build import cached
+    from mkkdumprd.build import manifest as manifest_mod
     from mkkdumprd.build.digests import Digests
     from mkkdumprd.build.freshness import request_record, shaping_inputs
+    from mkkdumprd.build.hooks import BuildContext, load_hooks
+    from mkkdumprd.build.moduledef import load_all
+    from mkkdumprd.build.resolver import resolve
+    from mkkdumprd.build.target import resolve_rootfs, resolve_target
 
     config = req.config
     modules = load_all(req.modules_dir or data_dir("modules.d"))
@@ -301,6 +305,8 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
                      timeout: int = DEFAULT_TIMEOUT,
                      rootfs: ResolvedTarget | None = None) -> dict[str, object]:
     """Everything templates see. Every string is Tainted: it must be printed with shq."""
+    from mkkdumprd.build.templates import taint
+
     fs, stream = collector_argv(config)
     ctx: dict[str, object] = {
         "version": __version__,
@@ -347,6 +353,8 @@ def _template_entries(req: BuildRequest, active: list[ModuleDef], target: Resolv
                       acc: _Acc, kmod_names: tuple[str, ...],
                       rootfs: ResolvedTarget | None,
                       bytecode_cache: Any = None) -> list[Entry]:
+    from mkkdumprd.build.templates import environment, render
+
     tdir = req.templates_dir or data_dir("templates")
     init_scripts = sorted(t.dest for m in active for t in m.templates
                           if PurePosixPath(t.dest).parent == INIT_D)

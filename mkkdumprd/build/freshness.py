@@ -19,9 +19,7 @@ binary installed since the build.
 
 from __future__ import annotations
 
-import gzip
 import json
-import lzma
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -257,7 +255,7 @@ def read_manifest(image: Path) -> dict[str, Any] | None:
     """
     try:
         raw = _find_member(image, _MANIFEST_NAME)
-    except (OSError, EOFError, ValueError, lzma.LZMAError):
+    except Exception:  # any damage (OSError, EOFError, zstd/lzma errors): no manifest
         raw = None
     if raw is None:
         return None
@@ -281,8 +279,12 @@ def _open_stream(f: IO[bytes]) -> IO[bytes] | None:
 
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
     if fmt is Detected.GZIP:
+        import gzip
+
         return cast(IO[bytes], gzip.GzipFile(fileobj=f, mode="rb"))
     if fmt is Detected.XZ:
+        import lzma
+
         return lzma.LZMAFile(f, "rb")
     return None
 

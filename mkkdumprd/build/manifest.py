@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mkkdumprd.build.target import ResolvedTarget
 from mkkdumprd.config.model import KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, ImageSpec, data_entry
+
+if TYPE_CHECKING:
+    from mkkdumprd.build.target import ResolvedTarget
 
 MANIFEST_PATH = "/etc/mkkdumprd/manifest.json"
 MANIFEST_VERSION = 2
