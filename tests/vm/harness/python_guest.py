@@ -126,7 +126,8 @@ def python_entries(modules: dict[str, Module]) -> list[Entry]:
     # Extension modules with their libraries (_ctypes needs libffi, _lzma liblzma).
     if extensions:
         entries.extend(host_binary_many(extensions, "stdlib extension the loader imports"))
-    return entries
+    # The interpreter and its extensions share libc & co.: one entry per path.
+    return list({str(e.path): e for e in entries}.values())
 
 
 def host_binary_many(paths: Sequence[str], reason: str) -> list[Entry]:
