@@ -16,6 +16,7 @@ Facts: /work/shared/reference/multiarch-kdump.md.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import tempfile
@@ -178,8 +179,11 @@ def build_first_stage(sysroot: Sysroot, capture_image: Path, load: ProductLoad,
     for e in binary_entries([kexec], view, "kexec-tools", machine=sysroot.arch):
         # The product's argv says /sbin/kexec; merged-/usr roots keep it in /usr/sbin.
         spec.add(e)
-    if str(kexec) != "/sbin/kexec" and str(view.resolve("/sbin")) == "/sbin":
-        spec.add(symlink_entry("/sbin/kexec", str(kexec), "kexec where the argv has it"))
+    # Merged-/usr roots (trixie, sid): /bin/sh and /sbin/kexec through the same links.
+    for top in ("bin", "sbin", "lib"):
+        link = view.path(f"/{top}")
+        if link.is_symlink():
+            spec.add(symlink_entry(f"/{top}", os.readlink(link), "merged-/usr link"))
     for d in ("/proc", "/sys", "/dev", "/tmp", "/run"):
         spec.add(dir_entry(d, "mount point"))
     spec.add(file_entry("/boot/vmlinuz", sysroot.kernel, "capture kernel", mode=0o644))
