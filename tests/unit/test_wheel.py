@@ -17,7 +17,7 @@ from mkkdumprd.image.spec import ImageSpec, data_entry, symlink_entry
 from mkkdumprd.image.writer import write_image
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-DATA_DIRS = ("modules.d", "templates", "arch")
+DATA_DIRS = ("modules.d", "templates", "arch", "packaging")
 _IGNORE_ANYWHERE = shutil.ignore_patterns("*.egg-info", "__pycache__", ".mypy_cache",
                                           ".ruff_cache", ".pytest_cache", "*.pyc")
 # Only at the top: mkkdumprd/build/ is a package, not a build directory.
