@@ -64,11 +64,12 @@ def _register() -> None:
         integration_cmd,
         load_cmd,
         ls_cmd,
+        propagate_cmd,
         service_cmd,
     )
 
     for mod in (build_cmd, config_cmd, crashkernel_cmd, deps_cmd, integration_cmd, load_cmd,
-                ls_cmd, service_cmd):
+                ls_cmd, propagate_cmd, service_cmd):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 
