@@ -59,6 +59,7 @@ def module_index(kmoddir: Path, kver: str) -> ModuleIndex:
     if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
         return found
     index = ModuleIndex.load(kmoddir, kver)
+    len(index.aliases)  # parse modules.alias now, so the cached copy holds it parsed
     cache.store("kmod-index", name, key, index)
     return index
 

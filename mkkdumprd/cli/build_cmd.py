@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mkkdumprd.build.savecore import SaveResult, savecore
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
@@ -210,6 +209,7 @@ def savecore_cmd(config_path: Path | None, device: Path | None,
     PATH/YYYY-MM-DD-HH:MM/vmcore and the first 512 bytes of the device are zeroed, so the
     same dump is not recovered twice.
     """
+    from mkkdumprd.build.savecore import SaveResult, savecore
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.model import TargetKind
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,13 +127,7 @@ class ModuleIndex:
         name_of = {rel: name for name, rel in modules.items()}
         deps = {n: tuple(name_of.get(p) or modname_from_path(p) for p in reversed(ps))
                 for n, ps in dep_paths.items()}
-        aliases = AliasTable()
-        alias_text = (kmoddir / "modules.alias").read_text(errors="replace")
-        for line in alias_text.splitlines():
-            if line.startswith("alias "):
-                words = line.split()
-                if len(words) >= 3:
-                    aliases.add(words[1], normalize(words[2]))
+        aliases = _FileAliases(kmoddir / "modules.alias")
         softdeps = list(config.softdeps)
         softdep_file = kmoddir / "modules.softdep"
         if softdep_file.is_file():
@@ -232,6 +227,64 @@ class ModuleIndex:
         pool = list(self.modules) + sorted(self.builtin)
         near = difflib.get_close_matches(key, pool, n=4, cutoff=0.6)
         return ModuleNotFound(name, self.kver, self.kmoddir, near)
+
+
+_GLOB_CHARS = re.compile(r"[*?\[\\]")  # as names.literal_prefix
+
+
+class _FileAliases(AliasTable):
+    """modules.alias, parsed on first use.
+
+    Its ~26,000 patterns cost most of an index load, and a build that names its modules
+    (or a cached index that is never asked for an alias) does not need them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path: Path | None = path
+
+    def _fill(self) -> None:
+        path, self._path = self._path, None
+        if path is None:
+            return
+        # AliasTable.add inlined for the common case (no brackets): this loop is most of
+        # a cold build's index time.
+        by_prefix = self._by_prefix
+        count = self._count
+        wild = _GLOB_CHARS.search
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("alias "):
+                continue
+            words = line.split()
+            if len(words) < 3:
+                continue
+            pat, mod = words[1], words[2]
+            pat = normalize(pat) if "[" in pat else pat.replace("-", "_")
+            mod = normalize(mod) if "[" in mod else mod.replace("-", "_")
+            m = wild(pat)
+            prefix = pat if m is None else pat[:m.start()]
+            bucket = by_prefix.get(prefix)
+            if bucket is None:
+                by_prefix[prefix] = bucket = []
+            bucket.append((count, pat, mod))
+            count += 1
+        self._count = count
+
+    def add(self, pattern: str, modname: str) -> None:
+        self._fill()
+        super().add(pattern, modname)
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def match(self, key: str) -> list[str]:
+        self._fill()
+        return super().match(key)
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        self._fill()
+        return super().items()
 
 
 def _dup_rank(relpath: str) -> tuple[int, str]:
