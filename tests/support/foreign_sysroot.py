@@ -62,11 +62,15 @@ class Flavour:
     userland_sources: str       # deb822 sources for busybox, makedumpfile, kexec, libc
     kernel_sources: str         # deb822 sources for the kernel
     kernel_file: str            # boot/<name>-KVER that QEMU and kexec take
+    extra: tuple[str, ...] = ()  # more userland packages (with their Depends)
 
 
 FLAVOURS: dict[str, Flavour] = {
+    # python3.11 as on the bookworm host: the guest runs the project's loader with the
+    # host's (arch-independent) stdlib bytecode and this root's interpreter and extensions.
     "aarch64": Flavour("arm64", "linux-image-arm64", _BOOKWORM + _BOOKWORM_SECURITY,
-                       _BOOKWORM + _BOOKWORM_SECURITY, "vmlinuz"),
+                       _BOOKWORM + _BOOKWORM_SECURITY, "vmlinuz",
+                       ("python3.11-minimal", "libpython3.11-stdlib")),
     "x86_64": Flavour("amd64", "linux-image-amd64", _BOOKWORM + _BOOKWORM_SECURITY,
                       _BOOKWORM + _BOOKWORM_SECURITY, "vmlinuz"),
     # bookworm-security's ppc64el index fails its size check (reference §1): main only.
@@ -146,9 +150,10 @@ def foreign_sysroot(arch: str) -> Sysroot:
     with open(CACHE / f".lock-sysroot-{arch}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = root / ".ready"
-        if not ready.exists():
+        recipe = " ".join((*USERLAND, *fl.extra, fl.kernel_meta)) + "\n"
+        if not ready.exists() or ready.read_text() != recipe:
             _build(root, arch, fl)
-            ready.touch()
+            ready.write_text(recipe)
         kver = (root / ".kver").read_text().strip()
         return Sysroot(root=root, arch=arch, kver=kver,
                        kernel=root / "boot" / f"{fl.kernel_file}-{kver}")
@@ -160,7 +165,7 @@ def _build(root: Path, arch: str, fl: Flavour) -> None:
     root.mkdir(parents=True)
     user = _Apt(CACHE / f"apt-{arch}", fl.debarch, fl.userland_sources)
     user.update()
-    debs = user.download_closure(USERLAND)
+    debs = user.download_closure((*USERLAND, *fl.extra))
     kapt = user
     if fl.kernel_sources != fl.userland_sources:
         kapt = _Apt(CACHE / f"apt-{arch}-kernel", fl.debarch, fl.kernel_sources)
