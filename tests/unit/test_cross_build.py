@@ -18,6 +18,8 @@ from mkkdumprd.image.reader import read_file, read_members
 from tests.support.debian_kernel import Kernel, debian_kernel
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
 
+pytestmark = pytest.mark.multiarch
+
 EM_AARCH64 = 183
 EM_X86_64 = 62
 

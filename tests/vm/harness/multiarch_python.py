@@ -69,7 +69,8 @@ def guest_python_entries(sysroot: Sysroot, modules: dict[str, Module]) -> list[E
 
 
 def build_loader_first_stage(sysroot: Sysroot, capture_image: Path, out: Path,
-                             script: str) -> Path:
+                             script: str, kernels: dict[str, Path] | None = None) -> Path:
+    """`kernels`: image path -> host file (default /boot/vmlinuz = the sysroot's kernel)."""
     modules = trace_loader_modules(debian_kernel().vmlinuz)
     view = HostView(sysroot.root)
     spec = ImageSpec()
@@ -91,8 +92,9 @@ def build_loader_first_stage(sysroot: Sysroot, capture_image: Path, out: Path,
     add([file_entry(f"{LOADER_ROOT}/arch/{arch_toml.name}", arch_toml, "arch data",
                     mode=0o644)])
     add([dir_entry(d, "mount point") for d in ("/proc", "/sys", "/dev", "/tmp", "/run")])
-    add([file_entry("/boot/vmlinuz", sysroot.kernel, "capture kernel", mode=0o644),
-         file_entry("/boot/capture.img", capture_image, "capture image", mode=0o644)])
+    for dest, src in (kernels or {"/boot/vmlinuz": sysroot.kernel}).items():
+        add([file_entry(dest, src, "capture kernel", mode=0o644)])
+    add([file_entry("/boot/capture.img", capture_image, "capture image", mode=0o644)])
     spec.add(init_entry(script))
     return write_initramfs(spec, out, "none")
 
