@@ -1,0 +1,146 @@
+"""The build cache: where it lives, what it refuses to read, and that the cached module
+index, ELF headers and templates are used while their files are unchanged and dropped
+when they change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from mkkdumprd.build import cache, cached
+from mkkdumprd.build.templates import environment, render
+from mkkdumprd.elf import objects
+from mkkdumprd.kmod.index import ModuleIndex
+from tests.support.fake_kmod import write_depmod_text, write_module
+
+
+@pytest.fixture
+def cdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv(cache.ENV, str(d))
+    return d
+
+
+def test_where_the_cache_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(cache.ENV, "off")
+    assert cache.cache_dir() is None
+    monkeypatch.delenv(cache.ENV)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert cache.cache_dir() == Path("/var/cache/mkkdumprd")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.cache_dir() == tmp_path / "mkkdumprd"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "mkkdumprd"
+
+
+def test_round_trip_and_key(cdir: Path) -> None:
+    cache.store("t", "name", ("k", 1), {"v": [1, 2]})
+    assert cache.load("t", "name", ("k", 1)) == {"v": [1, 2]}
+    assert cache.load("t", "name", ("k", 2)) is None
+    assert cache.load("t", "other", ("k", 1)) is None
+    assert oct(cdir.stat().st_mode & 0o777) == "0o700"
+    assert [p.name for p in cdir.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b"",
+    lambda b: b[:-7],
+    lambda b: b.replace(b"mkkdumprd-cache 1 ", b"mkkdumprd-cache 0 "),
+    lambda b: b.split(b"\n", 1)[0] + b"\nnot a pickle",
+])
+def test_damaged_or_foreign_files_are_absent(cdir: Path, damage: object) -> None:
+    cache.store("t", "name", 1, "value")
+    (f,) = cdir.iterdir()
+    f.write_bytes(damage(f.read_bytes()))  # type: ignore[operator]
+    assert cache.load("t", "name", 1) is None
+    cache.store("t", "name", 1, "again")
+    assert cache.load("t", "name", 1) == "again"
+
+
+def test_a_directory_others_can_write_is_neither_read_nor_written(cdir: Path) -> None:
+    cache.store("t", "name", 1, "value")
+    cdir.chmod(0o775)
+    assert cache.load("t", "name", 1) is None
+    cache.store("t", "name", 1, "changed")
+    cdir.chmod(0o700)
+    assert cache.load("t", "name", 1) == "value"
+
+
+def test_an_unwritable_place_is_silently_no_cache(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv(cache.ENV, str(blocker / "cache"))
+    cache.store("t", "name", 1, "value")
+    assert cache.load("t", "name", 1) is None
+
+
+def _tree(root: Path) -> Path:
+    kmoddir = root / "lib/modules/1.0"
+    mods = {"kernel/a/a.ko": ["kernel/b/b.ko"], "kernel/b/b.ko": []}
+    for rel in mods:
+        write_module(kmoddir, rel, {"name": Path(rel).stem, "alias": f"x:{Path(rel).stem}*"})
+    write_depmod_text(kmoddir, mods, aliases=[("x:a*", "a"), ("x:b*", "b")])
+    return kmoddir
+
+
+def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    kmoddir = _tree(tmp_path)
+    first = cached.module_index(kmoddir, "1.0")
+    assert first.lookup("x:a1") == ("a",)
+    calls: list[Path] = []
+    real = ModuleIndex.load
+
+    def counting(kmoddir: Path, kver: str, *a: object, **kw: object) -> ModuleIndex:
+        calls.append(kmoddir)
+        return real(kmoddir, kver)
+
+    monkeypatch.setattr(ModuleIndex, "load", counting)
+    again = cached.module_index(kmoddir, "1.0")
+    assert calls == []
+    assert dict(again.modules) == dict(first.modules) and again.lookup("x:b2") == ("b",)
+    # depmod ran: a new index file.
+    write_depmod_text(kmoddir, {"kernel/a/a.ko": [], "kernel/b/b.ko": []})
+    assert cached.module_index(kmoddir, "1.0").deps["a"] == ()
+    assert len(calls) == 1
+    # A module installed in a new directory.
+    write_module(kmoddir, "kernel/c/c.ko", {"name": "c"})
+    assert "c" in cached.module_index(kmoddir, "1.0").modules
+    assert len(calls) == 2
+
+
+def test_elf_headers_survive_the_process(cdir: Path) -> None:
+    exe = shutil.which("busybox") or shutil.which("sh")
+    assert exe is not None
+    before = cached.load_elf_objects()
+    parsed = objects.read_elf(exe)
+    cached.save_elf_objects(before)
+    st = os.stat(exe)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    objects.known().clear()
+    cached.load_elf_objects()
+    assert objects.known()[key] == parsed
+
+
+def test_compiled_templates_are_reused(cdir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "t.j2").write_text("echo {{ word | shq }}\n")
+    bcc = cached.template_cache()
+    assert bcc is not None
+    assert render(environment([tmp_path], bcc), "t.j2", {"word": "a b"}) == "echo 'a b'\n"
+
+    def no_compile(*a: object, **kw: object) -> object:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(jinja2.Environment, "compile", no_compile)
+    assert render(environment([tmp_path], bcc), "t.j2", {"word": "c"}) == "echo c\n"
+    (tmp_path / "t.j2").write_text("printf %s {{ word | shq }}\n")
+    with pytest.raises(AssertionError, match="compiled again"):
+        render(environment([tmp_path], bcc), "t.j2", {"word": "c"})
