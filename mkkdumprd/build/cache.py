@@ -44,8 +44,12 @@ def cache_dir() -> Path | None:
     if os.geteuid() == 0:
         return Path("/var/cache/mkkdumprd")
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg) if xdg.startswith("/") else Path.home() / ".cache"
-    return base / "mkkdumprd"
+    if xdg.startswith("/"):
+        return Path(xdg) / "mkkdumprd"
+    try:
+        return Path.home() / ".cache" / "mkkdumprd"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry: no cache
+        return None
 
 
 def file_id(path: str | os.PathLike[str]) -> FileId | None:
