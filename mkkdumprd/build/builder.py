@@ -162,6 +162,7 @@ def assemble(req: BuildRequest) -> BuildResult:
     raw.extend(acc.entries)
     raw.extend(_binary_entries(acc, req.view, req.arch))
     kmod_names = _kernel_modules(req, acc, index, raw)
+    cached.update_module_index(index)
     raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs,
                                  cached.template_cache()))
     cached.save_elf_objects(elf_known)
@@ -270,6 +271,9 @@ def _kernel_modules(req: BuildRequest, acc: _Acc, index: Any, spec: ImageSpec) -
                                  *req.config.add_drivers]))
     omit = tuple(dict.fromkeys([*req.omit_drivers, *req.config.omit_drivers]))
     closure = resolve_modules(index, wanted, omit=omit)
+    from mkkdumprd.kmod.arch_check import check_modules_arch
+
+    check_modules_arch(closure.modules, req.arch)
     spec.extend(module_entries(closure))
     fw, fw_warnings = firmware_entries(closure, req.view)
     spec.extend(fw)

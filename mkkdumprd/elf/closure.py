@@ -555,6 +555,11 @@ class Resolver:
         return PurePosixPath("/", expanded)
 
 
+def parse_machine(machine: str) -> tuple[str, int]:
+    """(e_machine name, ELF class) for an --arch name (aarch64, arm64 ...) or EM_* name."""
+    return _parse_machine(machine)
+
+
 def _parse_machine(machine: str) -> tuple[str, int]:
     if machine in _ARCH_MACHINES:
         return _ARCH_MACHINES[machine]

@@ -73,8 +73,13 @@ def read_ident(path: str | Path) -> ElfIdent:
     """Class, byte order and machine from the ELF header alone; NotElf if not ELF."""
     with open(path, "rb") as f:
         head = f.read(20)
+    return ident_of(head, str(path))
+
+
+def ident_of(head: bytes, what: str) -> ElfIdent:
+    """The same from the first 20 bytes of a file (`what` names it in the error)."""
     if len(head) < 20 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
-        raise NotElf(f"{path} is not an ELF file")
+        raise NotElf(f"{what} is not an ELF file")
     little = head[5] == 1
     (machine,) = struct.unpack_from("<H" if little else ">H", head, 18)
     return ElfIdent(32 if head[4] == 1 else 64, little,

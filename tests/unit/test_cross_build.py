@@ -166,3 +166,36 @@ def test_recommend_covers_the_measured_minimum(arch: str, tmp_path: Path) -> Non
     assert rec["chosen"] >= MEASURED_MIN[arch] + (16 << 20), rec["chosen"]
     # ... and well under the table, or the estimate would be pointless.
     assert rec["chosen"] < rec["table_size"]
+
+
+def test_x86_modules_in_an_aarch64_build_are_refused(arm64: Sysroot, kernel: Kernel,
+                                                     tmp_path: Path) -> None:
+    code, output = _build("--arch", "aarch64", "--sysroot", str(arm64.root), "--kver",
+                          kernel.kver, "--kmoddir", str(kernel.kmoddir), "--add-drivers",
+                          "virtio_blk", "-o", str(tmp_path / "x.img"))
+    assert code == 2, output
+    assert output.count("\n") == 1 and "Traceback" not in output
+    assert f"kernel module {kernel.kmoddir}/kernel/" in output
+    assert "is a 64-bit EM_X86_64 object, not 64-bit EM_AARCH64 for --arch aarch64" in output
+    assert not (tmp_path / "x.img").exists()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "xz", "zstd", "none"])
+def test_module_head_reads_through_compression(arm64: Sysroot, tmp_path: Path,
+                                               codec: str) -> None:
+    import gzip
+    import lzma
+
+    import zstandard
+
+    from mkkdumprd.image.spec import Codec
+    from mkkdumprd.kmod.arch_check import module_head
+
+    ko = next((arm64.root / "lib/modules" / arm64.kver).rglob("virtio_blk.ko"))
+    data = ko.read_bytes()
+    packed = {"gzip": gzip.compress, "xz": lzma.compress,
+              "zstd": zstandard.ZstdCompressor().compress, "none": bytes}[codec](data)
+    p = tmp_path / f"m.ko.{codec}"
+    p.write_bytes(packed)
+    head = module_head(p, Codec(codec))
+    assert head == data[:20] and _machine(head) == EM_AARCH64
