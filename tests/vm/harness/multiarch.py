@@ -311,8 +311,12 @@ def read_dmesg(vmcore: Path, sysroot: Sysroot, workdir: Path) -> tuple[str, str]
     return out.read_text(errors="replace"), f"{sysroot.arch} makedumpfile under qemu-user"
 
 
-def check_dump(disk: Path, workdir: Path, sysroot: Sysroot, console: str) -> DumpCheck:
-    """One complete dump on the ext4 disk, of the crashed kernel, readable by makedumpfile."""
+def check_dump(disk: Path, workdir: Path, sysroot: Sysroot, console: str,
+               crashed_release: str | None = None) -> DumpCheck:
+    """One complete dump on the ext4 disk, of the crashed kernel, readable by makedumpfile.
+
+    `crashed_release`: uname -r of the kernel that crashed, when it is not the sysroot's.
+    """
     from . import disks, vmcore
 
     dumps = disks.ext4_find_dumps(disk)
@@ -327,7 +331,8 @@ def check_dump(disk: Path, workdir: Path, sysroot: Sysroot, console: str) -> Dum
     vmcore.assert_sysrq_crash(text, "vmcore-dmesg.txt")
     vmc = disks.ext4_dump(disk, f"{where}/vmcore", workdir / "vmcore")
     release, machine = kdump_header(vmc)
-    assert (release, machine) == (sysroot.kver, sysroot.arch), (release, machine)
+    assert (release, machine) == (crashed_release or sysroot.kver, sysroot.arch), \
+        (release, machine)
     size = vmc.stat().st_size
     assert size == files["vmcore"].size and size > 1 << 20
     dmesg, reader = read_dmesg(vmc, sysroot, workdir)

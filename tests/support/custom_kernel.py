@@ -1,0 +1,150 @@
+"""Small test kernels WITH kexec_file_load, built from Debian's linux-source-6.1.
+
+Debian's kernels off x86 have no CONFIG_KEXEC_FILE (multiarch-kdump.md §0), so the
+loader's kexec_file_load path can only run there on a kernel we build: allnoconfig plus the
+fragment below (reference §6), cross-compiled. `custom_kernel("aarch64")` builds once
+(about 2-5 minutes on 2 vCPUs) and caches the result in
+$MKKDUMPRD_TEST_CACHE/custom-kernel-<arch>; `python -m tests.support.custom_kernel ARCH`
+does the same from a shell. Needs the host packages linux-source-6.1, flex, bison, bc and
+the cross compiler (gcc-aarch64-linux-gnu ...): dev/setup-kernels installs them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.debian_kernel import CACHE
+
+SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
+
+COMMON = """
+CONFIG_64BIT=y
+CONFIG_SMP=y
+CONFIG_NR_CPUS=4
+CONFIG_PRINTK=y
+CONFIG_TTY=y
+CONFIG_BLK_DEV_INITRD=y
+CONFIG_RD_GZIP=y
+CONFIG_RD_ZSTD=y
+CONFIG_PROC_FS=y
+CONFIG_SYSFS=y
+CONFIG_DEVTMPFS=y
+CONFIG_TMPFS=y
+CONFIG_BINFMT_ELF=y
+CONFIG_BINFMT_SCRIPT=y
+CONFIG_MAGIC_SYSRQ=y
+CONFIG_KEXEC_FILE=y
+CONFIG_CRASH_DUMP=y
+CONFIG_PROC_VMCORE=y
+CONFIG_PROC_KCORE=y
+CONFIG_KALLSYMS=y
+CONFIG_RELOCATABLE=y
+CONFIG_FUTEX=y
+CONFIG_MULTIUSER=y
+CONFIG_EPOLL=y
+CONFIG_SIGNALFD=y
+CONFIG_TIMERFD=y
+CONFIG_EVENTFD=y
+CONFIG_SHMEM=y
+CONFIG_MEMFD_CREATE=y
+CONFIG_PANIC_TIMEOUT=10
+CONFIG_NAMESPACES=y
+CONFIG_POSIX_TIMERS=y
+CONFIG_PRINTK_TIME=y
+# CONFIG_MODULES is not set
+"""
+
+ARCHES = {
+    "aarch64": dict(
+        karch="arm64", cross="aarch64-linux-gnu-", target="Image",
+        image="arch/arm64/boot/Image",
+        fragment="""
+CONFIG_SERIAL_AMBA_PL011=y
+CONFIG_SERIAL_AMBA_PL011_CONSOLE=y
+CONFIG_ARM64_VA_BITS_48=y
+# CONFIG_RANDOMIZE_BASE is not set
+"""),
+}
+
+
+@dataclass(frozen=True)
+class CustomKernel:
+    arch: str
+    image: Path          # what QEMU -kernel boots
+    config: Path
+
+
+def _key(arch: str) -> str:
+    spec = ARCHES[arch]
+    h = hashlib.sha256((COMMON + str(spec)).encode())
+    h.update(str(SOURCE.stat().st_size).encode())
+    return h.hexdigest()[:12]
+
+
+def custom_kernel(arch: str) -> CustomKernel:
+    spec = ARCHES[arch]
+    base = CACHE / f"custom-kernel-{arch}"
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        key = _key(arch)
+        done = base / f"Image-{key}"
+        if not done.exists():
+            _build(arch, spec, base, done)
+        return CustomKernel(arch, done, base / f"config-{key}")
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise RuntimeError(f"{tool} not found: install {package} (dev/setup-kernels)")
+    return path
+
+
+def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
+    if not SOURCE.exists():
+        raise RuntimeError(f"{SOURCE} missing: install linux-source-6.1 (dev/setup-kernels)")
+    _need(spec["cross"] + "gcc", f"gcc-{spec['cross'].rstrip('-')}")
+    for tool, pkg in (("flex", "flex"), ("bison", "bison"), ("bc", "bc")):
+        _need(tool, pkg)
+    src = base / "src"
+    if not (src / "Makefile").exists():
+        shutil.rmtree(src, ignore_errors=True)
+        with tarfile.open(SOURCE) as t:
+            t.extractall(base, filter="tar")
+        (base / "linux-source-6.1").rename(src)
+    out = base / "out"
+    env = {**os.environ, "ARCH": spec["karch"], "CROSS_COMPILE": spec["cross"]}
+    frag = base / "fragment.config"
+    frag.write_text(COMMON + spec["fragment"])
+
+    def make(*args: str) -> None:
+        subprocess.run(["make", "-C", str(src), f"O={out}", *args], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    make("allnoconfig")
+    subprocess.run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
+                    str(out / ".config"), str(frag)], env=env, check=True, cwd=src,
+                   stdout=subprocess.DEVNULL)
+    make("olddefconfig")
+    config = (out / ".config").read_text()
+    for want in ("CONFIG_KEXEC_FILE=y", "CONFIG_CRASH_DUMP=y", "CONFIG_PROC_VMCORE=y"):
+        if want not in config:
+            raise RuntimeError(f"{want} did not survive olddefconfig for {arch}")
+    make(f"-j{os.cpu_count() or 2}", spec["target"])
+    key = done.name.split("-", 1)[1]
+    shutil.copy2(out / ".config", base / f"config-{key}")
+    shutil.copy2(out / spec["image"], done)
+
+
+if __name__ == "__main__":
+    k = custom_kernel(sys.argv[1] if len(sys.argv) > 1 else "aarch64")
+    print(k.image)
