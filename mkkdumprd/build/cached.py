@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import jinja2
@@ -22,6 +23,9 @@ _SKIP_DIRS = frozenset({"build", "source"})
 _INDEX_FORMAT = 1
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
+# Indexes handed out by module_index → (cache name, key, firmware lists when stored).
+_stored: weakref.WeakKeyDictionary[ModuleIndex, tuple[str, tuple[object, ...], int]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _tree_key(kmoddir: Path) -> tuple[object, ...]:
@@ -57,11 +61,22 @@ def module_index(kmoddir: Path, kver: str) -> ModuleIndex:
     key = _tree_key(kmoddir)
     found = cache.load("kmod-index", name, key)
     if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
+        _stored[found] = (name, key, found.firmware_read())
         return found
     index = ModuleIndex.load(kmoddir, kver)
     len(index.aliases)  # parse modules.alias now, so the cached copy holds it parsed
     cache.store("kmod-index", name, key, index)
+    _stored[index] = (name, key, 0)
     return index
+
+
+def update_module_index(index: ModuleIndex) -> None:
+    """Store `index` again when this build read firmware lists the cached copy lacks."""
+    known = _stored.get(index)
+    if known is not None and index.firmware_read() > known[2]:
+        name, key, _ = known
+        cache.store("kmod-index", name, key, index)
+        _stored[index] = (name, key, index.firmware_read())
 
 
 def load_elf_objects() -> int:

@@ -207,6 +207,11 @@ class ModuleIndex:
             self._firmware[name] = read_modinfo(self.kmoddir / relpath).firmware
         return self._firmware[name]
 
+    def firmware_read(self) -> int:
+        """How many modules' `firmware=` lists were read so far (a cache of this index is
+        worth saving again when it grows: reading them decompresses .ko.xz files)."""
+        return len(self._firmware)
+
     def symbols(self) -> Mapping[str, str]:
         """`symbol:NAME` -> module, from modules.symbols or the modules' exports."""
         cached = self._cache.get("symbols")

@@ -119,6 +119,7 @@ def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
 def test_elf_headers_survive_the_process(cdir: Path) -> None:
     exe = shutil.which("busybox") or shutil.which("sh")
     assert exe is not None
+    objects.known().clear()  # as in a new process
     before = cached.load_elf_objects()
     parsed = objects.read_elf(exe)
     cached.save_elf_objects(before)
