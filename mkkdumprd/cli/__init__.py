@@ -1,6 +1,6 @@
 """The `mkkdumprd` command line (click).
 
-Each command group lives in its own module here and is registered below. Bare
+Each command group lives in its own module here, found through COMMAND_MODULES. Bare
 `mkkdumprd [build options]` means `mkkdumprd build ...`, as distro scripts type it.
 Errors derived from MkkdumprdError print as one sentence with their exit code (1 failed,
 2 usage/config); `--debug` shows the traceback instead.
@@ -8,6 +8,7 @@ Errors derived from MkkdumprdError print as one sentence with their exit code (1
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from typing import Any
@@ -19,14 +20,50 @@ from mkkdumprd.errors import MkkdumprdError
 
 DEFAULT_COMMAND = "build"
 
+# Command name -> the module of mkkdumprd.cli that defines it (in its COMMANDS list).
+# Modules are imported on first use, so `mkkdumprd build` finding its image up to date does
+# not pay for importing every other command. tests/unit/test_cli_registry.py keeps this
+# table equal to what the modules define.
+COMMAND_MODULES: dict[str, str] = {
+    "build": "build_cmd",
+    "savecore": "build_cmd",
+    "config": "config_cmd",
+    "crashkernel": "crashkernel_cmd",
+    "estimate": "crashkernel_cmd",
+    "showmem": "crashkernel_cmd",
+    "deps": "deps_cmd",
+    "install-integration": "integration_cmd",
+    "load": "load_cmd",
+    "unload": "load_cmd",
+    "status": "load_cmd",
+    "ls": "ls_cmd",
+    "propagate": "propagate_cmd",
+    "start": "service_cmd",
+    "stop": "service_cmd",
+    "restart": "service_cmd",
+    "reload": "service_cmd",
+    "rebuild": "service_cmd",
+}
+
 
 class DefaultGroup(click.Group):
-    """A group that runs `build` when the first word is not a subcommand."""
+    """Commands loaded on demand; `build` runs when the first word is not a command."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        commands: list[click.Command] = module.COMMANDS
+        return next(c for c in commands if c.name == cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((a for a in args if a != "--debug"), None)
-        if first is None or (first not in self.commands and first not in ("--help", "-h",
-                                                                          "--version")):
+        if first is None or (first not in COMMAND_MODULES
+                             and first not in ("--help", "-h", "--version")):
             idx = args.index(first) if first is not None else len(args)
             args = [*args[:idx], DEFAULT_COMMAND, *args[idx:]]
         return super().parse_args(ctx, args)
@@ -53,25 +90,3 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-def _register() -> None:
-    from mkkdumprd.cli import (
-        build_cmd,
-        config_cmd,
-        crashkernel_cmd,
-        deps_cmd,
-        integration_cmd,
-        load_cmd,
-        ls_cmd,
-        propagate_cmd,
-        service_cmd,
-    )
-
-    for mod in (build_cmd, config_cmd, crashkernel_cmd, deps_cmd, integration_cmd, load_cmd,
-                ls_cmd, propagate_cmd, service_cmd):
-        for cmd in mod.COMMANDS:
-            main.add_command(cmd)
-
-
-_register()
