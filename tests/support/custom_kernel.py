@@ -72,6 +72,25 @@ CONFIG_SERIAL_AMBA_PL011_CONSOLE=y
 CONFIG_ARM64_VA_BITS_48=y
 # CONFIG_RANDOMIZE_BASE is not set
 """),
+    # Without PPC_OF_BOOT_TRAMPOLINE SLOF stops with a Program Exception; without
+    # ALTIVEC/VSX Debian's userland dies of illegal instructions (reference §6).
+    "ppc64le": dict(
+        karch="powerpc", cross="powerpc64le-linux-gnu-", target="vmlinux",
+        image="vmlinux",
+        fragment="""
+CONFIG_PPC64=y
+CONFIG_PPC_BOOK3S_64=y
+CONFIG_CPU_LITTLE_ENDIAN=y
+CONFIG_PPC_PSERIES=y
+CONFIG_HVC_CONSOLE=y
+CONFIG_CRYPTO=y
+CONFIG_CRYPTO_SHA256=y
+CONFIG_PPC_RADIX_MMU=y
+CONFIG_PPC_OF_BOOT_TRAMPOLINE=y
+CONFIG_ALTIVEC=y
+CONFIG_VSX=y
+CONFIG_PPC_FPU=y
+"""),
 }
 
 

@@ -66,15 +66,16 @@ class Flavour:
 
 
 FLAVOURS: dict[str, Flavour] = {
-    # python3.11 as on the bookworm host: the guest runs the project's loader with the
-    # host's (arch-independent) stdlib bytecode and this root's interpreter and extensions.
+    # python3.11 as on the bookworm host (aarch64, ppc64le): the guest runs the project's
+    # loader with the host's stdlib bytecode and this root's interpreter and extensions.
     "aarch64": Flavour("arm64", "linux-image-arm64", _BOOKWORM + _BOOKWORM_SECURITY,
                        _BOOKWORM + _BOOKWORM_SECURITY, "vmlinuz",
                        ("python3.11-minimal", "libpython3.11-stdlib")),
     "x86_64": Flavour("amd64", "linux-image-amd64", _BOOKWORM + _BOOKWORM_SECURITY,
                       _BOOKWORM + _BOOKWORM_SECURITY, "vmlinuz"),
     # bookworm-security's ppc64el index fails its size check (reference §1): main only.
-    "ppc64le": Flavour("ppc64el", "linux-image-powerpc64le", _BOOKWORM, _BOOKWORM, "vmlinux"),
+    "ppc64le": Flavour("ppc64el", "linux-image-powerpc64le", _BOOKWORM, _BOOKWORM, "vmlinux",
+                       ("python3.11-minimal", "libpython3.11-stdlib")),
     # bookworm has no riscv64; trixie has the kernel but no kexec-tools: userland from sid.
     "riscv64": Flavour("riscv64", "linux-image-riscv64", _SID, _TRIXIE, "vmlinux"),
 }

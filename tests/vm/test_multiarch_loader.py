@@ -1,7 +1,8 @@
-"""The project's loader itself in an arm64 guest: `python3 -m mkkdumprd.loader load` on the
-Debian bookworm arm64 kernel meets ENOSYS from kexec_file_load, falls back to kexec-tools'
-`kexec -p` (with its own `_text` kallsyms fix in a private mount namespace), `status` says
-which path loaded it, and the crash gives a vmcore that arm64 makedumpfile reads."""
+"""The project's loader itself in arm64 and ppc64le guests: `python3 -m mkkdumprd.loader load`
+on Debian bookworm's kernel meets ENOSYS from kexec_file_load, falls back to kexec-tools'
+`kexec -p` (on arm64 with its own `_text` kallsyms fix in a private mount namespace),
+`status` says which path loaded it, and the crash gives a vmcore that the arch's own
+makedumpfile reads."""
 
 from __future__ import annotations
 
@@ -25,22 +26,18 @@ from tests.vm.harness.qemu import VM, Drive
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.multiarch]
 
 
-@pytest.fixture(scope="module")
-def sysroot() -> Sysroot:
-    return foreign_sysroot("aarch64")
-
-
-def test_product_loader_falls_back_to_kexec_load_on_arm64(sysroot: Sysroot,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["aarch64", "ppc64le"])
+def test_product_loader_falls_back_to_kexec_load(arch: str, tmp_path: Path) -> None:
+    sysroot: Sysroot = foreign_sysroot(arch)
     fs_uuid = str(uuid.uuid4())
     image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
                                 tmp_path / "capture.img")
     disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
                            content=disks.tree(tmp_path / "fs", "var/crash"))
     first = build_loader_first_stage(sysroot, image, tmp_path / "first.img",
-                                     loader_script("aarch64"))
-    spec = ForeignVMSpec(sysroot.kernel, first, first_kernel_append("aarch64", "256M"),
-                         drives=(Drive(disk),), arch="aarch64")
+                                     loader_script(arch))
+    spec = ForeignVMSpec(sysroot.kernel, first, first_kernel_append(arch, "256M"),
+                         drives=(Drive(disk),), arch=arch)
     with VM(spec, tmp_path / "console.log", 400) as vm:
         vm.wait_for(CRASHING_MARKER)
         vm.wait_exit()
@@ -52,7 +49,8 @@ def test_product_loader_falls_back_to_kexec_load_on_arm64(sysroot: Sysroot,
     out = load.output
     assert "this kernel has no kexec_file_load (ENOSYS" in out, out
     assert "/sbin/kexec -p -c /boot/vmlinuz" in out
-    assert "private mount namespace, /proc/kallsyms with _text added" in out
+    fixed = "private mount namespace, /proc/kallsyms with _text added" in out
+    assert fixed == (arch == "aarch64"), out
     assert "Can't get the symbol of _text" not in out
     assert "loaded /boot/vmlinuz (as is, by kexec-tools)" in out
     after = steps["status-after"]
@@ -60,4 +58,4 @@ def test_product_loader_falls_back_to_kexec_load_on_arm64(sysroot: Sysroot,
         after.output
     assert '"path": "kexec_load"' in steps["status-json"].output
     dump = check_dump(disk, tmp_path, sysroot, console)
-    assert dump.size > 4 << 20
+    assert dump.size > 1 << 20
