@@ -67,6 +67,9 @@ class BuildRequest:
     modules_dir: Path | None = None
     templates_dir: Path | None = None
     source_date_epoch: int | None = None
+    # The capture network in dracut's ip= syntax (network targets); None: from the host's
+    # route on host-only builds, DHCP otherwise.
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ def assemble(req: BuildRequest) -> BuildResult:
     for m in active:
         ctx = BuildContext(config=config, target=target, kver=req.kver, arch=req.arch,
                            view=req.view, system=req.system, hostonly=req.hostonly, module=m,
-                           active=names, applets=applets, index=index, rootfs=rootfs)
+                           active=names, applets=applets, index=index, rootfs=rootfs,
+                           ip=req.ip)
         _declared(m, req.view, acc)
         hooks = load_hooks(m)
         if hooks.check:

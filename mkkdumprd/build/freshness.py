@@ -87,6 +87,7 @@ def request_record(req: BuildRequest) -> dict[str, Any]:
         "compression": req.compression.value,
         "level": req.level,
         "timeout": req.timeout,
+        "ip": req.ip,
         "modules_dir": str(req.modules_dir or data_dir("modules.d")),
         "templates_dir": str(req.templates_dir or data_dir("templates")),
         "source_date_epoch": str(sde) if sde is not None

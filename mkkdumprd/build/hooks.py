@@ -48,6 +48,7 @@ class BuildContext:
     applets: tuple[str, ...]
     index: ModuleIndex | None = None
     rootfs: ResolvedTarget | None = None    # for failure_action dump_to_rootfs (host-only)
+    ip: str | None = None                   # `build --ip` (dracut ip= syntax), network targets
 
     def reason(self, what: str) -> str:
         """A reason string for entries made by this module's hooks."""

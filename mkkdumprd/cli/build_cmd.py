@@ -62,6 +62,17 @@ def _default_kver(view: HostView, sysroot: Path | None) -> str:
     )
 
 
+def _checked_ip(ip: str | None) -> str | None:
+    """Reject a malformed --ip before anything is built (the network hook parses it again)."""
+    if ip is None:
+        return None
+    from mkkdumprd.network.ipconfig import parse_ip
+
+    text = ip.removeprefix("ip=")
+    parse_ip(text)
+    return text
+
+
 @click.command(epilog=_SPEC_GRAMMAR)
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
               help="kdump.conf to read (default /etc/kdump.conf, or Fedora's defaults "
@@ -102,12 +113,16 @@ def _default_kver(view: HostView, sysroot: Path | None) -> str:
 @click.option("--size-report", is_flag=True,
               help="Print what takes the space in the image: totals by kind (kernel "
                    "modules, libraries, binaries, ...) and the largest files.")
+@click.option("--ip", "ip", metavar="IP=SPEC",
+              help="Capture network for nfs/ssh targets in dracut's ip= syntax, e.g. "
+                   "10.0.2.15::10.0.2.2:255.255.255.0::eth0:none or eth0:dhcp (default: "
+                   "the host's route to the target; DHCP with --no-hostonly).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
 def build(config_path: Path | None, target_spec: str | None, kver: str | None,
           kmoddir: Path | None, sysroot: Path | None, arch: str | None,
           add_drivers: tuple[str, ...], omit_drivers: tuple[str, ...], hostonly: bool,
           compress: str, output: Path | None, force: bool, timeout: int,
-          size_report: bool, quiet: bool) -> None:
+          size_report: bool, ip: str | None, quiet: bool) -> None:
     """Build a kdump capture initramfs for a kernel.
 
     The image holds busybox (or the host's tools), makedumpfile, the kernel modules needed
@@ -141,6 +156,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
         config=config, kver=kver, kmoddir=kmoddir, view=view, system=view, arch=arch_name,
         hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),
         compression=Compression(compress), output=out, force=force, timeout=timeout,
+        ip=_checked_ip(ip),
     )
     if out.exists() and not force:
         if not _needs_rebuild(req, out, quiet, size_report):

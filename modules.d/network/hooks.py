@@ -15,9 +15,7 @@ from mkkdumprd.network.plan import NetworkPlan
 
 def _plan(ctx: BuildContext) -> NetworkPlan:
     host = capture.target_host(ctx.target.kind.value, ctx.target.server or "")
-    # `build --ip` reaches hooks as BuildContext.ip once the builder carries it
-    user_ip = getattr(ctx, "ip", None)
-    return capture.network_plan(ctx.system, host, hostonly=ctx.hostonly, user_ip=user_ip)
+    return capture.network_plan(ctx.system, host, hostonly=ctx.hostonly, user_ip=ctx.ip)
 
 
 def entries(ctx: BuildContext) -> list[Entry]:

@@ -25,10 +25,10 @@ def kernel() -> Kernel:
 
 
 def _build(kernel: Kernel, config: KdumpConfig, system: HostView | None = None,
-           hostonly: bool = False) -> BuildResult:
+           hostonly: bool = False, ip: str | None = None) -> BuildResult:
     return assemble(BuildRequest(config, kernel.kver, kernel.kmoddir, HostView.live(),
                                  system or HostView.live(), "x86_64", hostonly=hostonly,
-                                 add_drivers=DRIVERS))
+                                 add_drivers=DRIVERS, ip=ip))
 
 
 def _entry(r: BuildResult, path: str) -> Entry:
@@ -94,6 +94,26 @@ def test_nfs_image_for_another_machine(kernel: Kernel) -> None:
     assert "KDUMP_NFS_SOURCE=10.0.2.100:/export\n" in env
     assert "KDUMP_NFS_VERSIONS='4.2 4.1 4.0'" in env
     subprocess.run(["sh", "-n"], input=_entry(r, "/lib/kdump/target.sh").data, check=True)
+
+
+def test_user_ip_sets_a_static_capture_network(kernel: Kernel) -> None:
+    cfg = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.2.100:/export"))
+    dhcp = _text(_entry(_build(kernel, cfg), "/lib/kdump/network.env"))
+    r = _build(kernel, cfg, ip="10.0.2.15::10.0.2.2:255.255.255.0::eth0:none")
+    env = _text(_entry(r, "/lib/kdump/network.env"))
+    assert "KDUMP_NET_IPARG=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none" in env
+    assert env != dhcp
+
+
+def test_build_cli_rejects_a_malformed_ip() -> None:
+    from click.testing import CliRunner
+
+    from mkkdumprd.cli import main
+
+    r = CliRunner().invoke(main, ["build", "--target", "nfs:10.0.2.100:/export",
+                                  "--no-hostonly", "--ip", "10.0.2.15::nonsense:99"])
+    assert r.exit_code == 2
+    assert "--ip '10.0.2.15::nonsense:99'" in r.output
 
 
 def test_nfs_host_only_vlan_on_bond(kernel: Kernel, tmp_path: Path) -> None:
