@@ -73,6 +73,15 @@ def _checked_ip(ip: str | None) -> str | None:
     return text
 
 
+def _default_arch(view: HostView, sysroot: Path | None) -> str:
+    """This machine's, or for --sysroot the root's own (from its shell's ELF header)."""
+    from mkkdumprd.arch import ARCHES, host_arch
+    from mkkdumprd.elf.closure import arch_of
+
+    found = arch_of(view) if sysroot is not None else None
+    return found if found in ARCHES else host_arch()
+
+
 @click.command(epilog=_SPEC_GRAMMAR)
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
               help="kdump.conf to read (default /etc/kdump.conf, or Fedora's defaults "
@@ -87,7 +96,9 @@ def _checked_ip(ip: str | None) -> str | None:
 @click.option("--sysroot", type=click.Path(path_type=Path, file_okay=False),
               help="Take binaries, libraries, modules and the host's devices from this "
                    "root instead of / (a chroot or image tree).")
-@click.option("--arch", metavar="ARCH", help="Target architecture (default: this machine's).")
+@click.option("--arch", metavar="ARCH",
+              help="Target architecture (default: this machine's, or with --sysroot the "
+                   "root's own, from its /bin/sh).")
 @click.option("--add-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to add (names or aliases, comma or space separated; "
                    "repeatable). Needed with --no-hostonly: e.g. virtio_pci,virtio_blk,ext4.")
@@ -135,7 +146,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     options); otherwise it says "up to date" and exits 0. kdump.conf's force_rebuild and
     force_no_rebuild are honoured; --force always rebuilds.
     """
-    from mkkdumprd.arch import host_arch, load_arch
+    from mkkdumprd.arch import load_arch
     from mkkdumprd.build.builder import BuildRequest, build_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_target, parse_target_spec
@@ -148,7 +159,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
         config = apply_target(config, target, path)
     kver = kver or _default_kver(view, sysroot)
     kmoddir = kmoddir or view.path(f"/lib/modules/{kver}")
-    arch_name = load_arch(arch).name if arch else host_arch()
+    arch_name = load_arch(arch).name if arch else _default_arch(view, sysroot)
     out = output or default_output(kver, view)
     if output is None:
         out.parent.mkdir(parents=True, exist_ok=True)

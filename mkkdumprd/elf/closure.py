@@ -555,6 +555,24 @@ class Resolver:
         return PurePosixPath("/", expanded)
 
 
+def arch_of(view: HostView) -> str | None:
+    """The --arch name of a root, from its shell (or busybox): None when it has neither.
+
+    Cross builds default to the sysroot's architecture rather than this machine's.
+    """
+    names = {v: k for k, v in reversed(list(_ARCH_MACHINES.items()))}
+    for tool in ("sh", "busybox"):
+        p = view.which(tool, ("/bin", "/usr/bin", "/sbin", "/usr/sbin"))
+        if p is None:
+            continue
+        try:
+            ident = read_ident(view.path(view.resolve(p)))
+        except (NotElf, OSError):
+            continue  # a script or unreadable: try the next
+        return names.get((ident.machine, ident.elf_class))
+    return None
+
+
 def parse_machine(machine: str) -> tuple[str, int]:
     """(e_machine name, ELF class) for an --arch name (aarch64, arm64 ...) or EM_* name."""
     return _parse_machine(machine)

@@ -199,3 +199,15 @@ def test_module_head_reads_through_compression(arm64: Sysroot, tmp_path: Path,
     p.write_bytes(packed)
     head = module_head(p, Codec(codec))
     assert head == data[:20] and _machine(head) == EM_AARCH64
+
+
+def test_arch_defaults_to_the_sysroots_own(arm64: Sysroot, tmp_path: Path) -> None:
+    from mkkdumprd.elf.closure import arch_of
+
+    assert arch_of(HostView(arm64.root)) == "aarch64"
+    assert arch_of(HostView(Path("/"))) == "x86_64"
+    assert arch_of(HostView(tmp_path)) is None          # no shell: this machine's arch
+    code, output = _build("--sysroot", str(arm64.root), "--add-drivers", "virtio_blk",
+                          "-o", str(tmp_path / "cap.img"))
+    assert code == 0, output
+    assert f"kernel:   {arm64.kver} (aarch64)" in output
