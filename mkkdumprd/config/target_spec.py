@@ -161,9 +161,10 @@ def apply_target(config: KdumpConfig, target: Target, path: str | None) -> Kdump
         target = old
     elif target.kind in (TargetKind.NFS, TargetKind.SSH) and target.server is None:
         form = "SERVER:/EXPORT" if target.kind is TargetKind.NFS else "USER@HOST"
+        where = ("no kdump.conf was read" if config.source == KdumpConfig().source
+                 else f"{config.source} has no {target.kind.value} target")
         raise UsageError(
-            f"--target {target.kind.value} needs {form} because {config.source} has no "
-            f"{target.kind.value} target; e.g. --target "
+            f"--target {target.kind.value} needs {form} because {where}; e.g. --target "
             + ("nfs:server:/export" if target.kind is TargetKind.NFS else "ssh:root@host"))
     _, _, old_checks = derive(config)
     kept = tuple(w for w in config.warnings if w not in old_checks)

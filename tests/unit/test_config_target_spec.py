@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from mkkdumprd.config.kdumpconf import parse_kdump_conf
+from mkkdumprd.config.kdumpconf import load_kdump_conf, parse_kdump_conf
 from mkkdumprd.config.model import DEFAULT_COLLECTOR, KdumpConfig, Target, TargetKind
 from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 from mkkdumprd.errors import ConfigError, Location, UsageError
@@ -147,3 +150,15 @@ def test_target_dependent_warnings_are_recomputed_and_others_kept() -> None:
     assert len(config.warnings) == 2  # path ignored for raw, obsolete default
     out = apply_target(config, *parse_target_spec("local"))
     assert [w.where.line for w in out.warnings if w.where] == [3]
+
+
+def test_bare_network_target_without_a_file_target_says_what_is_missing(tmp_path: Path) -> None:
+    expected = "needs SERVER:/EXPORT because no kdump.conf was read"
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        apply_target(KdumpConfig(), *parse_target_spec("nfs"))
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("path /var/crash\n")
+    cfg = load_kdump_conf(conf)
+    expected = f"needs USER@HOST because {conf} has no ssh target"
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        apply_target(cfg, *parse_target_spec("ssh"))
