@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from mkkdumprd import __version__
-from mkkdumprd.build.manifest import MANIFEST_PATH, MANIFEST_VERSION
+from mkkdumprd.build.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_dict
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.resources import data_dir
@@ -52,24 +52,19 @@ class Freshness:
 
 # ---- what a build records ------------------------------------------------------------------
 
+# Settings that do not change what goes into the image: toggling them is no reason to rebuild.
+_NOT_IN_IMAGE = ("source", "defaults", "force_rebuild", "force_no_rebuild",
+                 "auto_reset_crashkernel")
+
+
 def config_record(config: KdumpConfig) -> dict[str, Any]:
     """The configuration as given (before the target is resolved on the host)."""
-    t = config.target
-    return {
-        "target": {"kind": t.kind.value, "device": t.device, "fstype": t.fstype,
-                   "server": t.server},
-        "path": config.path,
-        "core_collector": list(config.core_collector),
-        "sshkey": config.sshkey,
-        "kdump_pre": config.kdump_pre,
-        "kdump_post": config.kdump_post,
-        "extra_bins": list(config.extra_bins),
-        "extra_modules": list(config.extra_modules),
-        "failure_action": config.failure_action.value,
-        "final_action": config.final_action.value,
-        "add_drivers": list(config.add_drivers),
-        "omit_drivers": list(config.omit_drivers),
-    }
+    from mkkdumprd.config.render import config_as_dict
+
+    data = config_as_dict(config)
+    for key in _NOT_IN_IMAGE:
+        data.pop(key)
+    return data
 
 
 def request_record(req: BuildRequest) -> dict[str, Any]:
@@ -237,8 +232,7 @@ def _target_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[str]
     except MkkdumprdError as exc:
         return [f"the dump target cannot be resolved now ({exc})"]
     old = (manifest.get("config") or {}).get("target") or {}
-    now = {"kind": target.kind.value, "device": target.device, "fstype": target.fstype,
-           "server": target.server, "path": target.path}
+    now = target_dict(target)
     changed = [k for k, v in now.items() if old.get(k) != v]
     if changed:
         return [f"the dump target changed on this host ({', '.join(changed)}: "

@@ -59,33 +59,21 @@ def kdump_conf_text(config: KdumpConfig, target: ResolvedTarget) -> str:
     return "\n".join(lines) + "\n"
 
 
+def target_dict(target: ResolvedTarget) -> dict[str, Any]:
+    """The dump target as this build resolved it (also what freshness compares with)."""
+    return {"kind": target.kind.value, "device": target.device, "fstype": target.fstype,
+            "server": target.server, "path": target.path}
+
+
 def config_dict(config: KdumpConfig, target: ResolvedTarget) -> dict[str, Any]:
-    return {
-        "source": config.source,
-        "target": {
-            "kind": target.kind.value,
-            "device": target.device,
-            "fstype": target.fstype,
-            "server": target.server,
-            "path": target.path,
-        },
-        "configured_target": {
-            "device": config.target.device,
-            "fstype": config.target.fstype,
-            "server": config.target.server,
-        },
-        "path": config.path,
-        "core_collector": list(config.core_collector),
-        "sshkey": config.sshkey,
-        "kdump_pre": config.kdump_pre,
-        "kdump_post": config.kdump_post,
-        "extra_bins": list(config.extra_bins),
-        "extra_modules": list(config.extra_modules),
-        "failure_action": config.failure_action.value,
-        "final_action": config.final_action.value,
-        "add_drivers": list(config.add_drivers),
-        "omit_drivers": list(config.omit_drivers),
-    }
+    """The configuration in the manifest: as `config check --json` shows it, plus the target
+    as resolved for the capture kernel (`configured_target` is what kdump.conf said)."""
+    from mkkdumprd.config.render import config_as_dict, target_as_dict
+
+    data = config_as_dict(config)
+    data.pop("defaults")
+    return {**data, "target": target_dict(target),
+            "configured_target": target_as_dict(config.target)}
 
 
 def sha256_file(path: Path) -> str:
