@@ -35,9 +35,16 @@ class HostView:
         Like realpath(3) run with this root as '/': an absolute link target is taken
         relative to the root, '..' never climbs above it. Missing tails are kept as given.
         """
+        return self.resolve_links(p)[0]
+
+    def resolve_links(
+        self, p: str | PurePosixPath
+    ) -> tuple[PurePosixPath, list[tuple[PurePosixPath, str]]]:
+        """resolve(), plus every symlink crossed on the way as (link path, its target),
+        in the order the walk met them (an image must carry them to keep paths working)."""
         parts = [x for x in PurePosixPath("/", str(p)).parts[1:]]
         done: list[str] = []
-        hops = 0
+        links: list[tuple[PurePosixPath, str]] = []
         while parts:
             name = parts.pop(0)
             if name in ("", "."):
@@ -49,16 +56,16 @@ class HostView:
             candidate = "/" + "/".join([*done, name])
             real = self.path(candidate)
             if real.is_symlink():
-                hops += 1
-                if hops > _MAX_SYMLINKS:
+                if len(links) >= _MAX_SYMLINKS:
                     raise OSError(f"too many levels of symbolic links at {candidate}")
                 target = os.readlink(real)
+                links.append((PurePosixPath(candidate), target))
                 if target.startswith("/"):
                     done = []
                 parts = [x for x in PurePosixPath(target).parts if x != "/"] + parts
                 continue
             done.append(name)
-        return PurePosixPath("/" + "/".join(done))
+        return PurePosixPath("/" + "/".join(done)), links
 
     def exists(self, p: str | PurePosixPath) -> bool:
         return self.path(self.resolve(p)).exists()

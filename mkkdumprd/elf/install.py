@@ -9,15 +9,12 @@ under a directory that is a symlink in the image.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from mkkdumprd.elf.closure import LD_SO_CACHE, ElfError, Resolver
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Entry, file_entry, symlink_entry
-
-_MAX_SYMLINKS = 40
 
 
 def find_binary(view: HostView, name: str) -> PurePosixPath | None:
@@ -52,34 +49,13 @@ def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason:
 
 def path_entries(view: HostView, p: str | PurePosixPath, reason: str) -> list[Entry]:
     """Symlink entries for every link crossed resolving `p`, then the file itself."""
-    entries: list[Entry] = []
-    parts = list(PurePosixPath("/", str(p)).parts[1:])
-    done: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        cand = "/" + "/".join([*done, name])
-        host = view.path(cand)
-        if host.is_symlink():
-            hops += 1
-            if hops > _MAX_SYMLINKS:
-                raise ElfError(f"too many levels of symbolic links resolving {p}")
-            target = os.readlink(host)
-            entries.append(symlink_entry(cand, target, reason))
-            if target.startswith("/"):
-                done = []
-            parts = [x for x in PurePosixPath(target).parts if x != "/"] + parts
-            continue
-        done.append(name)
-    real = "/" + "/".join(done)
+    try:
+        real, links = view.resolve_links(p)
+    except OSError as exc:
+        raise ElfError(f"cannot resolve {p}: {exc}") from None
+    entries = [symlink_entry(str(link), target, reason) for link, target in links]
     source = view.path(real)
     if not source.is_file():
         raise ElfError(f"{p} resolves to {real}, which is not a regular file")
-    entries.append(file_entry(real, source, reason))
+    entries.append(file_entry(str(real), source, reason))
     return entries
