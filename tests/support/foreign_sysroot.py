@@ -76,6 +76,11 @@ FLAVOURS: dict[str, Flavour] = {
     # bookworm-security's ppc64el index fails its size check (reference §1): main only.
     "ppc64le": Flavour("ppc64el", "linux-image-powerpc64le", _BOOKWORM, _BOOKWORM, "vmlinux",
                        ("python3.11-minimal", "libpython3.11-stdlib")),
+    # Debian's s390x kernels cannot dump (reference §5): the kernel here is unused, the
+    # tests boot a custom one (tests/support/custom_kernel.py); userland as for ppc64le.
+    "s390x": Flavour("s390x", "linux-image-s390x", _BOOKWORM + _BOOKWORM_SECURITY,
+                     _BOOKWORM + _BOOKWORM_SECURITY, "vmlinuz",
+                     ("python3.11-minimal", "libpython3.11-stdlib")),
     # bookworm has no riscv64; trixie has the kernel but no kexec-tools: userland from sid.
     "riscv64": Flavour("riscv64", "linux-image-riscv64", _SID, _TRIXIE, "vmlinux"),
 }

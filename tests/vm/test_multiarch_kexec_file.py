@@ -1,11 +1,11 @@
-"""The loader's kexec_file_load path on arm64 and ppc64le, for real: a small 6.1 kernel built from
-Debian's linux-source with CONFIG_KEXEC_FILE (tests/support/custom_kernel.py) is the first
-kernel; the project's loader in the guest loads Debian's kernel of the arch as the capture
-kernel through kexec_file_load (arm64: raw Image, then Image.gz, which the syscall refuses with
-EINVAL so the loader gunzips it into a memfd; ppc64le: the ELF vmlinux twice), unloads once,
-crashes; the cross-built capture image saves the vmcore. Needs the kernel build tools
-(dev/setup-kernels); the first run builds the kernel (minutes), later runs take it from the
-cache."""
+"""The loader's kexec_file_load path on arm64, ppc64le (and s390x, below), for real: a small 6.1
+kernel built from Debian's linux-source with CONFIG_KEXEC_FILE (tests/support/custom_kernel.py)
+is the first kernel; the project's loader in the guest loads Debian's kernel of the arch as the
+capture kernel through kexec_file_load (arm64: raw Image, then Image.gz, which the syscall
+refuses with EINVAL so the loader gunzips it into a memfd; ppc64le: the ELF vmlinux twice),
+unloads once, crashes; the cross-built capture image saves the vmcore. Needs the kernel build
+tools (dev/setup-kernels); the first run builds the kernel (minutes), later runs take it from
+the cache."""
 
 from __future__ import annotations
 
@@ -82,3 +82,39 @@ def test_kexec_file_load_of_the_debian_kernel(arch: str, tmp_path: Path) -> None
     # The vmcore is the custom first kernel's (6.1.192 from linux-source-6.1).
     dump = check_dump(disk, tmp_path, sysroot, console, crashed_release="6.1.192")
     assert dump.size > 4 << 20
+
+
+def test_s390x_kexec_file_load_with_a_custom_kernel(tmp_path: Path) -> None:
+    """s390x: Debian's kernels cannot dump at all, so the custom kernel is both the first and
+    the capture kernel (virtio-ccw disk and ext4 built in; its modules_install tree is the
+    build's kmoddir). Userland (busybox, makedumpfile, python3.11) is bookworm s390x."""
+    sysroot: Sysroot = foreign_sysroot("s390x")
+    kernel = custom_kernel("s390x")
+    assert kernel.kmoddir is not None
+    loader = "python3 -m mkkdumprd.loader --arch s390x"
+    fs_uuid = str(uuid.uuid4())
+    image = build_cross_capture(
+        sysroot, f"local:UUID={fs_uuid}:/var/crash", tmp_path / "capture.img",
+        extra=("--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir)),
+        drivers=("virtio_blk", "ext4"))
+    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
+                           content=disks.tree(tmp_path / "fs", "var/crash"))
+    script = init_script([
+        step("load", loader, "load", "--kernel", "/boot/vmlinuz",
+             "--initrd", "/boot/capture.img"),
+        step("status", loader, "status"),
+    ], crash=True)
+    first = build_loader_first_stage(sysroot, image, tmp_path / "first.img", script,
+                                     {"/boot/vmlinuz": kernel.image})
+    spec = ForeignVMSpec(kernel.image, first, first_kernel_append("s390x", "256M"),
+                         drives=(Drive(disk),), arch="s390x")
+    with VM(spec, tmp_path / "console.log", 400) as vm:
+        vm.wait_for(CRASHING_MARKER)
+        vm.wait_exit()
+        console = vm.console()
+    s = parse_steps(console)
+    assert s["load"].rc == 0 and "ENOSYS" not in s["load"].output, s["load"].output
+    assert "loaded /boot/vmlinuz (as is) with /boot/capture.img" in s["load"].output
+    assert "loaded via:   kexec_file_load" in s["status"].output, s["status"].output
+    dump = check_dump(disk, tmp_path, sysroot, console, crashed_release=kernel.kver)
+    assert dump.size > 1 << 20

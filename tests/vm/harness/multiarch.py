@@ -59,6 +59,8 @@ ARCH_VMS: dict[str, ArchVM] = {
     "ppc64le": ArchVM("qemu-system-ppc64", "qemu-system-ppc", ("-machine", "pseries"), "hvc0"),
     "riscv64": ArchVM("qemu-system-riscv64", "qemu-system-misc",
                       ("-machine", "virt", "-cpu", "rv64"), "ttyS0"),
+    "s390x": ArchVM("qemu-system-s390x", "qemu-system-misc",
+                    ("-machine", "s390-ccw-virtio", "-cpu", "max"), "ttysclp0"),
 }
 
 
@@ -225,13 +227,18 @@ CAPTURE_DRIVERS = ("virtio_pci", "virtio_mmio", "virtio_blk", "ext4")
 
 
 def build_cross_capture(sysroot: Sysroot, target: str, out: Path,
-                        extra: tuple[str, ...] = ()) -> Path:
-    """`mkkdumprd build --arch A --sysroot DIR` as a user runs it (the CLI, a subprocess)."""
+                        extra: tuple[str, ...] = (),
+                        drivers: tuple[str, ...] = CAPTURE_DRIVERS) -> Path:
+    """`mkkdumprd build --arch A --sysroot DIR` as a user runs it (the CLI, a subprocess).
+
+    `extra` may carry --kver/--kmoddir for a kernel that is not the sysroot's.
+    """
     from tests.vm.conftest import run_mkkdumprd
 
-    argv = ["build", "--arch", sysroot.arch, "--sysroot", str(sysroot.root), "--kver",
-            sysroot.kver, "--no-hostonly", "--target", target,
-            "--add-drivers", ",".join(CAPTURE_DRIVERS), *extra, "-o", str(out)]
+    kver = () if "--kver" in extra else ("--kver", sysroot.kver)
+    argv = ["build", "--arch", sysroot.arch, "--sysroot", str(sysroot.root), *kver,
+            "--no-hostonly", "--target", target,
+            "--add-drivers", ",".join(drivers), *extra, "-o", str(out)]
     r = run_mkkdumprd(argv)
     if r.returncode != 0 or not out.exists():
         raise AssertionError(f"mkkdumprd {' '.join(argv)} failed (rc {r.returncode}):\n"
@@ -241,7 +248,7 @@ def build_cross_capture(sysroot: Sysroot, target: str, out: Path,
 
 # qemu-user binaries that run the arch's own makedumpfile on the host (package qemu-user).
 QEMU_USER = {"aarch64": "qemu-aarch64", "ppc64le": "qemu-ppc64le", "riscv64": "qemu-riscv64",
-             "x86_64": "qemu-x86_64"}
+             "s390x": "qemu-s390x", "x86_64": "qemu-x86_64"}
 
 
 @dataclass(frozen=True)

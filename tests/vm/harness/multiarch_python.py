@@ -32,7 +32,8 @@ from .python_guest import (
 )
 
 HOST_TRIPLET = "x86_64-linux-gnu"
-TRIPLETS = {"aarch64": "aarch64-linux-gnu", "ppc64le": "powerpc64le-linux-gnu"}
+TRIPLETS = {"aarch64": "aarch64-linux-gnu", "ppc64le": "powerpc64le-linux-gnu",
+            "s390x": "s390x-linux-gnu"}
 APPLETS = ("sh", "mount", "cat", "echo", "grep", "cut", "poweroff", "uname", "sleep",
            "printf", "ls")
 
