@@ -22,11 +22,11 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from contextlib import suppress
 from pathlib import Path
 
 from mkkdumprd import __version__
+from mkkdumprd.atomic_file import atomic_write
 
 ENV = "MKKDUMPRD_CACHE_DIR"
 FORMAT = 1
@@ -106,17 +106,6 @@ def store(kind: str, name: str, key: object, value: object) -> None:
         data = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # an unpicklable value is simply not cached
         return
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(_HEADER)
-            f.write(data)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            with suppress(OSError):
-                os.unlink(tmp)
+    # A cache that cannot be written is only a slower next build.
+    with suppress(OSError):
+        atomic_write(path, _HEADER + data, 0o600)

@@ -16,14 +16,13 @@ force our value is written where the kernel sees it last, so it wins (last word 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 from mkkdumprd.loader.cmdline import split_words
@@ -190,20 +189,10 @@ def plan_apply(host: HostView, value: str, force: bool = False) -> ApplyPlan:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Replace a boot configuration file, keeping its permissions (0644 for a new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text, mode)
 
 
 def _run(cmd: Sequence[str]) -> None:

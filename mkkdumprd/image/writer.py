@@ -18,7 +18,6 @@ import ctypes
 import gzip
 import lzma
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,7 @@ import libarchive
 import libarchive.ffi as laffi
 import zstandard
 
+from mkkdumprd.atomic_file import TempFileError, atomic_output
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
 from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
@@ -103,32 +103,19 @@ def write_image(
     level = _check_level(compression, level)
     if out.is_dir():
         raise UsageError(f"{out} is a directory; give a file name for the image")
-    parent = out.parent
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise OperationError(
-            f"cannot create a temporary file in {parent}: {exc.strerror}; "
-            "check that the directory exists and is writable"
-        ) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
+        with atomic_output(out, 0o600) as fh:
             stats = write_image_to(
                 fh, spec, compression=compression, level=level, threads=threads,
                 early=early, source_date_epoch=mtime,
             )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        with suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise OperationError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        raise
-    _fsync_dir(parent)
+    except TempFileError as exc:
+        raise OperationError(
+            f"cannot create a temporary file in {out.parent}: {exc.strerror}; "
+            "check that the directory exists and is writable"
+        ) from None
+    except OSError as exc:
+        raise OperationError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return stats
 
 
@@ -413,13 +400,3 @@ def _decode(e: Entry) -> bytes:
             "the file is damaged or not in that format"
         ) from None
     raise AssertionError(e.codec)
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is durable only once the directory is synced; some filesystems refuse.
-    with suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -13,11 +13,10 @@ into the unit's Exec lines and into /etc/mkkdumprd/hooks.conf as MKKDUMPRD=.
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
 from mkkdumprd.resources import data_dir
@@ -88,16 +87,7 @@ def _source(item: Item, exe: str) -> bytes:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data, mode)
 
 
 def _hooks_conf(host: HostView, exe: str) -> Change | None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.host import HostView
 
 CRASH_LOADED = PurePosixPath("/sys/kernel/kexec_crash_loaded")
@@ -65,18 +64,7 @@ def write_record(host: HostView, record: dict[str, Any]) -> None:
     """Atomically replace the record (temp file in the same directory, fsync, rename)."""
     path = host.path(RECORD)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".loaded.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def clear_record(host: HostView) -> None:
