@@ -5,8 +5,10 @@ loader's kexec_file_load path can only run there on a kernel we build: allnoconf
 fragment below (reference §6), cross-compiled. `custom_kernel("aarch64")` builds once
 (about 2-5 minutes on 2 vCPUs) and caches the result in
 $MKKDUMPRD_TEST_CACHE/custom-kernel-<arch>; `python -m tests.support.custom_kernel ARCH`
-does the same from a shell. Needs the host packages linux-source-6.1, flex, bison, bc and
-the cross compiler (gcc-aarch64-linux-gnu ...): dev/setup-kernels installs them.
+does the same from a shell. Needs the host packages linux-source-6.1, flex, bison, bc, patch
+and the cross compiler (gcc-aarch64-linux-gnu ...): dev/setup-kernels installs them. An
+arch's `patches` (files in kernel-patches/, part of the cache key) are applied to its
+source tree first: riscv64 needs one backport for makedumpfile to read its vmcores.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from tests.support.debian_kernel import CACHE
 
 SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
+PATCHES = Path(__file__).with_name("kernel-patches")
 
 COMMON = """
 CONFIG_64BIT=y
@@ -113,6 +116,39 @@ CONFIG_BLK_DEV=y
 CONFIG_VIRTIO_BLK=y
 CONFIG_EXT4_FS=y
 """),
+    # allnoconfig turns MMU and FPU off; KEXEC_FILE needs MMU and Debian's userland is
+    # double-float. riscv 6.1's kexec_file_load takes only an ELF vmlinux, so the build keeps
+    # a stripped one beside the Image that QEMU boots; the kernel is its own capture kernel
+    # (Debian's riscv64 kernels have no KEXEC_FILE), virtio-mmio disk and ext4 built in.
+    "riscv64": dict(
+        karch="riscv", cross="riscv64-linux-gnu-", target="Image vmlinux",
+        image="arch/riscv/boot/Image", elf="vmlinux", kmoddir="1",
+        drop="CONFIG_RELOCATABLE=y",   # riscv has it from 6.5 on
+        # riscv 6.1 puts no VA_BITS/PAGE_OFFSET/... in VMCOREINFO: makedumpfile fails.
+        patches="riscv64-crash-vmcoreinfo.patch",
+        fragment="""
+CONFIG_MODULES=y
+CONFIG_MMU=y
+CONFIG_ARCH_RV64I=y
+CONFIG_FPU=y
+CONFIG_RISCV_ISA_C=y
+CONFIG_SOC_VIRT=y
+CONFIG_RISCV_SBI=y
+CONFIG_SERIAL_8250=y
+CONFIG_SERIAL_8250_CONSOLE=y
+CONFIG_SERIAL_OF_PLATFORM=y
+CONFIG_POWER_RESET=y
+CONFIG_POWER_RESET_SYSCON=y
+CONFIG_POWER_RESET_SYSCON_POWEROFF=y
+CONFIG_CRYPTO=y
+CONFIG_CRYPTO_SHA256=y
+CONFIG_BLOCK=y
+CONFIG_BLK_DEV=y
+CONFIG_VIRTIO_MENU=y
+CONFIG_VIRTIO_MMIO=y
+CONFIG_VIRTIO_BLK=y
+CONFIG_EXT4_FS=y
+"""),
 }
 
 
@@ -122,6 +158,7 @@ class CustomKernel:
     image: Path          # what QEMU -kernel boots
     config: Path
     kmoddir: Path | None = None   # lib/modules/KVER from modules_install, when built
+    elf: Path | None = None       # stripped ELF vmlinux, where kexec_file_load wants one
 
     @property
     def kver(self) -> str:
@@ -131,6 +168,8 @@ class CustomKernel:
 def _key(arch: str) -> str:
     spec = ARCHES[arch]
     h = hashlib.sha256((COMMON + str(spec)).encode())
+    for name in spec.get("patches", "").split():
+        h.update((PATCHES / name).read_bytes())
     h.update(str(SOURCE.stat().st_size).encode())
     return h.hexdigest()[:12]
 
@@ -146,7 +185,9 @@ def custom_kernel(arch: str) -> CustomKernel:
         if not done.exists():
             _build(arch, spec, base, done)
         mods = sorted((base / f"modroot-{key}" / "lib" / "modules").glob("*"))
-        return CustomKernel(arch, done, base / f"config-{key}", mods[0] if mods else None)
+        elf = base / f"vmlinux-{key}"
+        return CustomKernel(arch, done, base / f"config-{key}", mods[0] if mods else None,
+                            elf if elf.exists() else None)
 
 
 def _need(tool: str, package: str) -> str:
@@ -168,10 +209,17 @@ def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
         with tarfile.open(SOURCE) as t:
             t.extractall(base, filter="tar")
         (base / "linux-source-6.1").rename(src)
+    for name in spec.get("patches", "").split():
+        patch = str(PATCHES / name)
+        applied = subprocess.run(["patch", "-p1", "-R", "--dry-run", "-s", "-f", "-i", patch],
+                                 cwd=src, capture_output=True).returncode == 0
+        if not applied:
+            subprocess.run(["patch", "-p1", "-s", "-i", patch], cwd=src, check=True)
     out = base / "out"
     env = {**os.environ, "ARCH": spec["karch"], "CROSS_COMPILE": spec["cross"]}
     frag = base / "fragment.config"
-    frag.write_text(COMMON + spec["fragment"])
+    common = [line for line in COMMON.splitlines() if line not in spec.get("drop", "").split()]
+    frag.write_text("\n".join(common) + spec["fragment"])
 
     def make(*args: str) -> None:
         subprocess.run(["make", "-C", str(src), f"O={out}", *args], env=env, check=True,
@@ -188,8 +236,12 @@ def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
         if want.endswith("=y") and want not in config:
             raise RuntimeError(f"{want} did not survive olddefconfig for {arch}; add the "
                                "options it depends on to the fragment")
-    make(f"-j{os.cpu_count() or 2}", spec["target"])
+    make(f"-j{os.cpu_count() or 2}", *spec["target"].split())
     key = done.name.split("-", 1)[1]
+    if spec.get("elf"):
+        strip = _need(spec["cross"] + "strip", f"binutils-{spec['cross'].rstrip('-')}")
+        subprocess.run([strip, "-o", str(base / f"vmlinux-{key}"), str(out / spec["elf"])],
+                       check=True)
     if spec.get("kmoddir"):
         make(f"-j{os.cpu_count() or 2}", "modules")
         make(f"INSTALL_MOD_PATH={base / f'modroot-{key}'}", "modules_install")

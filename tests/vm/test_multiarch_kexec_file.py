@@ -1,4 +1,4 @@
-"""The loader's kexec_file_load path on arm64, ppc64le (and s390x, below), for real: a small 6.1
+"""The loader's kexec_file_load path on arm64, ppc64le (s390x and riscv64 below), for real: a
 kernel built from Debian's linux-source with CONFIG_KEXEC_FILE (tests/support/custom_kernel.py)
 is the first kernel; the project's loader in the guest loads Debian's kernel of the arch as the
 capture kernel through kexec_file_load (arm64: raw Image, then Image.gz, which the syscall
@@ -25,6 +25,7 @@ from tests.vm.harness.multiarch import (
     first_kernel_append,
 )
 from tests.vm.harness.multiarch_python import build_loader_first_stage
+from tests.vm.harness.multiarch_python_sid import build_sid_loader_first_stage, python_sysroot
 from tests.vm.harness.python_guest import CRASHING_MARKER, init_script, parse_steps, step
 from tests.vm.harness.qemu import VM, Drive
 
@@ -117,4 +118,50 @@ def test_s390x_kexec_file_load_with_a_custom_kernel(tmp_path: Path) -> None:
     assert "loaded /boot/vmlinuz (as is) with /boot/capture.img" in s["load"].output
     assert "loaded via:   kexec_file_load" in s["status"].output, s["status"].output
     dump = check_dump(disk, tmp_path, sysroot, console, crashed_release=kernel.kver)
+    assert dump.size > 1 << 20
+
+
+def test_riscv64_kexec_file_load_with_a_custom_kernel(tmp_path: Path) -> None:
+    """riscv64: Debian's kernels have no KEXEC_FILE and riscv 6.1's kexec_file_load takes only
+    an ELF vmlinux, so the custom kernel is both kernels: QEMU boots its Image, the loader
+    loads its stripped ELF vmlinux. Userland is sid riscv64 with sid's python3 (3.14 here),
+    its stdlib compiled by itself under qemu-user (multiarch_python_sid.py). The headers are
+    the kernel's own work, so unlike the kexec_load path (test_multiarch_riscv64.py) the
+    vmcore is complete and readable: riscv64 makedumpfile under qemu-user reads its log."""
+    kernel = custom_kernel("riscv64")
+    assert kernel.kmoddir is not None and kernel.elf is not None
+    sysroot = Sysroot(python_sysroot("riscv64"), "riscv64", kernel.kver, kernel.elf)
+    loader = "python3 -m mkkdumprd.loader"
+    fs_uuid = str(uuid.uuid4())
+    image = build_cross_capture(
+        sysroot, f"local:UUID={fs_uuid}:/var/crash", tmp_path / "capture.img",
+        extra=("--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir)),
+        drivers=("virtio_mmio", "virtio_blk", "ext4"))
+    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
+                           content=disks.tree(tmp_path / "fs", "var/crash"))
+    script = init_script([
+        step("load", loader, "load", "--kernel", "/boot/vmlinux",
+             "--initrd", "/boot/capture.img"),
+        step("status", loader, "status"),
+    ], crash=True)
+    first = build_sid_loader_first_stage(sysroot, image, tmp_path / "first.img", script,
+                                         {"/boot/vmlinux": kernel.elf}, kernel.elf)
+    # The kernel has virtio-mmio only (no PCI): the disk on the board's virtio-mmio bus.
+    spec = ForeignVMSpec(kernel.image, first, first_kernel_append("riscv64", "256M"),
+                         arch="riscv64",
+                         extra_args=("-drive", f"file={disk},format=raw,if=none,id=d0,"
+                                     "cache=unsafe", "-device", "virtio-blk-device,drive=d0"))
+    with VM(spec, tmp_path / "console.log", 500) as vm:
+        vm.wait_for(CRASHING_MARKER)
+        vm.wait_exit()
+        console = vm.console()
+    s = parse_steps(console)
+    assert s["load"].rc == 0 and "ENOSYS" not in s["load"].output, s["load"].output
+    assert "loaded /boot/vmlinux (as is) with /boot/capture.img" in s["load"].output
+    assert "loaded via:   kexec_file_load" in s["status"].output, s["status"].output
+    capture = console.split(CRASHING_MARKER, 1)[1]
+    assert "capture image by mkkdumprd" in capture
+    assert f"found UUID={fs_uuid} at /dev/vda" in capture, capture[-4000:]
+    dump = check_dump(disk, tmp_path, sysroot, console, crashed_release=kernel.kver)
+    assert dump.reader == "riscv64 makedumpfile under qemu-user"
     assert dump.size > 1 << 20
