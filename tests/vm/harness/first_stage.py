@@ -26,14 +26,10 @@ CAPTURE_APPEND = ("console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 "
 
 FIRST_KERNEL_APPEND = "console=ttyS0 crashkernel=256M panic=-1 loglevel=4"
 
-_INIT = """#!/bin/sh
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo "MKKDUMPRD-TEST: first kernel up, loading the capture kernel"
-kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append={append}
-rc=$?
+# The end of every first stage's /init: after the load command, check it worked (exit code
+# and kexec_crash_loaded), print the marker and crash the guest (its own sysrq, never the
+# host's). {failed}/{loaded} are filled by .format; {tag} names the harness in messages.
+CHECK_LOADED_AND_CRASH = """rc=$?
 if [ $rc != 0 ]; then
     echo "{failed}: kexec exited $rc"
     poweroff -f
@@ -45,9 +41,18 @@ fi
 echo "{loaded}"
 echo 1 > /proc/sys/kernel/sysrq
 echo c > /proc/sysrq-trigger
-echo "MKKDUMPRD-TEST: still alive after sysrq-c"
+echo "{tag}: still alive after sysrq-c"
 poweroff -f
 """
+
+_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "MKKDUMPRD-TEST: first kernel up, loading the capture kernel"
+kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append={append}
+""" + CHECK_LOADED_AND_CRASH.replace("{tag}", "MKKDUMPRD-TEST")
 
 
 def build_first_stage(vmlinuz: Path, capture_image: Path, out: Path,

@@ -30,6 +30,7 @@ from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry, symlink_entry
 from mkkdumprd.loader import kexec_tools
 from mkkdumprd.loader import load as loader
 from tests.support.foreign_sysroot import Sysroot
+from tests.vm.harness.first_stage import CHECK_LOADED_AND_CRASH
 
 from .images import init_entry, write_initramfs
 from .qemu import VM, Drive, VMError, VMSpec
@@ -148,21 +149,7 @@ reserved=$(cat /sys/kernel/kexec_crash_size)
 echo "MKKDUMPRD-MULTIARCH: first kernel up on $(uname -m), $reserved bytes reserved"
 {text_fix}
 {kexec}
-rc=$?
-if [ $rc != 0 ]; then
-    echo "{failed}: kexec exited $rc"
-    poweroff -f
-fi
-if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
-    echo "{failed}: /sys/kernel/kexec_crash_loaded is not 1"
-    poweroff -f
-fi
-echo "{loaded}"
-echo 1 > /proc/sys/kernel/sysrq
-echo c > /proc/sysrq-trigger
-echo "MKKDUMPRD-MULTIARCH: still alive after sysrq-c"
-poweroff -f
-"""
+""" + CHECK_LOADED_AND_CRASH.replace("{tag}", "MKKDUMPRD-MULTIARCH")
 
 
 def build_first_stage(sysroot: Sysroot, capture_image: Path, load: ProductLoad,
