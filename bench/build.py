@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mkkdumprd.build.freshness import read_manifest  # noqa: E402
+from mkkdumprd.assemble.freshness import read_manifest  # noqa: E402
 from tests.support.debian_kernel import Kernel, debian_kernel  # noqa: E402
 
 TARGETS = {

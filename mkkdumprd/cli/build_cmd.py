@@ -15,7 +15,7 @@ from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
 
 if TYPE_CHECKING:
-    from mkkdumprd.build.builder import BuildRequest
+    from mkkdumprd.assemble.builder import BuildRequest
 
 _SPEC_GRAMMAR = """\b
 SPEC (overrides kdump.conf's target):
@@ -147,7 +147,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     force_no_rebuild are honoured; --force always rebuilds.
     """
     from mkkdumprd.arch import load_arch
-    from mkkdumprd.build.builder import BuildRequest, build_image
+    from mkkdumprd.assemble.builder import BuildRequest, build_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 
@@ -194,7 +194,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
 
 def _needs_rebuild(req: BuildRequest, out: Path, quiet: bool, size_report: bool) -> bool:
     """Say why `out` is rebuilt, or that it is up to date (False)."""
-    from mkkdumprd.build.freshness import check_fresh
+    from mkkdumprd.assemble.freshness import check_fresh
 
     fresh = check_fresh(req, out)
     if fresh.foreign:
@@ -214,7 +214,7 @@ def _needs_rebuild(req: BuildRequest, out: Path, quiet: bool, size_report: bool)
 
 
 def _print_size_report(image: Path) -> None:
-    from mkkdumprd.build.size_report import report
+    from mkkdumprd.image.size_report import report
 
     for line in report(image):
         click.echo(line)
@@ -236,9 +236,9 @@ def savecore_cmd(config_path: Path | None, device: Path | None,
     PATH/YYYY-MM-DD-HH:MM/vmcore and the first 512 bytes of the device are zeroed, so the
     same dump is not recovered twice.
     """
-    from mkkdumprd.build.savecore import SaveResult, savecore
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.model import TargetKind
+    from mkkdumprd.lifecycle.savecore import SaveResult, savecore
 
     config = load_kdump_conf(config_path)
     if device is None:

@@ -1,7 +1,7 @@
 """kdumpctl's verbs: start, stop, reload, restart, rebuild (status is `mkkdumprd status`).
 
 start   = check the crashkernel= reservation, build the capture image if it is missing or
-          stale (build/freshness.py), load it. Already loaded: say so and change nothing.
+          stale (assemble/freshness.py), load it. Already loaded: say so and change nothing.
 stop    = unload.
 reload  = unload + load the existing image, no rebuild (after a CPU/memory hotplug).
 restart = stop + start; the build and the load plan are done before the unload, so a
@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mkkdumprd.arch import ArchInfo
-from mkkdumprd.build.builder import BuildRequest, build_image
+from mkkdumprd.assemble.builder import BuildRequest, build_image
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.host import HostView
@@ -80,9 +80,9 @@ def _request(svc: Service, config: KdumpConfig, kver: str, image: PurePosixPath)
 
 
 def _why_rebuild(req: BuildRequest, image: Path) -> tuple[str, ...]:
-    """Empty when the image is current (build/freshness.py; kdump.conf's force flags decide
+    """Empty when the image is current (assemble/freshness.py; kdump.conf's force flags decide
     first there, as in kdumpctl)."""
-    from mkkdumprd.build.freshness import check_fresh
+    from mkkdumprd.assemble.freshness import check_fresh
 
     fresh = check_fresh(replace(req, force=False), image)
     return () if fresh.up_to_date else (fresh.reasons or ("the image is out of date",))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import PurePosixPath
 
-from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.elf.install import binary_entries, find_binary
 from mkkdumprd.errors import UsageError
 from mkkdumprd.image.spec import Entry, file_entry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.kmod.discovery import fs_module, modules_for_block_device
 
 

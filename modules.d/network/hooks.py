@@ -7,7 +7,7 @@ either, the image asks DHCP on the first network card.
 
 from __future__ import annotations
 
-from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.image.spec import Entry, data_entry
 from mkkdumprd.network import capture
 from mkkdumprd.network.plan import NetworkPlan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.image.spec import Entry, data_entry
 from mkkdumprd.network import capture
 from mkkdumprd.network.nfs_options import NfsMount

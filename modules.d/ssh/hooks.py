@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mkkdumprd.build.hooks import BuildContext
+from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, data_entry, file_entry
 from mkkdumprd.network import capture, ssh_command

@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from mkkdumprd.build.builder import BuildRequest, assemble, build_image, fold_symlinked_dirs
-from mkkdumprd.build.manifest import MANIFEST_PATH, sha256_file
+from mkkdumprd.assemble.builder import BuildRequest, assemble, build_image, fold_symlinked_dirs
+from mkkdumprd.assemble.manifest import MANIFEST_PATH, sha256_file
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import HostView

@@ -11,8 +11,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from mkkdumprd.build import cache, cached
-from mkkdumprd.build.templates import environment, render
+from mkkdumprd.assemble import cache, cached
+from mkkdumprd.assemble.templates import environment, render
 from mkkdumprd.elf import objects
 from mkkdumprd.kmod.index import ModuleIndex
 from tests.support.fake_kmod import write_depmod_text, write_module

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mkkdumprd.build.savecore import has_flat_dump, savecore
 from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.reader import read_file, read_members
+from mkkdumprd.lifecycle.savecore import has_flat_dump, savecore
 from tests.support.debian_kernel import Kernel, debian_kernel
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mkkdumprd.build import digests as digests_mod
-from mkkdumprd.build import freshness
-from mkkdumprd.build.builder import BuildRequest, build_image
-from mkkdumprd.build.cache import ENV
-from mkkdumprd.build.freshness import check_fresh, read_manifest
+from mkkdumprd.assemble import digests as digests_mod
+from mkkdumprd.assemble import freshness
+from mkkdumprd.assemble.builder import BuildRequest, build_image
+from mkkdumprd.assemble.cache import ENV
+from mkkdumprd.assemble.freshness import check_fresh, read_manifest
 from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.host import HostView

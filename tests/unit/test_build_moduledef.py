@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.build.hooks import load_hooks
-from mkkdumprd.build.moduledef import BinarySpec, ModuleDefError, load_all, load_module
+from mkkdumprd.assemble.hooks import load_hooks
+from mkkdumprd.assemble.moduledef import BinarySpec, ModuleDefError, load_all, load_module
 from mkkdumprd.config.model import TargetKind
 from mkkdumprd.resources import data_dir
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.build.moduledef import ModuleDef, ModuleDefError, TemplateSpec, When, load_all
-from mkkdumprd.build.resolver import conditions, order, resolve
+from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError, TemplateSpec, When, load_all
+from mkkdumprd.assemble.resolver import conditions, order, resolve
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.resources import data_dir
 

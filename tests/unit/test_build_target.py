@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.build.target import resolve_target
+from mkkdumprd.assemble.target import resolve_target
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView

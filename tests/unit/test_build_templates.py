@@ -19,9 +19,9 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from mkkdumprd.build.builder import template_context
-from mkkdumprd.build.target import ResolvedTarget
-from mkkdumprd.build.templates import (
+from mkkdumprd.assemble.builder import template_context
+from mkkdumprd.assemble.target import ResolvedTarget
+from mkkdumprd.assemble.templates import (
     Tainted,
     TemplateRenderError,
     environment,

@@ -3,7 +3,7 @@
 The machine is a temporary tree (/proc, /sys, /boot, /etc, /run) with the real Debian test
 kernel in /boot; images are really built (binaries from this machine, modules from the
 Debian kernel, a raw target, --no-hostonly) and their freshness is the real check
-(build/freshness.py). SAFETY: the syscall is FakeKexec; the real one refuses under pytest.
+(assemble/freshness.py). SAFETY: the syscall is FakeKexec; the real one refuses under pytest.
 """
 
 from __future__ import annotations

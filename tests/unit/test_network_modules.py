@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.build.builder import BuildRequest, BuildResult, assemble
+from mkkdumprd.assemble.builder import BuildRequest, BuildResult, assemble
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView

@@ -20,7 +20,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 DATA_DIRS = ("modules.d", "templates", "arch", "packaging")
 _IGNORE_ANYWHERE = shutil.ignore_patterns("*.egg-info", "__pycache__", ".mypy_cache",
                                           ".ruff_cache", ".pytest_cache", "*.pyc")
-# Only at the top: mkkdumprd/build/ is a package, not a build directory.
+# Only at the top: mkkdumprd/assemble/ is a package, not a build directory.
 _IGNORE_AT_TOP = {".venv", ".git", "build", "dist"}
 
 

@@ -103,7 +103,7 @@ def _guest_system(root: Path, mac: str = "52:54:00:12:34:56") -> HostView:
 def test_nfs_dump_host_only_static(kernel: Kernel, tmp_path: Path) -> None:
     """A host-only image: static ip= from the machine's route, NIC found by MAC, its driver
     from sysfs, mount options from the live mount (addr/clientaddr/proto dropped, ro→rw)."""
-    from mkkdumprd.build.builder import BuildRequest, build_image
+    from mkkdumprd.assemble.builder import BuildRequest, build_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
 
     system = _guest_system(tmp_path / "guest")
@@ -130,7 +130,7 @@ def test_nfs_dump_host_only_static(kernel: Kernel, tmp_path: Path) -> None:
 def test_missing_network_card_runs_failure_action(kernel: Kernel, tmp_path: Path) -> None:
     """A host-only image whose NIC (by MAC) is not in the machine waits, bounded, then
     runs failure_action with the reason on the console."""
-    from mkkdumprd.build.builder import BuildRequest, build_image
+    from mkkdumprd.assemble.builder import BuildRequest, build_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
 
     system = _guest_system(tmp_path / "guest", mac="52:54:00:ab:cd:ef")

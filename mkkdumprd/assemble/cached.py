@@ -1,4 +1,4 @@
-"""Cached forms of the slow, host-derived parts of a build (see build/cache.py).
+"""Cached forms of the slow, host-derived parts of a build (see assemble/cache.py).
 
 - the kernel's ModuleIndex (modules.alias alone is ~26,000 patterns; a tree without
   depmod's files needs every `.modinfo` read), keyed by the identity of every file at
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from mkkdumprd.build import cache
+from mkkdumprd.assemble import cache
 from mkkdumprd.kmod.index import ModuleIndex
 
 _SKIP_DIRS = frozenset({"build", "source"})

@@ -5,9 +5,9 @@ modules.d entries, kernel modules and binaries, every image path with its reason
 `mkkdumprd ls --why`), the build options, and every host input with its sha256 (files
 copied in, and kdump.conf, modules.d, templates and the kernel image, which shape it), so
 that a later run can tell whether the image is stale without trusting mtimes
-(build/freshness.py). It holds no time stamps, inode numbers or other stat data, so the
+(assemble/freshness.py). It holds no time stamps, inode numbers or other stat data, so the
 same inputs give the same bytes on any machine; the stat data that spares re-hashing
-unchanged files lives in the build cache (build/digests.py).
+unchanged files lives in the build cache (assemble/digests.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, ImageSpec, data_entry
 
 if TYPE_CHECKING:
-    from mkkdumprd.build.target import ResolvedTarget
+    from mkkdumprd.assemble.target import ResolvedTarget
 
 MANIFEST_PATH = "/etc/mkkdumprd/manifest.json"
 MANIFEST_VERSION = 2
@@ -77,7 +77,7 @@ def config_dict(config: KdumpConfig, target: ResolvedTarget) -> dict[str, Any]:
 
 
 def sha256_file(path: Path) -> str:
-    from mkkdumprd.build.digests import sha256_file as digest
+    from mkkdumprd.assemble.digests import sha256_file as digest
 
     return digest(path)
 
@@ -105,7 +105,7 @@ def build_manifest(spec: ImageSpec, *, version: str, kver: str, arch: str,
 
     `extra_inputs`: host files that shaped the image without being copied into it
     (kdump.conf, modules.d, templates, the kernel), with their labels; `request`: the
-    build options as build/freshness.py compares them; `digest`: sha256 of a path
+    build options as assemble/freshness.py compares them; `digest`: sha256 of a path
     (reusing known digests), None for a missing file.
     """
     labels: dict[str, str] = {}

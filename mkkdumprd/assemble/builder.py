@@ -1,11 +1,11 @@
 """Assemble the capture image: active modules → ImageSpec → (optionally) the written file.
 
 One pass, one direction: the resolver picks and orders the modules.d entries, the dump
-target is worked out for the capture kernel (build/target.py), every module contributes
+target is worked out for the capture kernel (assemble/target.py), every module contributes
 its directories, device nodes, host files, binaries (with their library closure), busybox
 applets, kernel modules and rendered templates, and hooks add what is computed. Kernel
 modules from all sources are resolved together into one closure with one load order.
-Finally the normalised /etc/kdump.conf and the manifest (build/manifest.py) go in.
+Finally the normalised /etc/kdump.conf and the manifest (assemble/manifest.py) go in.
 Nothing is staged on disk; the writer streams the spec into the image.
 """
 
@@ -36,8 +36,8 @@ from mkkdumprd.image.spec import (
 from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
-    from mkkdumprd.build.moduledef import ModuleDef
-    from mkkdumprd.build.target import ResolvedTarget
+    from mkkdumprd.assemble.moduledef import ModuleDef
+    from mkkdumprd.assemble.target import ResolvedTarget
     from mkkdumprd.image.writer import ImageStats
 
 # The stages (target resolution with its kmod discovery, jinja2, hooks) are imported where
@@ -113,14 +113,14 @@ def build_image(req: BuildRequest) -> BuildResult:
 
 
 def assemble(req: BuildRequest) -> BuildResult:
-    from mkkdumprd.build import cached
-    from mkkdumprd.build import manifest as manifest_mod
-    from mkkdumprd.build.digests import Digests
-    from mkkdumprd.build.freshness import request_record, shaping_inputs
-    from mkkdumprd.build.hooks import BuildContext, load_hooks
-    from mkkdumprd.build.moduledef import load_all
-    from mkkdumprd.build.resolver import resolve
-    from mkkdumprd.build.target import resolve_rootfs, resolve_target
+    from mkkdumprd.assemble import cached
+    from mkkdumprd.assemble import manifest as manifest_mod
+    from mkkdumprd.assemble.digests import Digests
+    from mkkdumprd.assemble.freshness import request_record, shaping_inputs
+    from mkkdumprd.assemble.hooks import BuildContext, load_hooks
+    from mkkdumprd.assemble.moduledef import load_all
+    from mkkdumprd.assemble.resolver import resolve
+    from mkkdumprd.assemble.target import resolve_rootfs, resolve_target
 
     config = req.config
     modules = load_all(req.modules_dir or data_dir("modules.d"))
@@ -313,7 +313,7 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
                      timeout: int = DEFAULT_TIMEOUT,
                      rootfs: ResolvedTarget | None = None) -> dict[str, object]:
     """Everything templates see. Every string is Tainted: it must be printed with shq."""
-    from mkkdumprd.build.templates import taint
+    from mkkdumprd.assemble.templates import taint
 
     fs, stream = collector_argv(config)
     ctx: dict[str, object] = {
@@ -361,7 +361,7 @@ def _template_entries(req: BuildRequest, active: list[ModuleDef], target: Resolv
                       acc: _Acc, kmod_names: tuple[str, ...],
                       rootfs: ResolvedTarget | None,
                       bytecode_cache: Any = None) -> list[Entry]:
-    from mkkdumprd.build.templates import environment, render
+    from mkkdumprd.assemble.templates import environment, render
 
     tdir = req.templates_dir or data_dir("templates")
     init_scripts = sorted(t.dest for m in active for t in m.templates

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
 
-from mkkdumprd.build.moduledef import ModuleDef, ModuleDefError
-from mkkdumprd.build.target import ResolvedTarget
+from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError
+from mkkdumprd.assemble.target import ResolvedTarget
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Entry

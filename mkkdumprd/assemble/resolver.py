@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mkkdumprd.build.moduledef import ModuleDef, ModuleDefError, When
+from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError, When
 from mkkdumprd.config.model import Action, KdumpConfig
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from mkkdumprd.build import cache
+from mkkdumprd.assemble import cache
 
 _KIND = "digests"
 _NAME = "sha256"

@@ -2,7 +2,7 @@
 
 A module is data first: the binaries, busybox applets, kernel modules, files and templates it
 needs, when it is active and which modules it needs beside it. Anything computed goes in an
-optional hooks.py (see build/hooks.py). Every mistake in a module.toml is reported with the
+optional hooks.py (see assemble/hooks.py). Every mistake in a module.toml is reported with the
 file (and the key) so a module author can fix it without reading the loader.
 
 Schema (all keys but `name` and `description` optional):

@@ -31,7 +31,7 @@ def kind_of(reason: str) -> str:
 
 def size_lines(image: Path) -> list[SizeLine]:
     """Regular files of the image, largest first."""
-    from mkkdumprd.build.freshness import read_manifest
+    from mkkdumprd.assemble.freshness import read_manifest
     from mkkdumprd.image.reader import read_members
 
     manifest = read_manifest(image) or {}

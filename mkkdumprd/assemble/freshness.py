@@ -1,11 +1,11 @@
 """Is an existing capture image current? Decided by content, not by mtime.
 
-The image's manifest (build/manifest.py) names every input with its sha256: each file
+The image's manifest (assemble/manifest.py) names every input with its sha256: each file
 copied in (kernel modules, binaries, libraries, firmware) and each file that shaped it
 (kdump.conf, modules.d, templates, the kernel image, depmod's index), plus the build
 options and mkkdumprd's version. The check compares them with the host now, stat first:
 a file whose (size, mtime_ns, inode) matches the build cache's record is not read again
-(build/digests.py); any other file is hashed. For host-only builds the dump target is
+(assemble/digests.py); any other file is hashed. For host-only builds the dump target is
 resolved again, since a UUID or filesystem type can change without any file in the
 manifest changing.
 
@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from mkkdumprd import __version__
-from mkkdumprd.build.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_dict
+from mkkdumprd.assemble.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_dict
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
-    from mkkdumprd.build.builder import BuildRequest
-    from mkkdumprd.build.digests import Digests
+    from mkkdumprd.assemble.builder import BuildRequest
+    from mkkdumprd.assemble.digests import Digests
 
 _NEWC = b"070701"
 _HEADER = 110
@@ -145,7 +145,7 @@ def _files(base: Path) -> Iterator[Path]:
 
 def check_fresh(req: BuildRequest, image: Path, digests: Digests | None = None) -> Freshness:
     """Whether `image` is what a build of `req` would produce now, with the reasons if not."""
-    from mkkdumprd.build.digests import Digests
+    from mkkdumprd.assemble.digests import Digests
 
     image = Path(image)
     config = req.config
@@ -225,7 +225,7 @@ def _input_changes(manifest: Mapping[str, Any], shaping: Mapping[str, str],
 
 
 def _target_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[str]:
-    from mkkdumprd.build.target import resolve_target
+    from mkkdumprd.assemble.target import resolve_target
 
     try:
         target, _ = resolve_target(req.config, req.system, True)
