@@ -20,9 +20,10 @@ from mkkdumprd.host import HostView
 CONFIG = PurePosixPath("/etc/kdump.conf")
 BOOT = PurePosixPath("/boot")
 STATE_DIR = PurePosixPath("/var/lib/mkkdumprd")
-# kdumpctl uses /run/lock/kdump, and /tmp when /run/lock is missing (early boot, containers).
-LOCK_FILE = PurePosixPath("/run/lock/mkkdumprd")
-LOCK_FALLBACK = PurePosixPath("/tmp/mkkdumprd.lock")
+# Not /run/lock or /tmp (kdumpctl's places): both are writable by every user, who could
+# plant a symlink or hold the lock (lifecycle/lock.py). /run/mkkdumprd is root's, 0700.
+RUN_DIR = PurePosixPath("/run/mkkdumprd")
+LOCK_FILE = RUN_DIR / "lock"
 
 
 def image_name(kver: str) -> str:

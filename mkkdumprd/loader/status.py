@@ -63,7 +63,7 @@ def read_record(host: HostView) -> dict[str, Any] | None:
 def write_record(host: HostView, record: dict[str, Any]) -> None:
     """Atomically replace the record (temp file in the same directory, fsync, rename)."""
     path = host.path(RECORD)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 

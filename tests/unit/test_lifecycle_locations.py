@@ -61,4 +61,4 @@ def test_loader_falls_back_to_the_other_place(tmp_path: Path,
 
 def test_defaults() -> None:
     assert str(locations.CONFIG) == "/etc/kdump.conf"
-    assert str(locations.LOCK_FILE) == "/run/lock/mkkdumprd"
+    assert str(locations.LOCK_FILE) == "/run/mkkdumprd/lock"

@@ -50,7 +50,7 @@ def root(tmp_path: Path, kernel: Kernel) -> Path:
     _write(r, "/sys/kernel/kexec_crash_size", f"{256 * M}\n")
     _write(r, "/sys/kernel/kexec_crash_loaded", "0\n")
     _write(r, "/etc/kdump.conf", CONF)
-    (r / "run/lock").mkdir(parents=True)
+    (r / "run").mkdir(parents=True)
     (r / "boot").mkdir()
     shutil.copy(kernel.vmlinuz, r / f"boot/vmlinuz-{kernel.kver}")
     return r
