@@ -1,0 +1,97 @@
+"""The kexec guard: no test may reach this machine's kernel, whatever it swallows.
+
+Autouse for every test. It fails the test (at teardown, so an exception the code under test
+or click's CliRunner caught does not hide it) when anything
+  - uses the running kernel that loader/live.py hands out (replaced by a recording refusal;
+    a test that simulates a machine sets live.RUNNING to its own fake tree and fakes),
+  - reaches `kexec.real_syscall` or `kexec_tools.run_kexec` through any other reference
+    (their refusal check records the attempt),
+  - executes a program named kexec (subprocess, os.exec*, os.posix_spawn*),
+and sets MKKDUMPRD_FORBID_KEXEC so child processes (the CLI run as a subprocess) refuse too.
+A test that reaches a refusal on purpose takes the `kexec_guard` fixture, asserts what it
+recorded and clears it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mkkdumprd.host import HostView
+from mkkdumprd.loader import kexec, kexec_tools, live
+
+_KEXEC_WORD = re.compile(r"(^|[\s/;&|(])kexec(\s|$)")
+
+
+def _names_kexec(argv: Any, executable: Any = None) -> bool:
+    if executable is not None and os.path.basename(os.fsdecode(executable)) == "kexec":
+        return True
+    if isinstance(argv, (str, bytes)):
+        return bool(_KEXEC_WORD.search(os.fsdecode(argv)))
+    if isinstance(argv, os.PathLike):
+        return os.path.basename(os.fspath(argv)) == "kexec"
+    words = list(argv) if argv is not None else []
+    return bool(words) and os.path.basename(os.fsdecode(words[0])) == "kexec"
+
+
+@pytest.fixture(autouse=True)
+def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    attempts: list[str] = []
+    monkeypatch.setenv("MKKDUMPRD_FORBID_KEXEC", "1")
+
+    def refusal(what: str) -> Callable[[], str]:
+        def forbidden() -> str:
+            attempts.append(what)
+            return "pytest is imported"
+        return forbidden
+
+    monkeypatch.setattr(kexec, "_forbidden", refusal("real_syscall"))
+    monkeypatch.setattr(kexec_tools, "_forbidden", refusal("run_kexec"))
+
+    def live_syscall(nr: int, kfd: int, ifd: int, n: int, cmdline: bytes | None,
+                     flags: int) -> None:
+        attempts.append(f"live kexec_file_load(flags={flags:#x})")
+        raise kexec.KexecForbidden("the kexec guard refused the live kexec_file_load")
+
+    def live_runner(host: HostView, argv: Sequence[str], kallsyms: str | None
+                    ) -> tuple[int, str]:
+        attempts.append(f"live kexec-tools {list(argv)}")
+        raise kexec.KexecForbidden("the kexec guard refused to run kexec-tools")
+
+    monkeypatch.setattr(live, "RUNNING", live.Kernel(Path("/"), live_syscall, live_runner))
+
+    real_execute = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def execute_child(self: subprocess.Popen[Any], args: Any, executable: Any,
+                      *rest: Any, **kw: Any) -> Any:
+        if _names_kexec(args, executable):
+            attempts.append(f"exec {args!r}")
+            raise PermissionError("the kexec guard refused to execute kexec")
+        return real_execute(self, args, executable, *rest, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_child)
+
+    def exec_guard(name: str) -> Callable[..., Any]:
+        real = getattr(os, name)
+
+        def guarded(path: Any, *args: Any, **kw: Any) -> Any:
+            if _names_kexec([path]):
+                attempts.append(f"os.{name}({path!r})")
+                raise PermissionError("the kexec guard refused to execute kexec")
+            return real(path, *args, **kw)
+        return guarded
+
+    for name in ("execv", "execve", "execvp", "execvpe", "execl", "execlp", "execle",
+                 "execlpe", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, name, exec_guard(name))
+
+    yield attempts
+    if attempts:
+        pytest.fail(f"the test reached this machine's kernel or kexec: {attempts}",
+                    pytrace=False)

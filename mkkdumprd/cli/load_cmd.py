@@ -1,7 +1,8 @@
 """`mkkdumprd load | unload | status`: the kexec_file_load loader on the command line.
 
-The syscall is the module attribute SYSCALL so tests replace it with a fake (the real one
-also refuses to run under pytest). --root reads /proc, /sys, /boot and /run from a fake tree.
+The kernel's calls come from loader/live.py only: with --dry-run, or a --root that is not
+the running system, load and unload print what they would do and call nothing. --root
+reads /proc, /sys, /boot and /run from that tree.
 """
 
 from __future__ import annotations
@@ -14,17 +15,14 @@ import click
 
 from mkkdumprd.arch import host_arch, load_arch
 from mkkdumprd.host import HostView
+from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import status as loader_status
-from mkkdumprd.loader.kexec import SyscallFn, real_syscall
-from mkkdumprd.loader.kexec_tools import KexecRunner, run_kexec
-
-SYSCALL: SyscallFn = real_syscall
-RUNNER: KexecRunner = run_kexec      # kexec-tools, for kernels without kexec_file_load
 
 _root = click.option("--root", type=click.Path(file_okay=False, path_type=Path),
                      default=Path("/"), show_default=True,
-                     help="Read /proc, /sys, /boot and /run under this directory.")
+                     help="Read /proc, /sys, /boot and /run under this directory; a root "
+                          "other than the running system's only reports (as --dry-run).")
 _arch = click.option("--arch", default=None, help="Architecture (default: this machine's).")
 
 
@@ -53,11 +51,12 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
     info = load_arch(arch or host_arch())
     plan = loader.plan_load(host, info, kver=kver, kernel=kernel, initrd=initrd,
                             no_initrd=no_initrd, cmdline=cmdline, append=append)
-    if dry_run:
+    running = live.kernel_for(root, dry_run=dry_run)
+    if running is None:
         click.echo(plan.describe(host))
-        click.echo("dry run: kexec_file_load not called")
+        click.echo(f"{live.why_not(root, dry_run=dry_run)}: kexec_file_load not called")
         return
-    record = loader.execute_load(plan, host, SYSCALL, RUNNER)
+    record = loader.execute_load(plan, host, running)
     if record.get("note"):
         click.echo(f"mkkdumprd: {record['note']}")
     click.echo(f"loaded {record['kernel']} ({record['kernel_how']}) with {record['initrd']}")
@@ -69,7 +68,12 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
 def unload(arch: str | None, root: Path) -> None:
     """Unload the capture kernel."""
     host = HostView(root)
-    loader.unload(host, load_arch(arch or host_arch()), SYSCALL, RUNNER)
+    info = load_arch(arch or host_arch())
+    kernel = live.kernel_for(root)
+    if kernel is None:
+        click.echo(f"would unload the crash kernel; {live.why_not(root)}: nothing called")
+        return
+    loader.unload(host, info, kernel)
     click.echo("crash kernel unloaded")
 
 

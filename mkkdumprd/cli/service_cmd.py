@@ -1,8 +1,9 @@
 """`mkkdumprd start | stop | restart | reload | rebuild`: kdumpctl's verbs.
 
 `mkkdumprd status` (cli/load_cmd.py) is the fourth: exit 0 when a crash kernel is loaded,
-3 when not, as `kdumpctl status`. The kexec_file_load call is load_cmd.SYSCALL, looked up
-at call time, so a test that replaces it there covers these verbs too.
+3 when not, as `kdumpctl status`. The kernel comes from loader/live.py: with a --root that
+is not the running system the verbs build under it as usual but only report the load and
+unload (lifecycle/service.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 import click
 
 from mkkdumprd.arch import host_arch, load_arch
-from mkkdumprd.cli import load_cmd
 from mkkdumprd.host import HostView
 from mkkdumprd.lifecycle import service
+from mkkdumprd.loader import live
 
 
 def _echo(msg: str) -> None:
@@ -29,7 +30,7 @@ def _warn(msg: str) -> None:
 def _service(root: Path, config_path: Path | None, kver: str | None,
              arch: str | None) -> service.Service:
     return service.Service(host=HostView(root), arch=load_arch(arch or host_arch()),
-                           syscall=load_cmd.SYSCALL, config_path=config_path, kver=kver,
+                           kernel=live.kernel_for(root), config_path=config_path, kver=kver,
                            echo=_echo, warn=_warn)
 
 
@@ -42,7 +43,8 @@ def _verb(name: str, fn: Callable[[service.Service], service.Outcome],
     @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
                   default=Path("/"), show_default=True,
                   help="Act on the system under this directory (its /etc, /boot, /proc, /sys, "
-                       "/run).")
+                       "/run); unless it is the running system, loads and unloads are only "
+                       "reported.")
     def cmd(config_path: Path | None, kver: str | None, arch: str | None, root: Path) -> None:
         fn(_service(root, config_path, kver, arch))
 

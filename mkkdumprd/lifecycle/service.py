@@ -9,7 +9,10 @@ restart = stop + start; the build and the load plan are done before the unload, 
 rebuild = build unconditionally (kdumpctl rebuild); loads nothing.
 
 Every verb holds the service lock (lifecycle/lock.py). The machine is a HostView (a fake
-root in tests) and the kexec_file_load call is injected, as in the loader.
+root in tests) and its kernel a `live.Kernel`, which only `live.kernel_for` hands out for the
+running system. Without one (`--root DIR`, a system that is not running here) the verbs do
+everything that reads and writes files under DIR (the freshness check, a build) and only
+report the load and unload they would do.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mkkdumprd.lifecycle import locations
 from mkkdumprd.lifecycle.lock import service_lock
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import locate, status
-from mkkdumprd.loader.kexec import SyscallFn
+from mkkdumprd.loader.live import Kernel
 
 
 def _ignore(_: str) -> None:
@@ -39,7 +42,7 @@ def _ignore(_: str) -> None:
 class Service:
     host: HostView                      # the machine: /etc, /boot, /lib/modules, /proc, /sys, /run
     arch: ArchInfo
-    syscall: SyscallFn
+    kernel: Kernel | None               # None: report loads and unloads, call nothing
     config_path: Path | None = None     # None: /etc/kdump.conf in host (else defaults)
     kver: str | None = None             # None: the running kernel
     build_view: HostView | None = None  # where binaries and libraries come from (default: host)
@@ -117,8 +120,17 @@ def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome
     return plan, outcome
 
 
+def _not_running(svc: Service) -> str:
+    return f"--root {svc.host.root} is not the running system"
+
+
 def _load(svc: Service, plan: loader.LoadPlan, outcome: Outcome, unloaded: bool) -> Outcome:
-    record = loader.execute_load(plan, svc.host, svc.syscall)
+    if svc.kernel is None:
+        svc.echo(plan.describe(svc.host))
+        svc.echo(f"not loaded: {_not_running(svc)}; kexec_file_load not called")
+        return Outcome(built=outcome.built, reasons=outcome.reasons, unloaded=unloaded,
+                       image=outcome.image)
+    record = loader.execute_load(plan, svc.host, svc.kernel)
     svc.echo(f"loaded {record['kernel']} with {record['initrd']}")
     return Outcome(built=outcome.built, reasons=outcome.reasons, loaded=record,
                    unloaded=unloaded, image=outcome.image)
@@ -126,7 +138,10 @@ def _load(svc: Service, plan: loader.LoadPlan, outcome: Outcome, unloaded: bool)
 
 def _unload(svc: Service) -> None:
     was = status.read_status(svc.host).loaded
-    loader.unload(svc.host, svc.arch, svc.syscall)
+    if svc.kernel is None:
+        svc.echo(f"not unloaded: {_not_running(svc)}; nothing called")
+        return
+    loader.unload(svc.host, svc.arch, svc.kernel)
     svc.echo("crash kernel unloaded" if was else "no crash kernel was loaded")
 
 
@@ -144,21 +159,21 @@ def start(svc: Service) -> Outcome:
 def stop(svc: Service) -> Outcome:
     with service_lock(svc.host, svc.warn):
         _unload(svc)
-        return Outcome(unloaded=True)
+        return Outcome(unloaded=svc.kernel is not None)
 
 
 def reload(svc: Service) -> Outcome:
     with service_lock(svc.host, svc.warn):
         plan, outcome = _prepare(svc, may_build=False)
         _unload(svc)
-        return _load(svc, plan, outcome, unloaded=True)
+        return _load(svc, plan, outcome, unloaded=svc.kernel is not None)
 
 
 def restart(svc: Service) -> Outcome:
     with service_lock(svc.host, svc.warn):
         plan, outcome = _prepare(svc, may_build=True)
         _unload(svc)
-        return _load(svc, plan, outcome, unloaded=True)
+        return _load(svc, plan, outcome, unloaded=svc.kernel is not None)
 
 
 def rebuild(svc: Service) -> Outcome:

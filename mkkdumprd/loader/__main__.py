@@ -14,12 +14,12 @@ from pathlib import Path
 from mkkdumprd.arch import host_arch, load_arch
 from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.host import HostView
+from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import status as loader_status
-from mkkdumprd.loader.kexec import SyscallFn, real_syscall
 
 
-def main(argv: list[str] | None = None, syscall: SyscallFn = real_syscall) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m mkkdumprd.loader")
     p.add_argument("--root", type=Path, default=Path("/"))
     p.add_argument("--arch", default=None)
@@ -45,17 +45,23 @@ def main(argv: list[str] | None = None, syscall: SyscallFn = real_syscall) -> in
             return s.exit_code
         arch = load_arch(args.arch or host_arch())
         if args.cmd == "unload":
-            loader.unload(host, arch, syscall)
+            kernel = live.kernel_for(args.root)
+            if kernel is None:
+                print(f"would unload the crash kernel; {live.why_not(args.root)}: "
+                      "nothing called")
+                return 0
+            loader.unload(host, arch, kernel)
             print("crash kernel unloaded")
             return 0
         plan = loader.plan_load(host, arch, kver=args.kver, kernel=args.kernel,
                                 initrd=args.initrd, no_initrd=args.no_initrd,
                                 cmdline=args.cmdline, append=args.append)
-        if args.dry_run:
+        kernel = live.kernel_for(args.root, dry_run=args.dry_run)
+        if kernel is None:
             print(plan.describe(host))
-            print("dry run: kexec_file_load not called")
+            print(f"{live.why_not(args.root, dry_run=args.dry_run)}: kexec_file_load not called")
             return 0
-        rec = loader.execute_load(plan, host, syscall)
+        rec = loader.execute_load(plan, host, kernel)
         if rec.get("note"):
             print(f"mkkdumprd: {rec['note']}")
         print(f"loaded {rec['kernel']} ({rec['kernel_how']}) with {rec['initrd']}")

@@ -12,9 +12,10 @@ arm64 quirk (multiarch-kdump.md §3.4): kexec-tools computes PAGE_OFFSET from `_
 the vmcore's ELF headers come out broken. We then run kexec in a private mount namespace
 with a copy of kallsyms that has `_text` added, derived from `_stext`.
 
-Running kexec is reachable only through `run_kexec`, which refuses the live system's kexec
-inside a test process (pytest imported) or with MKKDUMPRD_FORBID_KEXEC set, as
-`kexec.real_syscall` does; tests run a fake kexec under a fake --root.
+Running kexec is reachable only through `run_kexec`, which only `loader/live.py` hands out
+(for the running system, never under --root or a dry run). It runs this machine's kexec,
+never a binary from a root prefix, and refuses inside a test process (pytest imported) or
+with MKKDUMPRD_FORBID_KEXEC set, as `kexec.real_syscall` does; tests pass a fake runner.
 """
 
 from __future__ import annotations
@@ -107,20 +108,20 @@ def unload_command(kexec: PurePosixPath) -> LegacyCommand:
 
 
 def run_kexec(host: HostView, argv: Sequence[str], kallsyms: str | None) -> tuple[int, str]:
-    """Run kexec-tools; returns (exit code, combined output)."""
-    live = str(host.root) == "/"
+    """Run this machine's kexec-tools; returns (exit code, combined output)."""
+    if os.path.realpath(host.root) != "/":
+        raise KexecForbidden(f"refusing to run kexec-tools for the system under {host.root}: "
+                             "only the running system's kernel is loaded")
     why = _forbidden()
-    if live and why is not None:
+    if why is not None:
         raise KexecForbidden(f"refusing to run kexec-tools for real: {why}")
     preexec = None
     if kallsyms is not None:
         fixed = host.path(FIXED_KALLSYMS)
-        fixed.parent.mkdir(parents=True, exist_ok=True)
+        fixed.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fixed.write_text(kallsyms)
-        if live:  # a fake root has no /proc to mount over: the file is all a test sees
-            preexec = _bind_over_kallsyms(str(fixed))
-    real = [str(host.path(argv[0])), *argv[1:]]
-    proc = subprocess.run(real, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec = _bind_over_kallsyms(str(fixed))
+    proc = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=preexec, check=False)
     return proc.returncode, proc.stdout
 

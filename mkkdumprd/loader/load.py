@@ -1,8 +1,10 @@
 """load / unload: put the plan together, check the reservation, call the syscall.
 
 `plan_load` only reads (through a HostView); `execute_load` opens the files, unwraps the
-kernel when the arch needs it, and calls the injected syscall; `--dry-run` stops after the
-plan and `describe` prints everything the syscall would get.
+kernel when the arch needs it, and calls the kernel's syscall (a `live.Kernel`, which only
+`live.kernel_for` hands out for the running system); `--dry-run` and a `--root` that is not
+the running system stop after the plan, and `describe` prints everything the syscall would
+get.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from mkkdumprd.loader.kexec import (
     KEXEC_FILE_NO_INITRAMFS,
     KEXEC_FILE_ON_CRASH,
     KEXEC_FILE_UNLOAD,
-    SyscallFn,
     cmdline_bytes,
     errno_message,
 )
+from mkkdumprd.loader.live import Kernel, same_root
 
 NO_RESERVATION = (
     "no memory is reserved for the crash kernel (crashkernel= is missing from the kernel "
@@ -117,13 +119,23 @@ PATH_FILE = "kexec_file_load"
 PATH_LEGACY = "kexec_load"
 
 
-def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn,
-                 runner: kexec_tools.KexecRunner = kexec_tools.run_kexec) -> dict[str, Any]:
+def _own_system(host: HostView, kernel: Kernel) -> None:
+    # The plan's files and the record are read and written under host.root: loading them
+    # into a kernel that runs another system would be loading the wrong files.
+    if not same_root(host.root, kernel.root):
+        raise OperationError(
+            f"refusing to use the kernel of the system at {kernel.root} for the files under "
+            f"{host.root}")
+
+
+def execute_load(plan: LoadPlan, host: HostView, kernel: Kernel) -> dict[str, Any]:
     """Load the crash kernel; returns (and records) what was loaded and how.
 
     kexec_file_load first; when the kernel has none (ENOSYS), kexec_load through
-    kexec-tools (`runner` runs it; tests pass a fake).
+    kexec-tools (`kernel.runner` runs it; tests pass a fake).
     """
+    _own_system(host, kernel)
+    syscall = kernel.syscall
     try:
         prepared = kernel_image.prepare(host.path(plan.kernel), plan.arch.formats,
                                         plan.arch.name)
@@ -150,7 +162,7 @@ def execute_load(plan: LoadPlan, host: HostView, syscall: SyscallFn,
             os.close(ifd)
     path, how, note = PATH_FILE, prepared.how, None
     if failed == errno.ENOSYS:
-        cmd = _legacy_load(plan, host, runner)
+        cmd = _legacy_load(plan, host, kernel.runner)
         path, how = PATH_LEGACY, "as is, by kexec-tools"
         note = (f"this kernel has no kexec_file_load (ENOSYS, CONFIG_KEXEC_FILE off): loaded "
                 f"through kexec_load with {cmd.describe()}")
@@ -191,14 +203,14 @@ def _legacy_load(plan: LoadPlan, host: HostView,
     return cmd
 
 
-def unload(host: HostView, arch: ArchInfo, syscall: SyscallFn,
-           runner: kexec_tools.KexecRunner = kexec_tools.run_kexec) -> None:
+def unload(host: HostView, arch: ArchInfo, kernel: Kernel) -> None:
     """Unload the crash kernel (the fds are ignored with KEXEC_FILE_UNLOAD).
 
     A kernel without kexec_file_load (ENOSYS) is unloaded with `kexec -p -u`.
     """
+    _own_system(host, kernel)
     try:
-        syscall(arch.syscall_nr, -1, -1, 0, None, KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH)
+        kernel.syscall(arch.syscall_nr, -1, -1, 0, None, KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH)
     except OSError as exc:
         err = exc.errno or 0
         kexec = kexec_tools.find_kexec(host) if err == errno.ENOSYS else None
@@ -208,7 +220,7 @@ def unload(host: HostView, arch: ArchInfo, syscall: SyscallFn,
                 msg += f"; {kexec_tools.INSTALL_HINT}"
             raise OperationError(msg) from None
         cmd = kexec_tools.unload_command(kexec)
-        code, output = runner(host, cmd.argv, None)
+        code, output = kernel.runner(host, cmd.argv, None)
         if code != 0:
             raise OperationError(
                 f"unloading the crash kernel with `{cmd.describe()}` failed (exit {code}: "

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.arch import load_arch
-from mkkdumprd.cli import load_cmd, main
+from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
 from mkkdumprd.lifecycle import service
-from mkkdumprd.loader import kexec
+from mkkdumprd.loader import kexec, live
 from mkkdumprd.loader.load import NO_RESERVATION
 from tests.support.debian_kernel import Kernel, debian_kernel
 from tests.unit.test_loader_load import FakeKexec
@@ -57,7 +57,7 @@ def root(tmp_path: Path, kernel: Kernel) -> Path:
 
 
 def _svc(root: Path, kernel: Kernel, fake: FakeKexec, said: list[str]) -> service.Service:
-    return service.Service(host=HostView(root), arch=X86, syscall=fake,
+    return service.Service(host=HostView(root), arch=X86, kernel=fake.kernel,
                            build_view=HostView.live(), kmoddir=kernel.kmoddir,
                            hostonly=False, add_drivers=("virtio_blk",),
                            echo=said.append, warn=said.append)
@@ -200,7 +200,8 @@ def test_rebuild_is_unconditional(root: Path, kernel: Kernel) -> None:
 def test_cli_verbs_and_status_exit_codes(root: Path, kernel: Kernel,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKexec(root)
-    monkeypatch.setattr(load_cmd, "SYSCALL", fake)
+    # This test's machine is the fake tree: its kernel is the fake.
+    monkeypatch.setattr(live, "RUNNING", fake.kernel)
     # The CLI builds from ROOT's own binaries; here the image is made first with the
     # test's build view, and force_no_rebuild keeps the CLI from rebuilding it.
     service.rebuild(_svc(root, kernel, fake, []))
@@ -224,3 +225,29 @@ def test_cli_verbs_and_status_exit_codes(root: Path, kernel: Kernel,
     assert r.exit_code == 1 and r.output.strip() == f"mkkdumprd: error: {NO_RESERVATION}"
     assert _flags(fake) == [0, kexec.KEXEC_FILE_UNLOAD, 0, kexec.KEXEC_FILE_UNLOAD,
                             kexec.KEXEC_FILE_UNLOAD]
+
+
+def test_verbs_under_a_root_that_is_not_running_only_report(root: Path, kernel: Kernel,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The running system is elsewhere: no verb calls its kernel (issue 14, item 6)."""
+    running = FakeKexec(root.parent / "running")
+    monkeypatch.setattr(live, "RUNNING", running.kernel)
+    fake = FakeKexec(root)
+    service.rebuild(_svc(root, kernel, fake, []))
+    _write(root, "/etc/kdump.conf", CONF + "force_no_rebuild 1\n")
+    _write(root, "/sys/kernel/kexec_crash_loaded", "1\n")
+    run = CliRunner().invoke
+    for verb in ("start", "stop", "reload", "restart"):
+        _write(root, "/sys/kernel/kexec_crash_loaded", "0\n" if verb == "start" else "1\n")
+        r = run(main, [verb, "--root", str(root)])
+        assert r.exit_code == 0, (verb, r.output)
+        said = r.output
+        if verb != "stop":
+            assert f"not loaded: --root {root} is not the running system; kexec_file_load " \
+                   "not called" in said, (verb, said)
+            assert "kexec_file_load (syscall 320 on x86_64)" in said
+        if verb != "start":
+            assert f"not unloaded: --root {root} is not the running system" in said, said
+    assert running.calls == [] and fake.calls == []
+    assert not (root / "run/mkkdumprd/loaded.json").exists()

@@ -1,7 +1,8 @@
 """load / unload / status with an injected syscall on fake roots; the real one is never hit.
 
-SAFETY: every test here passes a fake kexec_file_load. The real wrapper refuses to run under
-pytest, which `test_real_syscall_is_unreachable_under_pytest` checks without reaching ctypes.
+SAFETY: every test here passes a fake kexec_file_load (FakeKexec.kernel). The real wrapper
+refuses to run under pytest, which `test_real_syscall_is_unreachable_under_pytest` checks
+without reaching ctypes, and tests/conftest.py fails any test that reaches it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.arch import load_arch
-from mkkdumprd.cli import load_cmd, main
+from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
-from mkkdumprd.loader import kexec, status
+from mkkdumprd.loader import kexec, live, status
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader.__main__ import main as loader_main
 from tests.support.debian_kernel import debian_kernel
@@ -66,6 +67,15 @@ class FakeKexec:
         loaded = "0" if flags & kexec.KEXEC_FILE_UNLOAD else "1"
         (self.root / "sys/kernel/kexec_crash_loaded").write_text(loaded + "\n")
 
+    @property
+    def kernel(self) -> live.Kernel:
+        """This fake as the kernel of the system in `root` (no kexec-tools)."""
+        return live.Kernel(self.root, self, _no_kexec_tools)
+
+
+def _no_kexec_tools(host: HostView, argv: object, kallsyms: object) -> tuple[int, str]:
+    raise AssertionError(f"kexec-tools reached: {argv}")
+
 
 def _write(root: Path, rel: str, data: str | bytes) -> Path:
     p = root / rel.lstrip("/")
@@ -99,14 +109,15 @@ def root(tmp_path: Path, vmlinuz: Path) -> Path:
 X86 = load_arch("x86_64")
 
 
-def test_real_syscall_is_unreachable_under_pytest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_syscall_is_unreachable_under_pytest(monkeypatch: pytest.MonkeyPatch,
+                                                  kexec_guard: list[str]) -> None:
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("ctypes reached")
     monkeypatch.setattr(kexec.ctypes, "CDLL", boom)
     with pytest.raises(kexec.KexecForbidden, match="pytest is imported"):
         kexec.real_syscall(320, -1, -1, 0, None, kexec.KEXEC_FILE_UNLOAD)
-    # the CLI's default is that guarded function; the tests below replace it
-    assert load_cmd.SYSCALL is kexec.real_syscall
+    assert kexec_guard == ["real_syscall"]   # the guard saw it; this test did it on purpose
+    kexec_guard.clear()
 
 
 def test_guard_env_var_outside_pytest() -> None:
@@ -128,7 +139,7 @@ def test_load_passes_fds_cmdline_and_flags(root: Path, vmlinuz: Path) -> None:
     host = HostView(root)
     fake = FakeKexec(root)
     plan = loader.plan_load(host, X86)
-    record = loader.execute_load(plan, host, fake)
+    record = loader.execute_load(plan, host, fake.kernel)
     [call] = fake.calls
     assert call.nr == 320
     with vmlinuz.open("rb") as f:
@@ -167,7 +178,7 @@ def test_no_reservation_is_refused_before_any_syscall(root: Path) -> None:
 def test_dry_run_prints_everything_and_calls_nothing(root: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKexec(root)
-    monkeypatch.setattr(load_cmd, "SYSCALL", fake)
+    monkeypatch.setattr(live, "RUNNING", fake.kernel)
     res = CliRunner().invoke(main, ["load", "--root", str(root), "--arch", "x86_64",
                                     "--dry-run", "--append", "foo=bar"])
     assert res.exit_code == 0, res.output
@@ -184,7 +195,8 @@ def test_dry_run_prints_everything_and_calls_nothing(root: Path,
 def test_cli_load_status_unload_cycle_uses_the_fake(root: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKexec(root)
-    monkeypatch.setattr(load_cmd, "SYSCALL", fake)
+    # This test's machine is the fake tree: its kernel is the fake.
+    monkeypatch.setattr(live, "RUNNING", fake.kernel)
     r = CliRunner()
     res = r.invoke(main, ["status", "--root", str(root)])
     assert res.exit_code == 3 and "crash kernel: not loaded" in res.stdout
@@ -224,7 +236,7 @@ def test_every_errno_becomes_an_actionable_sentence(root: Path, err: int,
     host = HostView(root)
     fake = FakeKexec(root, fail=err)
     with pytest.raises(OperationError) as exc:
-        loader.execute_load(loader.plan_load(host, X86), host, fake)
+        loader.execute_load(loader.plan_load(host, X86), host, fake.kernel)
     msg = str(exc.value)
     assert msg.startswith(f"loading /boot/vmlinuz-{KVER} as the crash kernel ")
     assert f"({errno.errorcode[err]})" in msg and "\n" not in msg
@@ -242,9 +254,9 @@ def test_unknown_errno_and_unload_errors() -> None:
 
 def test_unload_failure_keeps_the_record(root: Path) -> None:
     host = HostView(root)
-    loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root))
+    loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root).kernel)
     with pytest.raises(OperationError, match="EPERM"):
-        loader.unload(host, X86, FakeKexec(root, fail=errno.EPERM))
+        loader.unload(host, X86, FakeKexec(root, fail=errno.EPERM).kernel)
     assert (root / "run/mkkdumprd/loaded.json").exists()
 
 
@@ -252,7 +264,7 @@ def test_preflight_refuses_what_cannot_fit(root: Path) -> None:
     _write(root, "/sys/kernel/kexec_crash_size", f"{32 * M}\n")
     fake = FakeKexec(root)
     with pytest.raises(OperationError, match=r"do not fit in the 32 MiB .*crashkernel recommend"):
-        loader.execute_load(loader.plan_load(HostView(root), X86), HostView(root), fake)
+        loader.execute_load(loader.plan_load(HostView(root), X86), HostView(root), fake.kernel)
     assert fake.calls == []
 
 
@@ -278,7 +290,7 @@ def test_x86_refuses_a_non_bzimage(root: Path) -> None:
     fake = FakeKexec(root)
     with pytest.raises(OperationError, match="arm64 Image; kexec_file_load on x86_64 takes"):
         loader.execute_load(loader.plan_load(HostView(root), X86, kernel="/boot/vmlinux"),
-                            HostView(root), fake)
+                            HostView(root), fake.kernel)
     assert fake.calls == []
 
 
@@ -291,7 +303,7 @@ def test_arm64_wrapped_kernels_reach_the_syscall_unpacked(root: Path, wrap: str)
     arm = load_arch("aarch64")
     host = HostView(root)
     plan = loader.plan_load(host, arm, kernel="/boot/vmlinuz-arm")
-    rec = loader.execute_load(plan, host, fake)
+    rec = loader.execute_load(plan, host, fake.kernel)
     [call] = fake.calls
     assert call.nr == 294
     assert call.kernel == inner[:64] and call.kernel_size == len(inner)
@@ -318,15 +330,29 @@ def test_status_cases_on_fake_sys(tmp_path: Path) -> None:
     assert "not loaded" in text and "stale record of /boot/k" in text
 
 
-def test_stdlib_entry_point(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stdlib_entry_point(root: Path, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKexec(root)
-    assert loader_main(["--root", str(root), "--arch", "x86_64", "status"], fake) == 3
-    assert loader_main(["--root", str(root), "--arch", "x86_64", "load"], fake) == 0
-    assert loader_main(["--root", str(root), "status"], fake) == 0
-    assert loader_main(["--root", str(root), "--arch", "x86_64", "unload"], fake) == 0
+    # This test's machine is the fake tree: its kernel is the fake.
+    monkeypatch.setattr(live, "RUNNING", fake.kernel)
+    assert loader_main(["--root", str(root), "--arch", "x86_64", "status"]) == 3
+    assert loader_main(["--root", str(root), "--arch", "x86_64", "load", "--dry-run"]) == 0
+    assert loader_main(["--root", str(root), "--arch", "x86_64", "load"]) == 0
+    assert loader_main(["--root", str(root), "status"]) == 0
+    assert loader_main(["--root", str(root), "--arch", "x86_64", "unload"]) == 0
+    assert [c.flags for c in fake.calls] == [2, 3]
+    # Another root is not the running system: reported, nothing called.
+    other = root / "other"
+    shutil.copytree(root, other, ignore=shutil.ignore_patterns("other"))
+    capsys.readouterr()
+    assert loader_main(["--root", str(other), "--arch", "x86_64", "load"]) == 0
+    assert loader_main(["--root", str(other), "--arch", "x86_64", "unload"]) == 0
+    out = capsys.readouterr().out
+    assert f"--root {other} is not the running system: kexec_file_load not called" in out
+    assert f"would unload the crash kernel; --root {other} is not the running system" in out
     assert [c.flags for c in fake.calls] == [2, 3]
     _write(root, "/sys/kernel/kexec_crash_size", "0\n")
-    assert loader_main(["--root", str(root), "--arch", "x86_64", "load"], fake) == 1
+    assert loader_main(["--root", str(root), "--arch", "x86_64", "load"]) == 1
     assert loader.NO_RESERVATION in capsys.readouterr().err
 
 

@@ -42,12 +42,16 @@ def main() -> int:
     repo, kernel, scratch = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     os.environ["MKKDUMPRD_FORBID_KEXEC"] = "1"
     sys.path.insert(0, str(repo))
+    from mkkdumprd.loader import live
     from mkkdumprd.loader.__main__ import main as loader_main
 
     calls: list[int] = []
 
     def fake_syscall(nr: int, kfd: int, ifd: int, n: int, cmd: bytes | None, fl: int) -> None:
         calls.append(fl)
+
+    def fake_runner(host: object, argv: object, kallsyms: object) -> tuple[int, str]:
+        raise AssertionError("kexec-tools reached")
 
     ok = _fake_root(scratch, kernel, 256 << 20)
     none = _fake_root(scratch, kernel, 0)
@@ -61,11 +65,13 @@ def main() -> int:
         (ok, ["unload"], 0),
     ]
     for root, argv, want in runs:
-        # The fake syscall stands in for the kernel: paths are the view's, not this host's.
+        # The fake tree is the running system and the fake syscall its kernel (live.py's
+        # door): paths are the view's, not this host's.
+        live.RUNNING = live.Kernel(root, fake_syscall, fake_runner)
         os.chdir(root)
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            rc = loader_main(["--root", str(root), *argv], syscall=fake_syscall)
+            rc = loader_main(["--root", str(root), *argv])
         if rc != want:
             print(f"loader_trace: {argv} exited {rc}, expected {want}:\n{out.getvalue()}",
                   file=sys.stderr)

@@ -1,0 +1,53 @@
+"""The one door to the running kernel's kexec calls.
+
+kexec_file_load (`kexec.real_syscall`) and kexec-tools (`kexec_tools.run_kexec`) act on the
+kernel this process runs on. Every command that loads or unloads (load, unload, start,
+stop, reload, restart, `python3 -m mkkdumprd.loader`) gets them from `kernel_for`, which
+hands them out only when the root is the running system's and no dry run is asked for.
+Otherwise it returns None and the command reports what it would have done: `--root DIR`
+names a system's files (an image tree, a chroot being prepared, a test's fake tree), never
+the kernel running here, and no program is ever run from DIR. This module is the only one
+that refers to the real calls (tests/unit/test_loader_live.py checks that).
+
+Tests replace RUNNING: tests/conftest.py makes every use of the real one fail the test, and
+a test that simulates a machine sets RUNNING to its fake tree and fake calls.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkkdumprd.loader.kexec import SyscallFn, real_syscall
+from mkkdumprd.loader.kexec_tools import KexecRunner, run_kexec
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel's kexec calls and the root of the system it runs."""
+
+    root: Path
+    syscall: SyscallFn       # kexec_file_load
+    runner: KexecRunner      # kexec-tools, for kernels without kexec_file_load
+
+
+RUNNING = Kernel(Path("/"), real_syscall, run_kexec)
+
+
+def same_root(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def kernel_for(root: Path, *, dry_run: bool = False) -> Kernel | None:
+    """The running kernel when `root` is its system and this is no dry run, else None."""
+    if dry_run or not same_root(root, RUNNING.root):
+        return None
+    return RUNNING
+
+
+def why_not(root: Path, *, dry_run: bool = False) -> str:
+    """Why `kernel_for` gave no kernel, for the report line."""
+    if dry_run:
+        return "dry run"
+    return f"--root {root} is not the running system"
