@@ -9,13 +9,13 @@ templates cannot forget to quote. Autoescape is off (this is shell, not HTML).
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import jinja2
 
 from mkkdumprd.errors import UsageError
+from mkkdumprd.quoting import shell_word
 
 
 class Tainted(str):
@@ -44,7 +44,7 @@ def shq(value: object) -> str:
     if value is None:
         raise TemplateRenderError("shq: cannot quote None (a missing value)")
     # str() of a StrictUndefined raises the UndefinedError that names the variable.
-    return shlex.quote(str(value))
+    return shell_word(str(value))
 
 
 def shargs(values: Iterable[object]) -> str:

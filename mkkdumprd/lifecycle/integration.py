@@ -7,18 +7,25 @@ under /etc, which systemd, kernel-install and Debian's kernel packages all read.
 twice changes nothing; `remove=True` takes them out again.
 
 When the mkkdumprd being installed for is not where the hooks look (a venv), its path goes
-into the unit's Exec lines and into /etc/mkkdumprd/hooks.conf as MKKDUMPRD=.
+into the unit's Exec lines (quoted for systemd) and into /etc/mkkdumprd/hooks.conf as
+MKKDUMPRD= (quoted for sh, which sources it as root); mkkdumprd/quoting.py does both, after
+checking the path is absolute and free of control characters. hooks.conf keeps every byte
+but its MKKDUMPRD= line and is written through a symlink; a unit or hook that is a symlink
+(`systemctl mask`, a config manager) is left alone with a sentence saying so.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.atomic_file import atomic_write
-from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
+from mkkdumprd.quoting import check_path, shell_word, systemd_exec_word
 from mkkdumprd.resources import data_dir
 
 PACKAGED_EXE = "/usr/bin/mkkdumprd"
@@ -58,7 +65,7 @@ ITEMS = (
 @dataclass(frozen=True)
 class Change:
     path: PurePosixPath
-    action: str              # "installed", "updated", "unchanged", "removed", "absent"
+    action: str              # "installed", "updated", "unchanged", "removed", "absent", KEPT
 
 
 def detect(host: HostView) -> tuple[Kind, ...]:
@@ -81,7 +88,7 @@ def _source(item: Item, exe: str) -> bytes:
     except OSError as exc:
         raise OperationError(f"cannot read {path}: {exc.strerror}; reinstall mkkdumprd") from None
     if item.kind is Kind.SYSTEMD and exe != PACKAGED_EXE:
-        text = text.replace(PACKAGED_EXE, exe)
+        text = text.replace(PACKAGED_EXE, systemd_exec_word(exe, executable=True))
     return text.encode()
 
 
@@ -90,33 +97,77 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     atomic_write(path, data, mode)
 
 
+_ASSIGNMENT = re.compile(rb"[ \t]*MKKDUMPRD=")
+HOOKS_CONF_HEADER = (b"# Read by mkkdumprd's kernel hooks (shell). MKKDUMPRD_HOOKS=no turns them\n"
+                     b"# off; BUILD_ARGS adds `mkkdumprd build` options (e.g. --no-hostonly).\n")
+
+
+def hooks_conf_text(old: bytes, exe: str) -> bytes:
+    """`old` with its MKKDUMPRD= assignment set to `exe`, every other byte kept.
+
+    The first assignment is replaced where it stands and later ones (which would override
+    it) are dropped; without one, the line is appended. Bytes, not text: a hooks.conf in
+    another encoding passes through untouched.
+    """
+    line = f"MKKDUMPRD={shell_word(exe)}\n".encode()
+    if not old:
+        return HOOKS_CONF_HEADER + line
+    out: list[bytes] = []
+    placed = False
+    for ln in old.splitlines(keepends=True):
+        if _ASSIGNMENT.match(ln):
+            if not placed:
+                out.append(line if ln.endswith(b"\n") else line.rstrip(b"\n"))
+                placed = True
+            continue
+        out.append(ln)
+    if not placed:
+        if out and not out[-1].endswith(b"\n"):
+            out.append(b"\n")
+        out.append(line)
+    return b"".join(out)
+
+
 def _hooks_conf(host: HostView, exe: str) -> Change | None:
     """Name `exe` in hooks.conf when the hooks would not find it themselves."""
     if str(PurePosixPath(exe).parent) in HOOK_SEARCH:
         return None
     path = host.path(HOOKS_CONF)
-    old = path.read_text() if path.is_file() else ""
-    lines = [ln for ln in old.splitlines() if not ln.strip().startswith("MKKDUMPRD=")]
-    if not old:
-        lines = ["# Read by mkkdumprd's kernel hooks (shell). MKKDUMPRD_HOOKS=no turns them",
-                 "# off; BUILD_ARGS adds `mkkdumprd build` options (e.g. --no-hostonly)."]
-    lines.append(f"MKKDUMPRD={exe}")
-    new = "\n".join(lines) + "\n"
-    if new == old:
-        return Change(HOOKS_CONF, "unchanged")
-    _write(path, new.encode(), 0o644)
+    # An admin's symlinked hooks.conf (a config manager's) is written through the link.
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        if target.exists() and not target.is_file():
+            raise OperationError(f"{path} is not a regular file; remove it or pass a hooks "
+                                 "location that is one")
+        old = target.read_bytes() if target.exists() else b""
+        new = hooks_conf_text(old, exe)
+        if new == old:
+            return Change(HOOKS_CONF, "unchanged")
+        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
+        _write(target, new, mode)
+    except OSError as exc:
+        raise OperationError(f"cannot update {path}: {exc.strerror}; run as root") from None
     return Change(HOOKS_CONF, "updated" if old else "installed")
 
 
+# A unit or hook that is a symlink was put there on purpose (`systemctl mask` links the unit
+# to /dev/null; a config manager links its own copy): neither replaced nor removed.
+KEPT = "kept (a symlink)"
+
+
 def install(host: HostView, kinds: tuple[Kind, ...], exe: str) -> list[Change]:
-    if not PurePosixPath(exe).is_absolute():
-        raise UsageError(f"--mkkdumprd {exe} must be an absolute path on the target system")
+    check_path(exe, "--mkkdumprd")
+    if Kind.SYSTEMD in kinds:   # refused before anything is written
+        systemd_exec_word(exe, executable=True)
     changes: list[Change] = []
     for item in ITEMS:
         if item.kind not in kinds:
             continue
         data = _source(item, exe)
         path = host.path(item.dest)
+        if path.is_symlink():
+            changes.append(Change(item.dest, KEPT))
+            continue
         try:
             old = path.read_bytes() if path.is_file() else None
             if old == data and (path.stat().st_mode & 0o7777) == item.mode:
@@ -139,6 +190,9 @@ def remove(host: HostView, kinds: tuple[Kind, ...]) -> list[Change]:
         if item.kind not in kinds:
             continue
         path = host.path(item.dest)
+        if path.is_symlink():
+            changes.append(Change(item.dest, KEPT))
+            continue
         try:
             path.unlink()
         except FileNotFoundError:
