@@ -19,14 +19,13 @@ binary installed since the build.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from mkkdumprd import __version__
+from mkkdumprd import __version__, json_input
 from mkkdumprd.assemble.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_dict
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import MkkdumprdError
@@ -255,7 +254,7 @@ def read_manifest(image: Path) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
+        doc = json_input.loads(raw)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None

@@ -3,7 +3,8 @@
 Each command group lives in its own module here, found through COMMAND_MODULES. Bare
 `mkkdumprd [build options]` means `mkkdumprd build ...`, as distro scripts type it.
 Errors derived from MkkdumprdError print as one sentence with their exit code (1 failed,
-2 usage/config); `--debug` shows the traceback instead.
+2 usage/config), and so does any OSError that escaped (exit 1, with its file); `--debug`
+shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ class DefaultGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"mkkdumprd: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # The last net for an I/O error no stage turned into a sentence: still one line.
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            click.echo(f"mkkdumprd: error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

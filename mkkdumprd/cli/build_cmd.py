@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mkkdumprd.errors import UsageError
+from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
 
@@ -162,7 +162,11 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     arch_name = load_arch(arch).name if arch else _default_arch(view, sysroot)
     out = output or default_output(kver, view)
     if output is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OperationError(f"cannot create {out.parent}: {exc.strerror}; run as root "
+                                 "or pass -o FILE") from None
     req = BuildRequest(
         config=config, kver=kver, kmoddir=kmoddir, view=view, system=view, arch=arch_name,
         hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from mkkdumprd import json_input
 from mkkdumprd.errors import UsageError
 from mkkdumprd.image.reader import Member, normalise, read_file, read_members
 
@@ -36,7 +37,7 @@ def load_reasons(image: Path, members: list[Member]) -> dict[str, str] | None:
         return None
     raw = read_file(image, MANIFEST)
     try:
-        doc = json.loads(raw)
+        doc = json_input.loads(raw)
         entries = doc["entries"]
         if not isinstance(entries, dict):
             raise TypeError("entries is not an object")

@@ -28,9 +28,10 @@ def _warn(msg: str) -> None:
 
 
 def _service(root: Path, config_path: Path | None, kver: str | None,
-             arch: str | None) -> service.Service:
+             arch: str | None, loads: bool) -> service.Service:
     return service.Service(host=HostView(root), arch=load_arch(arch or host_arch()),
-                           kernel=live.kernel_for(root), config_path=config_path, kver=kver,
+                           kernel=live.kernel_for(root) if loads else None,
+                           config_path=config_path, kver=kver,
                            echo=_echo, warn=_warn)
 
 
@@ -46,7 +47,7 @@ def _verb(name: str, fn: Callable[[service.Service], service.Outcome],
                        "/run); unless it is the running system, loads and unloads are only "
                        "reported.")
     def cmd(config_path: Path | None, kver: str | None, arch: str | None, root: Path) -> None:
-        fn(_service(root, config_path, kver, arch))
+        fn(_service(root, config_path, kver, arch, loads=name != "rebuild"))
 
     cmd.__doc__ = doc
     return click.command(name=name)(cmd)

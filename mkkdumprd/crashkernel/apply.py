@@ -213,7 +213,11 @@ def perform(plan: ApplyPlan, host: HostView, runner: Runner = _run,
         live = Path(host.root).resolve() == Path("/")
     done: list[str] = []
     for c in plan.changes:
-        _atomic_write(host.path(c.path), c.new)
+        try:
+            _atomic_write(host.path(c.path), c.new)
+        except OSError as exc:
+            raise OperationError(f"cannot write {c.path}: {exc.strerror}; changing the boot "
+                                 "configuration needs root and a writable /etc") from None
         done.append(f"wrote {c.path}")
     if plan.command:
         if live:

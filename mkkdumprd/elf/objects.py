@@ -9,7 +9,6 @@ libc hundreds of times.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+
+from mkkdumprd import json_input
 
 ELF_MAGIC = b"\x7fELF"
 NOTE_DLOPEN_OWNER = "FDO"
@@ -293,8 +294,8 @@ def _dlopen_notes(data: bytes, little: bool) -> list[DlopenNote]:
 def parse_dlopen_json(raw: bytes) -> list[DlopenNote]:
     """Decode one note's JSON; a malformed note is ignored as systemd's tools do."""
     try:
-        items = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        items = json_input.loads(raw)
+    except ValueError:   # not UTF-8, not JSON, or nested too deep
         return []
     if not isinstance(items, list):
         return []

@@ -55,8 +55,14 @@ def module_files(kmoddir: Path) -> list[ModuleFile]:
                 if e.is_dir(follow_symlinks=False):
                     if e.name not in _SKIP_DIRS:
                         stack.append(sub)
-                elif is_module_file(e.name) and e.is_file():
-                    out.append(ModuleFile(sub, e.stat().st_mtime_ns))
+                elif is_module_file(e.name):
+                    try:
+                        if not e.is_file():
+                            continue
+                        mtime = e.stat().st_mtime_ns
+                    except OSError:   # a symlink loop (ELOOP), dangling or unreadable
+                        continue      # link: no module, as for depmod
+                    out.append(ModuleFile(sub, mtime))
     out.sort(key=lambda m: m.relpath)
     return out
 

@@ -50,6 +50,9 @@ def private_dir(path: Path) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise OperationError(f"{path} is not a directory (a symlink or file was put there); "
                              "remove it and retry")
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        raise OperationError(f"{path} belongs to uid {st.st_uid}: mkkdumprd start/stop/"
+                             "reload/restart/rebuild need root")
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise OperationError(
             f"{path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}; "

@@ -26,6 +26,7 @@ from mkkdumprd.arch import ArchInfo
 from mkkdumprd.assemble.builder import BuildRequest, build_image
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 from mkkdumprd.lifecycle import locations
 from mkkdumprd.lifecycle.lock import service_lock
@@ -94,7 +95,10 @@ def _why_rebuild(req: BuildRequest, image: Path) -> tuple[str, ...]:
 def _build(svc: Service, req: BuildRequest, reasons: tuple[str, ...]) -> None:
     svc.echo(f"building {req.output}: {'; '.join(reasons)}")
     assert req.output is not None
-    req.output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        req.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OperationError(f"cannot create {req.output.parent}: {exc.strerror}") from None
     result = build_image(req)
     for w in result.warnings:
         svc.warn(w)

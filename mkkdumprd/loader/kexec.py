@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from mkkdumprd.errors import OperationError
+
 KEXEC_FILE_UNLOAD = 0x1
 KEXEC_FILE_ON_CRASH = 0x2
 KEXEC_FILE_NO_INITRAMFS = 0x4
@@ -24,7 +26,7 @@ KEXEC_FILE_NO_INITRAMFS = 0x4
 SyscallFn = Callable[[int, int, int, int, bytes | None, int], None]
 
 
-class KexecForbidden(RuntimeError):
+class KexecForbidden(OperationError):
     """The real syscall was reached from a test process or with MKKDUMPRD_FORBID_KEXEC set."""
 
 

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkkdumprd.errors import OperationError
 from mkkdumprd.loader.kexec import SyscallFn, real_syscall
 from mkkdumprd.loader.kexec_tools import KexecRunner, run_kexec
 
@@ -43,6 +44,10 @@ def kernel_for(root: Path, *, dry_run: bool = False) -> Kernel | None:
     """The running kernel when `root` is its system and this is no dry run, else None."""
     if dry_run or not same_root(root, RUNNING.root):
         return None
+    if RUNNING.syscall is real_syscall and os.geteuid() != 0:
+        # The kernel would say EPERM after the plan; say it first, touching nothing.
+        raise OperationError("loading or unloading the crash kernel needs root "
+                             "(CAP_SYS_BOOT); run it as root or with --dry-run")
     return RUNNING
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from mkkdumprd import json_input
 from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.host import HostView
 
@@ -54,7 +55,7 @@ def read_record(host: HostView) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        data = json.loads(text)
+        data = json_input.loads(text)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.cli import main
-from mkkdumprd.loader import live
+from mkkdumprd.loader import kexec, live
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mkkdumprd"
 
@@ -83,7 +83,7 @@ def test_the_guard_catches_an_exec_of_kexec(kexec_guard: list[str], tmp_path: Pa
 
 
 def test_the_guard_catches_the_running_kernel(kexec_guard: list[str]) -> None:
-    with pytest.raises(RuntimeError):
+    with pytest.raises(kexec.KexecForbidden):
         live.RUNNING.syscall(320, -1, -1, 0, None, 3)
     assert kexec_guard == ["live kexec_file_load(flags=0x3)"]
     kexec_guard.clear()
