@@ -117,17 +117,41 @@ def estimate(inp: EstimateInputs) -> Estimate:
 _IOMEM = re.compile(r"^([0-9a-fA-F]+)-([0-9a-fA-F]+) : System RAM$")
 
 
+def _iomem_ram(text: str) -> int | None:
+    """Top-level System RAM in /proc/iomem; None when absent or the addresses are hidden
+    (a reader without CAP_SYS_ADMIN sees every range as 00000000-00000000)."""
+    total, seen, shown = 0, False, False
+    for line in text.splitlines():
+        m = _IOMEM.match(line)           # top level only: no leading spaces
+        if m:
+            start, end = int(m.group(1), 16), int(m.group(2), 16)
+            seen, shown = True, shown or start != 0 or end != 0
+            total += end - start + 1
+    return total if seen and shown else None
+
+
+def _sysfs_ram(host: HostView) -> int | None:
+    """Online memory blocks times the block size (/sys/devices/system/memory, readable by all)."""
+    base = host.path("/sys/devices/system/memory")
+    size = host.read_optional("/sys/devices/system/memory/block_size_bytes")
+    try:
+        block = int(size.strip(), 16) if size else 0
+        online = sum(1 for p in base.glob("memory[0-9]*/online")
+                     if p.read_text().strip() == "1")
+    except (OSError, ValueError):
+        return None
+    return block * online if block and online else None
+
+
 def system_ram(host: HostView) -> tuple[int, str]:
-    """(bytes, where from): top-level System RAM in /proc/iomem, else MemTotal."""
-    iomem = host.read_optional("/proc/iomem")
-    if iomem:
-        total = 0
-        for line in iomem.splitlines():
-            m = _IOMEM.match(line)       # top level only: no leading spaces
-            if m:
-                total += int(m.group(2), 16) - int(m.group(1), 16) + 1
-        if total > 1:                    # non-root readers see zeroed addresses
-            return total, "/proc/iomem System RAM"
+    """(bytes, where from): top-level System RAM in /proc/iomem; without its addresses
+    (not root), the online memory blocks in sysfs; else MemTotal."""
+    iomem = _iomem_ram(host.read_optional("/proc/iomem") or "")
+    if iomem is not None:
+        return iomem, "/proc/iomem System RAM"
+    sysfs = _sysfs_ram(host)
+    if sysfs is not None:
+        return sysfs, "/sys/devices/system/memory online blocks (/proc/iomem hides addresses)"
     meminfo = host.read_optional("/proc/meminfo") or ""
     m = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.M)
     if m:

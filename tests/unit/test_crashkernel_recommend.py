@@ -181,10 +181,37 @@ def test_system_ram_from_iomem_then_meminfo(tmp_path: Path) -> None:
     ram, src = rec.system_ram(host)
     assert ram == (0x9FBFF - 0x1000 + 1) + (0x7FFDFFFF - 0x100000 + 1) + 2 * G
     assert src == "/proc/iomem System RAM"
-    # non-root readers see zeroed addresses: fall back to MemTotal
-    (tmp_path / "proc/iomem").write_text("00000000-00000000 : System RAM\n")
+    # non-root readers see zeroed addresses (issue 14 item 10: this read "RAM: 3 B"):
+    # the online memory blocks in sysfs, else MemTotal
+    (tmp_path / "proc/iomem").write_text("00000000-00000000 : Reserved\n"
+                                         "00000000-00000000 : System RAM\n" * 3 +
+                                         "  00000000-00000000 : Kernel code\n")
     (tmp_path / "proc/meminfo").write_text("MemTotal:        2017204 kB\nMemFree: 1 kB\n")
     assert rec.system_ram(host) == (2017204 * K, "/proc/meminfo MemTotal")
+    mem = tmp_path / "sys/devices/system/memory"
+    mem.mkdir(parents=True)
+    (mem / "block_size_bytes").write_text("8000000\n")
+    for i, online in enumerate("1101"):
+        (mem / f"memory{i}").mkdir()
+        (mem / f"memory{i}/online").write_text(online + "\n")
+    ram, src = rec.system_ram(host)
+    assert ram == 3 * 0x8000000 and src.startswith("/sys/devices/system/memory online")
+
+
+def test_unprivileged_recommend_on_this_machine() -> None:
+    """As nobody, /proc/iomem hides its addresses here: the RAM is still right."""
+    from tests.support import unprivileged
+
+    unprivileged.require()
+    with unprivileged.world_dir() as d:
+        r = unprivileged.run_cli(["crashkernel", "recommend", "--json"], cwd=d)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ram_source"] != "/proc/iomem System RAM", doc
+    meminfo = Path("/proc/meminfo").read_text()
+    total = int(meminfo.split("MemTotal:")[1].split()[0]) * K
+    assert total <= doc["ram"] < total * 2, (doc["ram"], total)
+    assert doc["chosen"], doc
 
 
 def test_recommend_table_only_and_with_estimate() -> None:
