@@ -3,41 +3,111 @@
 The new content goes to a temporary file in the same directory, is fsynced, renamed over
 the old path and the directory synced; on any failure the temporary file is removed and the
 old file is untouched. Standard library only: the loader imports it too.
+
+An interrupted write leaves nothing either: while a temporary file exists, SIGTERM and
+SIGHUP (when nobody else handles them) raise SystemExit(128 + signal), so the cleanup runs
+as for any error, and SIGINT is KeyboardInterrupt already. SIGKILL cannot be caught: the
+temporary file's name carries the writer's pid (`.NAME.mkkdumprd-PID.XXXXXXXX.tmp`), and the
+next write of the same file removes those whose writer is gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO
+
+_TAG = "mkkdumprd"
+_CAUGHT = (signal.SIGTERM, signal.SIGHUP)
 
 
 class TempFileError(OSError):
     """The temporary file could not be created (the directory is missing or read-only)."""
 
 
+def _temp_prefix(name: str, pid: int) -> str:
+    return f".{name}.{_TAG}-{pid}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's live process
+        return True
+    return True
+
+
+def sweep_stale(path: Path) -> list[Path]:
+    """Remove the temporary files of `path` left by writers that are gone (SIGKILL, a
+    power cut mid-build); returns what was removed. Live writers' files are kept."""
+    pattern = re.compile(re.escape(f".{path.name}.{_TAG}-") + r"(\d+)\.[^/]*\.tmp")
+    removed: list[Path] = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with suppress(FileNotFoundError):
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
+    return removed
+
+
+def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _exit_on_termination() -> Iterator[None]:
+    """SIGTERM/SIGHUP become SystemExit for the block (main thread, default handlers only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for sig in _CAUGHT:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            saved[sig] = signal.signal(sig, _raise_exit)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
 @contextmanager
 def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A binary stream whose content replaces `path` when the block ends without error."""
     path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise TempFileError(exc.errno, exc.strerror, str(path.parent)) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    sweep_stale(path)
+    with _exit_on_termination():
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, os.getpid()),
+                                       suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise TempFileError(exc.errno, exc.strerror, str(path.parent)) from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
     _fsync_dir(path.parent)
 
 
