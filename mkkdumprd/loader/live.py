@@ -47,7 +47,7 @@ def kernel_for(root: Path, *, dry_run: bool = False) -> Kernel | None:
     if RUNNING.syscall is real_syscall and os.geteuid() != 0:
         # The kernel would say EPERM after the plan; say it first, touching nothing.
         raise OperationError("loading or unloading the crash kernel needs root "
-                             "(CAP_SYS_BOOT); run it as root or with --dry-run")
+                             "(CAP_SYS_BOOT); run it as root")
     return RUNNING
 
 
