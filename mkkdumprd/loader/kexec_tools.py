@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.host import HostView
 from mkkdumprd.loader.kexec import KexecForbidden, _forbidden
 
@@ -119,7 +120,7 @@ def run_kexec(host: HostView, argv: Sequence[str], kallsyms: str | None) -> tupl
     if kallsyms is not None:
         fixed = host.path(FIXED_KALLSYMS)
         fixed.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fixed.write_text(kallsyms)
+        atomic_write(fixed, kallsyms, 0o600)
         preexec = _bind_over_kallsyms(str(fixed))
     proc = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=preexec, check=False)

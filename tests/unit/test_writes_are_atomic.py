@@ -1,0 +1,57 @@
+"""Class (c) of issue 14: every file mkkdumprd writes goes through atomic_file (a temp file
+in the same directory, fsync, rename), so a reader never sees a torn file and a symlink at
+the destination is replaced, not followed, unless the writer resolves it on purpose
+(hooks.conf, crashkernel apply's files). This test keeps other write paths out of the code.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "mkkdumprd"
+
+# The only writes that are not atomic replacements, and why.
+ALLOWED = {
+    # the flock file: opened O_NOFOLLOW in a 0700 directory of ours, never replaced
+    ("lifecycle/lock.py", "O_CREAT"),
+    ("lifecycle/lock.py", "O_RDWR"),
+    # zeroing the recovered dump's header on the raw device itself
+    ("lifecycle/savecore.py", "O_WRONLY"),
+}
+WRITERS = {"write_text", "write_bytes", "O_CREAT", "O_WRONLY", "O_RDWR", "O_APPEND",
+           "touch", "mkstemp", "NamedTemporaryFile"}
+
+
+def _uses(tree: ast.AST) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in WRITERS:
+            found.add(node.attr)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id == "open" and len(node.args) > 1:
+            mode = node.args[1]
+            if not (isinstance(mode, ast.Constant) and str(mode.value).startswith("r")):
+                found.add("open-for-write")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "open":
+            for kw in node.keywords:
+                if kw.arg == "mode" and not (isinstance(kw.value, ast.Constant)
+                                             and str(kw.value.value).startswith("r")):
+                    found.add("open-for-write")
+            if node.args and isinstance(node.args[0], ast.Constant) \
+                    and not str(node.args[0].value).startswith("r"):
+                found.add("open-for-write")
+    return found
+
+
+def test_only_atomic_file_writes() -> None:
+    seen = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        if rel == "atomic_file.py":
+            continue
+        for use in _uses(ast.parse(path.read_text())):
+            seen.add((rel, use))
+    assert seen - ALLOWED == set()
+    assert seen >= ALLOWED        # stale exceptions are removed, not kept
