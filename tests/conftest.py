@@ -6,7 +6,7 @@ or click's CliRunner caught does not hide it) when anything
     a test that simulates a machine sets live.RUNNING to its own fake tree and fakes),
   - reaches `kexec.real_syscall` or `kexec_tools.run_kexec` through any other reference
     (their refusal check records the attempt),
-  - executes a program named kexec (subprocess, os.exec*, os.posix_spawn*),
+  - executes a program named kexec (subprocess, os.exec*, os.posix_spawn*, os.system),
 and sets MKKDUMPRD_FORBID_KEXEC so child processes (the CLI run as a subprocess) refuse too.
 A test that reaches a refusal on purpose takes the `kexec_guard` fixture, asserts what it
 recorded and clears it.
@@ -90,6 +90,15 @@ def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for name in ("execv", "execve", "execvp", "execvpe", "execl", "execlp", "execle",
                  "execlpe", "posix_spawn", "posix_spawnp"):
         monkeypatch.setattr(os, name, exec_guard(name))
+    real_system = os.system
+
+    def system(command: str) -> int:
+        if _names_kexec(command):
+            attempts.append(f"os.system({command!r})")
+            raise PermissionError("the kexec guard refused to execute kexec")
+        return real_system(command)
+
+    monkeypatch.setattr(os, "system", system)
 
     yield attempts
     if attempts:

@@ -43,6 +43,14 @@ def test_only_the_door_refers_to_the_real_calls() -> None:
     assert users == {"loader/live.py": ["real_syscall", "run_kexec"]}
 
 
+def test_only_the_loader_calls_into_libc() -> None:
+    """No other module can reach syscall(2) (kexec_load, kexec_file_load) around the door."""
+    users = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                   if "CDLL" in _names(ast.parse(p.read_text())))
+    # kexec.py: the syscall itself; kexec_tools.py: unshare/mount in kexec-tools' child
+    assert users == ["loader/kexec.py", "loader/kexec_tools.py"]
+
+
 def test_running_kernel_only_for_the_running_root(tmp_path: Path) -> None:
     assert live.kernel_for(Path("/")) is live.RUNNING
     assert live.kernel_for(Path("/"), dry_run=True) is None
@@ -77,8 +85,10 @@ def test_the_guard_catches_an_exec_of_kexec(kexec_guard: list[str], tmp_path: Pa
         subprocess.run("kexec -p -u", shell=True, cwd=tmp_path, check=False)
     with pytest.raises(PermissionError):
         os.execv(str(fake), [str(fake)])
+    with pytest.raises(PermissionError):
+        os.system(f"cd {tmp_path} && kexec -p -u")
     assert not (tmp_path / "ran").exists()
-    assert len(kexec_guard) == 3 and kexec_guard[2].startswith("os.execv(")
+    assert len(kexec_guard) == 4 and kexec_guard[2].startswith("os.execv(")
     kexec_guard.clear()
 
 
