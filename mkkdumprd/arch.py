@@ -1,4 +1,4 @@
-"""Per-architecture facts, read from arch/<name>.toml (shipped data, one file per arch).
+"""Per-architecture facts, read from mkkdumprd/data/arch/<name>.toml (one file per arch).
 
 The loader imports this module, so it stays standard-library only (tomllib, platform).
 """

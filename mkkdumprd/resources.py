@@ -1,17 +1,23 @@
-"""Where the shipped data folders (modules.d, templates, arch, packaging) are found.
+"""Where the shipped data folders are found: package data under mkkdumprd/data/.
 
-An installed wheel carries them under mkkdumprd/data/ (see setup.py); a checkout or an
-editable install has them at the top of the tree, beside the package.
+mkkdumprd/data/README.md says what each folder holds. They ship in the wheel as package data
+(pyproject.toml, [tool.setuptools.package-data]) and are read from the installed package, a
+checkout or an editable install alike, through importlib.resources. A zip import is not
+supported: the builder hands these folders to code that needs real paths (jinja2's loader,
+the hooks' importer, the freshness check's mtimes).
 """
 
+from importlib import resources
 from pathlib import Path
 
-_PKG = Path(__file__).resolve().parent
+DATA_DIRS = ("modules.d", "templates", "arch", "packaging")
 
 
 def data_dir(name: str) -> Path:
     """Return the folder `name` ("modules.d", "templates", "arch" or "packaging")."""
-    for candidate in (_PKG / "data" / name, _PKG.parent / name):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"mkkdumprd data folder {name!r} is missing from {_PKG}")
+    if name not in DATA_DIRS:
+        raise ValueError(f"no shipped data folder {name!r} (known: {', '.join(DATA_DIRS)})")
+    folder = resources.files(__package__) / "data" / name
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise FileNotFoundError(f"mkkdumprd data folder {name!r} is missing ({folder})")
+    return folder

@@ -1,10 +1,11 @@
 """Install the integration files (systemd unit, kernel hooks) where no package does it.
 
-Distribution packages ship packaging/ directly (the unit under /usr/lib/systemd/system, the
-plugin under /usr/lib/kernel/install.d). `mkkdumprd install-integration` is for a pip or
-source install: it copies the same files, from the wheel's data, into the admin's places
-under /etc, which systemd, kernel-install and Debian's kernel packages all read. Installing
-twice changes nothing; `remove=True` takes them out again.
+Distribution packages ship mkkdumprd/data/packaging/ directly (the unit under
+/usr/lib/systemd/system, the plugin under /usr/lib/kernel/install.d). `mkkdumprd
+install-integration` is for a pip or source install: it copies the same files, from the
+package data, into the admin's places under /etc, which systemd, kernel-install and
+Debian's kernel packages all read. Installing twice changes nothing; `remove=True` takes
+them out again.
 
 When the mkkdumprd being installed for is not where the hooks look (a venv), its path goes
 into the unit's Exec lines (quoted for systemd) and into /etc/mkkdumprd/hooks.conf as
@@ -43,7 +44,7 @@ class Kind(enum.Enum):
 @dataclass(frozen=True)
 class Item:
     kind: Kind
-    src: str                 # under packaging/
+    src: str                 # under mkkdumprd/data/packaging/
     dest: PurePosixPath
     mode: int
 

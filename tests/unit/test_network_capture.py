@@ -18,9 +18,8 @@ from mkkdumprd.network import capture, plan, ssh_command
 from mkkdumprd.network.ipconfig import parse_ip
 from mkkdumprd.network.nfs_options import NfsExport, NfsMount
 from mkkdumprd.network.resolve import ResolvedHost
+from mkkdumprd.resources import data_dir
 from tests.support.fake_network import FakeNet
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(text: str) -> dict[str, str]:
@@ -173,7 +172,7 @@ def test_ssh_env_and_remote_dir_through_two_shells(tmp_path: Path) -> None:
 
 def test_template_ssh_options_match_ssh_command() -> None:
     """The capture script spells out the same strict options ssh_command builds."""
-    text = (REPO / "templates/target-ssh.sh.j2").read_text()
+    text = (data_dir("templates") / "target-ssh.sh.j2").read_text()
     opts = ssh_command.ssh_options("K", "KH", 22, 20)
     for i, word in enumerate(opts):
         if word == "-o" and not opts[i + 1].startswith("UserKnownHostsFile"):

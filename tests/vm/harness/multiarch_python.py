@@ -21,10 +21,9 @@ from tests.support.foreign_sysroot import Sysroot
 from .images import init_entry, write_initramfs
 from .python_guest import (
     GUEST_PYTHON,
-    LOADER_ROOT,
-    REPO,
     STDLIB,
     Module,
+    arch_data_entry,
     init_script,
     loader_entries,
     step,
@@ -89,9 +88,7 @@ def build_loader_first_stage(sysroot: Sysroot, capture_image: Path, out: Path,
     add([symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet") for a in APPLETS])
     add(guest_python_entries(sysroot, modules))
     add(loader_entries(modules))
-    arch_toml = REPO / "arch" / f"{sysroot.arch}.toml"
-    add([file_entry(f"{LOADER_ROOT}/arch/{arch_toml.name}", arch_toml, "arch data",
-                    mode=0o644)])
+    add([arch_data_entry(sysroot.arch)])
     add([dir_entry(d, "mount point") for d in ("/proc", "/sys", "/dev", "/tmp", "/run")])
     for dest, src in (kernels or {"/boot/vmlinuz": sysroot.kernel}).items():
         add([file_entry(dest, src, "capture kernel", mode=0o644)])

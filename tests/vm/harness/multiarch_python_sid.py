@@ -37,7 +37,7 @@ from tests.support.foreign_sysroot import _SID, FLAVOURS, USERLAND, Sysroot, _Ap
 from .images import init_entry, write_initramfs
 from .multiarch import QEMU_USER, read_interp
 from .multiarch_python import APPLETS
-from .python_guest import LOADER_ROOT, REPO, TRACER
+from .python_guest import LOADER_ROOT, REPO, TRACER, arch_data_entry
 
 PYTHON_PACKAGES = ("python3-minimal", "libpython3-stdlib")
 _SKIP = {"__main__", "sitecustomize", "_distutils_hack"}
@@ -176,9 +176,7 @@ def build_sid_loader_first_stage(sysroot: Sysroot, capture_image: Path, out: Pat
          for g, h in sorted(std.pyc.items())])
     add([file_entry(f"{LOADER_ROOT}/{p.relative_to(REPO)}", p, "mkkdumprd loader source",
                     mode=0o644) for p in std.loader])
-    arch_toml = REPO / "arch" / f"{arch}.toml"
-    add([file_entry(f"{LOADER_ROOT}/arch/{arch_toml.name}", arch_toml, "arch data",
-                    mode=0o644)])
+    add([arch_data_entry(arch)])
     add([dir_entry(d, "mount point") for d in ("/proc", "/sys", "/dev", "/tmp", "/run")])
     for dest, src in kernels.items():
         add([file_entry(dest, src, "capture kernel", mode=0o644)])

@@ -3,8 +3,8 @@
 The guest gets the distribution's /usr/bin/python3 (python3.11 on bookworm, from the apt
 package python3 that dev/setup installs, with its shared libraries), the standard-library
 modules `python3 -m mkkdumprd.loader` imports and nothing else, the loader's own source files
-under /opt/mkkdumprd (PYTHONPATH) with arch/x86_64.toml beside them, busybox for /init, the
-kernel as /boot/vmlinuz and a capture image as /boot/capture.img.
+under /opt/mkkdumprd (PYTHONPATH) with their arch data (mkkdumprd/data/arch/x86_64.toml),
+busybox for /init, the kernel as /boot/vmlinuz and a capture image as /boot/capture.img.
 
 Which modules the loader needs is not a hand-kept list: `loader_trace.py` runs every loader
 path with the same interpreter on the host (fake root, fake syscall) and reports sys.modules.
@@ -149,9 +149,14 @@ def loader_entries(modules: dict[str, Module]) -> list[Entry]:
                                       "mkkdumprd loader source", mode=0o644))
     if not entries:
         raise AssertionError(f"the trace shows no module of {pkg}; is the tracer broken?")
-    arch = REPO / "arch" / "x86_64.toml"
-    entries.append(file_entry(f"{LOADER_ROOT}/arch/x86_64.toml", arch, "arch data", mode=0o644))
+    entries.append(arch_data_entry("x86_64"))
     return entries
+
+
+def arch_data_entry(arch: str) -> Entry:
+    """arch/<arch>.toml where the loader under LOADER_ROOT finds its package data."""
+    toml = REPO / "mkkdumprd" / "data" / "arch" / f"{arch}.toml"
+    return file_entry(f"{LOADER_ROOT}/{toml.relative_to(REPO)}", toml, "arch data", mode=0o644)
 
 
 def step(name: str, *argv: str) -> str:
