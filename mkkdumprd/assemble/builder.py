@@ -238,7 +238,7 @@ def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
                 f"or drop the module"
             )
         acc.entries.append(file_entry(f.dest, view.path(view.resolve(f.src)), f"file ({why})"))
-    from mkkdumprd.elf.install import find_binary
+    from mkkdumprd.elf.entries import find_binary
 
     for b in m.binaries:
         for name in b.any:
@@ -257,7 +257,7 @@ def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
 
 
 def _binary_entries(acc: _Acc, view: HostView, arch: str) -> list[Entry]:
-    from mkkdumprd.elf.install import binary_entries
+    from mkkdumprd.elf.entries import binary_entries
 
     out: list[Entry] = []
     for module, paths in acc.binaries.items():
@@ -268,8 +268,8 @@ def _binary_entries(acc: _Acc, view: HostView, arch: str) -> list[Entry]:
 
 def _kernel_modules(req: BuildRequest, acc: _Acc, index: Any, spec: ImageSpec) -> tuple[str, ...]:
     from mkkdumprd.kmod.closure import resolve_modules
+    from mkkdumprd.kmod.entries import module_entries
     from mkkdumprd.kmod.firmware import firmware_entries
-    from mkkdumprd.kmod.image import module_entries
 
     wanted = list(dict.fromkeys([*acc.kmods, *req.config.extra_modules, *req.add_drivers,
                                  *req.config.add_drivers]))

@@ -9,8 +9,8 @@ import click
 
 from mkkdumprd.host import HostView
 from mkkdumprd.kmod.closure import resolve_modules
-from mkkdumprd.kmod.config import DEFAULT_MODPROBE_D
 from mkkdumprd.kmod.index import ModuleIndex, find_kmoddir
+from mkkdumprd.kmod.modprobe_d import DEFAULT_MODPROBE_D
 
 
 @click.command()

@@ -31,7 +31,7 @@ from pathlib import PurePosixPath
 from mkkdumprd.elf.ldcache import CacheFormatError, LdCache, parse_ld_cache
 from mkkdumprd.elf.ldconf import ld_so_conf_dirs
 from mkkdumprd.elf.objects import ElfIdent, ElfObject, NotElf, read_elf, read_ident
-from mkkdumprd.elf.platform import Target, target_for
+from mkkdumprd.elf.platform import LdsoPlatform, ldso_platform
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
 
@@ -105,7 +105,7 @@ class _Map:
 @dataclass
 class _Process:
     main: _Map
-    target: Target
+    platform: LdsoPlatform
     maps: list[_Map] = field(default_factory=list)
 
 
@@ -124,7 +124,7 @@ class Resolver:
         self._root = str(view.root).rstrip("/")  # "" for the live system
         self._elf: dict[PurePosixPath, ElfObject | None] = {}
         self._ident: dict[PurePosixPath, ElfIdent | None] = {}
-        self._targets: dict[tuple[str, int, str | None], Target] = {}
+        self._platforms: dict[tuple[str, int, str | None], LdsoPlatform] = {}
         self._cache: LdCache | None = None
         self._cache_loaded = False
         self._conf_dirs: tuple[PurePosixPath, ...] | None = None
@@ -237,13 +237,13 @@ class Resolver:
             self._conf_dirs = ld_so_conf_dirs(self.view)
         return self._conf_dirs
 
-    def target(self, elf: ElfObject, interp: str | None) -> Target:
+    def platform(self, elf: ElfObject, interp: str | None) -> LdsoPlatform:
         machine, cls = self.forced or (elf.machine, elf.elf_class)
         key = (machine, cls, interp)
-        t = self._targets.get(key)
+        t = self._platforms.get(key)
         if t is None:
-            t = target_for(self.view, machine, cls, interp)
-            self._targets[key] = t
+            t = ldso_platform(self.view, machine, cls, interp)
+            self._platforms[key] = t
         return t
 
     # -- roots -------------------------------------------------------------------------
@@ -335,12 +335,12 @@ class Resolver:
         main = _Map(root, real, elf, {str(root)}, None, str(real.parent))
         if elf.soname:
             main.names.add(elf.soname)
-        proc = _Process(main, self.target(elf, elf.interp))
+        proc = _Process(main, self.platform(elf, elf.interp))
         if elf.interp:
             interp = PurePosixPath(elf.interp)
             ielf = self._verify(proc, interp)
             if ielf is None:
-                note = self._foreign_note(str(interp), proc.target)
+                note = self._foreign_note(str(interp), proc.platform)
                 raise ElfError(f"{root} needs the interpreter {interp}, which is missing"
                                f"{self.where}{note or ' or built for another architecture'}")
             rtld = _Map(interp, self.real(interp), ielf, {str(interp)}, None,
@@ -397,7 +397,7 @@ class Resolver:
                 return m, False
         searched: list[str] = []
         if "/" in name:
-            path = self._expand_one(name, loader, proc.target)
+            path = self._expand_one(name, loader, proc.platform)
             found = (path, self._verify(proc, path)) if path else None
             if found and found[1] is None:
                 found = None
@@ -410,7 +410,7 @@ class Resolver:
             raise ElfError(
                 f"{proc.main.path}: cannot find {name} ({why} of {loader.path}); searched "
                 f"{', '.join(searched) or 'nothing'}{self.where}"
-                f"{self._foreign_note(name, proc.target)}; install the "
+                f"{self._foreign_note(name, proc.platform)}; install the "
                 "library or fix the binary's RPATH/RUNPATH")
         path, elf = found
         assert elf is not None
@@ -427,7 +427,7 @@ class Resolver:
 
     def _search(self, proc: _Process, loader: _Map, name: str, searched: list[str]
                 ) -> tuple[PurePosixPath, ElfObject] | None:
-        t = proc.target
+        t = proc.platform
         if loader.elf.runpath is None:
             did_main = False
             chain: _Map | None = loader
@@ -450,7 +450,7 @@ class Resolver:
             if hit:
                 return hit
         nodeflib = loader.elf.nodeflib
-        # The rest depends only on the name and the target: memoised, since every binary
+        # The rest depends only on the name and the platform: memoised, since every binary
         # asks for libc.so.6 again.
         key = (id(t), name, nodeflib)
         memo = self._system.get(key)
@@ -464,7 +464,7 @@ class Resolver:
     def _search_system(self, proc: _Process, name: str, nodeflib: bool, searched: list[str]
                        ) -> tuple[PurePosixPath, ElfObject] | None:
         """ld.so.cache (or, without one, the ld.so.conf directories), then the defaults."""
-        t = proc.target
+        t = proc.platform
         cache = self.ld_cache()
         if cache is not None:
             searched.append(LD_SO_CACHE)
@@ -488,8 +488,8 @@ class Resolver:
     def _in_dirs(self, proc: _Process, dirs: list[PurePosixPath], name: str,
                  searched: list[str], label: str) -> tuple[PurePosixPath, ElfObject] | None:
         """open_path: each directory, its glibc-hwcaps (and legacy) subdirectories first."""
-        subs = [f"glibc-hwcaps/{h}" for h in proc.target.hwcaps]
-        subs += list(dict.fromkeys(proc.target.legacy_subdirs))
+        subs = [f"glibc-hwcaps/{h}" for h in proc.platform.hwcaps]
+        subs += list(dict.fromkeys(proc.platform.legacy_subdirs))
         for d in dirs:
             searched.append(f"{d} ({label})" if label else str(d))
             for sub in subs:
@@ -508,7 +508,7 @@ class Resolver:
         ident = self.ident(path)
         if ident is None:
             return None
-        t = proc.target
+        t = proc.platform
         if ident.elf_class != t.elf_class or ident.machine != t.machine:
             self.foreign[path] = f"{ident.elf_class}-bit {ident.machine}"
             return None
@@ -516,7 +516,7 @@ class Resolver:
             raise ElfError(f"{path} has the wrong byte order for {proc.main.path}")
         return self.elf(path)
 
-    def _foreign_note(self, name: str, t: Target) -> str:
+    def _foreign_note(self, name: str, t: LdsoPlatform) -> str:
         """'; /lib/x/libfoo.so.1 is a 64-bit EM_X86_64 file, not ...' for skipped files."""
         hits = [f"{p} is a {what} file" for p, what in self.foreign.items()
                 if p.name == PurePosixPath(name).name]
@@ -525,7 +525,7 @@ class Resolver:
         return (f"; {', '.join(hits[:3])}, not {t.elf_class}-bit {t.machine} (a library of "
                 "another architecture)")
 
-    def _expand(self, dirs: tuple[str, ...], owner: _Map, t: Target) -> list[PurePosixPath]:
+    def _expand(self, dirs: tuple[str, ...], owner: _Map, t: LdsoPlatform) -> list[PurePosixPath]:
         out: list[PurePosixPath] = []
         for d in dirs:
             p = self._expand_one(d, owner, t)
@@ -533,7 +533,7 @@ class Resolver:
                 out.append(p)
         return out
 
-    def _expand_one(self, value: str, owner: _Map, t: Target) -> PurePosixPath | None:
+    def _expand_one(self, value: str, owner: _Map, t: LdsoPlatform) -> PurePosixPath | None:
         """_dl_dst_substitute; an element whose DST has no value is dropped."""
         failed = False
 

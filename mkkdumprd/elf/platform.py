@@ -54,7 +54,7 @@ _AVX512_1 = frozenset({"avx512bw", "avx512dq", "avx512vl"})
 
 
 @dataclass(frozen=True)
-class Target:
+class LdsoPlatform:
     """The ELF flavour the loader accepts and the strings its DSTs expand to."""
 
     machine: str
@@ -67,8 +67,8 @@ class Target:
     legacy_subdirs: tuple[str, ...] = ()  # tls/, $PLATFORM/ ... (glibc before 2.37)
 
 
-def target_for(view: HostView, machine: str, elf_class: int,
-               interp: str | None = None) -> Target:
+def ldso_platform(view: HostView, machine: str, elf_class: int,
+                  interp: str | None = None) -> LdsoPlatform:
     known = _ARCHES.get((machine, elf_class))
     flags, platform, triplet, default_interp = known or (
         frozenset({FLAG_ELF_LIBC6}), "", "", "")
@@ -87,7 +87,7 @@ def target_for(view: HostView, machine: str, elf_class: int,
         if machine == "EM_X86_64" and elf_class == 64:
             platform, names = _x86_64_legacy(cpu)
         legacy = power_set([*names, platform, "tls"] if platform else [*names, "tls"])
-    return Target(machine, elf_class, flags, platform, lib,
+    return LdsoPlatform(machine, elf_class, flags, platform, lib,
                   tuple(PurePosixPath(d) for d in dirs), hwcaps, legacy)
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
-from mkkdumprd.kmod.config import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
+from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
 from mkkdumprd.kmod.scan import ModuleFile, ScannedModule, module_files, scan_modinfo
 

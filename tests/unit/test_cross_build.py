@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mkkdumprd.cli import main
 from mkkdumprd.elf.closure import ElfError
-from mkkdumprd.elf.install import binary_entries
+from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.reader import read_file, read_members
 from tests.support.debian_kernel import Kernel, debian_kernel

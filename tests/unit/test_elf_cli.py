@@ -51,7 +51,7 @@ def test_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_sysroot_relative_file(tmp_path: Path) -> None:
-    from tests.unit.test_elf_install import make_sysroot
+    from tests.unit.test_elf_entries import make_sysroot
 
     make_sysroot(tmp_path)
     code, out, err = run("deps", "libs", "--sysroot", str(tmp_path), "usr/bin/ls")

@@ -127,7 +127,7 @@ def test_lib_and_platform_tokens_match_loader(tmp_path: Path) -> None:
     resolver = Resolver(HOST)
     elf = resolver.elf("/usr/bin/true")
     assert elf is not None
-    t = resolver.target(elf, elf.interp)
+    t = resolver.platform(elf, elf.interp)
     liba = build_lib(tmp_path / "x" / t.lib / "liba.so")
     libp = build_lib(tmp_path / "y" / t.platform / "libp.so")
     prog = build_prog(tmp_path / "prog", (liba, libp),
@@ -255,7 +255,7 @@ def test_hwcaps_and_legacy_subdirs_searched_like_loader(tmp_path: Path) -> None:
     r = Resolver(HOST)
     elf = r.elf("/usr/bin/true")
     assert elf is not None
-    t = r.target(elf, elf.interp)
+    t = r.platform(elf, elf.interp)
     # The loader's own candidate list for an RPATH directory (LD_DEBUG=libs).
     lib = build_lib(tmp_path / "elsewhere/libhw.so")
     prog = build_prog(tmp_path / "prog", (lib,), rpath(str(tmp_path / "r")))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.elf.platform import power_set, target_for
+from mkkdumprd.elf.platform import ldso_platform, power_set
 from mkkdumprd.host import HostView
 
 HASWELL = ("fpu sse2 ssse3 cx16 lahf_lm popcnt sse4_1 sse4_2 avx avx2 bmi1 bmi2 f16c fma abm "
@@ -41,7 +41,7 @@ def test_x86_64_platform_and_subdirs(tmp_path: Path, glibc: str, vendor: str, fl
                                      platform: str, first_legacy: str | None,
                                      hwcaps: int) -> None:
     view = fake_root(tmp_path, glibc, vendor, flags)
-    t = target_for(view, "EM_X86_64", 64, "/lib64/ld-linux-x86-64.so.2")
+    t = ldso_platform(view, "EM_X86_64", 64, "/lib64/ld-linux-x86-64.so.2")
     assert t.platform == platform
     assert (t.legacy_subdirs[0] if t.legacy_subdirs else None) == first_legacy
     assert len(t.hwcaps) == hwcaps

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mkkdumprd.elf.install import binary_entries
+from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mkkdumprd.arch import load_arch
-from mkkdumprd.elf.install import binary_entries
+from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry, symlink_entry
 from mkkdumprd.loader import kexec_tools

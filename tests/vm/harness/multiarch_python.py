@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mkkdumprd.elf.install import binary_entries
+from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlink_entry
 from tests.support.debian_kernel import debian_kernel

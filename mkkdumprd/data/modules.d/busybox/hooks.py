@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from mkkdumprd.assemble.hooks import BuildContext
-from mkkdumprd.elf.install import binary_entries, find_binary
+from mkkdumprd.elf.entries import binary_entries, find_binary
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, symlink_entry
 

@@ -13,7 +13,7 @@ import os
 from pathlib import PurePosixPath
 
 from mkkdumprd.assemble.hooks import BuildContext
-from mkkdumprd.elf.install import binary_entries, find_binary
+from mkkdumprd.elf.entries import binary_entries, find_binary
 from mkkdumprd.errors import UsageError
 from mkkdumprd.image.spec import Entry, file_entry
 

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from mkkdumprd.elf.closure import ElfError, Resolver, resolve_closure
-from mkkdumprd.elf.install import binary_entries, find_binary, path_entries
+from mkkdumprd.elf.entries import binary_entries, find_binary, path_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Entry, ImageSpec, Kind
 from tests.unit.elf_fixtures import build_lib, build_prog, needs_gcc
@@ -120,7 +120,7 @@ def test_sysroot_target_facts(tmp_path: Path) -> None:
     r = Resolver(HostView(deb))
     elf = r.elf("/bin/ls")
     assert elf is not None
-    t = r.target(elf, elf.interp)
+    t = r.platform(elf, elf.interp)
     assert t.lib == "lib/x86_64-linux-gnu"
     assert [str(d) for d in t.default_dirs] == [
         "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"]
@@ -129,7 +129,7 @@ def test_sysroot_target_facts(tmp_path: Path) -> None:
     (fed / "usr/lib64").mkdir(parents=True)
     (fed / "lib64").symlink_to("usr/lib64")
     shutil.copy(MULTIARCH / "ld-linux-x86-64.so.2", fed / "usr/lib64/ld-linux-x86-64.so.2")
-    t = Resolver(HostView(fed)).target(elf, elf.interp)
+    t = Resolver(HostView(fed)).platform(elf, elf.interp)
     assert t.lib == "lib64"
     assert [str(d) for d in t.default_dirs] == ["/lib64", "/usr/lib64"]
 
@@ -143,7 +143,7 @@ def test_host_target_matches_ld_so_help() -> None:
     r = Resolver(HOST)
     elf = r.elf("/usr/bin/true")
     assert elf is not None
-    t = r.target(elf, elf.interp)
+    t = r.platform(elf, elf.interp)
     assert [str(d) for d in t.default_dirs] == system
     assert list(t.hwcaps) == hwcaps
 
@@ -208,7 +208,7 @@ def test_cross_arch_sysroot(tmp_path: Path) -> None:
     r = Resolver(view, "aarch64")
     elf = r.elf("/usr/bin/ls")
     assert elf is not None
-    t = r.target(elf, elf.interp)
+    t = r.platform(elf, elf.interp)
     assert (t.lib, t.platform, t.cache_flags) == ("lib/aarch64-linux-gnu", "aarch64",
                                                   frozenset({0x0A03}))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mkkdumprd.kmod.config import (
+from mkkdumprd.kmod.modprobe_d import (
     SoftDep,
     config_files,
     load_modprobe_d,

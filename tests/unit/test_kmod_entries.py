@@ -12,8 +12,8 @@ import pytest
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Codec, ImageSpec, Kind
 from mkkdumprd.kmod.closure import KModule, ModuleClosure, resolve_modules
+from mkkdumprd.kmod.entries import LOAD_LIST, module_entries
 from mkkdumprd.kmod.firmware import firmware_entries
-from mkkdumprd.kmod.image import LOAD_LIST, module_entries
 from mkkdumprd.kmod.index import ModuleIndex
 from tests.support.fake_kmod import write_module
 
