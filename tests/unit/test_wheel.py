@@ -6,6 +6,7 @@ bytecode left in the checkout and read from the installed package."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,8 +70,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
 
     work = tmp_path / "elsewhere"
     work.mkdir()
+    # The installed wheel alone: a PYTHONPATH naming a checkout (as for running the suite
+    # from a worktree) would shadow it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     exe = str(venv / "bin/mkkdumprd")
-    helped = subprocess.run([exe, "--help"], cwd=work, capture_output=True, text=True,
+    helped = subprocess.run([exe, "--help"], cwd=work, env=env, capture_output=True, text=True,
                             check=True)
     assert "Usage: mkkdumprd" in helped.stdout
     assert " ls " in helped.stdout
@@ -80,7 +84,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     spec.add(symlink_entry("/bin", "usr/bin", "merged /usr"))
     img = work / "initrd.img"
     write_image(spec, img)
-    listed = subprocess.run([exe, "ls", "--json", str(img)], cwd=work, capture_output=True,
+    listed = subprocess.run([exe, "ls", "--json", str(img)], cwd=work, env=env, capture_output=True,
                             text=True, check=True)
     assert [d["path"] for d in json.loads(listed.stdout)] == ["/bin", "/init"]
 
@@ -92,6 +96,6 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
          "assert 'kdump' in load_all(data_dir('modules.d'))\n"
          "assert all(load_arch(a).name == a for a in ARCHES)\n"
          "for name in DATA_DIRS: print(data_dir(name))"],
-        cwd=work, capture_output=True, text=True, check=True).stdout.split()
+        cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert len(where) == len(DATA_DIRS)
     assert all(Path(w).is_relative_to(venv) for w in where), where
