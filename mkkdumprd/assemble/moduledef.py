@@ -95,11 +95,6 @@ class When:
     targets: frozenset[TargetKind] = frozenset()
     config: frozenset[str] = frozenset()
 
-    @property
-    def never_alone(self) -> bool:
-        return not (self.always or self.targets or self.config)
-
-
 @dataclass(frozen=True)
 class ModuleDef:
     name: str

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkkdumprd.arch import ArchInfo
-from mkkdumprd.crashkernel.size import KiB, MiB, format_size, human, parse_size, round_up
+from mkkdumprd.crashkernel.size import KiB, MiB, format_size, human, round_up
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 
@@ -339,7 +339,3 @@ def recommend(arch: ArchInfo, ram: int, ram_source: str,
         reason = "the estimate from the real files equals the table default"
     return Recommendation(arch.name, ram, ram_source, arch.default_table, tsize, est, chosen,
                           reason, tuple(notes))
-
-
-def parse_luks(text: str | None) -> int:
-    return parse_size(text) if text else 0

@@ -87,14 +87,6 @@ def ident_of(head: bytes, what: str) -> ElfIdent:
                     _MACHINE_NAMES.get(machine, f"EM_{machine}"))
 
 
-def is_elf(path: str | Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == ELF_MAGIC
-    except OSError:
-        return False
-
-
 def known() -> dict[tuple[int, int, int, int], ElfObject]:
     """The parsed objects of this process, by (device, inode, size, mtime_ns)."""
     return _CACHE

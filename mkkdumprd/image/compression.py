@@ -68,15 +68,3 @@ def detect(head: bytes) -> Detected | None:
     return None
 
 
-def detect_compression(head: bytes) -> Compression | None:
-    """The writable format whose magic starts `head`, or None (also for bzip2/lz4/...).
-
-    Use `detect` to name formats the writer does not produce.
-    """
-    fmt = detect(head)
-    if fmt is None:
-        return None
-    try:
-        return Compression(fmt.value)
-    except ValueError:
-        return None

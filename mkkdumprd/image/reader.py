@@ -219,11 +219,6 @@ class _DecodedStream:
         if rest:
             self._f.seek(-len(rest), io.SEEK_CUR)
 
-    @property
-    def leftover(self) -> bytes:
-        return bytes(self._buf)
-
-
 Body = Callable[[], bytes]
 # (archive number, dev major, dev minor, inode): the kernel's hard-link table key, reset at
 # every TRAILER!!!, hence the archive number.

@@ -1,4 +1,4 @@
-"""Host-only driver discovery: which modules reach a path, a block device or a NIC.
+"""Host-only driver discovery: which modules reach a block device or a NIC.
 
 Everything is read through a HostView, so tests hand in a fake /proc and /sys. For a
 device the sysfs directory is followed to the real device, through partitions to their
@@ -21,11 +21,6 @@ from mkkdumprd.host import HostView
 
 _SYS_DEVICES = PurePosixPath("/sys/devices")
 _MAJMIN = re.compile(r"^(\d+):(\d+)$")
-_VIRTUAL_FS = frozenset({
-    "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "ramfs", "rootfs", "cgroup",
-    "cgroup2", "securityfs", "debugfs", "tracefs", "pstore", "bpf", "mqueue", "hugetlbfs",
-    "configfs", "fusectl", "efivarfs", "binfmt_misc", "autofs", "nsfs",
-})
 _FS_MODULES = {
     "ext2": "ext4", "ext3": "ext4", "ext4": "ext4", "nfs": "nfsv4", "nfs4": "nfsv4",
     "cifs": "cifs", "smb3": "cifs", "msdos": "msdos", "vfat": "vfat", "fuseblk": "fuse",
@@ -73,38 +68,6 @@ def mounts(view: HostView) -> list[Mount]:
         out.append(Mount(words[2], _unescape(words[4]), words[sep + 1],
                          _unescape(words[sep + 2]), words[sep + 3] if len(words) > sep + 3
                          else ""))
-    return out
-
-
-def mount_for_path(view: HostView, path: str) -> Mount:
-    """The mount holding `path` (the last mount on the longest matching mount point)."""
-    target = str(view.resolve(path))
-    best: Mount | None = None
-    for m in mounts(view):
-        mp = m.mountpoint.rstrip("/") or "/"
-        if (target == mp or target.startswith(mp + "/") or mp == "/") and (
-                best is None or len(mp) >= len(best.mountpoint.rstrip("/") or "/")):
-            best = m
-    if best is None:
-        raise DeviceNotFound(f"no mount holds {path} according to /proc/self/mountinfo; "
-                             f"mount the dump target first")
-    return best
-
-
-def modules_for_path(view: HostView, path: str) -> set[str]:
-    """Modules to reach the filesystem holding `path`: its type and its disks' drivers."""
-    m = mount_for_path(view, path)
-    out: set[str] = set()
-    if m.fstype not in _VIRTUAL_FS:
-        out.add(fs_module(m.fstype))
-    if m.fstype == "nfs" and re.search(r"(^|,)(nfs)?vers=[23](,|$)", m.superopts):
-        out.add("nfsv3")
-    major = m.majmin.split(":")[0]
-    if major != "0":
-        out |= modules_for_block_device(view, m.majmin)
-    elif m.source.startswith("/dev/"):
-        # btrfs and others report an anonymous device number; the source names the disk.
-        out |= modules_for_block_device(view, m.source)
     return out
 
 

@@ -27,9 +27,6 @@ from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, 
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
 from mkkdumprd.kmod.scan import ModuleFile, ScannedModule, module_files, scan_modinfo
 
-# Written by depmod; modules.builtin*, modules.order come with the kernel package.
-DEPMOD_FILES = ("modules.dep", "modules.alias", "modules.softdep", "modules.symbols")
-
 
 class ModuleNotFound(UsageError):
     """A requested module name or alias is not provided by this kernel."""

@@ -116,12 +116,6 @@ _SHDR = {(le, is64): struct.Struct(("<" if le else ">") + ("IIQQQQIIQQ" if is64 
          for le in (True, False) for is64 in (True, False)}
 
 
-def section_bytes(elf: bytes, name: str, where: Path | str = "") -> bytes | None:
-    """Contents of the section called `name` in an ELF image, or None if it has none."""
-    found = _find_sections(lambda off, size: elf[off: off + size], len(elf), (name,), where)
-    return found.get(name)
-
-
 def _find_sections(read: Reader, total: int, wanted: Sequence[str],
                    where: Path | str) -> dict[str, bytes]:
     """The `wanted` sections that exist, reading only the ELF header, section headers,

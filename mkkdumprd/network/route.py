@@ -61,12 +61,6 @@ def decode_ipv4_hex(field: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(int(field, 16).to_bytes(4, sys.byteorder))
 
 
-def encode_ipv4_hex(addr: ipaddress.IPv4Address | str) -> str:
-    """Inverse of decode_ipv4_hex (for fake trees in tests)."""
-    raw = ipaddress.IPv4Address(addr).packed
-    return f"{int.from_bytes(raw, sys.byteorder):08X}"
-
-
 def parse_route4(text: str) -> list[Route]:
     routes: list[Route] = []
     for line in text.splitlines()[1:]:

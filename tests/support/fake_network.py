@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from pathlib import Path
 
-from mkkdumprd.network.route import RTF_GATEWAY, RTF_UP, encode_ipv4_hex
+from mkkdumprd.network.route import RTF_GATEWAY, RTF_UP
+
+
+def encode_ipv4_hex(addr: ipaddress.IPv4Address | str) -> str:
+    """/proc/net/route's spelling of an address: the raw __be32 as a native-endian %08X."""
+    raw = ipaddress.IPv4Address(addr).packed
+    return f"{int.from_bytes(raw, sys.byteorder):08X}"
+
 
 ROUTE_HEADER = (
     "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"

@@ -102,6 +102,11 @@ def _pyelftools_view(path: str) -> tuple[object, ...]:
                 elf.header.e_type, elf.elfclass)
 
 
+def _starts_with_elf_magic(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == objects.ELF_MAGIC
+
+
 def test_reader_agrees_with_pyelftools_on_system_files() -> None:
     files: list[str] = []
     for d in ("/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib/debug"):
@@ -109,7 +114,7 @@ def test_reader_agrees_with_pyelftools_on_system_files() -> None:
             continue
         for name in sorted(os.listdir(d))[::5]:
             p = os.path.join(d, name)
-            if os.path.isfile(p) and not os.path.islink(p) and objects.is_elf(Path(p)):
+            if os.path.isfile(p) and not os.path.islink(p) and _starts_with_elf_magic(p):
                 files.append(p)
     if len(files) < 20:
         pytest.skip("too few ELF files on this machine")

@@ -16,7 +16,7 @@ from mkkdumprd.kmod.discovery import (
     fs_module,
     modules_for_block_device,
     modules_for_netdev,
-    modules_for_path,
+    mounts,
 )
 from mkkdumprd.kmod.index import ModuleIndex
 from tests.support.fake_kmod import write_builtin, write_module
@@ -169,14 +169,14 @@ def test_mounts(sysfs: Sys) -> None:
         "33 22 0:46 / /mnt/btr rw - btrfs /dev/vda1 rw",
         "34 22 0:47 / /tmp rw - tmpfs tmpfs rw",
     ]) + "\n")
-    view = HostView(sysfs.root)
-    assert modules_for_path(view, "/etc/kdump.conf") == VIRTIO_DISK | {"ext4"}
-    assert modules_for_path(view, "/var/crash/x") == VIRTIO_DISK | {
-        "xfs", "dm_mod", "dm_crypt"}
-    assert modules_for_path(view, "/var/crash/nfs dir/a") == {"nfsv4", "nfsv3"}
-    assert modules_for_path(view, "/mnt/v4") == {"nfsv4"}
-    assert modules_for_path(view, "/mnt/btr/sub") == VIRTIO_DISK | {"btrfs"}
-    assert modules_for_path(view, "/tmp/x") == set()
+    got = {m.mountpoint: m for m in mounts(HostView(sysfs.root))}
+    assert sorted(got) == ["/", "/mnt/btr", "/mnt/v4", "/proc", "/tmp", "/var/crash",
+                           "/var/crash/nfs dir"]
+    assert (got["/"].majmin, got["/"].fstype, got["/"].source) == ("252:1", "ext4", "/dev/vda1")
+    nfs = got["/var/crash/nfs dir"]
+    assert (nfs.fstype, nfs.source, nfs.superopts) == ("nfs", "10.0.0.1:/export",
+                                                       "rw,vers=3,addr=1")
+    assert got["/var/crash"].source == "/dev/mapper/root"
 
 
 def test_net_stack_unwraps_vlan_bridge_bond(sysfs: Sys) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mkkdumprd.image.spec import Codec
-from mkkdumprd.kmod.modinfo import parse_modinfo, section_bytes
+from mkkdumprd.kmod.modinfo import read_modinfo
 from mkkdumprd.kmod.names import (
     AliasTable,
     fnmatch,
@@ -75,10 +76,12 @@ def test_alias_table_prefix_lookup_keeps_insertion_order() -> None:
     assert len(t) == 4
 
 
-def test_modinfo_roundtrip() -> None:
-    info = parse_modinfo(section_bytes(fake_ko([("alias", "a=b"), ("depends", "x,y"),
-                                                ("softdep", "pre: q")]), ".modinfo") or b"")
+def test_modinfo_roundtrip(tmp_path: Path) -> None:
+    ko = tmp_path / "a.ko"
+    ko.write_bytes(fake_ko([("alias", "a=b"), ("depends", "x,y"), ("softdep", "pre: q")]))
+    info = read_modinfo(ko)
     assert info.aliases == ("a=b",)
     assert info.depends == ("x", "y")
     assert info.softdeps == ("pre: q",)
-    assert parse_modinfo(section_bytes(fake_ko({"depends": ""}), ".modinfo") or b"").depends == ()
+    ko.write_bytes(fake_ko({"depends": ""}))
+    assert read_modinfo(ko).depends == ()

@@ -11,15 +11,15 @@ from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 from mkkdumprd.network import addresses, route
 from mkkdumprd.network.route import RTF_REJECT, RTF_UP
-from tests.support.fake_network import FakeNet
+from tests.support.fake_network import FakeNet, encode_ipv4_hex
 
 A = ipaddress.ip_address
 
 
 def test_ipv4_hex_roundtrip_matches_this_machines_proc_format() -> None:
     # On this (little-endian) host the kernel prints 192.0.2.1 as 010200C0
-    assert route.encode_ipv4_hex("10.0.2.2") == route.encode_ipv4_hex(
-        route.decode_ipv4_hex(route.encode_ipv4_hex("10.0.2.2")))
+    assert encode_ipv4_hex("10.0.2.2") == encode_ipv4_hex(
+        route.decode_ipv4_hex(encode_ipv4_hex("10.0.2.2")))
     import sys
     if sys.byteorder == "little":
         assert route.decode_ipv4_hex("010200C0") == A("192.0.2.1")
