@@ -9,10 +9,11 @@ import platform
 import tomllib
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from mkkdumprd.crashkernel.size import parse_size
-from mkkdumprd.errors import UsageError
+from mkkdumprd.errors import ShippedDataError, UsageError
 from mkkdumprd.resources import data_dir
 
 ARCHES: tuple[str, ...] = ("x86_64", "aarch64", "ppc64le", "s390x", "riscv64")
@@ -57,8 +58,41 @@ def host_arch() -> str:
     return normalise(platform.machine())
 
 
-def _size(table: dict[str, Any], key: str) -> int:
-    return parse_size(str(table[key]))
+class _Toml:
+    """Typed reads from one arch file; a missing or mistyped key is a ShippedDataError
+    naming the file and the key (a broken installation, not the user's input)."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def get(self, key: str) -> Any:
+        value: Any = self.data
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ShippedDataError(f"{self.path}: missing key {key}")
+            value = value[part]
+        return value
+
+    def typed(self, key: str, kind: type[Any]) -> Any:
+        value = self.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ShippedDataError(
+                f"{self.path}: {key}: expected {kind.__name__}, got {value!r}")
+        return value
+
+    def words(self, key: str) -> tuple[str, ...]:
+        value = self.typed(key, list)
+        if not all(isinstance(v, str) for v in value):
+            raise ShippedDataError(f"{self.path}: {key}: expected a list of strings")
+        return tuple(value)
+
+    def size(self, key: str) -> int:
+        value = self.get(key)
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            raise ShippedDataError(f"{self.path}: {key}: {exc}") from None
 
 
 @cache
@@ -69,25 +103,29 @@ def load_arch(name: str) -> ArchInfo:
             f"unknown architecture {name!r}; choose one of {', '.join(ARCHES)}"
         )
     path = data_dir("arch") / f"{arch}.toml"
-    with path.open("rb") as f:
-        d = tomllib.load(f)
-    k, c, cl, e = d["kexec"], d["crashkernel"], d["cmdline"], d["estimate"]
+    try:
+        with path.open("rb") as f:
+            t = _Toml(path, tomllib.load(f))
+    except OSError as exc:
+        raise ShippedDataError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ShippedDataError(f"{path}: invalid TOML: {exc}") from None
     return ArchInfo(
-        name=d["name"],
-        aliases=tuple(d.get("aliases", ())),
-        syscall_nr=int(k["syscall_nr"]),
-        formats=tuple(k["formats"]),
-        kernel_names=tuple(k["kernel_names"]),
-        high_low=bool(c["high_low"]),
-        default_low=_size(c, "default_low"),
-        cma=bool(c["cma"]),
-        align=_size(c, "align"),
-        low_max=_size(c, "low_max"),
-        default_table=str(c["default_table"]),
-        cmdline_remove=tuple(cl["remove"]),
-        cmdline_append=tuple(cl["append"]),
-        kernel_fallback=_size(e, "kernel_fallback"),
-        page_size=int(e["page_size"]),
-        percpu=int(e["percpu_kib"]) * 1024,
-        kernel_dynamic=_size(e, "kernel_dynamic"),
+        name=t.typed("name", str),
+        aliases=t.words("aliases") if "aliases" in t.data else (),
+        syscall_nr=t.typed("kexec.syscall_nr", int),
+        formats=t.words("kexec.formats"),
+        kernel_names=t.words("kexec.kernel_names"),
+        high_low=t.typed("crashkernel.high_low", bool),
+        default_low=t.size("crashkernel.default_low"),
+        cma=t.typed("crashkernel.cma", bool),
+        align=t.size("crashkernel.align"),
+        low_max=t.size("crashkernel.low_max"),
+        default_table=t.typed("crashkernel.default_table", str),
+        cmdline_remove=t.words("cmdline.remove"),
+        cmdline_append=t.words("cmdline.append"),
+        kernel_fallback=t.size("estimate.kernel_fallback"),
+        page_size=t.typed("estimate.page_size", int),
+        percpu=t.typed("estimate.percpu_kib", int) * 1024,
+        kernel_dynamic=t.size("estimate.kernel_dynamic"),
     )

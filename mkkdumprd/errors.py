@@ -1,6 +1,9 @@
 """Errors users see: one clear sentence each, mapped to the CLI's exit codes.
 
-Exit codes follow DESIGN.md: 1 = the operation failed, 2 = usage or configuration error.
+Exit codes follow DESIGN.md: 1 = the operation failed, 2 = usage or configuration error,
+plus 4 = the data mkkdumprd ships (mkkdumprd/data/: modules.d, templates, arch) is broken,
+which is a bug or a damaged installation, not the user's input. (`status` exits 3 when no
+crash kernel is loaded, as kdumpctl does; that is an answer, not an error.)
 """
 
 from dataclasses import dataclass
@@ -22,6 +25,23 @@ class UsageError(MkkdumprdError):
     """The user asked for something impossible: bad argument, missing input file."""
 
     exit_code = 2
+
+
+class ShippedDataError(MkkdumprdError):
+    """A file mkkdumprd ships is malformed: the message names the file and the key or line.
+
+    Not the user's fault, so not exit 2: reinstalling or reporting the bug is the fix.
+    """
+
+    exit_code = 4
+
+
+def error_line(exc: MkkdumprdError) -> str:
+    """What a command prints for `exc` on stderr (one line per problem)."""
+    if isinstance(exc, ShippedDataError):
+        return (f"mkkdumprd: error: {exc} (this file ships with mkkdumprd: reinstall it or "
+                f"report a bug)")
+    return f"mkkdumprd: error: {exc}"
 
 
 @dataclass(frozen=True)

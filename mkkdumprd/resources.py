@@ -10,6 +10,8 @@ the hooks' importer, the freshness check's mtimes).
 from importlib import resources
 from pathlib import Path
 
+from mkkdumprd.errors import ShippedDataError
+
 DATA_DIRS = ("modules.d", "templates", "arch", "packaging")
 
 
@@ -19,5 +21,5 @@ def data_dir(name: str) -> Path:
         raise ValueError(f"no shipped data folder {name!r} (known: {', '.join(DATA_DIRS)})")
     folder = resources.files(__package__) / "data" / name
     if not isinstance(folder, Path) or not folder.is_dir():
-        raise FileNotFoundError(f"mkkdumprd data folder {name!r} is missing ({folder})")
+        raise ShippedDataError(f"{folder}: the shipped data folder {name} is missing")
     return folder

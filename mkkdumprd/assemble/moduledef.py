@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkkdumprd.config.model import TargetKind
-from mkkdumprd.errors import UsageError
+from mkkdumprd.errors import ShippedDataError
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _WHEN_CONFIG_KEYS = frozenset({
@@ -46,8 +46,8 @@ _TOP_KEYS = frozenset({
 })
 
 
-class ModuleDefError(UsageError):
-    """A module.toml that does not follow the schema."""
+class ModuleDefError(ShippedDataError):
+    """A modules.d module (module.toml, hooks.py) that does not follow the contract."""
 
 
 @dataclass(frozen=True)

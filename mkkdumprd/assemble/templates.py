@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from mkkdumprd.errors import UsageError
+from mkkdumprd.errors import ShippedDataError
 from mkkdumprd.quoting import shell_word
 
 
@@ -24,7 +24,7 @@ class Tainted(str):
     __slots__ = ()
 
 
-class TemplateRenderError(UsageError):
+class TemplateRenderError(ShippedDataError):
     """A template that cannot be rendered (missing variable, unquoted value, syntax)."""
 
 
@@ -82,14 +82,17 @@ def environment(search: Iterable[Path],
 
 
 def render(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
+    where = name  # the template's file once it is found
     try:
-        return env.get_template(name).render(dict(context))
+        template = env.get_template(name)
+        where = template.filename or name
+        return template.render(dict(context))
     except TemplateRenderError as exc:
-        raise TemplateRenderError(f"template {name}: {exc}") from None
+        raise TemplateRenderError(f"template {where}: {exc}") from None
     except jinja2.TemplateNotFound as exc:
         raise TemplateRenderError(f"template {name}: not found ({exc})") from None
     except jinja2.UndefinedError as exc:
-        raise TemplateRenderError(f"template {name}: {exc.message}") from None
+        raise TemplateRenderError(f"template {where}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateRenderError(
             f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}"

@@ -3,8 +3,8 @@
 Each command group lives in its own module here, found through COMMAND_MODULES. Bare
 `mkkdumprd [build options]` means `mkkdumprd build ...`, as distro scripts type it.
 Errors derived from MkkdumprdError print as one sentence with their exit code (1 failed,
-2 usage/config), and so does any OSError that escaped (exit 1, with its file); `--debug`
-shows the traceback as well.
+2 usage/config, 4 broken shipped data: mkkdumprd/errors.py), and so does any OSError that
+escaped (exit 1, with its file); `--debug` shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from mkkdumprd import __version__
-from mkkdumprd.errors import MkkdumprdError
+from mkkdumprd.errors import MkkdumprdError, error_line
 
 DEFAULT_COMMAND = "build"
 
@@ -75,7 +75,7 @@ class DefaultGroup(click.Group):
         except MkkdumprdError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"mkkdumprd: error: {exc}", err=True)
+            click.echo(error_line(exc), err=True)
             sys.exit(exc.exit_code)
         except OSError as exc:
             # The last net for an I/O error no stage turned into a sentence: still one line.
@@ -95,6 +95,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     Without a subcommand, the arguments go to `build`:
     `mkkdumprd --target nfs:server:/export` builds a capture image.
+
+    Exit codes: 0 done; 1 the operation failed; 2 usage or configuration error; 4 a file
+    mkkdumprd ships (mkkdumprd/data/: modules.d, templates, arch) is broken, a bug or a
+    damaged installation; `status` exits 3 when no crash kernel is loaded.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

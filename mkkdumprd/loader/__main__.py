@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from mkkdumprd.arch import host_arch, load_arch
-from mkkdumprd.errors import MkkdumprdError
+from mkkdumprd.errors import MkkdumprdError, error_line
 from mkkdumprd.host import HostView
 from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {rec['kernel']} ({rec['kernel_how']}) with {rec['initrd']}")
         return 0
     except MkkdumprdError as exc:
-        print(f"mkkdumprd: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return exc.exit_code
 
 

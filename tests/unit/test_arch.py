@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import tomllib
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from mkkdumprd import arch as arch_mod
 from mkkdumprd.arch import ARCHES, host_arch, load_arch, normalise
+from mkkdumprd.cli import main
 from mkkdumprd.crashkernel.parse import parse_crashkernel
-from mkkdumprd.errors import UsageError
+from mkkdumprd.errors import ShippedDataError, UsageError
 from mkkdumprd.resources import data_dir
 
 # Syscall numbers from the arch syscall tables (reference/debian-suse-and-kernel.md C.2).
@@ -79,3 +85,48 @@ def test_aliases_load_the_same_data() -> None:
 def test_unknown_arch_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match=r"unknown architecture 'mips'.*x86_64"):
         load_arch("mips")
+
+
+@pytest.fixture
+def arch_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private copy of the shipped arch files that load_arch reads instead."""
+    copy = tmp_path / "arch"
+    shutil.copytree(data_dir("arch"), copy)
+    monkeypatch.setattr(arch_mod, "data_dir", lambda name: tmp_path / name)
+    load_arch.cache_clear()
+    yield copy
+    load_arch.cache_clear()
+
+
+def _edit(path: Path, pattern: str, replacement: str) -> None:
+    text, n = re.subn(pattern, replacement, path.read_text(), count=1, flags=re.M)
+    assert n == 1, pattern
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(("pattern", "replacement", "message"), [
+    (r"^syscall_nr = .*$", "", "missing key kexec.syscall_nr"),
+    (r"^\[estimate\]$", "[estimates]", "missing key estimate.kernel_fallback"),
+    (r"^page_size = .*$", 'page_size = "4k"', "estimate.page_size: expected int, got '4k'"),
+    (r"^align = .*$", 'align = "16Q"', "crashkernel.align: '16Q' is not a size"),
+    (r"^formats = .*$", "formats = [1]", "kexec.formats: expected a list of strings"),
+    (r"^name = .*$", "name = ", "invalid TOML"),
+])
+def test_malformed_arch_file_names_file_and_key(arch_dir: Path, pattern: str,
+                                                replacement: str, message: str) -> None:
+    path = arch_dir / "x86_64.toml"
+    _edit(path, pattern, replacement)
+    with pytest.raises(ShippedDataError) as exc:
+        load_arch("x86_64")
+    assert str(exc.value).startswith(f"{path}: ")
+    assert message in str(exc.value)
+
+
+def test_malformed_arch_file_is_one_line_and_exit_4(arch_dir: Path) -> None:
+    _edit(arch_dir / "x86_64.toml", r"^syscall_nr = .*$", "")
+    r = CliRunner().invoke(main, ["crashkernel", "parse", "--arch", "x86_64", "--mem", "4G",
+                                  "crashkernel=256M"])
+    assert r.exit_code == 4
+    assert r.stderr.splitlines() == [
+        f"mkkdumprd: error: {arch_dir / 'x86_64.toml'}: missing key kexec.syscall_nr (this file "
+        "ships with mkkdumprd: reinstall it or report a bug)"]

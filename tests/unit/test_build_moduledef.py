@@ -88,7 +88,7 @@ def test_schema_errors_name_file_and_key(tmp_path: Path, body: str, message: str
         load_module(d)
     assert str(d / "module.toml") in str(exc.value)
     assert message in str(exc.value)
-    assert exc.value.exit_code == 2
+    assert exc.value.exit_code == 4  # shipped data, not the user's input
 
 
 def test_folder_without_module_toml(tmp_path: Path) -> None:

@@ -76,8 +76,16 @@ def test_unquoted_config_value_is_a_render_error() -> None:
 def test_undefined_variable_is_a_render_error() -> None:
     env = environment([])
     env.loader = jinja2.DictLoader({"t": "{{ nothing | shq }}\n"})
-    with pytest.raises(TemplateRenderError, match="nothing"):
+    with pytest.raises(TemplateRenderError, match="nothing") as exc:
         render(env, "t", {})
+    assert exc.value.exit_code == 4  # a shipped template's fault, not the user's
+
+
+def test_render_error_names_the_template_file(tmp_path: Path) -> None:
+    (tmp_path / "t.sh.j2").write_text("echo {{ path }}\n")
+    with pytest.raises(TemplateRenderError,
+                       match=re.escape(f"template {tmp_path / 't.sh.j2'}: ")):
+        render(environment([tmp_path]), "t.sh.j2", {"path": Tainted("/x")})
 
 
 def test_every_context_string_is_tainted() -> None:
