@@ -10,6 +10,10 @@ or click's CliRunner caught does not hide it) when anything
 and sets MKKDUMPRD_FORBID_KEXEC so child processes (the CLI run as a subprocess) refuse too.
 A test that reaches a refusal on purpose takes the `kexec_guard` fixture, asserts what it
 recorded and clears it.
+
+Also the fixtures shared by unit and VM tests (the Debian test kernel). Shared helpers that
+are not fixtures live in tests/support/ (fake trees, sysroots, the fake kexec_file_load,
+synthetic kernel images); test modules import from there, never from each other.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pytest
 
 from mkkdumprd.host import HostView
 from mkkdumprd.loader import kexec, kexec_tools, live
+from tests.support.debian_kernel import Kernel, debian_kernel
 
 _KEXEC_WORD = re.compile(r"(^|[\s/;&|(])kexec(\s|$)")
 
@@ -104,3 +109,14 @@ def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     if attempts:
         pytest.fail(f"the test reached this machine's kernel or kexec: {attempts}",
                     pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kernel() -> Kernel:
+    """The real Debian test kernel (vmlinuz and its modules), downloaded once and cached."""
+    return debian_kernel()
+
+
+@pytest.fixture(scope="session")
+def vmlinuz(kernel: Kernel) -> Path:
+    return kernel.vmlinuz

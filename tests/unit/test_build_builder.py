@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -21,67 +20,13 @@ from mkkdumprd.host import HostView
 from mkkdumprd.image.reader import read_file, read_members
 from mkkdumprd.image.spec import EntryConflict, ImageSpec, Kind, data_entry, symlink_entry
 from mkkdumprd.resources import data_dir
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
+from tests.support.fake_machine import ROOT_UUID, UUID, fake_machine
+from tests.support.sysroot import ldd_libraries, make_sysroot
 
 VIRTIO = ("virtio_pci", "virtio_blk")
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
-
-
-def _mirror(root: Path, path: str) -> None:
-    """Recreate host `path` under `root`: every symlink on the way, then the file."""
-    parts = [p for p in PurePosixPath(path).parts[1:]]
-    done: list[str] = []
-    for _ in range(40):
-        if not parts:
-            break
-        name = parts.pop(0)
-        host = Path("/", *done, name)
-        dest = root.joinpath(*done, name)
-        if host.is_symlink():
-            target = os.readlink(host)
-            if not dest.is_symlink():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.symlink_to(target)
-            if target.startswith("/"):
-                done = []
-            parts = [x for x in PurePosixPath(target).parts if x != "/"] + parts
-            continue
-        done.append(name)
-    real = Path("/", *done)
-    dest = root.joinpath(*done)
-    if real.is_file() and not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(real, dest)
-
-
-def _libs(binary: str) -> list[str]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
-    libs = []
-    for line in out.splitlines():
-        words = line.split()
-        if "=>" in words and len(words) > words.index("=>") + 1:
-            libs.append(words[words.index("=>") + 1])
-        elif words and words[0].startswith("/"):
-            libs.append(words[0])
-    return [x for x in libs if x.startswith("/")]
-
-
-def make_sysroot(root: Path, binaries: list[str]) -> Path:
-    root.mkdir(parents=True)
-    for top in ("bin", "sbin", "lib", "lib64"):
-        if Path("/", top).is_symlink():
-            (root / top).symlink_to(os.readlink(Path("/", top)))
-    for b in binaries:
-        _mirror(root, b)
-        for lib in _libs(b):
-            _mirror(root, lib)
-    if Path("/etc/ld.so.cache").exists():
-        _mirror(root, "/etc/ld.so.cache")
-    return root
 
 
 def _config(**kw: object) -> KdumpConfig:
@@ -119,7 +64,7 @@ def test_real_image_for_the_debian_kernel(kernel: Kernel, tmp_path: Path) -> Non
     assert members[bb].kind == "file"
     mdf = shutil.which("makedumpfile")
     assert mdf
-    for lib in _libs(mdf):
+    for lib in ldd_libraries(mdf):
         real = os.path.realpath(lib)
         assert real in members or real.replace("/lib/", "/usr/lib/", 1) in members, lib
     # Kernel modules, decompressed, and the load list in dependency order.
@@ -293,49 +238,6 @@ def test_fold_moves_entries_below_directory_symlinks() -> None:
 
 
 # ---- host-only builds on a fake machine ---------------------------------------------------
-
-UUID = "0b5e1c2d-3f4a-4b6c-8d9e-0f1a2b3c4d5e"
-ROOT_UUID = "11111111-2222-4333-8444-555555555555"
-
-
-def fake_machine(root: Path, mountpoint: str = "/srv/dump") -> Path:
-    def w(path: str, text: str = "") -> None:
-        p = root / path.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-
-    def ln(path: str, target: str) -> None:
-        p = root / path.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.symlink_to(target)
-
-    pci = "/sys/devices/pci0000:00/0000:00:05.0"
-    w(f"{pci}/modalias", "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n")
-    ln(f"{pci}/driver", "../../../bus/pci/drivers/virtio-pci")
-    ln("/sys/bus/pci/drivers/virtio-pci/module", "../../../../module/virtio_pci")
-    (root / "sys/module/virtio_pci").mkdir(parents=True)
-    w(f"{pci}/virtio2/modalias", "virtio:d00000002v00001AF4\n")
-    ln(f"{pci}/virtio2/driver", "../../../../bus/virtio/drivers/virtio_blk")
-    ln("/sys/bus/virtio/drivers/virtio_blk/module", "../../../../module/virtio_blk")
-    (root / "sys/module/virtio_blk").mkdir(parents=True)
-    w(f"{pci}/virtio2/block/vdb/vdb1/partition", "1\n")
-    ln("/sys/class/block/vdb1", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb/vdb1")
-    ln("/sys/class/block/vdb", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb")
-    w(f"{pci}/virtio2/block/vda/vda1/partition", "1\n")
-    ln("/sys/class/block/vda1", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda/vda1")
-    ln(f"/dev/disk/by-uuid/{ROOT_UUID}", "../../vda1")
-    w("/dev/vda1")
-    w("/dev/vdb1")
-    w("/dev/vdb")
-    ln(f"/dev/disk/by-uuid/{UUID}", "../../vdb1")
-    ln("/dev/disk/by-partuuid/abcd-01", "../../vdb1")
-    w("/proc/self/mountinfo",
-      "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
-      f"36 22 254:17 / {mountpoint} rw,relatime shared:1 - ext4 /dev/vdb1 rw\n"
-      "40 22 0:5 / /proc rw - proc proc rw\n")
-    (root / mountpoint.lstrip("/") / "crash").mkdir(parents=True)
-    return root
-
 
 def test_hostonly_local_from_path_finds_device_and_drivers(kernel: Kernel,
                                                            tmp_path: Path) -> None:

@@ -14,12 +14,7 @@ from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.reader import read_file, read_members
 from mkkdumprd.lifecycle.savecore import has_flat_dump, savecore
-from tests.support.debian_kernel import Kernel, debian_kernel
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
+from tests.support.debian_kernel import Kernel
 
 
 def _args(kernel: Kernel, out: Path, *extra: str) -> list[str]:

@@ -27,7 +27,7 @@ from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.host import HostView
 from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
-from tests.unit.test_build_builder import make_sysroot
+from tests.support.sysroot import make_sysroot
 
 KVER = "9.9.9-fresh"
 MODULES = {

@@ -11,7 +11,7 @@ from mkkdumprd.assemble.target import resolve_target
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
-from tests.unit.test_build_builder import ROOT_UUID, UUID, fake_machine
+from tests.support.fake_machine import ROOT_UUID, UUID, fake_machine
 
 
 @pytest.fixture

@@ -66,16 +66,11 @@ def _init_size_by_hand(path: Path) -> int:
     return int(value)
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Path:
-    return debian_kernel().vmlinuz
-
-
-def test_kernel_term_is_bzimage_init_size(kernel: Path) -> None:
-    size, source = rec.kernel_facts(kernel, load_arch("x86_64"))
-    assert size == _init_size_by_hand(kernel)
+def test_kernel_term_is_bzimage_init_size(vmlinuz: Path) -> None:
+    size, source = rec.kernel_facts(vmlinuz, load_arch("x86_64"))
+    assert size == _init_size_by_hand(vmlinuz)
     assert 16 * M < size < 256 * M
-    assert source == f"bzImage init_size of {kernel}"
+    assert source == f"bzImage init_size of {vmlinuz}"
 
 
 def test_kernel_term_falls_back_per_arch() -> None:
@@ -226,15 +221,15 @@ def test_recommend_table_only_and_with_estimate() -> None:
     assert none.chosen == 0 and "reserves nothing" in none.reason
 
 
-def test_cli_recommend_on_real_files(kernel: Path, image: tuple[Path, list[Path]]) -> None:
+def test_cli_recommend_on_real_files(vmlinuz: Path, image: tuple[Path, list[Path]]) -> None:
     path, kos = image
     res = CliRunner().invoke(main, [
         "crashkernel", "recommend", "--arch", "x86_64", "--mem", "2G", "--image", str(path),
-        "--kernel", str(kernel), "--luks-memory", "64M", "--json"])
+        "--kernel", str(vmlinuz), "--luks-memory", "64M", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     terms = {t["name"]: t["bytes"] for t in data["estimate"]["terms"]}
-    assert terms["kernel"] == _init_size_by_hand(kernel)
+    assert terms["kernel"] == _init_size_by_hand(vmlinuz)
     assert terms["compressed"] == path.stat().st_size
     assert terms["modules"] == sum(k.stat().st_size for k in kos)
     assert terms["luks"] == 64 * M
@@ -243,7 +238,7 @@ def test_cli_recommend_on_real_files(kernel: Path, image: tuple[Path, list[Path]
     assert data["table_size"] == 192 * M
     human = CliRunner().invoke(main, [
         "crashkernel", "recommend", "--arch", "x86_64", "--mem", "2G", "--image", str(path),
-        "--kernel", str(kernel), "--luks-memory", "64M"])
+        "--kernel", str(vmlinuz), "--luks-memory", "64M"])
     assert human.exit_code == 0
     assert "bzImage init_size" in human.stdout
     assert f"recommended:    crashkernel={data['chosen'] >> 20}M" in human.stdout
@@ -270,7 +265,7 @@ def test_cli_showmem(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "crashkernel= is missing" in res.stderr
 
 
-def test_cli_recommend_finds_the_running_kernels_image(tmp_path: Path, kernel: Path,
+def test_cli_recommend_finds_the_running_kernels_image(tmp_path: Path, vmlinuz: Path,
                                                       image: tuple[Path, list[Path]]) -> None:
     import shutil
 
@@ -281,7 +276,7 @@ def test_cli_recommend_finds_the_running_kernels_image(tmp_path: Path, kernel: P
     (tmp_path / "var/lib/mkkdumprd").mkdir(parents=True)
     (tmp_path / "boot").mkdir()
     shutil.copy(image[0], tmp_path / f"var/lib/mkkdumprd/initramfs-{kver}kdump.img")
-    shutil.copy(kernel, tmp_path / f"boot/vmlinuz-{kver}")
+    shutil.copy(vmlinuz, tmp_path / f"boot/vmlinuz-{kver}")
     res = CliRunner().invoke(main, ["crashkernel", "recommend", "--root", str(tmp_path),
                                     "--arch", "x86_64", "--json"])
     assert res.exit_code == 0, res.output
@@ -290,5 +285,5 @@ def test_cli_recommend_finds_the_running_kernels_image(tmp_path: Path, kernel: P
     assert data["notes"] == [f"sized for the capture image /var/lib/mkkdumprd/initramfs-"
                              f"{kver}kdump.img of the running kernel {kver}"]
     terms = {t["name"]: t["bytes"] for t in data["estimate"]["terms"]}
-    assert terms["kernel"] == _init_size_by_hand(kernel)
+    assert terms["kernel"] == _init_size_by_hand(vmlinuz)
     assert terms["compressed"] == image[0].stat().st_size

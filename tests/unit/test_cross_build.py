@@ -15,7 +15,7 @@ from mkkdumprd.elf.closure import ElfError
 from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.reader import read_file, read_members
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
 
 pytestmark = pytest.mark.multiarch
@@ -29,9 +29,6 @@ def arm64() -> Sysroot:
     return foreign_sysroot("aarch64")
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 def _machine(data: bytes) -> int | None:

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.cli import main
-from tests.unit.elf_fixtures import build_lib, build_prog, ldd, needs_gcc, runpath
+from tests.support.elf_fixtures import build_lib, build_prog, ldd, needs_gcc, runpath
+from tests.support.sysroot import make_sysroot
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -51,9 +52,7 @@ def test_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_sysroot_relative_file(tmp_path: Path) -> None:
-    from tests.unit.test_elf_entries import make_sysroot
-
-    make_sysroot(tmp_path)
+    make_sysroot(tmp_path, ["/usr/bin/ls"])
     code, out, err = run("deps", "libs", "--sysroot", str(tmp_path), "usr/bin/ls")
     assert code == 0, err
     assert "/lib/x86_64-linux-gnu/libc.so.6" in out.splitlines()

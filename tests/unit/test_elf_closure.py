@@ -9,7 +9,7 @@ import pytest
 
 from mkkdumprd.elf.closure import ElfError, Resolver, resolve_closure
 from mkkdumprd.host import HostView
-from tests.unit.elf_fixtures import (
+from tests.support.elf_fixtures import (
     build_lib,
     build_prog,
     ldd,

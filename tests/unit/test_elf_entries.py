@@ -13,7 +13,8 @@ from mkkdumprd.elf.closure import ElfError, Resolver, resolve_closure
 from mkkdumprd.elf.entries import binary_entries, find_binary, path_entries
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Entry, ImageSpec, Kind
-from tests.unit.elf_fixtures import build_lib, build_prog, needs_gcc
+from tests.support.elf_fixtures import build_lib, build_prog, needs_gcc
+from tests.support.sysroot import make_sysroot
 
 HOST = HostView(Path("/"))
 MULTIARCH = Path("/usr/lib/x86_64-linux-gnu")
@@ -69,33 +70,18 @@ def test_versioned_symlink_chain(tmp_path: Path) -> None:
     assert got[str(real)].kind is Kind.FILE
 
 
-def _copy(src: str, root: Path) -> None:
-    dst = root / src.lstrip("/")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(os.path.realpath(src), dst)
-
-
-def make_sysroot(root: Path) -> None:
-    """A merged-/usr Debian-shaped tree with real libraries and ls."""
-    for d in ("usr/bin", "usr/lib/x86_64-linux-gnu", "usr/lib64", "etc/ld.so.conf.d"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    for name in ("bin", "lib", "lib64"):
-        (root / name).symlink_to(f"usr/{name}")
-    for lib in ("libc.so.6", "ld-linux-x86-64.so.2", "libselinux.so.1"):
-        _copy(str(MULTIARCH / lib), root)
-    pcre = os.path.realpath(MULTIARCH / "libpcre2-8.so.0")
-    _copy(pcre, root)
-    (root / "usr/lib/x86_64-linux-gnu/libpcre2-8.so.0").symlink_to(os.path.basename(pcre))
-    (root / "usr/lib64/ld-linux-x86-64.so.2").symlink_to(
-        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    _copy("/usr/bin/ls", root)
-    (root / "etc/ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
-    (root / "etc/ld.so.conf.d/vendor.conf").write_text("# vendor libs\n/opt/vendor/lib\n")
+def make_debian_sysroot(root: Path) -> None:
+    """ls with its libraries from this (merged-/usr Debian) machine, no ld.so.cache, and
+    an ld.so.conf that includes a vendor directory."""
+    make_sysroot(root, ["/usr/bin/ls"], ld_so_cache=False, ld_so_conf={
+        "/etc/ld.so.conf": "include /etc/ld.so.conf.d/*.conf\n",
+        "/etc/ld.so.conf.d/vendor.conf": "# vendor libs\n/opt/vendor/lib\n",
+    })
 
 
 def test_sysroot_lookups_stay_inside(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    make_sysroot(root)
+    make_debian_sysroot(root)
     view = HostView(root)
     c = resolve_closure(["/bin/ls"], view)
     assert [str(p) for p in c.objects] == [
@@ -116,7 +102,7 @@ def test_sysroot_lookups_stay_inside(tmp_path: Path) -> None:
 
 def test_sysroot_target_facts(tmp_path: Path) -> None:
     deb = tmp_path / "deb"
-    make_sysroot(deb)
+    make_debian_sysroot(deb)
     r = Resolver(HostView(deb))
     elf = r.elf("/bin/ls")
     assert elf is not None
@@ -152,7 +138,7 @@ def test_host_target_matches_ld_so_help() -> None:
 @pytest.mark.skipif(shutil.which("ldconfig") is None, reason="ldconfig is not installed")
 def test_sysroot_ld_so_conf_then_cache(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    make_sysroot(root)
+    make_debian_sysroot(root)
     vendor = build_lib(root / "opt/vendor/lib/libvendor.so.2")
     build_prog(root / "usr/bin/vendortool", (vendor,))
     view = HostView(root)

@@ -11,7 +11,7 @@ import pytest
 
 from mkkdumprd.elf import objects
 from mkkdumprd.elf.objects import NotElf, parse_dlopen_json, read_elf, read_ident
-from tests.unit.elf_fixtures import build_lib, build_prog, needs_gcc, rpath, runpath
+from tests.support.elf_fixtures import build_lib, build_prog, needs_gcc, rpath, runpath
 
 
 @needs_gcc

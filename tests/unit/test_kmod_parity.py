@@ -16,7 +16,7 @@ import pytest
 from mkkdumprd.kmod.closure import resolve_modules
 from mkkdumprd.kmod.index import ModuleIndex
 from mkkdumprd.kmod.names import modname_from_path, strip_compression
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 from tests.support.kmod_trees import compressed, modprobe_show_depends, without_index
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,6 @@ MISSING = ["no_such_module", "fs-nosuchfs", "symbol:no_such_symbol",
            "pci:vFFFFFFFFdFFFFFFFFsvsdbcFFscFFiFF", "char-major-999-1"]
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 def _concrete(pattern: str) -> str:

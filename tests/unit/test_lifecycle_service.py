@@ -21,17 +21,14 @@ from mkkdumprd.host import HostView
 from mkkdumprd.lifecycle import service
 from mkkdumprd.loader import kexec, live
 from mkkdumprd.loader.load import NO_RESERVATION
-from tests.support.debian_kernel import Kernel, debian_kernel
-from tests.unit.test_loader_load import FakeKexec
+from tests.support.debian_kernel import Kernel
+from tests.support.fake_kexec import FakeKexec
 
 M = 1 << 20
 X86 = load_arch("x86_64")
 CONF = "raw /dev/vdb\npath /var/crash\n"
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 def _write(root: Path, rel: str, text: str) -> Path:

@@ -25,7 +25,7 @@ from mkkdumprd.host import HostView
 from mkkdumprd.loader import kexec, kexec_tools, live, status
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader.kexec import SyscallFn
-from tests.unit.test_loader_kernel_image import arm64_image
+from tests.support.kernel_images import arm64_image
 
 KVER = "6.1.0-56-arm64"
 M = 1 << 20

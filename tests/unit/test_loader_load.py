@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -27,54 +26,11 @@ from mkkdumprd.host import HostView
 from mkkdumprd.loader import kexec, live, status
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader.__main__ import main as loader_main
-from tests.support.debian_kernel import debian_kernel
-from tests.unit.test_loader_kernel_image import arm64_image, zboot
+from tests.support.fake_kexec import FakeKexec
+from tests.support.kernel_images import arm64_image, zboot
 
 KVER = "6.1.0-56-amd64"
 M = 1 << 20
-
-
-@dataclass
-class Call:
-    nr: int
-    kernel: bytes | None          # the first bytes read through the kernel fd
-    kernel_size: int | None
-    initrd: bytes | None
-    cmdline_len: int
-    cmdline: bytes | None
-    flags: int
-
-
-@dataclass
-class FakeKexec:
-    """Stands in for kexec_file_load: records what it got and plays the kernel's sysfs."""
-
-    root: Path
-    fail: int | None = None
-    calls: list[Call] = field(default_factory=list)
-
-    def __call__(self, nr: int, kfd: int, ifd: int, length: int, cmdline: bytes | None,
-                 flags: int) -> None:
-        def peek(fd: int) -> tuple[bytes | None, int | None]:
-            if fd < 0:
-                return None, None
-            return os.pread(fd, 64, 0), os.fstat(fd).st_size
-        kb, ksize = peek(kfd)
-        ib, _ = peek(ifd)
-        self.calls.append(Call(nr, kb, ksize, ib, length, cmdline, flags))
-        if self.fail is not None:
-            raise OSError(self.fail, os.strerror(self.fail))
-        loaded = "0" if flags & kexec.KEXEC_FILE_UNLOAD else "1"
-        (self.root / "sys/kernel/kexec_crash_loaded").write_text(loaded + "\n")
-
-    @property
-    def kernel(self) -> live.Kernel:
-        """This fake as the kernel of the system in `root` (no kexec-tools)."""
-        return live.Kernel(self.root, self, _no_kexec_tools)
-
-
-def _no_kexec_tools(host: HostView, argv: object, kallsyms: object) -> tuple[int, str]:
-    raise AssertionError(f"kexec-tools reached: {argv}")
 
 
 def _write(root: Path, rel: str, data: str | bytes) -> Path:
@@ -87,9 +43,6 @@ def _write(root: Path, rel: str, data: str | bytes) -> Path:
     return p
 
 
-@pytest.fixture(scope="module")
-def vmlinuz() -> Path:
-    return debian_kernel().vmlinuz
 
 
 @pytest.fixture

@@ -13,15 +13,12 @@ from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 from mkkdumprd.image.spec import Entry, Kind
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 from tests.support.fake_network import FakeNet
 
 DRIVERS = ("virtio_pci", "virtio_net")
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 def _build(kernel: Kernel, config: KdumpConfig, system: HostView | None = None,

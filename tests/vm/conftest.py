@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 from tests.vm.harness.images import require_tool
 from tests.vm.harness.qemu import qemu_binary
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 @pytest.fixture(scope="session", autouse=True)
