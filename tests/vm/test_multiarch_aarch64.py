@@ -4,14 +4,12 @@ with `mkkdumprd build --arch aarch64 --sysroot DIR`, loaded through the kexec_lo
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
-from tests.vm.harness import disks
-from tests.vm.harness.multiarch import build_cross_capture, check_dump
+from tests.vm.harness.multiarch import check_dump, ext4_dump_setup
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.multiarch]
 
@@ -25,12 +23,9 @@ def test_aarch64_crash_dump_to_ext4(sysroot: Sysroot, tmp_path: Path) -> None:
     from mkkdumprd.loader import kexec_tools
     from tests.vm.harness.multiarch import STEXT, TEXT, foreign_crash_cycle
 
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
-                                tmp_path / "capture.img")
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
-    run = foreign_crash_cycle(sysroot, image, [disk], tmp_path)
+    dump_to = ext4_dump_setup(sysroot, tmp_path)
+    disk = dump_to.disk
+    run = foreign_crash_cycle(sysroot, dump_to.image, [disk], tmp_path)
 
     # The load went through kexec_load with the product's argv; its _text fix applied.
     assert run.load.argv[:3] == ("/sbin/kexec", "-p", "-c")

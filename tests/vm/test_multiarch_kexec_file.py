@@ -10,24 +10,22 @@ the cache."""
 from __future__ import annotations
 
 import gzip
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.custom_kernel import custom_kernel
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
-from tests.vm.harness import disks
 from tests.vm.harness.multiarch import (
     ForeignVMSpec,
-    build_cross_capture,
     check_dump,
+    ext4_dump_setup,
     first_kernel_append,
 )
-from tests.vm.harness.multiarch_python import build_loader_first_stage
+from tests.vm.harness.multiarch_python import build_loader_first_stage, run_loader_guest
 from tests.vm.harness.multiarch_python_sid import build_sid_loader_first_stage, python_sysroot
-from tests.vm.harness.python_guest import CRASHING_MARKER, init_script, parse_steps, step
-from tests.vm.harness.qemu import VM, Drive
+from tests.vm.harness.python_guest import CRASHING_MARKER, init_script, step
+from tests.vm.harness.qemu import Drive
 
 # Not `multiarch`: that selection needs no kernel build; -m "multiarch or custom_kernel".
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.custom_kernel]
@@ -42,11 +40,8 @@ def test_kexec_file_load_of_the_debian_kernel(arch: str, tmp_path: Path) -> None
     loader = f"python3 -m mkkdumprd.loader --arch {arch}"
     second, how = SECOND[arch]
     first_kernel = custom_kernel(arch).image
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
-                                tmp_path / "capture.img")
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
+    dump_to = ext4_dump_setup(sysroot, tmp_path)
+    disk = dump_to.disk
     kernels = {"/boot/vmlinuz": sysroot.kernel}
     if second != "/boot/vmlinuz":
         gz = tmp_path / "Image.gz"
@@ -62,15 +57,12 @@ def test_kexec_file_load_of_the_debian_kernel(arch: str, tmp_path: Path) -> None
              "--initrd", "/boot/capture.img"),
         step("status-gz", loader, "status", "--json"),
     ], crash=True)
-    first = build_loader_first_stage(sysroot, image, tmp_path / "first.img", script,
+    first = build_loader_first_stage(sysroot, dump_to.image, tmp_path / "first.img", script,
                                      kernels)
     spec = ForeignVMSpec(first_kernel, first, first_kernel_append(arch, "256M"),
                          drives=(Drive(disk),), arch=arch)
-    with VM(spec, tmp_path / "console.log", 400) as vm:
-        vm.wait_for(CRASHING_MARKER)
-        vm.wait_exit()
-        console = vm.console()
-    s = parse_steps(console)
+    run = run_loader_guest(spec, tmp_path)
+    console, s = run.console, run.steps
     raw = s["load-raw"]
     assert raw.rc == 0 and "ENOSYS" not in raw.output, raw.output
     assert "loaded /boot/vmlinuz (as is) with /boot/capture.img" in raw.output
@@ -93,27 +85,21 @@ def test_s390x_kexec_file_load_with_a_custom_kernel(tmp_path: Path) -> None:
     kernel = custom_kernel("s390x")
     assert kernel.kmoddir is not None
     loader = "python3 -m mkkdumprd.loader --arch s390x"
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(
-        sysroot, f"local:UUID={fs_uuid}:/var/crash", tmp_path / "capture.img",
-        extra=("--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir)),
+    dump_to = ext4_dump_setup(
+        sysroot, tmp_path, extra=("--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir)),
         drivers=("virtio_blk", "ext4"))
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
+    disk = dump_to.disk
     script = init_script([
         step("load", loader, "load", "--kernel", "/boot/vmlinuz",
              "--initrd", "/boot/capture.img"),
         step("status", loader, "status"),
     ], crash=True)
-    first = build_loader_first_stage(sysroot, image, tmp_path / "first.img", script,
+    first = build_loader_first_stage(sysroot, dump_to.image, tmp_path / "first.img", script,
                                      {"/boot/vmlinuz": kernel.image})
     spec = ForeignVMSpec(kernel.image, first, first_kernel_append("s390x", "256M"),
                          drives=(Drive(disk),), arch="s390x")
-    with VM(spec, tmp_path / "console.log", 400) as vm:
-        vm.wait_for(CRASHING_MARKER)
-        vm.wait_exit()
-        console = vm.console()
-    s = parse_steps(console)
+    run = run_loader_guest(spec, tmp_path)
+    console, s = run.console, run.steps
     assert s["load"].rc == 0 and "ENOSYS" not in s["load"].output, s["load"].output
     assert "loaded /boot/vmlinuz (as is) with /boot/capture.img" in s["load"].output
     assert "loaded via:   kexec_file_load" in s["status"].output, s["status"].output
@@ -132,36 +118,30 @@ def test_riscv64_kexec_file_load_with_a_custom_kernel(tmp_path: Path) -> None:
     assert kernel.kmoddir is not None and kernel.elf is not None
     sysroot = Sysroot(python_sysroot("riscv64"), "riscv64", kernel.kver, kernel.elf)
     loader = "python3 -m mkkdumprd.loader"
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(
-        sysroot, f"local:UUID={fs_uuid}:/var/crash", tmp_path / "capture.img",
-        extra=("--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir)),
+    dump_to = ext4_dump_setup(
+        sysroot, tmp_path, extra=("--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir)),
         drivers=("virtio_mmio", "virtio_blk", "ext4"))
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
+    disk = dump_to.disk
     script = init_script([
         step("load", loader, "load", "--kernel", "/boot/vmlinux",
              "--initrd", "/boot/capture.img"),
         step("status", loader, "status"),
     ], crash=True)
-    first = build_sid_loader_first_stage(sysroot, image, tmp_path / "first.img", script,
+    first = build_sid_loader_first_stage(sysroot, dump_to.image, tmp_path / "first.img", script,
                                          {"/boot/vmlinux": kernel.elf}, kernel.elf)
     # The kernel has virtio-mmio only (no PCI): the disk on the board's virtio-mmio bus.
     spec = ForeignVMSpec(kernel.image, first, first_kernel_append("riscv64", "256M"),
                          arch="riscv64",
                          extra_args=("-drive", f"file={disk},format=raw,if=none,id=d0,"
                                      "cache=unsafe", "-device", "virtio-blk-device,drive=d0"))
-    with VM(spec, tmp_path / "console.log", 500) as vm:
-        vm.wait_for(CRASHING_MARKER)
-        vm.wait_exit()
-        console = vm.console()
-    s = parse_steps(console)
+    run = run_loader_guest(spec, tmp_path, 500)
+    console, s = run.console, run.steps
     assert s["load"].rc == 0 and "ENOSYS" not in s["load"].output, s["load"].output
     assert "loaded /boot/vmlinux (as is) with /boot/capture.img" in s["load"].output
     assert "loaded via:   kexec_file_load" in s["status"].output, s["status"].output
     capture = console.split(CRASHING_MARKER, 1)[1]
     assert "capture image by mkkdumprd" in capture
-    assert f"found UUID={fs_uuid} at /dev/vda" in capture, capture[-4000:]
+    assert f"found UUID={dump_to.fs_uuid} at /dev/vda" in capture, capture[-4000:]
     dump = check_dump(disk, tmp_path, sysroot, console, crashed_release=kernel.kver)
     assert dump.reader == "riscv64 makedumpfile under qemu-user"
     assert dump.size > 1 << 20

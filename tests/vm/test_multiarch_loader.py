@@ -6,22 +6,23 @@ makedumpfile reads."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
-from tests.vm.harness import disks
 from tests.vm.harness.multiarch import (
     ForeignVMSpec,
-    build_cross_capture,
     check_dump,
+    ext4_dump_setup,
     first_kernel_append,
 )
-from tests.vm.harness.multiarch_python import build_loader_first_stage, loader_script
-from tests.vm.harness.python_guest import CRASHING_MARKER, parse_steps
-from tests.vm.harness.qemu import VM, Drive
+from tests.vm.harness.multiarch_python import (
+    build_loader_first_stage,
+    loader_script,
+    run_loader_guest,
+)
+from tests.vm.harness.qemu import Drive
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.multiarch]
 
@@ -29,20 +30,14 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.multiarch]
 @pytest.mark.parametrize("arch", ["aarch64", "ppc64le"])
 def test_product_loader_falls_back_to_kexec_load(arch: str, tmp_path: Path) -> None:
     sysroot: Sysroot = foreign_sysroot(arch)
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
-                                tmp_path / "capture.img")
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
-    first = build_loader_first_stage(sysroot, image, tmp_path / "first.img",
+    dump_to = ext4_dump_setup(sysroot, tmp_path)
+    disk = dump_to.disk
+    first = build_loader_first_stage(sysroot, dump_to.image, tmp_path / "first.img",
                                      loader_script(arch))
     spec = ForeignVMSpec(sysroot.kernel, first, first_kernel_append(arch, "256M"),
                          drives=(Drive(disk),), arch=arch)
-    with VM(spec, tmp_path / "console.log", 400) as vm:
-        vm.wait_for(CRASHING_MARKER)
-        vm.wait_exit()
-        console = vm.console()
-    steps = parse_steps(console)
+    run = run_loader_guest(spec, tmp_path)
+    console, steps = run.console, run.steps
     assert steps["status-before"].rc == 3, steps["status-before"]
     load = steps["load"]
     assert load.rc == 0, load.output

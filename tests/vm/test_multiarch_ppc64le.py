@@ -5,14 +5,12 @@ kexec_file_load), crash, vmcore on a virtio ext4 disk read back by ppc64el maked
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
-from tests.vm.harness import disks
-from tests.vm.harness.multiarch import build_cross_capture, check_dump, foreign_crash_cycle
+from tests.vm.harness.multiarch import check_dump, ext4_dump_setup, foreign_crash_cycle
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.multiarch]
 
@@ -23,12 +21,9 @@ def sysroot() -> Sysroot:
 
 
 def test_ppc64le_crash_dump_to_ext4(sysroot: Sysroot, tmp_path: Path) -> None:
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
-                                tmp_path / "capture.img")
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
-    run = foreign_crash_cycle(sysroot, image, [disk], tmp_path)
+    dump_to = ext4_dump_setup(sysroot, tmp_path)
+    disk = dump_to.disk
+    run = foreign_crash_cycle(sysroot, dump_to.image, [disk], tmp_path)
 
     assert sysroot.kernel.name.startswith("vmlinux-")      # the ELF Debian ships, as is
     assert run.load.argv[:4] == ("/sbin/kexec", "-p", "-c", "/boot/vmlinuz")

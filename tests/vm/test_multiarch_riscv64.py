@@ -16,14 +16,13 @@ A kernel with kexec_file_load builds correct headers itself (custom 6.1 kernel, 
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
 from tests.vm.harness import disks, vmcore
-from tests.vm.harness.multiarch import build_cross_capture, foreign_crash_cycle
+from tests.vm.harness.multiarch import ext4_dump_setup, foreign_crash_cycle
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.multiarch]
 
@@ -35,19 +34,16 @@ def sysroot() -> Sysroot:
 
 def test_riscv64_capture_image_runs_and_reports_the_kexec_tools_headers(
         sysroot: Sysroot, tmp_path: Path) -> None:
-    fs_uuid = str(uuid.uuid4())
-    image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
-                                tmp_path / "capture.img")
-    disk = disks.make_ext4(tmp_path / "disk.img", fs_uuid,
-                           content=disks.tree(tmp_path / "fs", "var/crash"))
-    run = foreign_crash_cycle(sysroot, image, [disk], tmp_path)
+    dump_to = ext4_dump_setup(sysroot, tmp_path)
+    disk = dump_to.disk
+    run = foreign_crash_cycle(sysroot, dump_to.image, [disk], tmp_path)
     console = run.console
 
     assert run.load.argv[:3] == ("/sbin/kexec", "-p", "-c")
     assert "console=ttyS0" in run.load.cmdline
     capture = console.split("Starting crashdump kernel...", 1)[1]
     assert "capture image by mkkdumprd" in capture and sysroot.kver in capture
-    assert f"found UUID={fs_uuid} at /dev/vda" in capture
+    assert f"found UUID={dump_to.fs_uuid} at /dev/vda" in capture
     [dump] = disks.ext4_find_dumps(disk)
     text = disks.ext4_dump(disk, f"/var/crash/{dump}/vmcore-dmesg.txt",
                            tmp_path / "vmcore-dmesg.txt").read_text(errors="replace")

@@ -20,6 +20,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from mkkdumprd.loader import load as loader
 from tests.support.foreign_sysroot import Sysroot
 from tests.vm.harness.first_stage import CHECK_LOADED_AND_CRASH
 
+from .disks import make_ext4, tree
 from .images import init_entry, write_initramfs
 from .qemu import VM, Drive, VMError, VMSpec
 
@@ -231,6 +233,27 @@ def build_cross_capture(sysroot: Sysroot, target: str, out: Path,
         raise AssertionError(f"mkkdumprd {' '.join(argv)} failed (rc {r.returncode}):\n"
                              f"{r.stdout}{r.stderr}")
     return out
+
+
+@dataclass(frozen=True)
+class Ext4Dump:
+    """A capture image cross-built to dump to /var/crash on a fresh ext4 disk, and the disk."""
+
+    fs_uuid: str
+    image: Path
+    disk: Path
+
+
+def ext4_dump_setup(sysroot: Sysroot, workdir: Path, extra: tuple[str, ...] = (),
+                    drivers: tuple[str, ...] = CAPTURE_DRIVERS) -> Ext4Dump:
+    """The set-up every multi-arch crash test shares: a new filesystem UUID, the capture
+    image built for `local:UUID=...:/var/crash` (build_cross_capture's `extra`, `drivers`)
+    and an empty ext4 disk with that UUID, all under `workdir`."""
+    fs_uuid = str(uuid.uuid4())
+    image = build_cross_capture(sysroot, f"local:UUID={fs_uuid}:/var/crash",
+                                workdir / "capture.img", extra, drivers)
+    disk = make_ext4(workdir / "disk.img", fs_uuid, content=tree(workdir / "fs", "var/crash"))
+    return Ext4Dump(fs_uuid, image, disk)
 
 
 # qemu-user binaries that run the arch's own makedumpfile on the host (package qemu-user).

@@ -10,6 +10,7 @@ with the `_text` kallsyms fix applied in a private mount namespace by the produc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from mkkdumprd.elf.entries import binary_entries
@@ -20,15 +21,19 @@ from tests.support.foreign_sysroot import Sysroot
 
 from .images import init_entry, write_initramfs
 from .python_guest import (
+    CRASHING_MARKER,
     GUEST_PYTHON,
     STDLIB,
     Module,
+    Step,
     arch_data_entry,
     init_script,
     loader_entries,
+    parse_steps,
     step,
     trace_loader_modules,
 )
+from .qemu import VM, VMSpec
 
 HOST_TRIPLET = "x86_64-linux-gnu"
 TRIPLETS = {"aarch64": "aarch64-linux-gnu", "ppc64le": "powerpc64le-linux-gnu",
@@ -107,3 +112,19 @@ def loader_script(arch: str) -> str:
         step("status-after", loader, "status"),
         step("status-json", loader, "status", "--json"),
     ], crash=True)
+
+
+@dataclass(frozen=True)
+class LoaderRun:
+    console: str
+    steps: dict[str, Step]
+
+
+def run_loader_guest(spec: VMSpec, workdir: Path, timeout: float = 400.0) -> LoaderRun:
+    """Boot a loader first stage (init_script(..., crash=True)), wait until it crashes into
+    the capture kernel and the machine exits; the console and the script's steps."""
+    with VM(spec, workdir / "console.log", timeout) as vm:
+        vm.wait_for(CRASHING_MARKER)
+        vm.wait_exit()
+        console = vm.console()
+    return LoaderRun(console, parse_steps(console))
