@@ -16,15 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = "ext4 UUID=12345678-1234-1234-1234-123456789abc\n"
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 def _temps(d: Path) -> list[Path]:

@@ -19,15 +19,10 @@ from mkkdumprd.cli import main
 from mkkdumprd.image.spec import ImageSpec, data_entry
 from mkkdumprd.image.writer import write_image
 from tests.support import unprivileged
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 
 MANIFEST = "/etc/mkkdumprd/manifest.json"
 CONF = "ext4 UUID=12345678-1234-1234-1234-123456789abc\n"
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 def _one_line(err: str) -> str:

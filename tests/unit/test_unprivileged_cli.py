@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from mkkdumprd.cli import main
 from tests.support import unprivileged
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 
 CONF = "ext4 UUID=12345678-1234-1234-1234-123456789abc\npath /var/crash\n"
 
@@ -77,11 +77,6 @@ def _command_paths() -> set[str]:
 
 def test_every_command_has_a_case() -> None:
     assert set(CASES) == _command_paths()
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 @pytest.fixture(scope="module")
