@@ -19,6 +19,7 @@ from mkkdumprd.cli import main
 from mkkdumprd.errors import UsageError
 from mkkdumprd.lifecycle.integration import HOOKS_CONF_HEADER, hooks_conf_text
 from mkkdumprd.quoting import check_path, systemd_exec_word
+from mkkdumprd.resources import data_dir
 
 HOSTILE = [
     "my dir",
@@ -106,8 +107,7 @@ def test_unit_exec_lines_parse_back(tmp_path: Path, part: str) -> None:
     assert {k: _systemd_words(v) for k, v in execs.items()} == {
         "ExecStart": [exe, "start"], "ExecStop": [exe, "stop"], "ExecReload": [exe, "reload"]}
     assert len(unit.splitlines()) == len(
-        (Path(__file__).resolve().parents[2] / "packaging/systemd/mkkdumprd.service")
-        .read_text().splitlines())
+        (data_dir("packaging") / "systemd/mkkdumprd.service").read_text().splitlines())
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
