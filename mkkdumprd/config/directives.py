@@ -61,7 +61,7 @@ Recorder = Callable[[KdumpConfig], dict[str, Any]]
 _ALL_TARGETS = frozenset(TargetKind)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Directive:
     key: str                     # its name: in `explicit`, `locations`, the JSON `defaults`
     spellings: tuple[str, ...]   # the words that start its line (first: the usual one)
@@ -459,6 +459,7 @@ _RECORD_ORDER = ("target", "path", "core_collector", "kdump_pre", "kdump_post", 
                  "extra_modules", "failure_action", "final_action", "force_rebuild",
                  "force_no_rebuild", "add_drivers", "omit_drivers", "sshkey",
                  "auto_reset_crashkernel")
+_RECORD_RANK = {key: i for i, key in enumerate(_RECORD_ORDER)}
 
 
 def example(spelling: str) -> str:
@@ -471,8 +472,7 @@ def record(config: KdumpConfig) -> dict[str, Any]:
     for d in SETTINGS:
         assert d.record is not None
         data.update(d.record(config))
-    rank = {k: i for i, k in enumerate(_RECORD_ORDER)}
-    order = sorted(data, key=lambda k: rank.get(k, len(rank)))
+    order = sorted(data, key=lambda k: _RECORD_RANK.get(k, len(_RECORD_RANK)))
     return {k: data[k] for k in order}
 
 
