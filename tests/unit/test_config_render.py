@@ -157,3 +157,11 @@ def test_image_kdump_conf_is_unchanged_where_nothing_needs_quoting(
     # Byte for byte what earlier versions wrote: the image's bytes must not change.
     assert capture_conf(parsed(conf), kind, device=device, fstype=fstype, server=server,
                         path=path) == expected
+
+
+@pytest.mark.parametrize("path", ["/a#b", "/a\nb"])
+def test_image_kdump_conf_refuses_a_value_it_cannot_write(path: str) -> None:
+    # A resolved path from the host (through a symlink) is not checked by the parser.
+    with pytest.raises(UsageError, match=r"cannot be written in kdump\.conf syntax"):
+        capture_conf(KdumpConfig(), TargetKind.LOCAL, device="/dev/vdb", fstype="ext4",
+                     server=None, path=path)
