@@ -7,6 +7,7 @@
   expansion, which systemd does not apply to the executable's path: there `$` stays).
   systemd refuses an executable path with `\\`, `"` or `'` in it ("Executable name contains
   special characters"), so such a path is refused here with a sentence instead.
+- kdump.conf values: config/syntax.py, beside the parser whose reading it inverts.
 Values that no quoting makes safe (control characters: a newline would start a new
 directive in a unit or a new command in a script) are refused by `check_path` first.
 """

@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from mkkdumprd import __version__, json_input
 from mkkdumprd.assemble.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_dict
+from mkkdumprd.config.directives import NOT_IN_IMAGE
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.resources import data_dir
@@ -51,9 +52,9 @@ class Freshness:
 
 # ---- what a build records ------------------------------------------------------------------
 
-# Settings that do not change what goes into the image: toggling them is no reason to rebuild.
-_NOT_IN_IMAGE = ("source", "defaults", "force_rebuild", "force_no_rebuild",
-                 "auto_reset_crashkernel")
+# Not compared: where the config came from, which settings were defaults, and the settings
+# that do not change what goes into the image (config/directives.py marks them).
+_NOT_IN_IMAGE = ("source", "defaults", *NOT_IN_IMAGE)
 
 
 def config_record(config: KdumpConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mkkdumprd.config.model import KdumpConfig, TargetKind
+from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, ImageSpec, data_entry
 
@@ -31,32 +31,10 @@ _REASON = "build manifest: inputs, modules and why each entry is here"
 
 def kdump_conf_text(config: KdumpConfig, target: ResolvedTarget) -> str:
     """kdump.conf as the image uses it: the target as the capture kernel finds it."""
-    lines = [f"# resolved by mkkdumprd from {config.source}"]
-    if target.kind is TargetKind.LOCAL:
-        if target.fstype:
-            lines.append(f"{target.fstype} {target.device}")
-        else:
-            lines.append(f"# filesystem type unknown; device {target.device}")
-    elif target.kind is TargetKind.RAW:
-        lines.append(f"raw {target.device}")
-    else:
-        lines.append(f"{target.kind.value} {target.server}")
-    if target.kind is not TargetKind.RAW:
-        lines.append(f"path {target.path}")
-    lines.append(f"core_collector {' '.join(config.core_collector)}")
-    if target.kind is TargetKind.SSH:
-        lines.append(f"sshkey {config.sshkey}")
-    if config.kdump_pre:
-        lines.append(f"kdump_pre {config.kdump_pre}")
-    if config.kdump_post:
-        lines.append(f"kdump_post {config.kdump_post}")
-    if config.extra_bins:
-        lines.append(f"extra_bins {' '.join(config.extra_bins)}")
-    if config.extra_modules:
-        lines.append(f"extra_modules {' '.join(config.extra_modules)}")
-    lines.append(f"failure_action {config.failure_action.value}")
-    lines.append(f"final_action {config.final_action.value}")
-    return "\n".join(lines) + "\n"
+    from mkkdumprd.config.render import capture_conf
+
+    return capture_conf(config, target.kind, device=target.device, fstype=target.fstype,
+                        server=target.server, path=target.path)
 
 
 def target_dict(target: ResolvedTarget) -> dict[str, Any]:

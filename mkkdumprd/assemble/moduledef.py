@@ -11,6 +11,7 @@ Schema (all keys but `name` and `description` optional):
     description = "one line"
     depends = ["kdump"]                # modules that must be active with this one
     when = "always"                    # or { target = ["raw", ...] } or { config = ["kdump_pre"] }
+                                       # (config conditions: config/directives.py, `when`)
                                        # absent: active only when an active module depends on it
     binaries = ["makedumpfile",                       # required, from the view's PATH
                 { any = ["vmcore-dmesg"], optional = true }]   # first found of `any`
@@ -32,14 +33,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mkkdumprd.config.directives import WHEN_KEYS
 from mkkdumprd.config.model import TargetKind
 from mkkdumprd.errors import ShippedDataError
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_WHEN_CONFIG_KEYS = frozenset({
-    "kdump_pre", "kdump_post", "extra_bins", "extra_modules", "failure_action_shell",
-    "failure_action_dump_to_rootfs",
-})
 _TOP_KEYS = frozenset({
     "name", "description", "depends", "when", "binaries", "busybox_applets", "kernel_modules",
     "files", "dirs", "symlinks", "devices", "templates",
@@ -242,9 +240,9 @@ def _parse_when(c: _Checker, v: object) -> When:
                          f"{', '.join(k.value for k in TargetKind)})") from None
     conf = c.strings("when.config", t.get("config", []))
     for i, key in enumerate(conf):
-        if key not in _WHEN_CONFIG_KEYS:
+        if key not in WHEN_KEYS:
             raise c.fail(f"when.config[{i}]", f"unknown condition {key!r} (known: "
-                         f"{', '.join(sorted(_WHEN_CONFIG_KEYS))})")
+                         f"{', '.join(sorted(WHEN_KEYS))})")
     return When(targets=frozenset(targets), config=frozenset(conf))
 
 

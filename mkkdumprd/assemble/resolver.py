@@ -13,25 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError, When
-from mkkdumprd.config.model import Action, KdumpConfig
-
-
-def conditions(config: KdumpConfig) -> frozenset[str]:
-    """The `when.config` conditions that hold for `config`."""
-    out = set()
-    if config.kdump_pre:
-        out.add("kdump_pre")
-    if config.kdump_post:
-        out.add("kdump_post")
-    if config.extra_bins:
-        out.add("extra_bins")
-    if config.extra_modules:
-        out.add("extra_modules")
-    if config.failure_action is Action.SHELL:
-        out.add("failure_action_shell")
-    if config.failure_action is Action.DUMP_TO_ROOTFS:
-        out.add("failure_action_dump_to_rootfs")
-    return frozenset(out)
+from mkkdumprd.config.directives import conditions
+from mkkdumprd.config.model import KdumpConfig
 
 
 def _matches(when: When, config: KdumpConfig, conds: frozenset[str]) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mkkdumprd.config.directives import help_text
 from mkkdumprd.config.kdumpconf import DEFAULT_CONF, read_kdump_conf
 from mkkdumprd.config.model import Diagnostic, KdumpConfig
 from mkkdumprd.config.render import config_as_dict, diagnostic_as_dict, render_kdump_conf
@@ -56,9 +57,10 @@ _target_option = click.option("--target", "target_spec", metavar="SPEC", default
                               help=SPEC_HELP)
 
 
-@click.group("config")
+@click.group("config", help="Validate or show kdump.conf (Fedora's syntax) without building "
+             "anything.\n\n" + help_text())
 def config_group() -> None:
-    """Validate or show kdump.conf (Fedora's syntax) without building anything."""
+    pass
 
 
 @config_group.command("check")

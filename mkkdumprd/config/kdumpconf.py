@@ -8,6 +8,10 @@ directives and a second dump target are errors. Checks that Fedora only makes wh
 the initrd but that need no host (makedumpfile without -F on raw/ssh, action names, absolute
 paths) are made here too, so `mkkdumprd config check` catches them.
 
+Which directives exist and how each value is read is config/directives.py (one row per
+directive); this module reads the lines, dispatches each to its row, refuses duplicates and
+settles what depends on the target (`derive`). The quoting rules are config/syntax.py.
+
 Every error is collected (never only the first), each with file:line, the offending text and
 what would be valid. Parsing never raises on bad input. Values are carried verbatim: nothing
 here or downstream evaluates them (the templates shell-quote every value).
@@ -32,18 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from mkkdumprd.config import values
+from mkkdumprd.config.directives import BY_KEY, BY_SPELLING, SPELLINGS
 from mkkdumprd.config.model import (
     DEFAULT_COLLECTOR,
     DEFAULT_PATH,
     DEFAULT_SSHKEY,
-    FINAL_ACTIONS,
     LOCAL_FSTYPES,
-    Action,
     Diagnostic,
     KdumpConfig,
-    Target,
     TargetKind,
 )
+from mkkdumprd.config.syntax import unquote_value
 from mkkdumprd.errors import ConfigError, Location
 
 DEFAULT_CONF = Path("/etc/kdump.conf")
@@ -60,31 +63,6 @@ class ParseResult:
         return not self.errors
 
 
-EXAMPLES = {
-    "raw": "raw /dev/disk/by-id/virtio-dump",
-    "nfs": "nfs nfs.example.com:/export/kdump",
-    "nfs4": "nfs4 nfs.example.com:/export/kdump",
-    "ssh": "ssh root@dump.example.com",
-    "sshkey": f"sshkey {DEFAULT_SSHKEY}",
-    "path": f"path {DEFAULT_PATH}",
-    "core_collector": "core_collector makedumpfile -l --message-level 7 -d 31",
-    "kdump_pre": "kdump_pre /usr/local/bin/before-dump",
-    "kdump_post": "kdump_post /usr/local/bin/after-dump",
-    "extra_bins": "extra_bins /usr/bin/lsblk",
-    "extra_modules": "extra_modules virtio_blk",
-    "failure_action": "failure_action reboot",
-    "default": "failure_action reboot",
-    "final_action": "final_action reboot",
-    "force_rebuild": "force_rebuild 0",
-    "force_no_rebuild": "force_no_rebuild 0",
-    "dracut_args": 'dracut_args --add-drivers "virtio_blk"',
-    "auto_reset_crashkernel": "auto_reset_crashkernel yes",
-    "fence_kdump_args": "fence_kdump_args -p 7410",
-    "fence_kdump_nodes": "fence_kdump_nodes node1 node2",
-    "kdump_emergency": "kdump_emergency /usr/local/bin/on-error",
-    **{fs: f"{fs} UUID=01234567-89ab-cdef-0123-456789abcdef" for fs in LOCAL_FSTYPES},
-}
-
 DEPRECATED = {
     "net": "write the target as `nfs HOST:/EXPORT` or `ssh USER@HOST`",
     "options": "pass module options as MODULE.PARAM=VALUE on the capture kernel's command line",
@@ -96,30 +74,14 @@ DEPRECATED = {
 
 UNSUPPORTED_TARGETS = ("minix", "virtiofs")
 
-IGNORED = {
-    "fence_kdump_args": "fence_kdump is not supported by mkkdumprd; the line is ignored, so "
-    "a cluster node will not signal its peers while it dumps",
-    "fence_kdump_nodes": "fence_kdump is not supported by mkkdumprd; the line is ignored, so "
-    "a cluster node will not signal its peers while it dumps",
-    "kdump_emergency": "kdump_emergency is not supported by mkkdumprd; the line is ignored "
-    "(failure_action still runs)",
-}
-
-TARGET_DIRECTIVES = ("raw", "nfs", "nfs4", "ssh", *LOCAL_FSTYPES)
-SETTINGS = (
-    "path", "core_collector", "sshkey", "kdump_pre", "kdump_post", "extra_bins",
-    "extra_modules", "failure_action", "default", "final_action", "force_rebuild",
-    "force_no_rebuild", "dracut_args", "auto_reset_crashkernel",
-)
-KNOWN = (*TARGET_DIRECTIVES, *SETTINGS, *IGNORED)
+# Every word that starts a directive's line (config/directives.py holds them).
+KNOWN = SPELLINGS
 
 _BLANKS = " \t\r\f\v"
 _SPLIT = re.compile(r"([^ \t]+)[ \t]*(.*)", re.S)
 # makedumpfile's short options that take an argument (its getopt string is
 # "b:cDd:eEFfg:hi:lL:pRvXx:z"): an F after one of them in a cluster is that argument.
 _MAKEDUMPFILE_ARG_LETTERS = frozenset("bdgiLx")
-_FAILURE_NAMES = ", ".join(a.value for a in Action)
-_FINAL_NAMES = ", ".join(a.value for a in FINAL_ACTIONS)
 
 
 def parse_kdump_conf(text: str, source: str = "kdump.conf") -> ParseResult:
@@ -282,9 +244,7 @@ class _Parser:
         if hash_sign and value and before[-1:] not in (" ", "\t"):
             self.warn(f"'#' starts a comment even inside a value, as in Fedora: the value of "
                       f"{option} is {value!r}; a value cannot contain '#'")
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            value = value[1:-1]
-        self.directive(option, value)
+        self.directive(option, unquote_value(value))
 
     def directive(self, option: str, value: str) -> None:
         if option in DEPRECATED:
@@ -298,29 +258,25 @@ class _Parser:
         if option not in KNOWN:
             self.error(_unknown(option))
             return
+        row = BY_SPELLING[option]
         if not value.strip():
-            self.error(f"{option!r} has no value; e.g. `{EXAMPLES[option]}`")
+            self.error(f"{option!r} has no value; e.g. `{row.example(option)}`")
             return
-        if option in IGNORED:
-            self.warn(IGNORED[option])
-        handler = getattr(self, "_" + option, None)
-        updates: dict[str, Any] | None
-        if option in TARGET_DIRECTIVES:
-            key, updates = "target", self._target(option, value)
-        elif option in IGNORED:
-            key, updates = option, None
-        else:
-            assert handler is not None
-            key = "failure_action" if option == "default" else option
-            updates = handler(value)
+        if row.ignored is not None:
+            self.warn(row.ignored)
+        if option in row.obsolete:
+            self.warn(row.obsolete[option].format(value=value))
+        key = row.key
+        updates = None if row.parse is None else row.parse(self, option, value)
         if key in self.seen:
             first, first_option, first_text = self.seen[key]
             if key == "target":
                 self.error(f"more than one dump target: {option} here and {first_text!r} at "
                            f"{first}; keep only one")
             elif first_option != option:
-                self.error(f"{option!r} sets failure_action again, already set at {first} "
-                           f"by {first_option!r} ('default' is its obsolete name); keep one")
+                obsolete = ", ".join(repr(name) for name in row.obsolete)
+                self.error(f"{option!r} sets {key} again, already set at {first} by "
+                           f"{first_option!r} ({obsolete} is its obsolete name); keep one")
             else:
                 self.error(f"duplicated directive {option!r}, already set at {first}; "
                            "keep one")
@@ -328,190 +284,6 @@ class _Parser:
         self.seen[key] = (self.where, option, self.text.strip(_BLANKS))
         if updates is not None:
             self.fields.update(updates)
-
-    # ---- dump targets -------------------------------------------------------------------
-
-    def _target(self, option: str, value: str) -> dict[str, Any] | None:
-        if option in ("nfs", "nfs4"):
-            split = values.split_nfs(value)
-            if isinstance(split, str):
-                self.error(f"nfs target: {split}")
-                return None
-            return {"target": Target(TargetKind.NFS, server=value, where=self.where)}
-        if option == "ssh":
-            ssh = values.split_ssh(value)
-            if isinstance(ssh, str):
-                self.error(f"ssh target: {ssh}")
-                return None
-            return {"target": Target(TargetKind.SSH, server=value, where=self.where)}
-        err = values.check_device(value)
-        if err:
-            self.error(f"{option} target: {err}")
-            return None
-        if option == "raw":
-            return {"target": Target(TargetKind.RAW, device=value, where=self.where)}
-        return {"target": Target(TargetKind.LOCAL, device=value, fstype=option,
-                                 where=self.where)}
-
-    # ---- settings (one method per directive, named after it) ---------------------------
-
-    def _abs(self, key: str, value: str) -> dict[str, Any] | None:
-        err = values.check_abs_path(key, value, f"`{EXAMPLES[key]}`")
-        if err:
-            self.error(err)
-            return None
-        return {key: value}
-
-    def _path(self, value: str) -> dict[str, Any] | None:
-        return self._abs("path", value)
-
-    def _sshkey(self, value: str) -> dict[str, Any] | None:
-        return self._abs("sshkey", value)
-
-    def _kdump_pre(self, value: str) -> dict[str, Any] | None:
-        return self._abs("kdump_pre", value)
-
-    def _kdump_post(self, value: str) -> dict[str, Any] | None:
-        return self._abs("kdump_post", value)
-
-    def _words(self, option: str, value: str) -> list[str] | None:
-        try:
-            return shlex.split(value)
-        except ValueError:
-            self.error(f"{option} value {value!r} has an unbalanced quote or a trailing "
-                       "backslash; close every \" and ' (a '#' always starts a comment)")
-            return None
-
-    def _core_collector(self, value: str) -> dict[str, Any] | None:
-        argv = self._words("core_collector", value)
-        if argv is None:
-            return None
-        if not argv or not argv[0] or argv[0].startswith("-"):
-            self.error(f"core_collector {value!r} must start with the command; e.g. "
-                       f"`{EXAMPLES['core_collector']}`")
-            return None
-        return {"core_collector_written": tuple(argv)}
-
-    def _extra_bins(self, value: str) -> dict[str, Any] | None:
-        words = self._words("extra_bins", value)
-        if words is None:
-            return None
-        ok = True
-        for word in words:
-            if not word.strip():
-                self.error("extra_bins has an empty entry; give command names or absolute "
-                           "paths")
-                ok = False
-            elif "/" in word and not word.startswith("/"):
-                self.error(f"extra_bins entry {word!r} is a relative path; give a command "
-                           "name found on PATH or an absolute path")
-                ok = False
-        return {"extra_bins": tuple(words)} if ok and words else None
-
-    def _extra_modules(self, value: str) -> dict[str, Any] | None:
-        names = self._module_names("extra_modules", value)
-        return None if names is None else {"extra_modules": names}
-
-    def _module_names(self, what: str, value: str) -> tuple[str, ...] | None:
-        words = self._words(what, value)
-        if words is None:
-            return None
-        names = [n for w in words for n in w.replace(",", " ").split()]
-        if not names:
-            self.error(f"{what} names no module; e.g. `{EXAMPLES['extra_modules']}`")
-            return None
-        problems = [e for e in map(values.check_module, names) if e]
-        for problem in problems:
-            self.error(f"{what}: {problem}")
-        return None if problems else tuple(names)
-
-    def _action(self, option: str, value: str, allowed: tuple[Action, ...]) -> Action | None:
-        names = ", ".join(a.value for a in allowed)
-        for action in allowed:
-            if action.value == value:
-                return action
-        extra = ""
-        if option == "final_action" and value in (Action.SHELL.value,
-                                                  Action.DUMP_TO_ROOTFS.value):
-            extra = f" ({value} is a failure_action value)"
-        self.error(f"{option} {value!r} is not valid{extra}; use one of: {names}")
-        return None
-
-    def _failure_action(self, value: str) -> dict[str, Any] | None:
-        action = self._action("failure_action", value, tuple(Action))
-        return None if action is None else {"failure_action": action}
-
-    def _default(self, value: str) -> dict[str, Any] | None:
-        self.warn("'default' is obsolete; write `failure_action "
-                  f"{value}` instead (it means the same)")
-        action = self._action("default", value, tuple(Action))
-        return None if action is None else {"failure_action": action}
-
-    def _final_action(self, value: str) -> dict[str, Any] | None:
-        action = self._action("final_action", value, FINAL_ACTIONS)
-        return None if action is None else {"final_action": action}
-
-    def _flag(self, option: str, value: str) -> dict[str, Any] | None:
-        if value not in ("0", "1"):
-            self.error(f"{option} {value!r} is not valid; use 0 or 1")
-            return None
-        return {option: value == "1"}
-
-    def _force_rebuild(self, value: str) -> dict[str, Any] | None:
-        return self._flag("force_rebuild", value)
-
-    def _force_no_rebuild(self, value: str) -> dict[str, Any] | None:
-        return self._flag("force_no_rebuild", value)
-
-    def _auto_reset_crashkernel(self, value: str) -> dict[str, Any] | None:
-        if value not in ("yes", "no"):
-            self.error(f"auto_reset_crashkernel {value!r} is not valid; use yes or no")
-            return None
-        return {"auto_reset_crashkernel": value == "yes"}
-
-    def _dracut_args(self, value: str) -> dict[str, Any] | None:
-        words = self._words("dracut_args", value)
-        if words is None:
-            return None
-        lists: dict[str, list[str]] = {"--add-drivers": [], "--omit-drivers": []}
-        ok = True
-        i = 0
-        while i < len(words):
-            word = words[i]
-            name, eq, arg = word.partition("=") if word.startswith("--") else (word, "", "")
-            i += 1
-            if name == "--mount":
-                self.error("dracut_args --mount is not supported by mkkdumprd; write the dump "
-                           "target as its own line, e.g. `ext4 UUID=...` or "
-                           "`nfs host:/export`")
-                ok = False
-                i += 0 if eq else 1
-                continue
-            if name in lists:
-                if not eq:
-                    if i >= len(words) or words[i].startswith("-"):
-                        self.error(f"dracut_args {name} needs a list of modules, e.g. "
-                                   f'{name} "virtio_blk virtio_net"')
-                        ok = False
-                        continue
-                    arg = words[i]
-                    i += 1
-                names = self._module_names(f"dracut_args {name}", arg)
-                if names is None:
-                    ok = False
-                else:
-                    lists[name].extend(names)
-                continue
-            ignored = [word]
-            while i < len(words) and not words[i].startswith("-"):
-                ignored.append(words[i])
-                i += 1
-            self.warn(f"dracut_args {shlex.join(ignored)!r} is ignored: mkkdumprd runs no "
-                      "dracut and honours only --add-drivers and --omit-drivers")
-        if not ok:
-            return None
-        return {"add_drivers": tuple(lists["--add-drivers"]),
-                "omit_drivers": tuple(lists["--omit-drivers"])}
 
     # ---- the whole file -----------------------------------------------------------------
 
@@ -523,9 +295,9 @@ class _Parser:
                 f"force_no_rebuild 1 contradicts force_rebuild 1 at {first}; "
                 "set at most one of them to 1",
                 self.seen["force_no_rebuild"][2]))
-        explicit = frozenset(key for key in self.seen if key not in IGNORED)
+        explicit = frozenset(key for key in self.seen if BY_KEY[key].fields)
         locations = tuple((key, where) for key, (where, _, _) in self.seen.items()
-                          if key not in IGNORED)
+                          if BY_KEY[key].fields)
         base = KdumpConfig(source=self.source, explicit=explicit, locations=locations,
                            **self.fields)
         config, errors, warnings = derive(base)

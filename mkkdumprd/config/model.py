@@ -1,8 +1,10 @@
 """The resolved kdump configuration, as frozen data.
 
-Semantics follow Fedora's kdump.conf (shared/reference/fedora-kdump-utils.md §1): one dump
-target at most, `path` relative to the target's root, the collector as an argv, Fedora's
-defaults. The parser (config/kdumpconf.py) produces it; the builder only reads it.
+Semantics follow Fedora's kdump.conf as documented by kdump.conf(5) and implemented by
+kdumpctl in rhkdump/kdump-utils (https://github.com/rhkdump/kdump-utils): one dump target at
+most, `path` relative to the target's root, the collector as an argv, Fedora's defaults.
+Which directive sets which field is config/directives.py. The parser (config/kdumpconf.py)
+produces the config; the builder only reads it.
 """
 
 from __future__ import annotations
@@ -91,11 +93,9 @@ class KdumpConfig:
     omit_drivers: tuple[str, ...] = ()
     auto_reset_crashkernel: bool = True
     warnings: tuple[Diagnostic, ...] = ()
-    # Directives that were given explicitly (the rest are defaults), for `config show`.
-    # Keys: "target", "path", "core_collector", "sshkey", "kdump_pre", "kdump_post",
-    # "extra_bins", "extra_modules", "failure_action" (also set by the obsolete `default`),
-    # "final_action", "force_rebuild", "force_no_rebuild", "dracut_args",
-    # "auto_reset_crashkernel".
+    # Directives that were given explicitly (the rest are defaults), for `config show`, by
+    # their key in config/directives.py ("target" for any target line, "failure_action"
+    # also for the obsolete `default`, "dracut_args" for add_drivers/omit_drivers).
     explicit: frozenset[str] = frozenset()
     # Where each explicit key was written (same keys), so later stages can point at the line.
     locations: tuple[tuple[str, Location], ...] = ()

@@ -1,16 +1,19 @@
-"""Property tests: no input makes the parser raise, and `config show` output parses back."""
+"""Property tests: no input makes the parser raise, and what mkkdumprd writes in kdump.conf
+syntax (`config show`, the image's /etc/kdump.conf) parses back to the same settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import replace
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from mkkdumprd.config.directives import SETTINGS as SETTINGS_ROWS
 from mkkdumprd.config.kdumpconf import KNOWN, parse_kdump_conf, parse_kdump_conf_bytes
-from mkkdumprd.config.model import KdumpConfig
-from mkkdumprd.config.render import render_kdump_conf
+from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
+from mkkdumprd.config.render import capture_conf, render_kdump_conf
 from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 from mkkdumprd.errors import MkkdumprdError
 
@@ -153,3 +156,46 @@ def test_cli_target_never_raises_anything_but_user_errors(text: str, spec: str) 
     again = parse_kdump_conf(render_kdump_conf(out)).config
     if out.target.fstype is not None or out.target.device is None:
         assert again is not None and semantic(again) == semantic(out)
+
+
+def _capture_expected(config: KdumpConfig, kind: TargetKind, device: str | None,
+                      fstype: str | None, server: str | None, path: str) -> KdumpConfig:
+    """`config` as the image's kdump.conf states it: the resolved target, and the defaults
+    for the settings the image does not carry for this kind of target."""
+    carried = {f for d in SETTINGS_ROWS if kind in d.capture for f in d.fields}
+    defaults = KdumpConfig()
+    reset = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(KdumpConfig)
+             if f.name not in carried}
+    resolved = replace(config, target=Target(kind, device=device, fstype=fstype,
+                                             server=server), path=path)
+    return replace(resolved, **reset)
+
+
+@SETTINGS
+@given(kdump_conf(), st.sampled_from([None, "ext4", "xfs"]),
+       st.sampled_from(["/dev/vdb", "UUID=0a1b2c3d-4e5f-6789-abcd-ef0123456789",
+                        "LABEL=my dump"]),
+       st.one_of(value_text.map(lambda v: "/" + v), st.just("/")))
+def test_image_kdump_conf_parses_back_to_the_same_settings(
+        text: str, fstype: str | None, device: str, resolved_path: str) -> None:
+    """render(parse(x)) for the image parses to the same KdumpConfig (issue 14 item 16)."""
+    config = parse_kdump_conf(text, "in.conf").config
+    assert config is not None
+    kind = config.target.kind
+    server = config.target.server
+    if kind is TargetKind.LOCAL:
+        device = config.target.device or device
+        fstype = config.target.fstype or fstype
+    elif kind is TargetKind.RAW:
+        device, fstype = config.target.device or device, None
+    else:
+        device, fstype = None, None
+    image = capture_conf(config, kind, device=device, fstype=fstype, server=server,
+                         path=resolved_path)
+    again = parse_kdump_conf(image, "image.conf")
+    assert again.config is not None, (image, [str(e) for e in again.errors])
+    expected = _capture_expected(config, kind, device, fstype, server, resolved_path)
+    if kind is TargetKind.LOCAL and fstype is None:
+        # No type: the line is a comment and the image's file names no target.
+        expected = replace(expected, target=Target(TargetKind.LOCAL))
+    assert semantic(again.config) == semantic(expected), image

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import parse_kdump_conf
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.config.render import (
+    capture_conf,
     config_as_dict,
-    quote_value,
     render_kdump_conf,
     target_as_dict,
 )
+from mkkdumprd.config.syntax import quote_value
 from mkkdumprd.errors import UsageError
 
 
@@ -102,3 +107,61 @@ def test_config_as_dict() -> None:
     assert set(data) >= {"target", "path", "kdump_pre", "kdump_post", "extra_bins",
                          "force_rebuild", "force_no_rebuild", "add_drivers", "omit_drivers",
                          "sshkey"}
+
+
+def test_image_kdump_conf_keeps_the_quoting(tmp_path: Path) -> None:
+    config = parsed("ext4 LABEL=dump\n"
+                    "extra_bins '/opt/my tool' \"x;y\" '$(x)'\n"
+                    'kdump_pre "/usr/bin/pre "\n'
+                    "core_collector makedumpfile -l -d 31 --message-level '7'\n")
+    text = capture_conf(config, TargetKind.LOCAL, device="LABEL=dump", fstype="ext4",
+                        server=None, path="/crash dir ")
+    lines = text.splitlines()
+    assert "extra_bins '/opt/my tool' 'x;y' '$(x)'" in lines
+    assert 'kdump_pre "/usr/bin/pre "' in lines
+    assert 'path "/crash dir "' in lines
+    assert "core_collector makedumpfile -l -d 31 --message-level 7" in lines
+    conf = tmp_path / "kdump.conf"
+    conf.write_text(text)
+    result = CliRunner().invoke(main, ["config", "check", "-c", str(conf)])
+    assert result.exit_code == 0, result.output
+    again = parsed(text)
+    assert again.extra_bins == ("/opt/my tool", "x;y", "$(x)")
+    assert again.kdump_pre == "/usr/bin/pre " and again.path == "/crash dir "
+
+
+@pytest.mark.parametrize("conf,kind,device,fstype,server,path,expected", [
+    ("", TargetKind.LOCAL, "UUID=12345678-1234-1234-1234-123456789abc", "ext4", None, "/crash",
+     "# resolved by mkkdumprd from k.conf\next4 UUID=12345678-1234-1234-1234-123456789abc\n"
+     "path /crash\ncore_collector makedumpfile -l --message-level 7 -d 31\n"
+     "failure_action reboot\nfinal_action reboot\n"),
+    ("raw /dev/vdb\nextra_modules a b\nfinal_action halt\n", TargetKind.RAW, "/dev/vdb", None,
+     None, "/var/crash",
+     "# resolved by mkkdumprd from k.conf\nraw /dev/vdb\n"
+     "core_collector makedumpfile -F -l --message-level 7 -d 31\nextra_modules a b\n"
+     "failure_action reboot\nfinal_action halt\n"),
+    ("ssh u@h\nsshkey /k\nkdump_pre /a\nkdump_post /b\nextra_bins ls /bin/x\n"
+     "failure_action shell\nforce_rebuild 1\ndracut_args --add-drivers m\n", TargetKind.SSH,
+     None, None, "u@h", "/var/crash",
+     "# resolved by mkkdumprd from k.conf\nssh u@h\npath /var/crash\n"
+     "core_collector makedumpfile -F -l --message-level 7 -d 31\nsshkey /k\nkdump_pre /a\n"
+     "kdump_post /b\nextra_bins ls /bin/x\nfailure_action shell\nfinal_action reboot\n"),
+    ("ext4 /dev/vdb\n", TargetKind.LOCAL, "/dev/vdb", None, None, "/var/crash",
+     "# resolved by mkkdumprd from k.conf\n# filesystem type unknown; device /dev/vdb\n"
+     "path /var/crash\ncore_collector makedumpfile -l --message-level 7 -d 31\n"
+     "failure_action reboot\nfinal_action reboot\n"),
+])
+def test_image_kdump_conf_is_unchanged_where_nothing_needs_quoting(
+        conf: str, kind: TargetKind, device: str | None, fstype: str | None,
+        server: str | None, path: str, expected: str) -> None:
+    # Byte for byte what earlier versions wrote: the image's bytes must not change.
+    assert capture_conf(parsed(conf), kind, device=device, fstype=fstype, server=server,
+                        path=path) == expected
+
+
+@pytest.mark.parametrize("path", ["/a#b", "/a\nb"])
+def test_image_kdump_conf_refuses_a_value_it_cannot_write(path: str) -> None:
+    # A resolved path from the host (through a symlink) is not checked by the parser.
+    with pytest.raises(UsageError, match=r"cannot be written in kdump\.conf syntax"):
+        capture_conf(KdumpConfig(), TargetKind.LOCAL, device="/dev/vdb", fstype="ext4",
+                     server=None, path=path)
