@@ -19,7 +19,9 @@ Choices where Fedora has no answer or mkkdumprd differs:
 - of `dracut_args` only `--add-drivers`/`--omit-drivers` count; every other flag is ignored
   with a warning, since no dracut runs;
 - `core_collector`, `extra_bins`, `extra_modules` and `dracut_args` are split like shell
-  words (quotes group, unbalanced quotes are an error).
+  words (quotes group, unbalanced quotes are an error);
+- `hook_timeout SECONDS` (mkkdumprd's own; 0 = no limit) bounds each hook at dump time;
+- `path` with a `..` component is an error: it would lead out of the dump target.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from typing import Any
 from mkkdumprd.config import values
 from mkkdumprd.config.model import (
     DEFAULT_COLLECTOR,
+    DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PATH,
     DEFAULT_SSHKEY,
     FINAL_ACTIONS,
     LOCAL_FSTYPES,
+    MAX_HOOK_TIMEOUT,
     Action,
     Diagnostic,
     KdumpConfig,
@@ -70,6 +74,7 @@ EXAMPLES = {
     "core_collector": "core_collector makedumpfile -l --message-level 7 -d 31",
     "kdump_pre": "kdump_pre /usr/local/bin/before-dump",
     "kdump_post": "kdump_post /usr/local/bin/after-dump",
+    "hook_timeout": f"hook_timeout {DEFAULT_HOOK_TIMEOUT}",
     "extra_bins": "extra_bins /usr/bin/lsblk",
     "extra_modules": "extra_modules virtio_blk",
     "failure_action": "failure_action reboot",
@@ -107,8 +112,8 @@ IGNORED = {
 
 TARGET_DIRECTIVES = ("raw", "nfs", "nfs4", "ssh", *LOCAL_FSTYPES)
 SETTINGS = (
-    "path", "core_collector", "sshkey", "kdump_pre", "kdump_post", "extra_bins",
-    "extra_modules", "failure_action", "default", "final_action", "force_rebuild",
+    "path", "core_collector", "sshkey", "kdump_pre", "kdump_post", "hook_timeout",
+    "extra_bins", "extra_modules", "failure_action", "default", "final_action", "force_rebuild",
     "force_no_rebuild", "dracut_args", "auto_reset_crashkernel",
 )
 KNOWN = (*TARGET_DIRECTIVES, *SETTINGS, *IGNORED)
@@ -363,7 +368,18 @@ class _Parser:
         return {key: value}
 
     def _path(self, value: str) -> dict[str, Any] | None:
+        err = values.check_confined_path("path", value)
+        if err:
+            self.error(err)
+            return None
         return self._abs("path", value)
+
+    def _hook_timeout(self, value: str) -> dict[str, Any] | None:
+        if not value.isascii() or not value.isdigit() or int(value) > MAX_HOOK_TIMEOUT:
+            self.error(f"hook_timeout {value!r} is not valid; give seconds from 0 to "
+                       f"{MAX_HOOK_TIMEOUT} (0: no limit), e.g. `{EXAMPLES['hook_timeout']}`")
+            return None
+        return {"hook_timeout": int(value)}
 
     def _sshkey(self, value: str) -> dict[str, Any] | None:
         return self._abs("sshkey", value)

@@ -15,6 +15,10 @@ from mkkdumprd.errors import Location
 DEFAULT_PATH = "/var/crash"
 DEFAULT_COLLECTOR = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
 DEFAULT_SSHKEY = "/root/.ssh/kdump_id_rsa"
+# Seconds each hook (kdump_pre, kdump_post, pre.d/post.d) may run before it is killed: long
+# enough for real work, short enough that a hung hook still leaves time to dump and reboot.
+DEFAULT_HOOK_TIMEOUT = 120
+MAX_HOOK_TIMEOUT = 86400
 LOCAL_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
@@ -81,6 +85,7 @@ class KdumpConfig:
     sshkey: str = DEFAULT_SSHKEY
     kdump_pre: str | None = None
     kdump_post: str | None = None
+    hook_timeout: int = DEFAULT_HOOK_TIMEOUT
     extra_bins: tuple[str, ...] = ()
     extra_modules: tuple[str, ...] = ()
     failure_action: Action = Action.REBOOT
@@ -93,6 +98,7 @@ class KdumpConfig:
     warnings: tuple[Diagnostic, ...] = ()
     # Directives that were given explicitly (the rest are defaults), for `config show`.
     # Keys: "target", "path", "core_collector", "sshkey", "kdump_pre", "kdump_post",
+    # "hook_timeout",
     # "extra_bins", "extra_modules", "failure_action" (also set by the obsolete `default`),
     # "final_action", "force_rebuild", "force_no_rebuild", "dracut_args",
     # "auto_reset_crashkernel".

@@ -69,6 +69,7 @@ def render_kdump_conf(config: KdumpConfig) -> str:
             out.append(f"# {key}: none")
         else:
             line(key, f"{key} {quote_value(value)}")
+    line("hook_timeout", f"hook_timeout {config.hook_timeout}")
     if config.extra_bins:
         line("extra_bins", f"extra_bins {shlex.join(config.extra_bins)}")
     else:
@@ -122,6 +123,7 @@ def config_as_dict(config: KdumpConfig) -> dict[str, Any]:
         "core_collector": list(config.core_collector),
         "kdump_pre": config.kdump_pre,
         "kdump_post": config.kdump_post,
+        "hook_timeout": config.hook_timeout,
         "extra_bins": list(config.extra_bins),
         "extra_modules": list(config.extra_modules),
         "failure_action": config.failure_action.value,
@@ -137,7 +139,8 @@ def config_as_dict(config: KdumpConfig) -> dict[str, Any]:
 
 
 _KEYS = frozenset({
-    "target", "path", "core_collector", "sshkey", "kdump_pre", "kdump_post", "extra_bins",
+    "target", "path", "core_collector", "sshkey", "kdump_pre", "kdump_post", "hook_timeout",
+    "extra_bins",
     "extra_modules", "failure_action", "final_action", "force_rebuild", "force_no_rebuild",
     "dracut_args", "auto_reset_crashkernel",
 })
