@@ -423,3 +423,18 @@ def test_files_under_tmp_or_run_are_refused(kernel: Kernel, tmp_path: Path, key:
     hidden = "/tmp" if "/tmp" in (link or where) else "/run"
     with pytest.raises(UsageError, match=re.escape(f"{key} {where} is under {hidden}")):
         assemble(_req(kernel, HostView(root), config=_config(**{key: value})))
+
+
+@pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="needs makedumpfile")
+def test_collector_options_the_shipped_makedumpfile_refuses_fail_the_build(
+        kernel: Kernel) -> None:
+    bogus = ("makedumpfile", "-l", "--bogus", "-d", "31")
+    with pytest.raises(UsageError, match="unrecognized option '--bogus'"):
+        assemble(_req(kernel, HostView.live(), config=_config(core_collector=bogus)))
+
+
+def test_collector_options_are_not_run_from_a_sysroot(kernel: Kernel, tmp_path: Path) -> None:
+    root = make_sysroot(tmp_path / "root",
+                        [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p])
+    res = assemble(_req(kernel, HostView(root)))
+    assert any("core_collector options were not checked" in w for w in res.warnings)

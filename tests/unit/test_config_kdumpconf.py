@@ -518,6 +518,6 @@ def test_hook_timeout_default_and_setting() -> None:
     assert config.hook_timeout == 0 and "hook_timeout" in config.explicit
 
 
-@pytest.mark.parametrize("value", ["-1", "1.5", "5s", "86401", "١"])
+@pytest.mark.parametrize("value", ["-1", "1.5", "5s", "86401", "\u0661"])
 def test_hook_timeout_rejects_what_is_not_seconds(value: str) -> None:
     assert "hook_timeout" in messages(bad(f"hook_timeout {value}\n"))
