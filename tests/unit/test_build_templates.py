@@ -639,3 +639,27 @@ def test_hook_timeout_zero_means_no_limit(tmp_path: Path, shell: str, blockdev: 
     assert "PRE ran" in run.log
     assert "did not finish" not in run.out
     assert "kdump: dump saved to" in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: str,
+                                                       blockdev: Path) -> None:
+    config = _config(failure_action=Action.DUMP_TO_ROOTFS, final_action=Action.POWEROFF,
+                     path="/var/crash")
+    fake_findfs = f'log findfs "$@"; [ "$1" = UUID=root ] && echo {shq(str(blockdev))}'
+    saved = dict(FAKES)
+    try:
+        FAKES["findfs"] = fake_findfs
+        run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
+                        env={"FAKE_SYNC_RC": "1"}, modules=["base", "kdump", "dump-to-rootfs"],
+                        rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
+                        sysroot=str(tmp_path / "sysroot"))
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    dump = tmp_path / "sysroot/var/crash" / f"127.0.0.1-{DATE}"
+    assert (dump / "vmcore-incomplete").exists() and not (dump / "vmcore").exists()
+    assert "dump saved" not in run.out
+    assert ("dump to the root filesystem failed too: the vmcore could not be written to the "
+            f"target (); /var/crash/127.0.0.1-{DATE} on the root filesystem/vmcore-incomplete "
+            "is left") in run.out
