@@ -663,3 +663,61 @@ def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: st
     assert ("dump to the root filesystem failed too: the vmcore could not be written to the "
             f"target (); /var/crash/127.0.0.1-{DATE} on the root filesystem/vmcore-incomplete "
             "is left") in run.out
+
+
+# ---- ssh: the remote side confirms what it holds before its rename --------------------
+
+def _ssh_flow(tmp_path: Path, shell: str, fake_ssh: str) -> tuple[Run, Path]:
+    """The ssh target against a fake ssh that runs the remote command in a local shell."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    ssh = tmp_path / "fake-ssh"
+    ssh.write_text("#!/bin/sh\nfor a in \"$@\"; do last=$a; done\n" + fake_ssh + "\n")
+    ssh.chmod(0o755)
+    config = _config(target=Target(TargetKind.SSH, server="root@backup"),
+                     core_collector=("makedumpfile", "-F", "-l", "-d", "31"),
+                     failure_action=Action.POWEROFF, final_action=Action.REBOOT)
+    target = ResolvedTarget(TargetKind.SSH, None, None, "/var/crash", server="root@backup")
+    stubs = (f"kdump_net_up() {{ KDUMP_NET_LOCAL_IP=10.0.0.1; }}\n"
+             f"kdump_uptime() {{ echo 1; }}\n"
+             f"KDUMP_SSH={shq(str(ssh))}; KDUMP_SSH_DEST=root@backup; KDUMP_SSH_KEY=/k\n"
+             f"KDUMP_SSH_KNOWN_HOSTS=/kh; KDUMP_SSH_PORT=22; KDUMP_SSH_PATH=/var/crash\n"
+             f"KDUMP_SSH_RPATH={shq(str(remote) + '/')}\n")
+    real_render_all = _render_all
+
+    def render_with_stubs(ctx: Mapping[str, object], libdir: Path, template: str) -> None:
+        real_render_all(ctx, libdir, template)
+        t = libdir / "target.sh"
+        t.write_text(t.read_text().replace(". /lib/kdump/network.sh\n", stubs)
+                     .replace(". /lib/kdump/ssh.env\n", ""))
+
+    globals()["_render_all"] = render_with_stubs
+    try:
+        run = _run_flow(tmp_path, shell, config, target, target_template="target-ssh.sh.j2")
+    finally:
+        globals()["_render_all"] = real_render_all
+    return run, remote / f"10.0.0.1-{DATE}"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ssh_rename_after_the_remote_holds_every_byte(tmp_path: Path, shell: str) -> None:
+    run, rdir = _ssh_flow(tmp_path, shell, 'sh -c "$last"')
+    assert (rdir / "vmcore.flat").read_bytes() == b"makedumpfile\0\0\0\0FLATDATA"
+    assert not (rdir / "vmcore-incomplete").exists()
+    assert "kdump: dump saved to root@backup:/var/crash/10.0.0.1-" in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ssh_short_remote_file_is_not_renamed(tmp_path: Path, shell: str) -> None:
+    # the remote dd "succeeds" but keeps only 4 bytes (a lost tail)
+    run, rdir = _ssh_flow(tmp_path, shell, '''case "$last" in
+*"vmcore-incomplete conv=fsync"*)
+    f=${last#*of=}; f=${f%% conv=*}; head -c 4 >"$f"; cat >/dev/null ;;
+*) sh -c "$last" ;;
+esac''')
+    assert (rdir / "vmcore-incomplete").read_bytes() == b"make"
+    assert not (rdir / "vmcore.flat").exists()
+    assert "kdump: dump saved" not in run.out
+    assert "kdump: dump failed: root@backup did not confirm 24 bytes in /var/crash/10.0.0.1-" \
+        in run.out
+    assert run.log.splitlines()[-1] == "ACTION poweroff -f"
