@@ -39,7 +39,7 @@ def _failing_sectors(image: Path, every: int, offset: int) -> list[int]:
 
 # virtio-blk has one error status, so the guest sees EIO for either errno; the cases differ in
 # what QEMU's block layer does with it (ENOSPC would pause the VM without werror=report) and
-# in which sectors fail. ~45 s each alone, 90-140 s with the machine's other jobs.
+# in which sectors fail. ~23 s each alone, 90-140 s with the machine's other jobs.
 @pytest.mark.vm
 @pytest.mark.parametrize(("errno", "every", "offset"), [
     (5, 512 << 10, 0),           # EIO, every 512 KiB
