@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.arch import load_arch
-from mkkdumprd.cli import load_cmd, main
+from mkkdumprd.cli import main
 from mkkdumprd.crashkernel.fit import reservation_fit
 from mkkdumprd.host import HostView
+from mkkdumprd.loader import live
 from mkkdumprd.image.spec import ImageSpec, data_entry
 from mkkdumprd.image.writer import write_image
 from tests.support.debian_kernel import debian_kernel
@@ -57,7 +58,8 @@ def test_reservation_below_the_estimate_is_flagged(root: Path) -> None:
 
 
 def test_load_and_status_warn(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load_cmd, "SYSCALL", FakeKexec(root))
+    # this test's machine is the fake tree: its kernel is the fake
+    monkeypatch.setattr(live, "RUNNING", FakeKexec(root).kernel)
     r = CliRunner()
     res = r.invoke(main, ["load", "--root", str(root), "--arch", "x86_64"])
     assert res.exit_code == 0, res.output
@@ -74,7 +76,8 @@ def test_load_and_status_warn(root: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_no_estimate_no_warning(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # an image that cannot be read: status still works, and says nothing about the fit
     (root / f"boot/initramfs-{KVER}kdump.img").write_bytes(b"070701" + bytes(4090))
-    monkeypatch.setattr(load_cmd, "SYSCALL", FakeKexec(root))
+    # this test's machine is the fake tree: its kernel is the fake
+    monkeypatch.setattr(live, "RUNNING", FakeKexec(root).kernel)
     r = CliRunner()
     assert r.invoke(main, ["load", "--root", str(root), "--arch", "x86_64"]).exit_code == 0
     res = r.invoke(main, ["status", "--root", str(root), "--json"])
