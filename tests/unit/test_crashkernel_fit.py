@@ -13,9 +13,9 @@ from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.crashkernel.fit import reservation_fit
 from mkkdumprd.host import HostView
-from mkkdumprd.loader import live
 from mkkdumprd.image.spec import ImageSpec, data_entry
 from mkkdumprd.image.writer import write_image
+from mkkdumprd.loader import live
 from tests.support.debian_kernel import debian_kernel
 from tests.unit.test_loader_load import KVER, FakeKexec
 
