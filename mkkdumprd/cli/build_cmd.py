@@ -236,9 +236,12 @@ def savecore_cmd(config_path: Path | None, device: Path | None,
     """Recover a dump that the capture kernel wrote onto a raw device.
 
     Run in the first kernel after a crash (as Fedora's kdumpctl does at start). When the
-    device starts with a makedumpfile flattened stream, `makedumpfile -R` rebuilds it as
-    PATH/YYYY-MM-DD-HH:MM/vmcore and the first 512 bytes of the device are zeroed, so the
-    same dump is not recovered twice.
+    device starts with a makedumpfile flattened stream that runs whole to its end record,
+    `makedumpfile -R` rebuilds it as PATH/YYYY-MM-DD-HH:MM/vmcore (written as
+    vmcore-incomplete, renamed when done) and the first 512 bytes of the device are
+    zeroed, so the same dump is not recovered twice. A stream cut short (device too small,
+    failed write) is not rebuilt: its signature is replaced by 'mkkdumprd-failed' so later
+    boots skip it, and the command exits 1.
     """
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.model import TargetKind

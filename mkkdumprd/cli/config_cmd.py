@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -45,6 +46,21 @@ def _resolve(config_file: Path | None, target_spec: str | None
     return source, config, errors, warnings
 
 
+def _collector_check(config: KdumpConfig) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """core_collector's options as this machine's makedumpfile judges them."""
+    from mkkdumprd.assemble.collector_check import collector_problems
+    from mkkdumprd.host import HostView
+
+    view = HostView.live()
+    found = view.which(config.core_collector[0]) if config.core_collector else None
+    where = config.location("core_collector")
+    text = printable(" ".join(config.core_collector))
+    # the messages carry file:line themselves when the directive was written
+    errs, warns = collector_problems(replace(config, locations=()),
+                                     None if found is None else view.path(found))
+    return ([Diagnostic(where, e, text) for e in errs], [Diagnostic(where, w, text) for w in warns])
+
+
 def _echo_diagnostics(kind: str, diags: list[Diagnostic]) -> None:
     for diag in diags:
         where = str(diag.where) if diag.where else "mkkdumprd"
@@ -73,11 +89,17 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
           as_json: bool) -> None:
     """Check kdump.conf: exit 0 when valid, 2 with every error listed.
 
-    Only the file is read: no device, server, kernel or binary is needed. Warnings (the
-    obsolete `default`, ignored dracut_args flags, ...) go to stderr with file:line.
+    Only the file is read (no device, server or kernel is needed), except that
+    makedumpfile, when installed here, is asked whether it accepts core_collector's
+    options. Warnings (the obsolete `default`, ignored dracut_args flags, ...) go to stderr
+    with file:line.
     fence_kdump_args/fence_kdump_nodes are accepted but ignored, with a warning.
     """
     source, config, errors, warnings = _resolve(config_file, target_spec)
+    if config is not None and not errors:
+        collector_errors, collector_warnings = _collector_check(config)
+        errors += collector_errors
+        warnings += collector_warnings
     if as_json:
         doc = {
             "valid": not errors,

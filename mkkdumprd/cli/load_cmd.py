@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from mkkdumprd.arch import host_arch, load_arch
+from mkkdumprd.crashkernel.fit import record_fit
+from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.host import HostView
 from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
@@ -60,6 +62,9 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
     if record.get("note"):
         click.echo(f"mkkdumprd: {record['note']}")
     click.echo(f"loaded {record['kernel']} ({record['kernel_how']}) with {record['initrd']}")
+    fit = record_fit(host, info, record)
+    if fit is not None and fit.short:
+        click.echo(f"mkkdumprd: warning: {fit.warning()}", err=True)
 
 
 @click.command()
@@ -82,11 +87,24 @@ def unload(arch: str | None, root: Path) -> None:
 @_root
 def status(as_json: bool, root: Path) -> None:
     """Say whether a capture kernel is loaded (exit 0) or not (exit 3)."""
-    st = loader_status.read_status(HostView(root))
+    host = HostView(root)
+    st = loader_status.read_status(host)
+    fit = None
+    if st.loaded and st.record:
+        rec_arch = st.record.get("arch")
+        try:
+            info = load_arch(rec_arch if isinstance(rec_arch, str) else host_arch())
+        except MkkdumprdError:
+            info = None
+        fit = record_fit(host, info, st.record) if info is not None else None
     if as_json:
-        click.echo(json.dumps(loader_status.status_json(st), indent=2))
+        doc = loader_status.status_json(st)
+        doc["reservation_fit"] = fit.as_json() if fit is not None else None
+        click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(loader_status.format_status(st))
+        if fit is not None and fit.short:
+            click.echo(f"warning:      {fit.warning()}")
     sys.exit(st.exit_code)
 
 

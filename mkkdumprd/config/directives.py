@@ -27,10 +27,12 @@ from typing import Any, Protocol
 
 from mkkdumprd.config import values
 from mkkdumprd.config.model import (
+    DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PATH,
     DEFAULT_SSHKEY,
     FINAL_ACTIONS,
     LOCAL_FSTYPES,
+    MAX_HOOK_TIMEOUT,
     Action,
     KdumpConfig,
     Target,
@@ -125,6 +127,22 @@ def parse_absolute(report: Report, option: str, value: str) -> Fields | None:
         report.error(err)
         return None
     return {option: value}
+
+
+def parse_dump_path(report: Report, option: str, value: str) -> Fields | None:
+    err = values.check_confined_path(option, value)
+    if err:
+        report.error(err)
+        return None
+    return parse_absolute(report, option, value)
+
+
+def parse_hook_timeout(report: Report, option: str, value: str) -> Fields | None:
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_HOOK_TIMEOUT:
+        report.error(f"hook_timeout {value!r} is not valid; give seconds from 0 to "
+                     f"{MAX_HOOK_TIMEOUT} (0: no limit), e.g. `{example(option)}`")
+        return None
+    return {"hook_timeout": int(value)}
 
 
 def words(report: Report, option: str, value: str) -> list[str] | None:
@@ -349,7 +367,7 @@ DIRECTIVES: tuple[Directive, ...] = (
         in_image=True, write=write_target,
         record=lambda c: {"target": target_as_dict(c.target)}, capture=_ALL_TARGETS),
     Directive(
-        "path", ("path",), parse_absolute, ("path",), (f"path {DEFAULT_PATH}",),
+        "path", ("path",), parse_dump_path, ("path",), (f"path {DEFAULT_PATH}",),
         "the dump directory, relative to the target's root (not used by raw)",
         in_image=True, write=_value("path"), record=_as_is("path"),
         capture=_ALL_TARGETS - {TargetKind.RAW}),
@@ -377,6 +395,13 @@ DIRECTIVES: tuple[Directive, ...] = (
         "a program run after the dump (copied into the image)",
         in_image=True, write=_value("kdump_post"), record=_as_is("kdump_post"),
         when={"kdump_post": lambda c: bool(c.kdump_post)}, capture=_ALL_TARGETS),
+    Directive(
+        "hook_timeout", ("hook_timeout",), parse_hook_timeout, ("hook_timeout",),
+        (f"hook_timeout {DEFAULT_HOOK_TIMEOUT}",),
+        "seconds each hook (kdump_pre, kdump_post, pre.d/post.d) may run at dump time "
+        "before it is killed and the dump goes on (0: no limit; mkkdumprd's own)",
+        in_image=True, write=lambda c: f"hook_timeout {c.hook_timeout}",
+        record=_as_is("hook_timeout"), capture=_ALL_TARGETS),
     Directive(
         "extra_bins", ("extra_bins",), parse_extra_bins, ("extra_bins",),
         ("extra_bins /usr/bin/lsblk",),

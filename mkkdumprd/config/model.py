@@ -17,6 +17,10 @@ from mkkdumprd.errors import Location
 DEFAULT_PATH = "/var/crash"
 DEFAULT_COLLECTOR = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
 DEFAULT_SSHKEY = "/root/.ssh/kdump_id_rsa"
+# Seconds each hook (kdump_pre, kdump_post, pre.d/post.d) may run before it is killed: long
+# enough for real work, short enough that a hung hook still leaves time to dump and reboot.
+DEFAULT_HOOK_TIMEOUT = 120
+MAX_HOOK_TIMEOUT = 86400
 LOCAL_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
@@ -83,6 +87,7 @@ class KdumpConfig:
     sshkey: str = DEFAULT_SSHKEY
     kdump_pre: str | None = None
     kdump_post: str | None = None
+    hook_timeout: int = DEFAULT_HOOK_TIMEOUT
     extra_bins: tuple[str, ...] = ()
     extra_modules: tuple[str, ...] = ()
     failure_action: Action = Action.REBOOT

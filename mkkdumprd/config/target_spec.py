@@ -87,6 +87,9 @@ def _check(spec: str, err: str | None) -> None:
 def _path(spec: str, path: str) -> str:
     if not path.startswith("/"):
         raise _fail(spec, f"the path {path!r} must be absolute")
+    err = values.check_confined_path("the path", path)
+    if err:
+        raise _fail(spec, err)
     return path
 
 

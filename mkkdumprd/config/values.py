@@ -144,3 +144,14 @@ def check_abs_path(what: str, path: str, example: str) -> str | None:
     if not path.startswith("/"):
         return f"{what} must be an absolute path, not {path!r}; e.g. {example}"
     return None
+
+
+
+def check_confined_path(what: str, path: str) -> str | None:
+    """A dump `path` is relative to the target's root and must stay below it: no '..'
+    component (the capture kernel would resolve it above the target's mount point)."""
+    if ".." in path.split("/"):
+        return (f"{what} {path!r} has a '..' component, which leads out of the dump "
+                "target (the dump would land in the capture kernel's memory); write the "
+                "path without '..'")
+    return None

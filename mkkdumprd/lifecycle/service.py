@@ -26,6 +26,7 @@ from mkkdumprd.arch import ArchInfo
 from mkkdumprd.assemble.builder import BuildRequest, build_image
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.crashkernel.fit import record_fit
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 from mkkdumprd.lifecycle import locations
@@ -136,6 +137,9 @@ def _load(svc: Service, plan: loader.LoadPlan, outcome: Outcome, unloaded: bool)
                        image=outcome.image)
     record = loader.execute_load(plan, svc.host, svc.kernel)
     svc.echo(f"loaded {record['kernel']} with {record['initrd']}")
+    fit = record_fit(svc.host, svc.arch, record)
+    if fit is not None and fit.short:
+        svc.warn(fit.warning())
     return Outcome(built=outcome.built, reasons=outcome.reasons, loaded=record,
                    unloaded=unloaded, image=outcome.image)
 

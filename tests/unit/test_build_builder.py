@@ -302,3 +302,41 @@ def test_hook_dirs_and_executable_checks(kernel: Kernel, tmp_path: Path) -> None
     plain = "/etc/kdump/pre.d/20-plain"
     with pytest.raises(UsageError, match=re.escape(f"kdump_pre {plain} is not executable")):
         assemble(_req(kernel, HostView(root), config=_config(kdump_pre=plain)))
+
+
+@pytest.mark.parametrize(("key", "where", "link"), [
+    ("kdump_pre", "/tmp/pre.sh", None),
+    ("kdump_post", "/run/kdump/post.sh", None),
+    ("extra_bins", "/usr/local/bin/tool", "/run/tool"),
+])
+def test_files_under_tmp_or_run_are_refused(kernel: Kernel, tmp_path: Path, key: str,
+                                            where: str, link: str | None) -> None:
+    """/init mounts tmpfs on /tmp and /run: what the image kept there is hidden at dump time."""
+    root = make_sysroot(tmp_path / "root",
+                        [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p])
+    real = root / (link or where).lstrip("/")
+    real.parent.mkdir(parents=True, exist_ok=True)
+    real.write_text("#!/bin/sh\ntrue\n")
+    real.chmod(0o755)
+    if link:
+        (root / where.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / where.lstrip("/")).symlink_to(link)
+    value: object = (where,) if key == "extra_bins" else where
+    hidden = "/tmp" if "/tmp" in (link or where) else "/run"
+    with pytest.raises(UsageError, match=re.escape(f"{key} {where} is under {hidden}")):
+        assemble(_req(kernel, HostView(root), config=_config(**{key: value})))
+
+
+@pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="needs makedumpfile")
+def test_collector_options_the_shipped_makedumpfile_refuses_fail_the_build(
+        kernel: Kernel) -> None:
+    bogus = ("makedumpfile", "-l", "--bogus", "-d", "31")
+    with pytest.raises(UsageError, match="unrecognized option '--bogus'"):
+        assemble(_req(kernel, HostView.live(), config=_config(core_collector=bogus)))
+
+
+def test_collector_options_are_not_run_from_a_sysroot(kernel: Kernel, tmp_path: Path) -> None:
+    root = make_sysroot(tmp_path / "root",
+                        [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p])
+    res = assemble(_req(kernel, HostView(root)))
+    assert any("core_collector options were not checked" in w for w in res.warnings)

@@ -144,7 +144,7 @@ def test_savecore_device_option_and_second_dump_same_minute(tmp_path: Path) -> N
 
 def test_savecore_failure_keeps_the_device(tmp_path: Path) -> None:
     dev = tmp_path / "raw.img"
-    data = _flat(b"x")[:-16] + b"garbage" * 4  # no end record
+    data = _flat(b"x" * 100)
     dev.write_bytes(data)
     fake = tmp_path / "makedumpfile"
     fake.write_text("#!/bin/sh\necho 'makedumpfile: broken stream' >&2\nexit 1\n")
@@ -153,6 +153,49 @@ def test_savecore_failure_keeps_the_device(tmp_path: Path) -> None:
         savecore(dev, tmp_path / "out", makedumpfile=str(fake))
     assert dev.read_bytes() == data
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(("cut", "why"), [
+    (-16, "no end record"),                 # the end record is missing
+    (-40, "past the end of the device"),    # the last record's data is cut
+])
+def test_truncated_stream_is_not_rebuilt_and_marked_failed(tmp_path: Path, cut: int,
+                                                           why: str) -> None:
+    dev = tmp_path / "raw.img"
+    whole = _flat(b"page" * 64)
+    dev.write_bytes(whole[:cut])
+    fake = tmp_path / "makedumpfile"
+    fake.write_text("#!/bin/sh\necho RAN >" + str(tmp_path / "ran") + "\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(OperationError, match=why) as info:
+        savecore(dev, tmp_path / "out", makedumpfile=str(fake))
+    assert "mkkdumprd-failed" in str(info.value)
+    assert not (tmp_path / "ran").exists()
+    assert not (tmp_path / "out").exists()
+    assert dev.read_bytes()[16:] == whole[:cut][16:]     # only the signature changed
+    assert not has_flat_dump(dev)
+    res = savecore(dev, tmp_path / "out", makedumpfile=str(fake))
+    assert res.vmcore is None and res.message == f"no dump on {dev}"
+
+
+def test_garbage_record_is_refused(tmp_path: Path) -> None:
+    dev = tmp_path / "raw.img"
+    dev.write_bytes(_flat(b"x")[:4096] + struct.pack(">qq", -5, 10) + bytes(64))
+    with pytest.raises(OperationError, match=r"record 1 at byte 4096 is not a valid record"):
+        savecore(dev, tmp_path / "out", makedumpfile="/nonexistent")
+
+
+def test_rebuilt_vmcore_is_written_as_incomplete_first(tmp_path: Path) -> None:
+    dev = tmp_path / "raw.img"
+    dev.write_bytes(_flat(b"x" * 10))
+    fake = tmp_path / "makedumpfile"
+    # records the name it was given, then writes it
+    fake.write_text('#!/bin/sh\necho "$2" >' + str(tmp_path / "arg") + '\ncat >"$2"\n')
+    fake.chmod(0o755)
+    res = savecore(dev, tmp_path / "out", makedumpfile=str(fake))
+    assert (tmp_path / "arg").read_text().strip().endswith("/vmcore-incomplete")
+    assert res.vmcore is not None and res.vmcore.name == "vmcore" and res.vmcore.exists()
+    assert not list((tmp_path / "out").rglob("vmcore-incomplete"))
 
 
 def test_savecore_without_raw_target(tmp_path: Path) -> None:

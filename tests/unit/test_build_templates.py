@@ -174,7 +174,9 @@ FAKES = {
     "findfs": 'log findfs "$@"; [ -n "$FAKE_DEV" ] && echo "$FAKE_DEV"',
     "mount": 'log mount "$@"; exit "${FAKE_MOUNT_RC:-0}"',
     "umount": 'log umount "$@"',
-    "sync": ":",
+    # `sync FILE` fsyncs FILE: FAKE_SYNC_RC fails it for a file whose name has "incomplete"
+    "sync": '[ $# -gt 0 ] || exit 0; log sync "$@"\n'
+            'case " $* " in *incomplete*) exit "${FAKE_SYNC_RC:-0}" ;; esac',
     "sleep": ":",
     "date": f"echo {DATE}",
     "vmcore-dmesg": 'log vmcore-dmesg "$@"; echo "fake dmesg: sysrq triggered crash"',
@@ -233,11 +235,11 @@ def _fake_wrappers(bindir: Path, names: Iterable[str]) -> str:
 
 def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedTarget,
               target_template: str = "target-local.sh.j2", env: Mapping[str, str] = (),
-              **override: object) -> Run:
+              premade: bool = False, **override: object) -> Run:
     root = tmp_path / "run"
     libdir, bindir, mnt = root / "lib", root / "bin", root / "mnt"
     for d in (libdir, bindir, mnt):
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=premade)
     vmcore = root / "proc-vmcore"
     vmcore.write_text("core")
     sysrq = root / "sysrq-trigger"
@@ -520,3 +522,210 @@ def test_pre_d_and_post_d_run_in_fedora_order(tmp_path: Path, shell: str,
     assert ours == ["KDUMP_PRE", "PRE.D first", "PRE.D fails", "POST.D [0]", "KDUMP_POST [0]"]
     assert "pre.d/20-fails exited with status 4" in run.out
     assert "kdump: dump saved to" in run.out
+
+
+# ---- durability: a dump is called vmcore only once it is on the target ------------------
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_failed_flush_keeps_vmcore_incomplete_and_runs_failure_action(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    config = _config(failure_action=Action.POWEROFF, final_action=Action.REBOOT)
+    run = _run_flow(tmp_path, shell, config, _local_target(),
+                    env={"FAKE_DEV": str(blockdev), "FAKE_SYNC_RC": "1"})
+    dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
+    assert (dump / "vmcore-incomplete").exists()
+    assert not (dump / "vmcore").exists()
+    assert f"sync:[{dump}/vmcore-incomplete]" in run.log
+    assert "kdump: dump saved" not in run.out
+    # the target's own path, not the capture kernel's mount point
+    assert (f"kdump: dump failed: the vmcore could not be written to the target (); "
+            f"/var/crash/127.0.0.1-{DATE} on UUID=1234/vmcore-incomplete is left and is not "
+            "a complete dump") in run.out
+    assert str(run.mnt) not in run.out.split("dump failed:", 1)[1]
+    # vmcore-dmesg.txt is not renamed either when its flush fails
+    assert (dump / "vmcore-dmesg-incomplete.txt").exists()
+    assert run.log.splitlines()[-1] == "ACTION poweroff -f"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_flush_precedes_rename(tmp_path: Path, shell: str, blockdev: Path) -> None:
+    run = _run_flow(tmp_path, shell, _config(), _local_target(),
+                    env={"FAKE_DEV": str(blockdev)})
+    dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
+    lines = run.log.splitlines()
+    flushes = [x for x in lines if x.startswith(("sync:", "makedumpfile:"))][-3:]
+    assert flushes[1:] == [f"sync:[{dump}/vmcore-incomplete]", f"sync:[{dump}]"]
+    assert (dump / "vmcore").read_text() == "VMCORE\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_collector_failure_names_no_file_it_did_not_leave(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    run = _run_flow(tmp_path, shell, _config(), _local_target(),
+                    env={"FAKE_DEV": str(blockdev), "FAKE_COLLECTOR_RC": "2"})
+    assert "kdump: dump failed: the core collector exited with status 2\n" in run.out
+    assert "is left" not in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dump_path_leading_off_the_target_is_refused(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    elsewhere = Path("/dev/shm") / f"kdump-test-{os.getpid()}-{tmp_path.name}"
+    elsewhere.mkdir()
+    try:
+        assert os.stat(elsewhere).st_dev != os.stat(tmp_path).st_dev
+        mnt = tmp_path / "run" / "mnt"
+        (mnt / "var").mkdir(parents=True)
+        # the target's /var/crash is a symlink out of it (into what is RAM at dump time)
+        (mnt / "var" / "crash").symlink_to(elsewhere)
+        config = _config(failure_action=Action.HALT, final_action=Action.REBOOT)
+        run = _run_flow(tmp_path, shell, config, _local_target(),
+                        env={"FAKE_DEV": str(blockdev)}, premade=True)
+        assert "kdump: dump saved" not in run.out
+        assert (f"kdump: dump failed: /var/crash/127.0.0.1-{DATE} on UUID=1234 is not on the "
+                "dump target") in run.out
+        assert "makedumpfile:[-l]" not in run.log
+        assert not list(elsewhere.rglob("vmcore*"))
+        assert run.log.splitlines()[-1] == "ACTION halt -f"
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_raw_write_failure_blames_dd_and_clears_the_header(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    out = tmp_path / "captured"
+    config = _config(target=Target(TargetKind.RAW, device=str(blockdev)),
+                     core_collector=("makedumpfile", "-l", "-d", "31"))
+    fakes = dict(FAKES)
+    try:
+        # the device is full: dd writes part of the stream, fails, and the collector
+        # dies of SIGPIPE; the header clear (if=/dev/zero) is recorded
+        FAKES["dd"] = (f'log dd "$@"; case " $* " in *" if=/dev/zero "*) exit 0 ;; esac; '
+                       f'head -c 8 >{shq(str(out))}; echo "dd: No space left on device" >&2; '
+                       'exit 1')
+        run = _run_flow(tmp_path, shell, config,
+                        ResolvedTarget(TargetKind.RAW, str(blockdev), None, "/var/crash"),
+                        target_template="target-raw.sh.j2")
+    finally:
+        FAKES.clear()
+        FAKES.update(fakes)
+    assert (f"kdump: dump failed: writing to {blockdev} failed (dd status 1: dd: No space "
+            "left on device)") in run.out
+    assert f"dd:[if=/dev/zero][of={blockdev}][bs=512][count=1][conv=fsync]" in run.log
+    assert "kdump: dump saved" not in run.out
+
+
+# ---- hooks are bounded ----------------------------------------------------------------
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_hung_hooks_are_killed_and_the_flow_goes_on(tmp_path: Path, shell: str,
+                                                    blockdev: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 kdump.hook_timeout=1\n")
+    # a busy loop: the fake `sleep` on PATH returns at once
+    pre = _hook(tmp_path, "pre", 'echo "PRE started" >>"$LOG"; while :; do :; done')
+    post = _hook(tmp_path, "post", 'echo "POST started" >>"$LOG"; while :; do :; done')
+    config = _config(kdump_pre=pre, kdump_post=post, final_action=Action.POWEROFF)
+    run = _run_flow(tmp_path, shell, config, _local_target(), env={"FAKE_DEV": str(blockdev)},
+                    cmdline=str(cmdline))
+    assert f"kdump: error: {pre} did not finish within 1 s (kdump.hook_timeout) and was " \
+        "killed" in run.out
+    assert "kdump_pre failed (time limit); going on with the dump" in run.out
+    assert "kdump: dump saved to" in run.out
+    assert f"kdump: error: {post} did not finish within 1 s" in run.out
+    assert "kdump_post exited with status 137" in run.out
+    assert run.log.splitlines()[-1] == "ACTION poweroff -f"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_hook_timeout_zero_means_no_limit(tmp_path: Path, shell: str, blockdev: Path) -> None:
+    pre = _hook(tmp_path, "pre", 'echo "PRE ran" >>"$LOG"')
+    config = _config(kdump_pre=pre, hook_timeout=0)
+    run = _run_flow(tmp_path, shell, config, _local_target(), env={"FAKE_DEV": str(blockdev)})
+    assert "KDUMP_HOOK_TIMEOUT=0\n" in (run.root / "lib/lib.sh").read_text()
+    assert "PRE ran" in run.log
+    assert "did not finish" not in run.out
+    assert "kdump: dump saved to" in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: str,
+                                                       blockdev: Path) -> None:
+    config = _config(failure_action=Action.DUMP_TO_ROOTFS, final_action=Action.POWEROFF,
+                     path="/var/crash")
+    fake_findfs = f'log findfs "$@"; [ "$1" = UUID=root ] && echo {shq(str(blockdev))}'
+    saved = dict(FAKES)
+    try:
+        FAKES["findfs"] = fake_findfs
+        run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
+                        env={"FAKE_SYNC_RC": "1"}, modules=["base", "kdump", "dump-to-rootfs"],
+                        rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
+                        sysroot=str(tmp_path / "sysroot"))
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    dump = tmp_path / "sysroot/var/crash" / f"127.0.0.1-{DATE}"
+    assert (dump / "vmcore-incomplete").exists() and not (dump / "vmcore").exists()
+    assert "dump saved" not in run.out
+    assert ("dump to the root filesystem failed too: the vmcore could not be written to the "
+            f"target (); /var/crash/127.0.0.1-{DATE} on the root filesystem/vmcore-incomplete "
+            "is left") in run.out
+
+
+# ---- ssh: the remote side confirms what it holds before its rename --------------------
+
+def _ssh_flow(tmp_path: Path, shell: str, fake_ssh: str) -> tuple[Run, Path]:
+    """The ssh target against a fake ssh that runs the remote command in a local shell."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    ssh = tmp_path / "fake-ssh"
+    ssh.write_text("#!/bin/sh\nfor a in \"$@\"; do last=$a; done\n" + fake_ssh + "\n")
+    ssh.chmod(0o755)
+    config = _config(target=Target(TargetKind.SSH, server="root@backup"),
+                     core_collector=("makedumpfile", "-F", "-l", "-d", "31"),
+                     failure_action=Action.POWEROFF, final_action=Action.REBOOT)
+    target = ResolvedTarget(TargetKind.SSH, None, None, "/var/crash", server="root@backup")
+    stubs = (f"kdump_net_up() {{ KDUMP_NET_LOCAL_IP=10.0.0.1; }}\n"
+             f"kdump_uptime() {{ echo 1; }}\n"
+             f"KDUMP_SSH={shq(str(ssh))}; KDUMP_SSH_DEST=root@backup; KDUMP_SSH_KEY=/k\n"
+             f"KDUMP_SSH_KNOWN_HOSTS=/kh; KDUMP_SSH_PORT=22; KDUMP_SSH_PATH=/var/crash\n"
+             f"KDUMP_SSH_RPATH={shq(str(remote) + '/')}\n")
+    real_render_all = _render_all
+
+    def render_with_stubs(ctx: Mapping[str, object], libdir: Path, template: str) -> None:
+        real_render_all(ctx, libdir, template)
+        t = libdir / "target.sh"
+        t.write_text(t.read_text().replace(". /lib/kdump/network.sh\n", stubs)
+                     .replace(". /lib/kdump/ssh.env\n", ""))
+
+    globals()["_render_all"] = render_with_stubs
+    try:
+        run = _run_flow(tmp_path, shell, config, target, target_template="target-ssh.sh.j2")
+    finally:
+        globals()["_render_all"] = real_render_all
+    return run, remote / f"10.0.0.1-{DATE}"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ssh_rename_after_the_remote_holds_every_byte(tmp_path: Path, shell: str) -> None:
+    run, rdir = _ssh_flow(tmp_path, shell, 'sh -c "$last"')
+    assert (rdir / "vmcore.flat").read_bytes() == b"makedumpfile\0\0\0\0FLATDATA"
+    assert not (rdir / "vmcore-incomplete").exists()
+    assert "kdump: dump saved to root@backup:/var/crash/10.0.0.1-" in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ssh_short_remote_file_is_not_renamed(tmp_path: Path, shell: str) -> None:
+    # the remote dd "succeeds" but keeps only 4 bytes (a lost tail)
+    run, rdir = _ssh_flow(tmp_path, shell, '''case "$last" in
+*"vmcore-incomplete conv=fsync"*)
+    f=${last#*of=}; f=${f%% conv=*}; head -c 4 >"$f"; cat >/dev/null ;;
+*) sh -c "$last" ;;
+esac''')
+    assert (rdir / "vmcore-incomplete").read_bytes() == b"make"
+    assert not (rdir / "vmcore.flat").exists()
+    assert "kdump: dump saved" not in run.out
+    assert "kdump: dump failed: root@backup did not confirm 24 bytes in /var/crash/10.0.0.1-" \
+        in run.out
+    assert run.log.splitlines()[-1] == "ACTION poweroff -f"

@@ -496,3 +496,28 @@ def test_unsupported_directives_are_still_checked_for_duplicates() -> None:
     (err,) = bad("fence_kdump_nodes a\nfence_kdump_nodes b\n").errors
     assert "duplicated directive" in err.message
     assert ok("fence_kdump_args -p 7410\n").explicit == frozenset()
+
+
+# ---- path stays on the target; hook_timeout ----------------------------------------------
+
+@pytest.mark.parametrize("path", ["/../..", "/..", "/var/crash/../../..", "/var/../crash"])
+def test_path_with_dotdot_is_refused(path: str) -> None:
+    result = bad(f"ext4 UUID=12345678-1234-1234-1234-123456789abc\npath {path}\n")
+    assert "k.conf:2:" in messages(result)
+    assert "'..'" in messages(result) and "outside" not in messages(result)
+
+
+@pytest.mark.parametrize("path", ["/var/crash", "/", "/var/..crash", "/a..b/c.."])
+def test_path_without_dotdot_component_is_kept(path: str) -> None:
+    assert ok(f"path {path}\n").path == path
+
+
+def test_hook_timeout_default_and_setting() -> None:
+    assert ok("").hook_timeout == 120
+    config = ok("hook_timeout 0\n")
+    assert config.hook_timeout == 0 and "hook_timeout" in config.explicit
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "5s", "86401", "\u0661"])
+def test_hook_timeout_rejects_what_is_not_seconds(value: str) -> None:
+    assert "hook_timeout" in messages(bad(f"hook_timeout {value}\n"))

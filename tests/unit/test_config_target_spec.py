@@ -68,6 +68,8 @@ def test_accepted_specs(spec: str, target: Target, path: str | None) -> None:
     ("ssh:host", "no user"),
     ("ssh:root@", "no host"),
     ("ssh:root@h:rel", "must be absolute"),
+    ("local:/dev/vdb:/../..", "'..'"),
+    ("nfs:h:/e:/var/../../x", "'..'"),
     ("ssh:root@2001:db8:::1", "IPv6"),
     ("ssh:root@host\n", "control character"),
     ("local:/dev/vd\x00b", "NUL"),

@@ -16,7 +16,7 @@ ALLOWED = {
     # the flock file: opened O_NOFOLLOW in a 0700 directory of ours, never replaced
     ("lifecycle/lock.py", "O_CREAT"),
     ("lifecycle/lock.py", "O_RDWR"),
-    # zeroing the recovered dump's header on the raw device itself
+    # zeroing the recovered dump's header (or marking a cut one failed) on the raw device
     ("lifecycle/savecore.py", "O_WRONLY"),
 }
 WRITERS = {"write_text", "write_bytes", "O_CREAT", "O_WRONLY", "O_RDWR", "O_APPEND",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,34 @@ def unflatten_raw(disk: Path, out: Path) -> Path:
         raise AssertionError(f"makedumpfile -R from {disk} failed (rc {r.returncode}): "
                              f"{(r.stdout + r.stderr).strip()[-2000:]}")
     return out
+
+
+def ext4_free_ranges(image: Path) -> list[tuple[int, int]]:
+    """The free extents of an ext4 image as (first byte, end byte), from dumpe2fs."""
+    r = subprocess.run([require_tool("dumpe2fs"), str(image)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"dumpe2fs {image} failed: {r.stderr.strip()}")
+    m = re.search(r"^Block size:\s+(\d+)", r.stdout, re.M)
+    if m is None:
+        raise AssertionError(f"dumpe2fs {image} shows no block size")
+    bs = int(m.group(1))
+    out = []
+    for line in re.findall(r"^\s+Free blocks: (.+)$", r.stdout, re.M):
+        for part in line.split(", "):
+            first, _, last = part.partition("-")
+            if first.strip().isdigit():
+                out.append((int(first) * bs, (int(last or first) + 1) * bs))
+    return out
+
+
+def blkdebug_drive(image: Path, config: Path, errno: int, sectors: Sequence[int]) -> list[str]:
+    """QEMU arguments for `image` as a virtio disk whose writes at `sectors` (512-byte
+    units) fail with `errno` (blkdebug), reported to the guest (werror=report: QEMU would
+    otherwise stop the VM on ENOSPC)."""
+    config.write_text("".join(f'[inject-error]\nevent = "write_aio"\nerrno = "{errno}"\n'
+                              f'sector = "{s}"\n\n' for s in sectors))
+    return ["-drive", f"driver=raw,file.driver=blkdebug,file.config={config},"
+            f"file.image.filename={image},if=virtio,werror=report,rerror=report"]
 
 
 def tree(root: Path, *dirs: str) -> Path:

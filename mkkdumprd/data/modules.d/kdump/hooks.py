@@ -18,6 +18,26 @@ from mkkdumprd.errors import UsageError
 from mkkdumprd.image.spec import Entry, file_entry
 
 HOOK_DIRS = ("/etc/kdump/pre.d", "/etc/kdump/post.d")
+# The capture image's /init mounts tmpfs on these: a file kept there would be hidden.
+HIDDEN_AT_DUMP_TIME = (PurePosixPath("/tmp"), PurePosixPath("/run"))
+
+
+def _hidden_under(path: PurePosixPath) -> PurePosixPath | None:
+    return next((d for d in HIDDEN_AT_DUMP_TIME if path == d or d in path.parents), None)
+
+
+def _check_not_hidden(ctx: BuildContext, what: str, name: str, path: PurePosixPath) -> None:
+    """Refuse a file that /init's tmpfs on /tmp or /run would cover at dump time (the image
+    keeps host paths), as written or through its symlinks."""
+    _, links = ctx.view.resolve_links(path)
+    for p in (path, *(link for link, _ in links), ctx.view.resolve(path)):
+        hidden = _hidden_under(PurePosixPath(p))
+        if hidden is not None:
+            via = "" if p == path else f" (through {p})"
+            raise UsageError(f"{what} {name} is under {hidden}{via}, which the capture image "
+                             f"covers with a tmpfs at dump time, so it would not be found; "
+                             f"move it elsewhere (e.g. /usr/local/bin) and fix "
+                             f"{ctx.config.source}")
 
 
 def _locate(ctx: BuildContext, what: str, name: str) -> PurePosixPath:
@@ -32,6 +52,7 @@ def _locate(ctx: BuildContext, what: str, name: str) -> PurePosixPath:
             raise UsageError(f"{what} {name} is not on the PATH of {ctx.view.root}; give its "
                              f"full path in {ctx.config.source} or install it")
         path = found
+    _check_not_hidden(ctx, what, name, path)
     if not os.access(ctx.view.path(ctx.view.resolve(path)), os.X_OK):
         raise UsageError(f"{what} {name} is not executable; chmod +x it or fix "
                          f"{ctx.config.source}")

@@ -1,0 +1,84 @@
+"""load and status compare the live reservation with the estimate for the loaded image."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mkkdumprd.arch import load_arch
+from mkkdumprd.cli import main
+from mkkdumprd.crashkernel.fit import reservation_fit
+from mkkdumprd.host import HostView
+from mkkdumprd.image.spec import ImageSpec, data_entry
+from mkkdumprd.image.writer import write_image
+from mkkdumprd.loader import live
+from tests.support.debian_kernel import debian_kernel
+from tests.unit.test_loader_load import KVER, FakeKexec
+
+M = 1 << 20
+X86 = load_arch("x86_64")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    files = {
+        "proc/cmdline": f"BOOT_IMAGE=/boot/vmlinuz-{KVER} root=/dev/vda1 crashkernel=96M\n",
+        "proc/sys/kernel/osrelease": KVER + "\n",
+        "proc/meminfo": "MemTotal:        4194304 kB\n",
+        "sys/kernel/kexec_crash_size": f"{96 * M}\n",
+        "sys/kernel/kexec_crash_loaded": "0\n",
+        "sys/devices/system/cpu/possible": "0-3\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "boot").mkdir()
+    shutil.copy(debian_kernel().vmlinuz, tmp_path / f"boot/vmlinuz-{KVER}")
+    spec = ImageSpec()
+    # 64 MiB that compress to almost nothing: small to load, big once unpacked
+    spec.add(data_entry("/big", bytes(64 * M), "test"))
+    write_image(spec, tmp_path / f"boot/initramfs-{KVER}kdump.img")
+    return tmp_path
+
+
+def test_reservation_below_the_estimate_is_flagged(root: Path) -> None:
+    fit = reservation_fit(HostView(root), X86, f"/boot/vmlinuz-{KVER}",
+                          f"/boot/initramfs-{KVER}kdump.img")
+    assert fit is not None and fit.short
+    assert fit.reserved == 96 * M and fit.needed > 96 * M
+    assert "crashkernel=" in fit.warning() and "below the" in fit.warning()
+    (root / "sys/kernel/kexec_crash_size").write_text(f"{512 * M}\n")
+    fit = reservation_fit(HostView(root), X86, f"/boot/vmlinuz-{KVER}",
+                          f"/boot/initramfs-{KVER}kdump.img")
+    assert fit is not None and not fit.short
+
+
+def test_load_and_status_warn(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # this test's machine is the fake tree: its kernel is the fake
+    monkeypatch.setattr(live, "RUNNING", FakeKexec(root).kernel)
+    r = CliRunner()
+    res = r.invoke(main, ["load", "--root", str(root), "--arch", "x86_64"])
+    assert res.exit_code == 0, res.output
+    assert "mkkdumprd: warning: the crashkernel reservation (96 MiB) is below" in res.stderr
+    res = r.invoke(main, ["status", "--root", str(root)])
+    assert res.exit_code == 0 and "warning:      the crashkernel reservation" in res.stdout
+    res = r.invoke(main, ["status", "--root", str(root), "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["reservation_fit"]["below_estimate"] is True
+    assert doc["reservation_fit"]["reserved"] == 96 * M
+    assert doc["reservation_fit"]["estimate"] > 96 * M
+
+
+def test_no_estimate_no_warning(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an image that cannot be read: status still works, and says nothing about the fit
+    (root / f"boot/initramfs-{KVER}kdump.img").write_bytes(b"070701" + bytes(4090))
+    # this test's machine is the fake tree: its kernel is the fake
+    monkeypatch.setattr(live, "RUNNING", FakeKexec(root).kernel)
+    r = CliRunner()
+    assert r.invoke(main, ["load", "--root", str(root), "--arch", "x86_64"]).exit_code == 0
+    res = r.invoke(main, ["status", "--root", str(root), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["reservation_fit"] is None
