@@ -401,7 +401,7 @@ DIRECTIVES: tuple[Directive, ...] = (
         "seconds each hook (kdump_pre, kdump_post, pre.d/post.d) may run at dump time "
         "before it is killed and the dump goes on (0: no limit; mkkdumprd's own)",
         in_image=True, write=lambda c: f"hook_timeout {c.hook_timeout}",
-        record=_as_is("hook_timeout"), capture=_ALL_TARGETS),
+        record=_as_is("hook_timeout")),
     Directive(
         "extra_bins", ("extra_bins",), parse_extra_bins, ("extra_bins",),
         ("extra_bins /usr/bin/lsblk",),

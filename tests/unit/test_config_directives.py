@@ -136,7 +136,7 @@ def test_json_record_keeps_the_manifest_key_order() -> None:
         "source", "target", "path", "core_collector", "kdump_pre", "kdump_post", "extra_bins",
         "extra_modules", "failure_action", "final_action", "force_rebuild",
         "force_no_rebuild", "add_drivers", "omit_drivers", "sshkey", "auto_reset_crashkernel",
-        "defaults"]
+        "hook_timeout", "defaults"]
     assert config_as_dict(KdumpConfig())["defaults"] == sorted(d.key for d in SETTINGS)
 
 

@@ -17,7 +17,9 @@ from mkkdumprd.image.spec import ImageSpec, data_entry
 from mkkdumprd.image.writer import write_image
 from mkkdumprd.loader import live
 from tests.support.debian_kernel import debian_kernel
-from tests.unit.test_loader_load import KVER, FakeKexec
+from tests.support.fake_kexec import FakeKexec
+
+KVER = "6.1.0-56-amd64"
 
 M = 1 << 20
 X86 = load_arch("x86_64")

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from mkkdumprd.assemble.collector_check import collector_problems
 from mkkdumprd.assemble.hooks import BuildContext
-from mkkdumprd.elf.install import find_binary
+from mkkdumprd.elf.entries import find_binary
 from mkkdumprd.errors import UsageError
 
 
