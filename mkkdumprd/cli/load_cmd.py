@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from mkkdumprd.arch import host_arch, load_arch
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import status as loader_status
@@ -47,7 +47,7 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
     On kernels without it (ENOSYS: Debian's arm64, ppc64el, riscv64), falls back to
     kexec_load through kexec-tools' `kexec -p` when that is installed.
     """
-    host = HostView(root)
+    host = Host(root)
     info = load_arch(arch or host_arch())
     plan = loader.plan_load(host, info, kver=kver, kernel=kernel, initrd=initrd,
                             no_initrd=no_initrd, cmdline=cmdline, append=append)
@@ -67,7 +67,7 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
 @_root
 def unload(arch: str | None, root: Path) -> None:
     """Unload the capture kernel."""
-    host = HostView(root)
+    host = Host(root)
     info = load_arch(arch or host_arch())
     kernel = live.kernel_for(root)
     if kernel is None:
@@ -82,7 +82,7 @@ def unload(arch: str | None, root: Path) -> None:
 @_root
 def status(as_json: bool, root: Path) -> None:
     """Say whether a capture kernel is loaded (exit 0) or not (exit 3)."""
-    st = loader_status.read_status(HostView(root))
+    st = loader_status.read_status(Host(root))
     if as_json:
         click.echo(json.dumps(loader_status.status_json(st), indent=2))
     else:
