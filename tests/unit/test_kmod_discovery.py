@@ -16,7 +16,6 @@ from mkkdumprd.kmod.discovery import (
     fs_module,
     modules_for_block_device,
     modules_for_netdev,
-    mounts,
 )
 from mkkdumprd.kmod.index import ModuleIndex
 from tests.support.fake_kmod import write_builtin, write_module
@@ -169,7 +168,7 @@ def test_mounts(sysfs: Sys) -> None:
         "33 22 0:46 / /mnt/btr rw - btrfs /dev/vda1 rw",
         "34 22 0:47 / /tmp rw - tmpfs tmpfs rw",
     ]) + "\n")
-    got = {m.mountpoint: m for m in mounts(Host(sysfs.root))}
+    got = {m.mountpoint: m for m in Host(sysfs.root).mounts()}
     assert sorted(got) == ["/", "/mnt/btr", "/mnt/v4", "/proc", "/tmp", "/var/crash",
                            "/var/crash/nfs dir"]
     assert (got["/"].majmin, got["/"].fstype, got["/"].source) == ("252:1", "ext4", "/dev/vda1")
