@@ -14,7 +14,7 @@ import time
 from pathlib import PurePosixPath
 
 from mkkdumprd.elf.closure import ElfError, Resolver
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 
 def candidates(dirs: list[str]) -> list[str]:
@@ -29,7 +29,7 @@ def candidates(dirs: list[str]) -> list[str]:
 
 def ours(files: list[str]) -> tuple[float, int, int]:
     start = time.perf_counter()
-    resolver = Resolver(HostView.live())
+    resolver = Resolver(Host.this_machine())
     ok = failed = 0
     for f in files:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import kexec, kexec_tools, live
 from tests.support.debian_kernel import Kernel, debian_kernel
 
@@ -64,7 +64,7 @@ def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         attempts.append(f"live kexec_file_load(flags={flags:#x})")
         raise kexec.KexecForbidden("the kexec guard refused the live kexec_file_load")
 
-    def live_runner(host: HostView, argv: Sequence[str], kallsyms: str | None
+    def live_runner(host: Host, argv: Sequence[str], kallsyms: str | None
                     ) -> tuple[int, str]:
         attempts.append(f"live kexec-tools {list(argv)}")
         raise kexec.KexecForbidden("the kexec guard refused to run kexec-tools")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mkkdumprd import __version__
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from mkkdumprd.assemble.moduledef import ModuleDef
     from mkkdumprd.assemble.target import ResolvedTarget
     from mkkdumprd.image.writer import ImageStats
+    from mkkdumprd.network.plan import NetworkPlan
 
 # The stages (target resolution with its kmod discovery, jinja2, hooks) are imported where
 # they run: `mkkdumprd build` on an up-to-date image needs only BuildRequest from here.
@@ -53,8 +54,10 @@ class BuildRequest:
     config: KdumpConfig
     kver: str
     kmoddir: Path
-    view: HostView
-    system: HostView
+    # A cross build reads two roots: the one the image's files come from, and the machine
+    # the image is for. A host build passes the same Host twice.
+    sysroot: Host    # binaries, libraries, firmware, module.toml files (a --sysroot or /)
+    machine: Host    # /proc, /sys, /dev, /etc: devices, mounts, routes, keys of the target machine
     arch: str
     hostonly: bool = True
     add_drivers: tuple[str, ...] = ()
@@ -131,11 +134,12 @@ def assemble(req: BuildRequest) -> BuildResult:
             f"no module in modules.d handles {config.target.kind.value} targets yet; "
             f"use a local or raw target"
         )
-    target, warnings = resolve_target(config, req.system, req.hostonly)
+    target, warnings = resolve_target(config, req.machine, req.hostonly)
+    network = capture_network(req, target)
     acc = _Acc(warnings=list(warnings))
     rootfs = None
     if config.failure_action is Action.DUMP_TO_ROOTFS:
-        rootfs, rootfs_warnings = resolve_rootfs(req.system, req.hostonly)
+        rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
         acc.warnings.extend(rootfs_warnings)
     acc.warnings.extend(str(w) for w in config.warnings)
     acc.warnings.extend(_collector_warnings(config))
@@ -150,10 +154,10 @@ def assemble(req: BuildRequest) -> BuildResult:
 
     for m in active:
         ctx = BuildContext(config=config, target=target, kver=req.kver, arch=req.arch,
-                           view=req.view, system=req.system, hostonly=req.hostonly, module=m,
-                           active=names, applets=applets, index=index, rootfs=rootfs,
-                           ip=req.ip)
-        _declared(m, req.view, acc)
+                           sysroot=req.sysroot, machine=req.machine, hostonly=req.hostonly,
+                           module=m, active=names, applets=applets, index=index,
+                           rootfs=rootfs, network=network)
+        _declared(m, req.sysroot, acc)
         hooks = load_hooks(m)
         if hooks.check:
             acc.warnings.extend(hooks.check(ctx))
@@ -164,7 +168,7 @@ def assemble(req: BuildRequest) -> BuildResult:
 
     raw = ImageSpec()
     raw.extend(acc.entries)
-    raw.extend(_binary_entries(acc, req.view, req.arch))
+    raw.extend(_binary_entries(acc, req.sysroot, req.arch))
     kmod_names = _kernel_modules(req, acc, index, raw)
     cached.update_module_index(index)
     raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs,
@@ -186,6 +190,17 @@ def assemble(req: BuildRequest) -> BuildResult:
     return BuildResult(spec=spec, target=target, modules=names, kernel_modules=kmod_names,
                        binaries=binaries, warnings=tuple(dict.fromkeys(acc.warnings)),
                        manifest=man)
+
+
+def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | None:
+    """The capture network of an nfs/ssh target, worked out once per build (it may ask
+    the resolver) for every hook that needs it; None for local targets."""
+    if target.kind not in (TargetKind.NFS, TargetKind.SSH):
+        return None
+    from mkkdumprd.network import capture
+
+    host = capture.target_host(target.kind.value, target.server or "")
+    return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)
 
 
 def fold_symlinked_dirs(spec: ImageSpec) -> ImageSpec:
@@ -218,7 +233,7 @@ def _canonical(path: PurePosixPath, links: dict[PurePosixPath, str]) -> PurePosi
     raise UsageError(f"too many levels of symbolic links above {path} in the image")
 
 
-def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
+def _declared(m: ModuleDef, view: Host, acc: _Acc) -> None:
     """The data part of a module.toml, as entries and requests."""
     why = f"module {m.name}"
     for d in m.dirs:
@@ -237,7 +252,7 @@ def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
                 f"{f.src} (needed by {m.source}) does not exist in {view.root}; install it "
                 f"or drop the module"
             )
-        acc.entries.append(file_entry(f.dest, view.path(view.resolve(f.src)), f"file ({why})"))
+        acc.entries.append(file_entry(f.dest, view.real(f.src), f"file ({why})"))
     from mkkdumprd.elf.entries import find_binary
 
     for b in m.binaries:
@@ -256,7 +271,7 @@ def _declared(m: ModuleDef, view: HostView, acc: _Acc) -> None:
     acc.kmods.extend(m.kernel_modules)
 
 
-def _binary_entries(acc: _Acc, view: HostView, arch: str) -> list[Entry]:
+def _binary_entries(acc: _Acc, view: Host, arch: str) -> list[Entry]:
     from mkkdumprd.elf.entries import binary_entries
 
     out: list[Entry] = []
@@ -277,9 +292,9 @@ def _kernel_modules(req: BuildRequest, acc: _Acc, index: Any, spec: ImageSpec) -
     closure = resolve_modules(index, wanted, omit=omit)
     from mkkdumprd.kmod.arch_check import check_modules_arch
 
-    check_modules_arch(closure.modules, req.arch)
+    check_modules_arch(index.host, closure.modules, req.arch)
     spec.extend(module_entries(closure))
-    fw, fw_warnings = firmware_entries(closure, req.view)
+    fw, fw_warnings = firmware_entries(closure, req.sysroot)
     spec.extend(fw)
     acc.warnings.extend(fw_warnings)
     return tuple(m.name for m in closure.modules)

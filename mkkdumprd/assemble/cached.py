@@ -20,7 +20,7 @@ from mkkdumprd.assemble import cache
 from mkkdumprd.kmod.index import ModuleIndex
 
 _SKIP_DIRS = frozenset({"build", "source"})
-_INDEX_FORMAT = 1
+_INDEX_FORMAT = 2  # 2: ModuleIndex holds the Host it reads through
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
 # Indexes handed out by module_index → (cache name, key, firmware lists when stored).

@@ -74,8 +74,8 @@ def request_record(req: BuildRequest) -> dict[str, Any]:
         "kver": req.kver,
         "kmoddir": str(Path(req.kmoddir).absolute()),
         "arch": req.arch,
-        "sysroot": str(req.view.root),
-        "system": str(req.system.root),
+        "sysroot": str(req.sysroot.root),
+        "system": str(req.machine.root),
         "hostonly": req.hostonly,
         "add_drivers": list(req.add_drivers),
         "omit_drivers": list(req.omit_drivers),
@@ -94,7 +94,7 @@ def request_record(req: BuildRequest) -> dict[str, Any]:
 def kernel_image(req: BuildRequest) -> Path | None:
     """The kernel the image is built for, when it can be found beside its modules."""
     kmoddir = Path(req.kmoddir)
-    cands = [kmoddir / "vmlinuz", req.view.path(f"/boot/vmlinuz-{req.kver}")]
+    cands = [kmoddir / "vmlinuz", req.sysroot.path(f"/boot/vmlinuz-{req.kver}")]
     if len(kmoddir.parts) > 3 and kmoddir.parent.name == "modules":
         # ROOT/lib/modules/KVER (or ROOT/usr/lib/modules/KVER): ROOT/boot/vmlinuz-KVER
         lib = kmoddir.parent.parent
@@ -228,7 +228,7 @@ def _target_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[str]
     from mkkdumprd.assemble.target import resolve_target
 
     try:
-        target, _ = resolve_target(req.config, req.system, True)
+        target, _ = resolve_target(req.config, req.machine, True)
     except MkkdumprdError as exc:
         return [f"the dump target cannot be resolved now ({exc})"]
     old = (manifest.get("config") or {}).get("target") or {}

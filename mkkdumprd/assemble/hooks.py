@@ -7,9 +7,12 @@ A hooks.py may define any of:
     def check(ctx: BuildContext) -> list[str]              # build-time warnings; raise
                                                            # MkkdumprdError for errors
 
-Hooks read the machine only through ctx.view (binaries, modules: the sysroot) and
-ctx.system (/proc, /sys of the machine the image is for); they return data and never write
-to disk. The context is frozen: hooks cannot change what other modules see.
+Hooks read the machine only through the two Hosts (mkkdumprd/host.py): ctx.sysroot, the
+root the image's files come from, and ctx.machine, the machine the image is for (/proc,
+/sys, /dev, its keys and routes; its probe_tcp/run, used only when it is live). The
+capture network (ctx.network) is worked out once per build, before the hooks run. Hooks
+return data and never write to disk. The context is frozen: hooks cannot change what other
+modules see.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from typing import TYPE_CHECKING, cast
 from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError
 from mkkdumprd.assemble.target import ResolvedTarget
 from mkkdumprd.config.model import KdumpConfig
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry
 
 if TYPE_CHECKING:
     from mkkdumprd.kmod.index import ModuleIndex
+    from mkkdumprd.network.plan import NetworkPlan
 
 HOOK_NAMES = ("entries", "kernel_modules", "check")
 
@@ -40,15 +44,15 @@ class BuildContext:
     target: ResolvedTarget
     kver: str
     arch: str
-    view: HostView
-    system: HostView
+    sysroot: Host                           # binaries, libraries, firmware
+    machine: Host                           # the machine the image is for
     hostonly: bool
     module: ModuleDef
     active: tuple[str, ...]
     applets: tuple[str, ...]
     index: ModuleIndex | None = None
     rootfs: ResolvedTarget | None = None    # for failure_action dump_to_rootfs (host-only)
-    ip: str | None = None                   # `build --ip` (dracut ip= syntax), network targets
+    network: NetworkPlan | None = None      # nfs/ssh targets: the capture network, once
 
     def reason(self, what: str) -> str:
         """A reason string for entries made by this module's hooks."""

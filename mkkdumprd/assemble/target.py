@@ -18,8 +18,7 @@ from pathlib import PurePosixPath
 
 from mkkdumprd.config.model import LOCAL_FSTYPES, KdumpConfig, TargetKind
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
-from mkkdumprd.kmod.discovery import mounts
+from mkkdumprd.host import Host, Mount
 
 _TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid"}
 
@@ -41,19 +40,7 @@ class ResolvedTarget:
         return f"{self.kind.value} {self.server}:{self.path}"
 
 
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    point: str
-    fstype: str
-
-
-def read_mounts(system: HostView) -> list[Mount]:
-    """The system's mount table (/proc/self/mountinfo, as kmod discovery reads it)."""
-    return [Mount(m.source, m.mountpoint, m.fstype) for m in mounts(system)]
-
-
-def resolve_target(config: KdumpConfig, system: HostView,
+def resolve_target(config: KdumpConfig, system: Host,
                    hostonly: bool) -> tuple[ResolvedTarget, list[str]]:
     """The target for /init plus warnings; impossible targets raise UsageError."""
     t = config.target
@@ -82,11 +69,11 @@ def resolve_target(config: KdumpConfig, system: HostView,
                     f"fix the filesystem type in the target line"
                 )
             fstype = fstype or mnt.fstype
-            full = posixpath.join(mnt.point, config.path.lstrip("/"))
+            full = posixpath.join(mnt.mountpoint, config.path.lstrip("/"))
             if not system.is_dir(full):
                 raise UsageError(
                     f"dump path {config.path} does not exist on the dump target {t.device} "
-                    f"(mounted at {mnt.point}); create {full} first"
+                    f"(mounted at {mnt.mountpoint}); create {full} first"
                 )
     if fstype is None:
         warnings.append(
@@ -96,7 +83,7 @@ def resolve_target(config: KdumpConfig, system: HostView,
     return ResolvedTarget(TargetKind.LOCAL, dev, fstype, config.path, host_device=node), warnings
 
 
-def _local_from_path(config: KdumpConfig, system: HostView, hostonly: bool,
+def _local_from_path(config: KdumpConfig, system: Host, hostonly: bool,
                      warnings: list[str]) -> tuple[ResolvedTarget, list[str]]:
     if not hostonly:
         raise UsageError(
@@ -104,36 +91,32 @@ def _local_from_path(config: KdumpConfig, system: HostView, hostonly: bool,
             "machine, which --no-hostonly cannot use; give one with --target local:DEVICE:PATH"
         )
     real = str(system.resolve(config.path))
-    best: Mount | None = None
-    for m in read_mounts(system):
-        if (real == m.point or real.startswith(m.point.rstrip("/") + "/")) and (
-                best is None or len(m.point) >= len(best.point)):
-            best = m
+    best = system.mount_of(real)
     if best is None:
         raise UsageError(
             f"cannot find the filesystem holding {config.path} in /proc/self/mountinfo"
         )
     if best.fstype not in LOCAL_FSTYPES:
         raise UsageError(
-            f"{config.path} is on a {best.fstype} filesystem ({best.source} at {best.point}), "
+            f"{config.path} is on a {best.fstype} filesystem ({best.source} at {best.mountpoint}), "
             f"which cannot be a dump target; set a target line ({', '.join(LOCAL_FSTYPES)}) "
             f"or a path on a disk filesystem"
         )
     if not system.is_dir(real):
         raise UsageError(f"dump path {config.path} does not exist; create it first")
-    rel = "/" + posixpath.relpath(real, best.point) if real != best.point else "/"
+    rel = "/" + posixpath.relpath(real, best.mountpoint) if real != best.mountpoint else "/"
     dev, node = _device(best.source, system, True, warnings, "", allow_tags=True)
     return ResolvedTarget(TargetKind.LOCAL, dev, best.fstype, rel, host_device=node), warnings
 
 
-def _mount_of_device(system: HostView, node: PurePosixPath) -> Mount | None:
-    for m in read_mounts(system):
+def _mount_of_device(system: Host, node: PurePosixPath) -> Mount | None:
+    for m in system.mounts():
         if m.source.startswith("/dev/") and system.resolve(m.source) == node:
             return m
     return None
 
 
-def _device(spec: str, system: HostView, hostonly: bool, warnings: list[str], where: str,
+def _device(spec: str, system: Host, hostonly: bool, warnings: list[str], where: str,
             *, allow_tags: bool) -> tuple[str, PurePosixPath | None]:
     """(what /init waits for, the node in the system view or None)."""
     tag, sep, value = spec.partition("=")
@@ -184,19 +167,17 @@ def _device(spec: str, system: HostView, hostonly: bool, warnings: list[str], wh
     return str(node), node
 
 
-def _check_readable(system: HostView, node: PurePosixPath, where: str) -> None:
+def _check_readable(system: Host, node: PurePosixPath, where: str) -> None:
     """As Fedora's mkdumprd (one block read with dd): a raw target must be readable."""
-    try:
-        with open(system.path(node), "rb") as f:
-            f.read(512)
-    except OSError as exc:
+    why = system.can_read(node)
+    if why is not None:
         raise UsageError(
-            f"{where}cannot read the raw device {node}: {exc.strerror}; check the device "
+            f"{where}cannot read the raw device {node}: {why}; check the device "
             f"and run as root"
-        ) from None
+        )
 
 
-def _tag_of(system: HostView, node: PurePosixPath, kind: str) -> str | None:
+def _tag_of(system: Host, node: PurePosixPath, kind: str) -> str | None:
     d = f"/dev/disk/{kind}"
     for name in system.listdir(d):
         if system.resolve(f"{d}/{name}") == node:
@@ -204,14 +185,14 @@ def _tag_of(system: HostView, node: PurePosixPath, kind: str) -> str | None:
     return None
 
 
-def resolve_rootfs(system: HostView, hostonly: bool) -> tuple[ResolvedTarget | None, list[str]]:
+def resolve_rootfs(system: Host, hostonly: bool) -> tuple[ResolvedTarget | None, list[str]]:
     """The root filesystem as failure_action dump_to_rootfs reaches it, or None."""
     if not hostonly:
         return None, [
             "failure_action dump_to_rootfs needs the root filesystem of the machine the image "
             "is for, which --no-hostonly cannot know; the image runs final_action instead"
         ]
-    root = next((m for m in reversed(read_mounts(system)) if m.point == "/"), None)
+    root = next((m for m in reversed(system.mounts()) if m.mountpoint == "/"), None)
     if root is None or root.fstype not in LOCAL_FSTYPES or not root.source.startswith("/dev/"):
         what = f"{root.fstype} {root.source}" if root else "unknown"
         return None, [

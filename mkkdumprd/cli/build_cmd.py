@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.compression import Compression
 
 if TYPE_CHECKING:
@@ -43,21 +43,21 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def default_output(kver: str, view: HostView) -> Path:
+def default_output(kver: str, view: Host) -> Path:
     """Fedora's place: /boot when it is writable, /var/lib/mkkdumprd otherwise."""
     from mkkdumprd.lifecycle.locations import capture_image
 
     return view.path(capture_image(view, kver))
 
 
-def _default_kver(view: HostView, sysroot: Path | None) -> str:
-    if sysroot is None:
+def _default_kver(view: Host) -> str:
+    if view.is_live:
         return os.uname().release
     kvers = view.listdir("/lib/modules")
     if len(kvers) == 1:
         return kvers[0]
     raise UsageError(
-        f"cannot tell which kernel to build for in {sysroot} (found "
+        f"cannot tell which kernel to build for in {view.root} (found "
         f"{', '.join(kvers) or 'none'} under /lib/modules); give --kver"
     )
 
@@ -73,12 +73,12 @@ def _checked_ip(ip: str | None) -> str | None:
     return text
 
 
-def _default_arch(view: HostView, sysroot: Path | None) -> str:
+def _default_arch(view: Host) -> str:
     """This machine's, or for --sysroot the root's own (from its shell's ELF header)."""
     from mkkdumprd.arch import ARCHES, host_arch
     from mkkdumprd.elf.closure import arch_of
 
-    found = arch_of(view) if sysroot is not None else None
+    found = None if view.is_live else arch_of(view)
     return found if found in ARCHES else host_arch()
 
 
@@ -152,14 +152,14 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 
     t0 = time.monotonic()
-    view = HostView(sysroot) if sysroot else HostView.live()
+    view = Host(sysroot) if sysroot else Host.this_machine()
     config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
     if target_spec is not None:
         target, path = parse_target_spec(target_spec)
         config = apply_target(config, target, path)
-    kver = kver or _default_kver(view, sysroot)
+    kver = kver or _default_kver(view)
     kmoddir = kmoddir or view.path(f"/lib/modules/{kver}")
-    arch_name = load_arch(arch).name if arch else _default_arch(view, sysroot)
+    arch_name = load_arch(arch).name if arch else _default_arch(view)
     out = output or default_output(kver, view)
     if output is None:
         try:
@@ -168,7 +168,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
             raise OperationError(f"cannot create {out.parent}: {exc.strerror}; run as root "
                                  "or pass -o FILE") from None
     req = BuildRequest(
-        config=config, kver=kver, kmoddir=kmoddir, view=view, system=view, arch=arch_name,
+        config=config, kver=kver, kmoddir=kmoddir, sysroot=view, machine=view, arch=arch_name,
         hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),
         compression=Compression(compress), output=out, force=force, timeout=timeout,
         ip=_checked_ip(ip),

@@ -49,9 +49,9 @@ def _resolve(config_file: Path | None, target_spec: str | None
 def _collector_check(config: KdumpConfig) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """core_collector's options as this machine's makedumpfile judges them."""
     from mkkdumprd.assemble.collector_check import collector_problems
-    from mkkdumprd.host import HostView
+    from mkkdumprd.host import Host
 
-    view = HostView.live()
+    view = Host.this_machine()
     found = view.which(config.core_collector[0]) if config.core_collector else None
     where = config.location("core_collector")
     text = printable(" ".join(config.core_collector))

@@ -13,7 +13,7 @@ from mkkdumprd.crashkernel import recommend as rec
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_crashkernel
 from mkkdumprd.crashkernel.size import format_size, human, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 
 class _Size(click.ParamType):  # type: ignore[type-arg]
@@ -74,7 +74,7 @@ def parse(arch: str, mem: int, as_json: bool, cmdline: tuple[str, ...]) -> None:
         click.echo(f"{human(res.cma)} ({res.cma} bytes) CMA, usable by the running kernel")
 
 
-def _running_kernel_files(host: HostView, info: ArchInfo
+def _running_kernel_files(host: Host, info: ArchInfo
                           ) -> tuple[Path | None, Path | None, list[str]]:
     """The running kernel and its capture image, when the image has been built."""
     from mkkdumprd.loader import locate
@@ -96,7 +96,7 @@ def _running_kernel_files(host: HostView, info: ArchInfo
 
 def _recommendation(arch: str | None, mem: int | None, image: Path | None,
                     kernel: Path | None, luks: int, root: Path) -> rec.Recommendation:
-    host = HostView(root)
+    host = Host(root)
     info = _arch(arch)
     if mem is not None:
         ram, ram_source = mem, "--mem"
@@ -179,7 +179,7 @@ def recommend(arch: str | None, mem: int | None, image: Path | None, kernel: Pat
 @click.option("--force", is_flag=True, help="Override a crashkernel= set by hand.")
 def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
     """Write crashkernel= into the boot configuration (grubby, grub.d or /etc/kernel/cmdline)."""
-    host = HostView(root)
+    host = Host(root)
     info = _arch(arch)
     value = value or info.default_table
     value = value.removeprefix("crashkernel=")
@@ -220,7 +220,7 @@ def showmem(root: Path) -> None:
     """Show the current crashkernel= reservation (as kdumpctl showmem)."""
     from mkkdumprd.loader.status import reserved_bytes
 
-    size = reserved_bytes(HostView(root))
+    size = reserved_bytes(Host(root))
     if size is None:
         raise OperationError("this kernel has no crash dump support "
                              "(/sys/kernel/kexec_crash_size is missing)")

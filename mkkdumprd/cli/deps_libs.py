@@ -9,7 +9,7 @@ import click
 
 from mkkdumprd.elf.closure import resolve_closure
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 
 @click.command()
@@ -32,7 +32,7 @@ def libs(sysroot: Path | None, machine: str | None, dlopen: tuple[str, ...],
     """
     if sysroot is not None and not sysroot.is_dir():
         raise UsageError(f"--sysroot {sysroot} is not a directory")
-    view = HostView(sysroot.resolve()) if sysroot is not None else HostView.live()
+    view = Host(sysroot.resolve()) if sysroot is not None else Host.this_machine()
     roots: list[PurePosixPath] = []
     for f in files:
         if f.startswith("/"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.kmod.closure import resolve_modules
 from mkkdumprd.kmod.index import ModuleIndex, find_kmoddir
 from mkkdumprd.kmod.modprobe_d import DEFAULT_MODPROBE_D
@@ -27,7 +27,7 @@ from mkkdumprd.kmod.modprobe_d import DEFAULT_MODPROBE_D
 def modules(kver: str | None, kmoddir: Path | None, sysroot: Path, no_modprobe_d: bool,
             omit: tuple[str, ...], names: tuple[str, ...]) -> None:
     """Print the .ko files NAMES (modules or aliases) need, in load order."""
-    view = HostView(sysroot)
+    view = Host(sysroot)
     kver = kver or os.uname().release
     directory = kmoddir if kmoddir is not None else find_kmoddir(view, kver)
     conf = None if no_modprobe_d else [view.path(d) for d in DEFAULT_MODPROBE_D]

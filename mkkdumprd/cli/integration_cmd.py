@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle import integration
 from mkkdumprd.lifecycle.integration import Kind
 
@@ -43,7 +43,7 @@ def install_integration(root: Path, only: tuple[str, ...], exe: str | None,
     Running it again changes nothing. Then: systemctl daemon-reload; systemctl enable --now
     mkkdumprd.service.
     """
-    host = HostView(root)
+    host = Host(root)
     kinds = tuple(Kind(k) for k in only) if only else integration.detect(host)
     if not kinds:
         click.echo("nothing to install: no systemd, kernel-install or Debian kernel hooks "

@@ -16,7 +16,7 @@ import click
 from mkkdumprd.arch import host_arch, load_arch
 from mkkdumprd.crashkernel.fit import record_fit
 from mkkdumprd.errors import MkkdumprdError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import status as loader_status
@@ -49,7 +49,7 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
     On kernels without it (ENOSYS: Debian's arm64, ppc64el, riscv64), falls back to
     kexec_load through kexec-tools' `kexec -p` when that is installed.
     """
-    host = HostView(root)
+    host = Host(root)
     info = load_arch(arch or host_arch())
     plan = loader.plan_load(host, info, kver=kver, kernel=kernel, initrd=initrd,
                             no_initrd=no_initrd, cmdline=cmdline, append=append)
@@ -72,7 +72,7 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
 @_root
 def unload(arch: str | None, root: Path) -> None:
     """Unload the capture kernel."""
-    host = HostView(root)
+    host = Host(root)
     info = load_arch(arch or host_arch())
     kernel = live.kernel_for(root)
     if kernel is None:
@@ -87,7 +87,7 @@ def unload(arch: str | None, root: Path) -> None:
 @_root
 def status(as_json: bool, root: Path) -> None:
     """Say whether a capture kernel is loaded (exit 0) or not (exit 3)."""
-    host = HostView(root)
+    host = Host(root)
     st = loader_status.read_status(host)
     fit = None
     if st.loaded and st.record:

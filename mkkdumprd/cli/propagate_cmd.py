@@ -19,7 +19,7 @@ import click
 
 from mkkdumprd.config.model import TargetKind
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network import ssh_command
 
 
@@ -47,13 +47,6 @@ def parse_df_available(output: str) -> int:
         return int(lines[-1].split()[3])
     except (IndexError, ValueError):
         raise OperationError(f"cannot read the free space from df output {output!r}") from None
-
-
-def mem_total_kib(view: HostView) -> int:
-    for line in (view.read_optional("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    return 0
 
 
 def space_warning(available_kib: int, mem_kib: int, where: str) -> str | None:
@@ -122,15 +115,16 @@ def propagate(config_path: Path | None, port: int, ssh_opts: tuple[str, ...]) ->
     check = " && ".join([ssh_command.mkdir_command(path),
                          ssh_command.remote(["df", "-Pk", "--", path])])
     argv = ssh_command.ssh_argv(target, str(key), str(kh), check)
-    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    host = Host.this_machine()
+    r = host.run(argv, None)
     if r.returncode != 0:
         why = (r.stderr.strip().splitlines() or ["no message"])[-1]
         raise OperationError(
             f"login to {target.destination} with {key} failed after installing it ({why}); "
             f"check the target's sshd settings for public key logins"
         )
-    warning = space_warning(parse_df_available(r.stdout), mem_total_kib(HostView.live()),
-                            f"{target.destination}:{path}")
+    mem_kib = host.meminfo().get("MemTotal", 0) // 1024
+    warning = space_warning(parse_df_available(r.stdout), mem_kib, f"{target.destination}:{path}")
     if warning:
         click.echo(f"mkkdumprd: warning: {warning}", err=True)
     click.echo(f"{target.destination} accepts {key}; its host key is in {kh}; "

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from mkkdumprd.arch import host_arch, load_arch
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle import service
 from mkkdumprd.loader import live
 
@@ -29,7 +29,7 @@ def _warn(msg: str) -> None:
 
 def _service(root: Path, config_path: Path | None, kver: str | None,
              arch: str | None, loads: bool) -> service.Service:
-    return service.Service(host=HostView(root), arch=load_arch(arch or host_arch()),
+    return service.Service(machine=Host(root), arch=load_arch(arch or host_arch()),
                            kernel=live.kernel_for(root) if loads else None,
                            config_path=config_path, kver=kver,
                            echo=_echo, warn=_warn)

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import subprocess
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader.cmdline import split_words
 
 GRUBBY = PurePosixPath("/usr/sbin/grubby")
@@ -37,7 +35,6 @@ BLS_ENTRIES = PurePosixPath("/boot/loader/entries")
 _CK = re.compile(r'(?<![\w.-])crashkernel=("[^"]*"|\S+)')
 _HEADER = "# Written by `mkkdumprd crashkernel apply`; run update-grub after changing it.\n"
 
-Runner = Callable[[Sequence[str]], None]
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ def _set_word(line: str, value: str) -> str:
     return " ".join(out)
 
 
-def _grubby_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
+def _grubby_plan(host: Host, value: str, force: bool) -> ApplyPlan:
     kept: list[str] = []
     preview: list[Change] = []
     sources: list[tuple[str, str]] = []
@@ -127,7 +124,7 @@ def _grubby_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
     return ApplyPlan("grubby", value, (), tuple(preview), cmd, tuple(kept), ())
 
 
-def _grub_d_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
+def _grub_d_plan(host: Host, value: str, force: bool) -> ApplyPlan:
     kept: list[str] = []
     candidates = [GRUB_DEFAULT] + [GRUB_D / n for n in host.listdir(GRUB_D)
                                    if n.endswith(".cfg") and GRUB_D / n != OUR_GRUB_CFG]
@@ -151,7 +148,7 @@ def _grub_d_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
                      tuple(kept), tuple(notes))
 
 
-def _kernel_cmdline_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
+def _kernel_cmdline_plan(host: Host, value: str, force: bool) -> ApplyPlan:
     notes: list[str] = []
     if host.is_file(KERNEL_CMDLINE):
         old: str | None = host.read_text(KERNEL_CMDLINE)
@@ -179,7 +176,7 @@ def _kernel_cmdline_plan(host: HostView, value: str, force: bool) -> ApplyPlan:
                      tuple(kept), tuple(notes))
 
 
-def plan_apply(host: HostView, value: str, force: bool = False) -> ApplyPlan:
+def plan_apply(host: Host, value: str, force: bool = False) -> ApplyPlan:
     """What applying crashkernel=`value` to the root would change (nothing is written)."""
     if host.is_file(GRUBBY):
         return _grubby_plan(host, value, force)
@@ -195,22 +192,11 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write(path, text, mode)
 
 
-def _run(cmd: Sequence[str]) -> None:
-    res = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise OperationError(
-            f"`{' '.join(cmd)}` failed (exit {res.returncode}): "
-            f"{(res.stderr or res.stdout).strip()}")
+def perform(plan: ApplyPlan, host: Host) -> list[str]:
+    """Write the plan's files atomically; run grubby (host.run) only on the live root.
 
-
-def perform(plan: ApplyPlan, host: HostView, runner: Runner = _run,
-            live: bool | None = None) -> list[str]:
-    """Write the plan's files atomically; run grubby only on the live root.
-
-    `live` defaults to "the view's root is /". Returns the messages for the user.
+    Returns the messages for the user.
     """
-    if live is None:
-        live = Path(host.root).resolve() == Path("/")
     done: list[str] = []
     for c in plan.changes:
         try:
@@ -220,8 +206,12 @@ def perform(plan: ApplyPlan, host: HostView, runner: Runner = _run,
                                  "configuration needs root and a writable /etc") from None
         done.append(f"wrote {c.path}")
     if plan.command:
-        if live:
-            runner(plan.command)
+        if host.is_live:
+            res = host.run(plan.command, None)
+            if res.returncode != 0:
+                raise OperationError(
+                    f"`{' '.join(plan.command)}` failed (exit {res.returncode}): "
+                    f"{(res.stderr or res.stdout).strip()}")
             done.append(f"ran {' '.join(plan.command)}")
         else:
             done.append(f"not running grubby for a root other than /; run inside {host.root}: "

@@ -15,7 +15,7 @@ from mkkdumprd.arch import ArchInfo
 from mkkdumprd.crashkernel import recommend as rec
 from mkkdumprd.crashkernel.size import format_size, human
 from mkkdumprd.errors import MkkdumprdError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import status
 
 
@@ -42,7 +42,7 @@ class Fit:
                 "recommended": self.recommended, "below_estimate": self.short}
 
 
-def reservation_fit(host: HostView, arch: ArchInfo, kernel: str | PurePosixPath | None,
+def reservation_fit(host: Host, arch: ArchInfo, kernel: str | PurePosixPath | None,
                     initrd: str | PurePosixPath | None,
                     cmdline: str = "") -> Fit | None:
     """The comparison, or None when it cannot be made (no reservation, no image, files
@@ -66,7 +66,7 @@ def reservation_fit(host: HostView, arch: ArchInfo, kernel: str | PurePosixPath 
     return Fit(reserved, est.total, est.rounded, str(initrd))
 
 
-def record_fit(host: HostView, arch: ArchInfo, record: dict[str, object]) -> Fit | None:
+def record_fit(host: Host, arch: ArchInfo, record: dict[str, object]) -> Fit | None:
     """reservation_fit for what a load record says was loaded."""
     kernel, initrd, cmdline = record.get("kernel"), record.get("initrd"), record.get("cmdline")
     return reservation_fit(host, arch, kernel if isinstance(kernel, str) else None,

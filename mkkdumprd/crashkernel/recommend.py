@@ -37,7 +37,7 @@ from pathlib import Path
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.crashkernel.size import KiB, MiB, format_size, human, round_up
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 MARGIN_PERCENT = 20
 MARGIN_FIXED = 16 * MiB
@@ -130,20 +130,21 @@ def _iomem_ram(text: str) -> int | None:
     return total if seen and shown else None
 
 
-def _sysfs_ram(host: HostView) -> int | None:
+def _sysfs_ram(host: Host) -> int | None:
     """Online memory blocks times the block size (/sys/devices/system/memory, readable by all)."""
-    base = host.path("/sys/devices/system/memory")
-    size = host.read_optional("/sys/devices/system/memory/block_size_bytes")
+    base = "/sys/devices/system/memory"
+    size = host.read_optional(f"{base}/block_size_bytes")
     try:
         block = int(size.strip(), 16) if size else 0
-        online = sum(1 for p in base.glob("memory[0-9]*/online")
-                     if p.read_text().strip() == "1")
+        online = sum(1 for name in host.listdir(base)
+                     if name.startswith("memory") and name[6:7].isdigit()
+                     and (host.read_optional(f"{base}/{name}/online") or "").strip() == "1")
     except (OSError, ValueError):
         return None
     return block * online if block and online else None
 
 
-def system_ram(host: HostView) -> tuple[int, str]:
+def system_ram(host: Host) -> tuple[int, str]:
     """(bytes, where from): top-level System RAM in /proc/iomem; without its addresses
     (not root), the online memory blocks in sysfs; else MemTotal."""
     iomem = _iomem_ram(host.read_optional("/proc/iomem") or "")
@@ -152,10 +153,9 @@ def system_ram(host: HostView) -> tuple[int, str]:
     sysfs = _sysfs_ram(host)
     if sysfs is not None:
         return sysfs, "/sys/devices/system/memory online blocks (/proc/iomem hides addresses)"
-    meminfo = host.read_optional("/proc/meminfo") or ""
-    m = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.M)
-    if m:
-        return int(m.group(1)) * KiB, "/proc/meminfo MemTotal"
+    mem_total = host.meminfo().get("MemTotal")
+    if mem_total:
+        return mem_total, "/proc/meminfo MemTotal"
     raise OperationError(
         f"cannot tell the RAM size from {host.path('/proc/iomem')} or "
         f"{host.path('/proc/meminfo')}; pass --mem SIZE")
@@ -171,7 +171,7 @@ def _count_cpus(spec: str) -> int:
     return n
 
 
-def capture_cpus(arch: ArchInfo, host: HostView, extra: Iterable[str] = ()) -> int:
+def capture_cpus(arch: ArchInfo, host: Host, extra: Iterable[str] = ()) -> int:
     """CPUs whose per-cpu areas the capture kernel allocates.
 
     nr_cpus=N limits the possible CPUs; maxcpus=N only limits the ones brought up, the

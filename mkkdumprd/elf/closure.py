@@ -17,7 +17,7 @@ name without '/' is searched in this order:
 Search directories expand `$ORIGIN`, `$LIB` and `$PLATFORM`, and each is tried with its
 supported glibc-hwcaps subdirectories first. A candidate of the wrong ELF class or machine
 is skipped and the search goes on; one that is not ELF at all is an error, as for ld.so.
-Everything is looked up inside the HostView (the host or a --sysroot).
+Everything is looked up inside the Host (the host or a --sysroot).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from mkkdumprd.elf.ldconf import ld_so_conf_dirs
 from mkkdumprd.elf.objects import ElfIdent, ElfObject, NotElf, read_elf, read_ident
 from mkkdumprd.elf.platform import LdsoPlatform, ldso_platform
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 LD_SO_CACHE = "/etc/ld.so.cache"
 _MAX_SYMLINKS = 40
@@ -70,7 +70,7 @@ class Closure:
     objects: tuple[PurePosixPath, ...]
 
 
-def resolve_closure(files: Sequence[str | PurePosixPath], view: HostView, *,
+def resolve_closure(files: Sequence[str | PurePosixPath], view: Host, *,
                     dlopen: Sequence[str] = (), machine: str | None = None) -> Closure:
     resolver = Resolver(view, machine)
     roots = tuple(resolver.locate(str(f)) for f in files)
@@ -115,7 +115,7 @@ class Resolver:
     Reusable across many roots (the benchmark resolves all of /usr/bin with one).
     """
 
-    def __init__(self, view: HostView, machine: str | None = None) -> None:
+    def __init__(self, view: Host, machine: str | None = None) -> None:
         self.view = view
         self.forced = _parse_machine(machine) if machine else None
         self.expected: tuple[str, int] | None = None  # set by the first ELF root
@@ -140,12 +140,12 @@ class Resolver:
     @property
     def where(self) -> str:
         """' in sysroot DIR' for messages, nothing for the live system."""
-        return "" if str(self.view.root) == "/" else f" in sysroot {self.view.root}"
+        return "" if self.view.is_live else f" in sysroot {self.view.root}"
 
     # -- view access -------------------------------------------------------------------
 
     def real(self, p: str | PurePosixPath) -> PurePosixPath:
-        """HostView.resolve, memoised per directory prefix (most libraries share a few)."""
+        """Host.resolve, memoised per directory prefix (most libraries share a few)."""
         key = str(p)
         r = self._real.get(key)
         if r is None:
@@ -555,7 +555,7 @@ class Resolver:
         return PurePosixPath("/", expanded)
 
 
-def arch_of(view: HostView) -> str | None:
+def arch_of(view: Host) -> str | None:
     """The --arch name of a root, from its shell (or busybox): None when it has neither.
 
     Cross builds default to the sysroot's architecture rather than this machine's.

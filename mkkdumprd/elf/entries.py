@@ -13,16 +13,16 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from mkkdumprd.elf.closure import LD_SO_CACHE, ElfError, Resolver
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, file_entry, symlink_entry
 
 
-def find_binary(view: HostView, name: str) -> PurePosixPath | None:
+def find_binary(view: Host, name: str) -> PurePosixPath | None:
     """`name` on the view's PATH (or `name` itself when it is a path that exists)."""
     return view.which(name)
 
 
-def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason: str, *,
+def binary_entries(files: Sequence[str | PurePosixPath], view: Host, reason: str, *,
                    dlopen: Sequence[str] = (), machine: str | None = None) -> list[Entry]:
     """Entries for `files` (kept at their paths) and everything the loader opens for them.
 
@@ -47,7 +47,7 @@ def binary_entries(files: Sequence[str | PurePosixPath], view: HostView, reason:
     return list(out.values())
 
 
-def path_entries(view: HostView, p: str | PurePosixPath, reason: str) -> list[Entry]:
+def path_entries(view: Host, p: str | PurePosixPath, reason: str) -> list[Entry]:
     """Symlink entries for every link crossed resolving `p`, then the file itself."""
     try:
         real, links = view.resolve_links(p)

@@ -9,19 +9,19 @@ from __future__ import annotations
 import fnmatch
 from pathlib import PurePosixPath
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 LD_SO_CONF = "/etc/ld.so.conf"
 _MAX_DEPTH = 16
 
 
-def ld_so_conf_dirs(view: HostView, conf: str = LD_SO_CONF) -> tuple[PurePosixPath, ...]:
+def ld_so_conf_dirs(view: Host, conf: str = LD_SO_CONF) -> tuple[PurePosixPath, ...]:
     out: list[PurePosixPath] = []
     _read(view, PurePosixPath(conf), out, 0)
     return tuple(dict.fromkeys(out))
 
 
-def _read(view: HostView, conf: PurePosixPath, out: list[PurePosixPath], depth: int) -> None:
+def _read(view: Host, conf: PurePosixPath, out: list[PurePosixPath], depth: int) -> None:
     text = view.read_optional(conf)
     if text is None or depth > _MAX_DEPTH:
         return
@@ -44,7 +44,7 @@ def _read(view: HostView, conf: PurePosixPath, out: list[PurePosixPath], depth: 
                     out.append(PurePosixPath(d))
 
 
-def _glob(view: HostView, base: PurePosixPath, pattern: str) -> list[PurePosixPath]:
+def _glob(view: Host, base: PurePosixPath, pattern: str) -> list[PurePosixPath]:
     """Expand an include glob inside the view (only the last component may have wildcards,
     which is all ldconfig configurations use in practice)."""
     pat = PurePosixPath(pattern) if pattern.startswith("/") else base / pattern

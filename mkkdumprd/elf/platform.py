@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 # ld.so.cache entry flags: FLAG_ELF_LIBC6 | the arch's FLAG_*_LIB64 etc.
 FLAG_ELF_LIBC6 = 0x0003
@@ -67,7 +67,7 @@ class LdsoPlatform:
     legacy_subdirs: tuple[str, ...] = ()  # tls/, $PLATFORM/ ... (glibc before 2.37)
 
 
-def ldso_platform(view: HostView, machine: str, elf_class: int,
+def ldso_platform(view: Host, machine: str, elf_class: int,
                   interp: str | None = None) -> LdsoPlatform:
     known = _ARCHES.get((machine, elf_class))
     flags, platform, triplet, default_interp = known or (
@@ -123,7 +123,7 @@ class _Cpu:
     flags: frozenset[str]
 
 
-def _cpu(view: HostView) -> _Cpu | None:
+def _cpu(view: Host) -> _Cpu | None:
     """The CPU the view runs on: only known for the live machine (/proc/cpuinfo)."""
     text = view.read_optional("/proc/cpuinfo")
     if not text:
@@ -140,7 +140,7 @@ def _cpu(view: HostView) -> _Cpu | None:
     return _Cpu(vendor, flags)
 
 
-def _glibc_version(view: HostView, interp: str) -> tuple[int, int] | None:
+def _glibc_version(view: Host, interp: str) -> tuple[int, int] | None:
     """The target glibc's version, from the banner compiled into its ld.so."""
     if not interp or not view.is_file(interp):
         return None
@@ -151,7 +151,7 @@ def _glibc_version(view: HostView, interp: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _slibdir(view: HostView, interp: str, triplet: str, elf_class: int) -> str:
+def _slibdir(view: Host, interp: str, triplet: str, elf_class: int) -> str:
     """$LIB: the directory ld.so was installed in, relative to / or /usr."""
     if interp and view.is_file(interp):
         parent = view.resolve(interp).parent

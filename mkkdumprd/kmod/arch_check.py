@@ -16,36 +16,37 @@ from pathlib import Path
 from mkkdumprd.elf.closure import parse_machine
 from mkkdumprd.elf.objects import NotElf, ident_of
 from mkkdumprd.errors import UsageError
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Codec
 from mkkdumprd.kmod.closure import KModule
 
 
-def module_head(path: Path, codec: Codec, size: int = 20) -> bytes:
+def module_head(host: Host, path: Path, codec: Codec, size: int = 20) -> bytes:
     """The first `size` bytes of the module as the kernel sees it (decompressed)."""
-    if codec is Codec.GZIP:
-        with gzip.open(path, "rb") as f:
-            return f.read(size)
-    if codec is Codec.XZ:
-        with lzma.open(path, "rb") as f:
-            return f.read(size)
-    if codec is Codec.ZSTD:
-        import zstandard
-
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as f:
-            try:
+    with host.open(path) as raw:
+        if codec is Codec.GZIP:
+            with gzip.open(raw, "rb") as f:
                 return f.read(size)
-            except zstandard.ZstdError as exc:
-                raise OSError(f"zstd: {exc}") from None
-    with open(path, "rb") as f:
-        return f.read(size)
+        if codec is Codec.XZ:
+            with lzma.open(raw, "rb") as f:
+                return f.read(size)
+        if codec is Codec.ZSTD:
+            import zstandard
+
+            with zstandard.ZstdDecompressor().stream_reader(raw) as f:
+                try:
+                    return f.read(size)
+                except zstandard.ZstdError as exc:
+                    raise OSError(f"zstd: {exc}") from None
+        return raw.read(size)
 
 
-def check_modules_arch(modules: Iterable[KModule], arch: str) -> None:
-    """Raise UsageError naming the first module not built for `arch`."""
+def check_modules_arch(host: Host, modules: Iterable[KModule], arch: str) -> None:
+    """Raise UsageError naming the first module not built for `arch` (its path in `host`)."""
     want_machine, want_class = parse_machine(arch)
     for m in modules:
         try:
-            ident = ident_of(module_head(m.path, m.codec), str(m.path))
+            ident = ident_of(module_head(host, m.path, m.codec), str(m.path))
         except (NotElf, OSError, EOFError, lzma.LZMAError) as exc:
             raise UsageError(f"kernel module {m.path} is not a readable ELF object ({exc}); "
                              "reinstall the kernel package it comes from") from None

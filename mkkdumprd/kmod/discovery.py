@@ -1,6 +1,6 @@
 """Host-only driver discovery: which modules reach a block device or a NIC.
 
-Everything is read through a HostView, so tests hand in a fake /proc and /sys. For a
+Everything is read through a Host, so tests hand in a fake /proc and /sys. For a
 device the sysfs directory is followed to the real device, through partitions to their
 disk and through dm/md `slaves/` to the disks below; then every ancestor under
 /sys/devices contributes its bound driver's module (`driver/module`) and its `modalias`.
@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 _SYS_DEVICES = PurePosixPath("/sys/devices")
 _MAJMIN = re.compile(r"^(\d+):(\d+)$")
@@ -34,15 +33,6 @@ class DeviceNotFound(UsageError):
     """A device named in the configuration does not exist on the host."""
 
 
-@dataclass(frozen=True)
-class Mount:
-    majmin: str
-    mountpoint: str
-    fstype: str
-    source: str
-    superopts: str
-
-
 def fs_module(fstype: str) -> str:
     """The module providing a filesystem type (ext2/3 are served by ext4, NFS by nfsv4
     which pulls in nfs; fuse.* by fuse); other types are named like their module."""
@@ -51,27 +41,7 @@ def fs_module(fstype: str) -> str:
     return _FS_MODULES.get(fstype, fstype)
 
 
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mounts(view: HostView) -> list[Mount]:
-    text = view.read_optional("/proc/self/mountinfo") or ""
-    out: list[Mount] = []
-    for line in text.splitlines():
-        words = line.split()
-        if "-" not in words[6:]:
-            continue
-        sep = words.index("-", 6)
-        if len(words) < sep + 3:
-            continue
-        out.append(Mount(words[2], _unescape(words[4]), words[sep + 1],
-                         _unescape(words[sep + 2]), words[sep + 3] if len(words) > sep + 3
-                         else ""))
-    return out
-
-
-def _sys_block_dir(view: HostView, dev: str) -> PurePosixPath:
+def _sys_block_dir(view: Host, dev: str) -> PurePosixPath:
     """The real /sys/devices/... directory of a block device given as path or MAJ:MIN."""
     if dev.startswith(("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=")):
         key, _, value = dev.partition("=")
@@ -96,13 +66,13 @@ def _sys_block_dir(view: HostView, dev: str) -> PurePosixPath:
     return view.resolve(cand)
 
 
-def modules_for_block_device(view: HostView, dev: str) -> set[str]:
+def modules_for_block_device(view: Host, dev: str) -> set[str]:
     out: set[str] = set()
     _block(view, _sys_block_dir(view, dev), out, set())
     return out
 
 
-def _block(view: HostView, sysdir: PurePosixPath, out: set[str],
+def _block(view: Host, sysdir: PurePosixPath, out: set[str],
            seen: set[PurePosixPath]) -> None:
     if sysdir in seen:
         return
@@ -125,7 +95,7 @@ def _block(view: HostView, sysdir: PurePosixPath, out: set[str],
     _ancestors(view, sysdir, out)
 
 
-def _ancestors(view: HostView, start: PurePosixPath, out: set[str]) -> None:
+def _ancestors(view: Host, start: PurePosixPath, out: set[str]) -> None:
     """Bound drivers' modules and modaliases of `start` and every parent device."""
     d = start
     while d != _SYS_DEVICES and _SYS_DEVICES in d.parents:
@@ -138,7 +108,7 @@ def _ancestors(view: HostView, start: PurePosixPath, out: set[str]) -> None:
         d = d.parent
 
 
-def modules_for_netdev(view: HostView, ifname: str) -> set[str]:
+def modules_for_netdev(view: Host, ifname: str) -> set[str]:
     """Modules for a network interface and, for vlan/bond/bridge/team, the devices
     below it."""
     out: set[str] = set()
@@ -146,12 +116,12 @@ def modules_for_netdev(view: HostView, ifname: str) -> set[str]:
     return out
 
 
-def _uevent(view: HostView, path: PurePosixPath) -> dict[str, str]:
+def _uevent(view: Host, path: PurePosixPath) -> dict[str, str]:
     text = view.read_optional(path / "uevent") or ""
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _netdev(view: HostView, ifname: str, out: set[str], seen: set[str]) -> None:
+def _netdev(view: Host, ifname: str, out: set[str], seen: set[str]) -> None:
     if ifname in seen:
         return
     seen.add(ifname)

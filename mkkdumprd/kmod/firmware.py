@@ -17,7 +17,7 @@ import posixpath
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, file_entry, symlink_entry
 from mkkdumprd.kmod.closure import ModuleClosure
 
@@ -26,7 +26,7 @@ _SUFFIXES = ("", ".zst", ".xz")
 _MAX_LINKS = 16
 
 
-def firmware_entries(closure: ModuleClosure, view: HostView, *,
+def firmware_entries(closure: ModuleClosure, view: Host, *,
                      fw_dirs: Sequence[str] = DEFAULT_FW_DIRS
                      ) -> tuple[list[Entry], list[str]]:
     entries: dict[PurePosixPath, Entry] = {}
@@ -44,7 +44,7 @@ def firmware_entries(closure: ModuleClosure, view: HostView, *,
     return list(entries.values()), warnings
 
 
-def _find(view: HostView, name: str, fw_dirs: Sequence[str]) -> list[str]:
+def _find(view: Host, name: str, fw_dirs: Sequence[str]) -> list[str]:
     for d in fw_dirs:
         if any(c in name for c in "*?["):
             parent, _, pattern = f"{d}/{name}".rpartition("/")
@@ -61,7 +61,7 @@ def _find(view: HostView, name: str, fw_dirs: Sequence[str]) -> list[str]:
     return []
 
 
-def _add(view: HostView, path: str, reason: str,
+def _add(view: Host, path: str, reason: str,
          entries: dict[PurePosixPath, Entry]) -> None:
     """`path` (a file or a chain of symlinks inside the view) and what it points to."""
     current = PurePosixPath(path)

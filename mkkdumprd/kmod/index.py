@@ -14,14 +14,13 @@ built-in aliases, built-in module names.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
 from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
@@ -54,7 +53,7 @@ class ModuleDirMissing(UsageError):
 MODULE_DIRS: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
 
 
-def find_kmoddir(view: HostView, kver: str) -> Path:
+def find_kmoddir(view: Host, kver: str) -> Path:
     """The host path of /lib/modules/KVER (or /usr/lib/modules/KVER) inside the view."""
     searched: list[Path] = []
     for base in MODULE_DIRS:
@@ -81,6 +80,9 @@ class ModuleIndex:
     _symbols_file: Path | None = field(default=None, repr=False)
     _firmware: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _cache: dict[str, object] = field(default_factory=dict, repr=False)
+    # The machine whose files are read: kmoddir is a real path on it (--kmoddir may lie
+    # outside a cross build's sysroot).
+    host: Host = field(default_factory=Host.this_machine, repr=False)
 
     # ---- loading -------------------------------------------------------------------
 
@@ -93,26 +95,29 @@ class ModuleIndex:
         apply, as modprobe would read them; none by default. `use_index=False` ignores
         depmod's files and reads every `.modinfo`.
         """
+        host = Host.this_machine()
         kmoddir = Path(kmoddir).absolute()
-        if not kmoddir.is_dir():
+        if not host.is_dir(kmoddir):
             raise ModuleDirMissing(kver, [kmoddir])
         config = load_modprobe_d(modprobe_d) if modprobe_d else ModprobeConfig()
         files = module_files(kmoddir)
-        builtin = _read_builtin(kmoddir)
-        builtin_aliases = _read_builtin_aliases(kmoddir)
-        order = _read_order(kmoddir)
-        if use_index and _index_is_current(kmoddir, files):
-            return cls._from_index(kmoddir, kver, config, builtin, builtin_aliases, order)
-        scanned = scan_modinfo(kmoddir, [f.relpath for f in files], jobs)
+        builtin = _read_builtin(host, kmoddir)
+        builtin_aliases = _read_builtin_aliases(host, kmoddir)
+        order = _read_order(host, kmoddir)
+        if use_index and _index_is_current(host, kmoddir, files):
+            return cls._from_index(host, kmoddir, kver, config, builtin, builtin_aliases,
+                                   order)
+        scanned = scan_modinfo(host, kmoddir, [f.relpath for f in files], jobs)
         return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
 
     @classmethod
-    def _from_index(cls, kmoddir: Path, kver: str, config: ModprobeConfig,
+    def _from_index(cls, host: Host, kmoddir: Path, kver: str, config: ModprobeConfig,
                     builtin: frozenset[str], builtin_aliases: AliasTable,
                     order: Mapping[str, int]) -> ModuleIndex:
         modules: dict[str, str] = {}
         dep_paths: dict[str, list[str]] = {}
-        for line in (kmoddir / "modules.dep").read_text(errors="replace").splitlines():
+        dep_text = host.read_text(kmoddir / "modules.dep", errors="replace")
+        for line in dep_text.splitlines():
             head, sep, tail = line.partition(":")
             if not sep:
                 continue
@@ -124,18 +129,18 @@ class ModuleIndex:
         name_of = {rel: name for name, rel in modules.items()}
         deps = {n: tuple(name_of.get(p) or modname_from_path(p) for p in reversed(ps))
                 for n, ps in dep_paths.items()}
-        aliases = _FileAliases(kmoddir / "modules.alias")
+        aliases = _FileAliases(host, kmoddir / "modules.alias")
         softdeps = list(config.softdeps)
         softdep_file = kmoddir / "modules.softdep"
-        if softdep_file.is_file():
-            for line in softdep_file.read_text(errors="replace").splitlines():
+        if host.is_file(softdep_file):
+            for line in host.read_text(softdep_file, errors="replace").splitlines():
                 words = line.split(None, 2)
                 if len(words) >= 2 and words[0] == "softdep":
                     softdeps.append(parse_softdep(words[1], words[2] if len(words) > 2 else ""))
         symbols = kmoddir / "modules.symbols"
         return cls(kver, kmoddir, "index", modules, deps, aliases, tuple(softdeps), builtin,
                    builtin_aliases, order, config,
-                   symbols if symbols.is_file() else None)
+                   symbols if host.is_file(symbols) else None, host=host)
 
     @classmethod
     def _from_scan(cls, kmoddir: Path, kver: str, config: ModprobeConfig,
@@ -201,7 +206,7 @@ class ModuleIndex:
         """`firmware=` entries of an installed module, read from its `.modinfo` once."""
         if name not in self._firmware:
             relpath = self.modules[name]
-            self._firmware[name] = read_modinfo(self.kmoddir / relpath).firmware
+            self._firmware[name] = read_modinfo(self.host, self.kmoddir / relpath).firmware
         return self._firmware[name]
 
     def firmware_read(self) -> int:
@@ -215,7 +220,8 @@ class ModuleIndex:
         if cached is None:
             table: dict[str, str] = {}
             if self._symbols_file is not None:
-                for line in self._symbols_file.read_text(errors="replace").splitlines():
+                text = self.host.read_text(self._symbols_file, errors="replace")
+                for line in text.splitlines():
                     words = line.split()
                     if len(words) >= 3 and words[0] == "alias":
                         table.setdefault(normalize(words[1]), normalize(words[2]))
@@ -241,8 +247,9 @@ class _FileAliases(AliasTable):
     (or a cached index that is never asked for an alias) does not need them.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, host: Host, path: Path) -> None:
         super().__init__()
+        self._host = host
         self._path: Path | None = path
 
     def _fill(self) -> None:
@@ -254,7 +261,7 @@ class _FileAliases(AliasTable):
         by_prefix = self._by_prefix
         count = self._count
         wild = _GLOB_CHARS.search
-        for line in path.read_text(errors="replace").splitlines():
+        for line in self._host.read_text(path, errors="replace").splitlines():
             if not line.startswith("alias "):
                 continue
             words = line.split()
@@ -322,13 +329,13 @@ def _transitive(direct: Mapping[str, tuple[str, ...]],
     return {name: visit(name, set()) for name in modules}
 
 
-def _index_is_current(kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
+def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
     """modules.dep and modules.alias exist, are newer than every module file, and
     modules.dep names exactly the module names present (a shadowed duplicate, say
     kernel/ under updates/, is not listed by depmod and does not count)."""
     try:
-        stamp = min(os.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
-        text = (kmoddir / "modules.dep").read_text(errors="replace")
+        stamp = min(host.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
+        text = host.read_text(kmoddir / "modules.dep", errors="replace")
     except OSError:
         return False
     listed: set[str] = set()
@@ -357,19 +364,18 @@ def _relative(path: str) -> str:
     return path
 
 
-def _read_builtin(kmoddir: Path) -> frozenset[str]:
-    try:
-        text = (kmoddir / "modules.builtin").read_text(errors="replace")
-    except OSError:
+def _read_builtin(host: Host, kmoddir: Path) -> frozenset[str]:
+    text = host.read_optional(kmoddir / "modules.builtin")
+    if text is None:
         return frozenset()
     return frozenset(modname_from_path(line.strip()) for line in text.splitlines()
                      if line.strip())
 
 
-def _read_builtin_aliases(kmoddir: Path) -> AliasTable:
+def _read_builtin_aliases(host: Host, kmoddir: Path) -> AliasTable:
     table = AliasTable()
     try:
-        data = (kmoddir / "modules.builtin.modinfo").read_bytes()
+        data = host.read_bytes(kmoddir / "modules.builtin.modinfo")
     except OSError:
         return table
     for rec in data.split(b"\0"):
@@ -379,10 +385,9 @@ def _read_builtin_aliases(kmoddir: Path) -> AliasTable:
     return table
 
 
-def _read_order(kmoddir: Path) -> dict[str, int]:
-    try:
-        text = (kmoddir / "modules.order").read_text(errors="replace")
-    except OSError:
+def _read_order(host: Host, kmoddir: Path) -> dict[str, int]:
+    text = host.read_optional(kmoddir / "modules.order")
+    if text is None:
         return {}
     order: dict[str, int] = {}
     for i, line in enumerate(text.splitlines()):

@@ -24,6 +24,7 @@ import zstandard
 from elftools.elf.structs import ELFStructs
 
 from mkkdumprd.errors import OperationError
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Codec
 from mkkdumprd.kmod.names import module_suffix
 
@@ -96,11 +97,11 @@ def decompress(data: bytes, codec: Codec, where: Path | str = "") -> bytes:
                            f"reinstall the kernel package") from exc
 
 
-def read_module_bytes(path: Path) -> bytes:
+def read_module_bytes(host: Host, path: Path) -> bytes:
     """The ELF bytes of a module file, decompressed according to its suffix."""
     found = module_suffix(path.name)
     codec = found[1] if found else Codec.NONE
-    return decompress(path.read_bytes(), codec, path)
+    return decompress(host.read_bytes(path), codec, path)
 
 
 @lru_cache(maxsize=4)
@@ -154,26 +155,26 @@ def _find_sections(read: Reader, total: int, wanted: Sequence[str],
     return out
 
 
-def read_sections(path: Path, wanted: Sequence[str]) -> dict[str, bytes]:
+def read_sections(host: Host, path: Path, wanted: Sequence[str]) -> dict[str, bytes]:
     """The `wanted` sections of the module file at `path` (.ko, .ko.xz, .ko.zst, .ko.gz)."""
     found = module_suffix(path.name)
     try:
         if found is None or found[1] is Codec.NONE:
             # Plain modules: a few small reads instead of the whole file (xfs.ko is 3 MB).
-            with open(path, "rb") as f:
+            with host.open(path) as f:
                 def read(off: int, size: int) -> bytes:
                     f.seek(off)
                     return f.read(size)
                 return _find_sections(read, os.fstat(f.fileno()).st_size, wanted, path)
-        elf = read_module_bytes(path)
+        elf = read_module_bytes(host, path)
         return _find_sections(lambda off, size: elf[off: off + size], len(elf), wanted, path)
     except OSError as exc:
         raise ModinfoError(f"cannot read module {path}: {exc.strerror or exc}") from exc
 
 
-def read_modinfo(path: Path) -> ModInfo:
+def read_modinfo(host: Host, path: Path) -> ModInfo:
     """The `.modinfo` of the module file at `path` (.ko, .ko.xz, .ko.zst, .ko.gz)."""
-    return parse_modinfo(read_sections(path, (".modinfo",)).get(".modinfo", b""))
+    return parse_modinfo(read_sections(host, path, (".modinfo",)).get(".modinfo", b""))
 
 
 def exported_symbols(ksymtab_strings: bytes) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkkdumprd.host import Host
 from mkkdumprd.kmod.modinfo import exported_symbols, parse_modinfo, read_sections
 from mkkdumprd.kmod.names import is_module_file
 
@@ -67,26 +68,26 @@ def module_files(kmoddir: Path) -> list[ModuleFile]:
     return out
 
 
-def _scan_one(kmoddir: Path, relpath: str) -> ScannedModule:
-    found = read_sections(kmoddir / relpath, (".modinfo", "__ksymtab_strings"))
+def _scan_one(host: Host, kmoddir: Path, relpath: str) -> ScannedModule:
+    found = read_sections(host, kmoddir / relpath, (".modinfo", "__ksymtab_strings"))
     info = parse_modinfo(found.get(".modinfo", b""))
     return ScannedModule(relpath, info.depends, info.aliases, info.softdeps, info.firmware,
                          exported_symbols(found.get("__ksymtab_strings", b"")))
 
 
-def _scan_chunk(kmoddir: Path, relpaths: Sequence[str]) -> list[ScannedModule]:
-    return [_scan_one(kmoddir, r) for r in relpaths]
+def _scan_chunk(host: Host, kmoddir: Path, relpaths: Sequence[str]) -> list[ScannedModule]:
+    return [_scan_one(host, kmoddir, r) for r in relpaths]
 
 
-def scan_modinfo(kmoddir: Path, relpaths: Sequence[str],
+def scan_modinfo(host: Host, kmoddir: Path, relpaths: Sequence[str],
                  jobs: int | None = None) -> list[ScannedModule]:
-    """`.modinfo` of each module, in the order of `relpaths`."""
+    """`.modinfo` of each module (`kmoddir` is a path on `host`), in `relpaths`' order."""
     jobs = jobs or os.cpu_count() or 1
     if jobs <= 1 or len(relpaths) < _SERIAL_BELOW:
-        return _scan_chunk(kmoddir, relpaths)
+        return _scan_chunk(host, kmoddir, relpaths)
     chunks = [relpaths[i: i + _CHUNK] for i in range(0, len(relpaths), _CHUNK)]
     out: list[ScannedModule] = []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for part in pool.map(_scan_chunk, [kmoddir] * len(chunks), chunks):
+        for part in pool.map(_scan_chunk, [host] * len(chunks), [kmoddir] * len(chunks), chunks):
             out.extend(part)
     return out

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.quoting import check_path, shell_word, systemd_exec_word
 from mkkdumprd.resources import data_dir
 
@@ -69,7 +69,7 @@ class Change:
     action: str              # "installed", "updated", "unchanged", "removed", "absent", KEPT
 
 
-def detect(host: HostView) -> tuple[Kind, ...]:
+def detect(host: Host) -> tuple[Kind, ...]:
     """Which integrations this system uses."""
     found: list[Kind] = []
     if host.is_dir("/run/systemd/system") or host.is_dir("/etc/systemd/system"):
@@ -129,7 +129,7 @@ def hooks_conf_text(old: bytes, exe: str) -> bytes:
     return b"".join(out)
 
 
-def _hooks_conf(host: HostView, exe: str) -> Change | None:
+def _hooks_conf(host: Host, exe: str) -> Change | None:
     """Name `exe` in hooks.conf when the hooks would not find it themselves."""
     if str(PurePosixPath(exe).parent) in HOOK_SEARCH:
         return None
@@ -156,7 +156,7 @@ def _hooks_conf(host: HostView, exe: str) -> Change | None:
 KEPT = "kept (a symlink)"
 
 
-def install(host: HostView, kinds: tuple[Kind, ...], exe: str) -> list[Change]:
+def install(host: Host, kinds: tuple[Kind, ...], exe: str) -> list[Change]:
     check_path(exe, "--mkkdumprd")
     if Kind.SYSTEMD in kinds:   # refused before anything is written
         systemd_exec_word(exe, executable=True)
@@ -185,7 +185,7 @@ def install(host: HostView, kinds: tuple[Kind, ...], exe: str) -> list[Change]:
     return changes
 
 
-def remove(host: HostView, kinds: tuple[Kind, ...]) -> list[Change]:
+def remove(host: Host, kinds: tuple[Kind, ...]) -> list[Change]:
     changes: list[Change] = []
     for item in ITEMS:
         if item.kind not in kinds:

@@ -12,10 +12,9 @@ Standard library only: the loader imports this module, and it must run on a bare
 
 from __future__ import annotations
 
-import os
 from pathlib import PurePosixPath
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 CONFIG = PurePosixPath("/etc/kdump.conf")
 BOOT = PurePosixPath("/boot")
@@ -30,27 +29,25 @@ def image_name(kver: str) -> str:
     return f"initramfs-{kver}kdump.img"
 
 
-def boot_writable(host: HostView) -> bool:
-    boot = host.path(BOOT)
-    # access(2) also says no for a read-only mount, even to root.
-    return boot.is_dir() and os.access(boot, os.W_OK)
+def boot_writable(host: Host) -> bool:
+    return host.is_writable_dir(BOOT)
 
 
-def capture_image(host: HostView, kver: str) -> PurePosixPath:
+def capture_image(host: Host, kver: str) -> PurePosixPath:
     """Where the capture image for `kver` is written."""
     if boot_writable(host):
         return BOOT / image_name(kver)
     return STATE_DIR / image_name(kver)
 
 
-def capture_image_candidates(host: HostView, kver: str) -> tuple[PurePosixPath, PurePosixPath]:
+def capture_image_candidates(host: Host, kver: str) -> tuple[PurePosixPath, PurePosixPath]:
     """Both places, the one `capture_image` picks first (hooks delete both on removal)."""
     first = capture_image(host, kver)
     other = (STATE_DIR if first.parent == BOOT else BOOT) / image_name(kver)
     return first, other
 
 
-def existing_capture_image(host: HostView, kver: str) -> PurePosixPath:
+def existing_capture_image(host: Host, kver: str) -> PurePosixPath:
     """The capture image to load: the written place, else the other one if only it exists."""
     first, other = capture_image_candidates(host, kver)
     if not host.is_file(first) and host.is_file(other):

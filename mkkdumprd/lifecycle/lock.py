@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle.locations import LOCK_FILE
 
 NOTICE_AFTER = 1.0
@@ -32,7 +32,7 @@ WAIT_LIMIT = 300.0
 _POLL = 0.05
 
 
-def lock_path(host: HostView) -> Path:
+def lock_path(host: Host) -> Path:
     return host.path(LOCK_FILE)
 
 
@@ -101,7 +101,7 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def service_lock(host: HostView, notify: Callable[[str], None],
+def service_lock(host: Host, notify: Callable[[str], None],
                  notice_after: float = NOTICE_AFTER,
                  wait_limit: float = WAIT_LIMIT) -> Iterator[Path]:
     """Hold the lock for the body; wait (telling `notify` once) while someone else has it."""

@@ -8,7 +8,7 @@ restart = stop + start; the build and the load plan are done before the unload, 
           failing build leaves the old crash kernel loaded instead of none.
 rebuild = build unconditionally (kdumpctl rebuild); loads nothing.
 
-Every verb holds the service lock (lifecycle/lock.py). The machine is a HostView (a fake
+Every verb holds the service lock (lifecycle/lock.py). The machine is a Host (a fake
 root in tests) and its kernel a `live.Kernel`, which only `live.kernel_for` hands out for the
 running system. Without one (`--root DIR`, a system that is not running here) the verbs do
 everything that reads and writes files under DIR (the freshness check, a build) and only
@@ -28,7 +28,7 @@ from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.crashkernel.fit import record_fit
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle import locations
 from mkkdumprd.lifecycle.lock import service_lock
 from mkkdumprd.loader import load as loader
@@ -42,13 +42,13 @@ def _ignore(_: str) -> None:
 
 @dataclass(frozen=True)
 class Service:
-    host: HostView                      # the machine: /etc, /boot, /lib/modules, /proc, /sys, /run
+    machine: Host                       # the machine: /etc, /boot, /lib/modules, /proc, /sys, /run
     arch: ArchInfo
     kernel: Kernel | None               # None: report loads and unloads, call nothing
-    config_path: Path | None = None     # None: /etc/kdump.conf in host (else defaults)
+    config_path: Path | None = None     # None: /etc/kdump.conf in machine (else defaults)
     kver: str | None = None             # None: the running kernel
-    build_view: HostView | None = None  # where binaries and libraries come from (default: host)
-    kmoddir: Path | None = None         # default: host's /lib/modules/KVER
+    sysroot: Host | None = None         # binaries and libraries (default: machine)
+    kmoddir: Path | None = None         # default: machine's /lib/modules/KVER
     hostonly: bool = True
     add_drivers: tuple[str, ...] = ()
     echo: Callable[[str], None] = field(default=_ignore)
@@ -67,20 +67,20 @@ class Outcome:
 
 
 def _config(svc: Service) -> KdumpConfig:
-    return load_kdump_conf(svc.config_path, default=svc.host.path(locations.CONFIG))
+    return load_kdump_conf(svc.config_path, default=svc.machine.path(locations.CONFIG))
 
 
 def _kver(svc: Service) -> str:
-    return svc.kver or locate.running_kver(svc.host)
+    return svc.kver or locate.running_kver(svc.machine)
 
 
 def _request(svc: Service, config: KdumpConfig, kver: str, image: PurePosixPath) -> BuildRequest:
-    view = svc.build_view or svc.host
     return BuildRequest(
         config=config, kver=kver,
-        kmoddir=svc.kmoddir or svc.host.path(f"/lib/modules/{kver}"),
-        view=view, system=svc.host, arch=svc.arch.name, hostonly=svc.hostonly,
-        add_drivers=svc.add_drivers, output=svc.host.path(image), force=True,
+        kmoddir=svc.kmoddir or svc.machine.path(f"/lib/modules/{kver}"),
+        sysroot=svc.sysroot or svc.machine, machine=svc.machine, arch=svc.arch.name,
+        hostonly=svc.hostonly, add_drivers=svc.add_drivers, output=svc.machine.path(image),
+        force=True,
     )
 
 
@@ -107,10 +107,10 @@ def _build(svc: Service, req: BuildRequest, reasons: tuple[str, ...]) -> None:
 
 def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome]:
     """Check, build when needed and allowed, and plan the load; nothing is unloaded yet."""
-    loader.check_reservation(svc.host)
+    loader.check_reservation(svc.machine)
     kver = _kver(svc)
-    image = locations.capture_image(svc.host, kver) if may_build else \
-        locations.existing_capture_image(svc.host, kver)
+    image = locations.capture_image(svc.machine, kver) if may_build else \
+        locations.existing_capture_image(svc.machine, kver)
     outcome = Outcome(image=image)
     if may_build:
         req = _request(svc, _config(svc), kver, image)
@@ -121,23 +121,23 @@ def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome
             outcome = Outcome(built=True, reasons=reasons, image=image)
         else:
             svc.echo(f"{image} is up to date")
-    plan = loader.plan_load(svc.host, svc.arch, kver=kver, initrd=str(image))
+    plan = loader.plan_load(svc.machine, svc.arch, kver=kver, initrd=str(image))
     return plan, outcome
 
 
 def _not_running(svc: Service) -> str:
-    return f"--root {svc.host.root} is not the running system"
+    return f"--root {svc.machine.root} is not the running system"
 
 
 def _load(svc: Service, plan: loader.LoadPlan, outcome: Outcome, unloaded: bool) -> Outcome:
     if svc.kernel is None:
-        svc.echo(plan.describe(svc.host))
+        svc.echo(plan.describe(svc.machine))
         svc.echo(f"not loaded: {_not_running(svc)}; kexec_file_load not called")
         return Outcome(built=outcome.built, reasons=outcome.reasons, unloaded=unloaded,
                        image=outcome.image)
-    record = loader.execute_load(plan, svc.host, svc.kernel)
+    record = loader.execute_load(plan, svc.machine, svc.kernel)
     svc.echo(f"loaded {record['kernel']} with {record['initrd']}")
-    fit = record_fit(svc.host, svc.arch, record)
+    fit = record_fit(svc.machine, svc.arch, record)
     if fit is not None and fit.short:
         svc.warn(fit.warning())
     return Outcome(built=outcome.built, reasons=outcome.reasons, loaded=record,
@@ -145,18 +145,18 @@ def _load(svc: Service, plan: loader.LoadPlan, outcome: Outcome, unloaded: bool)
 
 
 def _unload(svc: Service) -> None:
-    was = status.read_status(svc.host).loaded
+    was = status.read_status(svc.machine).loaded
     if svc.kernel is None:
         svc.echo(f"not unloaded: {_not_running(svc)}; nothing called")
         return
-    loader.unload(svc.host, svc.arch, svc.kernel)
+    loader.unload(svc.machine, svc.arch, svc.kernel)
     svc.echo("crash kernel unloaded" if was else "no crash kernel was loaded")
 
 
 def start(svc: Service) -> Outcome:
-    with service_lock(svc.host, svc.warn):
-        loader.check_reservation(svc.host)     # before any build: no reservation, no use
-        if status.read_status(svc.host).loaded:
+    with service_lock(svc.machine, svc.warn):
+        loader.check_reservation(svc.machine)     # before any build: no reservation, no use
+        if status.read_status(svc.machine).loaded:
             svc.echo("a crash kernel is already loaded; `mkkdumprd restart` rebuilds if "
                      "needed and reloads it")
             return Outcome()
@@ -165,29 +165,29 @@ def start(svc: Service) -> Outcome:
 
 
 def stop(svc: Service) -> Outcome:
-    with service_lock(svc.host, svc.warn):
+    with service_lock(svc.machine, svc.warn):
         _unload(svc)
         return Outcome(unloaded=svc.kernel is not None)
 
 
 def reload(svc: Service) -> Outcome:
-    with service_lock(svc.host, svc.warn):
+    with service_lock(svc.machine, svc.warn):
         plan, outcome = _prepare(svc, may_build=False)
         _unload(svc)
         return _load(svc, plan, outcome, unloaded=svc.kernel is not None)
 
 
 def restart(svc: Service) -> Outcome:
-    with service_lock(svc.host, svc.warn):
+    with service_lock(svc.machine, svc.warn):
         plan, outcome = _prepare(svc, may_build=True)
         _unload(svc)
         return _load(svc, plan, outcome, unloaded=svc.kernel is not None)
 
 
 def rebuild(svc: Service) -> Outcome:
-    with service_lock(svc.host, svc.warn):
+    with service_lock(svc.machine, svc.warn):
         kver = _kver(svc)
-        image = locations.capture_image(svc.host, kver)
+        image = locations.capture_image(svc.machine, kver)
         req = _request(svc, _config(svc), kver, image)
         _build(svc, req, ("rebuild requested",))
         return Outcome(built=True, reasons=("rebuild requested",), image=image)

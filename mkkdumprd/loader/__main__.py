@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mkkdumprd.arch import host_arch, load_arch
 from mkkdumprd.errors import MkkdumprdError, error_line
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import live
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import status as loader_status
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status")
     st.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    host = HostView(args.root)
+    host = Host(args.root)
     try:
         if args.cmd == "status":
             s = loader_status.read_status(host)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from mkkdumprd.atomic_file import atomic_write
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader.kexec import KexecForbidden, _forbidden
 
 KALLSYMS = PurePosixPath("/proc/kallsyms")
@@ -40,7 +40,7 @@ INSTALL_HINT = ("install kexec-tools (Debian/Ubuntu: apt install kexec-tools; "
 _ARM64_KIMG_ALIGN = 2 << 20
 
 # (argv, kallsyms text to show kexec instead of the real one or None) -> (exit code, output)
-KexecRunner = Callable[[HostView, Sequence[str], str | None], tuple[int, str]]
+KexecRunner = Callable[[Host, Sequence[str], str | None], tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _quote(word: str) -> str:
     return "'" + word.replace("'", "'\\''") + "'"
 
 
-def find_kexec(host: HostView) -> PurePosixPath | None:
+def find_kexec(host: Host) -> PurePosixPath | None:
     """kexec-tools' binary on the view's PATH or in the sbin directories it installs to."""
     found = host.which("kexec")
     if found is not None:
@@ -89,7 +89,7 @@ def kallsyms_with_text(text: str, arch: str) -> str | None:
     return f"{base:016x} T _text\n{text}"
 
 
-def load_command(host: HostView, kexec: PurePosixPath, arch: str, kernel: PurePosixPath,
+def load_command(host: Host, kexec: PurePosixPath, arch: str, kernel: PurePosixPath,
                  initrd: PurePosixPath | None, cmdline: str) -> LegacyCommand:
     """`kexec -p -c KERNEL --initrd=I --command-line=C` (-c: the kexec_load syscall)."""
     argv = [str(kexec), "-p", "-c", str(kernel)]
@@ -108,7 +108,7 @@ def unload_command(kexec: PurePosixPath) -> LegacyCommand:
     return LegacyCommand((str(kexec), "-p", "-u"), None)
 
 
-def run_kexec(host: HostView, argv: Sequence[str], kallsyms: str | None) -> tuple[int, str]:
+def run_kexec(host: Host, argv: Sequence[str], kallsyms: str | None) -> tuple[int, str]:
     """Run this machine's kexec-tools; returns (exit code, combined output)."""
     if os.path.realpath(host.root) != "/":
         raise KexecForbidden(f"refusing to run kexec-tools for the system under {host.root}: "

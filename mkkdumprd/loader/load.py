@@ -1,6 +1,6 @@
 """load / unload: put the plan together, check the reservation, call the syscall.
 
-`plan_load` only reads (through a HostView); `execute_load` opens the files, unwraps the
+`plan_load` only reads (through a Host); `execute_load` opens the files, unwraps the
 kernel when the arch needs it, and calls the kernel's syscall (a `live.Kernel`, which only
 `live.kernel_for` hands out for the running system); `--dry-run` and a `--root` that is not
 the running system stop after the plan, and `describe` prints everything the syscall would
@@ -19,7 +19,7 @@ from typing import Any
 
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import kernel_image, kexec_tools, locate, status
 from mkkdumprd.loader.cmdline import capture_cmdline
 from mkkdumprd.loader.kexec import (
@@ -47,7 +47,7 @@ class LoadPlan:
     flags: int
     reserved: int
 
-    def describe(self, host: HostView) -> str:
+    def describe(self, host: Host) -> str:
         _, length = cmdline_bytes(self.cmdline)
         info = kernel_image.runtime_size(host.path(self.kernel))
         names = [n for bit, n in ((KEXEC_FILE_UNLOAD, "KEXEC_FILE_UNLOAD"),
@@ -66,7 +66,7 @@ class LoadPlan:
         return "\n".join(lines)
 
 
-def check_reservation(host: HostView) -> int:
+def check_reservation(host: Host) -> int:
     size = status.reserved_bytes(host)
     if size is None:
         raise OperationError(
@@ -82,7 +82,7 @@ def _given(path: str) -> PurePosixPath:
     return PurePosixPath(os.path.abspath(path))
 
 
-def plan_load(host: HostView, arch: ArchInfo, *, kver: str | None = None,
+def plan_load(host: Host, arch: ArchInfo, *, kver: str | None = None,
               kernel: str | None = None, initrd: str | None = None, no_initrd: bool = False,
               cmdline: str | None = None, append: Sequence[str] = ()) -> LoadPlan:
     reserved = check_reservation(host)
@@ -104,7 +104,7 @@ def plan_load(host: HostView, arch: ArchInfo, *, kver: str | None = None,
     return LoadPlan(arch, kver, kpath, ipath, final, flags, reserved)
 
 
-def _preflight_fit(plan: LoadPlan, host: HostView, info: kernel_image.KernelInfo) -> None:
+def _preflight_fit(plan: LoadPlan, host: Host, info: kernel_image.KernelInfo) -> None:
     """Refuse a load that cannot fit before the kernel says EADDRNOTAVAIL less clearly."""
     ksize = info.runtime_size or host.stat(plan.kernel).st_size
     isize = host.stat(plan.initrd).st_size if plan.initrd else 0
@@ -119,7 +119,7 @@ PATH_FILE = "kexec_file_load"
 PATH_LEGACY = "kexec_load"
 
 
-def _own_system(host: HostView, kernel: Kernel) -> None:
+def _own_system(host: Host, kernel: Kernel) -> None:
     # The plan's files and the record are read and written under host.root: loading them
     # into a kernel that runs another system would be loading the wrong files.
     if not same_root(host.root, kernel.root):
@@ -128,7 +128,7 @@ def _own_system(host: HostView, kernel: Kernel) -> None:
             f"{host.root}")
 
 
-def execute_load(plan: LoadPlan, host: HostView, kernel: Kernel) -> dict[str, Any]:
+def execute_load(plan: LoadPlan, host: Host, kernel: Kernel) -> dict[str, Any]:
     """Load the crash kernel; returns (and records) what was loaded and how.
 
     kexec_file_load first; when the kernel has none (ENOSYS), kexec_load through
@@ -183,7 +183,7 @@ def execute_load(plan: LoadPlan, host: HostView, kernel: Kernel) -> dict[str, An
     return record
 
 
-def _legacy_load(plan: LoadPlan, host: HostView,
+def _legacy_load(plan: LoadPlan, host: Host,
                  runner: kexec_tools.KexecRunner) -> kexec_tools.LegacyCommand:
     what = f"loading {plan.kernel} as the crash kernel failed (ENOSYS)"
     kexec = kexec_tools.find_kexec(host)
@@ -203,7 +203,7 @@ def _legacy_load(plan: LoadPlan, host: HostView,
     return cmd
 
 
-def unload(host: HostView, arch: ArchInfo, kernel: Kernel) -> None:
+def unload(host: Host, arch: ArchInfo, kernel: Kernel) -> None:
     """Unload the crash kernel (the fds are ignored with KEXEC_FILE_UNLOAD).
 
     A kernel without kexec_file_load (ENOSYS) is unloaded with `kexec -p -u`.

@@ -1,4 +1,4 @@
-"""Find the kernel to load and the capture image to go with it (read through a HostView).
+"""Find the kernel to load and the capture image to go with it (read through a Host).
 
 Kernel search order, as Fedora's prepare_kdump_kernel: BOOT_IMAGE= of the running command
 line when it names this kernel version, then the arch's names under /boot, then Boot
@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle.locations import existing_capture_image
 from mkkdumprd.loader.cmdline import split_words
 
@@ -22,7 +22,7 @@ BOOT = PurePosixPath("/boot")
 BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
 
 
-def running_kver(host: HostView) -> str:
+def running_kver(host: Host) -> str:
     text = host.read_optional("/proc/sys/kernel/osrelease")
     if not text or not text.strip():
         where = host.path("/proc/sys/kernel/osrelease")
@@ -31,7 +31,7 @@ def running_kver(host: HostView) -> str:
     return text.strip()
 
 
-def proc_cmdline(host: HostView) -> str:
+def proc_cmdline(host: Host) -> str:
     return (host.read_optional("/proc/cmdline") or "").strip()
 
 
@@ -46,7 +46,7 @@ def _boot_image(cmdline: str) -> PurePosixPath | None:
     return None
 
 
-def _bls_kernels(host: HostView, kver: str) -> list[PurePosixPath]:
+def _bls_kernels(host: Host, kver: str) -> list[PurePosixPath]:
     found: list[PurePosixPath] = []
     for d in BLS_DIRS:
         for name in host.listdir(d):
@@ -66,7 +66,7 @@ def _bls_kernels(host: HostView, kver: str) -> list[PurePosixPath]:
     return found
 
 
-def find_kernel(host: HostView, arch: ArchInfo, kver: str) -> PurePosixPath:
+def find_kernel(host: Host, arch: ArchInfo, kver: str) -> PurePosixPath:
     """The kernel image for `kver`; OperationError naming every place looked at."""
     tried: list[PurePosixPath] = []
     boot_image = _boot_image(proc_cmdline(host))
@@ -83,6 +83,6 @@ def find_kernel(host: HostView, arch: ArchInfo, kver: str) -> PurePosixPath:
         f"no kernel image for {kver} found (looked at {looked}); pass it with --kernel")
 
 
-def default_image(host: HostView, kver: str) -> PurePosixPath:
+def default_image(host: Host, kver: str) -> PurePosixPath:
     """Where the capture image for `kver` is: where `mkkdumprd build` writes it by default."""
     return existing_capture_image(host, kver)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mkkdumprd import json_input
 from mkkdumprd.atomic_file import atomic_write
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 CRASH_LOADED = PurePosixPath("/sys/kernel/kexec_crash_loaded")
 CRASH_SIZE = PurePosixPath("/sys/kernel/kexec_crash_size")
@@ -46,11 +46,11 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def reserved_bytes(host: HostView) -> int | None:
+def reserved_bytes(host: Host) -> int | None:
     return _int(host.read_optional(CRASH_SIZE))
 
 
-def read_record(host: HostView) -> dict[str, Any] | None:
+def read_record(host: Host) -> dict[str, Any] | None:
     text = host.read_optional(RECORD)
     if text is None:
         return None
@@ -61,19 +61,19 @@ def read_record(host: HostView) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_record(host: HostView, record: dict[str, Any]) -> None:
+def write_record(host: Host, record: dict[str, Any]) -> None:
     """Atomically replace the record (temp file in the same directory, fsync, rename)."""
     path = host.path(RECORD)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def clear_record(host: HostView) -> None:
+def clear_record(host: Host) -> None:
     with contextlib.suppress(FileNotFoundError):
         host.path(RECORD).unlink()
 
 
-def read_status(host: HostView) -> Status:
+def read_status(host: Host) -> Status:
     loaded = _int(host.read_optional(CRASH_LOADED)) == 1
     return Status(loaded=loaded, reserved=reserved_bytes(host), record=read_record(host))
 

@@ -1,6 +1,6 @@
 """The capture kernel's network: how the host reaches a remote dump target, as data.
 
-Everything is read through a HostView from /proc/net and /sys/class/net, so tests use fake
+Everything is read through a Host from /proc/net and /sys/class/net, so tests use fake
 trees. Sources (why these and not others):
 
 * routes: /proc/net/route (IPv4 main table) and /proc/net/ipv6_route: the same tables

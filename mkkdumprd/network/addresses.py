@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network.route import IPAddress, RouteLookup, routes_for
 
 FIB_TRIE = "/proc/net/fib_trie"
@@ -54,7 +54,7 @@ def local_ipv4(fib_trie: str) -> set[ipaddress.IPv4Address]:
     return out
 
 
-def host_ipv4(view: HostView) -> set[ipaddress.IPv4Address]:
+def host_ipv4(view: Host) -> set[ipaddress.IPv4Address]:
     text = view.read_optional(FIB_TRIE)
     if text is None:
         raise OperationError(
@@ -64,7 +64,7 @@ def host_ipv4(view: HostView) -> set[ipaddress.IPv4Address]:
     return local_ipv4(text)
 
 
-def ipv4_addresses(view: HostView, iface: str) -> list[IfAddress]:
+def ipv4_addresses(view: Host, iface: str) -> list[IfAddress]:
     """IPv4 addresses of `iface`, each with its connected prefix length."""
     local = sorted(a for a in host_ipv4(view) if not a.is_loopback)
     found: list[IfAddress] = []
@@ -89,7 +89,7 @@ def parse_if_inet6(text: str) -> list[tuple[IfAddress, int, int]]:
     return rows
 
 
-def ipv6_addresses(view: HostView, iface: str) -> list[IfAddress]:
+def ipv6_addresses(view: Host, iface: str) -> list[IfAddress]:
     """Usable global IPv6 addresses of `iface`, permanent (static) ones first."""
     text = view.read_optional(IF_INET6) or ""
     rows = [
@@ -100,14 +100,14 @@ def ipv6_addresses(view: HostView, iface: str) -> list[IfAddress]:
     return [a for a, _ in rows]
 
 
-def is_host_address(view: HostView, addr: IPAddress) -> bool:
+def is_host_address(view: Host, addr: IPAddress) -> bool:
     if addr.version == 4:
         return addr in host_ipv4(view)
     text = view.read_optional(IF_INET6) or ""
     return any(a.address == addr for a, _, _ in parse_if_inet6(text))
 
 
-def source_address(view: HostView, lookup: RouteLookup) -> IfAddress:
+def source_address(view: Host, lookup: RouteLookup) -> IfAddress:
     """The address the host sends from to reach `lookup.destination`.
 
     Prefers an address whose prefix holds the next hop (gateway, or the target itself when

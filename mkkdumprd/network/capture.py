@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network import plan as plan_mod
 from mkkdumprd.network import ssh_command
 from mkkdumprd.network.interfaces import DevKind, NetDevice
@@ -51,7 +51,7 @@ def target_host(kind: str, server: str) -> str:
     return ssh_command.parse_target(server).host
 
 
-def network_plan(system: HostView, host: str, *, hostonly: bool,
+def network_plan(system: Host, host: str, *, hostonly: bool,
                  user_ip: str | None = None) -> NetworkPlan:
     """The capture network: --ip when given, else the host's route (host-only builds),
     else DHCP on the first network card (images for another machine)."""
@@ -122,7 +122,7 @@ def network_env(p: NetworkPlan) -> tuple[str, list[str]]:
     return shell_env(env), list(link.warnings)
 
 
-def nic_modules(system: HostView, p: NetworkPlan) -> list[str]:
+def nic_modules(system: Host, p: NetworkPlan) -> list[str]:
     """Drivers for the NICs of a host-only plan (and 8021q when a VLAN is rebuilt)."""
     if p.device is None:
         return []
@@ -138,7 +138,7 @@ def nic_modules(system: HostView, p: NetworkPlan) -> list[str]:
     return mods
 
 
-def resolv_conf(system: HostView, p: NetworkPlan) -> str | None:
+def resolv_conf(system: Host, p: NetworkPlan) -> str | None:
     """/etc/resolv.conf for the image when the target is a name (None otherwise)."""
     if not p.needs_resolver:
         return None
@@ -163,7 +163,7 @@ def resolv_conf(system: HostView, p: NetworkPlan) -> str | None:
 
 
 # -- nfs ------------------------------------------------------------------------------------
-def nfs_mount(system: HostView, server: str, hostonly: bool) -> NfsMount:
+def nfs_mount(system: Host, server: str, hostonly: bool) -> NfsMount:
     export = parse_export(server)
     if hostonly:
         return capture_mount(system, export)
@@ -239,16 +239,16 @@ def known_host_keys(text: str, host: str, port: int) -> list[str]:
     return [k for k in keys if k not in revoked]
 
 
-def known_hosts_files(system: HostView) -> list[str]:
+def known_hosts_files(system: Host) -> list[str]:
     """Where the host's ssh keeps host keys: the user's file, then the system-wide one."""
-    if system.root == Path("/"):
+    if system.is_live:
         user = str(PurePosixPath(str(Path.home())) / ".ssh/known_hosts")
     else:
         user = "/root/.ssh/known_hosts"
     return [user, "/etc/ssh/ssh_known_hosts"]
 
 
-def host_key_lines(system: HostView, target: ssh_command.SshTarget) -> list[str]:
+def host_key_lines(system: Host, target: ssh_command.SshTarget) -> list[str]:
     files = known_hosts_files(system)
     keys: list[str] = []
     for f in files:

@@ -13,7 +13,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 SYS_NET = "/sys/class/net"
 VLAN_CONFIG = "/proc/net/vlan/config"
@@ -50,7 +50,7 @@ class NetDevice:
         return list(seen.values())
 
 
-def _vlan_table(view: HostView) -> dict[str, tuple[int, str]]:
+def _vlan_table(view: Host) -> dict[str, tuple[int, str]]:
     table: dict[str, tuple[int, str]] = {}
     text = view.read_optional(VLAN_CONFIG) or ""
     for line in text.splitlines():
@@ -60,12 +60,12 @@ def _vlan_table(view: HostView) -> dict[str, tuple[int, str]]:
     return table
 
 
-def _attr(view: HostView, ifname: str, name: str) -> str | None:
+def _attr(view: Host, ifname: str, name: str) -> str | None:
     text = view.read_optional(f"{SYS_NET}/{ifname}/{name}")
     return text.strip() if text is not None else None
 
 
-def _mac(view: HostView, ifname: str) -> str:
+def _mac(view: Host, ifname: str) -> str:
     # A bond enslaves its ports with the bond's MAC; the NIC's own is perm_hwaddr.
     return (
         _attr(view, ifname, "bonding_slave/perm_hwaddr")
@@ -74,19 +74,19 @@ def _mac(view: HostView, ifname: str) -> str:
     )
 
 
-def _driver(view: HostView, ifname: str) -> str | None:
+def _driver(view: Host, ifname: str) -> str | None:
     link = f"{SYS_NET}/{ifname}/device/driver"
     if not view.exists(link):
         return None
     return posixpath.basename(str(view.resolve(link)))
 
 
-def _lower_links(view: HostView, ifname: str) -> list[str]:
+def _lower_links(view: Host, ifname: str) -> list[str]:
     return [n[len("lower_"):] for n in view.listdir(f"{SYS_NET}/{ifname}") if
             n.startswith("lower_")]
 
 
-def describe(view: HostView, ifname: str, _seen: frozenset[str] = frozenset()) -> NetDevice:
+def describe(view: Host, ifname: str, _seen: frozenset[str] = frozenset()) -> NetDevice:
     """The device `ifname` with everything below it."""
     if ifname in _seen:
         raise OperationError(f"network devices below {ifname} form a loop in {SYS_NET}")

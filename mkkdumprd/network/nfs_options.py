@@ -12,15 +12,13 @@ import re
 from dataclasses import dataclass
 
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host, Mount, unescape_mount_field
 
-MOUNTINFO = "/proc/self/mountinfo"
 FSTAB = "/etc/fstab"
 NFS_FSTYPES = ("nfs", "nfs4")
 
 _DROP_KEYS = ("addr", "mountaddr", "proto", "mountproto", "clientaddr")
 _DROP_WORDS = ("noauto", "nofail", "nobootwait", "auto", "_netdev")
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -83,10 +81,6 @@ def rewrite_options(options: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out) or ("defaults",)
 
 
-def _unescape(field: str) -> str:
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _same_export(source: str, want: NfsExport) -> bool:
     try:
         return parse_export(source) == want
@@ -104,20 +98,14 @@ def _nfs_type(fstype: str, options: tuple[str, ...]) -> str:
     return "nfs"
 
 
-def from_mountinfo(text: str, want: NfsExport) -> NfsMount | None:
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = pre.split(), post.split()
-        if len(fields) < 6 or len(tail) < 3 or tail[0] not in NFS_FSTYPES:
-            continue
-        if not _same_export(_unescape(tail[1]), want):
+def from_mounts(mounts: list[Mount], want: NfsExport) -> NfsMount | None:
+    for m in mounts:
+        if m.fstype not in NFS_FSTYPES or not _same_export(m.source, want):
             continue
         # per-mount flags first (rw/ro, relatime...), then the filesystem's own options
-        raw = fields[5].split(",") + tail[2].split(",")
+        raw = m.options.split(",") + m.superopts.split(",")
         opts = rewrite_options(raw)
-        return NfsMount(want, _nfs_type(tail[0], opts), opts, "mountinfo")
+        return NfsMount(want, _nfs_type(m.fstype, opts), opts, "mountinfo")
     return None
 
 
@@ -126,17 +114,17 @@ def from_fstab(text: str, want: NfsExport) -> NfsMount | None:
         words = line.split("#", 1)[0].split()
         if len(words) < 3 or words[2] not in NFS_FSTYPES:
             continue
-        if not _same_export(_unescape(words[0]), want):
+        if not _same_export(unescape_mount_field(words[0]), want):
             continue
         opts = rewrite_options(words[3].split(",") if len(words) > 3 else [])
         return NfsMount(want, _nfs_type(words[2], opts), opts, "fstab")
     return None
 
 
-def capture_mount(view: HostView, want: NfsExport) -> NfsMount:
+def capture_mount(view: Host, want: NfsExport) -> NfsMount:
     """The export's mount for the capture kernel: live mount, else fstab, else defaults."""
-    for path, finder in ((MOUNTINFO, from_mountinfo), (FSTAB, from_fstab)):
-        found = finder(view.read_optional(path) or "", want)
-        if found is not None:
-            return found
+    found = from_mounts(view.mounts(), want) or \
+        from_fstab(view.read_optional(FSTAB) or "", want)
+    if found is not None:
+        return found
     return NfsMount(want, "nfs", ("defaults",), "defaults")

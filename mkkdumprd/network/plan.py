@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network import addresses, interfaces, ipconfig, resolve, route
 from mkkdumprd.network.interfaces import NetDevice
 from mkkdumprd.network.ipconfig import IpConfig
@@ -29,7 +29,7 @@ class NetworkPlan:
         return self.target.is_name
 
 
-def discover(view: HostView, host: str, *, dhcp: bool = False, hostname: str = "") -> NetworkPlan:
+def discover(view: Host, host: str, *, dhcp: bool = False, hostname: str = "") -> NetworkPlan:
     """The host's way to `host` as a capture-kernel network: route, address, device stack.
 
     Static by default (the address the host uses now); `dhcp=True` asks for DHCP (DHCPv6
@@ -57,7 +57,7 @@ def discover(view: HostView, host: str, *, dhcp: bool = False, hostname: str = "
     return NetworkPlan(target, ip, device, tuple(interfaces.stack_args(device)))
 
 
-def default_gateway(view: HostView, iface: str, family: int) -> route.IPAddress | None:
+def default_gateway(view: Host, iface: str, family: int) -> route.IPAddress | None:
     """The default route's gateway on `iface`, if it has one.
 
     Kept even when the target is on-link, as dracut's ip= and Fedora's cloned connection
@@ -70,7 +70,7 @@ def default_gateway(view: HostView, iface: str, family: int) -> route.IPAddress 
     return default.gateway if default is not None and default.network.prefixlen == 0 else None
 
 
-def from_user(view: HostView, host: str, ip: IpConfig) -> NetworkPlan:
+def from_user(view: Host, host: str, ip: IpConfig) -> NetworkPlan:
     """A plan from `--ip` (images for another machine): nothing about the host is read
     except name resolution of the target."""
     target = resolve.resolve_host(view, host)

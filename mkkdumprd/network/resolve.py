@@ -8,12 +8,10 @@ only when the view is the live system (a sysroot's DNS is not ours to ask).
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network.route import IPAddress
 
 
@@ -51,18 +49,14 @@ def from_hosts_file(text: str, name: str) -> IPAddress | None:
     return _prefer_v4(found)
 
 
-def resolve_host(view: HostView, host: str) -> ResolvedHost:
+def resolve_host(view: Host, host: str) -> ResolvedHost:
     bare = host.strip("[]")
     lit = literal_address(bare)
     if lit is not None:
         return ResolvedHost(str(lit), lit)
     addr = from_hosts_file(view.read_optional("/etc/hosts") or "", bare)
-    if addr is None and view.root == Path("/"):
-        try:
-            infos = socket.getaddrinfo(bare, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            infos = []
-        addr = _prefer_v4([ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos])
+    if addr is None and view.is_live:
+        addr = _prefer_v4([ipaddress.ip_address(a) for a in view.probe_dns(bare)])
     if addr is None:
         raise OperationError(
             f"cannot resolve the dump target host {bare!r}; check its name, or give its "

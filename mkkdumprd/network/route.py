@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -94,7 +94,7 @@ def parse_route6(text: str) -> list[Route]:
     return routes
 
 
-def routes_for(view: HostView, family: int) -> list[Route]:
+def routes_for(view: Host, family: int) -> list[Route]:
     path = ROUTE4 if family == 4 else ROUTE6
     text = view.read_optional(path)
     if text is None:
@@ -118,7 +118,7 @@ def select_route(routes: list[Route], dest: IPAddress) -> Route | None:
     return best
 
 
-def route_get(view: HostView, dest: IPAddress) -> RouteLookup:
+def route_get(view: Host, dest: IPAddress) -> RouteLookup:
     """The route the host would use to send to `dest`.
 
     Raises OperationError when `dest` is unreachable, is one of this host's own addresses,

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import kexec, live
 
 
@@ -53,5 +53,5 @@ class FakeKexec:
         return live.Kernel(self.root, self, _no_kexec_tools)
 
 
-def _no_kexec_tools(host: HostView, argv: object, kallsyms: object) -> tuple[int, str]:
+def _no_kexec_tools(host: Host, argv: object, kallsyms: object) -> tuple[int, str]:
     raise AssertionError(f"kexec-tools reached: {argv}")

@@ -16,7 +16,7 @@ from mkkdumprd.assemble.builder import BuildRequest, assemble, build_image, fold
 from mkkdumprd.assemble.manifest import MANIFEST_PATH, sha256_file
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.reader import read_file, read_members
 from mkkdumprd.image.spec import EntryConflict, ImageSpec, Kind, data_entry, symlink_entry
 from mkkdumprd.resources import data_dir
@@ -37,9 +37,9 @@ def _config(**kw: object) -> KdumpConfig:
     return KdumpConfig(**base)  # type: ignore[arg-type]
 
 
-def _req(kernel: Kernel, view: HostView, **kw: object) -> BuildRequest:
+def _req(kernel: Kernel, view: Host, **kw: object) -> BuildRequest:
     args: dict[str, object] = dict(config=_config(), kver=kernel.kver, kmoddir=kernel.kmoddir,
-                                   view=view, system=view, arch="x86_64", hostonly=False,
+                                   sysroot=view, machine=view, arch="x86_64", hostonly=False,
                                    add_drivers=VIRTIO)
     args.update(kw)
     return BuildRequest(**args)  # type: ignore[arg-type]
@@ -49,7 +49,7 @@ def _req(kernel: Kernel, view: HostView, **kw: object) -> BuildRequest:
 
 def test_real_image_for_the_debian_kernel(kernel: Kernel, tmp_path: Path) -> None:
     out = tmp_path / "capture.img"
-    res = build_image(_req(kernel, HostView.live(),
+    res = build_image(_req(kernel, Host.this_machine(),
                            config=_config(target=Target(TargetKind.LOCAL, device="/dev/vda")),
                            add_drivers=(*VIRTIO, "ext4"), output=out))
     assert res.stats is not None and out.stat().st_size == res.stats.compressed_size
@@ -60,7 +60,7 @@ def test_real_image_for_the_debian_kernel(kernel: Kernel, tmp_path: Path) -> Non
     # busybox and its applets, makedumpfile with its libraries.
     sh = members["/bin/sh"]
     assert sh.kind == "symlink" and sh.target and sh.target.endswith("busybox")
-    bb = str(HostView.live().resolve(sh.target))
+    bb = str(Host.this_machine().resolve(sh.target))
     assert members[bb].kind == "file"
     mdf = shutil.which("makedumpfile")
     assert mdf
@@ -69,7 +69,7 @@ def test_real_image_for_the_debian_kernel(kernel: Kernel, tmp_path: Path) -> Non
         assert real in members or real.replace("/lib/", "/usr/lib/", 1) in members, lib
     # Kernel modules, decompressed, and the load list in dependency order.
     # The reader does not follow symlinks: on merged-/usr hosts /lib is one in the image.
-    moddir = str(HostView.live().resolve("/lib/modules"))
+    moddir = str(Host.this_machine().resolve("/lib/modules"))
     load = read_file(out, f"{moddir}/{kernel.kver}/modules.load").decode().split()
     names = [PurePosixPath(x).name for x in load]
     for mod in ("virtio_pci.ko", "virtio_blk.ko", "ext4.ko", "jbd2.ko"):
@@ -96,7 +96,7 @@ def test_real_image_for_the_debian_kernel(kernel: Kernel, tmp_path: Path) -> Non
 def test_sysroot_build_takes_everything_from_the_sysroot(kernel: Kernel, tmp_path: Path) -> None:
     bins = [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p]
     root = make_sysroot(tmp_path / "root", bins)
-    res = assemble(_req(kernel, HostView(root)))
+    res = assemble(_req(kernel, Host(root)))
     sources = [e.source for e in res.spec if e.source is not None]
     for s in sources:
         assert str(s).startswith(str(root)) or str(s).startswith(str(kernel.root)), s
@@ -115,7 +115,7 @@ def test_sysroot_build_takes_everything_from_the_sysroot(kernel: Kernel, tmp_pat
 
 
 def test_raw_target_adds_dd(kernel: Kernel, tmp_path: Path) -> None:
-    res = assemble(_req(kernel, HostView.live(),
+    res = assemble(_req(kernel, Host.this_machine(),
                         config=_config(target=Target(TargetKind.RAW, device="/dev/vdb"))))
     assert "raw" in res.modules and "local" not in res.modules
     assert any(e.path.name == "dd" and e.kind is Kind.SYMLINK for e in res.spec)
@@ -128,7 +128,7 @@ def test_without_busybox_host_tools_are_used(kernel: Kernel, tmp_path: Path) -> 
     bins = [p for p in (shutil.which("dash") or shutil.which("bash"), shutil.which("mount"),
                         shutil.which("makedumpfile")) if p]
     root = make_sysroot(tmp_path / "root", bins)
-    res = assemble(_req(kernel, HostView(root)))
+    res = assemble(_req(kernel, Host(root)))
     sh = res.spec.get("/bin/sh") or res.spec.get("/usr/bin/sh")
     assert sh is not None and sh.kind is Kind.SYMLINK
     assert "busybox" not in (sh.target or "")
@@ -142,16 +142,16 @@ def test_missing_makedumpfile_is_an_error(kernel: Kernel, tmp_path: Path) -> Non
     root = make_sysroot(tmp_path / "root", [p for p in [shutil.which("busybox")] if p])
     with pytest.raises(OperationError, match=r"makedumpfile \(needed by module makedumpfile\) "
                                              r"is not installed in"):
-        assemble(_req(kernel, HostView(root)))
+        assemble(_req(kernel, Host(root)))
 
 
 def test_unknown_driver_suggests_near_names(kernel: Kernel) -> None:
     with pytest.raises(MkkdumprdError, match="virtio_blk"):
-        assemble(_req(kernel, HostView.live(), add_drivers=("virtio_blkk",)))
+        assemble(_req(kernel, Host.this_machine(), add_drivers=("virtio_blkk",)))
 
 
 def test_omit_drivers_leaves_modules_out(kernel: Kernel) -> None:
-    res = assemble(_req(kernel, HostView.live(), add_drivers=(*VIRTIO, "ext4"),
+    res = assemble(_req(kernel, Host.this_machine(), add_drivers=(*VIRTIO, "ext4"),
                         omit_drivers=("crc32c_intel",)))
     assert "crc32c_intel" not in res.kernel_modules and "ext4" in res.kernel_modules
 
@@ -166,7 +166,7 @@ def test_two_modules_claiming_one_path_name_both_reasons(kernel: Kernel, tmp_pat
     if not Path("/etc/hostname").exists():
         pytest.skip("no /etc/hostname to copy")
     with pytest.raises(EntryConflict) as exc:
-        assemble(_req(kernel, HostView.live(), modules_dir=mods))
+        assemble(_req(kernel, Host.this_machine(), modules_dir=mods))
     msg = str(exc.value)
     assert "/init" in msg and "module evil" in msg and "template init.sh.j2 (module base)" in msg
 
@@ -177,7 +177,7 @@ def test_nfs_target_without_module_is_a_clear_error(kernel: Kernel, tmp_path: Pa
                                                                               "ssh"))
     cfg = _config(target=Target(TargetKind.NFS, server="srv:/export"))
     with pytest.raises(UsageError, match=r"no module in modules\.d handles nfs targets"):
-        assemble(_req(kernel, HostView.live(), config=cfg, modules_dir=mods))
+        assemble(_req(kernel, Host.this_machine(), config=cfg, modules_dir=mods))
 
 
 def test_kdump_pre_post_and_extra_bins_go_in(kernel: Kernel, tmp_path: Path) -> None:
@@ -190,11 +190,11 @@ def test_kdump_pre_post_and_extra_bins_go_in(kernel: Kernel, tmp_path: Path) -> 
     (hooks / "pre.sh").chmod(0o755)
     cfg = _config(kdump_pre="/usr/local/bin/pre.sh", kdump_post=shutil.which("true"),
                   extra_bins=("true",), failure_action=Action.SHELL)
-    res = assemble(_req(kernel, HostView(root), config=cfg))
+    res = assemble(_req(kernel, Host(root), config=cfg))
     pre = res.spec.get("/usr/local/bin/pre.sh")
     assert pre is not None and pre.mode == 0o755 and "kdump_pre" in pre.reason
     assert res.spec.get("/bin/sh") is not None  # busybox's, not the host's dash
-    true_real = HostView(root).resolve(shutil.which("true") or "")
+    true_real = Host(root).resolve(shutil.which("true") or "")
     assert any(e.path == true_real for e in res.spec)
     kdump = next(e for e in res.spec if e.path.name == "90-kdump.sh")
     assert kdump.data and b"/usr/local/bin/pre.sh\n" in kdump.data
@@ -202,23 +202,23 @@ def test_kdump_pre_post_and_extra_bins_go_in(kernel: Kernel, tmp_path: Path) -> 
 
 def test_missing_kdump_pre_is_an_error(kernel: Kernel) -> None:
     with pytest.raises(UsageError, match="kdump_pre /nonexistent/pre does not exist"):
-        assemble(_req(kernel, HostView.live(), config=_config(kdump_pre="/nonexistent/pre")))
+        assemble(_req(kernel, Host.this_machine(), config=_config(kdump_pre="/nonexistent/pre")))
 
 
 def test_existing_output_needs_force(kernel: Kernel, tmp_path: Path) -> None:
     out = tmp_path / "x.img"
     out.write_text("old")
     with pytest.raises(UsageError, match="already exists; use --force"):
-        build_image(_req(kernel, HostView.live(), output=out))
+        build_image(_req(kernel, Host.this_machine(), output=out))
     assert out.read_text() == "old"
-    build_image(_req(kernel, HostView.live(), output=out, force=True))
+    build_image(_req(kernel, Host.this_machine(), output=out, force=True))
     assert out.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # zstd
 
 
 def test_same_inputs_same_bytes(kernel: Kernel, tmp_path: Path) -> None:
     a, b = tmp_path / "a.img", tmp_path / "b.img"
-    build_image(_req(kernel, HostView.live(), output=a))
-    build_image(_req(kernel, HostView.live(), output=b))
+    build_image(_req(kernel, Host.this_machine(), output=a))
+    build_image(_req(kernel, Host.this_machine(), output=b))
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -241,9 +241,9 @@ def test_fold_moves_entries_below_directory_symlinks() -> None:
 
 def test_hostonly_local_from_path_finds_device_and_drivers(kernel: Kernel,
                                                            tmp_path: Path) -> None:
-    system = HostView(fake_machine(tmp_path / "m"))
+    system = Host(fake_machine(tmp_path / "m"))
     cfg = KdumpConfig(path="/srv/dump/crash")
-    res = assemble(_req(kernel, HostView.live(), system=system, config=cfg, hostonly=True,
+    res = assemble(_req(kernel, Host.this_machine(), machine=system, config=cfg, hostonly=True,
                         add_drivers=()))
     assert res.target.device == f"UUID={UUID}"
     assert res.target.path == "/crash" and res.target.fstype == "ext4"
@@ -254,26 +254,26 @@ def test_hostonly_local_from_path_finds_device_and_drivers(kernel: Kernel,
 
 
 def test_hostonly_raw_device_drivers(kernel: Kernel, tmp_path: Path) -> None:
-    system = HostView(fake_machine(tmp_path / "m"))
+    system = Host(fake_machine(tmp_path / "m"))
     cfg = _config(target=Target(TargetKind.RAW, device="/dev/vdb"))
-    res = assemble(_req(kernel, HostView.live(), system=system, config=cfg, hostonly=True,
+    res = assemble(_req(kernel, Host.this_machine(), machine=system, config=cfg, hostonly=True,
                         add_drivers=()))
     assert {"virtio_pci", "virtio_blk"} <= set(res.kernel_modules)
     assert "ext4" not in res.kernel_modules
 
 
 def test_hostonly_missing_device_is_an_error(kernel: Kernel, tmp_path: Path) -> None:
-    system = HostView(fake_machine(tmp_path / "m"))
+    system = Host(fake_machine(tmp_path / "m"))
     cfg = _config(target=Target(TargetKind.LOCAL, device="UUID=feed", fstype="ext4"))
     with pytest.raises(UsageError, match=r"target device UUID=feed not found on this machine"):
-        assemble(_req(kernel, HostView.live(), system=system, config=cfg, hostonly=True))
+        assemble(_req(kernel, Host.this_machine(), machine=system, config=cfg, hostonly=True))
 
 
 def test_dump_to_rootfs_module_knows_the_root_filesystem(kernel: Kernel, tmp_path: Path) -> None:
-    system = HostView(fake_machine(tmp_path / "m"))
+    system = Host(fake_machine(tmp_path / "m"))
     cfg = _config(target=Target(TargetKind.RAW, device="/dev/vdb"),
                   failure_action=Action.DUMP_TO_ROOTFS)
-    res = assemble(_req(kernel, HostView.live(), system=system, config=cfg, hostonly=True,
+    res = assemble(_req(kernel, Host.this_machine(), machine=system, config=cfg, hostonly=True,
                         add_drivers=()))
     assert "dump-to-rootfs" in res.modules
     assert "ext4" in res.kernel_modules  # for the root filesystem, not the raw target
@@ -282,7 +282,7 @@ def test_dump_to_rootfs_module_knows_the_root_filesystem(kernel: Kernel, tmp_pat
     kdump = next(e for e in res.spec if e.path.name == "90-kdump.sh")
     assert kdump.data and b"/rootfs.sh" in kdump.data
     # Built for another machine, the root filesystem is unknown: said at build time.
-    res = assemble(_req(kernel, HostView.live(), system=system, config=cfg))
+    res = assemble(_req(kernel, Host.this_machine(), machine=system, config=cfg))
     assert any("dump_to_rootfs" in w and "--no-hostonly" in w for w in res.warnings)
 
 
@@ -295,13 +295,13 @@ def test_hook_dirs_and_executable_checks(kernel: Kernel, tmp_path: Path) -> None
     (pre_d / "10-run").chmod(0o755)
     (pre_d / "20-plain").write_text("#!/bin/sh\ntrue\n")
     (pre_d / "20-plain").chmod(0o644)
-    res = assemble(_req(kernel, HostView(root)))
+    res = assemble(_req(kernel, Host(root)))
     assert res.spec.get("/etc/kdump/pre.d/10-run") is not None
     assert res.spec.get("/etc/kdump/pre.d/20-plain") is None
     assert any("/etc/kdump/pre.d/20-plain is not executable" in w for w in res.warnings)
     plain = "/etc/kdump/pre.d/20-plain"
     with pytest.raises(UsageError, match=re.escape(f"kdump_pre {plain} is not executable")):
-        assemble(_req(kernel, HostView(root), config=_config(kdump_pre=plain)))
+        assemble(_req(kernel, Host(root), config=_config(kdump_pre=plain)))
 
 
 @pytest.mark.parametrize(("key", "where", "link"), [
@@ -324,7 +324,7 @@ def test_files_under_tmp_or_run_are_refused(kernel: Kernel, tmp_path: Path, key:
     value: object = (where,) if key == "extra_bins" else where
     hidden = "/tmp" if "/tmp" in (link or where) else "/run"
     with pytest.raises(UsageError, match=re.escape(f"{key} {where} is under {hidden}")):
-        assemble(_req(kernel, HostView(root), config=_config(**{key: value})))
+        assemble(_req(kernel, Host(root), config=_config(**{key: value})))
 
 
 @pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="needs makedumpfile")
@@ -332,11 +332,11 @@ def test_collector_options_the_shipped_makedumpfile_refuses_fail_the_build(
         kernel: Kernel) -> None:
     bogus = ("makedumpfile", "-l", "--bogus", "-d", "31")
     with pytest.raises(UsageError, match="unrecognized option '--bogus'"):
-        assemble(_req(kernel, HostView.live(), config=_config(core_collector=bogus)))
+        assemble(_req(kernel, Host.this_machine(), config=_config(core_collector=bogus)))
 
 
 def test_collector_options_are_not_run_from_a_sysroot(kernel: Kernel, tmp_path: Path) -> None:
     root = make_sysroot(tmp_path / "root",
                         [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p])
-    res = assemble(_req(kernel, HostView(root)))
+    res = assemble(_req(kernel, Host(root)))
     assert any("core_collector options were not checked" in w for w in res.warnings)

@@ -24,7 +24,7 @@ from mkkdumprd.assemble.cache import ENV
 from mkkdumprd.assemble.freshness import check_fresh, read_manifest
 from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import load_kdump_conf
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
 from tests.support.sysroot import make_sysroot
@@ -64,10 +64,10 @@ class Setup:
         self.image = tmp / "kdump.img"
 
     def request(self, **kw: object) -> BuildRequest:
-        view = HostView(self.root)
+        view = Host(self.root)
         args: dict[str, object] = dict(
-            config=load_kdump_conf(self.conf), kver=KVER, kmoddir=self.kmoddir, view=view,
-            system=view, arch="x86_64", hostonly=False, add_drivers=("virtio_blk",),
+            config=load_kdump_conf(self.conf), kver=KVER, kmoddir=self.kmoddir, sysroot=view,
+            machine=view, arch="x86_64", hostonly=False, add_drivers=("virtio_blk",),
             output=self.image, force=True, modules_dir=self.modules_d,
             templates_dir=self.templates)
         args.update(kw)

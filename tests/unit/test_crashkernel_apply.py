@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from mkkdumprd.cli import main
 from mkkdumprd.crashkernel import apply as ck
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host, Ran
 
 BLS = """title Fedora Linux (6.8.5-301.fc40.x86_64)
 version 6.8.5-301.fc40.x86_64
@@ -38,7 +39,7 @@ def _cli(*args: str) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def _never(cmd: Sequence[str]) -> None:
+def _never(cmd: Sequence[str], timeout: float | None) -> Ran:
     raise AssertionError(f"must not run {cmd}")
 
 
@@ -52,13 +53,13 @@ def fedora(tmp_path: Path) -> Path:
 
 
 def test_grubby_prints_the_command_and_diff_but_never_runs_it_off_root(fedora: Path) -> None:
-    host = HostView(fedora)
+    host = Host(fedora)
     plan = ck.plan_apply(host, "1G-4G:192M")
     assert plan.kind == "grubby"
     assert plan.command == ("/usr/sbin/grubby", "--update-kernel=ALL",
                             "--args=crashkernel=1G-4G:192M")
     assert "+options root=UUID=1234 ro rhgb quiet crashkernel=1G-4G:192M" in plan.diff()
-    msgs = ck.perform(plan, host, runner=_never)
+    msgs = ck.perform(plan, replace(host, run=_never))
     assert any("not running grubby" in m for m in msgs)
     assert (fedora / "boot/loader/entries/abc-6.8.5.conf").read_text() == BLS
 
@@ -74,10 +75,10 @@ def test_grubby_cli(fedora: Path) -> None:
 def test_grubby_keeps_hand_set_value_unless_forced(fedora: Path) -> None:
     _write(fedora, "/boot/loader/entries/abc-6.8.5.conf",
            BLS.replace("quiet", "quiet crashkernel=512M"))
-    plan = ck.plan_apply(HostView(fedora), "256M")
+    plan = ck.plan_apply(Host(fedora), "256M")
     assert plan.command is None and not plan.needed
     assert plan.kept == ("/boot/loader/entries/abc-6.8.5.conf: crashkernel=512M",)
-    forced = ck.plan_apply(HostView(fedora), "256M", force=True)
+    forced = ck.plan_apply(Host(fedora), "256M", force=True)
     assert forced.command is not None
     assert "+options root=UUID=1234 ro rhgb quiet crashkernel=256M" in forced.diff()
 
@@ -85,15 +86,20 @@ def test_grubby_keeps_hand_set_value_unless_forced(fedora: Path) -> None:
 def test_grubby_already_set_is_a_no_op(fedora: Path) -> None:
     _write(fedora, "/boot/loader/entries/abc-6.8.5.conf",
            BLS.replace("quiet", "quiet crashkernel=256M"))
-    plan = ck.plan_apply(HostView(fedora), "256M")
+    plan = ck.plan_apply(Host(fedora), "256M")
     assert not plan.needed and plan.notes == ("already set; nothing to do",)
 
 
 def test_grubby_runs_on_the_live_root_through_the_runner(fedora: Path) -> None:
     # live=True stands for "root is /"; the runner is a recorder, so nothing runs.
-    plan = ck.plan_apply(HostView(fedora), "256M")
+    plan = ck.plan_apply(Host(fedora), "256M")
     ran: list[Sequence[str]] = []
-    msgs = ck.perform(plan, HostView(fedora), runner=ran.append, live=True)
+
+    def record(cmd: Sequence[str], timeout: float | None) -> Ran:
+        ran.append(cmd)
+        return Ran(0, "", "")
+
+    msgs = ck.perform(plan, Host(fedora, live=True, run=record))
     assert ran == [plan.command]
     assert msgs == [f"ran {' '.join(plan.command or ())}"]
 
@@ -169,7 +175,7 @@ def test_grub_d_hand_set_value_is_kept_unless_forced(debian: Path, rel: str, tex
 def test_commented_out_value_is_not_hand_set(debian: Path) -> None:
     _write(debian, "/etc/default/grub",
            '#GRUB_CMDLINE_LINUX_DEFAULT="crashkernel=1G"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
-    assert ck.plan_apply(HostView(debian), "256M").changes
+    assert ck.plan_apply(Host(debian), "256M").changes
 
 
 # -- /etc/kernel/cmdline ----------------------------------------------------------------------
@@ -187,7 +193,7 @@ def test_kernel_cmdline_adds_the_word(tmp_path: Path) -> None:
 def test_kernel_cmdline_hand_set_and_force(tmp_path: Path) -> None:
     p = _write(tmp_path, "/etc/kernel/cmdline",
                "root=UUID=1 crashkernel=128M ro crashkernel=64M,low\n")
-    plan = ck.plan_apply(HostView(tmp_path), "192M")
+    plan = ck.plan_apply(Host(tmp_path), "192M")
     assert not plan.needed and len(plan.kept) == 2
     code, _, _ = _cli("--root", str(tmp_path), "--value", "192M", "--force")
     assert code == 0
@@ -196,18 +202,18 @@ def test_kernel_cmdline_hand_set_and_force(tmp_path: Path) -> None:
 
 def test_kernel_cmdline_seeded_from_proc_cmdline(tmp_path: Path) -> None:
     _write(tmp_path, "/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1 root=/dev/vda1 ro initrd=x\n")
-    plan = ck.plan_apply(HostView(tmp_path), "192M")
+    plan = ck.plan_apply(Host(tmp_path), "192M")
     assert plan.kind == "kernel-cmdline"
     assert plan.changes[0].old is None
     assert plan.changes[0].new == "root=/dev/vda1 ro crashkernel=192M\n"
     assert "--- /dev/null" in plan.diff()
-    ck.perform(plan, HostView(tmp_path), runner=_never)
+    ck.perform(plan, Host(tmp_path, run=_never))
     assert (tmp_path / "etc/kernel/cmdline").read_text() == plan.changes[0].new
 
 
 def test_no_boot_configuration_at_all(tmp_path: Path) -> None:
     with pytest.raises(OperationError, match="no boot configuration found"):
-        ck.plan_apply(HostView(tmp_path), "192M")
+        ck.plan_apply(Host(tmp_path), "192M")
     code, _, err = _cli("--root", str(tmp_path), "--value", "192M")
     assert code == 1 and "no boot configuration found" in err
 
@@ -221,12 +227,12 @@ def test_invalid_value_is_refused(debian: Path) -> None:
 
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     _write(tmp_path, "/etc/kernel/cmdline", "ro\n")
-    ck.perform(ck.plan_apply(HostView(tmp_path), "192M"), HostView(tmp_path), runner=_never)
+    ck.perform(ck.plan_apply(Host(tmp_path), "192M"), Host(tmp_path, run=_never))
     assert os.listdir(tmp_path / "etc/kernel") == ["cmdline"]
 
 
 def test_grubby_ignores_commented_grub_defaults(fedora: Path) -> None:
     _write(fedora, "/etc/default/grub",
            '# GRUB_CMDLINE_LINUX="crashkernel=1G"\nGRUB_CMDLINE_LINUX="rhgb quiet"\n')
-    plan = ck.plan_apply(HostView(fedora), "256M")
+    plan = ck.plan_apply(Host(fedora), "256M")
     assert plan.kept == () and plan.command is not None

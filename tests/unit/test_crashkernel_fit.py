@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.crashkernel.fit import reservation_fit
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import ImageSpec, data_entry
 from mkkdumprd.image.writer import write_image
 from mkkdumprd.loader import live
@@ -48,13 +48,13 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_reservation_below_the_estimate_is_flagged(root: Path) -> None:
-    fit = reservation_fit(HostView(root), X86, f"/boot/vmlinuz-{KVER}",
+    fit = reservation_fit(Host(root), X86, f"/boot/vmlinuz-{KVER}",
                           f"/boot/initramfs-{KVER}kdump.img")
     assert fit is not None and fit.short
     assert fit.reserved == 96 * M and fit.needed > 96 * M
     assert "crashkernel=" in fit.warning() and "below the" in fit.warning()
     (root / "sys/kernel/kexec_crash_size").write_text(f"{512 * M}\n")
-    fit = reservation_fit(HostView(root), X86, f"/boot/vmlinuz-{KVER}",
+    fit = reservation_fit(Host(root), X86, f"/boot/vmlinuz-{KVER}",
                           f"/boot/initramfs-{KVER}kdump.img")
     assert fit is not None and not fit.short
 

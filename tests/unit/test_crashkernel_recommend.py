@@ -14,7 +14,7 @@ from mkkdumprd.arch import ARCHES, load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.crashkernel import recommend as rec
 from mkkdumprd.crashkernel.size import round_up
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import ImageSpec, data_entry, dir_entry, file_entry
 from mkkdumprd.image.writer import write_image
@@ -157,7 +157,7 @@ def test_estimate_grows_with_cpus_and_image() -> None:
 def test_capture_cpus_from_cmdline_and_possible(tmp_path: Path) -> None:
     (tmp_path / "sys/devices/system/cpu").mkdir(parents=True)
     (tmp_path / "sys/devices/system/cpu/possible").write_text("0-7,16-17\n")
-    host = HostView(tmp_path)
+    host = Host(tmp_path)
     assert rec.capture_cpus(load_arch("x86_64"), host) == 1          # nr_cpus=1
     assert rec.capture_cpus(load_arch("x86_64"), host, ["nr_cpus=4"]) == 1  # arch list first
     # ppc64le uses maxcpus=1: per-cpu areas still exist for every possible CPU
@@ -172,7 +172,7 @@ def test_system_ram_from_iomem_then_meminfo(tmp_path: Path) -> None:
         "00100000-7ffdffff : System RAM\n"
         "  01000000-01ffffff : Kernel code\n"
         "100000000-17fffffff : System RAM\n")
-    host = HostView(tmp_path)
+    host = Host(tmp_path)
     ram, src = rec.system_ram(host)
     assert ram == (0x9FBFF - 0x1000 + 1) + (0x7FFDFFFF - 0x100000 + 1) + 2 * G
     assert src == "/proc/iomem System RAM"

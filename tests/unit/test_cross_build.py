@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mkkdumprd.cli import main
 from mkkdumprd.elf.closure import ElfError
 from mkkdumprd.elf.entries import binary_entries
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.reader import read_file, read_members
 from tests.support.debian_kernel import Kernel
 from tests.support.foreign_sysroot import Sysroot, foreign_sysroot
@@ -100,7 +100,7 @@ def test_x86_library_in_an_aarch64_closure_names_it(arm64: Sysroot, tmp_path: Pa
     real = libz.resolve()
     real.unlink()
     shutil.copy2(Path("/lib/x86_64-linux-gnu/libz.so.1").resolve(), real)
-    view = HostView(root)
+    view = Host(root)
     with pytest.raises(ElfError) as e:
         binary_entries(["/usr/bin/makedumpfile"], view, "test", machine="aarch64")
     msg = str(e.value)
@@ -122,7 +122,7 @@ def test_arm64_binary_in_an_x86_build_names_it(arm64: Sysroot, kernel: Kernel,
     (root / "usr/bin").mkdir(parents=True)
     shutil.copy2(arm64.root / "usr/bin/makedumpfile", root / "usr/bin/makedumpfile")
     with pytest.raises(ElfError) as e:
-        binary_entries(["/usr/bin/makedumpfile"], HostView(root), "test", machine="x86_64")
+        binary_entries(["/usr/bin/makedumpfile"], Host(root), "test", machine="x86_64")
     assert f"/usr/bin/makedumpfile in sysroot {root} is a 64-bit EM_AARCH64 binary, " \
            "not 64-bit EM_X86_64" in str(e.value)
 
@@ -194,16 +194,16 @@ def test_module_head_reads_through_compression(arm64: Sysroot, tmp_path: Path,
               "zstd": zstandard.ZstdCompressor().compress, "none": bytes}[codec](data)
     p = tmp_path / f"m.ko.{codec}"
     p.write_bytes(packed)
-    head = module_head(p, Codec(codec))
+    head = module_head(Host.this_machine(), p, Codec(codec))
     assert head == data[:20] and _machine(head) == EM_AARCH64
 
 
 def test_arch_defaults_to_the_sysroots_own(arm64: Sysroot, tmp_path: Path) -> None:
     from mkkdumprd.elf.closure import arch_of
 
-    assert arch_of(HostView(arm64.root)) == "aarch64"
-    assert arch_of(HostView(Path("/"))) == "x86_64"
-    assert arch_of(HostView(tmp_path)) is None          # no shell: this machine's arch
+    assert arch_of(Host(arm64.root)) == "aarch64"
+    assert arch_of(Host(Path("/"))) == "x86_64"
+    assert arch_of(Host(tmp_path)) is None          # no shell: this machine's arch
     code, output = _build("--sysroot", str(arm64.root), "--add-drivers", "virtio_blk",
                           "-o", str(tmp_path / "cap.img"))
     assert code == 0, output

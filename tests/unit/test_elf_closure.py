@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from mkkdumprd.elf.closure import ElfError, Resolver, resolve_closure
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from tests.support.elf_fixtures import (
     build_lib,
     build_prog,
@@ -21,7 +21,7 @@ from tests.support.elf_fixtures import (
 )
 
 pytestmark = needs_gcc
-HOST = HostView(Path("/"))
+HOST = Host(Path("/"))
 
 
 def real_closure(path: Path, **kw: object) -> set[str]:

@@ -11,12 +11,12 @@ import pytest
 
 from mkkdumprd.elf.closure import ElfError, Resolver, resolve_closure
 from mkkdumprd.elf.entries import binary_entries, find_binary, path_entries
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, Kind
 from tests.support.elf_fixtures import build_lib, build_prog, needs_gcc
 from tests.support.sysroot import make_sysroot
 
-HOST = HostView(Path("/"))
+HOST = Host(Path("/"))
 MULTIARCH = Path("/usr/lib/x86_64-linux-gnu")
 pytestmark = pytest.mark.skipif(not (MULTIARCH / "libc.so.6").exists(),
                                 reason="needs a Debian x86_64 host")
@@ -82,7 +82,7 @@ def make_debian_sysroot(root: Path) -> None:
 def test_sysroot_lookups_stay_inside(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_debian_sysroot(root)
-    view = HostView(root)
+    view = Host(root)
     c = resolve_closure(["/bin/ls"], view)
     assert [str(p) for p in c.objects] == [
         "/lib64/ld-linux-x86-64.so.2",
@@ -103,7 +103,7 @@ def test_sysroot_lookups_stay_inside(tmp_path: Path) -> None:
 def test_sysroot_target_facts(tmp_path: Path) -> None:
     deb = tmp_path / "deb"
     make_debian_sysroot(deb)
-    r = Resolver(HostView(deb))
+    r = Resolver(Host(deb))
     elf = r.elf("/bin/ls")
     assert elf is not None
     t = r.platform(elf, elf.interp)
@@ -115,7 +115,7 @@ def test_sysroot_target_facts(tmp_path: Path) -> None:
     (fed / "usr/lib64").mkdir(parents=True)
     (fed / "lib64").symlink_to("usr/lib64")
     shutil.copy(MULTIARCH / "ld-linux-x86-64.so.2", fed / "usr/lib64/ld-linux-x86-64.so.2")
-    t = Resolver(HostView(fed)).platform(elf, elf.interp)
+    t = Resolver(Host(fed)).platform(elf, elf.interp)
     assert t.lib == "lib64"
     assert [str(d) for d in t.default_dirs] == ["/lib64", "/usr/lib64"]
 
@@ -141,7 +141,7 @@ def test_sysroot_ld_so_conf_then_cache(tmp_path: Path) -> None:
     make_debian_sysroot(root)
     vendor = build_lib(root / "opt/vendor/lib/libvendor.so.2")
     build_prog(root / "usr/bin/vendortool", (vendor,))
-    view = HostView(root)
+    view = Host(root)
     # No ld.so.cache: the ld.so.conf directories stand in for what ldconfig would list.
     c = resolve_closure(["/usr/bin/vendortool"], view)
     assert PurePosixPath("/opt/vendor/lib/libvendor.so.2") in c.objects
@@ -181,7 +181,7 @@ def test_cross_arch_sysroot(tmp_path: Path) -> None:
     for name in ("libselinux.so.1", "libpcre2-8.so.0"):
         _as_arm64(MULTIARCH / name, ulib / name)
     _as_arm64(Path("/usr/bin/ls"), root / "usr/bin/ls")
-    view = HostView(root)
+    view = Host(root)
     with pytest.raises(ElfError, match="EM_AARCH64 binary, not 64-bit EM_X86_64"):
         resolve_closure(["/usr/bin/ls"], view, machine="x86_64")
     c = resolve_closure(["/usr/bin/ls"], view, machine="aarch64")
@@ -209,7 +209,7 @@ def test_resolver_paths_match_hostview(tmp_path: Path) -> None:
     (root / "usr/lib/x86_64-linux-gnu/libz.so.1").symlink_to("libz.so.1.2")
     (root / "usr/lib/x86_64-linux-gnu/up").symlink_to("../../..")
     (root / "loop").symlink_to("loop")
-    view = HostView(root)
+    view = Host(root)
     r = Resolver(view)
     for p in ("/", "/lib", "/lib/x86_64-linux-gnu/libz.so.1", "/lib64/libz.so.1",
               "/lib64/../lib64/./libz.so.1", "/lib/x86_64-linux-gnu/up/lib64/missing/x",

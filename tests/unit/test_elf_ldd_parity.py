@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from mkkdumprd.elf.closure import ElfError, Resolver
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 TREES = ("/usr/bin", "/usr/sbin", "/usr/lib/x86_64-linux-gnu")
 
@@ -80,7 +80,7 @@ def test_closure_matches_ldd_for_system_trees() -> None:
     with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) * 2) as pool:
         oracle = list(pool.map(run_ldd, files))
 
-    view = HostView(Path("/"))
+    view = Host(Path("/"))
     resolver = Resolver(view)
     compared = skipped = missing = 0
     mismatches: list[str] = []

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.elf.platform import ldso_platform, power_set
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 
 HASWELL = ("fpu sse2 ssse3 cx16 lahf_lm popcnt sse4_1 sse4_2 avx avx2 bmi1 bmi2 f16c fma abm "
            "movbe xsave")
 AVX512 = HASWELL + " avx512f avx512bw avx512cd avx512dq avx512vl"
 
 
-def fake_root(tmp_path: Path, glibc: str, vendor: str, flags: str) -> HostView:
+def fake_root(tmp_path: Path, glibc: str, vendor: str, flags: str) -> Host:
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/cpuinfo").write_text(
         f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}\n\n")
@@ -25,7 +25,7 @@ def fake_root(tmp_path: Path, glibc: str, vendor: str, flags: str) -> HostView:
     (tmp_path / "lib64").mkdir()
     (tmp_path / "lib64/ld-linux-x86-64.so.2").symlink_to(
         "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    return HostView(tmp_path)
+    return Host(tmp_path)
 
 
 @pytest.mark.parametrize("glibc,vendor,flags,platform,first_legacy,hwcaps", [

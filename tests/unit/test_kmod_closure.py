@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Codec
 from mkkdumprd.kmod.closure import resolve_modules
 from mkkdumprd.kmod.index import ModuleDirMissing, ModuleIndex, ModuleNotFound, find_kmoddir
@@ -179,14 +179,14 @@ def test_stale_index_falls_back_to_modinfo(tmp_path: Path) -> None:
 
 def test_missing_module_dir_names_kver_and_paths(tmp_path: Path) -> None:
     with pytest.raises(ModuleDirMissing) as exc:
-        find_kmoddir(HostView(tmp_path), "9.9.9")
+        find_kmoddir(Host(tmp_path), "9.9.9")
     msg = str(exc.value)
     assert "9.9.9" in msg and f"{tmp_path}/lib/modules/9.9.9" in msg
     assert f"{tmp_path}/usr/lib/modules/9.9.9" in msg
     with pytest.raises(ModuleDirMissing):
         ModuleIndex.load(tmp_path / "nope", "9.9.9")
     kmoddir = _make_tree(tmp_path / "usr", index=False)
-    assert find_kmoddir(HostView(tmp_path), KVER) == kmoddir
+    assert find_kmoddir(Host(tmp_path), KVER) == kmoddir
 
 
 @pytest.mark.skipif(not shutil.which("depmod") or not shutil.which("modprobe"),

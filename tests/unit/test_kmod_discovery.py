@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.kmod.closure import resolve_modules
 from mkkdumprd.kmod.discovery import (
     DeviceNotFound,
     fs_module,
     modules_for_block_device,
     modules_for_netdev,
-    mounts,
 )
 from mkkdumprd.kmod.index import ModuleIndex
 from tests.support.fake_kmod import write_builtin, write_module
@@ -137,26 +136,26 @@ VIRTIO_DISK = {"virtio_blk", VIRTIO_BLK_ALIAS, "virtio_pci", PCI_VIRTIO_ALIAS}
 
 
 def test_partition_walks_up_to_every_ancestor(sysfs: Sys) -> None:
-    view = HostView(sysfs.root)
+    view = Host(sysfs.root)
     assert modules_for_block_device(view, "/dev/vda1") == VIRTIO_DISK
     assert modules_for_block_device(view, "252:1") == VIRTIO_DISK
     assert modules_for_block_device(view, "UUID=1234-abcd") == VIRTIO_DISK
 
 
 def test_dm_crypt_follows_slaves(sysfs: Sys) -> None:
-    got = modules_for_block_device(HostView(sysfs.root), "/dev/mapper/root")
+    got = modules_for_block_device(Host(sysfs.root), "/dev/mapper/root")
     assert got == VIRTIO_DISK | {"dm_mod", "dm_crypt"}
 
 
 def test_lvm_on_md_raid1_reaches_both_disks(sysfs: Sys) -> None:
-    got = modules_for_block_device(HostView(sysfs.root), "253:1")
+    got = modules_for_block_device(Host(sysfs.root), "253:1")
     assert got >= VIRTIO_DISK | {"dm_mod", "md_mod", "raid1", "nvme"}
     assert "dm_crypt" not in got
 
 
 def test_missing_block_device_is_a_clear_error(sysfs: Sys) -> None:
     with pytest.raises(DeviceNotFound, match="/dev/sdz"):
-        modules_for_block_device(HostView(sysfs.root), "/dev/sdz")
+        modules_for_block_device(Host(sysfs.root), "/dev/sdz")
 
 
 def test_mounts(sysfs: Sys) -> None:
@@ -169,7 +168,7 @@ def test_mounts(sysfs: Sys) -> None:
         "33 22 0:46 / /mnt/btr rw - btrfs /dev/vda1 rw",
         "34 22 0:47 / /tmp rw - tmpfs tmpfs rw",
     ]) + "\n")
-    got = {m.mountpoint: m for m in mounts(HostView(sysfs.root))}
+    got = {m.mountpoint: m for m in Host(sysfs.root).mounts()}
     assert sorted(got) == ["/", "/mnt/btr", "/mnt/v4", "/proc", "/tmp", "/var/crash",
                            "/var/crash/nfs dir"]
     assert (got["/"].majmin, got["/"].fstype, got["/"].source) == ("252:1", "ext4", "/dev/vda1")
@@ -181,7 +180,7 @@ def test_mounts(sysfs: Sys) -> None:
 
 def test_net_stack_unwraps_vlan_bridge_bond(sysfs: Sys) -> None:
     _net(sysfs)
-    view = HostView(sysfs.root)
+    view = Host(sysfs.root)
     assert modules_for_netdev(view, "eth0") == {
         "virtio_net", VIRTIO_NET_ALIAS, "virtio_pci", PCI_VIRTIO_ALIAS.replace("1001", "1000")}
     assert modules_for_netdev(view, "eth1") == {"pci:v00008086d000010D3sv*"}
@@ -216,7 +215,7 @@ def test_discovered_names_resolve_and_unmatched_modaliases_are_skipped(
     write_module(kmoddir, "kernel/fs/xfs/xfs.ko", {"depends": "", "alias": "fs-xfs"})
     write_builtin(kmoddir, ["ext4"])
     index = ModuleIndex.load(kmoddir, kver)
-    names = modules_for_block_device(HostView(sysfs.root), "/dev/mapper/root") | {"xfs"}
+    names = modules_for_block_device(Host(sysfs.root), "/dev/mapper/root") | {"xfs"}
     closure = resolve_modules(index, sorted(names | {"pci:v00008086d000010D3sv00sd00bc02"}))
     assert {m.name for m in closure.modules} == {
         "virtio_pci", "virtio_blk", "dm_mod", "dm_crypt", "xfs"}

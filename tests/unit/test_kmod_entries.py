@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Codec, ImageSpec, Kind
 from mkkdumprd.kmod.closure import KModule, ModuleClosure, resolve_modules
 from mkkdumprd.kmod.entries import LOAD_LIST, module_entries
@@ -65,7 +65,7 @@ def test_firmware_search_order_compression_links_and_warnings(
     (fw / "g" / "one.fw").write_bytes(b"1")
     (fw / "g" / "two.fw").write_bytes(b"2")
     (fw / "g" / "other.bin").write_bytes(b"x")
-    entries, warnings = firmware_entries(closure, HostView(root))
+    entries, warnings = firmware_entries(closure, Host(root))
     by_path = {str(e.path): e for e in entries}
     assert set(by_path) == {
         "/lib/firmware/updates/nic/a.bin", "/lib/firmware/nic/b.bin.xz",
@@ -88,7 +88,7 @@ def test_firmware_through_merged_usr_keeps_lib_paths(tmp_path: Path) -> None:
     os.symlink("usr/lib", root / "lib")
     (root / "usr" / "lib" / "firmware" / "x.bin").write_bytes(b"x")
     mod = KModule("m", "kernel/m.ko", tmp_path / "m.ko", Codec.NONE, ("x.bin",))
-    entries, warnings = firmware_entries(ModuleClosure(KVER, (mod,), ()), HostView(root))
+    entries, warnings = firmware_entries(ModuleClosure(KVER, (mod,), ()), Host(root))
     assert warnings == []
     assert [(e.path, e.source) for e in entries] == [
         (PurePosixPath("/lib/firmware/x.bin"), root / "usr/lib/firmware/x.bin")]

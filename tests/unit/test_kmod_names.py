@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Codec
 from mkkdumprd.kmod.modinfo import read_modinfo
 from mkkdumprd.kmod.names import (
@@ -79,9 +80,9 @@ def test_alias_table_prefix_lookup_keeps_insertion_order() -> None:
 def test_modinfo_roundtrip(tmp_path: Path) -> None:
     ko = tmp_path / "a.ko"
     ko.write_bytes(fake_ko([("alias", "a=b"), ("depends", "x,y"), ("softdep", "pre: q")]))
-    info = read_modinfo(ko)
+    info = read_modinfo(Host.this_machine(), ko)
     assert info.aliases == ("a=b",)
     assert info.depends == ("x", "y")
     assert info.softdeps == ("pre: q",)
     ko.write_bytes(fake_ko({"depends": ""}))
-    assert read_modinfo(ko).depends == ()
+    assert read_modinfo(Host.this_machine(), ko).depends == ()

@@ -6,8 +6,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from mkkdumprd import host as host_mod
 from mkkdumprd.cli.build_cmd import default_output
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle import locations
 from mkkdumprd.loader import locate
 
@@ -17,13 +18,13 @@ STATE_IMG = PurePosixPath(f"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img")
 
 
 def _read_only_boot(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-    real = locations.os.access
+    real = host_mod.os.access
     # As root, only a read-only mount makes access(2) say no; play that for /boot.
-    monkeypatch.setattr(locations.os, "access",
+    monkeypatch.setattr(host_mod.os, "access",
                         lambda p, m: False if Path(p) == root / "boot" else real(p, m))
 
 
-def _agree(host: HostView, want: PurePosixPath) -> None:
+def _agree(host: Host, want: PurePosixPath) -> None:
     assert locations.capture_image(host, KVER) == want
     assert default_output(KVER, host) == host.path(want)
     assert locate.default_image(host, KVER) == want
@@ -31,19 +32,19 @@ def _agree(host: HostView, want: PurePosixPath) -> None:
 
 def test_writable_boot(tmp_path: Path) -> None:
     (tmp_path / "boot").mkdir()
-    _agree(HostView(tmp_path), BOOT_IMG)
+    _agree(Host(tmp_path), BOOT_IMG)
 
 
 def test_no_boot_or_read_only_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _agree(HostView(tmp_path), STATE_IMG)
+    _agree(Host(tmp_path), STATE_IMG)
     (tmp_path / "boot").mkdir()
     _read_only_boot(monkeypatch, tmp_path)
-    _agree(HostView(tmp_path), STATE_IMG)
+    _agree(Host(tmp_path), STATE_IMG)
 
 
 def test_loader_falls_back_to_the_other_place(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    host = HostView(tmp_path)
+    host = Host(tmp_path)
     (tmp_path / "boot").mkdir()
     state = host.path(STATE_IMG)
     state.parent.mkdir(parents=True)

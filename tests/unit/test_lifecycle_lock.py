@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle import lock
 from mkkdumprd.lifecycle.locations import LOCK_FILE
 
@@ -21,12 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys
 from pathlib import Path
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle.lock import service_lock
 root, name, log = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 def notify(msg):
     print("WAIT " + msg, file=sys.stderr, flush=True)
-with service_lock(HostView(root), notify):
+with service_lock(Host(root), notify):
     with log.open("a") as f:
         f.write(name + " acquired\\n")
     print("locked", flush=True)
@@ -83,7 +83,7 @@ def test_second_caller_waits_then_proceeds(tmp_path: Path) -> None:
 def test_uncontended_lock_is_quiet_and_reentrant_in_sequence(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     said: list[str] = []
-    host = HostView(tmp_path)
+    host = Host(tmp_path)
     for _ in range(2):
         with lock.service_lock(host, said.append) as path:
             assert path == tmp_path / str(LOCK_FILE).lstrip("/")
@@ -93,7 +93,7 @@ def test_uncontended_lock_is_quiet_and_reentrant_in_sequence(tmp_path: Path) -> 
 
 def test_directory_is_created_private(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
-    with lock.service_lock(HostView(tmp_path), print) as path:
+    with lock.service_lock(Host(tmp_path), print) as path:
         assert path == tmp_path / "run/mkkdumprd/lock"
         assert (path.parent.stat().st_mode & 0o777) == 0o700
         assert (path.stat().st_mode & 0o777) == 0o600
@@ -101,7 +101,7 @@ def test_directory_is_created_private(tmp_path: Path) -> None:
 
 def test_no_run_directory_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(OperationError, match=r"cannot create .*run/mkkdumprd: .*need root"), \
-            lock.service_lock(HostView(tmp_path), print):
+            lock.service_lock(Host(tmp_path), print):
         pass
 
 
@@ -111,7 +111,7 @@ def test_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path: Path)
     (tmp_path / "run/mkkdumprd").mkdir(parents=True, mode=0o700)
     (tmp_path / "run/mkkdumprd/lock").symlink_to(victim)
     with pytest.raises(OperationError, match=r"cannot open the lock file .*lock"), \
-            lock.service_lock(HostView(tmp_path), print):
+            lock.service_lock(Host(tmp_path), print):
         pass
     assert victim.read_text() == "precious\n"
 
@@ -122,7 +122,7 @@ def test_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> N
     d.mkdir(parents=True)
     d.chmod(mode)
     with pytest.raises(OperationError, match=r"writable by nobody else"), \
-            lock.service_lock(HostView(tmp_path), print):
+            lock.service_lock(Host(tmp_path), print):
         pass
     assert not (d / "lock").exists()
 
@@ -133,7 +133,7 @@ def test_directory_symlink_is_refused(tmp_path: Path) -> None:
     elsewhere.mkdir(mode=0o700)
     (tmp_path / "run/mkkdumprd").symlink_to(elsewhere)
     with pytest.raises(OperationError, match="is not a directory"), \
-            lock.service_lock(HostView(tmp_path), print):
+            lock.service_lock(Host(tmp_path), print):
         pass
     assert list(elsewhere.iterdir()) == []
 
@@ -145,7 +145,7 @@ def test_directory_of_another_user_is_refused(tmp_path: Path) -> None:
     d.mkdir(parents=True, mode=0o700)
     os.chown(d, 65534, 65534)
     with pytest.raises(OperationError, match="owned by uid 65534"), \
-            lock.service_lock(HostView(tmp_path), print):
+            lock.service_lock(Host(tmp_path), print):
         pass
 
 
@@ -153,7 +153,7 @@ def test_fifo_lock_file_is_refused_without_hanging(tmp_path: Path) -> None:
     (tmp_path / "run/mkkdumprd").mkdir(parents=True, mode=0o700)
     os.mkfifo(tmp_path / "run/mkkdumprd/lock")
     with pytest.raises(OperationError, match="not a regular file"), \
-            lock.service_lock(HostView(tmp_path), print):
+            lock.service_lock(Host(tmp_path), print):
         pass
 
 
@@ -166,7 +166,7 @@ def test_wait_is_bounded_and_names_the_holder(tmp_path: Path) -> None:
         assert first.stdout.readline() == "locked\n"
         said: list[str] = []
         with pytest.raises(OperationError) as info, \
-                lock.service_lock(HostView(tmp_path), said.append, notice_after=0.0,
+                lock.service_lock(Host(tmp_path), said.append, notice_after=0.0,
                                   wait_limit=0.2):
             pass
         msg = str(info.value)

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mkkdumprd import host as host_mod
 from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.lifecycle import service
 from mkkdumprd.loader import kexec, live
 from mkkdumprd.loader.load import NO_RESERVATION
@@ -54,8 +55,8 @@ def root(tmp_path: Path, kernel: Kernel) -> Path:
 
 
 def _svc(root: Path, kernel: Kernel, fake: FakeKexec, said: list[str]) -> service.Service:
-    return service.Service(host=HostView(root), arch=X86, kernel=fake.kernel,
-                           build_view=HostView.live(), kmoddir=kernel.kmoddir,
+    return service.Service(machine=Host(root), arch=X86, kernel=fake.kernel,
+                           sysroot=Host.this_machine(), kmoddir=kernel.kmoddir,
                            hostonly=False, add_drivers=("virtio_blk",),
                            echo=said.append, warn=said.append)
 
@@ -168,12 +169,11 @@ def test_no_reservation_builds_nothing(root: Path, kernel: Kernel) -> None:
 
 def test_image_goes_to_var_lib_when_boot_is_read_only(root: Path, kernel: Kernel,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from mkkdumprd.lifecycle import locations
 
     boot = root / "boot"
-    real_access = locations.os.access
+    real_access = host_mod.os.access
     # root may write anywhere; a read-only /boot mount is what access(2) reports as EROFS.
-    monkeypatch.setattr(locations.os, "access",
+    monkeypatch.setattr(host_mod.os, "access",
                         lambda p, mode: False if Path(p) == boot else real_access(p, mode))
     fake, said = FakeKexec(root), []
     out = service.start(_svc(root, kernel, fake, said))

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import kexec, kexec_tools, live, status
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader.kexec import SyscallFn
@@ -44,7 +44,7 @@ class FakeKexecTools:
     fail: bool = False
     runs: list[tuple[tuple[str, ...], str | None]] = field(default_factory=list)
 
-    def __call__(self, host: HostView, argv: Sequence[str],
+    def __call__(self, host: Host, argv: Sequence[str],
                  kallsyms: str | None) -> tuple[int, str]:
         self.runs.append((tuple(argv), kallsyms))
         if self.fail:
@@ -100,7 +100,7 @@ def _with_kexec(root: Path) -> Path:
 
 def test_enosys_falls_back_to_kexec_tools(root: Path) -> None:
     _with_kexec(root)
-    host = HostView(root)
+    host = Host(root)
     fake, tools = ENOSYSCall(), FakeKexecTools(root)
     plan = loader.plan_load(host, ARM)
     rec = loader.execute_load(plan, host, _kernel(root, fake, tools))
@@ -121,7 +121,7 @@ def test_enosys_falls_back_to_kexec_tools(root: Path) -> None:
 
 def test_arm64_without_text_gets_kallsyms_with_text(root: Path) -> None:
     _with_kexec(root)
-    host = HostView(root)
+    host = Host(root)
     tools = FakeKexecTools(root)
     rec = loader.execute_load(loader.plan_load(host, ARM), host,
                               _kernel(root, ENOSYSCall(), tools))
@@ -141,7 +141,7 @@ def test_kallsyms_fix_only_when_needed() -> None:
 
 
 def test_enosys_without_kexec_tools_says_what_to_install(root: Path) -> None:
-    host = HostView(root)
+    host = Host(root)
     with pytest.raises(OperationError) as e:
         loader.execute_load(loader.plan_load(host, ARM), host, _kernel(root, ENOSYSCall()))
     msg = str(e.value)
@@ -154,7 +154,7 @@ def test_enosys_without_kexec_tools_says_what_to_install(root: Path) -> None:
 
 def test_failing_kexec_tools_is_reported(root: Path) -> None:
     _with_kexec(root)
-    host = HostView(root)
+    host = Host(root)
     with pytest.raises(OperationError) as e:
         loader.execute_load(loader.plan_load(host, ARM), host,
                             _kernel(root, ENOSYSCall(), FakeKexecTools(root, fail=True)))
@@ -166,7 +166,7 @@ def test_failing_kexec_tools_is_reported(root: Path) -> None:
 
 def test_other_errors_do_not_fall_back(root: Path) -> None:
     _with_kexec(root)
-    host = HostView(root)
+    host = Host(root)
 
     def eperm(*_: object) -> None:
         raise OSError(errno.EPERM, "x")
@@ -198,11 +198,11 @@ def test_cli_load_status_unload_through_the_fallback(root: Path,
 
 def test_unload_enosys_without_kexec_tools(root: Path) -> None:
     with pytest.raises(OperationError, match=r"ENOSYS.*install kexec-tools"):
-        loader.unload(HostView(root), ARM, _kernel(root, ENOSYSCall()))
+        loader.unload(Host(root), ARM, _kernel(root, ENOSYSCall()))
 
 
 def test_file_load_records_its_path(root: Path) -> None:
-    host = HostView(root)
+    host = Host(root)
     calls = []
 
     def ok(*args: object) -> None:
@@ -219,7 +219,7 @@ def test_live_kexec_is_refused_under_pytest(monkeypatch: pytest.MonkeyPatch,
         raise AssertionError("subprocess reached")
     monkeypatch.setattr(kexec_tools.subprocess, "run", boom)
     with pytest.raises(kexec.KexecForbidden, match="kexec-tools for real: pytest"):
-        kexec_tools.run_kexec(HostView(Path("/")), ["/sbin/kexec", "-p", "-u"], None)
+        kexec_tools.run_kexec(Host(Path("/")), ["/sbin/kexec", "-p", "-u"], None)
     # The guard (tests/conftest.py) saw the attempt; this test made it on purpose.
     assert kexec_guard == ["run_kexec"]
     kexec_guard.clear()
@@ -231,4 +231,4 @@ def test_kexec_under_a_root_is_never_run(root: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(kexec_tools.subprocess, "run", boom)
     _with_kexec(root)
     with pytest.raises(kexec.KexecForbidden, match=r"system under .* only the running"):
-        kexec_tools.run_kexec(HostView(root), ["/sbin/kexec", "-p", "-u"], None)
+        kexec_tools.run_kexec(Host(root), ["/sbin/kexec", "-p", "-u"], None)

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import kexec, live, status
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader.__main__ import main as loader_main
@@ -89,7 +89,7 @@ def test_guard_env_var_outside_pytest() -> None:
 
 
 def test_load_passes_fds_cmdline_and_flags(root: Path, vmlinuz: Path) -> None:
-    host = HostView(root)
+    host = Host(root)
     fake = FakeKexec(root)
     plan = loader.plan_load(host, X86)
     record = loader.execute_load(plan, host, fake.kernel)
@@ -125,7 +125,7 @@ def test_no_reservation_is_refused_before_any_syscall(root: Path) -> None:
     assert fake.calls == []
     (root / "sys/kernel/kexec_crash_size").unlink()
     with pytest.raises(OperationError, match="no crash dump support"):
-        loader.plan_load(HostView(root), X86)
+        loader.plan_load(Host(root), X86)
 
 
 def test_dry_run_prints_everything_and_calls_nothing(root: Path,
@@ -186,7 +186,7 @@ def test_cli_load_status_unload_cycle_uses_the_fake(root: Path,
 ])
 def test_every_errno_becomes_an_actionable_sentence(root: Path, err: int,
                                                     words: list[str]) -> None:
-    host = HostView(root)
+    host = Host(root)
     fake = FakeKexec(root, fail=err)
     with pytest.raises(OperationError) as exc:
         loader.execute_load(loader.plan_load(host, X86), host, fake.kernel)
@@ -206,7 +206,7 @@ def test_unknown_errno_and_unload_errors() -> None:
 
 
 def test_unload_failure_keeps_the_record(root: Path) -> None:
-    host = HostView(root)
+    host = Host(root)
     loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root).kernel)
     with pytest.raises(OperationError, match="EPERM"):
         loader.unload(host, X86, FakeKexec(root, fail=errno.EPERM).kernel)
@@ -217,7 +217,7 @@ def test_preflight_refuses_what_cannot_fit(root: Path) -> None:
     _write(root, "/sys/kernel/kexec_crash_size", f"{32 * M}\n")
     fake = FakeKexec(root)
     with pytest.raises(OperationError, match=r"do not fit in the 32 MiB .*crashkernel recommend"):
-        loader.execute_load(loader.plan_load(HostView(root), X86), HostView(root), fake.kernel)
+        loader.execute_load(loader.plan_load(Host(root), X86), Host(root), fake.kernel)
     assert fake.calls == []
 
 
@@ -227,23 +227,23 @@ def test_missing_capture_image_and_kernel(root: Path) -> None:
     with pytest.raises(UsageError, match=rf"/boot/initramfs-{KVER}kdump.img "
                        rf"does not exist; build it with `mkkdumprd --kver {KVER} -o "
                        rf"/boot/initramfs-{KVER}kdump.img`"):
-        loader.plan_load(HostView(root), X86)
+        loader.plan_load(Host(root), X86)
     # built while /boot was read-only: found in the other place
     _write(root, f"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img", b"070701")
-    assert loader.plan_load(HostView(root), X86).initrd == \
+    assert loader.plan_load(Host(root), X86).initrd == \
         PurePosixPath(f"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img")
-    plan = loader.plan_load(HostView(root), X86, no_initrd=True)
+    plan = loader.plan_load(Host(root), X86, no_initrd=True)
     assert plan.flags == kexec.KEXEC_FILE_ON_CRASH | kexec.KEXEC_FILE_NO_INITRAMFS
     with pytest.raises(UsageError, match="does not exist; pass an existing file with --kernel"):
-        loader.plan_load(HostView(root), X86, kernel="/boot/nope", no_initrd=True)
+        loader.plan_load(Host(root), X86, kernel="/boot/nope", no_initrd=True)
 
 
 def test_x86_refuses_a_non_bzimage(root: Path) -> None:
     _write(root, "/boot/vmlinux", arm64_image())
     fake = FakeKexec(root)
     with pytest.raises(OperationError, match="arm64 Image; kexec_file_load on x86_64 takes"):
-        loader.execute_load(loader.plan_load(HostView(root), X86, kernel="/boot/vmlinux"),
-                            HostView(root), fake.kernel)
+        loader.execute_load(loader.plan_load(Host(root), X86, kernel="/boot/vmlinux"),
+                            Host(root), fake.kernel)
     assert fake.calls == []
 
 
@@ -254,7 +254,7 @@ def test_arm64_wrapped_kernels_reach_the_syscall_unpacked(root: Path, wrap: str)
     _write(root, "/boot/vmlinuz-arm", data)
     fake = FakeKexec(root)
     arm = load_arch("aarch64")
-    host = HostView(root)
+    host = Host(root)
     plan = loader.plan_load(host, arm, kernel="/boot/vmlinuz-arm")
     rec = loader.execute_load(plan, host, fake.kernel)
     [call] = fake.calls
@@ -266,7 +266,7 @@ def test_arm64_wrapped_kernels_reach_the_syscall_unpacked(root: Path, wrap: str)
 
 
 def test_status_cases_on_fake_sys(tmp_path: Path) -> None:
-    host = HostView(tmp_path)
+    host = Host(tmp_path)
     st = status.read_status(host)
     assert (st.loaded, st.reserved, st.exit_code) == (False, None, 3)
     assert "no /sys/kernel/kexec_crash_size" in status.format_status(st)
@@ -329,5 +329,5 @@ def test_relative_paths_are_taken_from_the_current_directory(
     monkeypatch.chdir(root / "boot")
     here = Path.cwd()
     _write(root, f"{here}/k", (root / f"boot/vmlinuz-{KVER}").read_bytes())
-    plan = loader.plan_load(HostView(root), X86, kernel="k", no_initrd=True)
+    plan = loader.plan_load(Host(root), X86, kernel="k", no_initrd=True)
     assert plan.kernel == PurePosixPath(f"{here}/k")

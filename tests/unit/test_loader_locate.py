@@ -8,7 +8,7 @@ import pytest
 
 from mkkdumprd.arch import load_arch
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.loader import locate
 
 KVER = "6.8.5-301.fc40.x86_64"
@@ -22,7 +22,7 @@ def _touch(root: Path, rel: str, text: str = "x") -> None:
 
 def test_vmlinuz_under_boot(tmp_path: Path) -> None:
     _touch(tmp_path, f"/boot/vmlinuz-{KVER}")
-    got = locate.find_kernel(HostView(tmp_path), load_arch("x86_64"), KVER)
+    got = locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
     assert got == PurePosixPath(f"/boot/vmlinuz-{KVER}")
 
 
@@ -30,7 +30,7 @@ def test_boot_image_first_and_relative_to_a_separate_boot(tmp_path: Path) -> Non
     _touch(tmp_path, f"/boot/vmlinuz-{KVER}")
     _touch(tmp_path, f"/boot/custom/vmlinuz-{KVER}")
     _touch(tmp_path, "/proc/cmdline", f"BOOT_IMAGE=(hd0,gpt2)/custom/vmlinuz-{KVER} ro\n")
-    got = locate.find_kernel(HostView(tmp_path), load_arch("x86_64"), KVER)
+    got = locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
     assert got == PurePosixPath(f"/boot/custom/vmlinuz-{KVER}")
 
 
@@ -38,7 +38,7 @@ def test_boot_image_of_another_version_is_ignored(tmp_path: Path) -> None:
     _touch(tmp_path, f"/boot/vmlinuz-{KVER}")
     _touch(tmp_path, "/boot/vmlinuz-5.0", "old")
     _touch(tmp_path, "/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-5.0 ro\n")
-    got = locate.find_kernel(HostView(tmp_path), load_arch("x86_64"), KVER)
+    got = locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
     assert got == PurePosixPath(f"/boot/vmlinuz-{KVER}")
 
 
@@ -46,24 +46,24 @@ def test_bls_entry(tmp_path: Path) -> None:
     _touch(tmp_path, f"/boot/loader/entries/mid-{KVER}.conf",
            f"title T\nversion {KVER}\nlinux /mid/{KVER}/linux\noptions ro\n")
     _touch(tmp_path, f"/boot/mid/{KVER}/linux")
-    got = locate.find_kernel(HostView(tmp_path), load_arch("x86_64"), KVER)
+    got = locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
     assert got == PurePosixPath(f"/boot/mid/{KVER}/linux")
 
 
 def test_per_arch_names(tmp_path: Path) -> None:
     _touch(tmp_path, "/boot/vmlinux-6.1.0-50-powerpc64le")
-    got = locate.find_kernel(HostView(tmp_path), load_arch("ppc64le"), "6.1.0-50-powerpc64le")
+    got = locate.find_kernel(Host(tmp_path), load_arch("ppc64le"), "6.1.0-50-powerpc64le")
     assert got.name == "vmlinux-6.1.0-50-powerpc64le"
 
 
 def test_not_found_names_every_place(tmp_path: Path) -> None:
     with pytest.raises(OperationError, match=rf"no kernel image for {KVER} found "
                        rf"\(looked at /boot/vmlinuz-{KVER}\); pass it with --kernel"):
-        locate.find_kernel(HostView(tmp_path), load_arch("x86_64"), KVER)
+        locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
 
 
 def test_capture_image_default(tmp_path: Path) -> None:
-    host = HostView(tmp_path)
+    host = Host(tmp_path)
     assert locate.default_image(host, KVER) == \
         PurePosixPath(f"/var/lib/mkkdumprd/initramfs-{KVER}kdump.img")
     _touch(tmp_path, f"/boot/initramfs-{KVER}kdump.img")
@@ -72,6 +72,6 @@ def test_capture_image_default(tmp_path: Path) -> None:
 
 def test_running_kver(tmp_path: Path) -> None:
     with pytest.raises(OperationError, match="pass --kver"):
-        locate.running_kver(HostView(tmp_path))
+        locate.running_kver(Host(tmp_path))
     _touch(tmp_path, "/proc/sys/kernel/osrelease", f"{KVER}\n")
-    assert locate.running_kver(HostView(tmp_path)) == KVER
+    assert locate.running_kver(Host(tmp_path)) == KVER

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network import capture, plan, ssh_command
 from mkkdumprd.network.ipconfig import parse_ip
 from mkkdumprd.network.nfs_options import NfsExport, NfsMount
@@ -39,7 +39,7 @@ def test_shell_env_quotes_hostile_values() -> None:
 
 
 @pytest.fixture
-def bonded(tmp_path: Path) -> HostView:
+def bonded(tmp_path: Path) -> Host:
     net = FakeNet(tmp_path)
     net.nic("eth0", "52:54:00:00:00:01", pci="0000:00:03.0")
     net.nic("eth1", "52:54:00:00:00:02", pci="0000:00:04.0")
@@ -49,10 +49,10 @@ def bonded(tmp_path: Path) -> HostView:
     net.addr4("bond0.7", "10.7.0.5/24")
     net.route4("bond0.7", "0.0.0.0/0", "10.7.0.1")
     net.commit()
-    return HostView(tmp_path)
+    return Host(tmp_path)
 
 
-def test_network_env_for_vlan_on_bond(bonded: HostView) -> None:
+def test_network_env_for_vlan_on_bond(bonded: Host) -> None:
     p = plan.discover(bonded, "192.0.2.9")
     text, warnings = capture.network_env(p)
     env = _env(text)
@@ -67,7 +67,7 @@ def test_network_env_for_vlan_on_bond(bonded: HostView) -> None:
 
 
 def test_plans_for_other_machines(tmp_path: Path) -> None:
-    v = HostView(tmp_path)
+    v = Host(tmp_path)
     p = capture.network_plan(v, "10.0.2.100", hostonly=False)
     assert _env(capture.network_env(p)[0])["KDUMP_NET_MODE"] == "dhcp"
     p = capture.network_plan(v, "10.0.2.100", hostonly=False,
@@ -90,7 +90,7 @@ def test_resolv_conf_only_for_names(tmp_path: Path) -> None:
     (tmp_path / "run/systemd/resolve").mkdir(parents=True)
     (tmp_path / "run/systemd/resolve/resolv.conf").write_text(
         "# upstream\nnameserver 192.0.2.53\nsearch lan\n")
-    v = HostView(tmp_path)
+    v = Host(tmp_path)
     a = ipaddress.ip_address("192.0.2.1")
     by_addr = plan.NetworkPlan(ResolvedHost("192.0.2.1", a), parse_ip("dhcp"), None)
     assert capture.resolv_conf(v, by_addr) is None
@@ -153,10 +153,10 @@ def test_real_ssh_keygen_hashed_file_is_understood(tmp_path: Path) -> None:
 def test_host_key_lines_error_names_the_fix(tmp_path: Path) -> None:
     t = ssh_command.parse_target("root@10.0.2.100")
     with pytest.raises(OperationError, match="mkkdumprd propagate"):
-        capture.host_key_lines(HostView(tmp_path), t)
+        capture.host_key_lines(Host(tmp_path), t)
     (tmp_path / "etc/ssh").mkdir(parents=True)
     (tmp_path / "etc/ssh/ssh_known_hosts").write_text("10.0.2.100 ssh-ed25519 AAAAsys\n")
-    assert capture.host_key_lines(HostView(tmp_path), t) == ["10.0.2.100 ssh-ed25519 AAAAsys"]
+    assert capture.host_key_lines(Host(tmp_path), t) == ["10.0.2.100 ssh-ed25519 AAAAsys"]
 
 
 def test_ssh_env_and_remote_dir_through_two_shells(tmp_path: Path) -> None:

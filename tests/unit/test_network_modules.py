@@ -11,7 +11,7 @@ import pytest
 from mkkdumprd.assemble.builder import BuildRequest, BuildResult, assemble
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, Kind
 from tests.support.debian_kernel import Kernel
 from tests.support.fake_network import FakeNet
@@ -21,10 +21,10 @@ DRIVERS = ("virtio_pci", "virtio_net")
 
 
 
-def _build(kernel: Kernel, config: KdumpConfig, system: HostView | None = None,
+def _build(kernel: Kernel, config: KdumpConfig, system: Host | None = None,
            hostonly: bool = False, ip: str | None = None) -> BuildResult:
-    return assemble(BuildRequest(config, kernel.kver, kernel.kmoddir, HostView.live(),
-                                 system or HostView.live(), "x86_64", hostonly=hostonly,
+    return assemble(BuildRequest(config, kernel.kver, kernel.kmoddir, Host.this_machine(),
+                                 system or Host.this_machine(), "x86_64", hostonly=hostonly,
                                  add_drivers=DRIVERS, ip=ip))
 
 
@@ -126,7 +126,7 @@ def test_nfs_host_only_vlan_on_bond(kernel: Kernel, tmp_path: Path) -> None:
     net.write("/etc/hosts", "192.0.2.9 nas\n")
     net.write("/etc/resolv.conf", "nameserver 192.0.2.53\n")
     cfg = KdumpConfig(target=Target(TargetKind.NFS, server="nas:/dumps"))
-    r = _build(kernel, cfg, system=HostView(tmp_path), hostonly=True)
+    r = _build(kernel, cfg, system=Host(tmp_path), hostonly=True)
     assert "nfsv3" in r.kernel_modules and "8021q" in r.kernel_modules
     assert any("does not rebuild bond bond0" in w for w in r.warnings)
     env = _text(_entry(r, "/lib/kdump/network.env"))
@@ -135,3 +135,72 @@ def test_nfs_host_only_vlan_on_bond(kernel: Kernel, tmp_path: Path) -> None:
     nfs = _text(_entry(r, "/lib/kdump/nfs.env"))
     assert "KDUMP_NFS_SOURCE=192.0.2.9:/dumps" in nfs and "KDUMP_NFS_OPTIONS=nfsvers=3,rw\n" in nfs
     assert _text(_entry(r, "/etc/resolv.conf")) == "nameserver 192.0.2.53\n"
+
+
+def _small_net(root: Path) -> FakeNet:
+    net = FakeNet(root)
+    net.nic("eth0", "52:54:00:00:00:01", pci="0000:00:03.0")
+    net.addr4("eth0", "10.0.2.15/24")
+    net.route4("eth0", "0.0.0.0/0", "10.0.2.2")
+    net.commit()
+    return net
+
+
+def test_the_network_plan_is_worked_out_once_and_the_nfs_probe_is_the_hosts(
+        kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mkkdumprd.network import capture
+
+    _small_net(tmp_path)
+    plans: list[str] = []
+    real_plan = capture.network_plan
+
+    def counting(system: Host, host: str, **kw: object) -> object:
+        plans.append(host)
+        return real_plan(system, host, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(capture, "network_plan", counting)
+    probed: list[tuple[str, int, float]] = []
+
+    def refused(addr: str, port: int, timeout: float) -> str | None:
+        probed.append((addr, port, timeout))
+        return "Connection refused"
+
+    cfg = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.2.100:/export"))
+    # A fake tree standing for the live machine: the live-only check runs, with its probe.
+    r = _build(kernel, cfg, system=Host(tmp_path, live=True, probe_tcp=refused), hostonly=True)
+    assert plans == ["10.0.2.100"]
+    assert probed == [("10.0.2.100", 2049, 5.0)]
+    assert any("does not answer on port 2049" in w and "Connection refused" in w
+               for w in r.warnings)
+    plans.clear()
+    r = _build(kernel, cfg, system=Host(tmp_path, probe_tcp=refused), hostonly=True)
+    assert plans == ["10.0.2.100"] and len(probed) == 1        # not live: no probe
+    assert not any("does not answer" in w for w in r.warnings)
+
+
+def test_the_ssh_login_check_runs_through_the_hosts_runner(kernel: Kernel,
+                                                           tmp_path: Path) -> None:
+    from collections.abc import Sequence
+
+    from mkkdumprd.host import Ran
+
+    net = _small_net(tmp_path)
+    net.write("/root/key", "PRIVATE\n")
+    net.write("/etc/ssh/ssh_known_hosts", "10.0.2.100 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK7\n")
+    ran: list[Sequence[str]] = []
+    answer = Ran(255, "", "debug\nroot@10.0.2.100: Permission denied (publickey).\n")
+
+    def run(argv: Sequence[str], timeout: float | None) -> Ran:
+        ran.append(argv)
+        return answer
+
+    cfg = KdumpConfig(target=Target(TargetKind.SSH, server="root@10.0.2.100"),
+                      sshkey="/root/key")
+    machine = Host(tmp_path, live=True, run=run)
+    with pytest.raises(OperationError, match=r"ssh to root@10\.0\.2\.100 with key /root/key "
+                                             r"failed \(root@10.0.2.100: Permission denied"):
+        _build(kernel, cfg, system=machine, hostonly=True)
+    assert len(ran) == 1 and ran[0][0] == "ssh" and ran[0][-1] == "true"
+    answer = Ran(0, "", "")
+    r = _build(kernel, cfg, system=machine, hostonly=True)
+    assert len(ran) == 2 and "ssh" in r.modules

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.errors import UsageError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network.nfs_options import (
     NfsExport,
     capture_mount,
@@ -53,11 +53,11 @@ def test_live_mount_wins(tmp_path: Path) -> None:
     (tmp_path / "proc/self/mountinfo").write_text(MOUNTINFO)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/fstab").write_text("nas.example.org:/srv/crash /mnt nfs soft 0 0\n")
-    m = capture_mount(HostView(tmp_path), parse_export("nas.example.org:/srv/crash"))
+    m = capture_mount(Host(tmp_path), parse_export("nas.example.org:/srv/crash"))
     assert (m.source, m.fstype) == ("mountinfo", "nfs4")
     assert m.option_string == ("rw,relatime,vers=4.2,rsize=1048576,wsize=1048576,namlen=255,"
                                "hard,timeo=600,retrans=2,sec=sys,local_lock=none")
-    v3 = capture_mount(HostView(tmp_path), parse_export("[fd00::9]:/exp"))
+    v3 = capture_mount(Host(tmp_path), parse_export("[fd00::9]:/exp"))
     assert (v3.fstype, v3.options) == ("nfs", ("rw", "vers=3", "mountvers=3",
                                                "mountport=20048"))
 
@@ -67,8 +67,8 @@ def test_fstab_then_defaults(tmp_path: Path) -> None:
     (tmp_path / "etc/fstab").write_text(
         "# comment\nUUID=abc / ext4 defaults 0 1\n"
         "nas:/crash /var/crash nfs ro,noauto,nfsvers=4.1,x-systemd.automount 0 0\n")
-    m = capture_mount(HostView(tmp_path), parse_export("nas:/crash/"))
+    m = capture_mount(Host(tmp_path), parse_export("nas:/crash/"))
     assert (m.source, m.fstype, m.options) == (
         "fstab", "nfs4", ("rw", "nfsvers=4.1", "x-systemd.automount"))
-    d = capture_mount(HostView(tmp_path), parse_export("other:/x"))
+    d = capture_mount(Host(tmp_path), parse_export("other:/x"))
     assert (d.source, d.fstype, d.options) == ("defaults", "nfs", ("defaults",))

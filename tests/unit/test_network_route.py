@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.errors import OperationError
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.network import addresses, route
 from mkkdumprd.network.route import RTF_REJECT, RTF_UP
 from tests.support.fake_network import FakeNet, encode_ipv4_hex
@@ -50,7 +50,7 @@ def test_longest_prefix_wins_over_default(net: FakeNet) -> None:
     net.route4("eth1", "172.16.0.0/12", "192.168.1.1")
     net.addr4("eth1", "192.168.1.7/24")
     net.commit()
-    v = HostView(net.root)
+    v = Host(net.root)
     got = route.route_get(v, A("172.20.1.2"))
     assert (got.iface, str(got.gateway)) == ("eth1", "192.168.1.1")
     got = route.route_get(v, A("8.8.8.8"))
@@ -63,14 +63,14 @@ def test_lowest_metric_breaks_ties(net: FakeNet) -> None:
     net.route4("wlan0", "0.0.0.0/0", "10.1.0.1", metric=600)
     net.route4("eth0", "0.0.0.0/0", "10.0.0.1", metric=100)
     net.commit()
-    assert route.route_get(HostView(net.root), A("1.2.3.4")).iface == "eth0"
+    assert route.route_get(Host(net.root), A("1.2.3.4")).iface == "eth0"
 
 
 def test_down_and_reject_routes(net: FakeNet) -> None:
     net.route4("eth0", "10.9.0.0/16", "10.0.0.1", flags=0x2)        # not RTF_UP
     net.route4("eth1", "10.9.9.0/24", None, flags=RTF_UP | RTF_REJECT)
     net.commit()
-    v = HostView(net.root)
+    v = Host(net.root)
     with pytest.raises(OperationError, match=r"no route to the dump target 10\.9\.9\.9"):
         route.route_get(v, A("10.9.9.9"))
     with pytest.raises(OperationError, match="no route"):
@@ -79,7 +79,7 @@ def test_down_and_reject_routes(net: FakeNet) -> None:
 
 def test_missing_proc_file_says_to_use_ip(tmp_path: Path) -> None:
     with pytest.raises(OperationError, match="--ip"):
-        route.route_get(HostView(tmp_path), A("10.0.0.1"))
+        route.route_get(Host(tmp_path), A("10.0.0.1"))
 
 
 def test_ipv6_route_and_address(net: FakeNet) -> None:
@@ -91,7 +91,7 @@ def test_ipv6_route_and_address(net: FakeNet) -> None:
     net.addr6("eth0", "2001:db8:1::42/64", flags=0x80)          # permanent
     net.addr6("eth0", "2001:db8:1::77/64", flags=0x40 | 0x80)   # tentative
     net.commit()
-    v = HostView(net.root)
+    v = Host(net.root)
     got = route.route_get(v, A("2001:db8:99::1"))
     assert (got.iface, str(got.gateway)) == ("eth0", "fe80::1")
     src = addresses.source_address(v, got)
@@ -104,7 +104,7 @@ def test_ipv6_only_reject_route_is_unreachable(net: FakeNet) -> None:
     net.route6("lo", "::/0", None, metric=0xFFFFFFFF, flags=RTF_UP | RTF_REJECT)
     net.commit()
     with pytest.raises(OperationError, match="no route"):
-        route.route_get(HostView(net.root), A("2001:db8::1"))
+        route.route_get(Host(net.root), A("2001:db8::1"))
 
 
 def test_ipv6_local_route_is_this_host(net: FakeNet) -> None:
@@ -112,7 +112,7 @@ def test_ipv6_local_route_is_this_host(net: FakeNet) -> None:
     net.route6("eth0", "2001:db8:1::/64", None)
     net.commit()
     with pytest.raises(OperationError, match="this host itself"):
-        route.route_get(HostView(net.root), A("2001:db8:1::42"))
+        route.route_get(Host(net.root), A("2001:db8:1::42"))
 
 
 def test_ipv4_source_address_from_fib_trie_and_connected_route(net: FakeNet) -> None:
@@ -121,7 +121,7 @@ def test_ipv4_source_address_from_fib_trie_and_connected_route(net: FakeNet) -> 
     net.addr4("eth1", "192.168.1.7/24")
     net.route4("eth0", "0.0.0.0/0", "172.30.4.1")
     net.commit()
-    v = HostView(net.root)
+    v = Host(net.root)
     assert {str(a.address) for a in addresses.ipv4_addresses(v, "eth0")} == {
         "10.0.0.5", "172.30.4.9"}
     got = addresses.source_address(v, route.route_get(v, A("8.8.8.8")))
@@ -134,7 +134,7 @@ def test_ipv4_source_address_from_fib_trie_and_connected_route(net: FakeNet) -> 
 def test_interface_without_address_is_reported(net: FakeNet) -> None:
     net.route4("eth0", "0.0.0.0/0", "10.0.0.1")
     net.commit()
-    v = HostView(net.root)
+    v = Host(net.root)
     with pytest.raises(OperationError, match=r"eth0.*has no IPv4 address"):
         addresses.source_address(v, route.route_get(v, A("8.8.8.8")))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from tests.support.debian_kernel import Kernel
 from tests.support.fake_network import FakeNet
 from tests.vm.conftest import BuildImage
@@ -72,7 +72,7 @@ def test_nfs_server_down_runs_failure_action(kernel: Kernel, tmp_path: Path,
         f"failure_action poweroff did not power off:\n{console[-4000:]}"
 
 
-def _guest_system(root: Path, mac: str = "52:54:00:12:34:56") -> HostView:
+def _guest_system(root: Path, mac: str = "52:54:00:12:34:56") -> Host:
     """/proc and /sys of the guest as a host-only build sees its machine: a virtio NIC
     (QEMU's default MAC) with slirp's addresses, and the export mounted with options the
     capture kernel must rewrite."""
@@ -96,7 +96,7 @@ def _guest_system(root: Path, mac: str = "52:54:00:12:34:56") -> HostView:
               "40 1 0:40 / /mnt/dumps rw,relatime - nfs4 10.0.2.100:/export ro,vers=4.1,"
               "rsize=1048576,hard,proto=tcp,timeo=50,retrans=2,sec=sys,clientaddr=10.0.2.15,"
               "local_lock=none,addr=10.0.2.100\n")
-    return HostView(root)
+    return Host(root)
 
 
 @pytest.mark.vm
@@ -109,8 +109,8 @@ def test_nfs_dump_host_only_static(kernel: Kernel, tmp_path: Path) -> None:
     system = _guest_system(tmp_path / "guest")
     config = load_kdump_conf(_conf(tmp_path, "/"))
     result = build_image(BuildRequest(
-        config=config, kver=kernel.kver, kmoddir=kernel.kmoddir, view=HostView.live(),
-        system=system, arch="x86_64", hostonly=True, output=tmp_path / "capture.img"))
+        config=config, kver=kernel.kver, kmoddir=kernel.kmoddir, sysroot=Host.this_machine(),
+        machine=system, arch="x86_64", hostonly=True, output=tmp_path / "capture.img"))
     assert {"virtio_net", "virtio_pci", "nfsv4"} <= set(result.kernel_modules)
     with NfsServer(tmp_path / "nfs").start() as srv:
         run = crash_cycle(kernel, tmp_path / "capture.img", [], tmp_path,
@@ -136,8 +136,8 @@ def test_missing_network_card_runs_failure_action(kernel: Kernel, tmp_path: Path
     system = _guest_system(tmp_path / "guest", mac="52:54:00:ab:cd:ef")
     config = load_kdump_conf(_conf(tmp_path, "/", "failure_action poweroff\n"))
     build_image(BuildRequest(
-        config=config, kver=kernel.kver, kmoddir=kernel.kmoddir, view=HostView.live(),
-        system=system, arch="x86_64", hostonly=True, output=tmp_path / "capture.img"))
+        config=config, kver=kernel.kver, kmoddir=kernel.kmoddir, sysroot=Host.this_machine(),
+        machine=system, arch="x86_64", hostonly=True, output=tmp_path / "capture.img"))
     with NfsServer(tmp_path / "nfs").start() as srv:
         run = crash_cycle(kernel, tmp_path / "capture.img", [], tmp_path,
                           guestfwd=[srv.guestfwd(2049)],

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mkkdumprd.elf.entries import binary_entries
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
@@ -35,7 +35,7 @@ def write_initramfs(spec: ImageSpec, out: Path, compression: str = "zstd") -> Pa
 
 def host_binary(path: str | Path, reason: str) -> list[Entry]:
     """A host binary at the same path in the image, plus its shared-library closure."""
-    return binary_entries([str(path)], HostView(Path("/")), reason)
+    return binary_entries([str(path)], Host(Path("/")), reason)
 
 
 def busybox_entries() -> Iterator[Entry]:
@@ -47,7 +47,7 @@ def busybox_entries() -> Iterator[Entry]:
     if not BUSYBOX.exists():
         raise AssertionError("/bin/busybox missing; run dev/setup (apt package busybox)")
     yield from host_binary(BUSYBOX, "shell and tools for the test /init")
-    bindir = HostView(Path("/")).resolve(str(BUSYBOX.parent))
+    bindir = Host(Path("/")).resolve(str(BUSYBOX.parent))
     applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
     for a in applets:
@@ -78,7 +78,7 @@ def module_entries(kmoddir: Path, kver: str, names: Iterable[str]) -> tuple[list
     entries: list[Entry] = []
     lines: list[str] = []
     # Where /lib really is, as binary_entries mirrors the host's /lib -> usr/lib link.
-    libdir = HostView(Path("/")).resolve("/lib")
+    libdir = Host(Path("/")).resolve("/lib")
     for ko in module_load_order(kmoddir, kver, names):
         rel = ko.relative_to(kmoddir)
         dest = f"{libdir}/modules/{kver}/{rel}"

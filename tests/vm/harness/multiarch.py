@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mkkdumprd.arch import load_arch
 from mkkdumprd.elf.entries import binary_entries
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry, symlink_entry
 from mkkdumprd.loader import kexec_tools
 from mkkdumprd.loader import load as loader
@@ -117,7 +117,7 @@ def product_load(sysroot: Sysroot, first_append: str, reserved: int) -> ProductL
                           ("sbin/kexec", "")):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)
-        host = HostView(root)
+        host = Host(root)
         plan = loader.plan_load(host, arch, kernel="/boot/vmlinuz",
                                 initrd="/boot/capture.img")
         kexec = kexec_tools.find_kexec(host)
@@ -157,7 +157,7 @@ echo "MKKDUMPRD-MULTIARCH: first kernel up on $(uname -m), $reserved bytes reser
 def build_first_stage(sysroot: Sysroot, capture_image: Path, load: ProductLoad,
                       out: Path) -> Path:
     """The first-stage initramfs, every binary from the sysroot (arch-checked)."""
-    view = HostView(sysroot.root)
+    view = Host(sysroot.root)
     spec = ImageSpec()
     bb = view.which("busybox")
     assert bb is not None, f"no busybox in {sysroot.root}"
@@ -311,7 +311,7 @@ def read_dmesg(vmcore: Path, sysroot: Sysroot, workdir: Path) -> tuple[str, str]
                              "run dev/setup): the host's makedumpfile cannot read this "
                              f"{sysroot.arch} vmcore: {(r.stdout + r.stderr).strip()[-300:]}")
     out = workdir / "dmesg.txt"
-    view = HostView(sysroot.root)
+    view = Host(sysroot.root)
     mdf = view.which("makedumpfile")
     assert mdf is not None
     # The dynamic loader named explicitly, resolved inside the root: qemu's -L prefix does

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mkkdumprd.elf.entries import binary_entries
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlink_entry
 from tests.support.debian_kernel import debian_kernel
 from tests.support.foreign_sysroot import Sysroot
@@ -44,7 +44,7 @@ APPLETS = ("sh", "mount", "cat", "echo", "grep", "cut", "poweroff", "uname", "sl
 
 def guest_python_entries(sysroot: Sysroot, modules: dict[str, Module]) -> list[Entry]:
     """The sysroot's python3.11 and extensions, the host's stdlib bytecode."""
-    view = HostView(sysroot.root)
+    view = Host(sysroot.root)
     arch = sysroot.arch
     py = f"/usr/bin/{GUEST_PYTHON.name}"
     if not view.is_file(py):
@@ -77,7 +77,7 @@ def build_loader_first_stage(sysroot: Sysroot, capture_image: Path, out: Path,
                              script: str, kernels: dict[str, Path] | None = None) -> Path:
     """`kernels`: image path -> host file (default /boot/vmlinuz = the sysroot's kernel)."""
     modules = trace_loader_modules(debian_kernel().vmlinuz)
-    view = HostView(sysroot.root)
+    view = Host(sysroot.root)
     spec = ImageSpec()
 
     def add(entries: list[Entry]) -> None:

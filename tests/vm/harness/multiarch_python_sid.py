@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mkkdumprd.elf.entries import binary_entries
-from mkkdumprd.host import HostView
+from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlink_entry
 from tests.support.debian_kernel import CACHE
 from tests.support.foreign_sysroot import _SID, FLAVOURS, USERLAND, Sysroot, _Apt
@@ -82,7 +82,7 @@ def _qemu_argv(root: Path, arch: str, binary: str) -> list[str]:
     qemu = shutil.which(QEMU_USER[arch])
     if qemu is None:
         raise AssertionError(f"{QEMU_USER[arch]} not found (apt package qemu-user; dev/setup)")
-    view = HostView(root)
+    view = Host(root)
     interp = read_interp(view.path(binary))
     argv = [qemu, "-L", str(root)]
     if interp:
@@ -150,7 +150,7 @@ def build_sid_loader_first_stage(sysroot: Sysroot, capture_image: Path, out: Pat
                                  script: str, kernels: dict[str, Path],
                                  trace_kernel: Path) -> Path:
     """First stage: busybox, the root's python + traced stdlib, the loader, kernel, image."""
-    view = HostView(sysroot.root)
+    view = Host(sysroot.root)
     arch = sysroot.arch
     std = compiled_stdlib(sysroot.root, arch, trace_kernel, out.parent)
     spec = ImageSpec()

@@ -25,9 +25,9 @@ def _applets(ctx: BuildContext) -> list[str]:
 
 
 def entries(ctx: BuildContext) -> list[Entry]:
-    bb = find_binary(ctx.view, "busybox")
+    bb = find_binary(ctx.sysroot, "busybox")
     if bb is not None:
-        out = binary_entries([bb], ctx.view, ctx.reason("busybox: the shell and tools"),
+        out = binary_entries([bb], ctx.sysroot, ctx.reason("busybox: the shell and tools"),
                              machine=ctx.arch)
         target = str(bb)
         for a in _applets(ctx):
@@ -42,10 +42,10 @@ def entries(ctx: BuildContext) -> list[Entry]:
             found.append(p)
         elif a == "sh":
             raise OperationError(
-                f"neither busybox nor a shell (sh) is installed in {ctx.view.root}; install "
+                f"neither busybox nor a shell (sh) is installed in {ctx.sysroot.root}; install "
                 f"busybox (busybox-static) to build a capture image"
             )
-    out = binary_entries(found, ctx.view, ctx.reason("host tool (no busybox)"),
+    out = binary_entries(found, ctx.sysroot, ctx.reason("host tool (no busybox)"),
                          machine=ctx.arch)
     sh = found[0]
     if sh != _BIN / "sh":
@@ -55,17 +55,17 @@ def entries(ctx: BuildContext) -> list[Entry]:
 
 def _host_tool(ctx: BuildContext, name: str) -> PurePosixPath | None:
     for cand in _SHELLS if name == "sh" else (name,):
-        p = find_binary(ctx.view, cand)
+        p = find_binary(ctx.sysroot, cand)
         if p is not None:
             return p
     return None
 
 
 def check(ctx: BuildContext) -> list[str]:
-    bb = find_binary(ctx.view, "busybox")
+    bb = find_binary(ctx.sysroot, "busybox")
     if bb is None:
         missing = [a for a in _applets(ctx) if _host_tool(ctx, a) is None]
-        warn = [f"no busybox in {ctx.view.root}: the capture image uses the host's tools "
+        warn = [f"no busybox in {ctx.sysroot.root}: the capture image uses the host's tools "
                 f"(installing busybox-static makes it smaller and self-contained)"]
         if missing:
             warn.append(f"the capture image has no {', '.join(missing)} (neither busybox nor "
@@ -73,7 +73,7 @@ def check(ctx: BuildContext) -> list[str]:
         return warn
     # busybox keeps its applet names as a NUL-separated table: a missing name means the
     # applet was not compiled in.
-    data = ctx.view.read_bytes(bb)
+    data = ctx.sysroot.read_bytes(bb)
     lacking = [a for a in _applets(ctx) if b"\0" + a.encode() + b"\0" not in data]
     if lacking:
         return [f"{bb} seems to lack the applets {', '.join(lacking)}; the dump flow fails "

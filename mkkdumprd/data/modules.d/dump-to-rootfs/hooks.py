@@ -12,7 +12,7 @@ def kernel_modules(ctx: BuildContext) -> list[str]:
         return []
     out = [fs_module(root.fstype)] if root.fstype else []
     if root.host_device is not None:
-        found = modules_for_block_device(ctx.system, str(root.host_device))
+        found = modules_for_block_device(ctx.machine, str(root.host_device))
         # Discovery reports modaliases too; those of built-in drivers resolve to nothing.
         out.extend(n for n in sorted(found) if ctx.index is None or ctx.index.lookup(n))
     return out

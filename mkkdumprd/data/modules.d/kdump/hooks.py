@@ -9,7 +9,6 @@ bash) is not pulled in beside busybox.
 
 from __future__ import annotations
 
-import os
 from pathlib import PurePosixPath
 
 from mkkdumprd.assemble.hooks import BuildContext
@@ -29,8 +28,8 @@ def _hidden_under(path: PurePosixPath) -> PurePosixPath | None:
 def _check_not_hidden(ctx: BuildContext, what: str, name: str, path: PurePosixPath) -> None:
     """Refuse a file that /init's tmpfs on /tmp or /run would cover at dump time (the image
     keeps host paths), as written or through its symlinks."""
-    _, links = ctx.view.resolve_links(path)
-    for p in (path, *(link for link, _ in links), ctx.view.resolve(path)):
+    _, links = ctx.sysroot.resolve_links(path)
+    for p in (path, *(link for link, _ in links), ctx.sysroot.resolve(path)):
         hidden = _hidden_under(PurePosixPath(p))
         if hidden is not None:
             via = "" if p == path else f" (through {p})"
@@ -42,18 +41,18 @@ def _check_not_hidden(ctx: BuildContext, what: str, name: str, path: PurePosixPa
 
 def _locate(ctx: BuildContext, what: str, name: str) -> PurePosixPath:
     if "/" in name:
-        if not ctx.view.is_file(name):
-            raise UsageError(f"{what} {name} does not exist in {ctx.view.root}; fix the path "
+        if not ctx.sysroot.is_file(name):
+            raise UsageError(f"{what} {name} does not exist in {ctx.sysroot.root}; fix the path "
                              f"in {ctx.config.source}")
         path = PurePosixPath(name)
     else:
-        found = find_binary(ctx.view, name)
+        found = find_binary(ctx.sysroot, name)
         if found is None:
-            raise UsageError(f"{what} {name} is not on the PATH of {ctx.view.root}; give its "
+            raise UsageError(f"{what} {name} is not on the PATH of {ctx.sysroot.root}; give its "
                              f"full path in {ctx.config.source} or install it")
         path = found
     _check_not_hidden(ctx, what, name, path)
-    if not os.access(ctx.view.path(ctx.view.resolve(path)), os.X_OK):
+    if not ctx.sysroot.is_executable(path):
         raise UsageError(f"{what} {name} is not executable; chmod +x it or fix "
                          f"{ctx.config.source}")
     return path
@@ -62,11 +61,11 @@ def _locate(ctx: BuildContext, what: str, name: str) -> PurePosixPath:
 def _hook_dir_files(ctx: BuildContext) -> tuple[list[PurePosixPath], list[str]]:
     run, skipped = [], []
     for d in HOOK_DIRS:
-        for name in ctx.view.listdir(d):
+        for name in ctx.sysroot.listdir(d):
             p = PurePosixPath(d) / name
-            if not ctx.view.is_file(p):
+            if not ctx.sysroot.is_file(p):
                 continue
-            if os.access(ctx.view.path(ctx.view.resolve(p)), os.X_OK):
+            if ctx.sysroot.is_executable(p):
                 run.append(p)
             else:
                 skipped.append(str(p))
@@ -92,13 +91,12 @@ def entries(ctx: BuildContext) -> list[Entry]:
     out: list[Entry] = []
     for what, path in _wanted(ctx):
         reason = ctx.reason(f"{what} from {ctx.config.source}")
-        real = ctx.view.path(ctx.view.resolve(path))
-        with open(real, "rb") as f:
-            head = f.readline(256)
+        real = ctx.sysroot.real(path)
+        head = ctx.sysroot.read_head(path, 256)
         if head.startswith(b"#!") and head[2:].split(maxsplit=1)[:1] in ([b"/bin/sh"], []):
             out.append(file_entry(str(path), real, reason, mode=0o755))
         else:
-            out.extend(binary_entries([path], ctx.view, reason, machine=ctx.arch))
+            out.extend(binary_entries([path], ctx.sysroot, reason, machine=ctx.arch))
     return out
 
 

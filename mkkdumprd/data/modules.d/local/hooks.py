@@ -11,7 +11,7 @@ def kernel_modules(ctx: BuildContext) -> list[str]:
     if ctx.target.fstype:
         out.append(fs_module(ctx.target.fstype))
     if ctx.hostonly and ctx.target.host_device is not None:
-        found = modules_for_block_device(ctx.system, str(ctx.target.host_device))
+        found = modules_for_block_device(ctx.machine, str(ctx.target.host_device))
         # Discovery reports modaliases too; those of built-in drivers resolve to nothing.
         out.extend(n for n in sorted(found) if ctx.index is None or ctx.index.lookup(n))
     return out

@@ -15,13 +15,13 @@ def check(ctx: BuildContext) -> list[str]:
     argv = ctx.config.core_collector
     if not argv or PurePosixPath(argv[0]).name != "makedumpfile":
         return []
-    if ctx.view.root != Path("/"):
+    if ctx.sysroot.root != Path("/"):
         # A sysroot's binary may be for another architecture or need the sysroot's libraries.
         return [f"core_collector options were not checked: the makedumpfile of "
-                f"{ctx.view.root} is not run here"]
-    found = find_binary(ctx.view, argv[0])
+                f"{ctx.sysroot.root} is not run here"]
+    found = find_binary(ctx.sysroot, argv[0])
     errors, warnings = collector_problems(ctx.config, None if found is None else
-                                          ctx.view.path(found))
+                                          ctx.sysroot.path(found))
     if errors:
         raise UsageError(errors[0])
     return warnings

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 from mkkdumprd.assemble.hooks import BuildContext
+from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, data_entry
 from mkkdumprd.network import capture
 from mkkdumprd.network.nfs_options import NfsMount
@@ -14,13 +13,13 @@ NFS_PORT = 2049
 
 
 def _mount(ctx: BuildContext) -> NfsMount:
-    return capture.nfs_mount(ctx.system, ctx.target.server or "", ctx.hostonly)
+    return capture.nfs_mount(ctx.machine, ctx.target.server or "", ctx.hostonly)
 
 
 def _plan(ctx: BuildContext) -> NetworkPlan:
-    host = capture.target_host("nfs", ctx.target.server or "")
-    return capture.network_plan(ctx.system, host, hostonly=ctx.hostonly,
-                                user_ip=getattr(ctx, "ip", None))
+    if ctx.network is None:
+        raise OperationError("module nfs is active without an nfs target")
+    return ctx.network
 
 
 def entries(ctx: BuildContext) -> list[Entry]:
@@ -34,15 +33,14 @@ def kernel_modules(ctx: BuildContext) -> list[str]:
 
 
 def check(ctx: BuildContext) -> list[str]:
-    if not (ctx.hostonly and ctx.system.root.as_posix() == "/"):
+    """Host-only builds on the live machine try the server the capture kernel will mount."""
+    if not (ctx.hostonly and ctx.machine.is_live):
         return []
     plan = _plan(ctx)
     addr = str(plan.target.address)
-    try:
-        with socket.create_connection((addr, NFS_PORT), timeout=5):
-            pass
-    except OSError as exc:
+    why = ctx.machine.probe_tcp(addr, NFS_PORT, 5.0)
+    if why is not None:
         return [f"the NFS server {plan.target.host} does not answer on port {NFS_PORT} "
-                f"from this machine ({exc.strerror or exc}); the dump will fail unless it is "
-                f"up at crash time: check `ip route get {addr}` and the server"]
+                f"from this machine ({why}); the dump will fail unless it is up at crash "
+                f"time: check `ip route get {addr}` and the server"]
     return []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, data_entry, file_entry
@@ -16,7 +14,7 @@ def _target(ctx: BuildContext) -> ssh_command.SshTarget:
 
 def _key(ctx: BuildContext) -> str:
     key = ctx.config.sshkey
-    if not ctx.system.is_file(key):
+    if not ctx.machine.is_file(key):
         raise OperationError(
             f"the ssh key {key} (sshkey in kdump.conf) does not exist; create and install it "
             f"with `mkkdumprd propagate`"
@@ -27,9 +25,9 @@ def _key(ctx: BuildContext) -> str:
 def entries(ctx: BuildContext) -> list[Entry]:
     t = _target(ctx)
     key = _key(ctx)
-    known = capture.host_key_lines(ctx.system, t)
+    known = capture.host_key_lines(ctx.machine, t)
     return [
-        file_entry(capture.SSH_KEY, ctx.system.path(ctx.system.resolve(key)),
+        file_entry(capture.SSH_KEY, ctx.machine.real(key),
                    ctx.reason(f"ssh key {key}"), mode=0o600),
         data_entry(capture.SSH_KNOWN_HOSTS, "".join(k + "\n" for k in known),
                    ctx.reason(f"host key of {t.host}"), mode=0o600),
@@ -44,17 +42,13 @@ def check(ctx: BuildContext) -> list[str]:
     """Host-only builds on the live machine try the login the capture kernel will do."""
     t = _target(ctx)
     key = _key(ctx)
-    capture.host_key_lines(ctx.system, t)
-    if not (ctx.hostonly and ctx.system.root.as_posix() == "/"):
+    capture.host_key_lines(ctx.machine, t)
+    if not (ctx.hostonly and ctx.machine.is_live):
         return []
-    files = [f for f in capture.known_hosts_files(ctx.system) if ctx.system.is_file(f)]
+    files = [f for f in capture.known_hosts_files(ctx.machine) if ctx.machine.is_file(f)]
     argv = ssh_command.ssh_argv(t, key, " ".join(files) or "/dev/null",
                                 ssh_command.remote(["true"]), connect_timeout=10)
-    try:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise OperationError(f"cannot run ssh to check {t.destination}: {exc}") from None
+    r = ctx.machine.run(argv, 60.0)
     if r.returncode != 0:
         why = (r.stderr.strip().splitlines() or ["no message"])[-1]
         raise OperationError(
