@@ -178,7 +178,7 @@ def _build(root: Path, kmoddir: Path, mods: Path, conf: Path, out: Path) -> str:
         config=load_kdump_conf(conf), kver=KVER, kmoddir=kmoddir, view=view, system=view,
         arch="x86_64", hostonly=False,
         add_drivers=("virtio:d00000002v00001AF4", "crc32c", "pinnet"), omit_drivers=("crc16",),
-        output=out, force=True, modules_dir=mods, templates_dir=BASE / "templates",
+        output=out, modules_dir=mods, templates_dir=BASE / "templates",
         source_date_epoch=SDE, timeout=33))
     return hashlib.sha256(out.read_bytes()).hexdigest()
 

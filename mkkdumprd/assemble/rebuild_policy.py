@@ -1,0 +1,109 @@
+"""The rebuild policy: build, rebuild or keep the image at req.output, and say why.
+
+One function decides it for `mkkdumprd build` and for the service verbs (start, restart,
+rebuild); `overwrite` says what the caller may replace:
+
+    NEVER     write only where no file is; an existing file is an error (the API default).
+    IF_STALE  a missing image is built. An existing one: kdump.conf's force_no_rebuild
+              keeps it unchecked and force_rebuild rebuilds it (kdumpctl's order); else
+              it is compared with what a build would produce now (assemble/freshness.py)
+              and rebuilt only when something changed. A file that is not an intact
+              mkkdumprd image is never replaced (an error naming the way to force it).
+              `mkkdumprd build`, `mkkdumprd start` and `restart`.
+    ALWAYS    build and replace whatever is there: `build --force`, `mkkdumprd rebuild`.
+
+The answer (Ensured) says what was done (CREATED, REBUILT, REPLACED, KEPT) and why; the
+caller prints it. `before_build` runs after the decision and before the (slow) build, so
+callers can announce it. The write itself is atomic (image/writer.py): a failed build
+leaves the old image in place.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from mkkdumprd.errors import UsageError
+
+if TYPE_CHECKING:
+    from mkkdumprd.assemble.builder import BuildRequest, BuildResult
+    from mkkdumprd.assemble.cached import BuildCache
+
+FORCE_HINT = "use --force to overwrite it"
+
+
+class Overwrite(enum.Enum):
+    NEVER = "never"
+    IF_STALE = "if_stale"
+    ALWAYS = "always"
+
+
+class Did(enum.Enum):
+    CREATED = "created"     # no file was there
+    REBUILT = "rebuilt"     # the image was stale (or force_rebuild)
+    REPLACED = "replaced"   # rebuilt on request (Overwrite.ALWAYS), whatever was there
+    KEPT = "kept"           # up to date, or force_no_rebuild
+
+    @property
+    def built(self) -> bool:
+        return self is not Did.KEPT
+
+
+@dataclass(frozen=True)
+class Ensured:
+    did: Did
+    reasons: tuple[str, ...]            # why it was built, or a note on why it was kept
+    result: BuildResult | None = None   # the build, when there was one
+
+    @property
+    def built(self) -> bool:
+        return self.did.built
+
+
+def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
+                 before_build: Callable[[Ensured], None] | None = None,
+                 force_hint: str = FORCE_HINT) -> Ensured:
+    """Make req.output hold a current image as `overwrite` allows (see the module doc).
+
+    Raises UsageError when the policy forbids replacing the file there; `force_hint` ends
+    that message (how the caller's user forces it).
+    """
+    from mkkdumprd.assemble.builder import build_image
+    from mkkdumprd.assemble.cached import BuildCache
+
+    if req.output is None:
+        raise ValueError("ensure_image needs req.output")
+    with BuildCache() as cache:
+        decision = _decide(req, overwrite, cache, force_hint)
+        if not decision.built:
+            return decision
+        if before_build is not None:
+            before_build(decision)
+        return replace(decision, result=build_image(req, cache))
+
+
+def _decide(req: BuildRequest, overwrite: Overwrite, cache: BuildCache,
+            force_hint: str) -> Ensured:
+    from mkkdumprd.assemble.freshness import check_fresh
+
+    out = req.output
+    assert out is not None
+    if not out.exists():
+        return Ensured(Did.CREATED, (f"{out} does not exist",))
+    if overwrite is Overwrite.ALWAYS:
+        return Ensured(Did.REPLACED, ("rebuild requested",))
+    if overwrite is Overwrite.NEVER:
+        raise UsageError(f"{out} already exists; {force_hint}")
+    config = req.config
+    if config.force_no_rebuild:
+        return Ensured(Did.KEPT, (f"force_no_rebuild is set in {config.source}: not checked",))
+    if config.force_rebuild:
+        return Ensured(Did.REBUILT, (f"force_rebuild is set in {config.source}",))
+    fresh = check_fresh(req, out, cache)
+    if fresh.foreign:
+        raise UsageError(f"{out} already exists and is not an mkkdumprd image; {force_hint}")
+    if fresh.up_to_date:
+        return Ensured(Did.KEPT, fresh.reasons)
+    return Ensured(Did.REBUILT, fresh.reasons or ("the image is out of date",))
