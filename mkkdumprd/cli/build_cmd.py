@@ -10,6 +10,7 @@ import click
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
+from mkkdumprd.human_size import human_size
 from mkkdumprd.image.compression import Compression
 
 _SPEC_GRAMMAR = """\b
@@ -27,15 +28,6 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     for v in values:
         out.extend(x for x in v.replace(",", " ").split() if x)
     return tuple(dict.fromkeys(out))
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def default_output(kver: str, view: HostView) -> Path:
@@ -193,8 +185,8 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     click.echo(f"image:    {out}")
     click.echo(f"kernel:   {kver} ({arch_name})")
     click.echo(f"target:   {result.target.describe()}")
-    click.echo(f"size:     {_human(stats.compressed_size)} {compress}, "
-               f"{_human(stats.unpacked_size)} unpacked")
+    click.echo(f"size:     {human_size(stats.compressed_size)} {compress}, "
+               f"{human_size(stats.unpacked_size)} unpacked")
     click.echo(f"entries:  {stats.entries}; kernel modules: {len(result.kernel_modules)}; "
                f"modules.d: {', '.join(result.modules)}")
     click.echo(f"time:     {time.monotonic() - t0:.2f} s")
