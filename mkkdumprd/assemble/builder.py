@@ -149,10 +149,10 @@ def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
     is opened, and stored on return, when none is given)."""
     from mkkdumprd.assemble.cached import opened
 
-    with opened(cache) as cache:
+    with opened(cache) as run:
         plan = plan_image(req)
-        collected = collect_from_host(req, plan, cache)
-        spec, manifest = finish_spec(req, plan, collected, cache)
+        collected = collect_from_host(req, plan, run)
+        spec, manifest = finish_spec(req, plan, collected, run)
     return BuildResult(spec=spec, target=plan.target, modules=plan.names,
                        kernel_modules=collected.kernel_modules, binaries=collected.binaries,
                        warnings=tuple(dict.fromkeys(collected.warnings)), manifest=manifest)

@@ -1,21 +1,8 @@
-"""The rebuild policy: build, rebuild or keep the image at req.output, and say why.
+"""The rebuild policy: whether the image at req.output is kept, built or refused, and why.
 
-One function decides it for `mkkdumprd build` and for the service verbs (start, restart,
-rebuild); `overwrite` says what the caller may replace:
-
-    NEVER     write only where no file is; an existing file is an error (the API default).
-    IF_STALE  a missing image is built. An existing one: kdump.conf's force_no_rebuild
-              keeps it unchecked and force_rebuild rebuilds it (kdumpctl's order); else
-              it is compared with what a build would produce now (assemble/freshness.py)
-              and rebuilt only when something changed. A file that is not an intact
-              mkkdumprd image is never replaced (an error naming the way to force it).
-              `mkkdumprd build`, `mkkdumprd start` and `restart`.
-    ALWAYS    build and replace whatever is there: `build --force`, `mkkdumprd rebuild`.
-
-The answer (Ensured) says what was done (CREATED, REBUILT, REPLACED, KEPT) and why; the
-caller prints it. `before_build` runs after the decision and before the (slow) build, so
-callers can announce it. The write itself is atomic (image/writer.py): a failed build
-leaves the old image in place.
+One function, ensure_image(), decides it for `mkkdumprd build` and for the service verbs
+(start, restart, rebuild); its docstring is the policy. docs/ARCHITECTURE.md has it as a
+table.
 """
 
 from __future__ import annotations
@@ -65,10 +52,24 @@ class Ensured:
 def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
                  before_build: Callable[[Ensured], None] | None = None,
                  force_hint: str = FORCE_HINT) -> Ensured:
-    """Make req.output hold a current image as `overwrite` allows (see the module doc).
+    """Make req.output hold a current image as far as `overwrite` allows; say what was done.
 
-    Raises UsageError when the policy forbids replacing the file there; `force_hint` ends
-    that message (how the caller's user forces it).
+    A missing file is always built (CREATED). An existing file:
+
+    NEVER     an error "already exists; <force_hint>" (the Python API default).
+    IF_STALE  (`build`, `start`, `restart`) kdump.conf's force_no_rebuild keeps it
+              unchecked (KEPT, with a note) and force_rebuild rebuilds it (REBUILT), in
+              kdumpctl's order; otherwise assemble/freshness.py compares its manifest with
+              the host by content and it is rebuilt only when an input changed (REBUILT,
+              with the reasons) or kept (KEPT). A file that is not an intact mkkdumprd
+              image is never replaced: an error "... is not an mkkdumprd image;
+              <force_hint>".
+    ALWAYS    (`build --force`, `rebuild`) rebuilt and replaced whatever it holds
+              (REPLACED, "rebuild requested").
+
+    `before_build` gets the decision after it is taken and before the (slow) build, so a
+    caller can announce it. The write is atomic (image/writer.py): a failed build leaves
+    the old file in place. One BuildCache serves the check and the build.
     """
     from mkkdumprd.assemble.builder import build_image
     from mkkdumprd.assemble.cached import BuildCache
