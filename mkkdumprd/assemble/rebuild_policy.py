@@ -54,7 +54,8 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
                  force_hint: str = FORCE_HINT) -> Ensured:
     """Make req.output hold a current image as far as `overwrite` allows; say what was done.
 
-    A missing file is always built (CREATED). An existing file:
+    A missing file is always built (CREATED; the reason is "rebuild requested" under
+    ALWAYS, else that it does not exist). An existing file:
 
     NEVER     an error "already exists; <force_hint>" (the Python API default).
     IF_STALE  (`build`, `start`, `restart`) kdump.conf's force_no_rebuild keeps it
@@ -91,10 +92,10 @@ def _decide(req: BuildRequest, overwrite: Overwrite, cache: BuildCache,
 
     out = req.output
     assert out is not None
+    if overwrite is Overwrite.ALWAYS:
+        return Ensured(Did.REPLACED if out.exists() else Did.CREATED, ("rebuild requested",))
     if not out.exists():
         return Ensured(Did.CREATED, (f"{out} does not exist",))
-    if overwrite is Overwrite.ALWAYS:
-        return Ensured(Did.REPLACED, ("rebuild requested",))
     if overwrite is Overwrite.NEVER:
         raise UsageError(f"{out} already exists; {force_hint}")
     config = req.config

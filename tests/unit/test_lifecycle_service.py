@@ -186,7 +186,8 @@ def test_image_goes_to_var_lib_when_boot_is_read_only(root: Path, kernel: Kernel
 def test_rebuild_is_unconditional(root: Path, kernel: Kernel) -> None:
     fake, said = FakeKexec(root), []
     svc = _svc(root, kernel, fake, said)
-    service.rebuild(svc)
+    assert service.rebuild(svc).reasons == ("rebuild requested",)
+    assert said[0] == f"building {_image(root, kernel)}: rebuild requested"
     first = _image(root, kernel).stat()
     out = service.rebuild(svc)
     assert out.built and out.reasons == ("rebuild requested",)
