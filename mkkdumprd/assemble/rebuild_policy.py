@@ -70,7 +70,7 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
 
     `before_build` gets the decision after it is taken and before the (slow) build, so a
     caller can announce it. The write is atomic (image/writer.py): a failed build leaves
-    the old file in place. One BuildCache serves the check and the build.
+    the old file in place.
     """
     from mkkdumprd.assemble.builder import build_image
     from mkkdumprd.assemble.cached import BuildCache
@@ -79,11 +79,13 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
         raise ValueError("ensure_image needs req.output")
     with BuildCache() as cache:
         decision = _decide(req, overwrite, cache, force_hint)
-        if not decision.built:
-            return decision
-        if before_build is not None:
-            before_build(decision)
-        return replace(decision, result=build_image(req, cache))
+    if not decision.built:
+        return decision
+    if before_build is not None:
+        before_build(decision)
+    # The build opens its own cache, stored when assembly ends: the module index it holds
+    # is not kept alive while the image is compressed and written.
+    return replace(decision, result=build_image(req))
 
 
 def _decide(req: BuildRequest, overwrite: Overwrite, cache: BuildCache,
