@@ -30,7 +30,7 @@ from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.host import HostView
 from tests.support.fake_kmod import write_depmod_text, write_module
 
-PIN = "052b4b62b8277a7ae5858f7413957cf814418f6b273c4c7c1611dc173a049558"
+PIN = "7a0caa8264e945debd07e3edce9e66d251d015beb366806baaadfc0c219565d6"
 BASE = Path("/tmp/mkkdumprd-image-pin")
 KVER = "6.0.0-pin"
 SDE = 1_700_000_000
