@@ -1,12 +1,18 @@
 """Assemble the capture image: active modules → ImageSpec → (optionally) the written file.
 
-One pass, one direction: the resolver picks and orders the modules.d entries, the dump
-target is worked out for the capture kernel (assemble/target.py), every module contributes
-its directories, device nodes, host files, binaries (with their library closure), busybox
-applets, kernel modules and rendered templates, and hooks add what is computed. Kernel
-modules from all sources are resolved together into one closure with one load order.
-Finally the normalised /etc/kdump.conf and the manifest (assemble/manifest.py) go in.
-Nothing is staged on disk; the writer streams the spec into the image.
+assemble() is a flat list of named steps, one direction, nothing staged on disk:
+
+1. plan_image: which modules.d entries are active (resolver), the dump target as the
+   capture kernel must find it (assemble/target.py), the warnings known up front;
+2. collect_from_host: every module's directories, device nodes, host files, binaries
+   (with their library closure), hooks' entries, and the kernel modules of all sources
+   resolved together into one closure with one load order, plus their firmware;
+3. finish_spec: the templates rendered, paths folded below symlinked directories, the
+   normalised /etc/kdump.conf and the manifest (assemble/manifest.py) added.
+
+The build cache (assemble/cached.py) enters as one BuildCache that loads its parts when a
+step first asks and stores what the run learnt on exit. build_image() writes the result;
+whether an existing file may be replaced is decided by assemble/rebuild_policy.py.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from mkkdumprd.image.spec import (
 from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
+    from mkkdumprd.assemble.cached import BuildCache
     from mkkdumprd.assemble.moduledef import ModuleDef
     from mkkdumprd.assemble.target import ResolvedTarget
     from mkkdumprd.image.writer import ImageStats
+    from mkkdumprd.kmod.index import ModuleIndex
     from mkkdumprd.network.plan import NetworkPlan
 
 # The stages (target resolution with its kmod discovery, jinja2, hooks) are imported where
@@ -65,7 +73,6 @@ class BuildRequest:
     compression: Compression = Compression.ZSTD
     level: int | None = None
     output: Path | None = None
-    force: bool = False
     timeout: int = DEFAULT_TIMEOUT
     modules_dir: Path | None = None
     templates_dir: Path | None = None
@@ -89,6 +96,30 @@ class BuildResult:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the image is made of, decided before any content is read from the host."""
+
+    modules: tuple[ModuleDef, ...]          # active, dependencies first
+    names: tuple[str, ...]
+    target: ResolvedTarget
+    rootfs: ResolvedTarget | None           # failure_action dump_to_rootfs
+    applets: tuple[str, ...]
+    warnings: tuple[str, ...]
+    network: NetworkPlan | None = None      # nfs/ssh: the capture network, worked out once
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What the host gave: entries (templates not rendered yet) and what the scripts see."""
+
+    spec: ImageSpec
+    found: tuple[str, ...]                  # binary names found on the host
+    binaries: tuple[str, ...]               # their paths
+    kernel_modules: tuple[str, ...]         # in load order
+    warnings: tuple[str, ...]
+
+
 @dataclass
 class _Acc:
     """What the modules contribute, gathered before the spec is filled."""
@@ -100,12 +131,14 @@ class _Acc:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_image(req: BuildRequest) -> BuildResult:
-    """Assemble the image and, when req.output is set, write it."""
+def build_image(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
+    """Assemble the image and, when req.output is set, write it there.
+
+    An existing file at req.output is replaced: whether that is allowed is the rebuild
+    policy's decision (assemble/rebuild_policy.py: ensure_image), taken before this runs.
+    """
     t0 = time.monotonic()
-    if req.output is not None and req.output.exists() and not req.force:
-        raise UsageError(f"{req.output} already exists; use --force to overwrite it")
-    result = assemble(req)
+    result = assemble(req, cache)
     if req.output is None:
         return result
     from mkkdumprd.image.writer import write_image
@@ -115,20 +148,30 @@ def build_image(req: BuildRequest) -> BuildResult:
     return replace(result, stats=stats, output=req.output, seconds=time.monotonic() - t0)
 
 
-def assemble(req: BuildRequest) -> BuildResult:
-    from mkkdumprd.assemble import cached
-    from mkkdumprd.assemble import manifest as manifest_mod
-    from mkkdumprd.assemble.digests import Digests
-    from mkkdumprd.assemble.freshness import request_record, shaping_inputs
-    from mkkdumprd.assemble.hooks import BuildContext, load_hooks
+def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
+    """plan → collect from the host → finish the spec. `cache`: the run's build cache (one
+    is opened, and stored on return, when none is given)."""
+    from mkkdumprd.assemble.cached import opened
+
+    with opened(cache) as run:
+        plan = plan_image(req)
+        collected = collect_from_host(req, plan, run)
+        spec, manifest = finish_spec(req, plan, collected, run)
+    return BuildResult(spec=spec, target=plan.target, modules=plan.names,
+                       kernel_modules=collected.kernel_modules, binaries=collected.binaries,
+                       warnings=tuple(dict.fromkeys(collected.warnings)), manifest=manifest)
+
+
+# ---- 1. plan -------------------------------------------------------------------------------
+
+def plan_image(req: BuildRequest) -> Plan:
+    """The active modules and the dump target; errors about the request come from here."""
     from mkkdumprd.assemble.moduledef import load_all
     from mkkdumprd.assemble.resolver import resolve
     from mkkdumprd.assemble.target import resolve_rootfs, resolve_target
 
     config = req.config
-    modules = load_all(req.modules_dir or data_dir("modules.d"))
-    active = resolve(modules, config)
-    names = tuple(m.name for m in active)
+    active = resolve(load_all(req.modules_dir or data_dir("modules.d")), config)
     if not any(config.target.kind in m.when.targets for m in active):
         raise UsageError(
             f"no module in modules.d handles {config.target.kind.value} targets yet; "
@@ -136,60 +179,82 @@ def assemble(req: BuildRequest) -> BuildResult:
         )
     target, warnings = resolve_target(config, req.machine, req.hostonly)
     network = capture_network(req, target)
-    acc = _Acc(warnings=list(warnings))
+    warnings = list(warnings)
     rootfs = None
     if config.failure_action is Action.DUMP_TO_ROOTFS:
         rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
-        acc.warnings.extend(rootfs_warnings)
-    acc.warnings.extend(str(w) for w in config.warnings)
-    acc.warnings.extend(_collector_warnings(config))
-    applets = tuple(dict.fromkeys(a for m in active for a in m.busybox_applets))
+        warnings.extend(rootfs_warnings)
+    warnings.extend(str(w) for w in config.warnings)
+    warnings.extend(_collector_warnings(config))
+    return Plan(modules=tuple(active), names=tuple(m.name for m in active), target=target,
+                rootfs=rootfs,
+                applets=tuple(dict.fromkeys(a for m in active for a in m.busybox_applets)),
+                warnings=tuple(warnings), network=network)
+
+
+# ---- 2. collect from the host --------------------------------------------------------------
+
+def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Collected:
+    """Each module's declared entries and hooks, then binaries and kernel modules."""
     if not req.kmoddir.is_dir():
         raise UsageError(
             f"kernel modules folder {req.kmoddir} does not exist; install the kernel "
             f"{req.kver} or give --kmoddir"
         )
-    index = cached.module_index(req.kmoddir, req.kver)
-    elf_known = cached.load_elf_objects()
-
-    for m in active:
-        ctx = BuildContext(config=config, target=target, kver=req.kver, arch=req.arch,
-                           sysroot=req.sysroot, machine=req.machine, hostonly=req.hostonly,
-                           module=m, active=names, applets=applets, index=index,
-                           rootfs=rootfs, network=network)
+    index = cache.module_index(req.kmoddir, req.kver)
+    cache.elf_objects()
+    acc = _Acc(warnings=list(plan.warnings))
+    for m in plan.modules:
         _declared(m, req.sysroot, acc)
-        hooks = load_hooks(m)
-        if hooks.check:
-            acc.warnings.extend(hooks.check(ctx))
-        if hooks.kernel_modules:
-            acc.kmods.extend(hooks.kernel_modules(ctx))
-        if hooks.entries:
-            acc.entries.extend(hooks.entries(ctx))
+        _run_hooks(req, plan, m, index, acc)
+    spec = ImageSpec()
+    spec.extend(acc.entries)
+    spec.extend(_binary_entries(acc, req.sysroot, req.arch))
+    kmod_names = _kernel_modules(req, acc, index, spec)
+    return Collected(spec=spec, found=tuple(acc.found),
+                     binaries=tuple(str(p) for paths in acc.binaries.values() for p in paths),
+                     kernel_modules=kmod_names, warnings=tuple(acc.warnings))
+
+
+def _run_hooks(req: BuildRequest, plan: Plan, m: ModuleDef, index: ModuleIndex,
+               acc: _Acc) -> None:
+    from mkkdumprd.assemble.hooks import BuildContext, load_hooks
+
+    hooks = load_hooks(m)
+    ctx = BuildContext(config=req.config, target=plan.target, kver=req.kver, arch=req.arch,
+                       sysroot=req.sysroot, machine=req.machine, hostonly=req.hostonly, module=m,
+                       active=plan.names, applets=plan.applets, index=index,
+                       rootfs=plan.rootfs, network=plan.network)
+    if hooks.check:
+        acc.warnings.extend(hooks.check(ctx))
+    if hooks.kernel_modules:
+        acc.kmods.extend(hooks.kernel_modules(ctx))
+    if hooks.entries:
+        acc.entries.extend(hooks.entries(ctx))
+
+
+# ---- 3. finish the spec --------------------------------------------------------------------
+
+def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
+                cache: BuildCache) -> tuple[ImageSpec, dict[str, Any]]:
+    """Rendered templates, paths folded below symlinks, kdump.conf, the manifest last."""
+    from mkkdumprd.assemble import manifest as manifest_mod
 
     raw = ImageSpec()
-    raw.extend(acc.entries)
-    raw.extend(_binary_entries(acc, req.sysroot, req.arch))
-    kmod_names = _kernel_modules(req, acc, index, raw)
-    cached.update_module_index(index)
-    raw.extend(_template_entries(req, active, target, acc, kmod_names, rootfs,
-                                 cached.template_cache()))
-    cached.save_elf_objects(elf_known)
+    raw.extend(collected.spec)
+    raw.extend(_template_entries(req, plan, collected, cache))
     spec = fold_symlinked_dirs(raw)
-    spec.add(data_entry("/etc/kdump.conf", manifest_mod.kdump_conf_text(config, target),
+    spec.add(data_entry("/etc/kdump.conf",
+                        manifest_mod.kdump_conf_text(req.config, plan.target),
                         "the resolved kdump.conf (module kdump)", mode=0o644))
-    binaries = tuple(str(p) for paths in acc.binaries.values() for p in paths)
-    digests = Digests.load()
     man = manifest_mod.build_manifest(
-        spec, version=__version__, kver=req.kver, arch=req.arch, config=config,
-        target=target, modules=names, kernel_modules=kmod_names, binaries=binaries,
-        extra_inputs=shaping_inputs(req), request=request_record(req),
-        digest=digests.sha256,
+        spec, version=__version__, kver=req.kver, arch=req.arch, config=req.config,
+        target=plan.target, modules=plan.names, kernel_modules=collected.kernel_modules,
+        binaries=collected.binaries, extra_inputs=manifest_mod.shaping_inputs(req),
+        request=manifest_mod.request_record(req), digest=cache.sha256,
     )
-    digests.save()
     spec.add(manifest_mod.manifest_entry(man))
-    return BuildResult(spec=spec, target=target, modules=names, kernel_modules=kmod_names,
-                       binaries=binaries, warnings=tuple(dict.fromkeys(acc.warnings)),
-                       manifest=man)
+    return spec, man
 
 
 def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | None:
@@ -281,7 +346,8 @@ def _binary_entries(acc: _Acc, view: Host, arch: str) -> list[Entry]:
     return out
 
 
-def _kernel_modules(req: BuildRequest, acc: _Acc, index: Any, spec: ImageSpec) -> tuple[str, ...]:
+def _kernel_modules(req: BuildRequest, acc: _Acc, index: ModuleIndex,
+                    spec: ImageSpec) -> tuple[str, ...]:
     from mkkdumprd.kmod.closure import resolve_modules
     from mkkdumprd.kmod.entries import module_entries
     from mkkdumprd.kmod.firmware import firmware_entries
@@ -373,21 +439,20 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
     return {k: taint(v) for k, v in ctx.items()}
 
 
-def _template_entries(req: BuildRequest, active: list[ModuleDef], target: ResolvedTarget,
-                      acc: _Acc, kmod_names: tuple[str, ...],
-                      rootfs: ResolvedTarget | None,
-                      bytecode_cache: Any = None) -> list[Entry]:
+def _template_entries(req: BuildRequest, plan: Plan, collected: Collected,
+                      cache: BuildCache) -> list[Entry]:
     from mkkdumprd.assemble.templates import environment, render
 
     tdir = req.templates_dir or data_dir("templates")
-    init_scripts = sorted(t.dest for m in active for t in m.templates
+    init_scripts = sorted(t.dest for m in plan.modules for t in m.templates
                           if PurePosixPath(t.dest).parent == INIT_D)
-    ctx = template_context(req.config, target, kver=req.kver, arch=req.arch,
-                           found_binaries=acc.found, init_scripts=init_scripts,
-                           modules=[m.name for m in active], kernel_modules=kmod_names,
-                           timeout=req.timeout, rootfs=rootfs)
+    ctx = template_context(req.config, plan.target, kver=req.kver, arch=req.arch,
+                           found_binaries=collected.found, init_scripts=init_scripts,
+                           modules=plan.names, kernel_modules=collected.kernel_modules,
+                           timeout=req.timeout, rootfs=plan.rootfs)
+    bytecode_cache = cache.templates()
     out = []
-    for m in active:
+    for m in plan.modules:
         env = environment([m.directory, tdir], bytecode_cache)
         for t in m.templates:
             text = render(env, t.src, ctx)

@@ -1,31 +1,145 @@
-"""Cached forms of the slow, host-derived parts of a build (see assemble/cache.py).
+"""The build cache as one object: what a run reuses from earlier runs (see assemble/cache.py).
+
+    with BuildCache() as cache:
+        index = cache.module_index(kmoddir, kver)
+        ...
+    # on exit: whatever this run learnt is stored
+
+It is the one impure edge of the build: the stages stay functions of their inputs, and
+only this object reads and writes the cache directory. Each part is loaded on first use
+(an up-to-date check touches only the digests) and stored on exit when this run added to
+it:
 
 - the kernel's ModuleIndex (modules.alias alone is ~26,000 patterns; a tree without
   depmod's files needs every `.modinfo` read), keyed by the identity of every file at
   the top of the module directory and of every directory below it: installing, removing
   or renaming a module changes its directory, running depmod changes the index files;
-- parsed ELF headers, keyed by (device, inode, size, mtime) as objects.py keeps them;
-- compiled jinja2 templates, keyed by the template's source checksum.
+  stored again when the build read firmware lists the stored copy lacks;
+- parsed ELF headers (elf/objects.py's table), keyed by (device, inode, size, mtime);
+- compiled jinja2 templates, keyed by the template's source checksum (jinja2 stores them
+  itself as it compiles);
+- sha256 of host files (assemble/digests.py), for the manifest and the up-to-date check.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-import jinja2
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from mkkdumprd.assemble import cache
-from mkkdumprd.kmod.index import ModuleIndex
+from mkkdumprd.assemble.digests import Digests
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from mkkdumprd.kmod.index import ModuleIndex
+
+# jinja2 and the module index are imported when a build asks for them: the up-to-date
+# check needs only the digests.
 
 _SKIP_DIRS = frozenset({"build", "source"})
 _INDEX_FORMAT = 2  # 2: ModuleIndex holds the Host it reads through
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
-# Indexes handed out by module_index → (cache name, key, firmware lists when stored).
-_stored: weakref.WeakKeyDictionary[ModuleIndex, tuple[str, tuple[object, ...], int]] = \
-    weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def opened(given: BuildCache | None) -> Iterator[BuildCache]:
+    """`given` as it is (its owner stores it when its own `with` ends), or a new cache that
+    is stored when this block ends."""
+    if given is not None:
+        yield given
+        return
+    with BuildCache() as own:
+        yield own
+
+
+class BuildCache:
+    """One run's view of the build cache; a context manager that stores on exit."""
+
+    def __init__(self) -> None:
+        self._digests: Digests | None = None
+        self._elf_before: int | None = None         # parse-table size after seeding
+        # Indexes handed out → (cache name, key, firmware lists read when stored).
+        self._indexes: list[tuple[ModuleIndex, str, tuple[object, ...], int]] = []
+
+    def __enter__(self) -> BuildCache:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # What a failed build learnt is as valid as what a good one did: every value is
+        # keyed by the identity of the files it came from.
+        self.save()
+
+    # ---- the parts -----------------------------------------------------------------------
+
+    def module_index(self, kmoddir: Path, kver: str) -> ModuleIndex:
+        """ModuleIndex.load(kmoddir, kver), from the cache while the tree is unchanged."""
+        from mkkdumprd.kmod.index import ModuleIndex
+
+        kmoddir = Path(kmoddir).absolute()
+        if cache.cache_dir() is None:
+            return ModuleIndex.load(kmoddir, kver)
+        name = f"{kmoddir}\0{kver}"
+        key = _tree_key(kmoddir)
+        found = cache.load("kmod-index", name, key)
+        if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
+            self._indexes.append((found, name, key, found.firmware_read()))
+            return found
+        index = ModuleIndex.load(kmoddir, kver)
+        len(index.aliases)  # parse modules.alias now, so the cached copy holds it parsed
+        cache.store("kmod-index", name, key, index)
+        self._indexes.append((index, name, key, 0))
+        return index
+
+    def elf_objects(self) -> None:
+        """Seed elf/objects.py's parse table from the cache (once per run)."""
+        if self._elf_before is not None:
+            return
+        from mkkdumprd.elf import objects
+
+        found = cache.load("elf-objects", "all", _ELF_FORMAT)
+        if isinstance(found, dict):
+            objects.remember(found)
+        self._elf_before = len(objects.known())
+
+    def templates(self) -> jinja2.BytecodeCache | None:
+        """jinja2's bytecode cache, None when caching is off."""
+        if cache.cache_dir() is None:
+            return None
+        from mkkdumprd.assemble.templates import TemplateCache
+
+        return TemplateCache()
+
+    def sha256(self, path: str) -> str | None:
+        """The file's sha256, None when it is missing or unreadable."""
+        if self._digests is None:
+            self._digests = Digests.load()
+        return self._digests.sha256(path)
+
+    # ---- storing -------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Store what this run added; the cache is only an optimisation, failures are silent."""
+        for i, (index, name, key, stored) in enumerate(self._indexes):
+            if index.firmware_read() > stored:
+                cache.store("kmod-index", name, key, index)
+                self._indexes[i] = (index, name, key, index.firmware_read())
+        if self._elf_before is not None:
+            from mkkdumprd.elf import objects
+
+            known = objects.known()
+            if len(known) != self._elf_before:
+                cache.store("elf-objects", "all", _ELF_FORMAT,
+                            dict(list(known.items())[-_ELF_MAX:]))
+                self._elf_before = len(known)
+        if self._digests is not None:
+            self._digests.save()
 
 
 def _tree_key(kmoddir: Path) -> tuple[object, ...]:
@@ -50,68 +164,3 @@ def _tree_key(kmoddir: Path) -> tuple[object, ...]:
                     if fid is not None:
                         files.append((e.name, fid))
     return (_INDEX_FORMAT, tuple(sorted(files)), tuple(sorted(dirs)))
-
-
-def module_index(kmoddir: Path, kver: str) -> ModuleIndex:
-    """ModuleIndex.load(kmoddir, kver), from the cache while the tree is unchanged."""
-    kmoddir = Path(kmoddir).absolute()
-    if cache.cache_dir() is None:
-        return ModuleIndex.load(kmoddir, kver)
-    name = f"{kmoddir}\0{kver}"
-    key = _tree_key(kmoddir)
-    found = cache.load("kmod-index", name, key)
-    if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
-        _stored[found] = (name, key, found.firmware_read())
-        return found
-    index = ModuleIndex.load(kmoddir, kver)
-    len(index.aliases)  # parse modules.alias now, so the cached copy holds it parsed
-    cache.store("kmod-index", name, key, index)
-    _stored[index] = (name, key, 0)
-    return index
-
-
-def update_module_index(index: ModuleIndex) -> None:
-    """Store `index` again when this build read firmware lists the cached copy lacks."""
-    known = _stored.get(index)
-    if known is not None and index.firmware_read() > known[2]:
-        name, key, _ = known
-        cache.store("kmod-index", name, key, index)
-        _stored[index] = (name, key, index.firmware_read())
-
-
-def load_elf_objects() -> int:
-    """Seed objects.py's parse cache from disk; returns how many entries it now has."""
-    from mkkdumprd.elf import objects
-
-    found = cache.load("elf-objects", "all", _ELF_FORMAT)
-    if isinstance(found, dict):
-        objects.remember(found)
-    return len(objects.known())
-
-
-def save_elf_objects(before: int) -> None:
-    """Store the parse cache when this run parsed files it did not have."""
-    from mkkdumprd.elf import objects
-
-    known = objects.known()
-    if len(known) == before:
-        return
-    items = list(known.items())[-_ELF_MAX:]
-    cache.store("elf-objects", "all", _ELF_FORMAT, dict(items))
-
-
-class TemplateCache(jinja2.BytecodeCache):
-    """jinja2's compiled templates in the build cache (atomic, versioned, checked)."""
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        data = cache.load("jinja", bucket.key, bucket.checksum)
-        if isinstance(data, bytes):
-            bucket.bytecode_from_string(data)
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        if bucket.code is not None:
-            cache.store("jinja", bucket.key, bucket.checksum, bucket.bytecode_to_string())
-
-
-def template_cache() -> jinja2.BytecodeCache | None:
-    return TemplateCache() if cache.cache_dir() is not None else None

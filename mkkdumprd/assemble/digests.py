@@ -6,20 +6,13 @@ build and the up-to-date check read a file only when its stat says it may have c
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 from mkkdumprd.assemble import cache
+from mkkdumprd.sha256 import sha256_file
 
 _KIND = "digests"
 _NAME = "sha256"
 _KEY = 1
 _MAX = 50_000  # entries kept; enough for several kernels' modules
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Digests:

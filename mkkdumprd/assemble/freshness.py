@@ -9,8 +9,9 @@ a file whose (size, mtime_ns, inode) matches the build cache's record is not rea
 resolved again, since a UUID or filesystem type can change without any file in the
 manifest changing.
 
-Order, as kdumpctl's is_system_modified: a missing image is rebuilt; then kdump.conf's
-force_no_rebuild (never) and force_rebuild (always) decide; then the comparison.
+Whether the check runs at all (a missing image, --force, kdump.conf's force_rebuild and
+force_no_rebuild) is the rebuild policy's: assemble/rebuild_policy.py. Whether the file on
+disk is an intact mkkdumprd image is decided in one place here: inspect_image().
 
 Not seen by this check (a rebuild with --force covers them): host-only discovery that
 reads /sys or the routing table (a replaced NIC or disk controller), and an optional
@@ -19,28 +20,28 @@ binary installed since the build.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from mkkdumprd import __version__, json_input
-from mkkdumprd.assemble.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_dict
-from mkkdumprd.config.directives import NOT_IN_IMAGE
-from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.assemble.manifest import (
+    MANIFEST_PATH,
+    MANIFEST_VERSION,
+    request_record,
+    shaping_inputs,
+    target_dict,
+)
 from mkkdumprd.errors import MkkdumprdError
-from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
     from mkkdumprd.assemble.builder import BuildRequest
-    from mkkdumprd.assemble.digests import Digests
+    from mkkdumprd.assemble.cached import BuildCache
 
 _NEWC = b"070701"
 _HEADER = 110
 _MANIFEST_NAME = MANIFEST_PATH.lstrip("/").encode()
-_KMOD_INDEX = ("modules.dep", "modules.alias", "modules.softdep", "modules.builtin",
-               "modules.builtin.modinfo", "modules.order")
 
 
 @dataclass(frozen=True)
@@ -50,114 +51,22 @@ class Freshness:
     foreign: bool = False       # the file exists but holds no mkkdumprd manifest
 
 
-# ---- what a build records ------------------------------------------------------------------
-
-# Not compared: where the config came from, which settings were defaults, and the settings
-# that do not change what goes into the image (config/directives.py marks them).
-_NOT_IN_IMAGE = ("source", "defaults", *NOT_IN_IMAGE)
-
-
-def config_record(config: KdumpConfig) -> dict[str, Any]:
-    """The configuration as given (before the target is resolved on the host)."""
-    from mkkdumprd.config.render import config_as_dict
-
-    data = config_as_dict(config)
-    for key in _NOT_IN_IMAGE:
-        data.pop(key)
-    return data
-
-
-def request_record(req: BuildRequest) -> dict[str, Any]:
-    """The build options that change the image (not the output path, not --force)."""
-    sde = req.source_date_epoch
-    return {
-        "kver": req.kver,
-        "kmoddir": str(Path(req.kmoddir).absolute()),
-        "arch": req.arch,
-        "sysroot": str(req.sysroot.root),
-        "system": str(req.machine.root),
-        "hostonly": req.hostonly,
-        "add_drivers": list(req.add_drivers),
-        "omit_drivers": list(req.omit_drivers),
-        "compression": req.compression.value,
-        "level": req.level,
-        "timeout": req.timeout,
-        "ip": req.ip,
-        "modules_dir": str(req.modules_dir or data_dir("modules.d")),
-        "templates_dir": str(req.templates_dir or data_dir("templates")),
-        "source_date_epoch": str(sde) if sde is not None
-        else os.environ.get("SOURCE_DATE_EPOCH", "").strip(),
-        "config": config_record(req.config),
-    }
-
-
-def kernel_image(req: BuildRequest) -> Path | None:
-    """The kernel the image is built for, when it can be found beside its modules."""
-    kmoddir = Path(req.kmoddir)
-    cands = [kmoddir / "vmlinuz", req.sysroot.path(f"/boot/vmlinuz-{req.kver}")]
-    if len(kmoddir.parts) > 3 and kmoddir.parent.name == "modules":
-        # ROOT/lib/modules/KVER (or ROOT/usr/lib/modules/KVER): ROOT/boot/vmlinuz-KVER
-        lib = kmoddir.parent.parent
-        root = lib.parent.parent if lib.parent.name == "usr" else lib.parent
-        cands.append(root / "boot" / f"vmlinuz-{req.kver}")
-    return next((c for c in cands if c.is_file()), None)
-
-
-def shaping_inputs(req: BuildRequest) -> dict[str, str]:
-    """Host files that decide what the image holds without being copied in: path → label."""
-    out: dict[str, str] = {}
-    src = Path(req.config.source)
-    if src.is_file():
-        out[str(src)] = "config"
-    kernel = kernel_image(req)
-    if kernel is not None:
-        out[str(kernel)] = f"kernel image {kernel}"
-    for name in _KMOD_INDEX:
-        p = Path(req.kmoddir) / name
-        if p.is_file():
-            out[str(p)] = f"kernel module index {name}"
-    for base, what in ((req.modules_dir or data_dir("modules.d"), "modules.d file"),
-                       (req.templates_dir or data_dir("templates"), "template")):
-        for path in _files(Path(base)):
-            out[str(path)] = f"{what} {path.relative_to(base)}"
-    return out
-
-
-def _files(base: Path) -> Iterator[Path]:
-    stack = [base]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for e in it:
-                if e.name == "__pycache__" or e.name.endswith((".pyc", "~")):
-                    continue
-                if e.is_dir():
-                    stack.append(Path(e.path))
-                elif e.is_file():
-                    yield Path(e.path)
-
-
 # ---- the check -----------------------------------------------------------------------------
 
-def check_fresh(req: BuildRequest, image: Path, digests: Digests | None = None) -> Freshness:
-    """Whether `image` is what a build of `req` would produce now, with the reasons if not."""
-    from mkkdumprd.assemble.digests import Digests
+def check_fresh(req: BuildRequest, image: Path, cache: BuildCache | None = None) -> Freshness:
+    """Whether `image` holds what a build of `req` would produce now, with the reasons if not.
+
+    Only the comparison: whether to look at all (kdump.conf's force flags, --force) is the
+    rebuild policy's (assemble/rebuild_policy.py). `cache`: the run's build cache (its
+    digests spare reading unchanged files); one is opened here when none is given.
+    """
+    from mkkdumprd.assemble.cached import opened
 
     image = Path(image)
-    config = req.config
-    if not image.is_file():
+    on_disk = inspect_image(image)
+    if not on_disk.exists:
         return Freshness(False, (f"{image} does not exist",))
-    if config.force_no_rebuild:
-        return Freshness(True, (f"force_no_rebuild is set in {config.source}: not checked",))
-    if config.force_rebuild:
-        return Freshness(False, (f"force_rebuild is set in {config.source}",))
-    if req.force:
-        return Freshness(False, ("a rebuild is forced",))
-    manifest = read_manifest(image)
+    manifest = on_disk.manifest
     if manifest is None:
         return Freshness(False, (f"{image} holds no mkkdumprd manifest",), foreign=True)
     if manifest.get("version") != __version__:
@@ -166,12 +75,25 @@ def check_fresh(req: BuildRequest, image: Path, digests: Digests | None = None) 
     if manifest.get("manifest_version") != MANIFEST_VERSION:
         return Freshness(False, ("the image's manifest is from an older format",))
     reasons = _request_changes(manifest.get("request"), request_record(req))
-    digests = digests if digests is not None else Digests.load()
-    reasons += _input_changes(manifest, shaping_inputs(req), digests)
-    digests.save()
+    with opened(cache) as digests:
+        reasons += _input_changes(manifest, shaping_inputs(req), digests)
     if req.hostonly and not reasons:
         reasons += _target_changes(req, manifest)
     return Freshness(not reasons, tuple(reasons))
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    exists: bool
+    manifest: dict[str, Any] | None     # None: not an intact mkkdumprd image
+
+
+def inspect_image(image: Path) -> OnDisk:
+    """What the file at `image` is: the one place that decides whether it is an intact
+    mkkdumprd image (today: it holds a readable manifest)."""
+    if not image.is_file():
+        return OnDisk(False, None)
+    return OnDisk(True, read_manifest(image))
 
 
 def _request_changes(old: object, new: dict[str, Any]) -> list[str]:
@@ -201,7 +123,7 @@ def _show(v: object) -> str:
 
 
 def _input_changes(manifest: Mapping[str, Any], shaping: Mapping[str, str],
-                   digests: Digests) -> list[str]:
+                   digests: BuildCache) -> list[str]:
     inputs = manifest.get("inputs")
     labels = manifest.get("input_labels")
     if not isinstance(inputs, dict) or not isinstance(labels, dict):

@@ -13,20 +13,26 @@ unchanged files lives in the build cache (assemble/digests.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mkkdumprd.config.directives import NOT_IN_IMAGE
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, ImageSpec, data_entry
+from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
+    from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.assemble.target import ResolvedTarget
 
 MANIFEST_PATH = "/etc/mkkdumprd/manifest.json"
 MANIFEST_VERSION = 2
 _REASON = "build manifest: inputs, modules and why each entry is here"
+_KMOD_INDEX = ("modules.dep", "modules.alias", "modules.softdep", "modules.builtin",
+               "modules.builtin.modinfo", "modules.order")
 
 
 def kdump_conf_text(config: KdumpConfig, target: ResolvedTarget) -> str:
@@ -54,11 +60,98 @@ def config_dict(config: KdumpConfig, target: ResolvedTarget) -> dict[str, Any]:
             "configured_target": target_as_dict(config.target)}
 
 
-def sha256_file(path: Path) -> str:
-    from mkkdumprd.assemble.digests import sha256_file as digest
+# ---- what a build records about its request (and freshness compares) ---------------------
 
-    return digest(path)
+# Not compared: where the config came from, which settings were defaults, and the settings
+# that do not change what goes into the image (config/directives.py marks them).
+_NOT_IN_IMAGE = ("source", "defaults", *NOT_IN_IMAGE)
 
+
+def config_record(config: KdumpConfig) -> dict[str, Any]:
+    """The configuration as given (before the target is resolved on the host)."""
+    from mkkdumprd.config.render import config_as_dict
+
+    data = config_as_dict(config)
+    for key in _NOT_IN_IMAGE:
+        data.pop(key)
+    return data
+
+
+def request_record(req: BuildRequest) -> dict[str, Any]:
+    """The build options that change the image (not the output path)."""
+    sde = req.source_date_epoch
+    return {
+        "kver": req.kver,
+        "kmoddir": str(Path(req.kmoddir).absolute()),
+        "arch": req.arch,
+        "sysroot": str(req.sysroot.root),
+        "system": str(req.machine.root),
+        "hostonly": req.hostonly,
+        "add_drivers": list(req.add_drivers),
+        "omit_drivers": list(req.omit_drivers),
+        "compression": req.compression.value,
+        "level": req.level,
+        "timeout": req.timeout,
+        "ip": req.ip,
+        "modules_dir": str(req.modules_dir or data_dir("modules.d")),
+        "templates_dir": str(req.templates_dir or data_dir("templates")),
+        "source_date_epoch": str(sde) if sde is not None
+        else os.environ.get("SOURCE_DATE_EPOCH", "").strip(),
+        "config": config_record(req.config),
+    }
+
+
+def kernel_image(req: BuildRequest) -> Path | None:
+    """The kernel the image is built for, when it can be found beside its modules."""
+    kmoddir = Path(req.kmoddir)
+    cands = [kmoddir / "vmlinuz", req.sysroot.path(f"/boot/vmlinuz-{req.kver}")]
+    if len(kmoddir.parts) > 3 and kmoddir.parent.name == "modules":
+        # ROOT/lib/modules/KVER (or ROOT/usr/lib/modules/KVER): ROOT/boot/vmlinuz-KVER
+        lib = kmoddir.parent.parent
+        root = lib.parent.parent if lib.parent.name == "usr" else lib.parent
+        cands.append(root / "boot" / f"vmlinuz-{req.kver}")
+    return next((c for c in cands if c.is_file()), None)
+
+
+def shaping_inputs(req: BuildRequest) -> dict[str, str]:
+    """Host files that decide what the image holds without being copied in: path → label."""
+    out: dict[str, str] = {}
+    src = Path(req.config.source)
+    if src.is_file():
+        out[str(src)] = "config"
+    kernel = kernel_image(req)
+    if kernel is not None:
+        out[str(kernel)] = f"kernel image {kernel}"
+    for name in _KMOD_INDEX:
+        p = Path(req.kmoddir) / name
+        if p.is_file():
+            out[str(p)] = f"kernel module index {name}"
+    for base, what in ((req.modules_dir or data_dir("modules.d"), "modules.d file"),
+                       (req.templates_dir or data_dir("templates"), "template")):
+        for path in _files(Path(base)):
+            out[str(path)] = f"{what} {path.relative_to(base)}"
+    return out
+
+
+def _files(base: Path) -> Iterator[Path]:
+    stack = [base]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.name == "__pycache__" or e.name.endswith((".pyc", "~")):
+                    continue
+                if e.is_dir():
+                    stack.append(Path(e.path))
+                elif e.is_file():
+                    yield Path(e.path)
+
+
+# ---- the manifest --------------------------------------------------------------------------
 
 def input_label(reason: str, source: str) -> str:
     """How a changed input is named to the user: 'kernel module ext4', 'library /x/y'."""
@@ -78,13 +171,13 @@ def build_manifest(spec: ImageSpec, *, version: str, kver: str, arch: str,
                    kernel_modules: Sequence[str], binaries: Sequence[str],
                    extra_inputs: Iterable[Path] | Mapping[str, str] = (),
                    request: Mapping[str, Any] | None = None,
-                   digest: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+                   digest: Callable[[str], str | None]) -> dict[str, Any]:
     """The manifest for `spec` (which must not hold the manifest yet).
 
     `extra_inputs`: host files that shaped the image without being copied into it
     (kdump.conf, modules.d, templates, the kernel), with their labels; `request`: the
     build options as assemble/freshness.py compares them; `digest`: sha256 of a path
-    (reusing known digests), None for a missing file.
+    (the build cache's, which reuses known digests), None for a missing file.
     """
     labels: dict[str, str] = {}
     for e in spec:
@@ -98,7 +191,7 @@ def build_manifest(spec: ImageSpec, *, version: str, kver: str, arch: str,
             labels.setdefault(str(p), f"file {p}")
     inputs: dict[str, str] = {}
     for s in sorted(labels):
-        h = digest(s) if digest is not None else sha256_file(Path(s))
+        h = digest(s)
         if h is None:
             raise OperationError(f"cannot read {s} ({labels[s]}) while recording the build "
                                  f"inputs; check that it exists and is readable")

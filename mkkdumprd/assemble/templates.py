@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from mkkdumprd.assemble import cache
 from mkkdumprd.errors import ShippedDataError
 from mkkdumprd.quoting import shell_word
 
@@ -97,3 +98,17 @@ def render(env: jinja2.Environment, name: str, context: Mapping[str, object]) ->
         raise TemplateRenderError(
             f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}"
         ) from None
+
+
+class TemplateCache(jinja2.BytecodeCache):
+    """jinja2's compiled templates in the build cache (atomic, versioned, checked), handed
+    out by the run's BuildCache (assemble/cached.py)."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        data = cache.load("jinja", bucket.key, bucket.checksum)
+        if isinstance(data, bytes):
+            bucket.bytecode_from_string(data)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.code is not None:
+            cache.store("jinja", bucket.key, bucket.checksum, bucket.bytecode_to_string())

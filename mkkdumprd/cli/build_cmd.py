@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.human_size import human_size
 from mkkdumprd.image.compression import Compression
-
-if TYPE_CHECKING:
-    from mkkdumprd.assemble.builder import BuildRequest
 
 _SPEC_GRAMMAR = """\b
 SPEC (overrides kdump.conf's target):
@@ -32,15 +28,6 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     for v in values:
         out.extend(x for x in v.replace(",", " ").split() if x)
     return tuple(dict.fromkeys(out))
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def default_output(kver: str, view: Host) -> Path:
@@ -147,7 +134,8 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     force_no_rebuild are honoured; --force always rebuilds.
     """
     from mkkdumprd.arch import load_arch
-    from mkkdumprd.assemble.builder import BuildRequest, build_image
+    from mkkdumprd.assemble.builder import BuildRequest
+    from mkkdumprd.assemble.rebuild_policy import Did, Ensured, Overwrite, ensure_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 
@@ -170,14 +158,24 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     req = BuildRequest(
         config=config, kver=kver, kmoddir=kmoddir, sysroot=view, machine=view, arch=arch_name,
         hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),
-        compression=Compression(compress), output=out, force=force, timeout=timeout,
-        ip=_checked_ip(ip),
+        compression=Compression(compress), output=out, timeout=timeout, ip=_checked_ip(ip),
     )
-    if out.exists() and not force:
-        if not _needs_rebuild(req, out, quiet, size_report):
-            return
-        req = replace(req, force=True)
-    result = build_image(req)
+
+    def announce(decision: Ensured) -> None:
+        if not quiet and decision.did is Did.REBUILT:
+            for reason in decision.reasons:
+                click.echo(f"rebuilding: {reason}")
+
+    ensured = ensure_image(req, Overwrite.ALWAYS if force else Overwrite.IF_STALE,
+                           before_build=announce)
+    if ensured.result is None:
+        if not quiet:
+            note = f" ({'; '.join(ensured.reasons)})" if ensured.reasons else ""
+            click.echo(f"up to date: {out}{note}")
+            if size_report:
+                _print_size_report(out)
+        return
+    result = ensured.result
     for w in result.warnings:
         click.echo(f"mkkdumprd: warning: {w}", err=True)
     if quiet:
@@ -187,34 +185,13 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     click.echo(f"image:    {out}")
     click.echo(f"kernel:   {kver} ({arch_name})")
     click.echo(f"target:   {result.target.describe()}")
-    click.echo(f"size:     {_human(stats.compressed_size)} {compress}, "
-               f"{_human(stats.unpacked_size)} unpacked")
+    click.echo(f"size:     {human_size(stats.compressed_size)} {compress}, "
+               f"{human_size(stats.unpacked_size)} unpacked")
     click.echo(f"entries:  {stats.entries}; kernel modules: {len(result.kernel_modules)}; "
                f"modules.d: {', '.join(result.modules)}")
     click.echo(f"time:     {time.monotonic() - t0:.2f} s")
     if size_report:
         _print_size_report(out)
-
-
-def _needs_rebuild(req: BuildRequest, out: Path, quiet: bool, size_report: bool) -> bool:
-    """Say why `out` is rebuilt, or that it is up to date (False)."""
-    from mkkdumprd.assemble.freshness import check_fresh
-
-    fresh = check_fresh(req, out)
-    if fresh.foreign:
-        raise UsageError(f"{out} already exists and is not an mkkdumprd image; use --force "
-                         f"to overwrite it")
-    if fresh.up_to_date:
-        if not quiet:
-            note = f" ({'; '.join(fresh.reasons)})" if fresh.reasons else ""
-            click.echo(f"up to date: {out}{note}")
-            if size_report:
-                _print_size_report(out)
-        return False
-    if not quiet:
-        for reason in fresh.reasons:
-            click.echo(f"rebuilding: {reason}")
-    return True
 
 
 def _print_size_report(image: Path) -> None:

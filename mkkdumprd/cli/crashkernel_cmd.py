@@ -11,9 +11,10 @@ from mkkdumprd.arch import ArchInfo, host_arch, load_arch
 from mkkdumprd.crashkernel import apply as ck_apply
 from mkkdumprd.crashkernel import recommend as rec
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_crashkernel
-from mkkdumprd.crashkernel.size import format_size, human, parse_size
+from mkkdumprd.crashkernel.size import format_size, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.human_size import human_size as human
 
 
 class _Size(click.ParamType):  # type: ignore[type-arg]

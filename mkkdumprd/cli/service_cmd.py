@@ -55,7 +55,8 @@ def _verb(name: str, fn: Callable[[service.Service], service.Outcome],
 
 start = _verb("start", service.start,
               "Check the crashkernel= reservation, build the capture image if it is missing "
-              "or out of date, and load it (as `kdumpctl start`).")
+              "or out of date, and load it (as `kdumpctl start`). A file there that is not "
+              "an mkkdumprd image is left alone: `mkkdumprd rebuild` replaces it.")
 stop = _verb("stop", service.stop, "Unload the crash kernel (as `kdumpctl stop`).")
 reload = _verb("reload", service.reload,
                "Unload and load the existing capture image again, without a rebuild.")
@@ -63,6 +64,7 @@ restart = _verb("restart", service.restart,
                 "Stop and start: rebuild if needed, then reload (the old crash kernel stays "
                 "loaded if the build fails).")
 rebuild = _verb("rebuild", service.rebuild,
-                "Build the capture image for the kernel unconditionally; load nothing.")
+                "Build the capture image for the kernel unconditionally, replacing whatever "
+                "file is there; load nothing.")
 
 COMMANDS: list[click.Command] = [start, stop, restart, reload, rebuild]

@@ -13,9 +13,10 @@ from pathlib import PurePosixPath
 
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.crashkernel import recommend as rec
-from mkkdumprd.crashkernel.size import format_size, human
+from mkkdumprd.crashkernel.size import format_size
 from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.host import Host
+from mkkdumprd.human_size import human_size as human
 from mkkdumprd.loader import status
 
 

@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkkdumprd.arch import ArchInfo
-from mkkdumprd.crashkernel.size import KiB, MiB, format_size, human, round_up
+from mkkdumprd.crashkernel.size import KiB, MiB, format_size, round_up
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import Host
+from mkkdumprd.human_size import human_size as human
 
 MARGIN_PERCENT = 20
 MARGIN_FIXED = 16 * MiB

@@ -1,4 +1,5 @@
-"""Memory sizes as the kernel reads them (memparse) and as we print them.
+"""Memory sizes as the kernel reads them (memparse) and writes them ("256M"); sizes for people
+are mkkdumprd/human_size.py's.
 
 `memparse` is lib/cmdline.c's memparse(): simple_strtoull(s, &end, 0) (0x.. hex, a leading 0
 octal, else decimal, no sign), then one optional suffix K M G T P E in either case, each a
@@ -77,15 +78,6 @@ def format_size(n: int) -> str:
         if n % (1 << shift) == 0:
             return f"{n >> shift}{unit}"
     return str(n)
-
-
-def human(n: int) -> str:
-    """For people: "192 MiB", "1.5 GiB", "812 KiB"."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            v = n / (1 << shift)
-            return f"{v:.0f} {unit}" if v == int(v) or v >= 100 else f"{v:.1f} {unit}"
-    return f"{n} B"
 
 
 def round_up(n: int, multiple: int) -> int:

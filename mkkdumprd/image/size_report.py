@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkkdumprd.human_size import human_size
+
 _KINDS = (("kernel module", "kernel modules"), ("firmware", "firmware"),
           ("library", "libraries"), ("binary", "binaries"), ("busybox", "binaries"),
           ("host tool", "binaries"), ("template", "scripts"))
@@ -59,4 +61,4 @@ def report(image: Path, top: int = 12) -> list[str]:
 
 
 def _kib(n: int) -> str:
-    return f"{n / 1024:.0f} KiB"
+    return human_size(n, "KiB")  # one unit: the columns line up

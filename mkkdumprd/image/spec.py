@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.errors import UsageError
+from mkkdumprd.sha256 import sha256_file
 
 
 class Kind(enum.Enum):
@@ -69,15 +70,7 @@ class Entry:
         if self.data is not None:
             return hashlib.sha256(self.data).hexdigest()
         assert self.source is not None
-        return f"{self.codec.value}:{_digest_file(self.source)}"
-
-
-def _digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return f"{self.codec.value}:{sha256_file(self.source)}"
 
 
 def file_entry(path: str, source: Path, reason: str, mode: int | None = None,

@@ -1,12 +1,13 @@
 """kdumpctl's verbs: start, stop, reload, restart, rebuild (status is `mkkdumprd status`).
 
 start   = check the crashkernel= reservation, build the capture image if it is missing or
-          stale (assemble/freshness.py), load it. Already loaded: say so and change nothing.
+          stale (assemble/rebuild_policy.py, IF_STALE), load it. Already loaded: say so and
+          change nothing.
 stop    = unload.
 reload  = unload + load the existing image, no rebuild (after a CPU/memory hotplug).
 restart = stop + start; the build and the load plan are done before the unload, so a
           failing build leaves the old crash kernel loaded instead of none.
-rebuild = build unconditionally (kdumpctl rebuild); loads nothing.
+rebuild = build unconditionally (kdumpctl rebuild; policy ALWAYS); loads nothing.
 
 Every verb holds the service lock (lifecycle/lock.py). The machine is a Host (a fake
 root in tests) and its kernel a `live.Kernel`, which only `live.kernel_for` hands out for the
@@ -18,12 +19,13 @@ report the load and unload they would do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mkkdumprd.arch import ArchInfo
-from mkkdumprd.assemble.builder import BuildRequest, build_image
+from mkkdumprd.assemble.builder import BuildRequest
+from mkkdumprd.assemble.rebuild_policy import Ensured, Overwrite, ensure_image
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.crashkernel.fit import record_fit
@@ -34,6 +36,8 @@ from mkkdumprd.lifecycle.lock import service_lock
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader import locate, status
 from mkkdumprd.loader.live import Kernel
+
+_FORCE_HINT = "replace it with `mkkdumprd rebuild`"
 
 
 def _ignore(_: str) -> None:
@@ -80,29 +84,25 @@ def _request(svc: Service, config: KdumpConfig, kver: str, image: PurePosixPath)
         kmoddir=svc.kmoddir or svc.machine.path(f"/lib/modules/{kver}"),
         sysroot=svc.sysroot or svc.machine, machine=svc.machine, arch=svc.arch.name,
         hostonly=svc.hostonly, add_drivers=svc.add_drivers, output=svc.machine.path(image),
-        force=True,
     )
 
 
-def _why_rebuild(req: BuildRequest, image: Path) -> tuple[str, ...]:
-    """Empty when the image is current (assemble/freshness.py; kdump.conf's force flags decide
-    first there, as in kdumpctl)."""
-    from mkkdumprd.assemble.freshness import check_fresh
+def _ensure(svc: Service, req: BuildRequest, overwrite: Overwrite) -> Ensured:
+    """The rebuild policy's answer; the build is announced before it starts."""
 
-    fresh = check_fresh(replace(req, force=False), image)
-    return () if fresh.up_to_date else (fresh.reasons or ("the image is out of date",))
+    def announce(decision: Ensured) -> None:
+        svc.echo(f"building {req.output}: {'; '.join(decision.reasons)}")
+        assert req.output is not None
+        try:
+            req.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OperationError(f"cannot create {req.output.parent}: {exc.strerror}") from None
 
-
-def _build(svc: Service, req: BuildRequest, reasons: tuple[str, ...]) -> None:
-    svc.echo(f"building {req.output}: {'; '.join(reasons)}")
-    assert req.output is not None
-    try:
-        req.output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OperationError(f"cannot create {req.output.parent}: {exc.strerror}") from None
-    result = build_image(req)
-    for w in result.warnings:
-        svc.warn(w)
+    ensured = ensure_image(req, overwrite, before_build=announce, force_hint=_FORCE_HINT)
+    if ensured.result is not None:
+        for w in ensured.result.warnings:
+            svc.warn(w)
+    return ensured
 
 
 def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome]:
@@ -113,12 +113,9 @@ def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome
         locations.existing_capture_image(svc.machine, kver)
     outcome = Outcome(image=image)
     if may_build:
-        req = _request(svc, _config(svc), kver, image)
-        assert req.output is not None
-        reasons = _why_rebuild(req, req.output)
-        if reasons:
-            _build(svc, req, reasons)
-            outcome = Outcome(built=True, reasons=reasons, image=image)
+        ensured = _ensure(svc, _request(svc, _config(svc), kver, image), Overwrite.IF_STALE)
+        if ensured.built:
+            outcome = Outcome(built=True, reasons=ensured.reasons, image=image)
         else:
             svc.echo(f"{image} is up to date")
     plan = loader.plan_load(svc.machine, svc.arch, kver=kver, initrd=str(image))
@@ -188,6 +185,5 @@ def rebuild(svc: Service) -> Outcome:
     with service_lock(svc.machine, svc.warn):
         kver = _kver(svc)
         image = locations.capture_image(svc.machine, kver)
-        req = _request(svc, _config(svc), kver, image)
-        _build(svc, req, ("rebuild requested",))
-        return Outcome(built=True, reasons=("rebuild requested",), image=image)
+        ensured = _ensure(svc, _request(svc, _config(svc), kver, image), Overwrite.ALWAYS)
+        return Outcome(built=True, reasons=ensured.reasons, image=image)

@@ -17,6 +17,7 @@ from typing import Any
 from mkkdumprd import json_input
 from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.host import Host
+from mkkdumprd.human_size import human_size
 
 CRASH_LOADED = PurePosixPath("/sys/kernel/kexec_crash_loaded")
 CRASH_SIZE = PurePosixPath("/sys/kernel/kexec_crash_size")
@@ -78,10 +79,6 @@ def read_status(host: Host) -> Status:
     return Status(loaded=loaded, reserved=reserved_bytes(host), record=read_record(host))
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
-
-
 def format_status(st: Status) -> str:
     lines = [f"crash kernel: {'loaded' if st.loaded else 'not loaded'}"]
     if st.reserved is None:
@@ -90,7 +87,7 @@ def format_status(st: Status) -> str:
     elif st.reserved == 0:
         lines.append("reservation:  none (crashkernel= is missing from the kernel command line)")
     else:
-        lines.append(f"reservation:  {_mib(st.reserved)}")
+        lines.append(f"reservation:  {human_size(st.reserved)}")
     rec = st.record
     if st.loaded and rec:
         lines.append(f"kernel:       {rec.get('kernel')} ({rec.get('kernel_how', 'as is')})")

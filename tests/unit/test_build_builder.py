@@ -13,13 +13,15 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from mkkdumprd.assemble.builder import BuildRequest, assemble, build_image, fold_symlinked_dirs
-from mkkdumprd.assemble.manifest import MANIFEST_PATH, sha256_file
+from mkkdumprd.assemble.manifest import MANIFEST_PATH
+from mkkdumprd.assemble.rebuild_policy import Overwrite, ensure_image
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.image.reader import read_file, read_members
 from mkkdumprd.image.spec import EntryConflict, ImageSpec, Kind, data_entry, symlink_entry
 from mkkdumprd.resources import data_dir
+from mkkdumprd.sha256 import sha256_file
 from tests.support.debian_kernel import Kernel
 from tests.support.fake_machine import ROOT_UUID, UUID, fake_machine
 from tests.support.sysroot import ldd_libraries, make_sysroot
@@ -209,9 +211,9 @@ def test_existing_output_needs_force(kernel: Kernel, tmp_path: Path) -> None:
     out = tmp_path / "x.img"
     out.write_text("old")
     with pytest.raises(UsageError, match="already exists; use --force"):
-        build_image(_req(kernel, Host.this_machine(), output=out))
+        ensure_image(_req(kernel, Host.this_machine(), output=out))
     assert out.read_text() == "old"
-    build_image(_req(kernel, Host.this_machine(), output=out, force=True))
+    ensure_image(_req(kernel, Host.this_machine(), output=out), Overwrite.ALWAYS)
     assert out.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # zstd
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from mkkdumprd.assemble import cache, cached
+from mkkdumprd.assemble import cache
+from mkkdumprd.assemble.cached import BuildCache
 from mkkdumprd.assemble.templates import environment, render
 from mkkdumprd.elf import objects
 from mkkdumprd.kmod.index import ModuleIndex
@@ -93,7 +94,7 @@ def _tree(root: Path) -> Path:
 def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     kmoddir = _tree(tmp_path)
-    first = cached.module_index(kmoddir, "1.0")
+    first = BuildCache().module_index(kmoddir, "1.0")
     assert first.lookup("x:a1") == ("a",)
     calls: list[Path] = []
     real = ModuleIndex.load
@@ -103,16 +104,16 @@ def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
         return real(kmoddir, kver)
 
     monkeypatch.setattr(ModuleIndex, "load", counting)
-    again = cached.module_index(kmoddir, "1.0")
+    again = BuildCache().module_index(kmoddir, "1.0")
     assert calls == []
     assert dict(again.modules) == dict(first.modules) and again.lookup("x:b2") == ("b",)
     # depmod ran: a new index file.
     write_depmod_text(kmoddir, {"kernel/a/a.ko": [], "kernel/b/b.ko": []})
-    assert cached.module_index(kmoddir, "1.0").deps["a"] == ()
+    assert BuildCache().module_index(kmoddir, "1.0").deps["a"] == ()
     assert len(calls) == 1
     # A module installed in a new directory.
     write_module(kmoddir, "kernel/c/c.ko", {"name": "c"})
-    assert "c" in cached.module_index(kmoddir, "1.0").modules
+    assert "c" in BuildCache().module_index(kmoddir, "1.0").modules
     assert len(calls) == 2
 
 
@@ -120,20 +121,22 @@ def test_elf_headers_survive_the_process(cdir: Path) -> None:
     exe = shutil.which("busybox") or shutil.which("sh")
     assert exe is not None
     objects.known().clear()  # as in a new process
-    before = cached.load_elf_objects()
-    parsed = objects.read_elf(exe)
-    cached.save_elf_objects(before)
+    with BuildCache() as run:
+        run.elf_objects()
+        parsed = objects.read_elf(exe)
     st = os.stat(exe)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     objects.known().clear()
-    cached.load_elf_objects()
-    assert objects.known()[key] == parsed
+    with BuildCache() as run:
+        assert key not in objects.known()  # loaded when a step asks, not before
+        run.elf_objects()
+        assert objects.known()[key] == parsed
 
 
 def test_compiled_templates_are_reused(cdir: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "t.j2").write_text("echo {{ word | shq }}\n")
-    bcc = cached.template_cache()
+    bcc = BuildCache().templates()
     assert bcc is not None
     assert render(environment([tmp_path], bcc), "t.j2", {"word": "a b"}) == "echo 'a b'\n"
 

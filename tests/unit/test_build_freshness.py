@@ -1,6 +1,6 @@
 """Rebuild detection by content: each kind of input changed gives a rebuild with its reason,
-nothing changed gives "up to date", stat decides what is hashed, force flags and broken
-caches behave.
+nothing changed gives "up to date", stat decides what is hashed, broken caches behave; the
+rebuild policy (force flags, what may be overwritten) on the same builds.
 
 Real builds into a tmp dir: a sysroot with copies of the host's busybox and makedumpfile
 and their libraries (so they can be changed), a small module tree of fake `.ko` files with
@@ -22,8 +22,10 @@ from mkkdumprd.assemble import freshness
 from mkkdumprd.assemble.builder import BuildRequest, build_image
 from mkkdumprd.assemble.cache import ENV
 from mkkdumprd.assemble.freshness import check_fresh, read_manifest
+from mkkdumprd.assemble.rebuild_policy import Did, Ensured, Overwrite, ensure_image
 from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import load_kdump_conf
+from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
@@ -68,7 +70,7 @@ class Setup:
         args: dict[str, object] = dict(
             config=load_kdump_conf(self.conf), kver=KVER, kmoddir=self.kmoddir, sysroot=view,
             machine=view, arch="x86_64", hostonly=False, add_drivers=("virtio_blk",),
-            output=self.image, force=True, modules_dir=self.modules_d,
+            output=self.image, modules_dir=self.modules_d,
             templates_dir=self.templates)
         args.update(kw)
         return BuildRequest(**args)  # type: ignore[arg-type]
@@ -77,7 +79,10 @@ class Setup:
         build_image(self.request(**kw))
 
     def check(self, **kw: object) -> freshness.Freshness:
-        return check_fresh(replace(self.request(**kw), force=False), self.image)
+        return check_fresh(self.request(**kw), self.image)
+
+    def ensure(self, overwrite: Overwrite, **kw: object) -> Ensured:
+        return ensure_image(self.request(**kw), overwrite)
 
 
 @pytest.fixture
@@ -194,15 +199,40 @@ def test_rebuild_makes_it_current_again(setup: Setup) -> None:
     assert setup.check().up_to_date
 
 
-def test_force_flags_and_missing_image(setup: Setup) -> None:
+def test_policy_force_flags_and_missing_image(setup: Setup) -> None:
     write_module(setup.kmoddir, "kernel/fs/ext4/ext4.ko", {"name": "ext4", "license": "X"})
     setup.conf.write_text("ext4 /dev/vda\npath /var/crash\nforce_no_rebuild 1\n")
-    fresh = setup.check()
-    assert fresh.up_to_date and "force_no_rebuild" in fresh.reasons[0]
+    before = setup.image.read_bytes()
+    kept = setup.ensure(Overwrite.IF_STALE)
+    assert kept.did is Did.KEPT and kept.result is None
+    assert "force_no_rebuild" in kept.reasons[0] and setup.image.read_bytes() == before
     setup.conf.write_text("ext4 /dev/vda\npath /var/crash\nforce_rebuild 1\n")
-    assert "force_rebuild is set" in _one(setup.check())
+    rebuilt = setup.ensure(Overwrite.IF_STALE)
+    assert rebuilt.did is Did.REBUILT and rebuilt.result is not None
+    assert len(rebuilt.reasons) == 1 and "force_rebuild is set" in rebuilt.reasons[0]
     setup.image.unlink()
-    assert _one(setup.check()) == f"{setup.image} does not exist"
+    created = setup.ensure(Overwrite.NEVER)
+    assert (created.did, created.reasons) == (Did.CREATED, (f"{setup.image} does not exist",))
+    gone = setup.image.with_suffix(".gone")
+    assert _one(check_fresh(setup.request(), gone)) == f"{gone} does not exist"
+
+
+def test_policy_what_may_be_overwritten(setup: Setup) -> None:
+    with pytest.raises(UsageError, match="already exists; use --force to overwrite it"):
+        setup.ensure(Overwrite.NEVER)
+    assert setup.ensure(Overwrite.IF_STALE).did is Did.KEPT
+    replaced = setup.ensure(Overwrite.ALWAYS)
+    assert (replaced.did, replaced.reasons) == (Did.REPLACED, ("rebuild requested",))
+    setup.image.write_text("someone else's file")
+    with pytest.raises(UsageError, match="is not an mkkdumprd image; use --force"):
+        setup.ensure(Overwrite.IF_STALE)
+    with pytest.raises(UsageError, match="not an mkkdumprd image; say please"):
+        ensure_image(setup.request(), Overwrite.IF_STALE, force_hint="say please")
+    assert setup.image.read_text() == "someone else's file"
+    seen: list[Ensured] = []
+    done = ensure_image(setup.request(), Overwrite.ALWAYS, before_build=seen.append)
+    assert done.built and seen == [replace(done, result=None)]
+    assert read_manifest(setup.image) is not None
 
 
 def test_foreign_and_damaged_images(setup: Setup) -> None:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.assemble import moduledef
-from mkkdumprd.assemble.freshness import config_record
+from mkkdumprd.assemble.manifest import config_record
 from mkkdumprd.assemble.resolver import conditions as resolver_conditions
 from mkkdumprd.cli import main
 from mkkdumprd.config import directives

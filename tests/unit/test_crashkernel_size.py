@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mkkdumprd.crashkernel.size import format_size, human, memparse, parse_size
+from mkkdumprd.crashkernel.size import format_size, memparse, parse_size
+from mkkdumprd.human_size import human_size as human
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 
@@ -61,3 +62,5 @@ def test_human() -> None:
     assert human(192 * M) == "192 MiB"
     assert human(1536 * M) == "1.5 GiB"
     assert human(512) == "512 B"
+    assert human(3 * M + 300 * 1024) == "3.3 MiB" and human(4 * M) == "4 MiB"
+    assert human(1536 * M, "MiB") == "1536 MiB" and human(1535, "KiB") == "1 KiB"

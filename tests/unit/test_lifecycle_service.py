@@ -186,12 +186,30 @@ def test_image_goes_to_var_lib_when_boot_is_read_only(root: Path, kernel: Kernel
 def test_rebuild_is_unconditional(root: Path, kernel: Kernel) -> None:
     fake, said = FakeKexec(root), []
     svc = _svc(root, kernel, fake, said)
-    service.rebuild(svc)
+    assert service.rebuild(svc).reasons == ("rebuild requested",)
+    assert said[0] == f"building {_image(root, kernel)}: rebuild requested"
     first = _image(root, kernel).stat()
     out = service.rebuild(svc)
     assert out.built and out.reasons == ("rebuild requested",)
     assert _image(root, kernel).stat().st_ino != first.st_ino   # written again (renamed in)
     assert fake.calls == []
+
+
+def test_a_file_that_is_not_ours_is_replaced_only_by_rebuild(root: Path,
+                                                             kernel: Kernel) -> None:
+    """The rebuild policy of `mkkdumprd build` (assemble/rebuild_policy.py): start does not
+    overwrite a file that is not an mkkdumprd image; rebuild (like build --force) does."""
+    fake, said = FakeKexec(root), []
+    svc = _svc(root, kernel, fake, said)
+    _image(root, kernel).write_text("another tool's image")
+    with pytest.raises(UsageError, match="not an mkkdumprd image; replace it with "
+                                         "`mkkdumprd rebuild`"):
+        service.start(svc)
+    assert _image(root, kernel).read_text() == "another tool's image" and fake.calls == []
+    assert service.rebuild(svc).built
+    assert _image(root, kernel).read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    started = service.start(svc)
+    assert not started.built and started.loaded is not None
 
 
 def test_cli_verbs_and_status_exit_codes(root: Path, kernel: Kernel,
