@@ -30,6 +30,7 @@ from mkkdumprd.assemble.manifest import MANIFEST_PATH, MANIFEST_VERSION, target_
 from mkkdumprd.config.directives import NOT_IN_IMAGE
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import MkkdumprdError
+from mkkdumprd.image.integrity import verify as verify_image
 from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:
@@ -158,6 +159,9 @@ def check_fresh(req: BuildRequest, image: Path, digests: Digests | None = None) 
     manifest = read_manifest(image)
     if manifest is None:
         return Freshness(False, (f"{image} holds no mkkdumprd manifest",), foreign=True)
+    damage = verify_image(image)
+    if damage is not None:
+        return Freshness(False, (damage,))
     if manifest.get("version") != __version__:
         return Freshness(False, (f"mkkdumprd version changed ({manifest.get('version')} → "
                                  f"{__version__})",))
