@@ -8,8 +8,10 @@ from pathlib import Path, PurePosixPath
 import click
 
 from mkkdumprd.arch import ArchInfo, host_arch, load_arch
+from mkkdumprd.bootcfg import FormatError
 from mkkdumprd.crashkernel import apply as ck_apply
 from mkkdumprd.crashkernel import recommend as rec
+from mkkdumprd.crashkernel.grammar import GrammarError, check_value
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_crashkernel
 from mkkdumprd.crashkernel.size import format_size, human, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
@@ -72,6 +74,8 @@ def parse(arch: str, mem: int, as_json: bool, cmdline: tuple[str, ...]) -> None:
                        f"{format_size(info.align)} (CRASH_ALIGN); the reservation may fail")
     if res.cma:
         click.echo(f"{human(res.cma)} ({res.cma} bytes) CMA, usable by the running kernel")
+    for note in res.notes:
+        click.echo(f"warning: {note}")
 
 
 def _running_kernel_files(host: HostView, info: ArchInfo
@@ -184,11 +188,18 @@ def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force:
     value = value or info.default_table
     value = value.removeprefix("crashkernel=")
     try:
-        # Check the value the way the kernel will read it (any RAM size is fine here).
+        # Only the canonical grammar is written (the kernel's parser would ignore junk
+        # after a valid prefix), then the kernel's own checks (any RAM size is fine here).
+        check_value(value)
         parse_crashkernel(f"crashkernel={value}", 1 << 62, info)
+    except GrammarError as exc:
+        raise UsageError(str(exc)) from None
     except CrashkernelInvalid as exc:
         raise UsageError(f"crashkernel={value} is not valid on {info.name}: {exc}") from None
-    plan = ck_apply.plan_apply(host, value, force)
+    try:
+        plan = ck_apply.plan_apply(host, value, force)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
     for k in plan.kept:
         click.echo(f"hand-set: {k}")
     diff = plan.diff()
