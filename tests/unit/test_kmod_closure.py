@@ -241,3 +241,33 @@ def test_absolute_paths_in_old_modules_dep(tmp_path: Path) -> None:
     assert idx.source == "index"
     assert _names(idx, "top") == ["core", "mid", "top"]
     assert resolve_modules(idx, ["top"]).modules[0].relpath == "kernel/lib/core.ko"
+
+
+def test_omitting_a_hard_dependency_is_an_error_naming_both(index: ModuleIndex) -> None:
+    from mkkdumprd.kmod.closure import OmittedDependency
+
+    with pytest.raises(OmittedDependency, match="top needs mid") as exc:
+        _names(index, "top", omit=("mid",))
+    assert exc.value.broken == [("top", "mid")]
+    with pytest.raises(OmittedDependency, match=r"mid needs core.*top needs core|"
+                                                r"top needs core"):
+        _names(index, "top", omit=("core",))
+    # softdeps are optional: leaving them out is fine; so is omitting the module itself
+    assert _names(index, "fsx", omit=("pre1",)) == ["core", "mid", "fsx", "post1"]
+    assert _names(index, "top", omit=("top",)) == []
+
+
+def test_build_with_omitted_dependency_of_the_target_fs_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_build_freshness import Setup, pytestmark
+
+    if any(m.args and m.args[0] for m in [pytestmark]):
+        pytest.skip("needs the host's busybox and makedumpfile")
+    from mkkdumprd.assemble.builder import build_image
+    from mkkdumprd.kmod.closure import OmittedDependency
+
+    monkeypatch.setenv("MKKDUMPRD_CACHE_DIR", "off")
+    setup = Setup(tmp_path)
+    with pytest.raises(OmittedDependency, match="ext4 needs jbd2"):
+        build_image(setup.request(add_drivers=("ext4",), omit_drivers=("jbd2",)))
+    assert not setup.image.exists()
