@@ -87,8 +87,17 @@ def open_input(path: str | os.PathLike[str], max_size: int | None = None) -> Bin
 def read_input(path: str | os.PathLike[str], max_size: int = TEXT_MAX) -> bytes:
     """The whole content of `path` (see `open_input`); a file that grows past `max_size`
     while it is read is refused too."""
+    parts: list[bytes] = []
+    total = 0
     with open_input(path, max_size) as f:
-        data = f.read(max_size + 1)
+        # In chunks: f.read(max_size + 1) would allocate the whole cap up front.
+        while total <= max_size:
+            chunk = f.read(min(1 << 20, max_size + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+    data = b"".join(parts)
     if len(data) > max_size:
         raise InputFileError(path, f"is more than {max_size} bytes", errno.EFBIG)
     return data

@@ -10,6 +10,7 @@ import hashlib
 import os
 
 from mkkdumprd.assemble import cache
+from mkkdumprd.input_file import open_input
 
 _KIND = "digests"
 _NAME = "sha256"
@@ -18,8 +19,13 @@ _MAX = 50_000  # entries kept; enough for several kernels' modules
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    # open_input: a path from a manifest that is now a FIFO or a device is an OSError, not a
+    # hang or an endless read.
+    h = hashlib.sha256()
+    with open_input(path) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Digests:

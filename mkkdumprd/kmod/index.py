@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import HostView
+from mkkdumprd.input_file import INDEX_MAX, read_input, read_input_text
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
 from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
@@ -112,7 +113,7 @@ class ModuleIndex:
                     order: Mapping[str, int]) -> ModuleIndex:
         modules: dict[str, str] = {}
         dep_paths: dict[str, list[str]] = {}
-        for line in (kmoddir / "modules.dep").read_text(errors="replace").splitlines():
+        for line in _read_index(kmoddir / "modules.dep").splitlines():
             head, sep, tail = line.partition(":")
             if not sep:
                 continue
@@ -128,7 +129,7 @@ class ModuleIndex:
         softdeps = list(config.softdeps)
         softdep_file = kmoddir / "modules.softdep"
         if softdep_file.is_file():
-            for line in softdep_file.read_text(errors="replace").splitlines():
+            for line in _read_index(softdep_file).splitlines():
                 words = line.split(None, 2)
                 if len(words) >= 2 and words[0] == "softdep":
                     softdeps.append(parse_softdep(words[1], words[2] if len(words) > 2 else ""))
@@ -215,7 +216,7 @@ class ModuleIndex:
         if cached is None:
             table: dict[str, str] = {}
             if self._symbols_file is not None:
-                for line in self._symbols_file.read_text(errors="replace").splitlines():
+                for line in _read_index(self._symbols_file).splitlines():
                     words = line.split()
                     if len(words) >= 3 and words[0] == "alias":
                         table.setdefault(normalize(words[1]), normalize(words[2]))
@@ -254,7 +255,7 @@ class _FileAliases(AliasTable):
         by_prefix = self._by_prefix
         count = self._count
         wild = _GLOB_CHARS.search
-        for line in path.read_text(errors="replace").splitlines():
+        for line in _read_index(path).splitlines():
             if not line.startswith("alias "):
                 continue
             words = line.split()
@@ -328,7 +329,7 @@ def _index_is_current(kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
     kernel/ under updates/, is not listed by depmod and does not count)."""
     try:
         stamp = min(os.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
-        text = (kmoddir / "modules.dep").read_text(errors="replace")
+        text = _read_index(kmoddir / "modules.dep")
     except OSError:
         return False
     listed: set[str] = set()
@@ -346,6 +347,12 @@ def _index_is_current(kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
     return listed <= present and names == {modname_from_path(p) for p in listed}
 
 
+def _read_index(path: Path) -> str:
+    """A depmod index file: regular and bounded (input_file), so a FIFO or a huge file in a
+    module tree is an OSError like a missing one, never a hang."""
+    return read_input_text(path, INDEX_MAX, errors="replace")
+
+
 def _relative(path: str) -> str:
     """Old depmods wrote absolute paths (/lib/modules/KVER/kernel/...) in modules.dep."""
     if not path.startswith("/"):
@@ -359,7 +366,7 @@ def _relative(path: str) -> str:
 
 def _read_builtin(kmoddir: Path) -> frozenset[str]:
     try:
-        text = (kmoddir / "modules.builtin").read_text(errors="replace")
+        text = _read_index(kmoddir / "modules.builtin")
     except OSError:
         return frozenset()
     return frozenset(modname_from_path(line.strip()) for line in text.splitlines()
@@ -369,7 +376,7 @@ def _read_builtin(kmoddir: Path) -> frozenset[str]:
 def _read_builtin_aliases(kmoddir: Path) -> AliasTable:
     table = AliasTable()
     try:
-        data = (kmoddir / "modules.builtin.modinfo").read_bytes()
+        data = read_input(kmoddir / "modules.builtin.modinfo", INDEX_MAX)
     except OSError:
         return table
     for rec in data.split(b"\0"):
@@ -381,7 +388,7 @@ def _read_builtin_aliases(kmoddir: Path) -> AliasTable:
 
 def _read_order(kmoddir: Path) -> dict[str, int]:
     try:
-        text = (kmoddir / "modules.order").read_text(errors="replace")
+        text = _read_index(kmoddir / "modules.order")
     except OSError:
         return {}
     order: dict[str, int] = {}
