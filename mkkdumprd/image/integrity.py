@@ -18,6 +18,7 @@ Standard library only.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def recorded_sha256(image: Path) -> str | None:
     if m is None or m.group(2) != Path(image).name:
         return None
     return m.group(1)
+
+
+def fd_sha256(fd: int) -> str:
+    """sha256 of the whole open file `fd` (pread: its offset is left alone)."""
+    h = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
+
+
+def verify_loadable(fd: int, image: Path) -> str | None:
+    """For the loader, on the fd it will hand to the kernel: the reason a recorded image
+    is not the file its build wrote, else None. An image without a record (one made by
+    another tool, passed with --initrd) is not refused here; freshness rebuilds ours."""
+    want = recorded_sha256(image)
+    if want is None or fd_sha256(fd) == want:
+        return None
+    return (f"{printable(str(image))} is not the file its build wrote (sha256 differs from "
+            f"{printable(str(record_path(image)))}): damaged or modified since; rebuild it")
 
 
 def verify(image: Path) -> str | None:

@@ -147,7 +147,7 @@ def execute_load(plan: LoadPlan, host: HostView, kernel: Kernel) -> dict[str, An
         _preflight_fit(plan, host, prepared.info)
         if plan.initrd is not None:
             ifd = os.open(host.path(plan.initrd), os.O_RDONLY | os.O_CLOEXEC)
-            check_capture_image(ifd, str(plan.initrd))
+            check_capture_image(ifd, str(plan.initrd), host.path(plan.initrd))
         raw, length = cmdline_bytes(plan.cmdline)
         try:
             syscall(plan.arch.syscall_nr, prepared.fd, ifd, length, raw, plan.flags)

@@ -4,7 +4,8 @@ What is loaded runs as the capture kernel's /init with full access to the crashe
 machine's memory and disks. A file another user owns, or may write (group/other write
 bits), could have been replaced between the build and the load, so it is refused. The
 check runs on the open file descriptor that is handed to kexec_file_load, so the file
-checked is the file loaded.
+checked is the file loaded. An image whose build recorded its digest (image/integrity.py)
+must also still match it.
 
 Standard library only.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 from mkkdumprd.errors import OperationError
+from mkkdumprd.image.integrity import verify_loadable
 
 
-def check_capture_image(fd: int, shown: str) -> None:
+def check_capture_image(fd: int, shown: str, path: Path | None = None) -> None:
     """Raise OperationError unless the open file `fd` is a regular file owned by root (or
     by the caller, for a load that the kernel will refuse to a non-root caller anyway)
     and not writable by group or others."""
@@ -33,3 +36,7 @@ def check_capture_image(fd: int, shown: str) -> None:
         raise OperationError(
             f"{shown} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
             "refusing to load it as the capture image (rebuild it, or chmod go-w it)")
+    if path is not None:
+        damage = verify_loadable(fd, path)
+        if damage is not None:
+            raise OperationError(damage)

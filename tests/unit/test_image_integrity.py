@@ -98,3 +98,16 @@ def test_loader_refuses_images_others_own_or_may_write(root: Path, change: str) 
     with pytest.raises(OperationError, match="refusing to load it as the capture image"):
         loader.execute_load(loader.plan_load(host, X86), host, fake)
     assert fake.calls == []
+
+
+def test_loader_refuses_a_recorded_image_that_no_longer_matches(root: Path) -> None:  # noqa: F811
+    image = root / f"boot/initramfs-{KVER}kdump.img"
+    integrity.write_record(image, hashlib.sha256(image.read_bytes()).hexdigest())
+    host = HostView(root)
+    loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root))   # matches
+    with image.open("ab") as f:
+        f.write(b"070701" + b"0" * 104)
+    fake = FakeKexec(root)
+    with pytest.raises(OperationError, match="is not the file its build wrote"):
+        loader.execute_load(loader.plan_load(host, X86), host, fake)
+    assert fake.calls == []
