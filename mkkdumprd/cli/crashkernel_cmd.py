@@ -175,12 +175,16 @@ def recommend(arch: str | None, mem: int | None, image: Path | None, kernel: Pat
 
 @crashkernel.command()
 @click.option("--value", default=None,
-              help="The crashkernel= value (default: this arch's table, e.g. 1G-4G:192M,...).")
+              help="The crashkernel= value, canonical only: SIZE[@OFFSET], "
+              "START-[END]:SIZE,...[@OFFSET] or SIZE,high|low|cma (default: this arch's "
+              "table, e.g. 1G-4G:192M,...).")
 @click.option("--arch", default=None, help="Architecture whose table is the default value.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
               show_default=True, help="The system whose boot configuration is changed.")
 @click.option("--dry-run", "-n", is_flag=True, help="Show the diff; change nothing.")
-@click.option("--force", is_flag=True, help="Override a crashkernel= set by hand.")
+@click.option("--force", is_flag=True,
+              help="Override a crashkernel= set by hand (the value apply wrote last is "
+              "recognised as its own and needs no --force).")
 def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
     """Write crashkernel= into the boot configuration (grubby, grub.d or /etc/kernel/cmdline)."""
     host = HostView(root)
