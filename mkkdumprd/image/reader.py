@@ -7,6 +7,12 @@ uncompressed archives first. Each compressed stream's format comes from its magi
 its end from the decompressor itself, so what follows it is read too (as lsinitrd,
 unmkinitramfs and 3cpio do). The newc headers are parsed here: libarchive reads cpio but
 cannot say where one segment ends and the next begins.
+
+The bytes are untrusted (`ls` and `crashkernel recommend --image` take any file), so the
+reader is bounded: every header field must be eight hex digits, names are at most
+PATH_MAX, a member may not claim more than what is left of an uncompressed segment, the
+decoders hand out at most _CHUNK bytes per step, and an image may unpack to at most
+UNPACKED_MAX. File data is skipped unless asked for (read_file, capped).
 """
 
 from __future__ import annotations
@@ -222,9 +228,9 @@ class _Budget:
 
     def error(self) -> ImageFormatError:
         return ImageFormatError(
-            f"{printable(str(self._image))} unpacks to more than {UNPACKED_MAX >> 30} GiB; "
-            "that is no capture initramfs (a kernel could not unpack it into a crashkernel= "
-            "reservation), so it is not read further")
+            f"{printable(str(self._image))} unpacks to more than {UNPACKED_MAX >> 30} GiB "
+            "(the limit here: the kernel unpacks an initramfs into RAM, a capture image "
+            "into the crashkernel= reservation); it is damaged or hostile, not read further")
 
 
 class _Decoder(Protocol):
