@@ -278,3 +278,37 @@ def test_fuzz_boot_config_files(tmp_path_factory: pytest.TempPathFactory, text: 
     ck.perform(plan, host, runner=lambda cmd: None, live=False)
     again = ck.plan_apply(host, value, False)
     assert not again.changes, again.diff()
+
+
+_size = st.builds(lambda n, u, hexa: (hex(n) if hexa else str(n)) + u,
+                  st.integers(1, 1 << 40), st.sampled_from(["", "K", "M", "G", "m", "g"]),
+                  st.booleans())
+_range = st.builds(lambda a, b, s: f"{a}-{b}:{s}", _size, st.one_of(st.just(""), _size), _size)
+_canonical = st.one_of(
+    st.builds(lambda s, o: s + (f"@{o}" if o else ""), _size, st.none() | _size),
+    st.builds(lambda rs, o: ",".join(rs) + (f"@{o}" if o else ""),
+              st.lists(_range, min_size=1, max_size=3), st.none() | _size),
+    st.builds(lambda s, suf: s + suf, _size, st.sampled_from([",high", ",low", ",cma"])),
+)
+
+
+@settings(max_examples=200, deadline=5_000)
+@given(_canonical)
+def test_grammar_accepts_every_canonical_value(value: str) -> None:
+    assert check_value(value) == value
+
+
+@settings(max_examples=300, deadline=5_000)
+@given(st.text(alphabet=st.sampled_from(list("0123456789xKMG@,:-hilowcma $;\n")), max_size=24))
+def test_what_the_grammar_accepts_the_kernel_reads_to_its_end(value: str) -> None:
+    """A canonical value never hits the kernel's "unrecognized char"/"expected" errors: the
+    kernel reads all of it (its other checks, e.g. end <= start, may still refuse it)."""
+    try:
+        check_value(value)
+    except GrammarError:
+        return
+    assert not any(c in value for c in " $;\n")
+    try:
+        parse_crashkernel(f"crashkernel={value}", 1 << 62, load_arch("aarch64"))
+    except CrashkernelInvalid as exc:
+        assert "unrecognized char" not in str(exc) and "expected" not in str(exc), value
