@@ -8,8 +8,9 @@ ignores the rest, "@" followed by junk means "anywhere"), so "256M@0 init=/bin/s
     START-[END]:SIZE[,START-[END]:SIZE...][@OFFSET]
     SIZE,high | SIZE,low | SIZE,cma
 
-where a size is decimal digits or 0x and hex digits, with an optional K/M/G/T/P/E suffix
-(either case). Anything else is refused, naming the first character that does not fit.
+where a size is decimal digits without a leading 0 (the kernel reads "010" as octal) or 0x
+and hex digits, with an optional K/M/G/T/P/E suffix (either case). Anything else is
+refused, naming the first character that does not fit.
 The kernel's own checks (end > start, size below RAM) are parse.py's job.
 """
 
@@ -51,6 +52,10 @@ class _P:
         else:
             while self.at() and self.at() in _DEC:
                 self.i += 1
+            if self.i - start > 1 and s[start] == "0":
+                # the kernel reads a leading 0 as octal ("08" stops at the 8)
+                self.i = start + 1
+                raise self.fail("no digit after a leading 0 (it would be read as octal)")
         if self.i == start:
             raise self.fail("a size (digits, optionally with K, M, G, T, P or E)")
         if self.at() and self.at() in _UNITS:

@@ -65,8 +65,8 @@ def strtoull(s: str, start: int = 0) -> tuple[int, int]:
 def memparse_checked(s: str, start: int = 0) -> tuple[int, int, bool]:
     """memparse(), plus whether the number or its suffix overflowed 64 bits (and wrapped)."""
     value, i, overflow = _strtoull(s, start)
-    if i == start:
-        return 0, start, False
+    # No digits: the kernel still looks at the suffix and steps over it ("M" gives 0 and
+    # ends after the M), so callers' "memory value expected" checks pass there too.
     if i < len(s) and s[i] in _SHIFT_ANY:
         shifted = value << _SHIFT[s[i].lower()]
         overflow = overflow or shifted > _MASK
@@ -85,7 +85,7 @@ def parse_size(text: str) -> int:
     """A whole string as one memparse size ("512M", "0x1000", "2g"); ValueError otherwise."""
     t = text.strip(" \t\n")  # ASCII blanks only, as everything else here
     value, end = memparse(t)
-    if end == 0 or end != len(t):
+    if strtoull(t)[1] == 0 or end != len(t):
         raise ValueError(f"{text!r} is not a size (expected e.g. 512M, 2G, 0x10000000)")
     return value
 

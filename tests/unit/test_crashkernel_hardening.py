@@ -66,6 +66,7 @@ def test_canonical_values_are_accepted(value: str) -> None:
     ("1G-4G:192M:x", "':' at character 11"),
     ("\u0661\u0662M", "'\u0661' at character 1"),
     ("256MiB", "'i' at character 5"),
+    ("0256M", "'2' at character 2"),
 ])
 def test_anything_else_is_refused_naming_the_character(value: str, char: str) -> None:
     with pytest.raises(GrammarError, match=re.escape(f"unexpected {char}")):
@@ -312,3 +313,84 @@ def test_what_the_grammar_accepts_the_kernel_reads_to_its_end(value: str) -> Non
         parse_crashkernel(f"crashkernel={value}", 1 << 62, load_arch("aarch64"))
     except CrashkernelInvalid as exc:
         assert "unrecognized char" not in str(exc) and "expected" not in str(exc), value
+
+
+# The kernel's number parsing (lib/kstrtox.c _parse_integer_fixup_radix/_parse_integer_limit,
+# lib/vsprintf.c simple_strntoull, lib/cmdline.c memparse), transcribed in C so that 64-bit
+# unsigned wrap-around is C's own, as an oracle for size.py. One number per input line.
+_KERNEL_C = r"""
+#include <stdio.h>
+#include <string.h>
+typedef unsigned long long u64;
+static unsigned lc(unsigned c) { return c | 0x20; }
+static int isxd(unsigned c) { return (c >= '0' && c <= '9') || (lc(c) >= 'a' && lc(c) <= 'f'); }
+static const char *fixup_radix(const char *s, unsigned *base) {
+    if (*base == 0) {
+        if (s[0] == '0') {
+            if (lc((unsigned char)s[1]) == 'x' && isxd((unsigned char)s[2])) *base = 16;
+            else *base = 8;
+        } else *base = 10;
+    }
+    if (*base == 16 && s[0] == '0' && lc((unsigned char)s[1]) == 'x') s += 2;
+    return s;
+}
+static unsigned parse_integer(const char *s, unsigned base, u64 *p) {
+    u64 res = 0; unsigned rv = 0;
+    for (;;) {
+        unsigned c = (unsigned char)*s, val;
+        if (c >= '0' && c <= '9') val = c - '0';
+        else if (lc(c) >= 'a' && lc(c) <= 'f') val = lc(c) - 'a' + 10;
+        else break;
+        if (val >= base) break;
+        res = res * base + val; rv++; s++;
+    }
+    *p = res; return rv;
+}
+static u64 memparse(const char *ptr, const char **end) {
+    unsigned base = 0; u64 ret; const char *cp = fixup_radix(ptr, &base);
+    cp += parse_integer(cp, base, &ret);
+    switch (*cp) {
+    case 'E': case 'e': ret <<= 10; /* fallthrough */
+    case 'P': case 'p': ret <<= 10; /* fallthrough */
+    case 'T': case 't': ret <<= 10; /* fallthrough */
+    case 'G': case 'g': ret <<= 10; /* fallthrough */
+    case 'M': case 'm': ret <<= 10; /* fallthrough */
+    case 'K': case 'k': ret <<= 10; cp++; /* fallthrough */
+    default: break;
+    }
+    *end = cp; return ret;
+}
+int main(void) {
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = 0;
+        const char *end; u64 v = memparse(line, &end);
+        printf("%llu %ld\n", v, (long)(end - line));
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_memparse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    d = tmp_path_factory.mktemp("memparse")
+    (d / "m.c").write_text(_KERNEL_C)
+    subprocess.run(["gcc", "-O1", "-o", str(d / "m"), str(d / "m.c")], check=True)
+    return d / "m"
+
+
+@settings(max_examples=40, deadline=10_000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=st.sampled_from(list("0123456789abcdefxXkKmMgGtTpPeE@-")),
+                        min_size=1, max_size=40), min_size=1, max_size=50))
+def test_memparse_matches_the_kernel_in_c(kernel_memparse: Path, inputs: list[str]) -> None:
+    out = subprocess.run([str(kernel_memparse)], input="\n".join(inputs) + "\n",
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    for text, line in zip(inputs, out, strict=True):
+        value, end = (int(x) for x in line.split())
+        assert memparse(text) == (value, end), (text, line)
