@@ -8,7 +8,6 @@ from pathlib import Path, PurePosixPath
 import click
 
 from mkkdumprd.arch import ArchInfo, host_arch, load_arch
-from mkkdumprd.bootcfg import FormatError
 from mkkdumprd.crashkernel import apply as ck_apply
 from mkkdumprd.crashkernel import recommend as rec
 from mkkdumprd.crashkernel.grammar import GrammarError, check_value
@@ -16,6 +15,7 @@ from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_c
 from mkkdumprd.crashkernel.size import format_size, human, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import HostView
+from mkkdumprd.quoting import FormatError
 
 
 class _Size(click.ParamType):  # type: ignore[type-arg]

@@ -17,7 +17,7 @@ force our value is written where the kernel sees it last, so it wins (last word 
 The value we last wrote is remembered in the state directory (APPLIED), so it is
 recognised as ours later and replaced without --force.
 
-Values go through bootcfg.py: `kernel_word` for kernel command line files,
+Values go through quoting.py: `kernel_word` for kernel command line files,
 `grub_append_line` for the grub defaults file (the CLI has already checked the value
 against the canonical grammar, crashkernel/grammar.py).
 """
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.atomic_file import atomic_write
-from mkkdumprd.bootcfg import grub_append_line, kernel_word
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import HostView
 from mkkdumprd.input_file import InputFileError, read_input_text
 from mkkdumprd.lifecycle.locations import STATE_DIR
 from mkkdumprd.loader.cmdline import split_words
+from mkkdumprd.quoting import grub_append_line, kernel_word
 
 GRUBBY = PurePosixPath("/usr/sbin/grubby")
 GRUB_DEFAULT = PurePosixPath("/etc/default/grub")

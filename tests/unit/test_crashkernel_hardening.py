@@ -2,7 +2,7 @@
 
 - `apply --value` takes only the canonical grammar and names the offending character;
 - the grub defaults file and kernel command line files are written through one helper
-  per format (bootcfg.py), checked with /bin/sh as the oracle;
+  per format (quoting.py), checked with /bin/sh as the oracle;
 - /etc/kernel/cmdline keeps every byte that is not a crashkernel= word, is written through
   its symlink, and the tool's own earlier value is not "hand-set";
 - parsing follows memparse/simple_strtoull: ASCII digits only, 64-bit wrap like the
@@ -22,13 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mkkdumprd.arch import load_arch
-from mkkdumprd.bootcfg import FormatError, grub_append_line, kernel_word, sh_double_quoted
 from mkkdumprd.cli import main
 from mkkdumprd.crashkernel import apply as ck
 from mkkdumprd.crashkernel.grammar import GrammarError, check_value
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
 from mkkdumprd.crashkernel.size import memparse, memparse_checked, strtoull
 from mkkdumprd.host import HostView
+from mkkdumprd.quoting import FormatError, grub_append_line, kernel_word, sh_double_quoted
 from tests.support.bounded import bounded_call
 
 X86 = load_arch("x86_64")

@@ -96,7 +96,7 @@ def test_loader_refuses_images_others_own_or_may_write(root: Path, change: str) 
     host = HostView(root)
     fake = FakeKexec(root)
     with pytest.raises(OperationError, match="refusing to load it as the capture image"):
-        loader.execute_load(loader.plan_load(host, X86), host, fake)
+        loader.execute_load(loader.plan_load(host, X86), host, fake.kernel)
     assert fake.calls == []
 
 
@@ -104,10 +104,10 @@ def test_loader_refuses_a_recorded_image_that_no_longer_matches(root: Path) -> N
     image = root / f"boot/initramfs-{KVER}kdump.img"
     integrity.write_record(image, hashlib.sha256(image.read_bytes()).hexdigest())
     host = HostView(root)
-    loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root))   # matches
+    loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root).kernel)   # matches
     with image.open("ab") as f:
         f.write(b"070701" + b"0" * 104)
     fake = FakeKexec(root)
     with pytest.raises(OperationError, match="is not the file its build wrote"):
-        loader.execute_load(loader.plan_load(host, X86), host, fake)
+        loader.execute_load(loader.plan_load(host, X86), host, fake.kernel)
     assert fake.calls == []
