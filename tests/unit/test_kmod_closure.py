@@ -256,18 +256,3 @@ def test_omitting_a_hard_dependency_is_an_error_naming_both(index: ModuleIndex) 
     assert _names(index, "fsx", omit=("pre1",)) == ["core", "mid", "fsx", "post1"]
     assert _names(index, "top", omit=("top",)) == []
 
-
-def test_build_with_omitted_dependency_of_the_target_fs_fails(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.unit.test_build_freshness import Setup, pytestmark
-
-    if any(m.args and m.args[0] for m in [pytestmark]):
-        pytest.skip("needs the host's busybox and makedumpfile")
-    from mkkdumprd.assemble.builder import build_image
-    from mkkdumprd.kmod.closure import OmittedDependency
-
-    monkeypatch.setenv("MKKDUMPRD_CACHE_DIR", "off")
-    setup = Setup(tmp_path)
-    with pytest.raises(OmittedDependency, match="ext4 needs jbd2"):
-        build_image(setup.request(add_drivers=("ext4",), omit_drivers=("jbd2",)))
-    assert not setup.image.exists()
