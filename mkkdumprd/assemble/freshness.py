@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from mkkdumprd import __version__, json_input
 from mkkdumprd.assemble.manifest import (
@@ -34,13 +34,12 @@ from mkkdumprd.assemble.manifest import (
     target_dict,
 )
 from mkkdumprd.errors import MkkdumprdError
+from mkkdumprd.image.integrity import verify as verify_image
 
 if TYPE_CHECKING:
     from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.assemble.cached import BuildCache
 
-_NEWC = b"070701"
-_HEADER = 110
 _MANIFEST_NAME = MANIFEST_PATH.lstrip("/").encode()
 
 
@@ -69,6 +68,9 @@ def check_fresh(req: BuildRequest, image: Path, cache: BuildCache | None = None)
     manifest = on_disk.manifest
     if manifest is None:
         return Freshness(False, (f"{image} holds no mkkdumprd manifest",), foreign=True)
+    damage = verify_image(image)
+    if damage is not None:
+        return Freshness(False, (damage,))
     if manifest.get("version") != __version__:
         return Freshness(False, (f"mkkdumprd version changed ({manifest.get('version')} → "
                                  f"{__version__})",))
@@ -183,58 +185,9 @@ def read_manifest(image: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _open_stream(f: IO[bytes]) -> IO[bytes] | None:
-    from mkkdumprd.image.compression import Detected, detect
-
-    head = f.read(6)
-    f.seek(0)
-    if head == _NEWC:
-        return f
-    fmt = detect(head)
-    if fmt is Detected.ZSTD:
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    if fmt is Detected.GZIP:
-        import gzip
-
-        return cast(IO[bytes], gzip.GzipFile(fileobj=f, mode="rb"))
-    if fmt is Detected.XZ:
-        import lzma
-
-        return lzma.LZMAFile(f, "rb")
-    return None
-
-
-def _read_exact(s: IO[bytes], n: int) -> bytes:
-    parts: list[bytes] = []
-    while n > 0:
-        chunk = s.read(n)
-        if not chunk:
-            raise EOFError("archive ends early")
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
 def _find_member(image: Path, name: bytes) -> bytes | None:
-    with open(image, "rb") as f:
-        s = _open_stream(f)
-        if s is None:
-            return None
-        while True:
-            hdr = _read_exact(s, _HEADER)
-            if hdr[:6] != _NEWC:
-                return None
-            size = int(hdr[54:62], 16)
-            namesize = int(hdr[94:102], 16)
-            raw_name = _read_exact(s, namesize + (-(_HEADER + namesize) % 4))
-            member = raw_name[:namesize].rstrip(b"\0")
-            if member == b"TRAILER!!!":
-                return None
-            body = _read_exact(s, size + (-size % 4)) if size else b""
-            path = member.lstrip(b"./")
-            if path == name:
-                return body[:size]
-            if path > name:
-                return None  # past it in the writer's bytewise order: not there
+    # The bounded image reader: a damaged or hostile image gives an error, never a hang
+    # or a huge allocation (int(x, 16) on raw header fields took "-1" and "FFFFFFFF").
+    from mkkdumprd.image.reader import read_sorted_member
+
+    return read_sorted_member(image, "/" + name.decode())

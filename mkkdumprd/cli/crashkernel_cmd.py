@@ -10,11 +10,13 @@ import click
 from mkkdumprd.arch import ArchInfo, host_arch, load_arch
 from mkkdumprd.crashkernel import apply as ck_apply
 from mkkdumprd.crashkernel import recommend as rec
+from mkkdumprd.crashkernel.grammar import GrammarError, check_value
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_crashkernel
 from mkkdumprd.crashkernel.size import format_size, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.human_size import human_size as human
+from mkkdumprd.quoting import FormatError
 
 
 class _Size(click.ParamType):  # type: ignore[type-arg]
@@ -73,6 +75,8 @@ def parse(arch: str, mem: int, as_json: bool, cmdline: tuple[str, ...]) -> None:
                        f"{format_size(info.align)} (CRASH_ALIGN); the reservation may fail")
     if res.cma:
         click.echo(f"{human(res.cma)} ({res.cma} bytes) CMA, usable by the running kernel")
+    for note in res.notes:
+        click.echo(f"warning: {note}")
 
 
 def _running_kernel_files(host: Host, info: ArchInfo
@@ -172,12 +176,16 @@ def recommend(arch: str | None, mem: int | None, image: Path | None, kernel: Pat
 
 @crashkernel.command()
 @click.option("--value", default=None,
-              help="The crashkernel= value (default: this arch's table, e.g. 1G-4G:192M,...).")
+              help="The crashkernel= value, canonical only: SIZE[@OFFSET], "
+              "START-[END]:SIZE,...[@OFFSET] or SIZE,high|low|cma (default: this arch's "
+              "table, e.g. 1G-4G:192M,...).")
 @click.option("--arch", default=None, help="Architecture whose table is the default value.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
               show_default=True, help="The system whose boot configuration is changed.")
 @click.option("--dry-run", "-n", is_flag=True, help="Show the diff; change nothing.")
-@click.option("--force", is_flag=True, help="Override a crashkernel= set by hand.")
+@click.option("--force", is_flag=True,
+              help="Override a crashkernel= set by hand (the value apply wrote last is "
+              "recognised as its own and needs no --force).")
 def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
     """Write crashkernel= into the boot configuration (grubby, grub.d or /etc/kernel/cmdline)."""
     host = Host(root)
@@ -185,11 +193,18 @@ def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force:
     value = value or info.default_table
     value = value.removeprefix("crashkernel=")
     try:
-        # Check the value the way the kernel will read it (any RAM size is fine here).
+        # Only the canonical grammar is written (the kernel's parser would ignore junk
+        # after a valid prefix), then the kernel's own checks (any RAM size is fine here).
+        check_value(value)
         parse_crashkernel(f"crashkernel={value}", 1 << 62, info)
+    except GrammarError as exc:
+        raise UsageError(str(exc)) from None
     except CrashkernelInvalid as exc:
         raise UsageError(f"crashkernel={value} is not valid on {info.name}: {exc}") from None
-    plan = ck_apply.plan_apply(host, value, force)
+    try:
+        plan = ck_apply.plan_apply(host, value, force)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
     for k in plan.kept:
         click.echo(f"hand-set: {k}")
     diff = plan.diff()

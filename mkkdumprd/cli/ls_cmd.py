@@ -12,6 +12,7 @@ import click
 from mkkdumprd import json_input
 from mkkdumprd.errors import UsageError
 from mkkdumprd.image.reader import Member, normalise, read_file, read_members
+from mkkdumprd.input_file import printable
 
 MANIFEST = "/etc/mkkdumprd/manifest.json"
 
@@ -50,8 +51,9 @@ def load_reasons(image: Path, members: list[Member]) -> dict[str, str] | None:
 
 
 def _printable(name: str) -> str:
-    # Names that are not UTF-8 come back with surrogate escapes; show their bytes as \x..
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    # A name is data from the image: control characters (ESC sequences, newlines) and bytes
+    # that are not UTF-8 are shown as \x.. escapes, never sent to the terminal.
+    return printable(name)
 
 
 def _size_field(m: Member) -> str:

@@ -20,6 +20,7 @@ import click
 from mkkdumprd.config.model import TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.input_file import read_input_text
 from mkkdumprd.network import ssh_command
 
 
@@ -68,7 +69,7 @@ def _ensure_key(key: Path) -> str:
         click.echo(f"created ssh key {key}")
     pub = key.with_name(key.name + ".pub")
     if pub.exists():
-        return pub.read_text().strip()
+        return read_input_text(pub, 64 << 10).strip()
     r = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True)
     if r.returncode != 0:
         raise OperationError(f"cannot read the public half of {key}: {r.stderr.strip()}; "

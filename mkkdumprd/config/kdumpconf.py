@@ -48,6 +48,7 @@ from mkkdumprd.config.model import (
 )
 from mkkdumprd.config.syntax import unquote_value
 from mkkdumprd.errors import ConfigError, Location
+from mkkdumprd.input_file import read_input
 
 DEFAULT_CONF = Path("/etc/kdump.conf")
 
@@ -112,7 +113,7 @@ def read_kdump_conf(path: Path | None, default: Path = DEFAULT_CONF) -> ParseRes
             return ParseResult(KdumpConfig(), (), ())
         path = default
     try:
-        data = path.read_bytes()
+        data = read_input(path)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         shown = values.printable(str(path))

@@ -7,15 +7,25 @@ Three kinds of boot configuration, tried in this order:
   grub.d         /etc/default/grub or /etc/default/grub.d exists (Debian, Ubuntu): our own
                  /etc/default/grub.d/mkkdumprd.cfg appends to GRUB_CMDLINE_LINUX_DEFAULT;
                  update-grub has to run afterwards (we remind, we do not run it).
-  kernel-cmdline /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs): the word is
-                 replaced or added in place; a missing file is seeded from /proc/cmdline.
+  kernel-cmdline /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs): only the
+                 crashkernel= words change (the first is replaced, later ones removed, or
+                 one is added at the end of the first line); every other byte stays, and
+                 a symlinked file is written through its link. A missing file is seeded
+                 from /proc/cmdline.
 A crashkernel= the user set by hand elsewhere is left alone unless force is given; with
 force our value is written where the kernel sees it last, so it wins (last word wins).
+The value we last wrote is remembered in the state directory (APPLIED), so it is
+recognised as ours later and replaced without --force.
+
+Values go through quoting.py: `kernel_word` for kernel command line files,
+`grub_append_line` for the grub defaults file (the CLI has already checked the value
+against the canonical grammar, crashkernel/grammar.py).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -23,7 +33,10 @@ from pathlib import Path, PurePosixPath
 from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import Host
+from mkkdumprd.input_file import InputFileError, read_input_text
+from mkkdumprd.lifecycle.locations import STATE_DIR
 from mkkdumprd.loader.cmdline import split_words
+from mkkdumprd.quoting import grub_append_line, kernel_word
 
 GRUBBY = PurePosixPath("/usr/sbin/grubby")
 GRUB_DEFAULT = PurePosixPath("/etc/default/grub")
@@ -31,6 +44,7 @@ GRUB_D = PurePosixPath("/etc/default/grub.d")
 OUR_GRUB_CFG = GRUB_D / "mkkdumprd.cfg"
 KERNEL_CMDLINE = PurePosixPath("/etc/kernel/cmdline")
 BLS_ENTRIES = PurePosixPath("/boot/loader/entries")
+APPLIED = STATE_DIR / "crashkernel-applied"
 
 _CK = re.compile(r'(?<![\w.-])crashkernel=("[^"]*"|\S+)')
 _HEADER = "# Written by `mkkdumprd crashkernel apply`; run update-grub after changing it.\n"
@@ -42,6 +56,7 @@ class Change:
     path: PurePosixPath          # inside the root
     old: str | None              # None: the file does not exist yet
     new: str
+    follow: bool = False         # write through a symlink at `path` (to its target)
 
 
 @dataclass(frozen=True)
@@ -76,18 +91,45 @@ def _values(text: str) -> list[str]:
 
 def _set_word(line: str, value: str) -> str:
     """`line` (kernel words) with one crashkernel=`value`, where the first one was or at the end."""
+    word = kernel_word(f"crashkernel={value}")
     out: list[str] = []
     placed = False
     for w in split_words(line):
         if w.startswith("crashkernel="):
             if not placed:
-                out.append(f"crashkernel={value}")
+                out.append(word)
                 placed = True
             continue
         out.append(w)
     if not placed:
-        out.append(f"crashkernel={value}")
+        out.append(word)
     return " ".join(out)
+
+
+_CK_WORD = re.compile(r'(?<!\S)crashkernel=(?:"[^"\n]*"|\S)*')
+
+
+def _edit_words(text: str, value: str) -> str:
+    """`text` with its crashkernel= words set to `value`, every other byte unchanged: the
+    first word is replaced, later ones are removed with the blanks before them; with none,
+    the word is added at the end of the first line."""
+    word = kernel_word(f"crashkernel={value}")
+    out: list[str] = []
+    pos = 0
+    placed = False
+    for m in _CK_WORD.finditer(text):
+        if not placed:
+            out.append(text[pos:m.start()] + word)
+            placed = True
+        else:
+            out.append(text[pos:m.start()].rstrip(" \t"))
+        pos = m.end()
+    out.append(text[pos:])
+    if placed:
+        return "".join(out)
+    first, nl, rest = text.partition("\n")
+    sep = " " if first.strip() else ""
+    return first.rstrip(" \t") + sep + word + (nl or "\n") + rest
 
 
 def _grubby_plan(host: Host, value: str, force: bool) -> ApplyPlan:
@@ -97,11 +139,12 @@ def _grubby_plan(host: Host, value: str, force: bool) -> ApplyPlan:
     for name in host.listdir(BLS_ENTRIES):
         if name.endswith(".conf"):
             p = BLS_ENTRIES / name
-            sources.append((str(p), host.read_text(p)))
+            sources.append((str(p), _read(host, p)))
     if host.is_file(GRUB_DEFAULT):
-        sources.append((str(GRUB_DEFAULT), host.read_text(GRUB_DEFAULT)))
+        sources.append((str(GRUB_DEFAULT), _read(host, GRUB_DEFAULT)))
+    ours = _our_value(host)
     for where, text in sources:
-        kept += [f"{where}: crashkernel={v}" for v in _values(text) if v != value]
+        kept += [f"{where}: crashkernel={v}" for v in _values(text) if v not in (value, ours)]
     if kept and not force:
         return ApplyPlan("grubby", value, (), (), None, tuple(kept),
                          ("crashkernel= is already set by hand; left alone (use --force)",))
@@ -109,7 +152,7 @@ def _grubby_plan(host: Host, value: str, force: bool) -> ApplyPlan:
         if not name.endswith(".conf"):
             continue
         p = BLS_ENTRIES / name
-        old = host.read_text(p)
+        old = _read(host, p)
         new = "".join(
             (re.sub(r"^(options\s+)(.*)$", lambda m: m.group(1) + _set_word(m.group(2), value),
                     line.rstrip("\n")) + ("\n" if line.endswith("\n") else ""))
@@ -128,15 +171,16 @@ def _grub_d_plan(host: Host, value: str, force: bool) -> ApplyPlan:
     kept: list[str] = []
     candidates = [GRUB_DEFAULT] + [GRUB_D / n for n in host.listdir(GRUB_D)
                                    if n.endswith(".cfg") and GRUB_D / n != OUR_GRUB_CFG]
+    ours = _our_value(host)
     for p in candidates:
         if host.is_file(p):
-            kept += [f"{p}: crashkernel={v}" for v in _values(host.read_text(p))]
+            kept += [f"{p}: crashkernel={v}" for v in _values(_read(host, p))
+                     if v not in (value, ours)]
     if kept and not force:
         return ApplyPlan("grub.d", value, (), (), None, tuple(kept),
                          ("crashkernel= is already set by hand; left alone (use --force)",))
-    old = host.read_text(OUR_GRUB_CFG) if host.is_file(OUR_GRUB_CFG) else None
-    new = (_HEADER + 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT '
-           f'crashkernel={value}"\n')
+    old = _read(host, OUR_GRUB_CFG) if host.is_file(OUR_GRUB_CFG) else None
+    new = _HEADER + grub_append_line("GRUB_CMDLINE_LINUX_DEFAULT", f"crashkernel={value}")
     notes = ["run `update-grub` (or `grub-mkconfig -o /boot/grub/grub.cfg`) and reboot"]
     if kept:
         notes.insert(0, f"{OUR_GRUB_CFG.name} is read after the other files, so its "
@@ -150,8 +194,8 @@ def _grub_d_plan(host: Host, value: str, force: bool) -> ApplyPlan:
 
 def _kernel_cmdline_plan(host: Host, value: str, force: bool) -> ApplyPlan:
     notes: list[str] = []
-    if host.is_file(KERNEL_CMDLINE):
-        old: str | None = host.read_text(KERNEL_CMDLINE)
+    if os.path.lexists(host.path(KERNEL_CMDLINE)):  # also a FIFO or dangling link: an error
+        old: str | None = _read(host, KERNEL_CMDLINE)
         base = old or ""
     else:
         old = None
@@ -162,18 +206,38 @@ def _kernel_cmdline_plan(host: Host, value: str, force: bool) -> ApplyPlan:
                 "/etc/default/grub or /etc/kernel/cmdline); add crashkernel= to your boot "
                 "loader's kernel command line by hand")
         base = " ".join(w for w in running.split()
-                        if not w.startswith(("BOOT_IMAGE=", "initrd=")))
+                        if not w.startswith(("BOOT_IMAGE=", "initrd="))) + "\n"
         notes.append(f"{KERNEL_CMDLINE} did not exist; seeded from /proc/cmdline")
-    kept = [f"{KERNEL_CMDLINE}: crashkernel={v}" for v in _values(base) if v != value]
+    ours = _our_value(host)
+    kept = [f"{KERNEL_CMDLINE}: crashkernel={v}" for v in _values(base)
+            if v not in (value, ours)]
     if kept and not force:
         return ApplyPlan("kernel-cmdline", value, (), (), None, tuple(kept),
                          ("crashkernel= is already set by hand; left alone (use --force)",))
-    new = _set_word(base.strip(), value) + "\n"
+    new = _edit_words(base, value)
     notes.append("the next `kernel-install add` (kernel update) puts it into the boot entry")
     if old == new:
         return ApplyPlan("kernel-cmdline", value, (), (), None, (), ("already set; nothing to do",))
-    return ApplyPlan("kernel-cmdline", value, (Change(KERNEL_CMDLINE, old, new),), (), None,
+    return ApplyPlan("kernel-cmdline", value,
+                     (Change(KERNEL_CMDLINE, old, new, follow=True),), (), None,
                      tuple(kept), tuple(notes))
+
+
+def _read(host: Host, p: PurePosixPath) -> str:
+    """A boot configuration file: regular, bounded, UTF-8 (a one-line error otherwise)."""
+    try:
+        return read_input_text(host.path(host.resolve(p)))
+    except InputFileError as exc:
+        raise OperationError(f"cannot read {p}: {exc.reason}") from None
+
+
+def _our_value(host: Host) -> str | None:
+    """The value `apply` last wrote under this root (so it is not taken as hand-set)."""
+    try:
+        text = read_input_text(host.path(APPLIED), 4096, errors="replace").strip()
+    except InputFileError:
+        return None
+    return text or None
 
 
 def plan_apply(host: Host, value: str, force: bool = False) -> ApplyPlan:
@@ -192,6 +256,14 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write(path, text, mode)
 
 
+def _write_or_fail(path: Path, text: str, shown: PurePosixPath) -> None:
+    try:
+        _atomic_write(path, text)
+    except OSError as exc:
+        raise OperationError(f"cannot write {shown}: {exc.strerror or exc}; changing the boot "
+                             "configuration needs root and a writable /etc") from None
+
+
 def perform(plan: ApplyPlan, host: Host) -> list[str]:
     """Write the plan's files atomically; run grubby (host.run) only on the live root.
 
@@ -199,12 +271,12 @@ def perform(plan: ApplyPlan, host: Host) -> list[str]:
     """
     done: list[str] = []
     for c in plan.changes:
-        try:
-            _atomic_write(host.path(c.path), c.new)
-        except OSError as exc:
-            raise OperationError(f"cannot write {c.path}: {exc.strerror}; changing the boot "
-                                 "configuration needs root and a writable /etc") from None
-        done.append(f"wrote {c.path}")
+        target = host.resolve(c.path) if c.follow else c.path
+        _write_or_fail(host.path(target), c.new, c.path)
+        done.append(f"wrote {c.path}" + (f" (through the link, {target})"
+                                           if target != c.path else ""))
+    if plan.changes:
+        _write_or_fail(host.path(APPLIED), plan.value + "\n", APPLIED)
     if plan.command:
         if host.is_live:
             res = host.run(plan.command, None)

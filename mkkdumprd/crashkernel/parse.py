@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mkkdumprd.arch import ArchInfo
-from mkkdumprd.crashkernel.size import MiB, memparse, round_up, strtoull
+from mkkdumprd.crashkernel.size import MiB, memparse_checked, round_up, strtoull
 
 _NAME = "crashkernel="
 _SUFFIXES = (",high", ",low", ",cma")
@@ -21,6 +21,7 @@ _ROUND = 128 * MiB
 _IO_TLB_SHIFT = 11        # swiotlb slab = 2 KiB (include/linux/swiotlb.h)
 _IO_TLB_SEGSIZE = 128
 _IO_TLB_DEFAULT = 64 * MiB
+_PHYS_MAX = 1 << 52       # no supported arch addresses more physical memory
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Reservation:
     high: bool                # came from crashkernel=X,high
     low: int | None           # the ,low size (explicit or the arch default) with ,high
     cma: int | None           # additional ,cma reservation
+    notes: tuple[str, ...] = ()  # e.g. a number that overflowed 64 bits and wrapped
 
     def as_json(self) -> dict[str, int | None]:
         return {
@@ -78,25 +80,33 @@ def _at(s: str, i: int) -> str:
     return s[i] if i < len(s) else "\0"
 
 
-def _simple(s: str, i: int) -> tuple[int, int | None]:
-    size, cur = memparse(s, i)
+def _mp(s: str, i: int, notes: list[str]) -> tuple[int, int]:
+    value, end, overflow = memparse_checked(s, i)
+    if overflow:
+        notes.append(f"{s[i:end]} does not fit in 64 bits; the kernel wraps it to "
+                     f"{value:#x}, and so is it shown here")
+    return value, end
+
+
+def _simple(s: str, i: int, notes: list[str]) -> tuple[int, int | None]:
+    size, cur = _mp(s, i, notes)
     if cur == i:
         raise _Fail("memory value expected")
     if _at(s, cur) == "@":
         # No check here in the kernel: "@" followed by junk gives base 0, i.e. "anywhere".
-        base, _ = memparse(s, cur + 1)
+        base, _ = _mp(s, cur + 1, notes)
         return size, base or None
     if _at(s, cur) not in (" ", "\0"):
         raise _Fail(f"unrecognized char: {_at(s, cur)}")
     return size, None
 
 
-def _ranges(s: str, i: int, system_ram: int) -> tuple[int, int | None]:
+def _ranges(s: str, i: int, system_ram: int, notes: list[str]) -> tuple[int, int | None]:
     total = round_up(system_ram, _ROUND)
     cur = i
     size = 0
     while True:
-        start, tmp = memparse(s, cur)
+        start, tmp = _mp(s, cur, notes)
         if tmp == cur:
             raise _Fail("Memory value expected")
         cur = tmp
@@ -105,7 +115,7 @@ def _ranges(s: str, i: int, system_ram: int) -> tuple[int, int | None]:
         cur += 1
         end: int | None = None
         if _at(s, cur) != ":":
-            end, tmp = memparse(s, cur)
+            end, tmp = _mp(s, cur, notes)
             if tmp == cur:
                 raise _Fail("Memory value expected")
             cur = tmp
@@ -114,7 +124,7 @@ def _ranges(s: str, i: int, system_ram: int) -> tuple[int, int | None]:
         if _at(s, cur) != ":":
             raise _Fail("':' expected")
         cur += 1
-        this, tmp = memparse(s, cur)
+        this, tmp = _mp(s, cur, notes)
         if tmp == cur:
             raise _Fail("Memory value expected")
         cur = tmp
@@ -133,7 +143,7 @@ def _ranges(s: str, i: int, system_ram: int) -> tuple[int, int | None]:
             cur += 1
         if _at(s, cur) == "@":
             cur += 1
-            got, tmp = memparse(s, cur)
+            got, tmp = _mp(s, cur, notes)
             if tmp == cur:
                 raise _Fail("Memory value expected after '@'")
             base = got or None     # crash_base 0 means "let the kernel choose"
@@ -141,8 +151,8 @@ def _ranges(s: str, i: int, system_ram: int) -> tuple[int, int | None]:
     return size, base
 
 
-def _suffixed(s: str, i: int, suffix: str) -> int:
-    size, cur = memparse(s, i)
+def _suffixed(s: str, i: int, suffix: str, notes: list[str]) -> int:
+    size, cur = _mp(s, i, notes)
     if cur == i:
         raise _Fail("memory value expected")
     if not s.startswith(suffix, cur):
@@ -153,18 +163,19 @@ def _suffixed(s: str, i: int, suffix: str) -> int:
     return size
 
 
-def _parse_one(cmdline: str, system_ram: int, suffix: str | None) -> tuple[int, int | None]:
+def _parse_one(cmdline: str, system_ram: int, suffix: str | None,
+               notes: list[str]) -> tuple[int, int | None]:
     """__parse_crashkernel(): ENOENT when no such word exists."""
     i = _last_word(cmdline, suffix)
     if i is None:
         raise _Fail("no crashkernel= word", enoent=True)
     if suffix is not None:
-        return _suffixed(cmdline, i, suffix), None
+        return _suffixed(cmdline, i, suffix, notes), None
     colon = cmdline.find(":", i)
     space = cmdline.find(" ", i)
     if colon >= 0 and (space < 0 or colon < space):
-        return _ranges(cmdline, i, system_ram)
-    return _simple(cmdline, i)
+        return _ranges(cmdline, i, system_ram, notes)
+    return _simple(cmdline, i, notes)
 
 
 def default_low(arch: ArchInfo, cmdline: str) -> int:
@@ -192,8 +203,9 @@ def parse_crashkernel(cmdline: str, system_ram: int, arch: ArchInfo) -> Reservat
     offset: int | None = None
     size = 0
     enoent = False
+    notes: list[str] = []
     try:
-        size, offset = _parse_one(cmdline, system_ram, None)
+        size, offset = _parse_one(cmdline, system_ram, None, notes)
     except _Fail as f:
         if not (f.enoent and arch.high_low):
             if f.enoent:
@@ -206,7 +218,7 @@ def parse_crashkernel(cmdline: str, system_ram: int, arch: ArchInfo) -> Reservat
         enoent = True
     if enoent:
         try:
-            size, _ = _parse_one(cmdline, 0, ",high")
+            size, _ = _parse_one(cmdline, 0, ",high", notes)
         except _Fail as f:
             raise CrashkernelInvalid(
                 "no crashkernel=SIZE or crashkernel=SIZE,high on the command line"
@@ -215,7 +227,7 @@ def parse_crashkernel(cmdline: str, system_ram: int, arch: ArchInfo) -> Reservat
         if size == 0:
             raise CrashkernelInvalid("crashkernel=0,high reserves nothing")
         try:
-            low, _ = _parse_one(cmdline, 0, ",low")
+            low, _ = _parse_one(cmdline, 0, ",low", notes)
         except _Fail as f:
             if not f.enoent:
                 raise CrashkernelInvalid(f.reason) from None
@@ -224,7 +236,7 @@ def parse_crashkernel(cmdline: str, system_ram: int, arch: ArchInfo) -> Reservat
         offset = None
     if arch.cma:
         try:
-            cma, _ = _parse_one(cmdline, 0, ",cma")
+            cma, _ = _parse_one(cmdline, 0, ",cma", notes)
         except _Fail as f:
             # The kernel ignores the return code here: a malformed ",cma" word still
             # reserves whatever memparse stored before the check failed.
@@ -235,4 +247,14 @@ def parse_crashkernel(cmdline: str, system_ram: int, arch: ArchInfo) -> Reservat
         raise CrashkernelInvalid(
             f"crashkernel size {size} is not smaller than system RAM {system_ram}"
         )
-    return Reservation(size=size, offset=offset, high=high, low=low, cma=cma or None)
+    if low is not None and low >= (min(system_ram, arch.low_max) if arch.low_max
+                                   else system_ram):
+        # reserve_crashkernel_low() fails, and the kernel then frees the high part too.
+        raise CrashkernelInvalid(f"cannot allocate crashkernel low memory (size:{low:#x})")
+    if offset is not None and offset + size > _PHYS_MAX:
+        # A fixed base is a memblock range request; nothing is there to allocate.
+        raise CrashkernelInvalid(
+            f"crashkernel reservation failed - memory is in use. (no RAM at {offset:#x}, "
+            "beyond any physical address)")
+    return Reservation(size=size, offset=offset, high=high, low=low, cma=cma or None,
+                       notes=tuple(dict.fromkeys(notes)))

@@ -37,7 +37,8 @@ def size_lines(image: Path) -> list[SizeLine]:
     from mkkdumprd.image.reader import read_members
 
     manifest = read_manifest(image) or {}
-    reasons: Mapping[str, str] = manifest.get("entries") or {}
+    entries = manifest.get("entries")
+    reasons: Mapping[str, str] = entries if isinstance(entries, dict) else {}
     files = [m for m in read_members(image) if m.kind == "file"]
     out = [SizeLine(m.path, m.size, kind_of(str(reasons.get(m.path, "")))) for m in files]
     return sorted(out, key=lambda s: (-s.size, s.path))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import hashlib
 import lzma
 import os
 from collections import deque
@@ -33,6 +34,7 @@ import zstandard
 from mkkdumprd.atomic_file import TempFileError, atomic_output
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
+from mkkdumprd.image.integrity import record_path, write_record
 from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
 
 CHUNK = 1 << 20
@@ -64,6 +66,7 @@ class ImageStats:
     compressed_size: int
     unpacked_size: int
     entries: int
+    sha256: str = ""        # of the whole file as written (image/integrity.py records it)
 
 
 def resolve_mtime(source_date_epoch: int | None = None) -> int:
@@ -116,6 +119,12 @@ def write_image(
         ) from None
     except OSError as exc:
         raise OperationError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    try:
+        write_record(out, stats.sha256)
+    except OSError as exc:
+        raise OperationError(
+            f"wrote {out} but cannot record its digest in {record_path(out)}: "
+            f"{exc.strerror or exc}; it will be rebuilt next time") from exc
     return stats
 
 
@@ -152,7 +161,7 @@ def write_image_to(
             sink.close()
         raise
     sink.close()
-    return ImageStats(counter.count, unpacked + size, count + n)
+    return ImageStats(counter.count, unpacked + size, count + n, counter.digest.hexdigest())
 
 
 def _check_level(compression: Compression, level: int | None) -> int | None:
@@ -181,10 +190,12 @@ class _Counter:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self.count = 0
+        self.digest = hashlib.sha256()
 
     def write(self, data: Any) -> int:
         n = len(data)
         self._stream.write(data)
+        self.digest.update(data)
         self.count += n
         return n
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkkdumprd.errors import UsageError
 from mkkdumprd.image.spec import Codec
 from mkkdumprd.kmod.index import ModuleIndex
 from mkkdumprd.kmod.names import module_suffix, normalize
@@ -43,7 +44,9 @@ def resolve_modules(index: ModuleIndex, names: Iterable[str], *,
     Raises ModuleNotFound for a name nothing provides, except for modaliases
     (`bus:...`, as discovery reports them): one that matches nothing belongs to a device
     whose driver is built in or absent, and is skipped. `omit` names modules left out
-    wherever they appear (dracut's --omit-drivers); a module needing one will not load.
+    wherever they appear (dracut's --omit-drivers); leaving out a hard dependency
+    (modules.dep) of a module that is in the closure raises OmittedDependency, since that
+    module could not load in the capture kernel.
     """
     walk = _Walk(index, frozenset(normalize(o) for o in omit))
     builtin: dict[str, None] = {}
@@ -60,8 +63,21 @@ def resolve_modules(index: ModuleIndex, names: Iterable[str], *,
             if mod not in index.modules and mod in index.builtin:
                 builtin.setdefault(mod)
             walk.probe(mod)
+    if walk.broken:
+        raise OmittedDependency(walk.broken)
     modules = tuple(_kmodule(index, name) for name in walk.order)
     return ModuleClosure(index.kver, modules, tuple(builtin))
+
+
+class OmittedDependency(UsageError):
+    """--omit-drivers names a module that a module in the image needs to load."""
+
+    def __init__(self, broken: list[tuple[str, str]]) -> None:
+        self.broken = broken
+        pairs = "; ".join(f"{mod} needs {dep}" for mod, dep in broken)
+        super().__init__(
+            f"--omit-drivers leaves out what the image's modules need to load ({pairs}); "
+            "keep the dependency, or omit the module that needs it too")
 
 
 def _is_modalias(name: str) -> bool:
@@ -77,6 +93,7 @@ class _Walk:
         self.omit = omit
         self.visited: set[str] = set()
         self._order: dict[str, None] = {}
+        self.broken: list[tuple[str, str]] = []   # (module, omitted hard dependency)
 
     @property
     def order(self) -> list[str]:
@@ -88,7 +105,9 @@ class _Walk:
             return
         self.visited.add(name)
         for dep in self.index.deps.get(name, ()):
-            if dep not in self.omit:
+            if dep in self.omit:
+                self.broken.append((name, dep))
+            else:
                 self._with_softdeps(dep)
         self._with_softdeps(name)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.input_file import INDEX_MAX, read_input, read_input_text
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
 from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
@@ -116,8 +117,7 @@ class ModuleIndex:
                     order: Mapping[str, int]) -> ModuleIndex:
         modules: dict[str, str] = {}
         dep_paths: dict[str, list[str]] = {}
-        dep_text = host.read_text(kmoddir / "modules.dep", errors="replace")
-        for line in dep_text.splitlines():
+        for line in _read_index(host, kmoddir / "modules.dep").splitlines():
             head, sep, tail = line.partition(":")
             if not sep:
                 continue
@@ -133,7 +133,7 @@ class ModuleIndex:
         softdeps = list(config.softdeps)
         softdep_file = kmoddir / "modules.softdep"
         if host.is_file(softdep_file):
-            for line in host.read_text(softdep_file, errors="replace").splitlines():
+            for line in _read_index(host, softdep_file).splitlines():
                 words = line.split(None, 2)
                 if len(words) >= 2 and words[0] == "softdep":
                     softdeps.append(parse_softdep(words[1], words[2] if len(words) > 2 else ""))
@@ -220,8 +220,7 @@ class ModuleIndex:
         if cached is None:
             table: dict[str, str] = {}
             if self._symbols_file is not None:
-                text = self.host.read_text(self._symbols_file, errors="replace")
-                for line in text.splitlines():
+                for line in _read_index(self.host, self._symbols_file).splitlines():
                     words = line.split()
                     if len(words) >= 3 and words[0] == "alias":
                         table.setdefault(normalize(words[1]), normalize(words[2]))
@@ -261,7 +260,7 @@ class _FileAliases(AliasTable):
         by_prefix = self._by_prefix
         count = self._count
         wild = _GLOB_CHARS.search
-        for line in self._host.read_text(path, errors="replace").splitlines():
+        for line in _read_index(self._host, path).splitlines():
             if not line.startswith("alias "):
                 continue
             words = line.split()
@@ -335,7 +334,7 @@ def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile]) ->
     kernel/ under updates/, is not listed by depmod and does not count)."""
     try:
         stamp = min(host.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
-        text = host.read_text(kmoddir / "modules.dep", errors="replace")
+        text = _read_index(host, kmoddir / "modules.dep")
     except OSError:
         return False
     listed: set[str] = set()
@@ -353,6 +352,12 @@ def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile]) ->
     return listed <= present and names == {modname_from_path(p) for p in listed}
 
 
+def _read_index(host: Host, path: Path) -> str:
+    """A depmod index file: regular and bounded (input_file), so a FIFO or a huge file in a
+    module tree is an OSError like a missing one, never a hang."""
+    return read_input_text(host.real(path), INDEX_MAX, errors="replace")
+
+
 def _relative(path: str) -> str:
     """Old depmods wrote absolute paths (/lib/modules/KVER/kernel/...) in modules.dep."""
     if not path.startswith("/"):
@@ -365,8 +370,9 @@ def _relative(path: str) -> str:
 
 
 def _read_builtin(host: Host, kmoddir: Path) -> frozenset[str]:
-    text = host.read_optional(kmoddir / "modules.builtin")
-    if text is None:
+    try:
+        text = _read_index(host, kmoddir / "modules.builtin")
+    except OSError:
         return frozenset()
     return frozenset(modname_from_path(line.strip()) for line in text.splitlines()
                      if line.strip())
@@ -375,7 +381,7 @@ def _read_builtin(host: Host, kmoddir: Path) -> frozenset[str]:
 def _read_builtin_aliases(host: Host, kmoddir: Path) -> AliasTable:
     table = AliasTable()
     try:
-        data = host.read_bytes(kmoddir / "modules.builtin.modinfo")
+        data = read_input(host.real(kmoddir / "modules.builtin.modinfo"), INDEX_MAX)
     except OSError:
         return table
     for rec in data.split(b"\0"):
@@ -386,8 +392,9 @@ def _read_builtin_aliases(host: Host, kmoddir: Path) -> AliasTable:
 
 
 def _read_order(host: Host, kmoddir: Path) -> dict[str, int]:
-    text = host.read_optional(kmoddir / "modules.order")
-    if text is None:
+    try:
+        text = _read_index(host, kmoddir / "modules.order")
+    except OSError:
         return {}
     order: dict[str, int] = {}
     for i, line in enumerate(text.splitlines()):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkkdumprd.input_file import read_input_text
 from mkkdumprd.kmod.names import normalize
 
 DEFAULT_MODPROBE_D: tuple[str, ...] = (
@@ -104,7 +105,7 @@ def load_modprobe_d(dirs: Sequence[Path]) -> ModprobeConfig:
     blacklist: set[str] = set()
     for path in config_files(dirs):
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = read_input_text(path, errors="replace")
         except OSError:
             continue  # kmod skips unreadable files too
         part = parse_modprobe_text(text)

@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkkdumprd.input_file import open_input, read_input
+
 BZIMAGE = "bzImage"
 ARM64_IMAGE = "arm64-image"
 RISCV_IMAGE = "riscv-image"
@@ -34,6 +36,11 @@ _LOADED_HIGH = 0x1
 _XLF_KERNEL_64 = 0x1
 _XLF_CAN_BE_LOADED_ABOVE_4G = 0x2
 _PT_LOAD = 1
+
+
+# A kernel file (vmlinux with debug info included) is at most a few hundred MB; the cap
+# keeps --kernel /dev/zero or a FIFO from being read forever (input_file.py).
+KERNEL_MAX = 1 << 30
 
 
 class ImageFormatError(ValueError):
@@ -207,13 +214,13 @@ def unwrap(b: bytes) -> tuple[bytes, str]:
 
 def runtime_size(path: Path) -> KernelInfo:
     """Identify a kernel file, unwrapping gzip/zboot to read the inner header's size."""
-    with path.open("rb") as f:
+    with open_input(path, KERNEL_MAX) as f:
         head = f.read(4096)
     info = identify(head)
     if info.format == ELF:
-        info = identify(path.read_bytes())
+        info = identify(read_input(path, KERNEL_MAX))
     elif info.format in (GZIP, ZBOOT):
-        inner, how = unwrap(path.read_bytes())
+        inner, how = unwrap(read_input(path, KERNEL_MAX))
         inner_info = identify(inner[:4096])
         return KernelInfo(info.format, inner_info.runtime_size,
                           f"{inner_info.detail}, {how}", inner=inner_info.format)
@@ -234,7 +241,7 @@ def prepare(path: Path, formats: tuple[str, ...], arch: str) -> PreparedKernel:
     The caller closes `.fd`. Wrapped kernels are decompressed into an anonymous memfd, so
     nothing is written to disk.
     """
-    data = path.read_bytes()
+    data = read_input(path, KERNEL_MAX)
     info = identify(data)
     if info.format in (GZIP, ZBOOT):
         if info.format not in formats:

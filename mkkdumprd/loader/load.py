@@ -30,6 +30,7 @@ from mkkdumprd.loader.kexec import (
     errno_message,
 )
 from mkkdumprd.loader.live import Kernel, same_root
+from mkkdumprd.loader.trust import check_capture_image
 
 NO_RESERVATION = (
     "no memory is reserved for the crash kernel (crashkernel= is missing from the kernel "
@@ -146,6 +147,7 @@ def execute_load(plan: LoadPlan, host: Host, kernel: Kernel) -> dict[str, Any]:
         _preflight_fit(plan, host, prepared.info)
         if plan.initrd is not None:
             ifd = os.open(host.path(plan.initrd), os.O_RDONLY | os.O_CLOEXEC)
+            check_capture_image(ifd, str(plan.initrd), host.path(plan.initrd))
         raw, length = cmdline_bytes(plan.cmdline)
         try:
             syscall(plan.arch.syscall_nr, prepared.fd, ifd, length, raw, plan.flags)

@@ -27,6 +27,10 @@ from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.image import integrity
+from mkkdumprd.image.compression import Compression
+from mkkdumprd.image.spec import ImageSpec, data_entry
+from mkkdumprd.image.writer import write_image
 from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
 from tests.support.sysroot import make_sysroot
@@ -291,3 +295,27 @@ def test_cli_says_up_to_date_then_why_it_rebuilds(setup: Setup) -> None:
     assert "unpacked size by kind" in r.output and "kernel modules" in r.output
     r = CliRunner().invoke(main, [*argv, "--force", "-q"])
     assert r.exit_code == 0 and "up to date" not in r.output
+
+
+# Whole-image verification (issue 14 item 2; image/integrity.py)
+
+@pytest.mark.parametrize("damage", ["truncate", "append-init", "no-record"])
+def test_freshness_verifies_the_whole_image(setup: Setup, damage: str) -> None:
+    setup.build()
+    assert setup.check().up_to_date
+    whole = setup.image.read_bytes()
+    if damage == "truncate":
+        os.truncate(setup.image, len(whole) * 6 // 10)
+    elif damage == "append-init":
+        spec = ImageSpec()
+        spec.add(data_entry("/init", b"#!/bin/sh\nevil\n", "appended", mode=0o755))
+        extra = setup.image.with_name("extra.img")
+        write_image(spec, extra, compression=Compression.NONE)
+        setup.image.write_bytes(whole + extra.read_bytes())
+    else:
+        integrity.record_path(setup.image).unlink()
+    fresh = setup.check()
+    assert not fresh.up_to_date
+    assert any("build wrote" in r or "digest record" in r for r in fresh.reasons), fresh
+    setup.build(**{"force": True})
+    assert setup.check().up_to_date

@@ -32,9 +32,16 @@ def test_memparse(text: str, value: int, end: int) -> None:
     assert memparse(text) == (value, end)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-1", "+1", " 1", "M"])
+@pytest.mark.parametrize("text", ["", "abc", "-1", "+1", " 1"])
 def test_memparse_without_digits_consumes_nothing(text: str) -> None:
     assert memparse(text) == (0, 0)
+
+
+def test_memparse_steps_over_a_suffix_even_without_digits() -> None:
+    # lib/cmdline.c: memparse() switches on *endptr after simple_strtoull() whether or not
+    # it read a digit, so "M" is 0 ending after the M (the C oracle test checks this too).
+    assert memparse("M") == (0, 1)
+    assert memparse("kx") == (0, 1)
 
 
 def test_memparse_from_an_offset() -> None:

@@ -81,7 +81,8 @@ def test_golden_bytes_of_a_tiny_uncompressed_image() -> None:
     )
     assert buf.getvalue() == expected
     assert len(expected) % 4 == 0
-    assert stats == ImageStats(compressed_size=len(expected), unpacked_size=10, entries=5)
+    assert stats == ImageStats(compressed_size=len(expected), unpacked_size=10, entries=5,
+                               sha256=hashlib.sha256(expected).hexdigest())
 
 
 def test_gnu_cpio_lists_devices_symlinks_modes(tmp_path: Path) -> None:

@@ -241,3 +241,18 @@ def test_absolute_paths_in_old_modules_dep(tmp_path: Path) -> None:
     assert idx.source == "index"
     assert _names(idx, "top") == ["core", "mid", "top"]
     assert resolve_modules(idx, ["top"]).modules[0].relpath == "kernel/lib/core.ko"
+
+
+def test_omitting_a_hard_dependency_is_an_error_naming_both(index: ModuleIndex) -> None:
+    from mkkdumprd.kmod.closure import OmittedDependency
+
+    with pytest.raises(OmittedDependency, match="top needs mid") as exc:
+        _names(index, "top", omit=("mid",))
+    assert exc.value.broken == [("top", "mid")]
+    with pytest.raises(OmittedDependency, match=r"mid needs core.*top needs core|"
+                                                r"top needs core"):
+        _names(index, "top", omit=("core",))
+    # softdeps are optional: leaving them out is fine; so is omitting the module itself
+    assert _names(index, "fsx", omit=("pre1",)) == ["core", "mid", "fsx", "post1"]
+    assert _names(index, "top", omit=("top",)) == []
+

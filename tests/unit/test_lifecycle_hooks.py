@@ -108,10 +108,13 @@ def test_kernel_install_add_builds_and_remove_deletes(root: Path) -> None:
     state.write_text("old image from a read-only /boot\n")
     other = root / "boot/initramfs-6.1.0-98-amd64kdump.img"
     other.write_text("another kernel's\n")
+    record = image.with_name(image.name + ".sha256")
+    record.write_text("digest record\n")
     for _ in range(2):      # idempotent: the second remove finds nothing and is fine
         r = _run(PLUGIN, root, "remove", KVER, _entry_dir(root), **env)
         assert r.returncode == 0 and r.stderr == "", r.stderr
     assert not image.exists() and not state.exists() and other.exists()
+    assert not record.exists()
     assert (root / f"boot/vmlinuz-{KVER}").exists()
 
 
@@ -188,12 +191,14 @@ def test_debian_postrm_deletes_both_places(root: Path) -> None:
     for img in images:
         img.parent.mkdir(parents=True, exist_ok=True)
         img.write_text("x")
+        img.with_name(img.name + ".sha256").write_text("digest record")
     keep = root / "boot/initramfs-6.1.0-99-amd64.img"       # the system's own initrd
     keep.write_text("system initrd")
     for _ in range(2):
         r = _run(POSTRM, root, KVER, f"/boot/vmlinuz-{KVER}", DEB_MAINT_PARAMS="remove")
         assert (r.returncode, r.stderr) == (0, "")
     assert not any(img.exists() for img in images) and keep.exists()
+    assert not any(img.with_name(img.name + ".sha256").exists() for img in images)
     # a hostile or empty version never becomes a wildcard or a path
     for bad in ("", "../../etc", "*"):
         assert _run(POSTRM, root, bad).returncode == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.image import integrity
 from mkkdumprd.loader import kexec, live, status
 from mkkdumprd.loader import load as loader
 from mkkdumprd.loader.__main__ import main as loader_main
@@ -331,3 +333,32 @@ def test_relative_paths_are_taken_from_the_current_directory(
     _write(root, f"{here}/k", (root / f"boot/vmlinuz-{KVER}").read_bytes())
     plan = loader.plan_load(Host(root), X86, kernel="k", no_initrd=True)
     assert plan.kernel == PurePosixPath(f"{here}/k")
+
+
+# Only root's, unmodified capture images are loaded (issue 14 item 2; loader/trust.py)
+
+@pytest.mark.parametrize("change", ["owner", "group-write", "other-write"])
+def test_loader_refuses_images_others_own_or_may_write(root: Path, change: str) -> None:
+    image = root / f"boot/initramfs-{KVER}kdump.img"
+    if change == "owner":
+        os.chown(image, 1000, 1000)
+    else:
+        image.chmod(0o664 if change == "group-write" else 0o646)
+    host = Host(root)
+    fake = FakeKexec(root)
+    with pytest.raises(OperationError, match="refusing to load it as the capture image"):
+        loader.execute_load(loader.plan_load(host, X86), host, fake.kernel)
+    assert fake.calls == []
+
+
+def test_loader_refuses_a_recorded_image_that_no_longer_matches(root: Path) -> None:
+    image = root / f"boot/initramfs-{KVER}kdump.img"
+    integrity.write_record(image, hashlib.sha256(image.read_bytes()).hexdigest())
+    host = Host(root)
+    loader.execute_load(loader.plan_load(host, X86), host, FakeKexec(root).kernel)   # matches
+    with image.open("ab") as f:
+        f.write(b"070701" + b"0" * 104)
+    fake = FakeKexec(root)
+    with pytest.raises(OperationError, match="is not the file its build wrote"):
+        loader.execute_load(loader.plan_load(host, X86), host, fake.kernel)
+    assert fake.calls == []
