@@ -57,7 +57,13 @@ class DefaultGroup(click.Group):
         module_name = COMMAND_MODULES.get(cmd_name)
         if module_name is None:
             return None
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except MkkdumprdError as exc:
+            # A missing system library (libarchive13) is found while importing, which
+            # `--help` does too, outside invoke(): still one line, not a traceback.
+            click.echo(f"mkkdumprd: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         commands: list[click.Command] = module.COMMANDS
         return next(c for c in commands if c.name == cmd_name)
 

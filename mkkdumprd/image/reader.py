@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-import libarchive
 import zstandard
 
 from mkkdumprd.errors import UsageError
+from mkkdumprd.image import libarchive_abi
 from mkkdumprd.image.compression import Detected, detect
 
 _HEADER = 110
@@ -363,6 +363,7 @@ def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
                      offset: int) -> Iterator[_Raw]:
     """Formats without a stdlib decoder (lz4, lzo): libarchive reads the rest of the file
     as one stream; it cannot tell us where the stream ends, so nothing may follow it."""
+    libarchive, _ = libarchive_abi.require()
     f.seek(offset)
     blob = f.read()
     try:
@@ -375,7 +376,7 @@ def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
                     compression=fmt.value,
                     path=normalise(entry.pathname),
                     kind=kind,
-                    mode=entry.perm,
+                    mode=entry.mode & 0o7777,  # .perm is not in libarchive-c 2.9
                     uid=entry.uid,
                     gid=entry.gid,
                     size=entry.size or 0,
