@@ -69,6 +69,9 @@ class DefaultGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((a for a in args if a != "--debug"), None)
+        if ctx.resilient_parsing and first is None:
+            # Shell completion of the first word: offer the commands, not build's options.
+            return super().parse_args(ctx, args)
         if first is None or (first not in COMMAND_MODULES
                              and first not in ("--help", "-h", "--version")):
             idx = args.index(first) if first is not None else len(args)
