@@ -34,3 +34,29 @@ def build_deb(dest: Path) -> Path:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (deb,) = dest.glob("mkkdumprd_*_all.deb")
     return deb
+
+
+def build_rpm(dest: Path) -> Path:
+    """rpmbuild -bb packaging/rpm/mkkdumprd.spec from a tarball of the checkout, with
+    Fedora's macros that Debian's rpm lacks (rpm-fedora.macros) and --nodeps (the
+    BuildRequires name Fedora's packages, which no Debian rpm database lists)."""
+    import tarfile
+
+    src = source_copy(dest)
+    version = "0.1.0"
+    for line in (src / "pyproject.toml").read_text().splitlines():
+        if line.startswith("version = "):
+            version = line.split('"')[1]
+    top = dest / "rpmbuild"
+    (top / "SOURCES").mkdir(parents=True)
+    with tarfile.open(top / "SOURCES" / f"mkkdumprd-{version}.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname=f"mkkdumprd-{version}")
+    spec = src / "packaging/rpm/mkkdumprd.spec"
+    macros = Path(__file__).with_name("rpm-fedora.macros")
+    r = subprocess.run(["rpmbuild", "-bb", "--nodeps", "--load", str(macros),
+                        "--define", f"_topdir {top}", str(spec)],
+                       env={"PATH": SYSTEM_PATH, "HOME": str(dest), "LC_ALL": "C.UTF-8"},
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (rpm,) = (top / "RPMS/noarch").glob(f"mkkdumprd-{version}-*.noarch.rpm")
+    return rpm
