@@ -29,6 +29,7 @@ SHIPPED = (
     "./etc/kernel/postinst.d/mkkdumprd",
     "./etc/kernel/postrm.d/mkkdumprd",
     "./etc/kdump.conf",
+    "./lib/udev/rules.d/98-mkkdumprd.rules",
     "./usr/share/man/man8/mkkdumprd.8.gz",
     "./usr/share/man/man5/kdump.conf.5.gz",
     "./usr/share/bash-completion/completions/mkkdumprd",

@@ -35,6 +35,7 @@ def test_noarch_file_list_and_config(rpm: Path) -> None:
     for path in ("/usr/bin/mkkdumprd", "/usr/lib/systemd/system/mkkdumprd.service",
                  "/usr/lib/systemd/system-generators/mkkdumprd-generator",
                  "/usr/lib/kernel/install.d/60-mkkdumprd.install", "/etc/kdump.conf",
+                 "/usr/lib/udev/rules.d/98-mkkdumprd.rules",
                  "/usr/share/man/man8/mkkdumprd.8", "/usr/share/man/man5/kdump.conf.5",
                  "/usr/share/bash-completion/completions/mkkdumprd",
                  "/usr/share/zsh/site-functions/_mkkdumprd", "/var/lib/mkkdumprd"):
