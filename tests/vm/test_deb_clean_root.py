@@ -80,6 +80,12 @@ def _check(recipe: Recipe, root: Path, deb: Path) -> None:
     assert not list(root.glob("usr/lib/python3*/*-packages/pip")), "pip came along"
     assert (root / "etc/systemd/system/multi-user.target.wants/mkkdumprd.service").is_symlink()
 
+    # Completion as shipped, answered by the installed mkkdumprd over Debian's python3-click.
+    completed = inside(root, "bash", "-c", "source /usr/share/bash-completion/completions/"
+                       "mkkdumprd; COMP_WORDS=(mkkdumprd cr); COMP_CWORD=1; "
+                       "_mkkdumprd_completion mkkdumprd; echo \"${COMPREPLY[*]}\"").stdout
+    assert completed.split() == ["crashkernel"], completed
+
     # The admin's configuration: an edited conffile and the hooks' settings.
     (root / "etc/kdump.conf").write_text(CONF)
     (root / "etc/mkkdumprd").mkdir()
