@@ -1,6 +1,6 @@
 """mkkdumprd(8) and kdump.conf(5), generated at package build time from the sources --help
 reads, so they cannot drift: the click command tree (every command and subcommand with its
-usage, help and options) and the kdump.conf directive table.
+usage, help and options) and the kdump.conf directive table (config/directives.py).
 
     python3 -m mkkdumprd.manpages OUTDIR     # writes OUTDIR/mkkdumprd.8, OUTDIR/kdump.conf.5
 
@@ -114,17 +114,18 @@ class DirectiveDoc:
     spellings: tuple[str, ...]
     doc: str
     example: str
+    obsolete: tuple[str, ...] = ()  # still read, with a warning
 
 
 def directive_docs() -> tuple[DirectiveDoc, ...]:
-    """The rows of kdump.conf's directives, as the page needs them: the parser's directive
-    lists and examples (config/kdumpconf.py), the target spellings as one row."""
-    from mkkdumprd.config import kdumpconf as k
+    """The rows of kdump.conf's directive table (config/directives.py), as the page needs
+    them: the spellings (obsolete ones are listed under DEPRECATED instead), the one-line
+    doc --help shows, and the row's example."""
+    from mkkdumprd.config.directives import DIRECTIVES
 
-    rows = [DirectiveDoc(k.TARGET_DIRECTIVES, "where the dump goes", k.EXAMPLES["raw"])]
-    rows += [DirectiveDoc((name,), k.IGNORED.get(name, ""), k.EXAMPLES[name])
-             for name in (*k.SETTINGS, *k.IGNORED) if name != "default"]
-    return tuple(rows)
+    return tuple(DirectiveDoc(tuple(s for s in d.spellings if s not in d.obsolete), d.doc,
+                              d.example(d.spellings[0]), tuple(d.obsolete))
+                 for d in DIRECTIVES)
 
 
 def kdump_conf_5(rows: tuple[DirectiveDoc, ...], deprecated: dict[str, str]) -> str:
@@ -141,8 +142,11 @@ def kdump_conf_5(rows: tuple[DirectiveDoc, ...], deprecated: dict[str, str]) -> 
                            "Without the file, Fedora's defaults apply."),
               ".SH DIRECTIVES"]
     for row in rows:
-        lines += [".TP", ".B " + roff(", ".join(row.spellings)), roff(row.doc),
-                  ".RS", ".PP", "Example:", ".nf", roff(row.example), ".fi", ".RE"]
+        lines += [".TP", ".B " + roff(", ".join(row.spellings)), roff(row.doc)]
+        if row.obsolete:
+            lines += [".PP", roff("Obsolete spelling, read with a warning: "
+                                  + ", ".join(row.obsolete) + ".")]
+        lines += [".RS", ".PP", "Example:", ".nf", roff(row.example), ".fi", ".RE"]
     lines += [".SH DEPRECATED DIRECTIVES",
               *_paragraphs("These are errors, each with what to write instead:")]
     for name, instead in deprecated.items():

@@ -37,7 +37,7 @@ def build_deb(dest: Path) -> Path:
 
 
 def build_rpm(dest: Path) -> Path:
-    """rpmbuild -bb packaging/rpm/mkkdumprd.spec from a tarball of the checkout, with
+    """rpmbuild -bb mkkdumprd/data/packaging/rpm/mkkdumprd.spec from a tarball of the checkout, with
     Fedora's macros that Debian's rpm lacks (rpm-fedora.macros) and --nodeps (the
     BuildRequires name Fedora's packages, which no Debian rpm database lists)."""
     import tarfile
@@ -51,7 +51,7 @@ def build_rpm(dest: Path) -> Path:
     (top / "SOURCES").mkdir(parents=True)
     with tarfile.open(top / "SOURCES" / f"mkkdumprd-{version}.tar.gz", "w:gz") as tar:
         tar.add(src, arcname=f"mkkdumprd-{version}")
-    spec = src / "packaging/rpm/mkkdumprd.spec"
+    spec = src / "mkkdumprd/data/packaging/rpm/mkkdumprd.spec"
     macros = Path(__file__).with_name("rpm-fedora.macros")
     r = subprocess.run(["rpmbuild", "-bb", "--nodeps", "--load", str(macros),
                         "--define", f"_topdir {top}", str(spec)],

@@ -16,6 +16,7 @@ import pytest
 from mkkdumprd.cli import COMMAND_MODULES, main
 from mkkdumprd.completion import write_scripts
 from mkkdumprd.config import kdumpconf
+from mkkdumprd.config.directives import DIRECTIVES
 from mkkdumprd.manpages import roff, write_pages
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -61,8 +62,9 @@ def test_mkkdumprd_8_has_every_command_and_option(pages: tuple[str, str]) -> Non
 def test_kdump_conf_5_has_every_directive(pages: tuple[str, str]) -> None:
     text = pages[1]
     for name in (*kdumpconf.KNOWN, *kdumpconf.DEPRECATED):
-        if name != "default":  # failure_action's obsolete spelling
-            assert f"\n       {name}" in text or f", {name}" in text, name
+        assert f"\n       {name}" in text or f", {name}" in text or f": {name}." in text, name
+    for row in DIRECTIVES:  # the doc --help shows, word for word
+        assert " ".join(row.doc.split()) in " ".join(text.split()), row.key
     assert "mkkdumprd(8)" in text
 
 

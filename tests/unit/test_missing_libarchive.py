@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Kernel:
-    return debian_kernel()
 
 
 @pytest.mark.parametrize("lib", [ctypes.util.find_library("c"), "/nonexistent/libarchive.so.13"])
