@@ -1,5 +1,5 @@
-"""The rpm: mkkdumprd/data/packaging/rpm/mkkdumprd.spec builds a noarch rpm here (Debian's rpmbuild, with
-Fedora's macros from tests/support/rpm-fedora.macros); its file list, config files,
+"""The rpm: mkkdumprd/data/packaging/rpm/mkkdumprd.spec builds a noarch rpm here (Debian's
+rpmbuild, with Fedora's macros from tests/support/rpm-fedora.macros); its file list, config files,
 Requires and scriptlets are what Fedora's packaging guidelines ask. Installing it needs a
 Fedora root, which these tests do not have."""
 
