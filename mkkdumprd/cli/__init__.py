@@ -57,12 +57,21 @@ class DefaultGroup(click.Group):
         module_name = COMMAND_MODULES.get(cmd_name)
         if module_name is None:
             return None
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except MkkdumprdError as exc:
+            # A missing system library (libarchive13) is found while importing, which
+            # `--help` does too, outside invoke(): still one line, not a traceback.
+            click.echo(f"mkkdumprd: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         commands: list[click.Command] = module.COMMANDS
         return next(c for c in commands if c.name == cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((a for a in args if a != "--debug"), None)
+        if ctx.resilient_parsing and first is None:
+            # Shell completion of the first word: offer the commands, not build's options.
+            return super().parse_args(ctx, args)
         if first is None or (first not in COMMAND_MODULES
                              and first not in ("--help", "-h", "--version")):
             idx = args.index(first) if first is not None else len(args)

@@ -29,10 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-import libarchive
 import zstandard
 
 from mkkdumprd.errors import UsageError
+from mkkdumprd.image import libarchive_abi
 from mkkdumprd.image.compression import Detected, detect
 from mkkdumprd.input_file import InputFileError, open_input, printable
 
@@ -619,6 +619,7 @@ def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
     the stream ends, so nothing may follow it. Only a newc cpio inside is accepted, and a
     stream that decodes to no member at all is an error, not an empty listing."""
     shown = printable(str(image))
+    libarchive, _ = libarchive_abi.require()
     f.seek(offset)
     os.lseek(f.fileno(), offset, os.SEEK_SET)  # libarchive reads the fd, not f's buffer
     count = 0
@@ -636,7 +637,7 @@ def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
                     compression=fmt.value,
                     path=normalise(_text(entry.pathname)),
                     kind=kind,
-                    mode=entry.perm,
+                    mode=entry.mode & 0o7777,  # .perm is not in libarchive-c 2.9
                     uid=entry.uid,
                     gid=entry.gid,
                     size=size,

@@ -14,7 +14,6 @@ them plain, and zlib, lzma and zstandard release the GIL while decoding.
 
 from __future__ import annotations
 
-import ctypes
 import gzip
 import hashlib
 import lzma
@@ -27,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-import libarchive
-import libarchive.ffi as laffi
 import zstandard
 
 from mkkdumprd.atomic_file import TempFileError, atomic_output
 from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.image import libarchive_abi
 from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
 from mkkdumprd.image.integrity import record_path, write_record
 from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
@@ -47,10 +45,8 @@ _DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 _MAX_NEWC = 0xFFFFFFFF
 _XZ_DICT = 1 << 20
 
-_set_ino64 = laffi.ffi("entry_set_ino64", [ctypes.c_void_p, ctypes.c_int64], None)
-_set_nlink = laffi.ffi("entry_set_nlink", [ctypes.c_void_p, ctypes.c_uint], None)
-_copy_pathname = laffi.ffi("entry_copy_pathname", [ctypes.c_void_p, ctypes.c_char_p], None)
-_copy_symlink = laffi.ffi("entry_copy_symlink", [ctypes.c_void_p, ctypes.c_char_p], None)
+libarchive, laffi = libarchive_abi.require()
+_E = libarchive_abi.EntryABI()
 
 _FILETYPE = {
     Kind.FILE: 0o100000,
@@ -236,28 +232,31 @@ def _open_sink(compression: Compression, level: int | None, threads: int,
     return _Plain(dest)
 
 
-class _NewcWrite(libarchive.write.ArchiveWrite):  # type: ignore[misc]
+_ArchiveWrite: Any = libarchive.write.ArchiveWrite
+
+
+class _NewcWrite(_ArchiveWrite):  # type: ignore[misc]
     """libarchive's newc writer with every header field pinned by us."""
 
     def add(self, entry_p: int, e: Entry, ino: int, mtime: int, size: int,
             chunks: Iterator[bytes] | None) -> None:
         laffi.entry_clear(entry_p)
-        _copy_pathname(entry_p, os.fsencode(str(e.path).lstrip("/")))
-        laffi.entry_set_filetype(entry_p, _FILETYPE[e.kind])
-        laffi.entry_set_perm(entry_p, e.mode)
-        laffi.entry_set_uid(entry_p, 0)
-        laffi.entry_set_gid(entry_p, 0)
-        laffi.entry_set_mtime(entry_p, mtime, 0)
-        _set_ino64(entry_p, ino)
-        _set_nlink(entry_p, 2 if e.kind is Kind.DIR else 1)
+        _E.copy_pathname(entry_p, os.fsencode(str(e.path).lstrip("/")))
+        _E.set_filetype(entry_p, _FILETYPE[e.kind])
+        _E.set_perm(entry_p, e.mode)
+        _E.set_uid(entry_p, 0)
+        _E.set_gid(entry_p, 0)
+        _E.set_mtime(entry_p, mtime, 0)
+        _E.set_ino64(entry_p, ino)
+        _E.set_nlink(entry_p, 2 if e.kind is Kind.DIR else 1)
         if e.kind is Kind.SYMLINK:
             assert e.target is not None
-            _copy_symlink(entry_p, os.fsencode(e.target))
+            _E.copy_symlink(entry_p, os.fsencode(e.target))
         elif e.kind in (Kind.CHARDEV, Kind.BLOCKDEV):
             assert e.rdev is not None
-            laffi.entry_set_rdevmajor(entry_p, e.rdev[0])
-            laffi.entry_set_rdevminor(entry_p, e.rdev[1])
-        laffi.entry_set_size(entry_p, size)
+            _E.set_rdevmajor(entry_p, e.rdev[0])
+            _E.set_rdevminor(entry_p, e.rdev[1])
+        _E.set_size(entry_p, size)
         archive_p = self._pointer
         laffi.write_header(archive_p, entry_p)
         if chunks is not None:

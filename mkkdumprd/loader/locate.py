@@ -2,7 +2,9 @@
 
 Kernel search order, as Fedora's prepare_kdump_kernel: BOOT_IMAGE= of the running command
 line when it names this kernel version, then the arch's names under /boot, then Boot
-Loader Spec entries (/boot/loader/entries/*.conf, `version` + `linux`). The capture image is
+Loader Spec entries (/boot/loader/entries/*.conf, `version` + `linux`), then the modules
+directory's own copy (/usr/lib/modules/KVER/vmlinuz: Fedora's kernels, and Debian's since
+the kernel packages moved vmlinuz, config and System.map there). The capture image is
 /boot/initramfs-KVERkdump.img when /boot is writable, else /var/lib/mkkdumprd/ (one rule for
 build and load: mkkdumprd/lifecycle/locations.py).
 """
@@ -75,6 +77,7 @@ def find_kernel(host: Host, arch: ArchInfo, kver: str) -> PurePosixPath:
         tried += [boot_image, BOOT / boot_image.relative_to("/")]
     tried += [BOOT / pattern.format(kver=kver) for pattern in arch.kernel_names]
     tried += _bls_kernels(host, kver)
+    tried += [PurePosixPath(d) / kver / "vmlinuz" for d in ("/usr/lib/modules", "/lib/modules")]
     for cand in tried:
         if host.is_file(cand):
             return cand

@@ -26,6 +26,16 @@ def test_vmlinuz_under_boot(tmp_path: Path) -> None:
     assert got == PurePosixPath(f"/boot/vmlinuz-{KVER}")
 
 
+def test_vmlinuz_in_the_modules_directory(tmp_path: Path) -> None:
+    # Debian unstable's (and Fedora's) layout: the image beside the modules, none in /boot.
+    _touch(tmp_path, f"/usr/lib/modules/{KVER}/vmlinuz")
+    got = locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
+    assert got == PurePosixPath(f"/usr/lib/modules/{KVER}/vmlinuz")
+    _touch(tmp_path, f"/boot/vmlinuz-{KVER}")  # /boot first when both are there
+    assert locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER) == \
+        PurePosixPath(f"/boot/vmlinuz-{KVER}")
+
+
 def test_boot_image_first_and_relative_to_a_separate_boot(tmp_path: Path) -> None:
     _touch(tmp_path, f"/boot/vmlinuz-{KVER}")
     _touch(tmp_path, f"/boot/custom/vmlinuz-{KVER}")
@@ -58,7 +68,8 @@ def test_per_arch_names(tmp_path: Path) -> None:
 
 def test_not_found_names_every_place(tmp_path: Path) -> None:
     with pytest.raises(OperationError, match=rf"no kernel image for {KVER} found "
-                       rf"\(looked at /boot/vmlinuz-{KVER}\); pass it with --kernel"):
+                       rf"\(looked at /boot/vmlinuz-{KVER}, /usr/lib/modules/{KVER}/vmlinuz, "
+                       rf"/lib/modules/{KVER}/vmlinuz\); pass it with --kernel"):
         locate.find_kernel(Host(tmp_path), load_arch("x86_64"), KVER)
 
 

@@ -21,8 +21,6 @@ pip's configured index for the wheels) and are cached in $MKKDUMPRD_TEST_CACHE
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
@@ -33,69 +31,20 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.image.reader import read_file, read_members
+from tests.support.debian_root import CACHE, Recipe, apt, inside, locked, run, unpack
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("MKKDUMPRD_TEST_CACHE", "/var/cache/mkkdumprd-tests"))
-MIRROR = "http://deb.debian.org/debian"
-SUITE = "bookworm"
 # What the chroot needs besides minbase: python for the venv, libarchive for libarchive-c,
 # the dump tools the image carries, and the kernel package's own dependencies (installed
 # here once instead of in every test).
-INCLUDE = ("python3", "python3-venv", "libarchive13", "busybox-static", "makedumpfile",
-           "kmod", "linux-base", "initramfs-tools")
-RECIPE = f"debootstrap --variant=minbase --include={','.join(INCLUDE)} {SUITE} {MIRROR}\n"
-BASE_TAR = CACHE / f"chroot-{SUITE}.tar"
-KERNEL_DEBS = CACHE / f"chroot-{SUITE}-debs"
+RECIPE = Recipe("bookworm", include=("python3", "python3-venv", "libarchive13",
+                                     "busybox-static", "makedumpfile", "kmod", "linux-base",
+                                     "initramfs-tools"))
 WHEELHOUSE = CACHE / "chroot-wheels"
 KERNEL_META = "linux-image-cloud-amd64"
 VENV = "/opt/mkkdumprd"
 CONF = ("ext4 UUID=0b5e1c2d-3f4a-4b6c-8d9e-0f1a2b3c4d5e\npath /var/crash\n"
         'dracut_args --add-drivers "virtio_pci virtio_blk ext4"\n')
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8", "HOME": "/root"}
-
-
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-4000:]}\n"
-                             f"{r.stderr[-4000:]}")
-    return r
-
-
-def _in(chroot: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return _run(["chroot", str(chroot), *cmd], env=ENV)
-
-
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """Serialise test processes filling the same cache entry."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f".lock-{name}", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def base_tarball() -> Path:
-    """The debootstrapped tree as a tar (made once; ~1.5 min, ~210 MB unpacked)."""
-    stamp = BASE_TAR.with_suffix(".recipe")
-    with _locked("chroot"):
-        if BASE_TAR.is_file() and stamp.is_file() and stamp.read_text() == RECIPE:
-            return BASE_TAR
-        shutil.which("debootstrap") or pytest.fail(
-            "debootstrap is missing: apt-get install debootstrap (dev/setup installs it)")
-        work = CACHE / f"chroot-{SUITE}"
-        shutil.rmtree(work, ignore_errors=True)
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE,
-              str(work), MIRROR])
-        for deb in (work / "var/cache/apt/archives").glob("*.deb"):
-            deb.unlink()
-        tmp = BASE_TAR.with_suffix(".tar.tmp")
-        _run(["tar", "-C", str(work), "--numeric-owner", "-cf", str(tmp), "."])
-        tmp.replace(BASE_TAR)
-        stamp.write_text(RECIPE)
-        shutil.rmtree(work)
-    return BASE_TAR
 
 
 def wheels(tmp_path: Path) -> Path:
@@ -110,12 +59,12 @@ def wheels(tmp_path: Path) -> Path:
 
     shutil.copytree(REPO, src, ignore=ignore, symlinks=True)
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(src)])
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(src)])
     (wheel,) = dist.glob("mkkdumprd-*.whl")
-    with _locked("chroot-wheels"):
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-              "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
-              "--platform", "manylinux_2_17_x86_64", "-d", str(WHEELHOUSE), str(wheel)])
+    with locked("chroot-wheels"):
+        run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+             "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
+             "--platform", "manylinux_2_17_x86_64", "-d", str(WHEELHOUSE), str(wheel)])
         for old in WHEELHOUSE.glob("mkkdumprd-*.whl"):
             old.unlink()
     return wheel
@@ -123,34 +72,18 @@ def wheels(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def chroot(tmp_path: Path) -> Iterator[Path]:
-    tar = base_tarball()
-    root = tmp_path / "chroot"
-    root.mkdir()
-    _run(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(tar)])
-    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    root = unpack(RECIPE, tmp_path / "chroot")
     yield root
     # ~450 MB once the kernel is in; pytest would keep three of them around.
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _in(chroot: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return inside(chroot, *cmd)
+
+
 def _apt(chroot: Path, *args: str) -> str:
-    archives = chroot / "var/cache/apt/archives"
-    KERNEL_DEBS.mkdir(parents=True, exist_ok=True)
-    for deb in KERNEL_DEBS.glob("*.deb"):
-        shutil.copy(deb, archives)
-    cmd = ["apt-get", "-y", "-q", "--no-install-recommends", *args]
-    r = subprocess.run(["chroot", str(chroot), *cmd], capture_output=True, text=True, env=ENV)
-    if r.returncode != 0 and ("404" in r.stderr or "Unable to fetch" in r.stderr
-                              or "Unable to locate" in r.stderr):
-        # The base's package lists are older than the mirror: refresh them once.
-        _in(chroot, "apt-get", "update", "-q")
-        r = subprocess.run(["chroot", str(chroot), *cmd], capture_output=True, text=True,
-                           env=ENV)
-    for deb in archives.glob("*.deb"):
-        if not (KERNEL_DEBS / deb.name).exists():
-            shutil.copy(deb, KERNEL_DEBS)
-    assert r.returncode == 0, f"apt-get {' '.join(args)} failed:\n{r.stdout[-4000:]}\n{r.stderr}"
-    return r.stdout + r.stderr
+    return apt(chroot, RECIPE, *args)
 
 
 @pytest.mark.slow
