@@ -317,5 +317,5 @@ def test_freshness_verifies_the_whole_image(setup: Setup, damage: str) -> None:
     fresh = setup.check()
     assert not fresh.up_to_date
     assert any("build wrote" in r or "digest record" in r for r in fresh.reasons), fresh
-    setup.build(**{"force": True})
+    setup.ensure(Overwrite.ALWAYS)
     assert setup.check().up_to_date

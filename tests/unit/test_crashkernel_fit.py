@@ -13,6 +13,7 @@ from mkkdumprd.arch import load_arch
 from mkkdumprd.cli import main
 from mkkdumprd.crashkernel.fit import reservation_fit
 from mkkdumprd.host import Host
+from mkkdumprd.image import integrity
 from mkkdumprd.image.spec import ImageSpec, data_entry
 from mkkdumprd.image.writer import write_image
 from mkkdumprd.loader import live
@@ -77,7 +78,10 @@ def test_load_and_status_warn(root: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_no_estimate_no_warning(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # an image that cannot be read: status still works, and says nothing about the fit
-    (root / f"boot/initramfs-{KVER}kdump.img").write_bytes(b"070701" + bytes(4090))
+    image = root / f"boot/initramfs-{KVER}kdump.img"
+    image.write_bytes(b"070701" + bytes(4090))
+    # not written by mkkdumprd: no digest record (with the build's record it is refused)
+    integrity.record_path(image).unlink(missing_ok=True)
     # this test's machine is the fake tree: its kernel is the fake
     monkeypatch.setattr(live, "RUNNING", FakeKexec(root).kernel)
     r = CliRunner()

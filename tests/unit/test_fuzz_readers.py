@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from mkkdumprd.assemble.freshness import read_manifest
 from mkkdumprd.cli.ls_cmd import MANIFEST, load_reasons
 from mkkdumprd.config.kdumpconf import parse_kdump_conf_bytes, read_kdump_conf
+from mkkdumprd.host import Host
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.reader import read_members
 from mkkdumprd.image.size_report import size_lines
@@ -117,8 +118,8 @@ def test_fuzz_module_indexes(tmp_path_factory: pytest.TempPathFactory,
     config = bounded_call(parse_modprobe_text, modprobe)
     loaded = bounded_call(ModuleIndex.load, kmoddir, "9.9", [mp])
     # and the depmod text index itself, whether or not load() found it current
-    text = bounded_call(ModuleIndex._from_index, kmoddir, "9.9", config, frozenset(),
-                        AliasTable(), {})
+    text = bounded_call(ModuleIndex._from_index, Host(Path("/")), kmoddir, "9.9", config,
+                        frozenset(), AliasTable(), {})
     for index in (loaded, text):
         if index is None:
             continue

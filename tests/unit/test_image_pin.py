@@ -30,13 +30,13 @@ from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.host import Host
 from tests.support.fake_kmod import write_depmod_text, write_module
 
-PIN = "7a0caa8264e945debd07e3edce9e66d251d015beb366806baaadfc0c219565d6"
+PIN = "56a2859273926f00bfc0ce62f2a07d2ea52086d94682f757773cc52fb4bcbab1"
 BASE = Path("/tmp/mkkdumprd-image-pin")
 KVER = "6.0.0-pin"
 SDE = 1_700_000_000
 
 MODULES = {
-    "kernel/fs/ext4/ext4.ko": ["kernel/fs/jbd2/jbd2.ko", "kernel/lib/crc16.ko"],
+    "kernel/fs/ext4/ext4.ko": ["kernel/fs/jbd2/jbd2.ko"],
     "kernel/fs/jbd2/jbd2.ko": [],
     "kernel/lib/crc16.ko": [],
     "kernel/drivers/block/virtio_blk.ko": [],
