@@ -60,7 +60,8 @@ def directive_line(directive: str) -> st.SearchStrategy[str]:
             st.tuples(st.sampled_from(["ext2", "ext3", "ext4", "xfs", "btrfs"]),
                       st.one_of(uuid.map(lambda u: "UUID=" + u),
                                 st.from_regex(r"/dev/[a-z]{2,6}[0-9]?", fullmatch=True),
-                                st.from_regex(r"LABEL=[A-Za-z0-9]([A-Za-z0-9 _-]{0,10}[A-Za-z0-9])?",
+                                st.from_regex(r"LABEL=[A-Za-z0-9]"
+                                              r"([A-Za-z0-9 _-]{0,10}[A-Za-z0-9])?",
                                               fullmatch=True)))
             .map(" ".join),
             st.sampled_from(["raw /dev/vdb", "nfs srv:/export", "nfs [2001:db8::1]:/e",
