@@ -121,7 +121,7 @@ def propagate(config_path: Path | None, port: int, ssh_opts: tuple[str, ...]) ->
     path = config.path
     check = " && ".join([ssh_command.mkdir_command(path),
                          ssh_command.remote(["df", "-Pk", "--", path])])
-    argv = ssh_command.ssh_argv(target, str(key), str(kh), check)
+    argv = [*ssh_command.ssh_argv(target, str(key), str(kh)), check]
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if r.returncode != 0:
         why = (r.stderr.strip().splitlines() or ["no message"])[-1]

@@ -1,10 +1,13 @@
-"""ssh/scp command lines for dumps and for `propagate`, as argv lists (never strings).
+"""The one ssh command line, as an argv list (never a string): for the capture image's
+dump (rendered into target.sh through the template context), for `propagate` and for the
+build's login check.
 
 Values the user controls (paths, user, host) reach two shells: the local one that runs
 ssh, which the argv form keeps out of, and the remote login shell, which gets ssh's
-command words joined by spaces. Remote commands are therefore built here from word lists
-with shlex.quote, and user/host are validated so they can never be taken for options.
-Host keys are always checked (BatchMode=yes, StrictHostKeyChecking=yes).
+command words joined by spaces. Remote commands are therefore built from word lists with
+shlex.quote (remote(), remote_dir_prefix()), and user/host are validated so they can never
+be taken for options. Host keys are always checked (BatchMode=yes,
+StrictHostKeyChecking=yes).
 """
 
 from __future__ import annotations
@@ -29,18 +32,9 @@ class SshTarget:
     port: int = DEFAULT_PORT
 
     @property
-    def is_ipv6(self) -> bool:
-        return ":" in self.host
-
-    @property
     def destination(self) -> str:
         """`user@host` as ssh takes it (ssh wants IPv6 unbracketed)."""
         return f"{self.user}@{self.host}"
-
-    def scp_location(self, path: str) -> str:
-        """`user@host:path` for scp, IPv6 in brackets so its colons are not the separator."""
-        host = f"[{self.host}]" if self.is_ipv6 else self.host
-        return f"{self.user}@{host}:{path}"
 
 
 def _valid_host(host: str) -> bool:
@@ -87,31 +81,15 @@ def remote(*commands: list[str] | tuple[str, ...]) -> str:
     return " && ".join(shlex.join(c) for c in commands)
 
 
-def ssh_argv(target: SshTarget, key: str, known_hosts: str, remote_command: str,
-             *, ssh: str = "ssh", connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
-    """argv for running `remote_command` (from remote()) on the target."""
+def ssh_argv(target: SshTarget, key: str, known_hosts: str, *, ssh: str = "ssh",
+             connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
+    """argv up to the destination; the caller appends one remote command (from remote())."""
     return [ssh, *ssh_options(key, known_hosts, target.port, connect_timeout),
-            target.destination, remote_command]
-
-
-def scp_argv(target: SshTarget, key: str, known_hosts: str, local: str, remote_path: str,
-             *, scp: str = "scp", connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
-    opts = ssh_options(key, known_hosts, target.port, connect_timeout)
-    opts[opts.index("-p")] = "-P"      # scp's port flag is -P
-    return [scp, *opts, "--", local, target.scp_location(remote_path)]
+            target.destination]
 
 
 def mkdir_command(directory: str) -> str:
     return remote(["mkdir", "-p", "--", directory])
-
-
-def receive_command(dest: str) -> str:
-    """Remote side of `collector | ssh`: only the owner may read the dump."""
-    return f"umask 0077 && {shlex.join(['dd', 'bs=512', 'of=' + dest])}"
-
-
-def rename_command(src: str, dest: str) -> str:
-    return remote(["mv", "-f", "--", src, dest])
 
 
 def known_hosts_line(host: str, port: int, public_key: str) -> str:

@@ -1,4 +1,7 @@
-"""ssh argv assembly with hostile values: quoted once for ssh's argv, once for the remote shell."""
+"""ssh argv assembly with hostile values: quoted once for ssh's argv, once for the remote shell.
+
+The capture image's own remote commands run through the rendered target.sh in
+test_build_templates.py (test_ssh_dump_through_a_remote_shell)."""
 
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ def test_target_parsing() -> None:
 
 def test_ssh_argv_has_strict_options_and_one_remote_word() -> None:
     t = sc.parse_target("root@10.0.2.100", port=2222)
-    argv = sc.ssh_argv(t, "/root/.ssh/kdump_id", "/root/.ssh/known_hosts",
-                       sc.mkdir_command(HOSTILE), connect_timeout=7)
+    argv = [*sc.ssh_argv(t, "/root/.ssh/kdump_id", "/root/.ssh/known_hosts", connect_timeout=7),
+            sc.mkdir_command(HOSTILE)]
     assert argv[:-2] == [
         "ssh", "-i", "/root/.ssh/kdump_id", "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/root/.ssh/known_hosts",
@@ -45,26 +48,16 @@ def test_remote_commands_survive_a_real_shell(tmp_path: object) -> None:
     from pathlib import Path
     base = Path(str(tmp_path))
     target = str(base / "d $(touch PWNED) 'q'; `x`")
-    dest = target + "/vmcore-incomplete"
-    script = " && ".join([
-        sc.mkdir_command(target),
-        sc.receive_command(dest),
-        sc.rename_command(dest, target + "/vmcore.flat"),
-    ])
     # run it the way sshd does: the login shell gets the command line as one string
-    subprocess.run(["sh", "-c", script], input=b"payload", check=True, cwd=base,
-                   capture_output=True)
-    assert (Path(target) / "vmcore.flat").read_bytes() == b"payload"
+    script = " && ".join([sc.mkdir_command(target), sc.remote(["touch", "--", target + "/f"])])
+    subprocess.run(["sh", "-c", script], check=True, cwd=base, capture_output=True)
+    assert (Path(target) / "f").is_file()
     assert not (base / "PWNED").exists()
-    assert oct((Path(target) / "vmcore.flat").stat().st_mode & 0o777) == "0o600"
-
-
-def test_scp_brackets_ipv6_and_uses_capital_p() -> None:
-    t = sc.parse_target("root@fd00::9", port=2200)
-    argv = sc.scp_argv(t, "/k", "/kh", "/proc/vmcore", "/var/crash/x/vmcore-incomplete")
-    assert argv[-3:] == ["--", "/proc/vmcore", "root@[fd00::9]:/var/crash/x/vmcore-incomplete"]
-    assert "-P" in argv and "-p" not in argv and argv[argv.index("-P") + 1] == "2200"
-    assert sc.parse_target("r@h").scp_location("/p") == "r@h:/p"
+    # the remote prefix the capture script appends its <ip>-<date> suffix to
+    subprocess.run(["sh", "-c", f"mkdir -p -- {sc.remote_dir_prefix(target)}10.0.2.15-x:y"],
+                   check=True, cwd=base)
+    assert (Path(target) / "10.0.2.15-x:y").is_dir()
+    assert not (base / "PWNED").exists()
 
 
 def test_known_hosts_lines() -> None:
