@@ -277,16 +277,18 @@ def host_key_lines(system: HostView, target: ssh_command.SshTarget) -> list[str]
 @dataclass(frozen=True)
 class SshSettings:
     """The ssh dump. The remote directory is `<path>/<ip>-<date>`: the path is quoted for
-    the remote shell here (remote_prefix), the suffix (hex digits, '.', ':', '-') is
-    checked and appended by the script."""
+    the remote shell here (remote_prefix), the name is checked and appended by the script,
+    which sets the remote "$d" the commands use to the result."""
 
     argv: tuple[str, ...]   # ssh with its strict options and the destination
     destination: str        # USER@HOST, for messages
     path: str               # the dump path, for messages
     remote_prefix: str      # `path/` quoted for the remote shell
+    commands: ssh_command.DumpCommands
 
 
 def ssh_settings(target: ssh_command.SshTarget, path: str) -> SshSettings:
     argv = ssh_command.ssh_argv(target, layout.SSH_KEY, layout.SSH_KNOWN_HOSTS)
     return SshSettings(argv=tuple(argv), destination=target.destination, path=path,
-                       remote_prefix=ssh_command.remote_dir_prefix(path))
+                       remote_prefix=ssh_command.remote_dir_prefix(path),
+                       commands=ssh_command.dump_commands())

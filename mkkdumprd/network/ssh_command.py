@@ -1,13 +1,16 @@
-"""The one ssh command line, as an argv list (never a string): for the capture image's
-dump (rendered into target.sh through the template context), for `propagate` and for the
-build's login check.
+"""The one ssh command line, as an argv list (never a string), and the remote commands:
+for the capture image's dump (rendered into target.sh through the template context), for
+`propagate` and for the build's login check.
 
 Values the user controls (paths, user, host) reach two shells: the local one that runs
 ssh, which the argv form keeps out of, and the remote login shell, which gets ssh's
-command words joined by spaces. Remote commands are therefore built from word lists with
-shlex.quote (remote(), remote_dir_prefix()), and user/host are validated so they can never
-be taken for options. Host keys are always checked (BatchMode=yes,
-StrictHostKeyChecking=yes).
+command words joined by spaces. Remote commands are therefore built here from word lists
+with shlex.quote (remote()), and user/host are validated so they can never be taken for
+options. Host keys are always checked (BatchMode=yes, StrictHostKeyChecking=yes).
+
+The dump directory's name is known only at dump time (`<ip>-<date>`): the dump commands
+name it as the remote variable "$d", which the capture script sets first, from the
+build-time quoted path (remote_dir_prefix()) and the name it has checked.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mkkdumprd.errors import UsageError
@@ -76,9 +80,27 @@ def ssh_options(key: str, known_hosts: str, port: int = DEFAULT_PORT,
     ]
 
 
-def remote(*commands: list[str] | tuple[str, ...]) -> str:
+@dataclass(frozen=True)
+class InDir:
+    """A remote command word made of the dump directory: prefix + "$d" + suffix."""
+
+    prefix: str = ""
+    suffix: str = ""
+
+
+Word = str | InDir
+
+
+def _word(w: Word) -> str:
+    if isinstance(w, str):
+        return shlex.quote(w)
+    return "".join([shlex.quote(w.prefix) if w.prefix else "", '"$d"',
+                    shlex.quote(w.suffix) if w.suffix else ""])
+
+
+def remote(*commands: Sequence[Word]) -> str:
     """One remote shell command line: each command's words quoted, commands joined by &&."""
-    return " && ".join(shlex.join(c) for c in commands)
+    return " && ".join(" ".join(_word(w) for w in c) for c in commands)
 
 
 def ssh_argv(target: SshTarget, key: str, known_hosts: str, *, ssh: str = "ssh",
@@ -88,8 +110,35 @@ def ssh_argv(target: SshTarget, key: str, known_hosts: str, *, ssh: str = "ssh",
             target.destination]
 
 
-def mkdir_command(directory: str) -> str:
+def mkdir_command(directory: Word) -> str:
     return remote(["mkdir", "-p", "--", directory])
+
+
+@dataclass(frozen=True)
+class DumpCommands:
+    """The remote side of the capture image's ssh dump, in the directory "$d"."""
+
+    mkdir: str
+    send_dmesg: str      # stdin → vmcore-dmesg-incomplete.txt
+    keep_dmesg: str      # ... renamed to vmcore-dmesg.txt
+    send_vmcore: str     # stdin (the flattened collector stream) → vmcore-incomplete
+    keep_vmcore: str     # ... renamed to vmcore.flat
+
+
+def dump_commands() -> DumpCommands:
+    # only the owner may read the dump; dd's record counts are not worth a console line
+    umask = ["umask", "0077"]
+    quiet = " 2>/dev/null"
+    dmesg, vmcore = "/vmcore-dmesg-incomplete.txt", "/vmcore-incomplete"
+    return DumpCommands(
+        mkdir=mkdir_command(InDir()),
+        send_dmesg=remote(umask, ["dd", InDir("of=", dmesg)]) + quiet,
+        keep_dmesg=remote(["mv", "-f", "--", InDir(suffix=dmesg),
+                           InDir(suffix="/vmcore-dmesg.txt")]),
+        send_vmcore=remote(umask, ["dd", "bs=512", InDir("of=", vmcore)]) + quiet,
+        keep_vmcore=remote(["mv", "-f", "--", InDir(suffix=vmcore),
+                            InDir(suffix="/vmcore.flat")]),
+    )
 
 
 def known_hosts_line(host: str, port: int, public_key: str) -> str:

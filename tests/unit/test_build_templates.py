@@ -37,6 +37,7 @@ from mkkdumprd.assemble.templates import (
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.image import layout
 from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
+from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.resources import data_dir
 from tests.support import shellcheck
 
@@ -133,7 +134,7 @@ NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
-                  path="/var/crash", remote_prefix="/var/crash/")
+                  path="/var/crash", remote_prefix="/var/crash/", commands=dump_commands())
 
 
 def _paths(root: Path | None = None, **override: str) -> dict[str, str]:
@@ -222,10 +223,12 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     config = _config(kdump_pre=value, kdump_post=value,
                      core_collector=("makedumpfile", "-d", "31", value))
     target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value)
-    network = NetworkSettings(**{f: value for f in NetworkSettings.__dataclass_fields__})
-    nfs = NfsSettings(**{f: value for f in NfsSettings.__dataclass_fields__})
+    network = NetworkSettings(**dict.fromkeys(NetworkSettings.__dataclass_fields__, value))
+    nfs = NfsSettings(**dict.fromkeys(NfsSettings.__dataclass_fields__, value))
     ssh = SshSettings(argv=(str(fake_ssh), value, "-o", value, "--", value),
-                      destination=value, path=value, remote_prefix=value)
+                      destination=value, path=value, remote_prefix=value,
+                      commands=DumpCommands(**dict.fromkeys(DumpCommands.__dataclass_fields__,
+                                                            value)))
     return _context(config, target, paths=_paths(root),
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
@@ -253,7 +256,8 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
                                                   "VERSIONS")}
         out |= {"KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
     if kind == "ssh":
-        out |= {"KDUMP_SSH_DEST": value, "KDUMP_SSH_PATH": value, "KDUMP_SSH_RPATH": value}
+        out |= {f"KDUMP_SSH_{n}": value for n in ("DEST", "PATH", "RPATH", "MKDIR", "SEND_DMESG",
+                                                 "KEEP_DMESG", "SEND_VMCORE", "KEEP_VMCORE")}
     return out
 
 
@@ -298,9 +302,10 @@ def test_every_template_with_hostile_values(tmp_path: Path, name: str) -> None:
             got = r.stdout.decode().split("\0")[:-1]
             assert dict(zip(want, got, strict=True)) == want, f"{kind} under {shell}"
             if kind == "ssh":
-                # the argv words from network/ssh_command.py, then the remote command
+                # the argv words from network/ssh_command.py, then the remote command, after
+                # the dump directory's assignment (empty: target_prepare has not run)
                 logged = log.read_bytes().decode().split("\0")[:-1]
-                assert logged == [value, "-o", value, "--", value, value]
+                assert logged == [value, "-o", value, "--", value, f"d= && {value}"]
     assert not list(tmp_path.rglob("PWNED*")), "a hostile value was executed"
 
 
@@ -660,8 +665,6 @@ def test_ssh_dump_through_a_remote_shell(tmp_path: Path, shell: str) -> None:
     """target-ssh.sh's remote commands, run as sshd runs them (the login shell gets the
     command line as one string), with a hostile dump path: the files land in it, nothing
     runs, and only the owner may read them."""
-    from mkkdumprd.network.ssh_command import remote_dir_prefix
-
     root = tmp_path / "run"
     p = _paths(root, console="/dev/null")
     bindir = root / "bin"
@@ -675,7 +678,7 @@ def test_ssh_dump_through_a_remote_shell(tmp_path: Path, shell: str) -> None:
     fake_ssh.chmod(0o755)
     ssh = SshSettings(argv=(str(fake_ssh), "-p", "22", "root@10.0.2.100"),
                       destination="root@10.0.2.100", path=remote_path,
-                      remote_prefix=remote_dir_prefix(remote_path))
+                      remote_prefix=remote_dir_prefix(remote_path), commands=dump_commands())
     ctx = _context(_config(), _local_target(), paths=p, ssh=ssh)
     _render_all(ctx, root, "target-ssh.sh.j2")
     fakes = ("date", "vmcore-dmesg", "makedumpfile", "sync")
@@ -722,8 +725,10 @@ def test_template_vars_are_frozen_dataclasses_under_their_module_name(tmp_path: 
     from mkkdumprd.assemble.moduledef import ModuleDefError, load_all
 
     ctx = _context(_config(), _local_target())
+    # nested dataclasses become nested dicts
     assert ctx["ssh"] == {"argv": SSH.argv, "destination": SSH.destination,
-                          "path": SSH.path, "remote_prefix": SSH.remote_prefix}
+                          "path": SSH.path, "remote_prefix": SSH.remote_prefix,
+                          "commands": vars(SSH.commands)}
     nfs = ctx["nfs"]
     assert isinstance(nfs, dict) and all(isinstance(v, Tainted) for v in nfs.values())
     with pytest.raises(ModuleDefError, match="would hide the template variable 'target'"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -44,20 +45,36 @@ def test_ssh_argv_has_strict_options_and_one_remote_word() -> None:
     assert shlex.split(argv[-1]) == ["mkdir", "-p", "--", HOSTILE]
 
 
-def test_remote_commands_survive_a_real_shell(tmp_path: object) -> None:
-    from pathlib import Path
-    base = Path(str(tmp_path))
-    target = str(base / "d $(touch PWNED) 'q'; `x`")
+def test_remote_commands_survive_a_real_shell(tmp_path: Path) -> None:
+    target = str(tmp_path / "d $(touch PWNED) 'q'; `x`")
     # run it the way sshd does: the login shell gets the command line as one string
     script = " && ".join([sc.mkdir_command(target), sc.remote(["touch", "--", target + "/f"])])
-    subprocess.run(["sh", "-c", script], check=True, cwd=base, capture_output=True)
+    subprocess.run(["sh", "-c", script], check=True, cwd=tmp_path, capture_output=True)
     assert (Path(target) / "f").is_file()
-    assert not (base / "PWNED").exists()
-    # the remote prefix the capture script appends its <ip>-<date> suffix to
-    subprocess.run(["sh", "-c", f"mkdir -p -- {sc.remote_dir_prefix(target)}10.0.2.15-x:y"],
-                   check=True, cwd=base)
-    assert (Path(target) / "10.0.2.15-x:y").is_dir()
-    assert not (base / "PWNED").exists()
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_dump_commands_in_a_hostile_directory(tmp_path: Path) -> None:
+    """The capture script's remote side: "$d" is set from the build-time quoted path and
+    the <ip>-<date> name, as target.sh does, then each command runs as sshd runs it."""
+    path = str(tmp_path / "it's $(touch PWNED) `x` \"q\"\n*")
+    name = "10.0.2.15-2026-01-02-03:04:05"
+    d = f"d={sc.remote_dir_prefix(path)}{name} && "
+    c = sc.dump_commands()
+
+    def run(command: str, data: bytes = b"") -> None:
+        subprocess.run(["sh", "-c", d + command], input=data, check=True, cwd=tmp_path)
+
+    run(c.mkdir)
+    run(c.send_dmesg, b"dmesg")
+    run(c.keep_dmesg)
+    run(c.send_vmcore, b"flattened")
+    run(c.keep_vmcore)
+    dump = Path(path) / name
+    assert {f.name: f.read_bytes() for f in dump.iterdir()} == {
+        "vmcore-dmesg.txt": b"dmesg", "vmcore.flat": b"flattened"}
+    assert {f.stat().st_mode & 0o777 for f in dump.iterdir()} == {0o600}
+    assert not list(tmp_path.rglob("PWNED"))
 
 
 def test_known_hosts_lines() -> None:
