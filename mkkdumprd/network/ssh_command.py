@@ -5,7 +5,7 @@ for the capture image's dump (rendered into target.sh through the template conte
 Values the user controls (paths, user, host) reach two shells: the local one that runs
 ssh, which the argv form keeps out of, and the remote login shell, which gets ssh's
 command words joined by spaces. Remote commands are therefore built here from word lists
-with shlex.quote (remote()), and user/host are validated so they can never be taken for
+with quoting.shell_word (remote()), and user/host are validated so they can never be taken for
 options. Host keys are always checked (BatchMode=yes, StrictHostKeyChecking=yes).
 
 The dump directory's name is known only at dump time (`<ip>-<date>`): the dump commands
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mkkdumprd.errors import UsageError
+from mkkdumprd.quoting import shell_word
 
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}\$?$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
@@ -93,9 +93,9 @@ Word = str | InDir
 
 def _word(w: Word) -> str:
     if isinstance(w, str):
-        return shlex.quote(w)
-    return "".join([shlex.quote(w.prefix) if w.prefix else "", '"$d"',
-                    shlex.quote(w.suffix) if w.suffix else ""])
+        return shell_word(w)
+    return "".join([shell_word(w.prefix) if w.prefix else "", '"$d"',
+                    shell_word(w.suffix) if w.suffix else ""])
 
 
 def remote(*commands: Sequence[Word]) -> str:
@@ -158,4 +158,4 @@ def known_hosts_line(host: str, port: int, public_key: str) -> str:
 def remote_dir_prefix(path: str) -> str:
     """`path/` quoted for the remote shell, so a script can append a safe runtime suffix
     (an address and a date) without quoting it again: `'/var/my crash/'10.0.2.15-...`."""
-    return shlex.quote(path.rstrip("/") + "/")
+    return shell_word(path.rstrip("/") + "/")
