@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from mkkdumprd import __version__
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import HostView
+from mkkdumprd.image import layout
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 # they run: `mkkdumprd build` on an up-to-date image needs only BuildRequest from here.
 
 DEFAULT_TIMEOUT = 90
-INIT_D = PurePosixPath("/lib/kdump/init.d")
-MOUNT_POINT = "/kdumproot"
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,7 @@ class _Acc:
     found: list[str] = field(default_factory=list)                          # binary names
     kmods: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    template_vars: dict[str, object] = field(default_factory=dict)          # name → settings
 
 
 def build_image(req: BuildRequest) -> BuildResult:
@@ -161,6 +161,8 @@ def assemble(req: BuildRequest) -> BuildResult:
             acc.kmods.extend(hooks.kernel_modules(ctx))
         if hooks.entries:
             acc.entries.extend(hooks.entries(ctx))
+        if hooks.template_vars:
+            acc.template_vars[_vars_name(m)] = _checked_vars(m, hooks.template_vars(ctx))
 
     raw = ImageSpec()
     raw.extend(acc.entries)
@@ -307,12 +309,31 @@ def _collector_warnings(config: KdumpConfig) -> list[str]:
     return []
 
 
+def _vars_name(m: ModuleDef) -> str:
+    """The name under which templates see a module's template_vars."""
+    return m.name.replace("-", "_")
+
+
+def _checked_vars(m: ModuleDef, value: object) -> object:
+    from mkkdumprd.assemble.moduledef import ModuleDefError
+
+    params = getattr(type(value), "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise ModuleDefError(f"{m.hooks_file}: template_vars must return a frozen dataclass, "
+                             f"not {type(value).__name__}")
+    return value
+
+
 def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, arch: str,
                      found_binaries: Sequence[str], init_scripts: Sequence[str],
                      modules: Sequence[str], kernel_modules: Sequence[str],
                      timeout: int = DEFAULT_TIMEOUT,
-                     rootfs: ResolvedTarget | None = None) -> dict[str, object]:
-    """Everything templates see. Every string is Tainted: it must be printed with shq."""
+                     rootfs: ResolvedTarget | None = None,
+                     module_vars: Mapping[str, object] | None = None) -> dict[str, object]:
+    """Everything templates see: the one channel into the capture shell. Every string is
+    Tainted (it must be printed with shq); paths in the image are `paths.<name>`
+    (image/layout.py); the modules' template_vars are `<module name>.<field>`."""
+    from mkkdumprd.assemble.moduledef import ModuleDefError
     from mkkdumprd.assemble.templates import taint
 
     fs, stream = collector_argv(config)
@@ -323,14 +344,7 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         "failure_action": config.failure_action.value,
         "final_action": config.final_action.value,
         "timeout": str(timeout),
-        "sysrq_trigger": "/proc/sysrq-trigger",
-        "vmcore": "/proc/vmcore",
-        "mnt": MOUNT_POINT,
-        "libdir": "/lib/kdump",
-        "hookdir": "/etc/kdump",
-        "cmdline": "/proc/cmdline",
-        "console": "/dev/console",
-        "moddir": "/lib/modules",
+        "paths": dict(layout.TEMPLATE_PATHS),
         "target": {
             "kind": target.kind.value,
             "device": target.device or "",
@@ -344,7 +358,6 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
             "fstype": (rootfs.fstype or "") if rootfs else "",
             "path": config.path,
         },
-        "sysroot": "/sysroot",
         "collector_fs": fs,
         "collector_stream": stream,
         "kdump_pre": config.kdump_pre or "",
@@ -355,6 +368,11 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         "modules": list(modules),
         "kernel_modules": list(kernel_modules),
     }
+    for name, value in (module_vars or {}).items():
+        if name in ctx:
+            raise ModuleDefError(f"module {name}: its template_vars would hide the template "
+                                 f"variable {name!r}; rename the module")
+        ctx[name] = value
     return {k: taint(v) for k, v in ctx.items()}
 
 
@@ -366,11 +384,11 @@ def _template_entries(req: BuildRequest, active: list[ModuleDef], target: Resolv
 
     tdir = req.templates_dir or data_dir("templates")
     init_scripts = sorted(t.dest for m in active for t in m.templates
-                          if PurePosixPath(t.dest).parent == INIT_D)
+                          if PurePosixPath(t.dest).parent == PurePosixPath(layout.INIT_D))
     ctx = template_context(req.config, target, kver=req.kver, arch=req.arch,
                            found_binaries=acc.found, init_scripts=init_scripts,
                            modules=[m.name for m in active], kernel_modules=kmod_names,
-                           timeout=req.timeout, rootfs=rootfs)
+                           timeout=req.timeout, rootfs=rootfs, module_vars=acc.template_vars)
     out = []
     for m in active:
         env = environment([m.directory, tdir], bytecode_cache)
