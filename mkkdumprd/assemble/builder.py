@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from mkkdumprd import __version__
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.image import layout
 from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 # they run: `mkkdumprd build` on an up-to-date image needs only BuildRequest from here.
 
 DEFAULT_TIMEOUT = 90
-INIT_D = PurePosixPath("/lib/kdump/init.d")
-MOUNT_POINT = "/kdumproot"
 
 
 @dataclass(frozen=True)
@@ -118,6 +117,8 @@ class Collected:
     binaries: tuple[str, ...]               # their paths
     kernel_modules: tuple[str, ...]         # in load order
     warnings: tuple[str, ...]
+    # module name → the frozen settings its template_vars hook gave (network, nfs, ssh)
+    template_vars: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class _Acc:
     found: list[str] = field(default_factory=list)                          # binary names
     kmods: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    template_vars: dict[str, object] = field(default_factory=dict)          # name → settings
 
 
 def build_image(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
@@ -213,7 +215,8 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
     kmod_names = _kernel_modules(req, acc, index, spec)
     return Collected(spec=spec, found=tuple(acc.found),
                      binaries=tuple(str(p) for paths in acc.binaries.values() for p in paths),
-                     kernel_modules=kmod_names, warnings=tuple(acc.warnings))
+                     kernel_modules=kmod_names, warnings=tuple(acc.warnings),
+                     template_vars=dict(acc.template_vars))
 
 
 def _run_hooks(req: BuildRequest, plan: Plan, m: ModuleDef, index: ModuleIndex,
@@ -231,6 +234,8 @@ def _run_hooks(req: BuildRequest, plan: Plan, m: ModuleDef, index: ModuleIndex,
         acc.kmods.extend(hooks.kernel_modules(ctx))
     if hooks.entries:
         acc.entries.extend(hooks.entries(ctx))
+    if hooks.template_vars:
+        acc.template_vars[_vars_name(m)] = _checked_vars(m, hooks.template_vars(ctx))
 
 
 # ---- 3. finish the spec --------------------------------------------------------------------
@@ -388,12 +393,31 @@ def _collector_warnings(config: KdumpConfig) -> list[str]:
     return []
 
 
+def _vars_name(m: ModuleDef) -> str:
+    """The name under which templates see a module's template_vars."""
+    return m.name.replace("-", "_")
+
+
+def _checked_vars(m: ModuleDef, value: object) -> object:
+    from mkkdumprd.assemble.moduledef import ModuleDefError
+
+    params = getattr(type(value), "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise ModuleDefError(f"{m.hooks_file}: template_vars must return a frozen dataclass, "
+                             f"not {type(value).__name__}")
+    return value
+
+
 def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, arch: str,
                      found_binaries: Sequence[str], init_scripts: Sequence[str],
                      modules: Sequence[str], kernel_modules: Sequence[str],
                      timeout: int = DEFAULT_TIMEOUT,
-                     rootfs: ResolvedTarget | None = None) -> dict[str, object]:
-    """Everything templates see. Every string is Tainted: it must be printed with shq."""
+                     rootfs: ResolvedTarget | None = None,
+                     module_vars: Mapping[str, object] | None = None) -> dict[str, object]:
+    """Everything templates see: the one channel into the capture shell. Every string is
+    Tainted (it must be printed with shq); paths in the image are `paths.<name>`
+    (image/layout.py); the modules' template_vars are `<module name>.<field>`."""
+    from mkkdumprd.assemble.moduledef import ModuleDefError
     from mkkdumprd.assemble.templates import taint
 
     fs, stream = collector_argv(config)
@@ -404,14 +428,7 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         "failure_action": config.failure_action.value,
         "final_action": config.final_action.value,
         "timeout": str(timeout),
-        "sysrq_trigger": "/proc/sysrq-trigger",
-        "vmcore": "/proc/vmcore",
-        "mnt": MOUNT_POINT,
-        "libdir": "/lib/kdump",
-        "hookdir": "/etc/kdump",
-        "cmdline": "/proc/cmdline",
-        "console": "/dev/console",
-        "moddir": "/lib/modules",
+        "paths": dict(layout.TEMPLATE_PATHS),
         "target": {
             "kind": target.kind.value,
             "device": target.device or "",
@@ -425,7 +442,6 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
             "fstype": (rootfs.fstype or "") if rootfs else "",
             "path": config.path,
         },
-        "sysroot": "/sysroot",
         "collector_fs": fs,
         "collector_stream": stream,
         "kdump_pre": config.kdump_pre or "",
@@ -436,6 +452,11 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         "modules": list(modules),
         "kernel_modules": list(kernel_modules),
     }
+    for name, value in (module_vars or {}).items():
+        if name in ctx:
+            raise ModuleDefError(f"module {name}: its template_vars would hide the template "
+                                 f"variable {name!r}; rename the module")
+        ctx[name] = value
     return {k: taint(v) for k, v in ctx.items()}
 
 
@@ -445,11 +466,12 @@ def _template_entries(req: BuildRequest, plan: Plan, collected: Collected,
 
     tdir = req.templates_dir or data_dir("templates")
     init_scripts = sorted(t.dest for m in plan.modules for t in m.templates
-                          if PurePosixPath(t.dest).parent == INIT_D)
+                          if PurePosixPath(t.dest).parent == PurePosixPath(layout.INIT_D))
     ctx = template_context(req.config, plan.target, kver=req.kver, arch=req.arch,
                            found_binaries=collected.found, init_scripts=init_scripts,
                            modules=plan.names, kernel_modules=collected.kernel_modules,
-                           timeout=req.timeout, rootfs=plan.rootfs)
+                           timeout=req.timeout, rootfs=plan.rootfs,
+                           module_vars=collected.template_vars)
     bytecode_cache = cache.templates()
     out = []
     for m in plan.modules:

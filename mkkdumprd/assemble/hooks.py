@@ -6,6 +6,9 @@ A hooks.py may define any of:
     def kernel_modules(ctx: BuildContext) -> list[str]     # computed kernel module names
     def check(ctx: BuildContext) -> list[str]              # build-time warnings; raise
                                                            # MkkdumprdError for errors
+    def template_vars(ctx: BuildContext) -> <a frozen dataclass>
+        # settings for the scripts: every template sees its fields, tainted, as
+        # `<module name with _ for ->.<field>` (the one channel into the capture shell)
 
 Hooks read the machine only through the two Hosts (mkkdumprd/host.py): ctx.sysroot, the
 root the image's files come from, and ctx.machine, the machine the image is for (/proc,
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from mkkdumprd.kmod.index import ModuleIndex
     from mkkdumprd.network.plan import NetworkPlan
 
-HOOK_NAMES = ("entries", "kernel_modules", "check")
+HOOK_NAMES = ("entries", "kernel_modules", "check", "template_vars")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Hooks:
     entries: Callable[[BuildContext], list[Entry]] | None = None
     kernel_modules: Callable[[BuildContext], list[str]] | None = None
     check: Callable[[BuildContext], list[str]] | None = None
+    template_vars: Callable[[BuildContext], object] | None = None
 
 
 def load_hooks(module: ModuleDef) -> Hooks:
@@ -86,6 +90,8 @@ def load_hooks(module: ModuleDef) -> Hooks:
         kernel_modules=cast("Callable[[BuildContext], list[str]] | None",
                             getattr(py, "kernel_modules", None)),
         check=cast("Callable[[BuildContext], list[str]] | None", getattr(py, "check", None)),
+        template_vars=cast("Callable[[BuildContext], object] | None",
+                           getattr(py, "template_vars", None)),
     )
 
 

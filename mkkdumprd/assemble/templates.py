@@ -1,14 +1,15 @@
 """Rendering /init and the dump scripts: jinja2 with StrictUndefined and shell quoting.
 
-Every value that comes from the configuration (paths, devices, collector arguments, hook
-paths) enters the template context as `Tainted`. Printing a Tainted value without the `shq`
-(one word) or `shargs` (a list of words) filter is a render error, so a path with spaces,
-quotes, `$(...)` or a newline can neither break the script nor run anything: the
-templates cannot forget to quote. Autoescape is off (this is shell, not HTML).
-"""
+This is the one channel from Python to the capture shell: every value a script needs
+(configuration, paths in the image, the network, nfs and ssh settings that hooks return as
+frozen dataclasses) enters the template context as `Tainted`. Printing a Tainted value
+without the `shq` (one word) or `shargs` (a list of words) filter is a render error, so a
+path with spaces, quotes, `$(...)` or a newline can neither break the script nor run
+anything: the templates cannot forget to quote. Autoescape is off (this is shell, not HTML)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -30,9 +31,12 @@ class TemplateRenderError(ShippedDataError):
 
 
 def taint(value: object) -> object:
-    """Mark every string inside `value` (recursively through lists, tuples and dicts)."""
+    """Mark every string inside `value` (recursively through lists, tuples, dicts and
+    dataclass instances, which become dicts of their fields)."""
     if isinstance(value, str):
         return Tainted(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: taint(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
         return type(value)(taint(v) for v in value)
     if isinstance(value, dict):

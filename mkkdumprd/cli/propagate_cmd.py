@@ -10,7 +10,6 @@ checking), create the dump path and warn when its free space is below this machi
 
 from __future__ import annotations
 
-import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -35,8 +34,8 @@ def install_command(public_key: str) -> str:
     key = public_key.strip()
     if "\n" in key or not key:
         raise UsageError("the public key must be one line")
-    grep = shlex.join(["grep", "-qxF", "--", key, ".ssh/authorized_keys"])
-    add = f"printf '%s\\n' {shlex.quote(key)} >>.ssh/authorized_keys"
+    grep = ssh_command.remote(["grep", "-qxF", "--", key, ".ssh/authorized_keys"])
+    add = ssh_command.remote(["printf", "%s\\n", key]) + " >>.ssh/authorized_keys"
     return (f"cd && umask 077 && mkdir -p .ssh && touch .ssh/authorized_keys && "
             f"{{ {grep} || {add}; }}")
 
@@ -115,7 +114,7 @@ def propagate(config_path: Path | None, port: int, ssh_opts: tuple[str, ...]) ->
     path = config.path
     check = " && ".join([ssh_command.mkdir_command(path),
                          ssh_command.remote(["df", "-Pk", "--", path])])
-    argv = ssh_command.ssh_argv(target, str(key), str(kh), check)
+    argv = [*ssh_command.ssh_argv(target, str(key), str(kh)), check]
     host = Host.this_machine()
     r = host.run(argv, None)
     if r.returncode != 0:

@@ -1,9 +1,10 @@
 """What the network, nfs and ssh modules put in the capture image, as data.
 
 The modules' hooks.py files are thin: they call these functions with what the build
-context holds. The capture scripts read their settings from small files of shell
-assignments (`KEY='value'`, every value quoted with shlex.quote) that these functions
-write, so no value from the host or the configuration is ever pasted into script code.
+context holds. The capture scripts' settings are frozen dataclasses (NetworkSettings,
+NfsSettings, SshSettings) that the hooks return from `template_vars`; the builder hands them
+to the templates as tainted values, so every one of them is printed with `| shq` and no
+value from the host or the configuration is ever pasted into script code.
 
 Stacks the capture kernel does not rebuild: bonds and bridges are configured as their
 first physical port that has a carrier at dump time, with the upper device's MAC, so the
@@ -12,13 +13,12 @@ address and the MAC neighbours know stay the same. VLANs are rebuilt on that por
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.image import layout
 from mkkdumprd.network import plan as plan_mod
 from mkkdumprd.network import ssh_command
 from mkkdumprd.network.interfaces import DevKind, NetDevice
@@ -27,21 +27,8 @@ from mkkdumprd.network.nfs_options import NfsMount, capture_mount, parse_export
 from mkkdumprd.network.plan import NetworkPlan
 from mkkdumprd.network.resolve import resolve_host
 
-NETWORK_ENV = "/lib/kdump/network.env"
-NFS_ENV = "/lib/kdump/nfs.env"
-SSH_ENV = "/lib/kdump/ssh.env"
-SSH_KEY = "/root/.ssh/kdump_id"
-SSH_KNOWN_HOSTS = "/root/.ssh/known_hosts"
 PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
 GROUP = "root:x:0:\n"
-
-
-def shell_env(values: Mapping[str, str]) -> str:
-    """`KEY=value` lines, each value one quoted shell word."""
-    for key in values:
-        if not key.isidentifier() or not key.isupper():
-            raise ValueError(f"bad shell variable name {key!r}")
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
 def target_host(kind: str, server: str) -> str:
@@ -96,8 +83,25 @@ def capture_link(device: NetDevice | None) -> CaptureLink:
     return CaptureLink(tuple(n.mac for n in nics if n.mac), lladdr, vlan_id, tuple(warnings))
 
 
-def network_env(p: NetworkPlan) -> tuple[str, list[str]]:
-    """(the text of NETWORK_ENV, build warnings)."""
+@dataclass(frozen=True)
+class NetworkSettings:
+    """What network.sh needs (dracut ip= semantics); "" where a setting does not apply."""
+
+    iparg: str          # the ip= argument, for the console
+    mode: str           # static, dhcp or auto6
+    iface: str          # the interface name --ip gave (when there are no MACs)
+    macs: str           # NICs to try, by MAC, space-separated
+    lladdr: str         # MAC to set on the NIC
+    vlan: str           # VLAN id to rebuild on the NIC
+    family: str         # 4 or 6
+    addr: str           # ADDR/PREFIX (static)
+    gw: str
+    mtu: str
+    target: str         # the dump server's address (for `ip route get`)
+
+
+def network_settings(p: NetworkPlan) -> tuple[NetworkSettings, list[str]]:
+    """(the settings of network.sh, build warnings)."""
     ip = p.ip
     if ip.mode is IpMode.DHCP6:
         raise UsageError(
@@ -105,21 +109,20 @@ def network_env(p: NetworkPlan) -> tuple[str, list[str]]:
             "static --ip [ADDR]::[GW]:PREFIX::IFACE:none or auto6"
         )
     link = capture_link(p.device)
-    env = {
-        "KDUMP_NET_IPARG": ip.to_dracut(),
-        "KDUMP_NET_MODE": "static" if ip.is_static else ip.mode.value,
-        "KDUMP_NET_IFACE": "" if link.macs else (ip.iface or ""),
-        "KDUMP_NET_MACS": " ".join(link.macs),
-        "KDUMP_NET_LLADDR": link.lladdr,
-        "KDUMP_NET_VLAN": "" if link.vlan_id is None else str(link.vlan_id),
-        "KDUMP_NET_FAMILY": str(ip.family),
-        "KDUMP_NET_ADDR": ip.cidr,
-        "KDUMP_NET_GW": "" if ip.gateway is None else str(ip.gateway),
-        "KDUMP_NET_MTU": "" if ip.mtu is None else str(ip.mtu),
-        "KDUMP_NET_TARGET": str(p.target.address),
-        "KDUMP_NET_TARGET_NAME": p.target.host,
-    }
-    return shell_env(env), list(link.warnings)
+    settings = NetworkSettings(
+        iparg=ip.to_dracut(),
+        mode="static" if ip.is_static else ip.mode.value,
+        iface="" if link.macs else (ip.iface or ""),
+        macs=" ".join(link.macs),
+        lladdr=link.lladdr,
+        vlan="" if link.vlan_id is None else str(link.vlan_id),
+        family=str(ip.family),
+        addr=ip.cidr,
+        gw="" if ip.gateway is None else str(ip.gateway),
+        mtu="" if ip.mtu is None else str(ip.mtu),
+        target=str(p.target.address),
+    )
+    return settings, list(link.warnings)
 
 
 def nic_modules(system: Host, p: NetworkPlan) -> list[str]:
@@ -182,18 +185,25 @@ def nfs_versions(m: NfsMount) -> tuple[str, ...]:
     return ("4.2", "4.1", "4.0")
 
 
-def nfs_env(m: NfsMount, p: NetworkPlan) -> str:
-    """The capture mount: the server's address resolved at build time goes into the source
-    (the kernel's mount needs an address; the image has no resolver for the kernel)."""
+@dataclass(frozen=True)
+class NfsSettings:
+    """The capture mount of the nfs target."""
+
+    source: str         # ADDRESS:/EXPORT as the kernel mounts it
+    server: str         # HOST:/EXPORT as the configuration names it
+    fstype: str
+    options: str
+    versions: str       # NFS versions to try in turn, space-separated ("" = pinned)
+
+
+def nfs_settings(m: NfsMount, p: NetworkPlan) -> NfsSettings:
+    """The server's address resolved at build time goes into the source (the kernel's
+    mount needs an address; the image has no resolver for the kernel)."""
     addr = p.target.address
     host = f"[{addr}]" if addr.version == 6 else str(addr)
-    return shell_env({
-        "KDUMP_NFS_SOURCE": f"{host}:{m.export.export}",
-        "KDUMP_NFS_SERVER": m.export.spec,
-        "KDUMP_NFS_FSTYPE": m.fstype,
-        "KDUMP_NFS_OPTIONS": m.option_string,
-        "KDUMP_NFS_VERSIONS": " ".join(nfs_versions(m)),
-    })
+    return NfsSettings(source=f"{host}:{m.export.export}", server=m.export.spec,
+                       fstype=m.fstype, options=m.option_string,
+                       versions=" ".join(nfs_versions(m)))
 
 
 # -- ssh ------------------------------------------------------------------------------------
@@ -264,16 +274,21 @@ def host_key_lines(system: Host, target: ssh_command.SshTarget) -> list[str]:
     return [ssh_command.known_hosts_line(target.host, target.port, k) for k in keys]
 
 
-def ssh_env(target: ssh_command.SshTarget, ssh_binary: str, path: str) -> str:
-    """Settings for the ssh dump. The remote directory is `<path>/<ip>-<date>`: the path
-    is quoted for the remote shell here, the suffix (digits, '.', ':', '-') is appended
-    by the script."""
-    return shell_env({
-        "KDUMP_SSH": ssh_binary,
-        "KDUMP_SSH_DEST": target.destination,
-        "KDUMP_SSH_PORT": str(target.port),
-        "KDUMP_SSH_KEY": SSH_KEY,
-        "KDUMP_SSH_KNOWN_HOSTS": SSH_KNOWN_HOSTS,
-        "KDUMP_SSH_PATH": path,
-        "KDUMP_SSH_RPATH": ssh_command.remote_dir_prefix(path),
-    })
+@dataclass(frozen=True)
+class SshSettings:
+    """The ssh dump. The remote directory is `<path>/<ip>-<date>`: the path is quoted for
+    the remote shell here (remote_prefix), the name is checked and appended by the script,
+    which sets the remote "$d" the commands use to the result."""
+
+    argv: tuple[str, ...]   # ssh with its strict options and the destination
+    destination: str        # USER@HOST, for messages
+    path: str               # the dump path, for messages
+    remote_prefix: str      # `path/` quoted for the remote shell
+    commands: ssh_command.DumpCommands
+
+
+def ssh_settings(target: ssh_command.SshTarget, path: str) -> SshSettings:
+    argv = ssh_command.ssh_argv(target, layout.SSH_KEY, layout.SSH_KNOWN_HOSTS)
+    return SshSettings(argv=tuple(argv), destination=target.destination, path=path,
+                       remote_prefix=ssh_command.remote_dir_prefix(path),
+                       commands=ssh_command.dump_commands())

@@ -1,20 +1,29 @@
-"""ssh/scp command lines for dumps and for `propagate`, as argv lists (never strings).
+"""The one ssh command line, as an argv list (never a string), and the remote commands:
+for the capture image's dump (rendered into target.sh through the template context), for
+`propagate` and for the build's login check.
 
 Values the user controls (paths, user, host) reach two shells: the local one that runs
 ssh, which the argv form keeps out of, and the remote login shell, which gets ssh's
 command words joined by spaces. Remote commands are therefore built here from word lists
-with shlex.quote, and user/host are validated so they can never be taken for options.
-Host keys are always checked (BatchMode=yes, StrictHostKeyChecking=yes).
+with quoting.shell_word (remote()), and user/host are validated so they can never be taken for
+options. Host keys are always checked (BatchMode=yes, StrictHostKeyChecking=yes).
+
+Two values are known only at dump time, and the dump commands name them as remote
+variables that the capture script sets first (kdump_ssh in target-ssh.sh.j2): the dump
+directory as "$d", from the build-time quoted path (remote_dir_prefix()) and the
+`<ip>-<date>` name it has checked, and the number of bytes it sent as "$n", which it has
+checked to be digits only.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mkkdumprd.errors import UsageError
+from mkkdumprd.quoting import shell_word
 
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}\$?$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
@@ -29,18 +38,9 @@ class SshTarget:
     port: int = DEFAULT_PORT
 
     @property
-    def is_ipv6(self) -> bool:
-        return ":" in self.host
-
-    @property
     def destination(self) -> str:
         """`user@host` as ssh takes it (ssh wants IPv6 unbracketed)."""
         return f"{self.user}@{self.host}"
-
-    def scp_location(self, path: str) -> str:
-        """`user@host:path` for scp, IPv6 in brackets so its colons are not the separator."""
-        host = f"[{self.host}]" if self.is_ipv6 else self.host
-        return f"{self.user}@{host}:{path}"
 
 
 def _valid_host(host: str) -> bool:
@@ -82,36 +82,88 @@ def ssh_options(key: str, known_hosts: str, port: int = DEFAULT_PORT,
     ]
 
 
-def remote(*commands: list[str] | tuple[str, ...]) -> str:
+@dataclass(frozen=True)
+class InDir:
+    """A remote command word made of the dump directory: prefix + "$d" + suffix."""
+
+    prefix: str = ""
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class SentBytes:
+    """A remote command word: the number of bytes the capture side sent, "$n"."""
+
+
+@dataclass(frozen=True)
+class SizeOf:
+    """A remote command word: the size in bytes of a file in the dump directory."""
+
+    path: InDir
+
+
+Word = str | InDir | SentBytes | SizeOf
+
+
+def _in_dir(w: InDir) -> str:
+    return "".join([shell_word(w.prefix) if w.prefix else "", '"$d"',
+                    shell_word(w.suffix) if w.suffix else ""])
+
+
+def _word(w: Word) -> str:
+    if isinstance(w, str):
+        return shell_word(w)
+    if isinstance(w, InDir):
+        return _in_dir(w)
+    if isinstance(w, SentBytes):
+        return '"$n"'
+    return f'"$(wc -c <{_in_dir(w.path)})"'
+
+
+def remote(*commands: Sequence[Word]) -> str:
     """One remote shell command line: each command's words quoted, commands joined by &&."""
-    return " && ".join(shlex.join(c) for c in commands)
+    return " && ".join(" ".join(_word(w) for w in c) for c in commands)
 
 
-def ssh_argv(target: SshTarget, key: str, known_hosts: str, remote_command: str,
-             *, ssh: str = "ssh", connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
-    """argv for running `remote_command` (from remote()) on the target."""
+def ssh_argv(target: SshTarget, key: str, known_hosts: str, *, ssh: str = "ssh",
+             connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
+    """argv up to the destination; the caller appends one remote command (from remote())."""
     return [ssh, *ssh_options(key, known_hosts, target.port, connect_timeout),
-            target.destination, remote_command]
+            target.destination]
 
 
-def scp_argv(target: SshTarget, key: str, known_hosts: str, local: str, remote_path: str,
-             *, scp: str = "scp", connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> list[str]:
-    opts = ssh_options(key, known_hosts, target.port, connect_timeout)
-    opts[opts.index("-p")] = "-P"      # scp's port flag is -P
-    return [scp, *opts, "--", local, target.scp_location(remote_path)]
-
-
-def mkdir_command(directory: str) -> str:
+def mkdir_command(directory: Word) -> str:
     return remote(["mkdir", "-p", "--", directory])
 
 
-def receive_command(dest: str) -> str:
-    """Remote side of `collector | ssh`: only the owner may read the dump."""
-    return f"umask 0077 && {shlex.join(['dd', 'bs=512', 'of=' + dest])}"
+@dataclass(frozen=True)
+class DumpCommands:
+    """The remote side of the capture image's ssh dump, in the directory "$d"."""
+
+    mkdir: str
+    send_dmesg: str      # stdin → vmcore-dmesg-incomplete.txt
+    keep_dmesg: str      # ... renamed to vmcore-dmesg.txt
+    send_vmcore: str     # stdin (the flattened collector stream) → vmcore-incomplete, flushed
+    keep_vmcore: str     # ... renamed to vmcore.flat if it holds all "$n" bytes sent
 
 
-def rename_command(src: str, dest: str) -> str:
-    return remote(["mv", "-f", "--", src, dest])
+def dump_commands() -> DumpCommands:
+    # only the owner may read the dump; dd's record counts are not worth a console line
+    umask = ["umask", "0077"]
+    quiet = " 2>/dev/null"
+    dmesg, vmcore = "/vmcore-dmesg-incomplete.txt", "/vmcore-incomplete"
+    return DumpCommands(
+        mkdir=mkdir_command(InDir()),
+        send_dmesg=remote(umask, ["dd", InDir("of=", dmesg)]) + quiet,
+        keep_dmesg=remote(["mv", "-f", "--", InDir(suffix=dmesg),
+                           InDir(suffix="/vmcore-dmesg.txt")]),
+        # conv=fsync: dd's status covers the flush to the remote disk, before the rename
+        send_vmcore=remote(umask, ["dd", "bs=512", InDir("of=", vmcore), "conv=fsync"]) + quiet,
+        # a cut stream (a lost connection, a full remote disk) never becomes vmcore.flat
+        keep_vmcore=remote(["test", SizeOf(InDir(suffix=vmcore)), "-eq", SentBytes()],
+                           ["mv", "-f", "--", InDir(suffix=vmcore),
+                            InDir(suffix="/vmcore.flat")]),
+    )
 
 
 def known_hosts_line(host: str, port: int, public_key: str) -> str:
@@ -131,4 +183,4 @@ def known_hosts_line(host: str, port: int, public_key: str) -> str:
 def remote_dir_prefix(path: str) -> str:
     """`path/` quoted for the remote shell, so a script can append a safe runtime suffix
     (an address and a date) without quoting it again: `'/var/my crash/'10.0.2.15-...`."""
-    return shlex.quote(path.rstrip("/") + "/")
+    return shell_word(path.rstrip("/") + "/")

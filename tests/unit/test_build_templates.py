@@ -1,8 +1,12 @@
-"""The generated /init and dump scripts: quoting enforced, syntax valid, and the dump flow
-run for real (busybox sh and the system sh) against fake tools in a temp directory.
+"""The generated /init and dump scripts: quoting enforced, syntax valid, shellcheck clean,
+and the dump flow run for real (busybox sh and the system sh) against fake tools in a temp
+directory.
 
-Hostile configuration values (spaces, quotes, $(...), backticks, ;, newlines) must reach
-the tools as the exact same bytes and run nothing.
+Hostile values (spaces, quotes, $(...), backticks, ;, newlines, globs, leading dashes) in
+every value of the template context, the settings of the network, nfs and ssh modules and
+the paths in the image included, must reach the tools as the exact same bytes and run
+nothing. Scripts are rendered with every image path moved under a test root
+(`_paths`), so they run here and source each other as in the image.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from mkkdumprd.assemble.templates import (
     taint,
 )
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
+from mkkdumprd.image import layout
+from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
+from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.resources import data_dir
+from tests.support import shellcheck
 
 TEMPLATES = data_dir("templates")
 SHELLS = [s for s in ("/bin/sh", "/bin/busybox") if Path(s).exists()]
@@ -120,51 +128,186 @@ def _local_target(device: str = "UUID=1234", path: str = "/var/crash",
     return ResolvedTarget(TargetKind.LOCAL, device, fstype, path)
 
 
+NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12:34:56",
+                          lladdr="", vlan="", family="4", addr="", gw="", mtu="",
+                          target="10.0.2.100")
+NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
+                  options="defaults", versions="4.2 4.1 4.0")
+SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
+                  path="/var/crash", remote_prefix="/var/crash/", commands=dump_commands())
+
+
+def _paths(root: Path | None = None, **override: str) -> dict[str, str]:
+    """The image's paths (image/layout.py), under `root` when given; the console stays the
+    terminal it is (tests that run /init's stages replace it with /dev/null)."""
+    prefix = "" if root is None else str(root)
+    return {**{k: prefix + v for k, v in layout.TEMPLATE_PATHS.items()},
+            "console": layout.CONSOLE, **override}
+
+
 def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
-             **override: object) -> dict[str, object]:
+             paths: Mapping[str, str] | None = None, **override: object) -> dict[str, object]:
+    p = dict(paths or _paths())
     ctx = template_context(config, target, kver="6.1.0-test", arch="x86_64",
                            found_binaries=["makedumpfile", *(["vmcore-dmesg"] if dmesg else [])],
-                           init_scripts=["/lib/kdump/init.d/20-modules.sh",
-                                         "/lib/kdump/init.d/90-kdump.sh"],
+                           init_scripts=[p["modules_sh"], p["kdump_sh"]],
                            modules=["base", "kdump"], kernel_modules=["virtio_blk"],
-                           timeout=3)
-    ctx.update({k: taint(v) for k, v in override.items()})
+                           timeout=3,
+                           module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH})
+    ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
 
+# Every template but the dump targets', by the path it is rendered to.
 SCRIPTS = {
     "init.sh.j2": "init",
-    "lib.sh.j2": "lib.sh",
-    "modules.sh.j2": "init.d/20-modules.sh",
-    "kdump.sh.j2": "init.d/90-kdump.sh",
-    "collector.sh.j2": "collector.sh",
-    "rootfs.sh.j2": "rootfs.sh",
+    "lib.sh.j2": "lib_sh",
+    "modules.sh.j2": "modules_sh",
+    "kdump.sh.j2": "kdump_sh",
+    "collector.sh.j2": "collector_sh",
+    "rootfs.sh.j2": "rootfs_sh",
+    "net-lib.sh.j2": "network_sh",
+    "net-udhcpc.sh.j2": "udhcpc_sh",
 }
+TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
+           "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
 
 
-def _render_all(ctx: Mapping[str, object], libdir: Path, target_template: str) -> None:
+# shellcheck's guesses that a literal is a typo: a hostile value is such a literal on
+# purpose, single-quoted. SC2016: `$(...)` inside single quotes; SC2288/SC2289: a command
+# name (kdump_pre, the collector) ending in a quote or holding a newline.
+HOSTILE_LINTS = ("SC2016", "SC2288", "SC2289")
+
+
+def _holds_hostile(value: object) -> bool:
+    if isinstance(value, str):
+        return any(c in value for c in ("$(", "`", "'", '"', "\n"))
+    if isinstance(value, (list, tuple)):
+        return any(_holds_hostile(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_hostile(v) for v in value.values())
+    return False
+
+
+def _render_all(ctx: Mapping[str, object], root: Path, target_template: str) -> list[Path]:
+    """Every script of an image at its path under `root` (the paths in ctx are below it);
+    shellcheck must pass over all of them (but for HOSTILE_LINTS where a value is hostile)."""
     env = _env()
-    for src, dest in {**SCRIPTS, target_template: "target.sh"}.items():
-        out = libdir / dest
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render(env, src, ctx))
+    paths = ctx["paths"]
+    assert isinstance(paths, dict)
+    out = []
+    for src, name in {**SCRIPTS, target_template: "target_sh"}.items():
+        f = Path(paths[name])
+        assert f.is_relative_to(root), f"{name} is not under the test root"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(render(env, src, ctx))
+        out.append(f)
+    shellcheck.assert_clean(out, root, HOSTILE_LINTS if _holds_hostile(dict(ctx)) else ())
+    return out
 
 
-@pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("target_template", ["target-local.sh.j2", "target-raw.sh.j2"])
-def test_rendered_scripts_pass_sh_n_with_hostile_values(tmp_path: Path, shell: str,
-                                                        target_template: str) -> None:
-    config = _config(kdump_pre=HOSTILE, kdump_post=HOSTILE,
-                     core_collector=("makedumpfile", "-d", "31", HOSTILE))
-    ctx = _context(config, _local_target(device=HOSTILE, path="/" + HOSTILE, fstype=HOSTILE))
-    _render_all(ctx, tmp_path, target_template)
-    for f in sorted(tmp_path.rglob("*")):
-        if f.is_file():
-            argv = [shell, "sh", "-n", str(f)] if shell.endswith("busybox") else \
-                [shell, "-n", str(f)]
-            r = subprocess.run(argv, capture_output=True, text=True)
-            assert r.returncode == 0, f"{f.name}: {r.stderr}"
-    assert not list(tmp_path.rglob("PWNED*"))
+# ---- every template with hostile values -----------------------------------------------
+
+HOSTILE_VALUES = {
+    # leading dashes, then quotes, $(...), backticks, ;, \\, $HOME, globs, a newline
+    "everything": "-n -e --version " + HOSTILE + " ? [a-z]* ~root /*",
+    "quotes": "'\"''\"\"'",
+    "newlines": "\n\nfirst\n\n",
+}
+NET_VARS = ("IPARG", "MODE", "IFACE", "MACS", "LLADDR", "VLAN", "FAMILY", "ADDR", "GW", "MTU",
+            "TARGET")
+
+
+def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object]:
+    """Every string of the template context is `value`, every image path is below `root`."""
+    config = _config(kdump_pre=value, kdump_post=value,
+                     core_collector=("makedumpfile", "-d", "31", value))
+    target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value)
+    network = NetworkSettings(**dict.fromkeys(NetworkSettings.__dataclass_fields__, value))
+    nfs = NfsSettings(**dict.fromkeys(NfsSettings.__dataclass_fields__, value))
+    ssh = SshSettings(argv=(str(fake_ssh), value, "-o", value, "--", value),
+                      destination=value, path=value, remote_prefix=value,
+                      commands=DumpCommands(**dict.fromkeys(DumpCommands.__dataclass_fields__,
+                                                            value)))
+    return _context(config, target, paths=_paths(root),
+                    version=value, kver=value, arch=value, timeout=value,
+                    failure_action=value, final_action=value,
+                    rootfs={"device": value, "fstype": value, "path": value},
+                    network=network, nfs=nfs, ssh=ssh)
+
+
+def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
+    """The variables the sourced scripts set, and to what."""
+    out = {
+        "KDUMP_VERSION": value, "KDUMP_KVER": value, "KDUMP_TIMEOUT": value,
+        "KDUMP_FAILURE_ACTION": value, "KDUMP_FINAL_ACTION": value,
+        "KDUMP_SYSRQ": p["sysrq_trigger"], "KDUMP_VMCORE": p["vmcore"],
+        "KDUMP_ROOT_DEV": value, "KDUMP_ROOT_FSTYPE": value, "KDUMP_ROOT_PATH": value,
+        "KDUMP_SYSROOT": p["sysroot"],
+    }
+    if kind in ("local", "raw"):
+        out["KDUMP_TARGET"] = value
+    if kind == "local":
+        out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
+    if kind in ("nfs", "ssh"):
+        out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
+    if kind == "nfs":
+        out |= {f"KDUMP_NFS_{n}": value for n in ("SOURCE", "SERVER", "FSTYPE", "OPTIONS",
+                                                  "VERSIONS")}
+        out |= {"KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
+    if kind == "ssh":
+        out |= {f"KDUMP_SSH_{n}": value for n in ("DEST", "PATH", "RPATH", "MKDIR", "SEND_DMESG",
+                                                 "KEEP_DMESG", "SEND_VMCORE", "KEEP_VMCORE")}
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_VALUES))
+def test_every_template_with_hostile_values(tmp_path: Path, name: str) -> None:
+    """Each of templates/*.j2 rendered with one hostile value in every context string and
+    every image path: `sh -n` and shellcheck pass, and sourcing the scripts in a real shell
+    sets each variable to the value's exact bytes, with nothing executed."""
+    value = HOSTILE_VALUES[name]
+    assert {p.name for p in TEMPLATES.glob("*.j2")} == {*SCRIPTS, *TARGETS.values()}
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake_ssh = bindir / "ssh"
+    fake_ssh.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done >"$SSH_LOG"\n')
+    fake_ssh.chmod(0o755)
+    # The root itself is hostile too: every path in the image is printed with shq. One root
+    # for the four targets: the scripts they share are rendered the same and checked once.
+    root = tmp_path / f"root {value.replace('/', '_')}"
+    for kind, template in TARGETS.items():
+        ctx = _hostile_context(value, root, fake_ssh)
+        files = _render_all(ctx, root, template)
+        for f in files:
+            for shell in SHELLS:
+                argv = [shell, "sh", "-n", str(f)] if shell.endswith("busybox") else \
+                    [shell, "-n", str(f)]
+                r = subprocess.run(argv, capture_output=True, text=True)
+                assert r.returncode == 0, f"{shell}: {f.name}: {r.stderr}"
+        p = _paths(root)
+        want = _expected(kind, value, p)
+        driver = "".join(f". {shq(p[n])}\n" for n in ("lib_sh", "collector_sh", "rootfs_sh",
+                                                       "target_sh"))
+        driver += "".join(f'printf "%s\\0" "${v}"\n' for v in want)
+        if kind == "ssh":
+            driver += f"kdump_ssh {shq(value)}\n"
+        log = tmp_path / "ssh.log"
+        for shell in SHELLS:
+            argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+            r = subprocess.run([*argv, "-c", driver], capture_output=True, cwd=tmp_path,
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                    "SSH_LOG": str(log)})
+            assert r.returncode == 0, r.stderr.decode()
+            got = r.stdout.decode().split("\0")[:-1]
+            assert dict(zip(want, got, strict=True)) == want, f"{kind} under {shell}"
+            if kind == "ssh":
+                # the argv words from network/ssh_command.py, then the remote command, after
+                # the assignments of the dump directory and the byte count (empty: nothing
+                # has run)
+                logged = log.read_bytes().decode().split("\0")[:-1]
+                assert logged == [value, "-o", value, "--", value, f"d= && n= && {value}"]
+    assert not list(tmp_path.rglob("PWNED*")), "a hostile value was executed"
 
 
 # ---- running the dump flow against fakes ----------------------------------------------
@@ -197,8 +340,8 @@ reboot() { echo "ACTION reboot $*" >>"$LOG"; exit 0; }
 poweroff() { echo "ACTION poweroff $*" >>"$LOG"; exit 0; }
 halt() { echo "ACTION halt $*" >>"$LOG"; exit 0; }
 sh() { echo "ACTION shell $*" >>"$LOG"; }
-. "$LIBDIR/lib.sh"
-. "$LIBDIR/init.d/90-kdump.sh"
+. "$LIB_SH"
+. "$KDUMP_SH"
 echo "DRIVER: kdump_main returned" >>"$LOG"
 """
 
@@ -235,22 +378,21 @@ def _fake_wrappers(bindir: Path, names: Iterable[str]) -> str:
 
 def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedTarget,
               target_template: str = "target-local.sh.j2", env: Mapping[str, str] = (),
-              premade: bool = False, **override: object) -> Run:
+              paths: Mapping[str, str] = (), premade: bool = False,
+              **override: object) -> Run:
+    """`premade`: the test has laid out the mount point's contents already."""
     root = tmp_path / "run"
-    libdir, bindir, mnt = root / "lib", root / "bin", root / "mnt"
-    for d in (libdir, bindir, mnt):
+    p = _paths(root, console="/dev/null", **dict(paths))
+    bindir, mnt = root / "bin", Path(p["mount_point"])
+    for d in (bindir, mnt):
         d.mkdir(parents=True, exist_ok=premade)
-    vmcore = root / "proc-vmcore"
+    vmcore = Path(p["vmcore"])
+    vmcore.parent.mkdir(parents=True, exist_ok=premade)
     vmcore.write_text("core")
-    sysrq = root / "sysrq-trigger"
+    sysrq = Path(p["sysrq_trigger"])
     log = root / "log"
-    values: dict[str, object] = {
-        "libdir": str(libdir), "mnt": str(mnt), "vmcore": str(vmcore),
-        "sysrq_trigger": str(sysrq), "moddir": str(root / "modules"),
-        "cmdline": str(root / "no-cmdline"), "console": "/dev/null",
-        "hookdir": str(root / "no-hooks"), **override}
-    ctx = _context(config, target, **values)
-    _render_all(ctx, libdir, target_template)
+    ctx = _context(config, target, paths=p, **override)
+    _render_all(ctx, root, target_template)
     for name, body in FAKES.items():
         f = bindir / name
         # One write per line: the two sides of a pipeline log at the same time.
@@ -259,8 +401,8 @@ def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedT
         f.chmod(0o755)
     (root / "driver.sh").write_text(_fake_wrappers(bindir, FAKES) + DRIVER)
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
-    full_env = {"PATH": f"{bindir}:/usr/bin:/bin", "LOG": str(log), "LIBDIR": str(libdir),
-                "HOME": str(root), **dict(env)}
+    full_env = {"PATH": f"{bindir}:/usr/bin:/bin", "LOG": str(log), "LIB_SH": p["lib_sh"],
+                "KDUMP_SH": p["kdump_sh"], "HOME": str(root), **dict(env)}
     r = subprocess.run([*argv, str(root / "driver.sh")], cwd=root, env=full_env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -296,7 +438,7 @@ def test_local_dump_with_hostile_values(tmp_path: Path, shell: str, blockdev: Pa
     assert stat.S_IMODE((dump / "vmcore-dmesg.txt").stat().st_mode) == 0o600
     # The exact words reached the tools: -F dropped for a file target, hostile arg intact.
     assert f"findfs:[UUID={HOSTILE}]" in run.log
-    assert (f"makedumpfile:[-l][--message-level][7][-d][31][{HOSTILE}][{run.root}/proc-vmcore]"
+    assert (f"makedumpfile:[-l][--message-level][7][-d][31][{HOSTILE}][{run.root}/proc/vmcore]"
             f"[{dump}/vmcore-incomplete]") in run.log
     assert f"mount:[-t][ext4][-o][rw][{blockdev}][{run.mnt}]" in run.log
     lines = run.log.splitlines()
@@ -327,7 +469,7 @@ def test_kdump_timeout_on_the_command_line_overrides(tmp_path: Path, shell: str)
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("console=ttyS0 kdump.timeout=x7 reset_devices kdump.timeout=12 *\n")
     run = _run_flow(tmp_path, shell, _config(), _local_target(device="/nonexistent/dev"),
-                    cmdline=str(cmdline))
+                    paths={"cmdline": str(cmdline)})
     assert "kdump: warning: ignoring kdump.timeout=x7: not a number of seconds" in run.out
     assert "waiting for /nonexistent/dev (10/12 s)" in run.out
     assert "did not appear within 12 s" in run.out
@@ -410,7 +552,7 @@ def test_raw_dump_to_block_node(tmp_path: Path, shell: str, blockdev: Path) -> N
         FAKES.clear()
         FAKES.update(fakes)
     assert out.read_bytes() == b"makedumpfile\0\0\0\0FLATDATA"
-    assert f"makedumpfile:[-F][-l][-d][31][{run.root}/proc-vmcore]" in run.log
+    assert f"makedumpfile:[-F][-l][-d][31][{run.root}/proc/vmcore]" in run.log
     assert f"dd:[of={blockdev}][bs=512][conv=fsync]" in run.log
     assert "vmcore-dmesg" not in run.log  # none on raw, as Fedora
     assert "kdump: dump saved to " in run.out
@@ -420,13 +562,12 @@ def test_raw_dump_to_block_node(tmp_path: Path, shell: str, blockdev: Path) -> N
 @pytest.mark.parametrize("shell", SHELLS)
 def test_module_loading_reports_failures(tmp_path: Path, shell: str) -> None:
     root = tmp_path / "m"
-    moddir = root / "modules"
-    kdir = moddir / "6.1.0-test"
+    p = _paths(root)
+    kdir = Path(p["moddir"]) / "6.1.0-test"
     kdir.mkdir(parents=True)
     (kdir / "modules.load").write_text("kernel/a.ko\nkernel/bad.ko\n\nkernel/c.ko\n")
-    libdir = root / "lib"
-    ctx = _context(_config(), _local_target(), libdir=str(libdir), moddir=str(moddir))
-    _render_all(ctx, libdir, "target-local.sh.j2")
+    ctx = _context(_config(), _local_target(), paths=p)
+    _render_all(ctx, root, "target-local.sh.j2")
     bindir = root / "bin"
     bindir.mkdir()
     for name in ("insmod", "uname"):
@@ -435,7 +576,7 @@ def test_module_loading_reports_failures(tmp_path: Path, shell: str) -> None:
         (bindir / name).chmod(0o755)
     log = root / "log"
     script = (_fake_wrappers(bindir, ("insmod", "uname"))
-              + f'. "{libdir}/lib.sh"\n. "{libdir}/init.d/20-modules.sh"\n')
+              + f'. {shq(p["lib_sh"])}\n. {shq(p["modules_sh"])}\n')
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
     r = subprocess.run([*argv, "-c", script], env={"PATH": f"{bindir}:/usr/bin:/bin",
                                                    "LOG": str(log)},
@@ -475,7 +616,7 @@ def test_dump_to_rootfs_after_a_failed_target(tmp_path: Path, shell: str,
         run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
                         modules=["base", "kdump", "dump-to-rootfs"],
                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
-                        sysroot=str(tmp_path / "sysroot"))
+                        paths={"sysroot": str(tmp_path / "sysroot")})
     finally:
         FAKES.clear()
         FAKES.update(saved)
@@ -516,12 +657,145 @@ def test_pre_d_and_post_d_run_in_fedora_order(tmp_path: Path, shell: str,
     post = _hook(tmp_path, "post", 'echo "KDUMP_POST [$1]" >>"$LOG"')
     config = _config(kdump_pre=pre, kdump_post=post)
     run = _run_flow(tmp_path, shell, config, _local_target(), env={"FAKE_DEV": str(blockdev)},
-                    hookdir=str(hookdir))
+                    paths={"pre_d": str(hookdir / "pre.d"), "post_d": str(hookdir / "post.d")})
     ours = [x for x in run.log.splitlines() if x.isupper() or x.startswith(("PRE", "POST",
                                                                             "KDUMP"))]
     assert ours == ["KDUMP_PRE", "PRE.D first", "PRE.D fails", "POST.D [0]", "KDUMP_POST [0]"]
     assert "pre.d/20-fails exited with status 4" in run.out
     assert "kdump: dump saved to" in run.out
+
+
+# ---- ssh: the remote side, run as sshd runs it -----------------------------------------
+
+# The fake ssh logs each remote command line, then runs it the way sshd does: the login
+# shell gets the command line as one string.
+FAKE_SSH = """#!/bin/sh
+for a in "$@"; do last=$a; done
+printf '%s\\n' "$last" >>"$REMOTE_LOG"
+cd "$REMOTE_HOME" || exit 255
+"""
+RUN_REMOTE = 'PATH=/usr/bin:/bin exec sh -c "$last"'
+
+
+@dataclass
+class SshRun:
+    out: str
+    dump: Path          # the remote dump directory
+    remote_log: str     # the remote command lines, one a line
+
+
+def _ssh_dump(tmp_path: Path, shell: str, remote_path: str,
+              run_remote: str = RUN_REMOTE) -> SshRun:
+    """target-ssh.sh's target_prepare and target_dump against the fake ssh, which ends with
+    `run_remote` (it has the remote command line in $last)."""
+    root = tmp_path / "run"
+    p = _paths(root, console="/dev/null")
+    bindir = root / "bin"
+    bindir.mkdir(parents=True)
+    Path(p["vmcore"]).parent.mkdir(parents=True)
+    Path(p["vmcore"]).write_text("core")
+    fake_ssh = bindir / "ssh"
+    fake_ssh.write_text(FAKE_SSH + run_remote + "\n")
+    fake_ssh.chmod(0o755)
+    ssh = SshSettings(argv=(str(fake_ssh), "-p", "22", "root@10.0.2.100"),
+                      destination="root@10.0.2.100", path=remote_path,
+                      remote_prefix=remote_dir_prefix(remote_path), commands=dump_commands())
+    ctx = _context(_config(), _local_target(), paths=p, ssh=ssh)
+    _render_all(ctx, root, "target-ssh.sh.j2")
+    fakes = ("date", "vmcore-dmesg", "makedumpfile", "sync")
+    for name in fakes:
+        (bindir / name).write_text('#!/bin/sh\nlog() { :; }\n' + FAKES[name] + "\n")
+        (bindir / name).chmod(0o755)
+    driver = (_fake_wrappers(bindir, fakes)
+              + "".join(f". {shq(p[n])}\n" for n in ("lib_sh", "collector_sh", "target_sh"))
+              + "kdump_net_up() { KDUMP_NET_LOCAL_IP=10.0.2.15; }\n"
+              + 'if target_prepare && target_dump; then echo "SAVED $KDUMP_SAVED"; '
+              + 'else echo "FAILED $KDUMP_REASON"; fi\n')
+    argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    remote_home, remote_log = tmp_path / "remote", tmp_path / "remote.log"
+    remote_home.mkdir(exist_ok=True)
+    r = subprocess.run([*argv, "-c", driver], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path),
+                            "REMOTE_HOME": str(remote_home), "REMOTE_LOG": str(remote_log)},
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not list(tmp_path.rglob("PWNED*"))
+    return SshRun(r.stdout + r.stderr, Path(remote_path) / f"10.0.2.15-{DATE}",
+                  remote_log.read_text())
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ssh_dump_through_a_remote_shell(tmp_path: Path, shell: str) -> None:
+    """target-ssh.sh's remote commands with a hostile dump path: the files land in it,
+    nothing runs, and only the owner may read them. The vmcore is flushed by the remote dd
+    and renamed only once the remote file holds every byte sent."""
+    remote_path = str(tmp_path / "remote" / HOSTILE)
+    run = _ssh_dump(tmp_path, shell, remote_path)
+    dump = run.dump
+    assert (dump / "vmcore.flat").read_bytes() == b"makedumpfile\0\0\0\0FLATDATA"
+    assert (dump / "vmcore-dmesg.txt").read_text() == "fake dmesg: sysrq triggered crash\n"
+    assert sorted(f.name for f in dump.iterdir()) == ["vmcore-dmesg.txt", "vmcore.flat"]
+    assert {stat.S_IMODE(f.stat().st_mode) for f in dump.iterdir()} == {0o600}
+    assert f"SAVED root@10.0.2.100:{remote_path}/10.0.2.15-{DATE}/vmcore.flat" in run.out
+    c = dump_commands()
+    # every remote command line starts with "$d" and "$n"; the count is the 24 bytes sent
+    sent, keep = [x for x in run.remote_log.splitlines()
+                  if x.endswith((c.send_vmcore, c.keep_vmcore))]
+    assert sent.endswith(" && n= && " + c.send_vmcore) and "conv=fsync" in sent
+    assert keep.endswith(" && n=24 && " + c.keep_vmcore)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ssh_short_remote_file_is_not_renamed(tmp_path: Path, shell: str) -> None:
+    # the remote dd "succeeds" but keeps only 4 bytes (a lost tail)
+    short = """case "$last" in
+*vmcore-incomplete\\ conv=fsync*)
+    head -c 4 | PATH=/usr/bin:/bin sh -c "$last"; rc=$?; cat >/dev/null; exit "$rc" ;;
+esac
+""" + RUN_REMOTE
+    run = _ssh_dump(tmp_path, shell, str(tmp_path / "remote" / "crash"), short)
+    assert (run.dump / "vmcore-incomplete").read_bytes() == b"make"
+    assert not (run.dump / "vmcore.flat").exists()
+    assert "SAVED" not in run.out
+    assert (f"FAILED root@10.0.2.100 did not confirm 24 bytes in {tmp_path}/remote/crash/"
+            f"10.0.2.15-{DATE}/vmcore-incomplete, or could not rename it") in run.out
+
+
+def test_template_dests_are_the_layout_paths() -> None:
+    """modules.d places every template at a path of image/layout.py, which the templates
+    use to source each other."""
+    from mkkdumprd.assemble.moduledef import load_all
+
+    modules = load_all(data_dir("modules.d"))
+    dests = {t.src: t.dest for m in modules.values() for t in m.templates}
+    names = {**SCRIPTS, **{t: "target_sh" for t in TARGETS.values()}}
+    assert set(dests) == set(names)
+    assert {src: layout.TEMPLATE_PATHS[n] for src, n in names.items()} == dests
+    # the directories the scripts mount on and the ssh files live in
+    assert layout.MOUNT_POINT in modules["base"].dirs
+    assert layout.SYSROOT in modules["dump-to-rootfs"].dirs
+    assert layout.SSH_DIR in modules["ssh"].dirs
+
+
+def test_template_vars_are_frozen_dataclasses_under_their_module_name(tmp_path: Path) -> None:
+    from mkkdumprd.assemble.builder import _checked_vars
+    from mkkdumprd.assemble.moduledef import ModuleDefError, load_all
+
+    ctx = _context(_config(), _local_target())
+    # nested dataclasses become nested dicts
+    assert ctx["ssh"] == {"argv": SSH.argv, "destination": SSH.destination,
+                          "path": SSH.path, "remote_prefix": SSH.remote_prefix,
+                          "commands": vars(SSH.commands)}
+    nfs = ctx["nfs"]
+    assert isinstance(nfs, dict) and all(isinstance(v, Tainted) for v in nfs.values())
+    with pytest.raises(ModuleDefError, match="would hide the template variable 'target'"):
+        template_context(_config(), _local_target(), kver="k", arch="a", found_binaries=[],
+                         init_scripts=[], modules=[], kernel_modules=[],
+                         module_vars={"target": NFS})
+    ssh_module = load_all(data_dir("modules.d"))["ssh"]
+    assert _checked_vars(ssh_module, SSH) is SSH
+    with pytest.raises(ModuleDefError, match="template_vars must return a frozen dataclass"):
+        _checked_vars(ssh_module, {"argv": ["ssh"]})
 
 
 # ---- durability: a dump is called vmcore only once it is on the target ------------------
@@ -574,7 +848,7 @@ def test_dump_path_leading_off_the_target_is_refused(
     elsewhere.mkdir()
     try:
         assert os.stat(elsewhere).st_dev != os.stat(tmp_path).st_dev
-        mnt = tmp_path / "run" / "mnt"
+        mnt = Path(_paths(tmp_path / "run")["mount_point"])
         (mnt / "var").mkdir(parents=True)
         # the target's /var/crash is a symlink out of it (into what is RAM at dump time)
         (mnt / "var" / "crash").symlink_to(elsewhere)
@@ -628,7 +902,7 @@ def test_hung_hooks_are_killed_and_the_flow_goes_on(tmp_path: Path, shell: str,
     post = _hook(tmp_path, "post", 'echo "POST started" >>"$LOG"; while :; do :; done')
     config = _config(kdump_pre=pre, kdump_post=post, final_action=Action.POWEROFF)
     run = _run_flow(tmp_path, shell, config, _local_target(), env={"FAKE_DEV": str(blockdev)},
-                    cmdline=str(cmdline))
+                    paths={"cmdline": str(cmdline)})
     assert f"kdump: error: {pre} did not finish within 1 s (kdump.hook_timeout) and was " \
         "killed" in run.out
     assert "kdump_pre failed (time limit); going on with the dump" in run.out
@@ -643,7 +917,7 @@ def test_hook_timeout_zero_means_no_limit(tmp_path: Path, shell: str, blockdev: 
     pre = _hook(tmp_path, "pre", 'echo "PRE ran" >>"$LOG"')
     config = _config(kdump_pre=pre, hook_timeout=0)
     run = _run_flow(tmp_path, shell, config, _local_target(), env={"FAKE_DEV": str(blockdev)})
-    assert "KDUMP_HOOK_TIMEOUT=0\n" in (run.root / "lib/lib.sh").read_text()
+    assert "KDUMP_HOOK_TIMEOUT=0\n" in Path(_paths(run.root)["lib_sh"]).read_text()
     assert "PRE ran" in run.log
     assert "did not finish" not in run.out
     assert "kdump: dump saved to" in run.out
@@ -661,7 +935,7 @@ def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: st
         run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
                         env={"FAKE_SYNC_RC": "1"}, modules=["base", "kdump", "dump-to-rootfs"],
                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
-                        sysroot=str(tmp_path / "sysroot"))
+                        paths={"sysroot": str(tmp_path / "sysroot")})
     finally:
         FAKES.clear()
         FAKES.update(saved)
@@ -671,61 +945,3 @@ def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: st
     assert ("dump to the root filesystem failed too: the vmcore could not be written to the "
             f"target (); /var/crash/127.0.0.1-{DATE} on the root filesystem/vmcore-incomplete "
             "is left") in run.out
-
-
-# ---- ssh: the remote side confirms what it holds before its rename --------------------
-
-def _ssh_flow(tmp_path: Path, shell: str, fake_ssh: str) -> tuple[Run, Path]:
-    """The ssh target against a fake ssh that runs the remote command in a local shell."""
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    ssh = tmp_path / "fake-ssh"
-    ssh.write_text("#!/bin/sh\nfor a in \"$@\"; do last=$a; done\n" + fake_ssh + "\n")
-    ssh.chmod(0o755)
-    config = _config(target=Target(TargetKind.SSH, server="root@backup"),
-                     core_collector=("makedumpfile", "-F", "-l", "-d", "31"),
-                     failure_action=Action.POWEROFF, final_action=Action.REBOOT)
-    target = ResolvedTarget(TargetKind.SSH, None, None, "/var/crash", server="root@backup")
-    stubs = (f"kdump_net_up() {{ KDUMP_NET_LOCAL_IP=10.0.0.1; }}\n"
-             f"kdump_uptime() {{ echo 1; }}\n"
-             f"KDUMP_SSH={shq(str(ssh))}; KDUMP_SSH_DEST=root@backup; KDUMP_SSH_KEY=/k\n"
-             f"KDUMP_SSH_KNOWN_HOSTS=/kh; KDUMP_SSH_PORT=22; KDUMP_SSH_PATH=/var/crash\n"
-             f"KDUMP_SSH_RPATH={shq(str(remote) + '/')}\n")
-    real_render_all = _render_all
-
-    def render_with_stubs(ctx: Mapping[str, object], libdir: Path, template: str) -> None:
-        real_render_all(ctx, libdir, template)
-        t = libdir / "target.sh"
-        t.write_text(t.read_text().replace(". /lib/kdump/network.sh\n", stubs)
-                     .replace(". /lib/kdump/ssh.env\n", ""))
-
-    globals()["_render_all"] = render_with_stubs
-    try:
-        run = _run_flow(tmp_path, shell, config, target, target_template="target-ssh.sh.j2")
-    finally:
-        globals()["_render_all"] = real_render_all
-    return run, remote / f"10.0.0.1-{DATE}"
-
-
-@pytest.mark.parametrize("shell", SHELLS)
-def test_ssh_rename_after_the_remote_holds_every_byte(tmp_path: Path, shell: str) -> None:
-    run, rdir = _ssh_flow(tmp_path, shell, 'sh -c "$last"')
-    assert (rdir / "vmcore.flat").read_bytes() == b"makedumpfile\0\0\0\0FLATDATA"
-    assert not (rdir / "vmcore-incomplete").exists()
-    assert "kdump: dump saved to root@backup:/var/crash/10.0.0.1-" in run.out
-
-
-@pytest.mark.parametrize("shell", SHELLS)
-def test_ssh_short_remote_file_is_not_renamed(tmp_path: Path, shell: str) -> None:
-    # the remote dd "succeeds" but keeps only 4 bytes (a lost tail)
-    run, rdir = _ssh_flow(tmp_path, shell, '''case "$last" in
-*"vmcore-incomplete conv=fsync"*)
-    f=${last#*of=}; f=${f%% conv=*}; head -c 4 >"$f"; cat >/dev/null ;;
-*) sh -c "$last" ;;
-esac''')
-    assert (rdir / "vmcore-incomplete").read_bytes() == b"make"
-    assert not (rdir / "vmcore.flat").exists()
-    assert "kdump: dump saved" not in run.out
-    assert "kdump: dump failed: root@backup did not confirm 24 bytes in /var/crash/10.0.0.1-" \
-        in run.out
-    assert run.log.splitlines()[-1] == "ACTION poweroff -f"

@@ -1,4 +1,7 @@
-"""What the network/nfs/ssh modules put in the image: env files, links, host keys."""
+"""What the network/nfs/ssh modules give the capture scripts (settings), links, host keys.
+
+How the settings reach the scripts (quoted, whatever they hold) is test_build_templates.py's
+test_every_template_with_hostile_values."""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import re
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,24 +21,7 @@ from mkkdumprd.network import capture, plan, ssh_command
 from mkkdumprd.network.ipconfig import parse_ip
 from mkkdumprd.network.nfs_options import NfsExport, NfsMount
 from mkkdumprd.network.resolve import ResolvedHost
-from mkkdumprd.resources import data_dir
 from tests.support.fake_network import FakeNet
-
-
-def _env(text: str) -> dict[str, str]:
-    """Evaluate an env file with a real shell and read the variables back."""
-    names = re.findall(r"^([A-Z_]+)=", text, re.M)
-    script = text + "".join(f'printf "%s\\0" "${n}"\n' for n in names)
-    out = subprocess.run(["sh", "-c", script], capture_output=True, check=True).stdout
-    return dict(zip(names, out.decode().split("\0")[:-1], strict=True))
-
-
-def test_shell_env_quotes_hostile_values() -> None:
-    evil = "a'b $(touch /tmp/x) `id`; \"q\"\n*"
-    assert _env(capture.shell_env({"KDUMP_X": evil, "KDUMP_E": ""})) == {
-        "KDUMP_X": evil, "KDUMP_E": ""}
-    with pytest.raises(ValueError):
-        capture.shell_env({"x; id": "1"})
 
 
 @pytest.fixture
@@ -54,34 +40,31 @@ def bonded(tmp_path: Path) -> Host:
 
 def test_network_env_for_vlan_on_bond(bonded: Host) -> None:
     p = plan.discover(bonded, "192.0.2.9")
-    text, warnings = capture.network_env(p)
-    env = _env(text)
-    assert env["KDUMP_NET_IPARG"] == "10.7.0.5::10.7.0.1:255.255.255.0::bond0.7:none"
-    assert (env["KDUMP_NET_MODE"], env["KDUMP_NET_ADDR"], env["KDUMP_NET_GW"]) == (
-        "static", "10.7.0.5/24", "10.7.0.1")
+    env, warnings = capture.network_settings(p)
+    assert env.iparg == "10.7.0.5::10.7.0.1:255.255.255.0::bond0.7:none"
+    assert (env.mode, env.addr, env.gw) == ("static", "10.7.0.5/24", "10.7.0.1")
     # the NICs by their own MACs, the bond's MAC set on whichever has a link, VLAN rebuilt
-    assert env["KDUMP_NET_MACS"] == "52:54:00:00:00:01 52:54:00:00:00:02"
-    assert (env["KDUMP_NET_LLADDR"], env["KDUMP_NET_VLAN"]) == ("52:54:00:00:00:01", "7")
-    assert env["KDUMP_NET_IFACE"] == ""
+    assert env.macs == "52:54:00:00:00:01 52:54:00:00:00:02"
+    assert (env.lladdr, env.vlan) == ("52:54:00:00:00:01", "7")
+    assert env.iface == ""
     assert len(warnings) == 1 and "does not rebuild bond bond0" in warnings[0]
 
 
 def test_plans_for_other_machines(tmp_path: Path) -> None:
     v = Host(tmp_path)
     p = capture.network_plan(v, "10.0.2.100", hostonly=False)
-    assert _env(capture.network_env(p)[0])["KDUMP_NET_MODE"] == "dhcp"
+    assert capture.network_settings(p)[0].mode == "dhcp"
     p = capture.network_plan(v, "10.0.2.100", hostonly=False,
                              user_ip="10.0.2.15::10.0.2.2:255.255.255.0::eth0:none")
-    env = _env(capture.network_env(p)[0])
-    assert (env["KDUMP_NET_IFACE"], env["KDUMP_NET_ADDR"], env["KDUMP_NET_MACS"]) == (
-        "eth0", "10.0.2.15/24", "")
+    env = capture.network_settings(p)[0]
+    assert (env.iface, env.addr, env.macs) == ("eth0", "10.0.2.15/24", "")
     with pytest.raises(OperationError, match="IPv6 address but the dump target"):
         capture.network_plan(v, "10.0.2.100", hostonly=False,
                              user_ip="[fd00::2]::[fd00::1]:64::eth0:none")
     six = capture.network_plan(v, "fd00::9", hostonly=False)
-    assert _env(capture.network_env(six)[0])["KDUMP_NET_MODE"] == "auto6"
+    assert capture.network_settings(six)[0].mode == "auto6"
     with pytest.raises(UsageError, match="DHCPv6"):
-        capture.network_env(plan.NetworkPlan(six.target, parse_ip("eth0:dhcp6"), None))
+        capture.network_settings(plan.NetworkPlan(six.target, parse_ip("eth0:dhcp6"), None))
 
 
 def test_resolv_conf_only_for_names(tmp_path: Path) -> None:
@@ -101,14 +84,13 @@ def test_resolv_conf_only_for_names(tmp_path: Path) -> None:
         capture.resolv_conf(v, by_name)
 
 
-def test_nfs_env_uses_build_time_address() -> None:
+def test_nfs_settings_use_build_time_address() -> None:
     a = ipaddress.ip_address("fd00::9")
     p = plan.NetworkPlan(ResolvedHost("nas.lan", a), parse_ip("auto6"), None)
     m = NfsMount(NfsExport("nas.lan", "/srv/x y"), "nfs4", ("rw", "vers=4.2"), "mountinfo")
-    assert _env(capture.nfs_env(m, p)) == {
-        "KDUMP_NFS_SOURCE": "[fd00::9]:/srv/x y", "KDUMP_NFS_SERVER": "nas.lan:/srv/x y",
-        "KDUMP_NFS_FSTYPE": "nfs4", "KDUMP_NFS_OPTIONS": "rw,vers=4.2",
-        "KDUMP_NFS_VERSIONS": ""}
+    assert asdict(capture.nfs_settings(m, p)) == {
+        "source": "[fd00::9]:/srv/x y", "server": "nas.lan:/srv/x y",
+        "fstype": "nfs4", "options": "rw,vers=4.2", "versions": ""}
     unpinned = NfsMount(NfsExport("h", "/x"), "nfs4", ("defaults",), "defaults")
     assert capture.nfs_versions(unpinned) == ("4.2", "4.1", "4.0")
     v3 = NfsMount(NfsExport("h", "/x"), "nfs", ("defaults",), "defaults")
@@ -159,21 +141,15 @@ def test_host_key_lines_error_names_the_fix(tmp_path: Path) -> None:
     assert capture.host_key_lines(Host(tmp_path), t) == ["10.0.2.100 ssh-ed25519 AAAAsys"]
 
 
-def test_ssh_env_and_remote_dir_through_two_shells(tmp_path: Path) -> None:
+def test_ssh_settings_from_the_one_argv_builder(tmp_path: Path) -> None:
     path = str(tmp_path / "it's $(touch PWNED) dir")
-    env = _env(capture.ssh_env(ssh_command.parse_target("root@h"), "ssh", path))
-    assert env["KDUMP_SSH_PATH"] == path
+    t = ssh_command.parse_target("root@fd00::9", port=2222)
+    s = capture.ssh_settings(t, path)
+    assert list(s.argv) == ssh_command.ssh_argv(t, "/root/.ssh/kdump_id",
+                                                "/root/.ssh/known_hosts")
+    assert (s.destination, s.path) == ("root@fd00::9", path)
     # the script appends <ip>-<date> to the remote-quoted prefix; the remote shell parses it
-    remote = f"mkdir -p -- {env['KDUMP_SSH_RPATH']}10.0.2.15-2026-01-01-00:00:00"
+    remote = f"mkdir -p -- {s.remote_prefix}10.0.2.15-2026-01-01-00:00:00"
     subprocess.run(["sh", "-c", remote], check=True, cwd=tmp_path)
     assert (Path(path) / "10.0.2.15-2026-01-01-00:00:00").is_dir()
     assert not (tmp_path / "PWNED").exists()
-
-
-def test_template_ssh_options_match_ssh_command() -> None:
-    """The capture script spells out the same strict options ssh_command builds."""
-    text = (data_dir("templates") / "target-ssh.sh.j2").read_text()
-    opts = ssh_command.ssh_options("K", "KH", 22, 20)
-    for i, word in enumerate(opts):
-        if word == "-o" and not opts[i + 1].startswith("UserKnownHostsFile"):
-            assert f"-o {opts[i + 1]}" in text

@@ -13,6 +13,7 @@ from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, Kind
+from tests.support import shellcheck
 from tests.support.debian_kernel import Kernel
 from tests.support.fake_network import FakeNet
 
@@ -40,6 +41,21 @@ def _text(e: Entry) -> str:
     return e.data.decode()
 
 
+def _scripts_pass_shellcheck(r: BuildResult, tmp_path: Path) -> None:
+    """Every rendered script of the image, checked on its own (SC1091: the scripts source
+    the image's /lib/kdump, absent here; test_build_templates follows those sources)."""
+    files = []
+    for e in r.spec.complete():
+        p = str(e.path)
+        if e.data is not None and (p == "/init" or p.endswith(".sh")):
+            f = tmp_path / "image" / p.lstrip("/")
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(e.data)
+            files.append(f)
+    assert len(files) >= 8
+    shellcheck.assert_clean(files, exclude=["SC1091"])
+
+
 @pytest.fixture
 def ssh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")],
@@ -49,7 +65,8 @@ def ssh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_ssh_image_has_client_key_host_key_and_passwd(kernel: Kernel, ssh_home: Path) -> None:
+def test_ssh_image_has_client_key_host_key_and_passwd(kernel: Kernel, ssh_home: Path,
+                                                     tmp_path: Path) -> None:
     host_pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK7hostkey"
     (ssh_home / ".ssh/known_hosts").write_text(f"[10.0.2.100]:2222 ssh-rsa AAAAother\n"
                                                f"10.0.2.100 {host_pub}\n")
@@ -65,7 +82,13 @@ def test_ssh_image_has_client_key_host_key_and_passwd(kernel: Kernel, ssh_home: 
     assert any("libcrypto" in str(e.path) for e in r.spec.complete())
     for script in ("/lib/kdump/target.sh", "/lib/kdump/network.sh", "/lib/kdump/udhcpc.sh"):
         subprocess.run(["sh", "-n"], input=_entry(r, script).data, check=True)
-    assert "KDUMP_NET_MODE=dhcp" in _text(_entry(r, "/lib/kdump/network.env"))
+    assert "KDUMP_NET_MODE=dhcp\n" in _text(_entry(r, "/lib/kdump/network.sh"))
+    target = _text(_entry(r, "/lib/kdump/target.sh"))
+    assert "KDUMP_SSH_PATH='/srv/it'\"'\"'s dumps'\n" in target
+    assert (" -i /root/.ssh/kdump_id -o BatchMode=yes -o StrictHostKeyChecking=yes "
+            "-o UserKnownHostsFile=/root/.ssh/known_hosts ") in target
+    assert not any(str(e.path).endswith(".env") for e in r.spec.complete())
+    _scripts_pass_shellcheck(r, tmp_path)
     applets = {str(e.path).rsplit("/", 1)[1] for e in r.spec.complete()
                if e.kind is Kind.SYMLINK and e.target and e.target.endswith("busybox")}
     assert {"ip", "udhcpc", "timeout", "tail"} <= applets
@@ -83,21 +106,22 @@ def test_ssh_without_recorded_host_key_or_key_fails_with_the_fix(
         _build(kernel, cfg)
 
 
-def test_nfs_image_for_another_machine(kernel: Kernel) -> None:
+def test_nfs_image_for_another_machine(kernel: Kernel, tmp_path: Path) -> None:
     cfg = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.2.100:/export"))
     r = _build(kernel, cfg)
     assert "nfsv4" in r.kernel_modules and "sunrpc" in r.kernel_modules
-    env = _text(_entry(r, "/lib/kdump/nfs.env"))
+    env = _text(_entry(r, "/lib/kdump/target.sh"))
     assert "KDUMP_NFS_SOURCE=10.0.2.100:/export\n" in env
-    assert "KDUMP_NFS_VERSIONS='4.2 4.1 4.0'" in env
+    assert "KDUMP_NFS_VERSIONS='4.2 4.1 4.0'\n" in env
     subprocess.run(["sh", "-n"], input=_entry(r, "/lib/kdump/target.sh").data, check=True)
+    _scripts_pass_shellcheck(r, tmp_path)
 
 
 def test_user_ip_sets_a_static_capture_network(kernel: Kernel) -> None:
     cfg = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.2.100:/export"))
-    dhcp = _text(_entry(_build(kernel, cfg), "/lib/kdump/network.env"))
+    dhcp = _text(_entry(_build(kernel, cfg), "/lib/kdump/network.sh"))
     r = _build(kernel, cfg, ip="10.0.2.15::10.0.2.2:255.255.255.0::eth0:none")
-    env = _text(_entry(r, "/lib/kdump/network.env"))
+    env = _text(_entry(r, "/lib/kdump/network.sh"))
     assert "KDUMP_NET_IPARG=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none" in env
     assert env != dhcp
 
@@ -129,10 +153,10 @@ def test_nfs_host_only_vlan_on_bond(kernel: Kernel, tmp_path: Path) -> None:
     r = _build(kernel, cfg, system=Host(tmp_path), hostonly=True)
     assert "nfsv3" in r.kernel_modules and "8021q" in r.kernel_modules
     assert any("does not rebuild bond bond0" in w for w in r.warnings)
-    env = _text(_entry(r, "/lib/kdump/network.env"))
+    env = _text(_entry(r, "/lib/kdump/network.sh"))
     assert "KDUMP_NET_IPARG=10.7.0.5::10.7.0.1:255.255.255.0::bond0.7:none" in env
     assert "KDUMP_NET_VLAN=7" in env
-    nfs = _text(_entry(r, "/lib/kdump/nfs.env"))
+    nfs = _text(_entry(r, "/lib/kdump/target.sh"))
     assert "KDUMP_NFS_SOURCE=192.0.2.9:/dumps" in nfs and "KDUMP_NFS_OPTIONS=nfsvers=3,rw\n" in nfs
     assert _text(_entry(r, "/etc/resolv.conf")) == "nameserver 192.0.2.53\n"
 

@@ -1,9 +1,13 @@
-"""ssh argv assembly with hostile values: quoted once for ssh's argv, once for the remote shell."""
+"""ssh argv assembly with hostile values: quoted once for ssh's argv, once for the remote shell.
+
+The capture image's own remote commands run through the rendered target.sh in
+test_build_templates.py (test_ssh_dump_through_a_remote_shell)."""
 
 from __future__ import annotations
 
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +32,8 @@ def test_target_parsing() -> None:
 
 def test_ssh_argv_has_strict_options_and_one_remote_word() -> None:
     t = sc.parse_target("root@10.0.2.100", port=2222)
-    argv = sc.ssh_argv(t, "/root/.ssh/kdump_id", "/root/.ssh/known_hosts",
-                       sc.mkdir_command(HOSTILE), connect_timeout=7)
+    argv = [*sc.ssh_argv(t, "/root/.ssh/kdump_id", "/root/.ssh/known_hosts", connect_timeout=7),
+            sc.mkdir_command(HOSTILE)]
     assert argv[:-2] == [
         "ssh", "-i", "/root/.ssh/kdump_id", "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/root/.ssh/known_hosts",
@@ -41,30 +45,42 @@ def test_ssh_argv_has_strict_options_and_one_remote_word() -> None:
     assert shlex.split(argv[-1]) == ["mkdir", "-p", "--", HOSTILE]
 
 
-def test_remote_commands_survive_a_real_shell(tmp_path: object) -> None:
-    from pathlib import Path
-    base = Path(str(tmp_path))
-    target = str(base / "d $(touch PWNED) 'q'; `x`")
-    dest = target + "/vmcore-incomplete"
-    script = " && ".join([
-        sc.mkdir_command(target),
-        sc.receive_command(dest),
-        sc.rename_command(dest, target + "/vmcore.flat"),
-    ])
+def test_remote_commands_survive_a_real_shell(tmp_path: Path) -> None:
+    target = str(tmp_path / "d $(touch PWNED) 'q'; `x`")
     # run it the way sshd does: the login shell gets the command line as one string
-    subprocess.run(["sh", "-c", script], input=b"payload", check=True, cwd=base,
-                   capture_output=True)
-    assert (Path(target) / "vmcore.flat").read_bytes() == b"payload"
-    assert not (base / "PWNED").exists()
-    assert oct((Path(target) / "vmcore.flat").stat().st_mode & 0o777) == "0o600"
+    script = " && ".join([sc.mkdir_command(target), sc.remote(["touch", "--", target + "/f"])])
+    subprocess.run(["sh", "-c", script], check=True, cwd=tmp_path, capture_output=True)
+    assert (Path(target) / "f").is_file()
+    assert not (tmp_path / "PWNED").exists()
 
 
-def test_scp_brackets_ipv6_and_uses_capital_p() -> None:
-    t = sc.parse_target("root@fd00::9", port=2200)
-    argv = sc.scp_argv(t, "/k", "/kh", "/proc/vmcore", "/var/crash/x/vmcore-incomplete")
-    assert argv[-3:] == ["--", "/proc/vmcore", "root@[fd00::9]:/var/crash/x/vmcore-incomplete"]
-    assert "-P" in argv and "-p" not in argv and argv[argv.index("-P") + 1] == "2200"
-    assert sc.parse_target("r@h").scp_location("/p") == "r@h:/p"
+def test_dump_commands_in_a_hostile_directory(tmp_path: Path) -> None:
+    """The capture script's remote side: "$d" is set from the build-time quoted path and
+    the <ip>-<date> name, "$n" to the bytes sent, as target.sh does, then each command runs
+    as sshd runs it. The vmcore is renamed only when it holds "$n" bytes."""
+    path = str(tmp_path / "it's $(touch PWNED) `x` \"q\"\n*")
+    name = "10.0.2.15-2026-01-02-03:04:05"
+    c = sc.dump_commands()
+    assert "conv=fsync" in c.send_vmcore
+
+    def run(command: str, data: bytes = b"", sent: str = "", check: bool = True) -> int:
+        prefix = f"d={sc.remote_dir_prefix(path)}{name} && n={sent} && "
+        return subprocess.run(["sh", "-c", prefix + command], input=data, check=check,
+                              cwd=tmp_path, stderr=subprocess.DEVNULL).returncode
+
+    run(c.mkdir)
+    run(c.send_dmesg, b"dmesg")
+    run(c.keep_dmesg)
+    run(c.send_vmcore, b"flattened")
+    dump = Path(path) / name
+    for wrong in ("8", "10", ""):
+        assert run(c.keep_vmcore, sent=wrong, check=False) != 0
+        assert (dump / "vmcore-incomplete").exists()
+    run(c.keep_vmcore, sent="9")
+    assert {f.name: f.read_bytes() for f in dump.iterdir()} == {
+        "vmcore-dmesg.txt": b"dmesg", "vmcore.flat": b"flattened"}
+    assert {f.stat().st_mode & 0o777 for f in dump.iterdir()} == {0o600}
+    assert not list(tmp_path.rglob("PWNED"))
 
 
 def test_known_hosts_lines() -> None:

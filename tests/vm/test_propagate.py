@@ -52,8 +52,8 @@ def test_propagate_creates_installs_records_and_logs_in(
 
         # the capture kernel's login: the new key, batch mode, strict host key checking
         t = ssh_command.parse_target("root@127.0.0.1", port=srv.port)
-        argv = ssh_command.ssh_argv(t, str(key), str(home / ".ssh/known_hosts"),
-                                    ssh_command.remote(["true"]))
+        argv = [*ssh_command.ssh_argv(t, str(key), str(home / ".ssh/known_hosts")),
+                ssh_command.remote(["true"])]
         done = subprocess.run(argv, capture_output=True, env={**os.environ}, timeout=60)
         assert done.returncode == 0, done.stderr
 

@@ -43,16 +43,16 @@ def test_sshd_strict_host_key_login_with_generated_known_hosts(tmp_path: Path) -
         env = {**os.environ, "HOME": str(tmp_path)}   # no ~/.ssh of the machine involved
 
         def ssh(remote: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-            argv = sc.ssh_argv(target, str(srv.keys.client_key), str(kh), remote,  # type: ignore[union-attr]
-                               connect_timeout=10)
+            argv = [*sc.ssh_argv(target, str(srv.keys.client_key), str(kh),  # type: ignore[union-attr]
+                                 connect_timeout=10), remote]
             return subprocess.run(argv, input=data, capture_output=True, env=env,
                                   timeout=60, cwd=tmp_path)
 
         r = ssh(sc.mkdir_command(dump_dir))
         assert r.returncode == 0, r.stderr.decode()
-        r = ssh(sc.receive_command(dest), b"flattened-dump")
+        r = ssh("umask 0077 && " + sc.remote(["dd", "bs=512", "of=" + dest]), b"flattened-dump")
         assert r.returncode == 0, r.stderr.decode()
-        r = ssh(sc.rename_command(dest, dump_dir + "/vmcore.flat"))
+        r = ssh(sc.remote(["mv", "-f", "--", dest, dump_dir + "/vmcore.flat"]))
         assert r.returncode == 0, r.stderr.decode()
         assert (Path(dump_dir) / "vmcore.flat").read_bytes() == b"flattened-dump"
         assert not (tmp_path / "PWNED").exists() and not Path("/root/PWNED").exists()

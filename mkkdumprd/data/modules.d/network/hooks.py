@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.errors import OperationError
+from mkkdumprd.image import layout
 from mkkdumprd.image.spec import Entry, data_entry
 from mkkdumprd.network import capture
 from mkkdumprd.network.plan import NetworkPlan
@@ -24,14 +25,16 @@ def _plan(ctx: BuildContext) -> NetworkPlan:
 
 def entries(ctx: BuildContext) -> list[Entry]:
     plan = _plan(ctx)
-    env, _ = capture.network_env(plan)
-    why = ctx.reason(f"network settings, ip={plan.ip.to_dracut()}")
-    out = [data_entry(capture.NETWORK_ENV, env, why)]
     resolv = capture.resolv_conf(ctx.machine, plan) if ctx.hostonly else None
-    if resolv is not None:
-        out.append(data_entry("/etc/resolv.conf", resolv,
-                              ctx.reason(f"name servers for {plan.target.host}")))
-    return out
+    if resolv is None:
+        return []
+    return [data_entry(layout.RESOLV_CONF, resolv,
+                       ctx.reason(f"name servers for {plan.target.host}"))]
+
+
+def template_vars(ctx: BuildContext) -> capture.NetworkSettings:
+    settings, _ = capture.network_settings(_plan(ctx))
+    return settings
 
 
 def kernel_modules(ctx: BuildContext) -> list[str]:
@@ -39,5 +42,5 @@ def kernel_modules(ctx: BuildContext) -> list[str]:
 
 
 def check(ctx: BuildContext) -> list[str]:
-    _, warnings = capture.network_env(_plan(ctx))
+    _, warnings = capture.network_settings(_plan(ctx))
     return warnings

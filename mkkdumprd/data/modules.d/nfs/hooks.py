@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.errors import OperationError
-from mkkdumprd.image.spec import Entry, data_entry
 from mkkdumprd.network import capture
 from mkkdumprd.network.nfs_options import NfsMount
 from mkkdumprd.network.plan import NetworkPlan
@@ -22,10 +21,8 @@ def _plan(ctx: BuildContext) -> NetworkPlan:
     return ctx.network
 
 
-def entries(ctx: BuildContext) -> list[Entry]:
-    m = _mount(ctx)
-    return [data_entry(capture.NFS_ENV, capture.nfs_env(m, _plan(ctx)),
-                       ctx.reason(f"mount of {m.export.spec} (options from {m.source})"))]
+def template_vars(ctx: BuildContext) -> capture.NfsSettings:
+    return capture.nfs_settings(_mount(ctx), _plan(ctx))
 
 
 def kernel_modules(ctx: BuildContext) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.errors import OperationError
+from mkkdumprd.image import layout
 from mkkdumprd.image.spec import Entry, data_entry, file_entry
 from mkkdumprd.network import capture, ssh_command
 
@@ -27,15 +28,17 @@ def entries(ctx: BuildContext) -> list[Entry]:
     key = _key(ctx)
     known = capture.host_key_lines(ctx.machine, t)
     return [
-        file_entry(capture.SSH_KEY, ctx.machine.real(key),
+        file_entry(layout.SSH_KEY, ctx.machine.real(key),
                    ctx.reason(f"ssh key {key}"), mode=0o600),
-        data_entry(capture.SSH_KNOWN_HOSTS, "".join(k + "\n" for k in known),
+        data_entry(layout.SSH_KNOWN_HOSTS, "".join(k + "\n" for k in known),
                    ctx.reason(f"host key of {t.host}"), mode=0o600),
-        data_entry(capture.SSH_ENV, capture.ssh_env(t, "ssh", ctx.config.path),
-                   ctx.reason(f"ssh settings for {t.destination}")),
         data_entry("/etc/passwd", capture.PASSWD, ctx.reason("user root (OpenSSH needs it)")),
         data_entry("/etc/group", capture.GROUP, ctx.reason("group root")),
     ]
+
+
+def template_vars(ctx: BuildContext) -> capture.SshSettings:
+    return capture.ssh_settings(_target(ctx), ctx.config.path)
 
 
 def check(ctx: BuildContext) -> list[str]:
@@ -46,8 +49,8 @@ def check(ctx: BuildContext) -> list[str]:
     if not (ctx.hostonly and ctx.machine.is_live):
         return []
     files = [f for f in capture.known_hosts_files(ctx.machine) if ctx.machine.is_file(f)]
-    argv = ssh_command.ssh_argv(t, key, " ".join(files) or "/dev/null",
-                                ssh_command.remote(["true"]), connect_timeout=10)
+    argv = [*ssh_command.ssh_argv(t, key, " ".join(files) or "/dev/null", connect_timeout=10),
+            ssh_command.remote(["true"])]
     r = ctx.machine.run(argv, 60.0)
     if r.returncode != 0:
         why = (r.stderr.strip().splitlines() or ["no message"])[-1]

@@ -1,0 +1,44 @@
+"""Where things are in the capture image, and the capture kernel's files the scripts use.
+
+The one list of these paths: hooks place files with them, the builder gives them to every
+template as `paths.<name>` (tainted like every other value, so printed with `| shq`), and a
+test checks that the `dest` of each template in modules.d is one of them. Templates never
+spell an image path themselves.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+LIBDIR = "/lib/kdump"
+INIT = "/init"
+LIB_SH = f"{LIBDIR}/lib.sh"
+INIT_D = f"{LIBDIR}/init.d"              # stages /init sources in name order
+MODULES_SH = f"{INIT_D}/20-modules.sh"
+KDUMP_SH = f"{INIT_D}/90-kdump.sh"
+COLLECTOR_SH = f"{LIBDIR}/collector.sh"
+TARGET_SH = f"{LIBDIR}/target.sh"         # the one dump target's script (local, raw, nfs, ssh)
+ROOTFS_SH = f"{LIBDIR}/rootfs.sh"
+NETWORK_SH = f"{LIBDIR}/network.sh"
+UDHCPC_SH = f"{LIBDIR}/udhcpc.sh"
+PRE_D = "/etc/kdump/pre.d"               # hook directories, as Fedora
+POST_D = "/etc/kdump/post.d"
+MODDIR = "/lib/modules"
+MOUNT_POINT = "/kdumproot"               # the dump target is mounted here
+SYSROOT = "/sysroot"                     # the root filesystem, for dump_to_rootfs
+RESOLV_CONF = "/etc/resolv.conf"         # the host's name servers; udhcpc's lease rewrites it
+SSH_DIR = "/root/.ssh"
+SSH_KEY = f"{SSH_DIR}/kdump_id"
+SSH_KNOWN_HOSTS = f"{SSH_DIR}/known_hosts"
+
+# The capture kernel's own files (not in the image).
+VMCORE = "/proc/vmcore"
+CMDLINE = "/proc/cmdline"
+SYSRQ_TRIGGER = "/proc/sysrq-trigger"
+CONSOLE = "/dev/console"
+
+# What templates see as `paths`: every path above by its lower-case name.
+TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({
+    name.lower(): value for name, value in dict(globals()).items()
+    if name.isupper() and isinstance(value, str)
+})
