@@ -30,7 +30,7 @@ from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.host import Host
 from tests.support.fake_kmod import write_depmod_text, write_module
 
-PIN = "56a2859273926f00bfc0ce62f2a07d2ea52086d94682f757773cc52fb4bcbab1"
+PIN = "204ec6b406cdfcb7ae7c4df5301decd95148036bd6f459fd2c817994d88784a3"
 BASE = Path("/tmp/mkkdumprd-image-pin")
 KVER = "6.0.0-pin"
 SDE = 1_700_000_000
@@ -105,7 +105,7 @@ OWN = """\
 pre={{ kdump_pre | shq }}
 """
 
-TARGET = "mount -t {{ target.fstype | shq }} {{ target.device | shq }} {{ mnt | shq }}\n"
+TARGET = "mount -t {{ target.fstype | shq }} {{ target.device | shq }} {{ paths.mount_point | shq }}\n"
 
 
 def static_elf() -> bytes:
