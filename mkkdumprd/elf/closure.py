@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 from mkkdumprd.elf.ldcache import CacheFormatError, LdCache, parse_ld_cache
 from mkkdumprd.elf.ldconf import ld_so_conf_dirs
@@ -186,18 +187,7 @@ class Resolver:
         real = self.real(p)
         if real in self._elf:
             return self._elf[real]
-        host = self.host(real)
-        obj: ElfObject | None
-        if not os.path.isfile(host):
-            obj = None
-        else:
-            try:
-                obj = read_elf(host)
-            except NotElf as exc:
-                raise ElfError(f"{p} is not an ELF file ({exc}); the dynamic loader "
-                               "cannot use it") from exc
-            except OSError as exc:
-                raise ElfError(f"cannot read {p}: {exc.strerror}") from exc
+        obj = _parse_elf(p, self.host(real), read_elf)
         self._elf[real] = obj
         return obj
 
@@ -206,16 +196,7 @@ class Resolver:
         real = self.real(p)
         if real in self._ident:
             return self._ident[real]
-        host = self.host(real)
-        ident: ElfIdent | None = None
-        if os.path.isfile(host):
-            try:
-                ident = read_ident(host)
-            except NotElf as exc:
-                raise ElfError(f"{p} is not an ELF file ({exc}); the dynamic loader "
-                               "cannot use it") from exc
-            except OSError as exc:
-                raise ElfError(f"cannot read {p}: {exc.strerror}") from exc
+        ident = _parse_elf(p, self.host(real), read_ident)
         self._ident[real] = ident
         return ident
 
@@ -586,3 +567,21 @@ def _parse_machine(machine: str) -> tuple[str, int]:
             return em, cls
     raise ElfError(f"unknown machine '{machine}'; use one of "
                    f"{', '.join(sorted(_ARCH_MACHINES))}")
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _parse_elf(p: str | PurePosixPath, host: str,
+               reader: Callable[[str], _Parsed]) -> _Parsed | None:
+    """`reader` applied to the file at `host` (view path `p`); None when no regular file is
+    there. A file that is there but unreadable or not ELF is an ElfError naming `p`."""
+    if not os.path.isfile(host):
+        return None
+    try:
+        return reader(host)
+    except NotElf as exc:
+        raise ElfError(f"{p} is not an ELF file ({exc}); the dynamic loader "
+                       "cannot use it") from exc
+    except OSError as exc:
+        raise ElfError(f"cannot read {p}: {exc.strerror}") from exc
