@@ -105,7 +105,8 @@ OWN = """\
 pre={{ kdump_pre | shq }}
 """
 
-TARGET = "mount -t {{ target.fstype | shq }} {{ target.device | shq }} {{ paths.mount_point | shq }}\n"
+TARGET = ("mount -t {{ target.fstype | shq }} {{ target.device | shq }} "
+          "{{ paths.mount_point | shq }}\n")
 
 
 def static_elf() -> bytes:
