@@ -32,6 +32,7 @@ from mkkdumprd.atomic_file import TempFileError, atomic_output
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.image import libarchive_abi
 from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
+from mkkdumprd.image.decode import DecodeError, decode
 from mkkdumprd.image.integrity import record_path, write_record
 from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
 
@@ -396,17 +397,9 @@ def _decode(e: Entry) -> bytes:
     except OSError as exc:
         raise _source_error(e, exc) from None
     try:
-        if e.codec is Codec.GZIP:
-            return gzip.decompress(raw)
-        if e.codec is Codec.XZ:
-            return lzma.decompress(raw)
-        if e.codec is Codec.ZSTD:
-            dctx = zstandard.ZstdDecompressor()
-            out: bytes = dctx.stream_reader(raw, read_across_frames=True).read()
-            return out
-    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as exc:
+        return decode(raw, e.codec)
+    except DecodeError as exc:
         raise OperationError(
             f"cannot decode {e.source} as {e.codec.value} for {e.path} in the image: {exc}; "
             "the file is damaged or not in that format"
         ) from None
-    raise AssertionError(e.codec)

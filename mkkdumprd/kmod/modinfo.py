@@ -10,8 +10,6 @@ pieces. About 0.05 ms per plain module.
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -20,11 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import zstandard
 from elftools.elf.structs import ELFStructs
 
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import Host
+from mkkdumprd.image.decode import DecodeError, decode
 from mkkdumprd.image.spec import Codec
 from mkkdumprd.kmod.names import module_suffix
 
@@ -82,19 +80,10 @@ def parse_modinfo(data: bytes) -> ModInfo:
 
 def decompress(data: bytes, codec: Codec, where: Path | str = "") -> bytes:
     try:
-        if codec is Codec.NONE:
-            return data
-        if codec is Codec.XZ:
-            return lzma.decompress(data)
-        if codec is Codec.GZIP:
-            return gzip.decompress(data)
-        # Frames written by `zstd --no-content-size` or streaming writers carry no size,
-        # which ZstdDecompressor.decompress() refuses; a decompressobj takes both.
-        out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        return out
-    except (lzma.LZMAError, OSError, EOFError, zstandard.ZstdError) as exc:
+        return decode(data, codec)
+    except DecodeError as exc:
         raise ModinfoError(f"cannot decompress {codec.value} module {where}: {exc}; "
-                           f"reinstall the kernel package") from exc
+                           f"reinstall the kernel package") from None
 
 
 def read_module_bytes(host: Host, path: Path) -> bytes:
