@@ -15,6 +15,7 @@ the symbol up in the python binary). `require()` turns that into one line naming
 from __future__ import annotations
 
 import ctypes
+import functools
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +26,10 @@ MISSING = ("libarchive's C library (libarchive.so.13) is not installed: install 
            "or `dnf install libarchive` (Fedora), then run mkkdumprd again")
 
 
+@functools.cache
 def _import() -> tuple[ModuleType, ModuleType] | None:
+    # On first use, not at import: the up-to-date check reads the manifest with the stdlib
+    # decoders and should not pay for loading libarchive (about 14 ms).
     try:
         import libarchive
         import libarchive.ffi
@@ -34,14 +38,13 @@ def _import() -> tuple[ModuleType, ModuleType] | None:
     return libarchive, libarchive.ffi
 
 
-_loaded = _import()
-
 
 def require() -> tuple[ModuleType, ModuleType]:
     """(libarchive, libarchive.ffi), or OperationError naming the package to install."""
-    if _loaded is None:
+    loaded = _import()
+    if loaded is None:
         raise OperationError(MISSING)
-    return _loaded
+    return loaded
 
 
 def _bind(name: str, argtypes: list[Any]) -> Any:
