@@ -603,23 +603,29 @@ def test_init_mounts_and_sources_stages_in_order(tmp_path: Path) -> None:
         assert subprocess.run(["checkbashisms", str(p)]).returncode == 0
 
 
-@pytest.mark.parametrize("shell", SHELLS)
-def test_dump_to_rootfs_after_a_failed_target(tmp_path: Path, shell: str,
-                                              blockdev: Path) -> None:
+def _run_to_rootfs(tmp_path: Path, shell: str, blockdev: Path,
+                   env: Mapping[str, str] = ()) -> Run:
+    """The flow with failure_action dump_to_rootfs: the target never appears (findfs finds
+    nothing for it), the root filesystem UUID=root does (it is `blockdev`)."""
     config = _config(failure_action=Action.DUMP_TO_ROOTFS, final_action=Action.POWEROFF,
                      path="/var/crash")
-    # The target never appears (findfs finds nothing for it), the root filesystem does.
     fake_findfs = f'log findfs "$@"; [ "$1" = UUID=root ] && echo {shq(str(blockdev))}'
     saved = dict(FAKES)
     try:
         FAKES["findfs"] = fake_findfs
-        run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
-                        modules=["base", "kdump", "dump-to-rootfs"],
-                        rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
-                        paths={"sysroot": str(tmp_path / "sysroot")})
+        return _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
+                         env=env, modules=["base", "kdump", "dump-to-rootfs"],
+                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
+                         paths={"sysroot": str(tmp_path / "sysroot")})
     finally:
         FAKES.clear()
         FAKES.update(saved)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dump_to_rootfs_after_a_failed_target(tmp_path: Path, shell: str,
+                                              blockdev: Path) -> None:
+    run = _run_to_rootfs(tmp_path, shell, blockdev)
     assert "kdump: dump failed: dump target UUID=gone did not appear within 3 s" in run.out
     assert f"mount:[-t][xfs][-o][rw][{blockdev}][{tmp_path / 'sysroot'}]" in run.log
     dump = tmp_path / "sysroot/var/crash" / f"127.0.0.1-{DATE}"
@@ -926,19 +932,7 @@ def test_hook_timeout_zero_means_no_limit(tmp_path: Path, shell: str, blockdev: 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: str,
                                                        blockdev: Path) -> None:
-    config = _config(failure_action=Action.DUMP_TO_ROOTFS, final_action=Action.POWEROFF,
-                     path="/var/crash")
-    fake_findfs = f'log findfs "$@"; [ "$1" = UUID=root ] && echo {shq(str(blockdev))}'
-    saved = dict(FAKES)
-    try:
-        FAKES["findfs"] = fake_findfs
-        run = _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
-                        env={"FAKE_SYNC_RC": "1"}, modules=["base", "kdump", "dump-to-rootfs"],
-                        rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
-                        paths={"sysroot": str(tmp_path / "sysroot")})
-    finally:
-        FAKES.clear()
-        FAKES.update(saved)
+    run = _run_to_rootfs(tmp_path, shell, blockdev, env={"FAKE_SYNC_RC": "1"})
     dump = tmp_path / "sysroot/var/crash" / f"127.0.0.1-{DATE}"
     assert (dump / "vmcore-incomplete").exists() and not (dump / "vmcore").exists()
     assert "dump saved" not in run.out
