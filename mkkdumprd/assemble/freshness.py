@@ -68,9 +68,8 @@ def check_fresh(req: BuildRequest, image: Path, cache: BuildCache | None = None)
     manifest = on_disk.manifest
     if manifest is None:
         return Freshness(False, (f"{image} holds no mkkdumprd manifest",), foreign=True)
-    damage = verify_image(image)
-    if damage is not None:
-        return Freshness(False, (damage,))
+    if on_disk.damage is not None:
+        return Freshness(False, (on_disk.damage,))
     if manifest.get("version") != __version__:
         return Freshness(False, (f"mkkdumprd version changed ({manifest.get('version')} → "
                                  f"{__version__})",))
@@ -87,15 +86,19 @@ def check_fresh(req: BuildRequest, image: Path, cache: BuildCache | None = None)
 @dataclass(frozen=True)
 class OnDisk:
     exists: bool
-    manifest: dict[str, Any] | None     # None: not an intact mkkdumprd image
+    manifest: dict[str, Any] | None     # None: no mkkdumprd manifest (a foreign file)
+    damage: str | None = None           # an image of ours that is not what its build wrote
 
 
 def inspect_image(image: Path) -> OnDisk:
     """What the file at `image` is: the one place that decides whether it is an intact
-    mkkdumprd image (today: it holds a readable manifest)."""
+    mkkdumprd image (a readable manifest, and every byte as its build recorded it)."""
     if not image.is_file():
         return OnDisk(False, None)
-    return OnDisk(True, read_manifest(image))
+    manifest = read_manifest(image)
+    if manifest is None:
+        return OnDisk(True, None)
+    return OnDisk(True, manifest, verify_image(image))
 
 
 def _request_changes(old: object, new: dict[str, Any]) -> list[str]:

@@ -23,7 +23,8 @@ import re
 from pathlib import Path
 
 from mkkdumprd.atomic_file import atomic_write
-from mkkdumprd.input_file import InputFileError, open_input, printable, read_input
+from mkkdumprd.input_file import InputFileError, printable, read_input
+from mkkdumprd.sha256 import sha256_file
 
 SUFFIX = ".sha256"
 _RECORD = re.compile(r"([0-9a-f]{64})  (.+)\n")
@@ -41,14 +42,6 @@ def record_line(image: Path, sha256: str) -> str:
 def write_record(image: Path, sha256: str) -> None:
     """Record `sha256` as the digest of `image` as written (atomically, mode 0600)."""
     atomic_write(record_path(image), record_line(image, sha256), 0o600)
-
-
-def file_sha256(image: Path) -> str:
-    h = hashlib.sha256()
-    with open_input(image) as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def recorded_sha256(image: Path) -> str | None:
@@ -92,7 +85,7 @@ def verify(image: Path) -> str | None:
         return (f"{shown} has no valid digest record ({printable(str(record_path(image)))}) "
                 "from its build, so it cannot be verified")
     try:
-        got = file_sha256(image)
+        got = sha256_file(image)
     except (InputFileError, OSError) as exc:
         return f"{shown} cannot be read to verify it ({exc.strerror or exc})"
     if got != want:
