@@ -30,6 +30,9 @@ RESOLV_CONF = "/etc/resolv.conf"         # the host's name servers; udhcpc's lea
 SSH_DIR = "/root/.ssh"
 SSH_KEY = f"{SSH_DIR}/kdump_id"
 SSH_KNOWN_HOSTS = f"{SSH_DIR}/known_hosts"
+# One line per dump attempt, written by the dump flow, read by the outcome record:
+# "TARGET_DESC<TAB>saved|failed|skipped<TAB>REASON-OR-PATH".
+RESULTS = "/run/kdump/results"
 
 # The capture kernel's own files (not in the image).
 VMCORE = "/proc/vmcore"
