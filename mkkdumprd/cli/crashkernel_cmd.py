@@ -10,7 +10,7 @@ import click
 from mkkdumprd.arch import ArchInfo, host_arch, load_arch
 from mkkdumprd.crashkernel import apply as ck_apply
 from mkkdumprd.crashkernel import recommend as rec
-from mkkdumprd.crashkernel.grammar import GrammarError, check_value
+from mkkdumprd.crashkernel.grammar import GrammarError, check_set
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, default_low, parse_crashkernel
 from mkkdumprd.crashkernel.size import format_size, parse_size
 from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
@@ -230,10 +230,18 @@ def recommend(arch: str | None, mem: int | None, kver: str | None, image: Path |
 
 
 @crashkernel.command()
-@click.option("--value", default=None,
-              help="The crashkernel= value, canonical only: SIZE[@OFFSET], "
-              "START-[END]:SIZE,...[@OFFSET] or SIZE,high|low|cma (default: this arch's "
-              "table, e.g. 1G-4G:192M,...).")
+@click.option("--value", "values", multiple=True,
+              help="A crashkernel= value, canonical only: SIZE[@OFFSET], "
+              "START-[END]:SIZE,...[@OFFSET] or SIZE,high|low|cma; repeat it (or separate "
+              "by spaces) for a set such as '96M 256M,cma' (default: this arch's table, e.g. "
+              "1G-4G:192M,...).")
+@click.option("--recommended", is_flag=True,
+              help="Write what `crashkernel recommend` gives for --kver (recorded as a "
+              "recommendation, so auto_reset_crashkernel may replace it later).")
+@click.option("--kver", default=None, help="With --recommended: the kernel to size for.")
+@click.option("--if-ours", is_flag=True,
+              help="Change nothing unless the current value is one mkkdumprd recommended "
+              "(what auto_reset_crashkernel does on a kernel install).")
 @click.option("--arch", default=None, help="Architecture whose table is the default value.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
               show_default=True, help="The system whose boot configuration is changed.")
@@ -241,23 +249,41 @@ def recommend(arch: str | None, mem: int | None, kver: str | None, image: Path |
 @click.option("--force", is_flag=True,
               help="Override a crashkernel= set by hand (the value apply wrote last is "
               "recognised as its own and needs no --force).")
-def apply(value: str | None, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
-    """Write crashkernel= into the boot configuration (grubby, grub.d or /etc/kernel/cmdline)."""
+def apply(values: tuple[str, ...], recommended: bool, kver: str | None, if_ours: bool,
+          arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
+    """Write the crashkernel= words (grubby, grub.d or /etc/kernel/cmdline), all at once."""
     host = Host(root)
     info = _arch(arch)
-    value = value or info.default_table
-    value = value.removeprefix("crashkernel=")
+    if recommended and values:
+        raise UsageError("--value and --recommended exclude each other")
+    if if_ours:
+        had, was_rec = ck_apply.applied_record(host)
+        now = ck_apply.current_values(host)
+        if not (had and was_rec and set(now) <= set(had)):
+            shown = " ".join(f"crashkernel={v}" for v in now) or "no crashkernel="
+            click.echo(f"note: left alone: the boot configuration has {shown}, not a value "
+                       "mkkdumprd recommended")
+            return
+    if recommended:
+        r = _recommendation(arch, None, None, None, 0, root, kver)
+        if not r.chosen:
+            raise OperationError(f"nothing to recommend: {r.reason}")
+        words = r.value.split()
+    else:
+        words = [w for v in (values or (info.default_table,)) for w in v.split()]
+    words = [w.removeprefix("crashkernel=") for w in words]
     try:
         # Only the canonical grammar is written (the kernel's parser would ignore junk
         # after a valid prefix), then the kernel's own checks (any RAM size is fine here).
-        check_value(value)
-        parse_crashkernel(f"crashkernel={value}", 1 << 62, info)
+        checked = check_set(words)
+        parse_crashkernel(" ".join(f"crashkernel={v}" for v in checked), 1 << 62, info)
     except GrammarError as exc:
         raise UsageError(str(exc)) from None
     except CrashkernelInvalid as exc:
-        raise UsageError(f"crashkernel={value} is not valid on {info.name}: {exc}") from None
+        raise UsageError(f"crashkernel={' '.join(words)} is not valid on {info.name}: "
+                         f"{exc}") from None
     try:
-        plan = ck_apply.plan_apply(host, value, force)
+        plan = ck_apply.plan_apply(host, checked, force or if_ours, recommended)
     except FormatError as exc:
         raise UsageError(str(exc)) from None
     for k in plan.kept:
