@@ -120,12 +120,15 @@ def conflicts(cmdline: str, words: Sequence[str]) -> list[str]:
     want = {word_class(w): w for w in words}
     got = chosen_words(cmdline)
     out: list[str] = []
-    for cls, text in got.items():
+    for cls, found in got.items():
         form = cls or "plain"
+        # name the whole word when the text sits inside another one (crcrashkernel=200M)
+        text = next((w for w in cmdline.split() if w.endswith(found) and w != found
+                     and found in w), found)
         if cls in want:
-            if text != want[cls]:
-                out.append(f"the kernel would read '{text}' for the {form} form, not "
-                           f"'{want[cls]}'")
+            if found != want[cls]:
+                out.append(f"the kernel would read '{found}' (in '{text}') for the {form} "
+                           f"form, not '{want[cls]}'")
         elif (cls is None and ",high" in want) or (cls == ",low" and ",high" in want):
             out.append(f"'{text}' ({form}) would " + (
                 "hide crashkernel=,high (a plain size wins wherever it is)"
@@ -147,25 +150,32 @@ def _edit_words(text: str, words: Sequence[str], *, where: str = "") -> str:
     read another word's crashkernel= for some form (one inside another word after ours),
     the set goes at the end of the last line instead. OperationError when no place works."""
     joined = " ".join(kernel_word(w) for w in words)
-    stripped: list[str] = []
-    first: int | None = None
+    matches = list(_CK_WORD.finditer(text))
+    # every crashkernel= word removed with the blanks before it (a word at the very start
+    # of a line takes the blanks after it instead)
+    gone: list[str] = []
     pos = 0
-    for m in _CK_WORD.finditer(text):
-        if first is None:
-            stripped.append(text[pos:m.start()])
-            first = sum(len(x) for x in stripped)
-        else:
-            stripped.append(text[pos:m.start()].rstrip(" \t"))
+    for m in matches:
+        before = text[pos:m.start()]
+        kept = before.rstrip(" \t")
+        gone.append(kept)
         pos = m.end()
-    stripped.append(text[pos:])
-    rest = "".join(stripped)
+        if kept == "" or kept.endswith("\n"):
+            while pos < len(text) and text[pos] in " \t":
+                pos += 1
+    gone.append(text[pos:])
+    rest = "".join(gone)
     candidates: list[str] = []
-    if first is not None:
-        candidates.append(rest[:first] + joined + rest[first:])
+    if matches:
+        # in place of the first one: everything before it unchanged
+        first = matches[0]
+        tail = "".join(gone[1:])
+        candidates.append(text[:first.start()] + joined
+                          + (tail if tail[:1] in ("", "\n", " ", "\t") else " " + tail))
     else:
-        line, nl, tail = rest.partition("\n")
+        line, nl, after = rest.partition("\n")
         sep = " " if line.strip() else ""
-        candidates.append(line.rstrip(" \t") + sep + joined + (nl or "\n") + tail)
+        candidates.append(line.rstrip(" \t") + sep + joined + (nl or "\n") + after)
     # at the end of the last line that has words
     body = rest.rstrip("\n \t")
     trailer = rest[len(body):]
@@ -204,12 +214,8 @@ def _grubby_plan(host: Host, values: tuple[str, ...], force: bool,
         return _left_alone("grubby", value, kept)
     preview: list[Change] = []
     for p, old in texts.items():
-        new = "".join(
-            (re.sub(r"^(options\s+)(.*)$",
-                    lambda m: m.group(1) + _edit_words(m.group(2), words, where=str(p)),
-                    line.rstrip("\n")) + ("\n" if line.endswith("\n") else ""))
-            if line.startswith("options") else line
-            for line in old.splitlines(keepends=True))
+        new = "".join(_edit_options(line, words, str(p))
+                      for line in old.splitlines(keepends=True))
         if new != old:
             preview.append(Change(p, old, new))
     if entries and not preview:
@@ -218,6 +224,14 @@ def _grubby_plan(host: Host, values: tuple[str, ...], force: bool,
     cmd = (str(GRUBBY), "--update-kernel=ALL", f"--remove-args={_NAME[:-1]}",
            f"--args={' '.join(words)}")
     return ApplyPlan("grubby", value, (), tuple(preview), cmd, tuple(kept), (), recommended)
+
+
+def _edit_options(line: str, words: Sequence[str], where: str) -> str:
+    """A BLS entry line; an `options` line gets the set (`_edit_words`)."""
+    m = re.match(r"^(options\s+)(.*?)(\n?)$", line)
+    if not m:
+        return line
+    return m.group(1) + _edit_words(m.group(2), words, where=where).rstrip("\n") + m.group(3)
 
 
 def _grub_effective(host: Host, ours: str | None) -> str:
@@ -263,7 +277,7 @@ def _grub_d_plan(host: Host, values: tuple[str, ...], force: bool,
     if kept and not force:
         return _left_alone("grub.d", value, kept)
     old = _read(host, OUR_GRUB_CFG) if host.is_file(OUR_GRUB_CFG) else None
-    new = _HEADER + grub_append_line("GRUB_CMDLINE_LINUX_DEFAULT", " ".join(words))
+    new = _HEADER + "".join(grub_append_line("GRUB_CMDLINE_LINUX_DEFAULT", w) for w in words)
     why = conflicts(_grub_effective(host, new), words)
     if why:
         raise OperationError(f"{GRUB_D}: with {OUR_GRUB_CFG.name} written, "

@@ -253,9 +253,6 @@ def choose(arch: ArchInfo, total: int, rounded: int, fixed_need: int, ram: int,
     if cma:
         words.append(f"{format_size(cma)},cma")
     kind = ("high" if high else "plain") if not cma else ("high+cma" if high else "cma")
-    if kind == "plain":
-        kind_line = f"plain: {'; '.join(why)}"
-    else:
-        kind_line = "; ".join(why)
+    kind_line = ("plain: " if kind == "plain" else "") + "; ".join(why)
     return Layout(tuple(words), main, cma, low, kind, kind_line)
 
