@@ -102,16 +102,6 @@ def _kernel_files(host: Host, info: ArchInfo, kver: str | None
     return host.path(img), kpath, kver, [f"sized for the capture image {img} of {which} {kver}"]
 
 
-def _kver_of(kernel: Path) -> str | None:
-    """KVER from /boot/vmlinuz-KVER or /usr/lib/modules/KVER/vmlinuz."""
-    if kernel.name == "vmlinuz" and kernel.parent.parent.name == "modules":
-        return kernel.parent.name
-    for prefix in ("vmlinuz-", "vmlinux-", "Image-", "bzImage-"):
-        if kernel.name.startswith(prefix):
-            return kernel.name[len(prefix):]
-    return None
-
-
 def _collector(host: Host, config: Path | None) -> tuple[str, ...]:
     from mkkdumprd.config.kdumpconf import DEFAULT_CONF, load_kdump_conf
 
@@ -138,7 +128,7 @@ def _recommendation(arch: str | None, mem: int | None, image: Path | None,
         if kernel is None:
             image, kernel, kver, notes = found_image, found_kernel, found_kver, found
     if kver is None and kernel is not None:
-        kver = _kver_of(kernel)
+        kver = lay.kver_of(PurePosixPath(kernel))
     if image is None and kernel is None:
         return rec.recommend(info, ram, ram_source, None, notes)
     if image is None:

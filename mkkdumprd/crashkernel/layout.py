@@ -84,6 +84,16 @@ def read_kernel_config(host: Host, kver: str | None) -> KernelConfig:
     return KernelConfig(None, {}, _version(kver) if kver else None)
 
 
+def kver_of(kernel: PurePosixPath) -> str | None:
+    """KVER from /boot/vmlinuz-KVER or /usr/lib/modules/KVER/vmlinuz."""
+    if kernel.name == "vmlinuz" and kernel.parent.parent.name == "modules":
+        return kernel.parent.name
+    for prefix in ("vmlinuz-", "vmlinux-", "Image-", "bzImage-"):
+        if kernel.name.startswith(prefix):
+            return kernel.name[len(prefix):]
+    return None
+
+
 def cma_support(arch: ArchInfo, cfg: KernelConfig) -> tuple[bool, str]:
     """(the kernel reserves crashkernel=,cma, why or why not)."""
     if not arch.cma:
