@@ -230,8 +230,10 @@ def recommend(arch: str | None, mem: int | None, kver: str | None, image: Path |
               "recommendation, so auto_reset_crashkernel may replace it later).")
 @click.option("--kver", default=None, help="With --recommended: the kernel to size for.")
 @click.option("--if-ours", is_flag=True,
-              help="Change nothing unless the current value is one mkkdumprd recommended "
-              "(what auto_reset_crashkernel does on a kernel install).")
+              help="Change nothing unless the current value is one mkkdumprd recommended.")
+@click.option("--auto", is_flag=True,
+              help="What the kernel install hooks run: when kdump.conf's "
+              "auto_reset_crashkernel is yes, --recommended --if-ours; else nothing.")
 @click.option("--arch", default=None, help="Architecture whose table is the default value.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
               show_default=True, help="The system whose boot configuration is changed.")
@@ -240,16 +242,29 @@ def recommend(arch: str | None, mem: int | None, kver: str | None, image: Path |
               help="Override a crashkernel= set by hand (the value apply wrote last is "
               "recognised as its own and needs no --force).")
 def apply(values: tuple[str, ...], recommended: bool, kver: str | None, if_ours: bool,
-          arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
+          auto: bool, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
     """Write the crashkernel= words (grubby, grub.d or /etc/kernel/cmdline), all at once."""
     host = Host(root)
     info = _arch(arch)
+    if auto:
+        from mkkdumprd.config.kdumpconf import DEFAULT_CONF, load_kdump_conf
+
+        conf = host.path(DEFAULT_CONF)
+        if not load_kdump_conf(conf if conf.is_file() else None,
+                               default=conf).auto_reset_crashkernel:
+            click.echo("note: auto_reset_crashkernel is no in kdump.conf; crashkernel= left "
+                       "alone")
+            return
+        if values:
+            raise UsageError("--value and --auto exclude each other")
+        recommended = if_ours = True
     if recommended and values:
         raise UsageError("--value and --recommended exclude each other")
     if if_ours:
         had, was_rec = ck_apply.applied_record(host)
         now = ck_apply.current_values(host)
-        if not (had and was_rec and set(now) <= set(had)):
+        # never an administrator's value: only a set recorded as our recommendation
+        if not (had and was_rec and now and set(now) <= set(had)):
             shown = " ".join(f"crashkernel={v}" for v in now) or "no crashkernel="
             click.echo(f"note: left alone: the boot configuration has {shown}, not a value "
                        "mkkdumprd recommended")
