@@ -162,3 +162,44 @@ def test_recommend_apply_parse_round_trip(tmp_path: Path) -> None:
             assert (got["high"], got["low"]) == (lay.fixed, lay.low)
         else:
             assert (got["size"], got["high"]) == (lay.fixed, None)
+
+
+def _auto_root(tmp_path: Path, line: str, record: str | None) -> Path:
+    for rel, text in {"etc/kernel/cmdline": line,
+                      "proc/meminfo": "MemTotal:        4194304 kB\n",
+                      "proc/sys/kernel/osrelease": "6.1.0-99-amd64\n"}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    if record is not None:
+        (tmp_path / "var/lib/mkkdumprd").mkdir(parents=True)
+        (tmp_path / "var/lib/mkkdumprd/crashkernel-applied").write_text(record)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("record", "changes"), [
+    ("96M\nrecommended\n", True),        # our recommendation: replaced
+    ("96M\n", False),                    # written by hand with --value: the admin's
+    (None, False),                       # nothing recorded: the admin's
+])
+def test_auto_reset_replaces_only_our_recommendation(tmp_path: Path, record: str | None,
+                                                     changes: bool) -> None:
+    root = _auto_root(tmp_path, "root=/dev/vda1 crashkernel=96M ro\n", record)
+    code, out, err = _cli("crashkernel", "apply", "--auto", "--kver", "6.1.0-100-amd64",
+                          "--root", str(root))
+    assert code == 0, err
+    after = (root / "etc/kernel/cmdline").read_text()
+    if changes:
+        assert "crashkernel=96M" not in after and after.count("crashkernel=") == 1
+        values, recommended = ck.applied_record(Host(root))
+        assert recommended and f"crashkernel={values[0]}" in after
+    else:
+        assert after == "root=/dev/vda1 crashkernel=96M ro\n"
+        assert "not a value mkkdumprd recommended" in out
+
+
+def test_auto_reset_no_in_kdump_conf(tmp_path: Path) -> None:
+    root = _auto_root(tmp_path, "root=/dev/vda1 crashkernel=96M ro\n", "96M\nrecommended\n")
+    (root / "etc/kdump.conf").write_text("auto_reset_crashkernel no\n")
+    code, out, _ = _cli("crashkernel", "apply", "--auto", "--root", str(root))
+    assert code == 0 and "auto_reset_crashkernel is no" in out
+    assert (root / "etc/kernel/cmdline").read_text() == "root=/dev/vda1 crashkernel=96M ro\n"
