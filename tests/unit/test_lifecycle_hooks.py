@@ -68,7 +68,7 @@ def _run(script: Path, root: Path, *args: str, **env: str) -> subprocess.Complet
                           check=False)
 
 
-def AUTO(root: Path) -> str:  # noqa: N802 - reads as the expected call
+def AUTO(root: Path) -> str:
     """auto_reset_crashkernel's call after every build (the CLI decides whether to act)."""
     return f"crashkernel apply --auto --kver {KVER} --root {root}"
 
