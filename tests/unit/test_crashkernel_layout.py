@@ -129,3 +129,13 @@ def test_recommend_human_output_explains_in_two_lines(sid_root: Path) -> None:
     assert ",cma" in lines[i]
     assert lines[i + 1].startswith("why:") and "CMA" in lines[i + 1]
     assert lines[i + 2].strip().startswith("size:") and len(lines) == i + 3
+
+
+@pytest.mark.parametrize("arch", ["aarch64", "ppc64le", "s390x", "riscv64"])
+def test_non_x86_capture_cmdline_drops_mce(arch: str) -> None:
+    from mkkdumprd.loader.cmdline import capture_cmdline
+
+    info = load_arch(arch)
+    words = capture_cmdline("ro mce=2 mce=off console=ttyS0", info.cmdline_remove,
+                            info.cmdline_append).split()
+    assert not [w for w in words if w.startswith("mce")] and "console=ttyS0" in words
