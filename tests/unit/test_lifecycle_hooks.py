@@ -319,3 +319,20 @@ def test_systemd_analyze_accepts_the_unit(tmp_path: Path) -> None:
                        text=True, check=False)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "mkkdumprd.service" in ln]
     assert problems == [], r.stdout + r.stderr
+
+
+def test_install_integration_installs_the_hotplug_rule_beside_systemd(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/udev/rules.d").mkdir(parents=True)
+    r = CliRunner().invoke(main, ["install-integration", "--root", str(root), "--mkkdumprd",
+                                  "/usr/bin/mkkdumprd"])
+    assert r.exit_code == 0, r.output
+    assert "/etc/udev/rules.d/98-mkkdumprd.rules" in r.output.split()
+    rule = root / "etc/udev/rules.d/98-mkkdumprd.rules"
+    shipped = Path(__file__).resolve().parents[2] / \
+        "mkkdumprd/data/packaging/udev/98-mkkdumprd.rules"
+    assert rule.read_bytes() == shipped.read_bytes()
+    assert 'ATTRS{crash_hotplug}=="1", GOTO="mkkdumprd_end"' in rule.read_text()
+    r = CliRunner().invoke(main, ["install-integration", "--root", str(root), "--remove"])
+    assert r.exit_code == 0 and not rule.exists()
