@@ -125,6 +125,7 @@ def test_high_low_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
     assert rec["layout"] == "high", rec
     words = str(rec["cmdline"])
     assert ",high" in words and ",low" in words, rec
+    print(f"\n6144 MiB guest: {words}")
 
     steps, console, disk = _crash_cycle(kernel, tmp_path, image, fs_uuid, 6144, words)
     report = "\n".join(f"--- {s.name} rc={s.rc}\n{s.output}" for s in steps.values())
