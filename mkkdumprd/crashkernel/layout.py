@@ -6,7 +6,7 @@ the machine:
 
   fixed + ,cma  the kernel has CMA crashkernel support (kernel/crash_reserve.c
                 CRASHKERNEL_CMA: CONFIG_CMA with the generic reservation, and the arch
-                calling reserve_crashkernel_cma(): x86_64 from 6.16) and the dump may lose
+                calling reserve_crashkernel_cma(): x86_64 from 6.17) and the dump may lose
                 user pages (the collector drops them, -d with bit 8). Only what kexec
                 places in the reservation is fixed: the kernel's PAGE_ALIGN(init_size)
                 window, the compressed initramfs, the ELF core headers and purgatory/boot
@@ -102,12 +102,15 @@ def cma_support(arch: ArchInfo, cfg: KernelConfig) -> tuple[bool, str]:
         return False, "no config file for the target kernel (pass --kver or install it)"
     if not (cfg.on("CMA") and cfg.on("CRASH_RESERVE")):
         return False, f"{cfg.path} lacks CONFIG_CMA=y or CONFIG_CRASH_RESERVE=y"
-    # x86_64 calls reserve_crashkernel_cma() from 6.16 (J. Bohac's series); the arm64 and
-    # riscv patches' merge versions are not confirmed, so those are not offered yet.
+    # x86_64: J. Bohac's commits 35c18f2933c5 (",cma" suffix) and ab475510e042
+    # (reserve_crashkernel_cma) are dated 2025-07-19, after the 6.16 merge window closed:
+    # Linux 6.17. The arm64 and riscv patches (J. Ruan, "kexec_file: Add support for
+    # crashkernel CMA reservation", committed 2026-06-30) have no confirmed release yet,
+    # so those arches are not offered CMA.
     if arch.name != "x86_64":
-        return False, f"crashkernel=,cma on {arch.name}: merge version unconfirmed; not used"
-    if cfg.version is None or cfg.version < (6, 16):
-        return False, "crashkernel=,cma needs Linux 6.16 or later"
+        return False, f"crashkernel=,cma on {arch.name}: release unconfirmed; not used"
+    if cfg.version is None or cfg.version < (6, 17):
+        return False, "crashkernel=,cma needs Linux 6.17 or later"
     return True, f"{cfg.path}: CONFIG_CMA=y, Linux {cfg.version[0]}.{cfg.version[1]}"
 
 

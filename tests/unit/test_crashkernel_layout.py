@@ -47,9 +47,9 @@ def test_config_from_the_modules_dir_and_cma_support(tmp_path: Path) -> None:
     old = lay.read_kernel_config(Host(tmp_path), "6.12.0-1-amd64")
     assert not lay.cma_support(X86, old)[0]
     (tmp_path / "boot").mkdir()
-    (tmp_path / "boot/config-6.15.0-1-amd64").write_text(SID_CONFIG)
-    ok, why = lay.cma_support(X86, lay.read_kernel_config(Host(tmp_path), "6.15.0-1-amd64"))
-    assert not ok and "6.16" in why
+    (tmp_path / "boot/config-6.16.0-1-amd64").write_text(SID_CONFIG)
+    ok, why = lay.cma_support(X86, lay.read_kernel_config(Host(tmp_path), "6.16.0-1-amd64"))
+    assert not ok and "6.17" in why
     assert not lay.cma_support(load_arch("aarch64"), cfg)[0]
 
 

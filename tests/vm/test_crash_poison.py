@@ -5,7 +5,7 @@ ctypes, as root; CONFIG_MEMORY_FAILURE=y in Debian's kernel) and /proc/meminfo c
 HardwareCorrupted. It then crashes; the capture image `mkkdumprd build` made runs
 makedumpfile with -d 1, which would keep that user page, and --message-level 31 for its
 report: makedumpfile excludes the page as "Hwpoison pages" (whatever -d says) and the
-vmcore is complete. ~2 min under TCG (a 768 MiB guest dumped with only zero pages
+vmcore is complete. ~3 min under TCG (a 768 MiB guest dumped with only zero pages
 dropped), so slow.
 """
 
@@ -35,7 +35,7 @@ POISON = ("python3 -c '"
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~2 min under TCG
+@pytest.mark.slow  # ~3 min under TCG (190 s measured)
 def test_poisoned_page_is_excluded_and_the_dump_completes(
         kernel: Kernel, tmp_path: Path, build_capture: BuildImage) -> None:
     fs_uuid = str(uuid.uuid4())
