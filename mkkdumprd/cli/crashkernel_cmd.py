@@ -330,8 +330,14 @@ def showmem(root: Path) -> None:
     if size == 0:
         raise OperationError("no memory is reserved for the crash kernel (crashkernel= is "
                              "missing from the kernel command line)")
+    from mkkdumprd.crashkernel.fit import reserved_cma
+
+    cma = reserved_cma(Host(root))
     click.echo(f"Reserved {format_size(size)} memory for crash kernel "
                f"({PurePosixPath('/sys/kernel/kexec_crash_size')}: {size} bytes)")
+    if cma:
+        click.echo(f"plus {format_size(cma)} of CMA (crashkernel=,cma), used by this system "
+                   "until a crash")
 
 
 COMMANDS: list[click.Command] = [crashkernel, estimate, showmem]

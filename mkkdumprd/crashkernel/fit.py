@@ -24,19 +24,12 @@ from mkkdumprd.host import Host
 from mkkdumprd.human_size import human_size as human
 from mkkdumprd.loader import status
 
-CRASH_SIZE_NEW = PurePosixPath("/sys/kernel/kexec/crash_size")
 CMA_RANGES = (PurePosixPath("/sys/kernel/kexec/crash_cma_ranges"),
               PurePosixPath("/sys/kernel/kexec_crash_cma_ranges"))
 
 
 def reserved_fixed(host: Host) -> int | None:
     """Bytes of the fixed reservation (high + low), the new sysfs name first."""
-    text = host.read_optional(CRASH_SIZE_NEW)
-    if text is not None:
-        try:
-            return int(text.strip(), 0)
-        except ValueError:
-            pass
     return status.reserved_bytes(host)
 
 

@@ -112,3 +112,14 @@ def test_cma_area_counts_but_never_for_what_kexec_places(root: Path) -> None:
     fit = reservation_fit(host, X86, f"/boot/vmlinuz-{KVER}", f"/boot/initramfs-{KVER}kdump.img")
     assert fit is not None and fit.short and not fit.fixed_short
     assert "fixed +" in fit.warning() and "CMA) is below the" in fit.warning()
+
+
+def test_showmem_reads_the_new_name_and_shows_the_cma_part(tmp_path: Path) -> None:
+    new = tmp_path / "sys/kernel/kexec"
+    new.mkdir(parents=True)
+    (new / "crash_size").write_text(f"{68 * M}\n")
+    (new / "crash_cma_ranges").write_text("30000000-33ffffff\n")
+    r = CliRunner().invoke(main, ["showmem", "--root", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "Reserved 68M memory for crash kernel" in r.output
+    assert "plus 64M of CMA" in r.output
