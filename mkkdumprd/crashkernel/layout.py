@@ -150,8 +150,7 @@ class HwTerm:
     source: str
 
 
-def hardware_terms(arch: ArchInfo, host: Host, cfg: KernelConfig,
-                   image_modules: Sequence[str] = ()) -> list[HwTerm]:
+def hardware_terms(arch: ArchInfo, host: Host, cfg: KernelConfig) -> list[HwTerm]:
     """Memory Fedora's kdump-utils adds for hardware (kdump-lib.sh kdump_get_arch_recommend_
     crashkernel, reference fedora-kdump-utils.md "crashkernel defaults")."""
     out: list[HwTerm] = []
@@ -160,11 +159,18 @@ def hardware_terms(arch: ArchInfo, host: Host, cfg: KernelConfig,
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags |= set(line.partition(":")[2].split())
-    if arch.name == "x86_64" and flags & {"sme", "sev", "sev_es", "sev_snp"} \
-            and cfg.on("AMD_MEM_ENCRYPT"):
-        out.append(HwTerm("sme/sev", 64 * MiB, "AMD memory encryption (CPU flags "
-                          f"{' '.join(sorted(flags & {'sme', 'sev', 'sev_es', 'sev_snp'}))}, "
-                          "CONFIG_AMD_MEM_ENCRYPT): kdump-utils adds 64M (4841bc6)"))
+    if arch.name == "x86_64" and cfg.on("AMD_MEM_ENCRYPT"):
+        # kdump-utils greps dmesg for "Memory Encryption Features active: AMD SME|SEV";
+        # the same facts from files: SME is on when the CPU has it and mem_encrypt=on (or
+        # the kernel's default is on and not turned off); SEV when a guest has the flag.
+        cmdline = (host.read_optional("/proc/cmdline") or "").split()
+        sme = "sme" in flags and ("mem_encrypt=on" in cmdline or (
+            cfg.on("AMD_MEM_ENCRYPT_ACTIVE_BY_DEFAULT") and "mem_encrypt=off" not in cmdline))
+        sev = "hypervisor" in flags and bool(flags & {"sev", "sev_es", "sev_snp"})
+        if sme or sev:
+            out.append(HwTerm("sme/sev", 64 * MiB,
+                              f"AMD {'SME' if sme else 'SEV'} memory encryption is active: "
+                              "kdump-utils adds 64M (4841bc6)"))
     if arch.name == "aarch64":
         k64 = cfg.on("ARM64_64K_PAGES")
         if k64:
@@ -173,9 +179,7 @@ def hardware_terms(arch: ArchInfo, host: Host, cfg: KernelConfig,
             if any(n.startswith("arm-smmu") for n in host.listdir("/sys/devices/platform")):
                 out.append(HwTerm("arm-smmu", 384 * MiB,
                                   "ARM SMMU with 64K pages: kdump-utils adds 384M"))
-        mlx5 = host.is_dir("/sys/bus/pci/drivers/mlx5_core") or any(
-            m.startswith("mlx5_core") for m in image_modules)
-        if mlx5:
+        if host.is_dir("/sys/bus/pci/drivers/mlx5_core"):
             out.append(HwTerm("mlx5", (200 if k64 else 150) * MiB,
                               f"mlx5 network card: kdump-utils adds {200 if k64 else 150}M "
                               "on aarch64"))

@@ -71,9 +71,15 @@ def test_hardware_terms(tmp_path: Path) -> None:
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/cpuinfo").write_text("flags\t\t: fpu sme sev sev_es\n")
     cfg = lay.KernelConfig("/c", {"AMD_MEM_ENCRYPT": "y"}, (7, 2))
+    # an EPYC host that can encrypt but does not (Debian: not active by default)
+    assert lay.hardware_terms(X86, Host(tmp_path), cfg) == []
+    (tmp_path / "proc/cmdline").write_text("ro mem_encrypt=on\n")
     terms = lay.hardware_terms(X86, Host(tmp_path), cfg)
     assert [(t.name, t.size) for t in terms] == [("sme/sev", 64 * M)]
     assert lay.hardware_terms(X86, Host(tmp_path), lay.KernelConfig(None, {}, None)) == []
+    (tmp_path / "proc/cmdline").write_text("ro\n")
+    (tmp_path / "proc/cpuinfo").write_text("flags\t\t: fpu hypervisor sev\n")   # SEV guest
+    assert [t.name for t in lay.hardware_terms(X86, Host(tmp_path), cfg)] == ["sme/sev"]
     arm = load_arch("aarch64")
     (tmp_path / "sys/bus/pci/drivers/mlx5_core").mkdir(parents=True)
     (tmp_path / "sys/devices/platform/arm-smmu-v3.0.auto").mkdir(parents=True)
