@@ -6,7 +6,7 @@ drops user pages), the guest boots with exactly those words, the project's loade
 the capture image `mkkdumprd build` made, sysrq crashes it and the vmcore is read back. A
 6 GiB guest does the same with the recommended ,high/,low words and shows the reservation
 above 4 GiB in /proc/iomem. Each guest boots the 7.x kernel under TCG twice (first and
-capture kernel) and waits the kernel's 10 s CMA DMA pause: 2-4 min each, so slow.
+capture kernel) and waits the kernel's 10 s CMA DMA pause: 1.5-2.5 min each, so slow.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _iomem_ranges(text: str) -> list[tuple[int, int]]:
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~3-5 min per size under TCG (two boots of a 7.x kernel, 10 s CMA wait)
+@pytest.mark.slow  # 90-120 s per size under TCG on a loaded host (two boots of 7.x, 10 s CMA wait)
 @pytest.mark.parametrize("mem_mb", [1024, 4096])
 def test_cma_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
                                        build_capture: BuildImage, mem_mb: int) -> None:
@@ -109,7 +109,7 @@ def test_cma_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~4 min under TCG with 6 GiB of guest RAM
+@pytest.mark.slow  # ~140 s under TCG with 6 GiB of guest RAM
 def test_high_low_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
                                             build_capture: BuildImage) -> None:
     fs_uuid = str(uuid.uuid4())
