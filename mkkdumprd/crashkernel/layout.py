@@ -249,7 +249,7 @@ def choose(arch: ArchInfo, total: int, rounded: int, fixed_need: int, ram: int,
     high = False
     if arch.high_low and arch.low_max and high_ok and ram > arch.low_max:
         # Unknown (--mem without /proc/iomem): firmware leaves the 32-bit PCI hole below
-        # LOW_MAX, at least a quarter of it on PCs (QEMU's pc machine: 3 GiB of RAM below).
+        # LOW_MAX, at least a quarter of it on PCs (QEMU pc: 3 GiB of RAM below, q35: 2).
         below = ram_below if ram_below is not None else min(ram, arch.low_max * 3 // 4)
         above = ram - below
         if above >= below:
