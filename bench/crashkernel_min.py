@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/crashkernel_min.py [--mem 1024,2048,4096] [--lo 64] [--hi 512]
                                               [--step 8] [--timeout 240] [--workdir DIR]
+                                              [--cma MiB]
+
+With --cma N (e.g. --cma 256 --lo 56 --hi 128 --step 2) the probes boot Debian unstable's
+newest kernel (7.x, CONFIG_CMA=y) with `crashkernel=XM crashkernel=NM,cma` and bisect the
+fixed part X alone: the smallest reservation the running system loses for good, beside
+`recommend`'s fixed_bytes for the same kernel and image.
 
 For the local-target capture image (`mkkdumprd build --no-hostonly --add-drivers
 virtio_pci,virtio_blk,ext4 --target local:UUID=...`), every probe boots the Debian kernel
@@ -37,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mkkdumprd.arch import load_arch
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
 from mkkdumprd.crashkernel.size import MiB
-from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.support.debian_kernel import Kernel, debian_kernel, debian_sid_kernel
 from tests.vm.harness import disks
 from tests.vm.harness import python_guest as pg
 from tests.vm.harness.qemu import VM, Drive, VMError, VMSpec
@@ -87,11 +93,12 @@ def first_stage(kernel: Kernel, capture: Path, work: Path) -> Path:
 
 
 def probe(kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int, ck: int,
-          timeout: float) -> Probe:
-    tag = f"m{mem}-ck{ck}"
+          timeout: float, cma: int = 0) -> Probe:
+    tag = f"m{mem}-ck{ck}" + (f"-cma{cma}" if cma else "")
     disk = disks.make_ext4(work / f"{tag}.disk", fs_uuid,
                            content=disks.tree(work / "fs", "var/crash"))
-    spec = VMSpec(kernel.vmlinuz, first, f"console=ttyS0 crashkernel={ck}M panic=-1 loglevel=4",
+    words = f"crashkernel={ck}M" + (f" crashkernel={cma}M,cma" if cma else "")
+    spec = VMSpec(kernel.vmlinuz, first, f"console=ttyS0 {words} panic=-1 loglevel=4",
                   drives=(Drive(disk),), memory_mb=mem)
     log = work / f"{tag}.log"
     why = ""
@@ -146,12 +153,12 @@ def minimum(run: Callable[[int], bool], lo: int, hi: int, step: int,
 
 class ProbeFn:
     def __init__(self, kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int,
-                 timeout: float, log: list[Probe]) -> None:
+                 timeout: float, log: list[Probe], cma: int = 0) -> None:
         self.args = (kernel, first, fs_uuid, work)
-        self.mem, self.timeout, self.log = mem, timeout, log
+        self.mem, self.timeout, self.log, self.cma = mem, timeout, log, cma
 
     def __call__(self, ck: int) -> bool:
-        p = probe(*self.args, self.mem, ck, self.timeout)
+        p = probe(*self.args, self.mem, ck, self.timeout, self.cma)
         self.log.append(p)
         print(f"  -m {p.mem:<5} crashkernel={p.ck}M  {'ok  ' if p.ok else 'FAIL'}  "
               f"{p.seconds:5.0f} s  {p.why}", flush=True)
@@ -159,9 +166,10 @@ class ProbeFn:
 
 
 def recommend(kernel: Kernel, capture: Path, mem: int) -> dict[str, object]:
+    # --root: the kernel's own tree, so its config (CMA or not) decides the layout
     argv = [sys.executable, "-m", "mkkdumprd", "crashkernel", "recommend", "--arch", "x86_64",
             "--mem", f"{mem}M", "--image", str(capture), "--kernel", str(kernel.vmlinuz),
-            "--json"]
+            "--kver", kernel.kver, "--root", str(kernel.root), "--json"]
     r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
     data: dict[str, object] = json.loads(r.stdout)
     return data
@@ -187,10 +195,12 @@ def main() -> int:
     ap.add_argument("--step", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--cma", type=int, default=0,
+                    help="MiB of crashkernel=,cma beside the fixed part bisected (sid kernel)")
     args = ap.parse_args()
     work = args.workdir or Path(f"/tmp/crashkernel-min-{time.strftime('%Y%m%d-%H%M%S')}")
     work.mkdir(parents=True, exist_ok=True)
-    kernel = debian_kernel()
+    kernel = debian_sid_kernel() if args.cma else debian_kernel()
     fs_uuid = str(uuid.uuid4())
     t0 = time.monotonic()
     capture = build_capture(kernel, work, fs_uuid)
@@ -207,8 +217,13 @@ def main() -> int:
         assert isinstance(est, dict)
         estimate = int(est["rounded"]) // MiB
         table = int(str(rec["table_size"])) // MiB
-        print(f"-m {mem}: recommend estimate {estimate}M, table {table}M", flush=True)
-        found = minimum(ProbeFn(kernel, first, fs_uuid, work, mem, args.timeout, probes),
+        if args.cma:
+            # the fixed part is what is bisected and compared
+            estimate = int(str(rec["fixed_bytes"])) // MiB
+            table = estimate
+        print(f"-m {mem}: recommend {rec.get('cmdline')}, table {table}M", flush=True)
+        found = minimum(ProbeFn(kernel, first, fs_uuid, work, mem, args.timeout, probes,
+                                args.cma),
                         args.lo, args.hi, args.step, guess)
         guess = found
         rows.append((mem, found, estimate, table, table_value(FEDORA, mem),
@@ -216,6 +231,9 @@ def main() -> int:
 
     print(f"\nmeasured in {time.monotonic() - t0:.0f} s, {len(probes)} probes; "
           f"step {args.step}M, range {args.lo}M..{args.hi}M\n")
+    if args.cma:
+        print(f"fixed part bisected beside crashkernel={args.cma}M,cma; 'recommend "
+              "estimate' and 'arch table' are recommend's fixed_bytes")
     print("| guest RAM | measured min | recommend estimate | estimate/min | arch table | "
           "Fedora | Debian |")
     print("|---|---|---|---|---|---|---|")

@@ -446,7 +446,8 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive(
         "auto_reset_crashkernel", ("auto_reset_crashkernel",), _choice("yes", "no", true="yes"),
         ("auto_reset_crashkernel",), ("auto_reset_crashkernel yes",),
-        "read and shown, not acted on (Fedora's kdumpctl resets crashkernel= with it)",
+        "yes: on a kernel install, replace crashkernel= with the new recommendation, only "
+        "when the current value is one mkkdumprd recommended (`crashkernel apply --auto`)",
         in_image=False, write=_bool("auto_reset_crashkernel", "yes", "no"),
         record=_as_is("auto_reset_crashkernel")),
     Directive(

@@ -165,12 +165,23 @@ def derive(config: KdumpConfig) -> tuple[KdumpConfig, list[Diagnostic], list[Dia
                     f"-F in core_collector {shown!r} is dropped for the filesystem target "
                     f"({target.describe()}), as Fedora does, so the vmcore is not flattened",
                     shown))
-        elif target.kind is TargetKind.RAW:
+        if not _is_makedumpfile(argv) and target.kind is TargetKind.RAW:
             warnings.append(Diagnostic(
                 where,
                 f"core_collector {shown!r} is not makedumpfile, so `mkkdumprd savecore` "
                 "cannot recover the dump from the raw device; you will have to recover it "
                 "manually",
+                shown))
+        if not _is_makedumpfile(argv):
+            # makedumpfile drops PG_hwpoison pages whatever -d says (exclude_unnecessary_
+            # pages, since 2012); a plain copy of /proc/vmcore reads them and a machine
+            # check in the capture kernel ends the dump.
+            warnings.append(Diagnostic(
+                where,
+                f"core_collector {shown!r} copies every page of /proc/vmcore, including "
+                "pages the crashed kernel marked hardware-poisoned (memory errors); reading "
+                "one can stop the capture kernel with a machine check. makedumpfile skips "
+                "them: prefer `core_collector makedumpfile -l --message-level 7 -d 31`",
                 shown))
     if config.sshkey != DEFAULT_SSHKEY and target.kind is not TargetKind.SSH:
         warnings.append(Diagnostic(

@@ -99,3 +99,31 @@ def _show(text: str) -> str:
     from mkkdumprd.input_file import printable
 
     return printable(text)
+
+
+def check_set(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The crashkernel= values `apply` writes as one set, each canonical, in the order
+    plain-or-,high, ,low, ,cma. The kernel keeps the last word of each form and a plain
+    form hides ,high and ,low, so a set holds at most one of each, never plain and ,high
+    together, ,low only beside ,high, and ,cma only beside a fixed part (alone it
+    reserves nothing: parse_crashkernel() returns -EINVAL without a base size)."""
+    by: dict[str, str] = {}
+    for raw in values:
+        v = check_value(raw.removeprefix("crashkernel="))
+        kind = next((s for s in _SUFFIXES if v.endswith(s)), "plain")
+        if kind in by:
+            raise GrammarError(f"crashkernel={by[kind]} and crashkernel={v}: one value per "
+                               "form (the kernel would use only the last)")
+        by[kind] = v
+    if not by:
+        raise GrammarError("no crashkernel= value given")
+    if "plain" in by and ",high" in by:
+        raise GrammarError("crashkernel=SIZE and crashkernel=SIZE,high together: the kernel "
+                           "ignores ,high when a plain size is given; choose one")
+    if ",low" in by and ",high" not in by:
+        raise GrammarError("crashkernel=SIZE,low is only read beside crashkernel=SIZE,high")
+    if "plain" not in by and ",high" not in by:
+        raise GrammarError("crashkernel=SIZE,cma alone reserves nothing: the kernel needs a "
+                           "fixed part (crashkernel=SIZE or SIZE,high) for the capture "
+                           "kernel and its initramfs")
+    return tuple(by[k] for k in ("plain", ",high", ",low", ",cma") if k in by)

@@ -76,6 +76,29 @@ def _last_word(cmdline: str, suffix: str | None) -> int | None:
     return None if found is None else found + len(_NAME)
 
 
+CLASSES: tuple[str | None, ...] = (None, ",high", ",low", ",cma")
+
+
+def word_class(word: str) -> str | None:
+    """The class the kernel files a crashkernel= word under: its suffix, None for plain."""
+    return next((s for s in _SUFFIXES if word.endswith(s)), None)
+
+
+def chosen_words(cmdline: str) -> dict[str | None, str]:
+    """For each class (None = plain, ",high", ",low", ",cma"), the text the kernel reads for
+    it: from the "crashkernel=" of the last occurrence (found anywhere, even inside a
+    word such as "crcrashkernel=") to the next space. Classes absent from `cmdline` are
+    left out. Comparing these with the words one wrote is how `apply` checks that the
+    kernel will use exactly them."""
+    out: dict[str | None, str] = {}
+    for suffix in CLASSES:
+        i = _last_word(cmdline, suffix)
+        if i is not None:
+            start = i - len(_NAME)
+            out[suffix] = cmdline[start:_word_end(cmdline, start)]
+    return out
+
+
 def _at(s: str, i: int) -> str:
     return s[i] if i < len(s) else "\0"
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkkdumprd.arch import ArchInfo
+from mkkdumprd.crashkernel.layout import Layout
 from mkkdumprd.crashkernel.size import KiB, MiB, format_size, round_up
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import Host
@@ -72,6 +73,8 @@ class EstimateInputs:
     module_count: int
     cpus: int
     luks: int = 0
+    hardware: tuple[Term, ...] = ()      # layout.hardware_terms, each with its source
+    elfcorehdr: int = 1 * MiB            # ELF core headers kexec places in the reservation
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,14 @@ class Estimate:
     margin: int
     total: int
     rounded: int
+
+
+def fixed_need(inp: EstimateInputs) -> int:
+    """What kexec_file_load places in the reservation itself (a CMA area cannot hold it):
+    the kernel's load window, the compressed image and the ELF core headers."""
+    page = inp.arch.page_size
+    return (round_up(inp.kernel_runtime, page) + round_up(inp.image_compressed, page)
+            + inp.elfcorehdr)
 
 
 def estimate(inp: EstimateInputs) -> Estimate:
@@ -101,6 +112,7 @@ def estimate(inp: EstimateInputs) -> Estimate:
         Term("collector", COLLECTOR_PROCESS + bitmap + headers,
              f"makedumpfile 12 MiB + bitmaps {human(bitmap)} for {human(inp.ram)} RAM"),
     ]
+    terms += inp.hardware
     before_memmap = sum(t.size for t in terms)
     # memmap of the reservation itself: solve x = s + x*64/page for x.
     memmap = before_memmap * STRUCT_PAGE // (a.page_size - STRUCT_PAGE)
@@ -256,10 +268,20 @@ class Recommendation:
     chosen: int
     reason: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    layout: Layout | None = None
 
     @property
     def value(self) -> str:
+        """The crashkernel= values to write, space-separated (one for a plain size)."""
+        if self.layout is not None:
+            return " ".join(self.layout.words)
         return format_size(self.chosen)
+
+    @property
+    def cmdline(self) -> str | None:
+        if not self.chosen:
+            return None
+        return " ".join(f"crashkernel={v}" for v in self.value.split())
 
     def as_json(self) -> dict[str, object]:
         est = None
@@ -278,6 +300,15 @@ class Recommendation:
             "estimate": est, "chosen": self.chosen,
             "crashkernel": f"crashkernel={self.value}" if self.chosen else None,
             "reason": self.reason, "notes": list(self.notes),
+            "cmdline": self.cmdline,
+            "fixed_bytes": self.layout.fixed if self.layout else self.chosen,
+            "cma_bytes": self.layout.cma if self.layout else 0,
+            "low_bytes": self.layout.low if self.layout else 0,
+            "layout": self.layout.kind if self.layout else "plain",
+            "why": ([{"name": t.name, "bytes": t.size, "source": t.source}
+                     for t in self.estimate.terms] if self.estimate else [])
+            + ([{"name": "layout", "bytes": 0, "source": self.layout.choice}]
+               if self.layout else []),
         }
 
     def render(self) -> str:
@@ -297,9 +328,18 @@ class Recommendation:
             out.append(f"  {'total':<11} {human(self.estimate.total):>10}  "
                        f"rounded up to {human(ROUND_TO)}: {format_size(self.estimate.rounded)}")
         out.extend(f"note: {n}" for n in self.notes)
-        out.append(f"recommended:    crashkernel={self.value}" if self.chosen
+        out.append(f"recommended:    {self.cmdline}" if self.chosen
                    else "recommended:    none")
-        out.append(f"why:            {self.reason}")
+        if self.layout is not None:
+            parts = [f"fixed {format_size(self.layout.fixed)}"]
+            if self.layout.low:
+                parts.append(f"low {format_size(self.layout.low)}")
+            if self.layout.cma:
+                parts.append(f"CMA {format_size(self.layout.cma)} (reusable)")
+            out.append(f"why:            {' + '.join(parts)}; {self.layout.choice}")
+            out.append(f"                size: {self.reason}")
+        else:
+            out.append(f"why:            {self.reason}")
         return "\n".join(out)
 
 
@@ -312,8 +352,16 @@ def table_size(arch: ArchInfo, ram: int) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class LayoutInputs:
+    use_cma: bool
+    cma_why: str
+    ram_below: int | None       # System RAM below the arch's LOW_MAX (None: unknown)
+
+
 def recommend(arch: ArchInfo, ram: int, ram_source: str,
-              inputs: EstimateInputs | None, notes: Iterable[str] = ()) -> Recommendation:
+              inputs: EstimateInputs | None, notes: Iterable[str] = (),
+              layout_inputs: LayoutInputs | None = None) -> Recommendation:
     tsize = table_size(arch, ram)
     if inputs is None:
         reason = ("the table default for this RAM size; pass --image (and --kernel) for an "
@@ -338,5 +386,11 @@ def recommend(arch: ArchInfo, ram: int, ram_source: str,
                   f"{format_size(tsize - chosen)} more than this image needs")
     else:
         reason = "the estimate from the real files equals the table default"
+    lay = None
+    if layout_inputs is not None and chosen < ram // 2:
+        from mkkdumprd.crashkernel.layout import choose
+
+        lay = choose(arch, est.total, est.rounded, fixed_need(inputs), ram,
+                     layout_inputs.ram_below, layout_inputs.use_cma, layout_inputs.cma_why)
     return Recommendation(arch.name, ram, ram_source, arch.default_table, tsize, est, chosen,
-                          reason, tuple(notes))
+                          reason, tuple(notes), lay)

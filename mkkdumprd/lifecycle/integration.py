@@ -39,6 +39,7 @@ class Kind(enum.Enum):
     SYSTEMD = "systemd"
     KERNEL_INSTALL = "kernel-install"
     DEBIAN = "debian"
+    UDEV = "udev"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ ITEMS = (
          PurePosixPath("/etc/kernel/postinst.d/mkkdumprd"), 0o755),
     Item(Kind.DEBIAN, "debian/postrm.d/mkkdumprd",
          PurePosixPath("/etc/kernel/postrm.d/mkkdumprd"), 0o755),
+    # CPU/memory hotplug: reload the capture kernel where the kernel does not update it.
+    Item(Kind.UDEV, "udev/98-mkkdumprd.rules",
+         PurePosixPath("/etc/udev/rules.d/98-mkkdumprd.rules"), 0o644),
 )
 
 
@@ -79,6 +83,10 @@ def detect(host: Host) -> tuple[Kind, ...]:
         found.append(Kind.KERNEL_INSTALL)
     if host.is_dir("/var/lib/dpkg") or host.is_dir("/etc/kernel/postinst.d"):
         found.append(Kind.DEBIAN)
+    # the rule reloads through the unit: only beside systemd
+    if Kind.SYSTEMD in found and (host.is_dir("/etc/udev/rules.d")
+                                  or host.is_dir("/usr/lib/udev/rules.d")):
+        found.append(Kind.UDEV)
     return tuple(found)
 
 

@@ -21,6 +21,9 @@ from mkkdumprd.human_size import human_size
 
 CRASH_LOADED = PurePosixPath("/sys/kernel/kexec_crash_loaded")
 CRASH_SIZE = PurePosixPath("/sys/kernel/kexec_crash_size")
+# The name since the kexec sysfs entries moved (Nov 2025); the old one is a deprecated
+# compat link (Documentation/ABI/obsolete/sysfs-kernel-kexec-kdump): new first.
+CRASH_SIZE_NEW = PurePosixPath("/sys/kernel/kexec/crash_size")
 RECORD = PurePosixPath("/run/mkkdumprd/loaded.json")
 
 EXIT_LOADED = 0
@@ -48,7 +51,8 @@ def _int(text: str | None) -> int | None:
 
 
 def reserved_bytes(host: Host) -> int | None:
-    return _int(host.read_optional(CRASH_SIZE))
+    new = _int(host.read_optional(CRASH_SIZE_NEW))
+    return new if new is not None else _int(host.read_optional(CRASH_SIZE))
 
 
 def read_record(host: Host) -> dict[str, Any] | None:

@@ -27,11 +27,23 @@ class Kernel:
 
     @property
     def vmlinuz(self) -> Path:
-        return self.root / "boot" / f"vmlinuz-{self.kver}"
+        # Debian's kernels from 7.2 ship vmlinuz (and config) in the modules directory only.
+        legacy = self.root / "boot" / f"vmlinuz-{self.kver}"
+        return legacy if legacy.exists() else self.modules_dir / "vmlinuz"
+
+    @property
+    def modules_dir(self) -> Path:
+        usr = self.root / "usr" / "lib" / "modules" / self.kver
+        return usr if usr.is_dir() else self.root / "lib" / "modules" / self.kver
 
     @property
     def kmoddir(self) -> Path:
-        return self.root / "lib" / "modules" / self.kver
+        return self.modules_dir
+
+    @property
+    def config(self) -> Path:
+        legacy = self.root / "boot" / f"config-{self.kver}"
+        return legacy if legacy.exists() else self.modules_dir / "config"
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -79,6 +91,41 @@ def debian_kernel(meta: str = "linux-image-amd64") -> Kernel:
                 shutil.rmtree(root)
             root.mkdir(parents=True)
             _run(["dpkg-deb", "-x", str(deb), str(root)])
+            _run(["depmod", "-b", str(root), kver])
+            done.touch()
+        return Kernel(root=root, kver=kver)
+
+
+def debian_sid_kernel(flavour: str = "cloud-amd64") -> Kernel:
+    """Debian unstable's newest kernel (7.x), through the private sid apt configuration of
+    tests/support/foreign_sysroot.py. Its packaging splits the image: linux-image-KVER is
+    empty and depends on linux-binary-KVER (only /usr/lib/modules/KVER/vmlinuz),
+    linux-modules-KVER and linux-base-KVER (config, System.map, modules.builtin*); all
+    three are extracted into one root, with /lib -> usr/lib as on a merged-/usr system."""
+    from tests.support.foreign_sysroot import _SID, _Apt
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        apt = _Apt(CACHE / "apt-sid-amd64", "amd64", _SID)
+        lists = CACHE / "apt-sid-amd64" / "lists"
+        if not any(lists.glob("*Packages*")):
+            apt.update()
+        image = apt.kernel_package(f"linux-image-{flavour}")
+        kver = image.removeprefix("linux-image-")
+        root = CACHE / "kernels" / kver
+        done = root / ".ready"
+        if not done.exists():
+            if root.exists():
+                shutil.rmtree(root)
+            root.mkdir(parents=True)
+            for part in ("linux-binary", "linux-modules", "linux-base"):
+                pkg = f"{part}-{kver}"
+                cached = sorted((CACHE / "apt-sid-amd64" / "debs").glob(f"{pkg}_*.deb"))
+                deb = cached[-1] if cached else apt.download(pkg)
+                _run(["dpkg-deb", "-x", str(deb), str(root)])
+            if not (root / "lib").exists():
+                (root / "lib").symlink_to("usr/lib")
             _run(["depmod", "-b", str(root), kver])
             done.touch()
         return Kernel(root=root, kver=kver)

@@ -521,3 +521,12 @@ def test_hook_timeout_default_and_setting() -> None:
 @pytest.mark.parametrize("value", ["-1", "1.5", "5s", "86401", "\u0661"])
 def test_hook_timeout_rejects_what_is_not_seconds(value: str) -> None:
     assert "hook_timeout" in messages(bad(f"hook_timeout {value}\n"))
+
+
+@pytest.mark.parametrize("collector", ["cp --sparse=always", "dd bs=1M"])
+def test_copying_collector_warns_about_poisoned_pages(collector: str) -> None:
+    config = ok(f"core_collector {collector}\n")
+    assert any("hardware-poisoned" in w.message and "makedumpfile skips" in w.message
+               for w in config.warnings)
+    assert not any("hardware-poisoned" in w.message
+                   for w in ok("core_collector makedumpfile -l -d 31\n").warnings)

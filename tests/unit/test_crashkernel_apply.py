@@ -57,7 +57,7 @@ def test_grubby_prints_the_command_and_diff_but_never_runs_it_off_root(fedora: P
     plan = ck.plan_apply(host, "1G-4G:192M")
     assert plan.kind == "grubby"
     assert plan.command == ("/usr/sbin/grubby", "--update-kernel=ALL",
-                            "--args=crashkernel=1G-4G:192M")
+                            "--remove-args=crashkernel", "--args=crashkernel=1G-4G:192M")
     assert "+options root=UUID=1234 ro rhgb quiet crashkernel=1G-4G:192M" in plan.diff()
     msgs = ck.perform(plan, replace(host, run=_never))
     assert any("not running grubby" in m for m in msgs)
@@ -67,7 +67,8 @@ def test_grubby_prints_the_command_and_diff_but_never_runs_it_off_root(fedora: P
 def test_grubby_cli(fedora: Path) -> None:
     code, out, _ = _cli("--root", str(fedora), "--value", "256M")
     assert code == 0
-    assert "command: /usr/sbin/grubby --update-kernel=ALL --args=crashkernel=256M" in out
+    assert ("command: /usr/sbin/grubby --update-kernel=ALL --remove-args=crashkernel "
+            "--args=crashkernel=256M") in out
     assert "not running grubby for a root other than /" in out
     assert (fedora / "boot/loader/entries/abc-6.8.5.conf").read_text() == BLS
 

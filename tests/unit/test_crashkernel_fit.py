@@ -88,3 +88,38 @@ def test_no_estimate_no_warning(root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert r.invoke(main, ["load", "--root", str(root), "--arch", "x86_64"]).exit_code == 0
     res = r.invoke(main, ["status", "--root", str(root), "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["reservation_fit"] is None
+
+
+def test_cma_area_counts_but_never_for_what_kexec_places(root: Path) -> None:
+    """A live ,cma area (sysfs only; CMA is not in /proc/iomem) adds to the fixed part;
+    the fixed part must still hold the kernel's load window and the image."""
+    host = Host(root)
+    new = root / "sys/kernel/kexec"
+    new.mkdir(parents=True)
+    # 32 MiB fixed: the new name wins over the compat kexec_crash_size (96 MiB)
+    (new / "crash_size").write_text(f"{32 * M}\n")
+    (new / "crash_cma_ranges").write_text("100000000-11fffffff\n")      # 512 MiB
+    fit = reservation_fit(host, X86, f"/boot/vmlinuz-{KVER}", f"/boot/initramfs-{KVER}kdump.img")
+    assert fit is not None and fit.cma == 512 * M and fit.reserved == 32 * M
+    assert fit.fixed_short and fit.short
+    w = fit.warning()
+    assert "a CMA area cannot hold them" in w
+    assert fit.advice.startswith("crashkernel=") and ",cma" in fit.advice and fit.advice in w
+    (new / "crash_size").write_text(f"{fit.fixed_needed}\n")
+    fit = reservation_fit(host, X86, f"/boot/vmlinuz-{KVER}", f"/boot/initramfs-{KVER}kdump.img")
+    assert fit is not None and not fit.fixed_short and not fit.short
+    (new / "crash_cma_ranges").write_text("100000000-1003fffff\n")      # 4 MiB: too little
+    fit = reservation_fit(host, X86, f"/boot/vmlinuz-{KVER}", f"/boot/initramfs-{KVER}kdump.img")
+    assert fit is not None and fit.short and not fit.fixed_short
+    assert "fixed +" in fit.warning() and "CMA) is below the" in fit.warning()
+
+
+def test_showmem_reads_the_new_name_and_shows_the_cma_part(tmp_path: Path) -> None:
+    new = tmp_path / "sys/kernel/kexec"
+    new.mkdir(parents=True)
+    (new / "crash_size").write_text(f"{68 * M}\n")
+    (new / "crash_cma_ranges").write_text("30000000-33ffffff\n")
+    r = CliRunner().invoke(main, ["showmem", "--root", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "Reserved 68M memory for crash kernel" in r.output
+    assert "plus 64M of CMA" in r.output

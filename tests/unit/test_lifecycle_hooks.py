@@ -68,6 +68,11 @@ def _run(script: Path, root: Path, *args: str, **env: str) -> subprocess.Complet
                           check=False)
 
 
+def AUTO(root: Path) -> str:
+    """auto_reset_crashkernel's call after every build (the CLI decides whether to act)."""
+    return f"crashkernel apply --auto --kver {KVER} --root {root}"
+
+
 def _calls(root: Path) -> list[str]:
     log = root.parent / "calls"
     return log.read_text().splitlines() if log.exists() else []
@@ -99,7 +104,7 @@ def test_kernel_install_add_builds_and_remove_deletes(root: Path) -> None:
     env = _kernel_install_env(root, verbose="1")
     r = _run(PLUGIN, root, "add", KVER, _entry_dir(root), f"/boot/vmlinuz-{KVER}", **env)
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    assert _calls(root) == [f"build --kver {KVER} --quiet --sysroot {root}"]
+    assert _calls(root) == [f"build --kver {KVER} --quiet --sysroot {root}", AUTO(root)]
     assert f"building the kdump capture image for {KVER}" in r.stdout
     image = root / f"boot/initramfs-{KVER}kdump.img"
     assert image.is_file()
@@ -132,7 +137,7 @@ def test_failed_build_warns_and_exits_zero(root: Path) -> None:
         assert "mkkdumprd: error: something is wrong with the target" in r.stderr
         assert f"mkkdumprd: warning: could not build the kdump capture image for {KVER}" \
             in r.stderr
-    assert len(_calls(root)) == 2
+    assert len(_calls(root)) == 4      # each: the build, then auto_reset_crashkernel's apply
 
 
 def test_nothing_without_modules_dir_or_mkkdumprd_or_when_disabled(root: Path) -> None:
@@ -161,7 +166,7 @@ def test_found_on_path_without_hooks_conf(root: Path) -> None:
     bindir = root.parent / "bin"
     r = _run(POSTINST, root, KVER, f"/boot/vmlinuz-{KVER}", PATH=f"{bindir}:{BASE_PATH}")
     assert r.returncode == 0, r.stderr
-    assert _calls(root) == [f"build --kver {KVER} --quiet --sysroot {root}"]
+    assert _calls(root) == [f"build --kver {KVER} --quiet --sysroot {root}", AUTO(root)]
 
 
 def test_build_args_from_hooks_conf(root: Path) -> None:
@@ -170,7 +175,7 @@ def test_build_args_from_hooks_conf(root: Path) -> None:
     r = _run(POSTINST, root, KVER, f"/boot/vmlinuz-{KVER}")
     assert r.returncode == 0, r.stderr
     assert _calls(root) == [f"build --kver {KVER} --quiet --sysroot {root} --no-hostonly "
-                            "--add-drivers virtio_blk"]
+                            "--add-drivers virtio_blk", AUTO(root)]
 
 
 @pytest.mark.parametrize("params, runs", [
@@ -314,3 +319,20 @@ def test_systemd_analyze_accepts_the_unit(tmp_path: Path) -> None:
                        text=True, check=False)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "mkkdumprd.service" in ln]
     assert problems == [], r.stdout + r.stderr
+
+
+def test_install_integration_installs_the_hotplug_rule_beside_systemd(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/udev/rules.d").mkdir(parents=True)
+    r = CliRunner().invoke(main, ["install-integration", "--root", str(root), "--mkkdumprd",
+                                  "/usr/bin/mkkdumprd"])
+    assert r.exit_code == 0, r.output
+    assert "/etc/udev/rules.d/98-mkkdumprd.rules" in r.output.split()
+    rule = root / "etc/udev/rules.d/98-mkkdumprd.rules"
+    shipped = Path(__file__).resolve().parents[2] / \
+        "mkkdumprd/data/packaging/udev/98-mkkdumprd.rules"
+    assert rule.read_bytes() == shipped.read_bytes()
+    assert 'ATTRS{crash_hotplug}=="1", GOTO="mkkdumprd_end"' in rule.read_text()
+    r = CliRunner().invoke(main, ["install-integration", "--root", str(root), "--remove"])
+    assert r.exit_code == 0 and not rule.exists()
