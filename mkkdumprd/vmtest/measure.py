@@ -1,0 +1,66 @@
+"""`--measure-crashkernel`: the smallest reservation with which the image still dumps.
+
+Every probe is a whole proof (run.py) with `crashkernel=XM`; the smallest passing X is
+found by bisection in `step` MiB steps between `low` and `high`, assuming more memory never
+hurts. The recommendation is probed first (it is usually close), then its neighbours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from mkkdumprd.host import Host
+from mkkdumprd.loader import status
+from mkkdumprd.vmtest.report import Report
+from mkkdumprd.vmtest.run import Proof, prove
+
+
+def minimum(run: Callable[[int], bool], lo: int, hi: int, step: int,
+            guess: int | None) -> int | None:
+    """Smallest value in lo..hi (multiples of step) for which run() succeeds, or None."""
+    bad, good = lo - step, hi + step       # virtual: bad fails, good is unproven
+    order: list[int] = []
+    if guess is not None and lo <= guess <= hi:
+        order = [guess]
+    while good - bad > step:
+        mid = order.pop(0) if order else bad + (good - bad) // step // 2 * step
+        if run(mid):
+            good = mid
+            if mid == guess and mid - step > bad:
+                order = [mid - step]       # the neighbour below settles it when it fails
+        else:
+            bad = mid
+            if mid == guess and mid + step < good:
+                order = [mid + step]
+    return good if good <= hi else None
+
+
+def live_reservation_mb(host: Host | None = None) -> int | None:
+    """This machine's crashkernel= reservation in MiB (None: none or no kdump support)."""
+    size = status.reserved_bytes(host or Host.this_machine())
+    return size >> 20 if size else None
+
+
+def measure(proof: Proof, low: int, high: int, step: int, recommended_mb: int,
+            echo: Callable[[str], None]) -> dict[str, Any]:
+    """Bisect; every probe's outcome is echoed and recorded."""
+    probes: list[dict[str, Any]] = []
+
+    def run(mb: int) -> bool:
+        r: Report = prove(dataclasses.replace(
+            proof, crashkernel=f"{mb}M", workdir=proof.workdir / f"crashkernel-{mb}M",
+            log=None))
+        probes.append({"crashkernel_mb": mb, "verdict": r.verdict,
+                       "failed_step": r.failed_step, "seconds": round(r.seconds, 1),
+                       "console_log": r.console_log})
+        echo(f"  crashkernel={mb}M: {r.verdict}"
+             f"{'' if r.passed else f' ({r.failed_step})'} in {r.seconds:.0f} s")
+        return r.passed
+
+    guess = max(low, min(high, recommended_mb // step * step))
+    found = minimum(run, low, high, step, guess)
+    return {"minimum_mb": found, "live_mb": live_reservation_mb(),
+            "recommended": f"{recommended_mb}M", "low_mb": low, "high_mb": high,
+            "step_mb": step, "probes": probes}
