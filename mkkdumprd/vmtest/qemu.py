@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mkkdumprd.errors import OperationError
+from mkkdumprd.errors import OperationError, UsageError
 
 QEMU = "qemu-system-x86_64"
 QEMU_PACKAGES = "apt: qemu-system-x86, dnf: qemu-system-x86-core"
@@ -50,7 +50,7 @@ class VMError(OperationError):
 def qemu_binary() -> str:
     path = shutil.which(QEMU)
     if path is None:
-        raise VMError(f"{QEMU} not found on PATH; install QEMU ({QEMU_PACKAGES})")
+        raise UsageError(f"{QEMU} not found on PATH; install QEMU ({QEMU_PACKAGES})")
     return path
 
 

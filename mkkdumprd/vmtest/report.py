@@ -66,7 +66,7 @@ def classify(after_crash: str, *, missing_drivers: Sequence[str] = (),
              vm_ended: bool = True) -> Finding:
     """The first step the capture path did not take, from the console after the crash.
 
-    `missing_drivers`: the scratch disk's bus drivers the image lacks (named when the
+    `missing_drivers`: the drivers of the stand-in's disk or network card the image lacks (named when the
     target was not found); `vm_ended`: QEMU exited on its own (not killed at the timeout).
     A console that shows the dump saved gives no failed step here: the read-back decides.
     """
@@ -88,7 +88,7 @@ def classify(after_crash: str, *, missing_drivers: Sequence[str] = (),
         shown = tuple(dict.fromkeys([*waited[-1:], *([failed] if failed else [])]))
         if missing_drivers:
             return Finding(DRIVER_MISSING,
-                           f"the image has no driver for the scratch disk "
+                           f"the image has no driver for the stand-in target's device "
                            f"({', '.join(missing_drivers)}), so the target never appeared",
                            shown)
         what = failed or waited[-1]
