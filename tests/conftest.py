@@ -63,6 +63,7 @@ def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(kexec, "_forbidden", refusal("real_syscall"))
     monkeypatch.setattr(kexec_tools, "_forbidden", refusal("run_kexec"))
+    monkeypatch.setattr(live, "_crash_forbidden", refusal("real_crash"))
 
     def live_syscall(nr: int, kfd: int, ifd: int, n: int, cmdline: bytes | None,
                      flags: int) -> None:

@@ -29,9 +29,13 @@ from mkkdumprd.loader.kexec_tools import KexecRunner, run_kexec
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 
 
+def _crash_forbidden() -> str | None:
+    return kexec._forbidden()
+
+
 def real_crash() -> None:
     """Crash this machine now, as kdumpctl test does (`echo c > /proc/sysrq-trigger`)."""
-    why = kexec._forbidden()
+    why = _crash_forbidden()
     if why is not None:
         raise kexec.KexecForbidden(f"refusing to crash this machine for real: {why}")
     with open(SYSRQ_TRIGGER, "w") as f:

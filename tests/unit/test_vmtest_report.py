@@ -1,0 +1,131 @@
+"""The report of `mkkdumprd test --vm`: which step failed, from real console shapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mkkdumprd.vmtest import report
+from mkkdumprd.vmtest.report import Report, classify
+
+STARTED = "kdump: capture image by mkkdumprd 0.1.0 for 6.1.0-57-amd64, running 6.1.0-57-amd64\r\n"
+BOOT = "[    0.000000] Linux version 6.1.0-57-amd64\r\n"
+
+
+def test_saved_dump_has_no_failed_step() -> None:
+    con = (BOOT + STARTED + "kdump: found UUID=x at /dev/vda\r\n"
+           "kdump: dump saved to /var/crash/d/vmcore on UUID=x\r\n"
+           "kdump: final action: rebooting\r\n")
+    f = classify(con)
+    assert f.failed_step is None
+    assert f.detail == "dump saved to /var/crash/d/vmcore on UUID=x"
+
+
+def test_image_that_never_ran_is_a_boot_failure_with_its_sign() -> None:
+    con = (BOOT + "[    1.2] Initramfs unpacking failed: write error\r\n"
+           "[    1.3] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n")
+    f = classify(con)
+    assert f.failed_step == report.NOT_BOOTED
+    assert "Initramfs unpacking failed" in f.detail
+    assert any("Kernel panic" in line for line in f.evidence)
+
+
+def test_oom_in_the_capture_kernel_is_named() -> None:
+    f = classify(BOOT + "[ 2.0] Out of memory and no killable processes...\r\n")
+    assert f.failed_step == report.NOT_BOOTED and "Out of memory" in f.detail
+
+
+def test_expired_wait_with_a_missing_driver_names_the_driver() -> None:
+    con = (STARTED + "kdump: waiting for UUID=x (0/10 s)\r\n"
+           "kdump: waiting for UUID=x (5/10 s)\r\n"
+           "kdump: error: gave up waiting for UUID=x after 10 s\r\n"
+           "kdump: dump failed: dump target UUID=x did not appear within 10 s\r\n")
+    f = classify(con, missing_drivers=("virtio_blk",))
+    assert f.failed_step == report.DRIVER_MISSING
+    assert "virtio_blk" in f.detail
+    assert f.evidence == ("kdump: error: gave up waiting for UUID=x after 10 s",
+                          "kdump: dump failed: dump target UUID=x did not appear within 10 s")
+    f = classify(con)
+    assert f.failed_step == report.TARGET_TIMEOUT
+    assert f.detail == "dump failed: dump target UUID=x did not appear within 10 s"
+
+
+def test_nfs_that_never_mounted_is_a_target_timeout() -> None:
+    con = (STARTED + "kdump: waiting for NFS server 10.0.2.100 (attempt 1 failed: refused)\r\n"
+           "kdump: dump failed: cannot mount NFS 10.0.2.100:/export within 15 s: refused\r\n")
+    assert classify(con).failed_step == report.TARGET_TIMEOUT
+
+
+def test_still_waiting_when_the_vm_was_stopped_is_a_target_timeout() -> None:
+    con = STARTED + "kdump: waiting for UUID=x (85/90 s)\r\n"
+    f = classify(con, vm_ended=False)
+    assert f.failed_step == report.TARGET_TIMEOUT
+
+
+def test_collector_failure() -> None:
+    con = (STARTED + "kdump: found UUID=x at /dev/vda\r\n"
+           "kdump: saving vmcore: makedumpfile -l -d 31\r\n"
+           "kdump: dump failed: the core collector exited with status 1\r\n")
+    f = classify(con)
+    assert f.failed_step == report.COLLECTOR_FAILED
+    assert f.evidence[-1] == "kdump: dump failed: the core collector exited with status 1"
+
+
+def test_silence_after_the_image_started_is_incomplete() -> None:
+    f = classify(STARTED + "kdump: saving vmcore: makedumpfile\r\n", vm_ended=False)
+    assert f.failed_step == report.INCOMPLETE and "time limit" in f.detail
+
+
+def test_escape_sequences_do_not_hide_lines() -> None:
+    con = "\x1b[?7l\x1b[2J" + STARTED + "kdump: dump saved to /x/vmcore on y\r\n"
+    assert classify(con).failed_step is None
+
+
+def test_capture_memory_from_the_kernel_line() -> None:
+    con = "[    0.1] Memory: 98304K/262144K available (14339K kernel code)\r\n"
+    assert report.capture_memory(con) == 98304 * 1024
+    assert report.capture_memory("nothing") is None
+
+
+def _report(**kw: object) -> Report:
+    base: dict[str, object] = dict(
+        verdict="fail", failed_step=report.DRIVER_MISSING, detail="no virtio_blk",
+        evidence=("kdump: error: gave up waiting for UUID=x after 10 s",),
+        console_log="/w/console.log", kernel="/k", image="/i", target="ext4 UUID=x:/var/crash",
+        stand_in="scratch ext4 disk", accel="tcg", guest_memory_mb=1024, crashkernel="144M",
+        seconds=61.04)
+    base.update(kw)
+    return Report(**base)  # type: ignore[arg-type]
+
+
+def test_json_has_every_key_and_round_trips() -> None:
+    doc = _report(panic_to_saved_s=12.345).as_json()
+    assert tuple(doc) == report.JSON_KEYS
+    assert doc["panic_to_saved_s"] == 12.3 and doc["seconds"] == 61.0
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def test_human_report_of_a_failure_shows_the_step_the_lines_and_the_log() -> None:
+    text = _report().render()
+    assert text.splitlines()[0] == f"FAIL: {report.DRIVER_MISSING}"
+    assert "    kdump: error: gave up waiting for UUID=x after 10 s" in text
+    assert "console log:   /w/console.log" in text
+
+
+def test_human_report_of_a_pass() -> None:
+    r = _report(verdict="pass", failed_step=None, detail="dump saved", vmcore_bytes=3 << 20,
+                panic_to_saved_s=9.0, crash_lines=("sysrq: Trigger a crash",),
+                measure={"minimum_mb": 128, "live_mb": None, "recommended": "144M",
+                         "low_mb": 64, "high_mb": 256, "step_mb": 64, "probes": [{}, {}]})
+    text = r.render()
+    assert r.passed and text.startswith("PASS")
+    assert "vmcore:        3 MiB (3145728 bytes)" in text
+    assert "panic->saved:  9.0 s" in text
+    assert "smallest crashkernel= that dumped: 128M" in text and "reserves none" in text
+    assert "kdump: error" not in text       # evidence is shown for failures
+
+
+@pytest.mark.parametrize("step", report.STEPS)
+def test_every_step_renders(step: str) -> None:
+    assert _report(failed_step=step).render().startswith(f"FAIL: {step}")
