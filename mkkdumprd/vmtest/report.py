@@ -66,8 +66,9 @@ def classify(after_crash: str, *, missing_drivers: Sequence[str] = (),
              vm_ended: bool = True) -> Finding:
     """The first step the capture path did not take, from the console after the crash.
 
-    `missing_drivers`: the drivers of the stand-in's disk or network card the image lacks (named when the
-    target was not found); `vm_ended`: QEMU exited on its own (not killed at the timeout).
+    `missing_drivers`: the drivers of the stand-in's disk or network card that the image
+    lacks (named when the target was not found); `vm_ended`: QEMU exited on its own (not
+    killed at the timeout).
     A console that shows the dump saved gives no failed step here: the read-back decides.
     """
     lines = console_lines(after_crash)
