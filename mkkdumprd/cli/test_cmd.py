@@ -174,8 +174,10 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
                              "it out to build one")
         man = read_manifest(image) or {}
         kver = kver or (str(man["kver"]) if isinstance(man.get("kver"), str) else None)
-    own = kernel_file is None and kver is None
-    kver = kver or os.uname().release
+    running = os.uname().release
+    kver = kver or running
+    # This machine's own kernel: its capture kernel gets this machine's command line.
+    own = kernel_file is None and kver == running
     if kernel_file is None:
         kernel_file = this.path(locate.find_kernel(this, arch, kver))
     if not kernel_file.is_file():
@@ -192,10 +194,7 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
     if size <= 0 or size >= memory_mb * MiB // 2:
         raise UsageError(f"crashkernel={size >> 20}M does not fit a {memory_mb} MiB guest; "
                          "give --mem more or --crashkernel less")
-    base = None
-    if own:
-        # The capture kernel gets this machine's command line, as `start` gives it.
-        base = locate.proc_cmdline(this)
+    base = locate.proc_cmdline(this) if own else None     # as `start` passes it
     append = (f"kdump.timeout={target_timeout}",) if target_timeout else ()
     proof = Proof(kernel=kernel_file, image=image, workdir=work,
                   crashkernel=f"{size >> 20}M", memory_mb=memory_mb, accel=accel,
