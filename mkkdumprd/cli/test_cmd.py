@@ -143,7 +143,8 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
             click.echo(f"measuring the smallest crashkernel= ({low_mb}M..{high_mb}M, "
                        f"{step_mb}M steps):")
         found = measure(proof, low_mb, high_mb, step_mb, recommended_mb,
-                        (lambda _: None) if as_json else click.echo)
+                        (lambda _: None) if as_json else click.echo,
+                        known={int(proof.crashkernel.removesuffix("M")): result})
         result = dataclasses.replace(result, measure=found)
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render())
     if not result.passed:

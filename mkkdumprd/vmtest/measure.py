@@ -2,13 +2,14 @@
 
 Every probe is a whole proof (run.py) with `crashkernel=XM`; the smallest passing X is
 found by bisection in `step` MiB steps between `low` and `high`, assuming more memory never
-hurts. The recommendation is probed first (it is usually close), then its neighbours.
+hurts. The probe at or below the recommendation is tried first (the answer is usually
+close), then its neighbours.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mkkdumprd.host import Host
@@ -43,13 +44,20 @@ def live_reservation_mb(host: Host | None = None) -> int | None:
     return size >> 20 if size else None
 
 
+def grid_guess(low: int, high: int, step: int, recommended_mb: int) -> int:
+    """The probe value (low + k * step) nearest below the recommendation."""
+    return min(high, low + max(0, recommended_mb - low) // step * step)
+
+
 def measure(proof: Proof, low: int, high: int, step: int, recommended_mb: int,
-            echo: Callable[[str], None]) -> dict[str, Any]:
-    """Bisect; every probe's outcome is echoed and recorded."""
+            echo: Callable[[str], None],
+            known: Mapping[int, Report] | None = None) -> dict[str, Any]:
+    """Bisect; every probe's outcome is echoed and recorded. `known`: proofs already run
+    (the command's own, at the recommended size), reused instead of booting again."""
     probes: list[dict[str, Any]] = []
 
     def run(mb: int) -> bool:
-        r: Report = prove(dataclasses.replace(
+        r = (known or {}).get(mb) or prove(dataclasses.replace(
             proof, crashkernel=f"{mb}M", workdir=proof.workdir / f"crashkernel-{mb}M",
             log=None))
         probes.append({"crashkernel_mb": mb, "verdict": r.verdict,
@@ -59,8 +67,7 @@ def measure(proof: Proof, low: int, high: int, step: int, recommended_mb: int,
              f"{'' if r.passed else f' ({r.failed_step})'} in {r.seconds:.0f} s")
         return r.passed
 
-    guess = max(low, min(high, recommended_mb // step * step))
-    found = minimum(run, low, high, step, guess)
+    found = minimum(run, low, high, step, grid_guess(low, high, step, recommended_mb))
     return {"minimum_mb": found, "live_mb": live_reservation_mb(),
             "recommended": f"{recommended_mb}M", "low_mb": low, "high_mb": high,
             "step_mb": step, "probes": probes}

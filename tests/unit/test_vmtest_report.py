@@ -129,3 +129,32 @@ def test_human_report_of_a_pass() -> None:
 @pytest.mark.parametrize("step", report.STEPS)
 def test_every_step_renders(step: str) -> None:
     assert _report(failed_step=step).render().startswith(f"FAIL: {step}")
+
+
+# -- the crashkernel= bisection (vmtest/measure.py) ---------------------------------------
+
+@pytest.mark.parametrize("threshold", [64, 80, 96, 144, 500, 1000])
+@pytest.mark.parametrize("guess", [None, 64, 96, 144, 512])
+def test_minimum_finds_the_threshold(threshold: int, guess: int | None) -> None:
+    from mkkdumprd.vmtest.measure import minimum
+
+    tried: list[int] = []
+
+    def run(mb: int) -> bool:
+        tried.append(mb)
+        return mb >= threshold
+
+    found = minimum(run, 64, 512, 16, guess)
+    want = next((v for v in range(64, 513, 16) if v >= threshold), None)
+    assert found == want
+    assert len(tried) == len(set(tried)) and len(tried) <= 8
+
+
+def test_grid_guess_is_on_the_grid() -> None:
+    from mkkdumprd.vmtest.measure import grid_guess
+
+    assert grid_guess(16, 144, 128, 144) == 144
+    assert grid_guess(16, 144, 128, 200) == 144
+    assert grid_guess(16, 144, 128, 100) == 16
+    assert grid_guess(64, 512, 16, 150) == 144
+    assert grid_guess(64, 512, 16, 10) == 64
