@@ -30,6 +30,8 @@ compiled standard library and mkkdumprd's loader run in the guest), and nfs-gane
 for nfs targets. Nothing leaves this machine: the guest's only network is QEMU user
 networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
 \b
+ssh targets have no stand-in: the image trusts only the real server's host key.
+\b
 Exit status: 0 a complete vmcore was read back and makedumpfile --dump-dmesg found the
 crash in it; 1 the dump path failed (the report names the step); 2 usage errors.
 """
