@@ -57,9 +57,12 @@ def measure(proof: Proof, low: int, high: int, step: int, recommended_mb: int,
     probes: list[dict[str, Any]] = []
 
     def run(mb: int) -> bool:
+        work = proof.workdir / f"crashkernel-{mb}M"
         r = (known or {}).get(mb) or prove(dataclasses.replace(
-            proof, crashkernel=f"{mb}M", workdir=proof.workdir / f"crashkernel-{mb}M",
-            log=None))
+            proof, crashkernel=f"{mb}M", workdir=work, log=None))
+        # A probe keeps its console log and report; its disks and first stage go.
+        for big in (*work.glob("*.img"), *work.glob("*.img.sha256"), work / "vmcore"):
+            big.unlink(missing_ok=True)
         probes.append({"crashkernel_mb": mb, "verdict": r.verdict,
                        "failed_step": r.failed_step, "seconds": round(r.seconds, 1),
                        "console_log": r.console_log})

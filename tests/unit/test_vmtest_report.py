@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,30 @@ def test_grid_guess_is_on_the_grid() -> None:
     assert grid_guess(16, 144, 128, 100) == 16
     assert grid_guess(64, 512, 16, 150) == 144
     assert grid_guess(64, 512, 16, 10) == 64
+
+
+def test_measure_reuses_the_known_proof_and_records_probes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mkkdumprd.vmtest import measure as m
+    from mkkdumprd.vmtest.run import Proof
+
+    booted: list[str] = []
+
+    def fake_prove(p: Proof) -> Report:
+        booted.append(p.crashkernel)
+        (p.workdir / "first-stage.img").parent.mkdir(parents=True)
+        (p.workdir / "first-stage.img").write_bytes(b"x")
+        ok = int(p.crashkernel.removesuffix("M")) >= 100
+        return _report(verdict="pass" if ok else "fail",
+                       failed_step=None if ok else report.NOT_LOADED,
+                       console_log=str(p.workdir / "console.log"))
+
+    monkeypatch.setattr(m, "prove", fake_prove)
+    proof = Proof(kernel=tmp_path / "k", image=tmp_path / "i", workdir=tmp_path,
+                  crashkernel="144M")
+    main = _report(verdict="pass", failed_step=None)
+    found = m.measure(proof, 16, 144, 64, 144, lambda _: None, known={144: main})
+    assert found["minimum_mb"] == 144
+    assert booted == ["80M"]                # 144 reused; 80 fails; 16 need not be tried
+    assert [p["crashkernel_mb"] for p in found["probes"]] == [144, 80]
+    assert not (tmp_path / "crashkernel-80M" / "first-stage.img").exists()
