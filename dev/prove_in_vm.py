@@ -35,7 +35,7 @@ def main() -> int:
             "--kernel", str(kernel.vmlinuz), "--kver", kernel.kver,
             "--kmoddir", str(kernel.kmoddir), "--no-hostonly",
             "--add-drivers", "virtio_pci,virtio_blk,ext4",
-            "--target", f"local:UUID={uuid.uuid4()}:/var/crash",
+            "--target", f"ext4:UUID={uuid.uuid4()}:/var/crash",
             "--workdir", str(args.out.resolve()), *args.rest]
     print("==> mkkdumprd " + " ".join(shlex.quote(a) for a in argv[3:]), flush=True)
     os.chdir(REPO)
