@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -37,6 +38,31 @@ def test_crash_script_loads_checks_then_crashes(tmp_path: Path) -> None:
     assert "kexec " not in script
     (tmp_path / "init").write_text(script)
     subprocess.run(["sh", "-n", str(tmp_path / "init")], check=True)
+
+
+HOSTILE = 'root=UUID=1 it\'s "a b" $(touch x) `y`\t-z'
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs shellcheck")
+def test_crash_script_passes_shellcheck_with_hostile_words(tmp_path: Path) -> None:
+    init = tmp_path / "init"
+    init.write_text(fs.crash_script(HOSTILE, ["console=ttyS0", "--evil=$(x)"]))
+    r = subprocess.run(["shellcheck", "-s", "sh", "-S", "warning", str(init)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_hostile_words_reach_the_loader_as_they_are(tmp_path: Path) -> None:
+    # Only the load line is evaluated, with a `step` that prints its arguments: the
+    # script itself mounts and crashes, and runs only in a guest.
+    line = next(ln for ln in fs.crash_script(HOSTILE, ["--evil=$(x)"]).splitlines()
+                if ln.startswith("step load "))
+    r = subprocess.run(["sh", "-c", "step() { shift; printf '%s\\0' \"$@\"; }; " + line],
+                       capture_output=True, text=True, cwd=tmp_path)
+    words = r.stdout.split("\0")[:-1]
+    assert words[words.index("--cmdline") + 1] == HOSTILE
+    assert words[-2:] == ["--append", "--evil=$(x)"]
+    assert not (tmp_path / "x").exists()
 
 
 def test_parse_steps_reads_a_console() -> None:
