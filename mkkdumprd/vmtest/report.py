@@ -182,6 +182,11 @@ class Report:
                        f"{m['low_mb']}M..{m['high_mb']}M in {m['step_mb']}M steps, "
                        f"{len(m['probes'])} boots); this machine reserves {live}; "
                        f"recommend says {m['recommended']}")
+            if m["minimum_mb"] and m["live_mb"]:
+                verdict = ("enough" if m["live_mb"] >= m["minimum_mb"] else
+                           "TOO SMALL: the capture kernel would not dump with it")
+                out.append(f"this machine's reservation is {m['live_mb'] / m['minimum_mb']:.2f}"
+                           f" x the smallest that dumped: {verdict}")
         out.append(f"console log:   {self.console_log}")
         out.append(f"time:          {self.seconds:.1f} s")
         return "\n".join(out)

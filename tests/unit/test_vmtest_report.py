@@ -186,3 +186,13 @@ def test_measure_reuses_the_known_proof_and_records_probes(
     assert booted == ["80M"]                # 144 reused; 80 fails; 16 need not be tried
     assert [p["crashkernel_mb"] for p in found["probes"]] == [144, 80]
     assert not (tmp_path / "crashkernel-80M" / "first-stage.img").exists()
+
+
+def test_measure_compares_with_the_live_reservation() -> None:
+    m = {"minimum_mb": 128, "live_mb": 96, "recommended": "144M", "low_mb": 64,
+         "high_mb": 256, "step_mb": 32, "probes": []}
+    text = _report(measure=m).render()
+    assert "this machine reserves 96M" in text
+    assert "0.75 x the smallest that dumped: TOO SMALL" in text
+    text = _report(measure={**m, "live_mb": 256}).render()
+    assert "2.00 x the smallest that dumped: enough" in text
