@@ -14,8 +14,9 @@ virtio_pci,virtio_blk,ext4 --target local:UUID=...`), every probe boots the Debi
 under TCG with `-m RAM crashkernel=XM`, loads the capture kernel with the project's own
 loader (python3 -m mkkdumprd.loader, as in tests/vm/test_loader_vm.py), crashes it, and
 counts the probe a success only when a complete vmcore is on the ext4 disk. The minimum is
-found by bisection in --step MiB steps between --lo and --hi, assuming more memory never
-hurts; after the first RAM size, the previous minimum and the step below it are probed
+found by bisection in --step MiB steps between --lo and --hi (mkkdumprd/vmtest/measure.py,
+which `mkkdumprd test --vm --measure-crashkernel` uses for one RAM size), assuming more
+memory never hurts; after the first RAM size, the previous minimum and the step below it are probed
 first, since the answer rarely moves far.
 
 Printed beside it: `mkkdumprd crashkernel recommend --mem RAM --image IMG --kernel VMLINUZ`
@@ -34,7 +35,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mkkdumprd.arch import load_arch
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
 from mkkdumprd.crashkernel.size import MiB
+from mkkdumprd.vmtest.measure import minimum
 from tests.support.debian_kernel import Kernel, debian_kernel, debian_sid_kernel
 from tests.vm.harness import disks
 from tests.vm.harness import python_guest as pg
@@ -129,26 +130,6 @@ def probe(kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int, ck: i
     if ok:
         log.unlink()
     return Probe(mem, ck, ok, seconds, why or "vmcore saved")
-
-
-def minimum(run: Callable[[int], bool], lo: int, hi: int, step: int,
-            guess: int | None) -> int | None:
-    """Smallest value in lo..hi (multiples of step) for which run() succeeds, or None."""
-    bad, good = lo - step, hi + step       # virtual: bad fails, good is unproven
-    order: list[int] = []
-    if guess is not None and lo <= guess <= hi:
-        order = [guess]
-    while good - bad > step:
-        mid = order.pop(0) if order else bad + (good - bad) // step // 2 * step
-        if run(mid):
-            good = mid
-            if mid == guess and mid - step > bad:
-                order = [mid - step]       # the neighbour below settles it when it fails
-        else:
-            bad = mid
-            if mid == guess and mid + step < good:
-                order = [mid + step]
-    return good if good <= hi else None
 
 
 class ProbeFn:

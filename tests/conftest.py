@@ -7,6 +7,8 @@ or click's CliRunner caught does not hide it) when anything
   - reaches `kexec.real_syscall` or `kexec_tools.run_kexec` through any other reference
     (their refusal check records the attempt),
   - executes a program named kexec (subprocess, os.exec*, os.posix_spawn*, os.system),
+  - crashes this machine: live.RUNNING's crash (`mkkdumprd test` without --vm), or opens
+    /proc/sysrq-trigger for writing through open() or os.open(),
 and sets MKKDUMPRD_FORBID_KEXEC so child processes (the CLI run as a subprocess) refuse too.
 A test that reaches a refusal on purpose takes the `kexec_guard` fixture, asserts what it
 recorded and clears it.
@@ -18,6 +20,8 @@ synthetic kernel images); test modules import from there, never from each other.
 
 from __future__ import annotations
 
+import builtins
+import io
 import os
 import re
 import subprocess
@@ -31,6 +35,7 @@ from mkkdumprd.host import Host
 from mkkdumprd.loader import kexec, kexec_tools, live
 from tests.support.debian_kernel import Kernel, debian_kernel
 
+SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 _KEXEC_WORD = re.compile(r"(^|[\s/;&|(])kexec(\s|$)")
 
 
@@ -58,6 +63,7 @@ def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(kexec, "_forbidden", refusal("real_syscall"))
     monkeypatch.setattr(kexec_tools, "_forbidden", refusal("run_kexec"))
+    monkeypatch.setattr(live, "_crash_forbidden", refusal("real_crash"))
 
     def live_syscall(nr: int, kfd: int, ifd: int, n: int, cmdline: bytes | None,
                      flags: int) -> None:
@@ -69,7 +75,37 @@ def kexec_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         attempts.append(f"live kexec-tools {list(argv)}")
         raise kexec.KexecForbidden("the kexec guard refused to run kexec-tools")
 
-    monkeypatch.setattr(live, "RUNNING", live.Kernel(Path("/"), live_syscall, live_runner))
+    def live_crash() -> None:
+        attempts.append("live sysrq crash")
+        raise kexec.KexecForbidden("the kexec guard refused to crash this machine")
+
+    monkeypatch.setattr(live, "RUNNING",
+                        live.Kernel(Path("/"), live_syscall, live_runner, live_crash))
+
+    def is_sysrq(path: Any) -> bool:
+        try:
+            return os.path.realpath(os.fsdecode(path)) == SYSRQ_TRIGGER
+        except (TypeError, ValueError):
+            return False
+
+    real_open = builtins.open
+    real_os_open = os.open
+
+    def guarded_open(file: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        if not isinstance(file, int) and is_sysrq(file) and set(mode) & set("wax+"):
+            attempts.append(f"open({file!r}, {mode!r})")
+            raise PermissionError("the kexec guard refused to write /proc/sysrq-trigger")
+        return real_open(file, mode, *args, **kw)
+
+    def guarded_os_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if is_sysrq(path) and flags & (os.O_WRONLY | os.O_RDWR):
+            attempts.append(f"os.open({path!r})")
+            raise PermissionError("the kexec guard refused to write /proc/sysrq-trigger")
+        return real_os_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)       # pathlib's door
+    monkeypatch.setattr(os, "open", guarded_os_open)
 
     real_execute = subprocess.Popen._execute_child  # type: ignore[attr-defined]
 

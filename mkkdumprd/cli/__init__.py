@@ -44,6 +44,7 @@ COMMAND_MODULES: dict[str, str] = {
     "restart": "service_cmd",
     "reload": "service_cmd",
     "rebuild": "service_cmd",
+    "test": "test_cmd",
 }
 
 

@@ -1,8 +1,9 @@
-"""The one door to the running kernel's kexec calls.
+"""The one door to the running kernel's kexec calls and to crashing it.
 
-kexec_file_load (`kexec.real_syscall`) and kexec-tools (`kexec_tools.run_kexec`) act on the
-kernel this process runs on. Every command that loads or unloads (load, unload, start,
-stop, reload, restart, `python3 -m mkkdumprd.loader`) gets them from `kernel_for`, which
+kexec_file_load (`kexec.real_syscall`), kexec-tools (`kexec_tools.run_kexec`) and the
+sysrq crash of `mkkdumprd test` (`real_crash`) act on the kernel this process runs on.
+Every command that loads, unloads or crashes (load, unload, start, stop, reload, restart,
+test, `python3 -m mkkdumprd.loader`) gets them from `kernel_for`, which
 hands them out only when the root is the running system's and no dry run is asked for.
 Otherwise it returns None and the command reports what it would have done: `--root DIR`
 names a system's files (an image tree, a chroot being prepared, a test's fake tree), never
@@ -16,12 +17,29 @@ a test that simulates a machine sets RUNNING to its fake tree and fake calls.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mkkdumprd.errors import OperationError
+from mkkdumprd.loader import kexec
 from mkkdumprd.loader.kexec import SyscallFn, real_syscall
 from mkkdumprd.loader.kexec_tools import KexecRunner, run_kexec
+
+SYSRQ_TRIGGER = "/proc/sysrq-trigger"
+
+
+def _crash_forbidden() -> str | None:
+    return kexec._forbidden()
+
+
+def real_crash() -> None:
+    """Crash this machine now, as kdumpctl test does (`echo c > /proc/sysrq-trigger`)."""
+    why = _crash_forbidden()
+    if why is not None:
+        raise kexec.KexecForbidden(f"refusing to crash this machine for real: {why}")
+    with open(SYSRQ_TRIGGER, "w") as f:
+        f.write("c")
 
 
 @dataclass(frozen=True)
@@ -31,9 +49,10 @@ class Kernel:
     root: Path
     syscall: SyscallFn       # kexec_file_load
     runner: KexecRunner      # kexec-tools, for kernels without kexec_file_load
+    crash: Callable[[], None] = real_crash     # sysrq c: the real crash of `mkkdumprd test`
 
 
-RUNNING = Kernel(Path("/"), real_syscall, run_kexec)
+RUNNING = Kernel(Path("/"), real_syscall, run_kexec, real_crash)
 
 
 def same_root(a: Path, b: Path) -> bool:

@@ -50,12 +50,15 @@ CASES: dict[str, list[str]] = {
     "start": [],
     "status": [],
     "stop": [],
+    "test": [],
     "unload": [],
 }
 # Extra runs of the same commands: the defaults that need root.
 EXTRA: dict[str, list[str]] = {
     "build without -o": BUILD,
     "load --dry-run": ["--dry-run", "--initrd", "{img}"],
+    "test --vm": ["--vm", "--accel", "tcg", "--image", "{img}", "--kernel", "{d}/no-kernel",
+                  "--workdir", "{w}/vmtest"],
 }
 
 

@@ -18,6 +18,20 @@ ALLOWED = {
     ("lifecycle/lock.py", "O_RDWR"),
     # zeroing the recovered dump's header (or marking a cut one failed) on the raw device
     ("lifecycle/savecore.py", "O_WRONLY"),
+    # `mkkdumprd test`'s sysrq c: /proc/sysrq-trigger is no file to replace
+    ("loader/live.py", "open-for-write"),
+    # `test --vm` writes only in its own fresh work folder, files nothing else reads
+    # while they are written: the QEMU command and console log, opening /dev/kvm to ask
+    # its API version, sparse scratch disks, the stand-in servers' configs and keys, and
+    # the loader tracer's fake root
+    ("vmtest/qemu.py", "O_RDWR"),
+    ("vmtest/qemu.py", "open-for-write"),
+    ("vmtest/qemu.py", "write_text"),
+    ("vmtest/scratch.py", "open-for-write"),
+    ("vmtest/servers.py", "open-for-write"),
+    ("vmtest/servers.py", "write_text"),
+    ("vmtest/loader_trace.py", "write_bytes"),
+    ("vmtest/loader_trace.py", "write_text"),
 }
 WRITERS = {"write_text", "write_bytes", "O_CREAT", "O_WRONLY", "O_RDWR", "O_APPEND",
            "touch", "mkstemp", "NamedTemporaryFile"}

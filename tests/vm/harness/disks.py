@@ -1,80 +1,42 @@
-"""Disk images for the guests, and reading dump results back without mounting anything."""
+"""Disk images for the guests, and reading dump results back without mounting anything.
+
+Making disks and reading ext4 are the product's (mkkdumprd/vmtest/scratch.py); unflattening
+a raw disk, ext4's free ranges and blkdebug drives are the tests' own.
+"""
 
 from __future__ import annotations
 
 import re
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from mkkdumprd.vmtest import scratch
+from mkkdumprd.vmtest.scratch import DirEntry, debugfs, make_ext4, make_raw, sparse_file, tree
 
 from .images import require_tool
 
-
-def sparse_file(path: Path, size_mb: int) -> Path:
-    with open(path, "wb") as f:
-        f.truncate(size_mb << 20)
-    return path
-
-
-def make_ext4(path: Path, uuid: str, size_mb: int = 512, content: Path | None = None,
-              label: str | None = None) -> Path:
-    """A sparse ext4 image with filesystem UUID `uuid`, populated from `content` if given."""
-    sparse_file(path, size_mb)
-    cmd = [require_tool("mkfs.ext4"), "-q", "-F", "-U", uuid]
-    if label:
-        cmd += ["-L", label]
-    if content is not None:
-        cmd += ["-d", str(content)]
-    subprocess.run([*cmd, str(path)], check=True, capture_output=True)
-    return path
-
-
-def make_raw(path: Path, size_mb: int = 512) -> Path:
-    """A zero-filled (sparse) raw disk."""
-    return sparse_file(path, size_mb)
-
-
-@dataclass(frozen=True)
-class DirEntry:
-    name: str
-    mode: int
-    size: int
-
-
-def debugfs(image: Path, request: str) -> str:
-    r = subprocess.run([require_tool("debugfs"), "-R", request, str(image)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"debugfs -R {request!r} {image} failed: {r.stderr.strip()}")
-    return r.stdout
+__all__ = ["DirEntry", "blkdebug_drive", "debugfs", "ext4_dump", "ext4_find_dumps",
+           "ext4_free_ranges", "ext4_ls", "make_ext4", "make_raw", "sparse_file", "tree",
+           "unflatten_raw"]
 
 
 def ext4_ls(image: Path, directory: str) -> list[DirEntry]:
     """`debugfs -R "ls -l DIR"` parsed into entries ('.' and '..' left out)."""
-    out = debugfs(image, f"ls -l {directory}")
-    entries = []
-    for line in out.splitlines():
-        # "  12  100644 (1)      0      0   12345 26-Nov-2026 06:00 vmcore"
-        m = re.match(r"\s*\d+\s+(\d+)\s+\(\d+\)\s+\d+\s+\d+\s+(\d+)\s+\S+\s+\S+\s+(.+)$", line)
-        if m and m.group(3) not in (".", ".."):
-            entries.append(DirEntry(m.group(3), int(m.group(1), 8), int(m.group(2))))
-    if not entries and "File not found" in out:
+    entries = scratch.ext_ls(image, directory)
+    if not entries and "File not found" in debugfs(image, f"ls -l {directory}"):
         raise AssertionError(f"{directory} not found in {image}")
     return entries
 
 
 def ext4_dump(image: Path, src: str, dest: Path) -> Path:
     """Copy one file out of the ext4 image with `debugfs -R "dump SRC DEST"`."""
-    debugfs(image, f"dump {src} {dest}")
-    if not dest.exists():
-        raise AssertionError(f"debugfs could not dump {src} from {image}")
-    return dest
+    return scratch.ext_dump(image, src, dest)
 
 
 def ext4_find_dumps(image: Path, path: str = "/var/crash") -> list[str]:
     """The dump directories (`<ip>-<date>`) under `path`, oldest name first."""
-    return sorted(e.name for e in ext4_ls(image, path) if e.mode & 0o170000 == 0o040000)
+    return sorted(e.name for e in ext4_ls(image, path) if e.is_dir)
 
 
 def unflatten_raw(disk: Path, out: Path) -> Path:
@@ -114,11 +76,3 @@ def blkdebug_drive(image: Path, config: Path, errno: int, sectors: Sequence[int]
                               f'sector = "{s}"\n\n' for s in sectors))
     return ["-drive", f"driver=raw,file.driver=blkdebug,file.config={config},"
             f"file.image.filename={image},if=virtio,werror=report,rerror=report"]
-
-
-def tree(root: Path, *dirs: str) -> Path:
-    """A directory `root` with the given relative subdirectories, for `make_ext4(content=)`."""
-    for d in dirs:
-        (root / d).mkdir(parents=True, exist_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
-    return root

@@ -1,7 +1,8 @@
 """Assemble test initramfs images from the project's own ImageSpec and writer.
 
-The helpers here build the pieces the harness's own images share (busybox with its applets,
-a host binary with its shared libraries, kernel modules in load order) as ImageSpec entries.
+The shared pieces (busybox with its applets, a host binary with its shared libraries, the
+/init entry, the writer) are the product's (mkkdumprd/vmtest/guest_files.py); kernel
+modules in load order come from modprobe here, as a test oracle.
 """
 
 from __future__ import annotations
@@ -11,50 +12,21 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import Host
-from mkkdumprd.image.compression import Compression
-from mkkdumprd.image.spec import (
-    Entry,
-    ImageSpec,
-    data_entry,
-    dir_entry,
-    file_entry,
-    symlink_entry,
-)
-from mkkdumprd.image.writer import write_image
+from mkkdumprd.image.spec import Entry, file_entry
+from mkkdumprd.vmtest import guest_files
+from mkkdumprd.vmtest.guest_files import host_binary, init_entry, write_initramfs
 
-BUSYBOX = Path("/bin/busybox")
+BUSYBOX = guest_files.BUSYBOX
 
-
-def write_initramfs(spec: ImageSpec, out: Path, compression: str = "zstd") -> Path:
-    """Write `spec` as a newc cpio with the product's writer."""
-    write_image(spec, out, compression=Compression[compression.upper()])
-    return out
-
-
-def host_binary(path: str | Path, reason: str) -> list[Entry]:
-    """A host binary at the same path in the image, plus its shared-library closure."""
-    return binary_entries([str(path)], Host(Path("/")), reason)
+__all__ = ["BUSYBOX", "busybox_entries", "host_binary", "init_entry", "module_entries",
+           "module_load_order", "require_tool", "write_initramfs"]
 
 
 def busybox_entries() -> Iterator[Entry]:
-    """busybox (with its libraries if it is dynamic) and its applets as symlinks beside it.
-
-    On a merged-/usr host /bin is a symlink to usr/bin, and the image gets the same link
-    (binary_entries keeps the host's layout), so the applets go where /bin really points.
-    """
     if not BUSYBOX.exists():
         raise AssertionError("/bin/busybox missing; run dev/setup (apt package busybox)")
-    yield from host_binary(BUSYBOX, "shell and tools for the test /init")
-    bindir = Host(Path("/")).resolve(str(BUSYBOX.parent))
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for a in applets:
-        if a != "busybox":
-            yield symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet")
-    for d in ("/proc", "/sys", "/dev", "/tmp", "/mnt", "/run"):
-        yield dir_entry(d, "mount point")
+    return guest_files.busybox_entries(BUSYBOX)
 
 
 def module_load_order(kmoddir: Path, kver: str, names: Iterable[str]) -> list[Path]:
@@ -85,10 +57,6 @@ def module_entries(kmoddir: Path, kver: str, names: Iterable[str]) -> tuple[list
         entries.append(file_entry(dest, ko, "kernel module for the test", mode=0o644))
         lines.append(f"insmod {dest} || echo 'insmod {rel} failed'")
     return entries, "\n".join(lines)
-
-
-def init_entry(script: str) -> Entry:
-    return data_entry("/init", script, "test /init", mode=0o755)
 
 
 def require_tool(name: str) -> str:

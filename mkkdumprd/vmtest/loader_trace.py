@@ -1,6 +1,7 @@
 """Run by the guest's interpreter ON THE HOST to list what `python3 -m mkkdumprd.loader` imports.
 
-Usage: /usr/bin/python3 loader_trace.py REPO KERNEL SCRATCH
+Usage: /usr/bin/python3 -I loader_trace.py PKGROOT KERNEL SCRATCH
+  (PKGROOT: the folder holding the mkkdumprd package, a checkout or site-packages)
   -> JSON {module: {"file": ..., "cached": ...}} on stdout.
 
 It drives every path of the loader's entry point (status, load --dry-run, load, unload, the
@@ -83,7 +84,7 @@ def main() -> int:
     # install time), so the caller needs no knowledge of the version's pyc tag. Frozen
     # modules (os, codecs, ...) have no __cached__ but are still shipped: os.py(c) is the
     # landmark by which the interpreter finds its stdlib.
-    found = {}
+    found: dict[str, dict[str, str | None]] = {}
     for name, m in sorted(sys.modules.items()):
         file = getattr(m, "__file__", None)
         if not file:

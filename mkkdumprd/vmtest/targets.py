@@ -1,0 +1,243 @@
+"""Stand-ins for the image's dump target, so the crash test never touches the real one.
+
+The target is the one the image itself will look for (its manifest's resolved target):
+  local  a scratch disk (scratch.py) with a fresh filesystem of the same type and the
+         same UUID/label, on a disk bus whose driver the image carries (or the first
+         bus, when it carries none: then the missing driver is what the test finds);
+  raw    a zero-filled scratch disk at the device name the image writes to; the dump is
+         recovered from it with `mkkdumprd savecore`'s code;
+  nfs    nfs-ganesha on 127.0.0.1 (servers.py) exporting a scratch folder under the
+         image's export path, reached through one guestfwd relay at the image's server
+         address (QEMU user networking with restrict=on: nothing else is reachable).
+Block stacks (LVM, RAID, LUKS) under a local target are a layer between the scratch
+file and the filesystem: `LocalStandIn` is where one goes (it makes the disk, then the fs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid as uuidlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.lifecycle.savecore import savecore
+from mkkdumprd.vmtest import scratch
+from mkkdumprd.vmtest.qemu import BUS_DRIVERS, Drive
+from mkkdumprd.vmtest.servers import NfsServer
+
+NIC_DRIVERS = ("virtio_pci", "virtio_net")
+# The PCI transport the virtio buses need beside their own driver.
+_TRANSPORT = {"virtio": ("virtio_pci",), "scsi": ("virtio_pci",)}
+BUS_ORDER = ("virtio", "scsi", "nvme", "sata")
+SCRATCH_MB = 512
+_NODE = (
+    (re.compile(r"/dev/vd([a-z])"), "virtio"),
+    (re.compile(r"/dev/sd([a-z])"), "scsi-or-sata"),
+    (re.compile(r"/dev/nvme(\d+)n1"), "nvme"),
+)
+
+
+def module_name(name: str) -> str:
+    return Path(name).name.split(".ko")[0].replace("-", "_")
+
+
+def builtin_modules(kmoddir: Path | None) -> frozenset[str]:
+    """Drivers compiled into the kernel (modules.builtin), which the image need not carry."""
+    if kmoddir is None:
+        return frozenset()
+    try:
+        text = (kmoddir / "modules.builtin").read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(module_name(line) for line in text.split())
+
+
+def bus_drivers(bus: str) -> tuple[str, ...]:
+    return (*_TRANSPORT.get(bus, ()), *BUS_DRIVERS[bus])
+
+
+def missing(drivers: Iterable[str], present: frozenset[str]) -> tuple[str, ...]:
+    return tuple(d for d in drivers if d not in present)
+
+
+def choose_bus(present: frozenset[str], wanted: str | None) -> str:
+    """The disk bus for a scratch disk: `wanted`, else the first the image has drivers for."""
+    if wanted is not None:
+        return wanted
+    return next((b for b in BUS_ORDER if not missing(bus_drivers(b), present)), BUS_ORDER[0])
+
+
+def node_position(node: str, present: frozenset[str], wanted: str | None) -> tuple[str, int]:
+    """The bus and index at which a disk shows up as `node` (/dev/vdb: virtio, 1)."""
+    for rx, bus in _NODE:
+        m = rx.fullmatch(node)
+        if m:
+            g = m.group(1)
+            index = int(g) if g.isdigit() else ord(g) - ord("a")
+            if bus == "scsi-or-sata":
+                bus = wanted or ("scsi" if not missing(bus_drivers("scsi"), present)
+                                 else "sata")
+            return bus, index
+    raise UsageError(f"the image writes to {node}; a stand-in disk can be made for whole "
+                     "disks named /dev/vdX, /dev/sdX or /dev/nvmeNn1 (or UUID=/LABEL= "
+                     "targets)")
+
+
+def _placed(disk: Path, bus: str, index: int, workdir: Path) -> tuple[Drive, ...]:
+    """`disk` at position `index` of `bus`, with small empty disks before it."""
+    fill = tuple(Drive(scratch.make_raw(workdir / f"filler{i}.img", 1), bus=bus)
+                 for i in range(index))
+    return (*fill, Drive(disk, bus=bus))
+
+
+class StandIn(Protocol):
+    drives: tuple[Drive, ...]
+    guestfwd: tuple[str, ...]
+    missing_drivers: tuple[str, ...]
+
+    def describe(self) -> str: ...
+
+    def read_back(self, out: Path) -> Path:
+        """The complete vmcore copied to `out`; OperationError saying what is there else."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LocalStandIn:
+    device: str
+    fstype: str
+    path: str
+    disk: Path
+    drives: tuple[Drive, ...]
+    missing_drivers: tuple[str, ...]
+    guestfwd: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        bus = self.drives[-1].bus
+        return f"scratch {self.fstype} disk {self.disk} ({self.device}, {bus} bus)"
+
+    def read_back(self, out: Path) -> Path:
+        top = "/" + self.path.strip("/")
+        dirs = [e.name for e in scratch.ext_ls(self.disk, top) if e.is_dir]
+        if not dirs:
+            raise OperationError(f"no dump directory under {top} on the scratch disk")
+        where = f"{top.rstrip('/')}/{sorted(dirs)[-1]}"
+        names = {e.name for e in scratch.ext_ls(self.disk, where)}
+        if "vmcore" not in names:
+            raise OperationError(f"{where} on the scratch disk holds {sorted(names)}, "
+                                 "no complete vmcore")
+        return scratch.ext_dump(self.disk, f"{where}/vmcore", out)
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class RawStandIn:
+    device: str
+    disk: Path
+    drives: tuple[Drive, ...]
+    missing_drivers: tuple[str, ...]
+    guestfwd: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"scratch raw disk {self.disk} ({self.device}, {self.drives[-1].bus} bus)"
+
+    def read_back(self, out: Path) -> Path:
+        res = savecore(self.disk, out.parent / "savecore")
+        if res.vmcore is None:
+            raise OperationError(f"savecore: {res.message}")
+        res.vmcore.rename(out)
+        return out
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class NfsStandIn:
+    server_ip: str
+    export: str
+    path: str
+    server: NfsServer
+    missing_drivers: tuple[str, ...]
+    drives: tuple[Drive, ...] = ()
+    guestfwd: tuple[str, ...] = field(default=())
+
+    def describe(self) -> str:
+        return (f"nfs-ganesha on 127.0.0.1:{self.server.port} (pid {self.server.pid}) "
+                f"exporting {self.server.export} as {self.export}, reached at "
+                f"{self.server_ip}:2049 through a guestfwd relay")
+
+    def read_back(self, out: Path) -> Path:
+        top = self.server.export / self.path.strip("/")
+        dirs = sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []
+        if not dirs:
+            raise OperationError(f"no dump directory under {top} on the stand-in server")
+        vmcore = dirs[-1] / "vmcore"
+        if not vmcore.is_file():
+            raise OperationError(f"{dirs[-1]} holds {sorted(p.name for p in dirs[-1].iterdir())}"
+                                 ", no complete vmcore")
+        vmcore.rename(out)
+        return out
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def stand_in(target: Mapping[str, Any], modules: frozenset[str], workdir: Path,
+             bus: str | None = None) -> StandIn:
+    """The stand-in for the image's resolved target (`manifest["config"]["target"]`);
+    `modules`: the drivers the capture kernel has (the image's and the built-in ones)."""
+    kind = target.get("kind")
+    device = target.get("device") or ""
+    path = str(target.get("path") or "/")
+    if kind == "local":
+        fstype = target.get("fstype") or "ext4"
+        tag, _, value = device.partition("=")
+        fs_uuid, label = str(uuidlib.uuid4()), None
+        if tag == "UUID":
+            fs_uuid = value
+        elif tag == "LABEL":
+            label = value
+        elif not device.startswith("/dev/"):
+            raise UsageError(f"the image finds its target as {device or 'nothing'}; a "
+                             "stand-in needs UUID=, LABEL= or a /dev name")
+        content = scratch.tree(workdir / "scratch-fs", path.strip("/") or ".")
+        disk = scratch.make_fs(workdir / "scratch.img", str(fstype), fs_uuid, SCRATCH_MB,
+                               content, label)
+        if device.startswith("/dev/"):
+            where, index = node_position(device, modules, bus)
+        else:
+            where, index = choose_bus(modules, bus), 0
+        return LocalStandIn(device, str(fstype), path, disk,
+                            _placed(disk, where, index, workdir),
+                            missing(bus_drivers(where), modules))
+    if kind == "raw":
+        where, index = node_position(device, modules, bus)
+        disk = scratch.make_raw(workdir / "scratch-raw.img", SCRATCH_MB)
+        return RawStandIn(device, disk, _placed(disk, where, index, workdir),
+                          missing(bus_drivers(where), modules))
+    if kind == "nfs":
+        server = str(target.get("server") or "")
+        host, _, export = server.rpartition(":")
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise UsageError(f"the image mounts {server}; the stand-in NFS server needs the "
+                             "server as an IPv4 address the guest dials (build the image "
+                             "with e.g. --target nfs:10.0.2.100:/export)") from None
+        srv = NfsServer(workdir / "nfs")
+        srv.pseudo = export or "/"
+        srv.start()
+        (srv.export / path.strip("/")).mkdir(parents=True, exist_ok=True)
+        return NfsStandIn(str(ip), export, path, srv, missing(NIC_DRIVERS, modules),
+                          guestfwd=(srv.guestfwd(2049, str(ip)),))
+    raise UsageError(f"`mkkdumprd test --vm` has no stand-in for {kind} targets yet "
+                     "(local, raw and nfs have one)")

@@ -1,0 +1,111 @@
+"""`mkkdumprd test --vm` run as users run it (the CLI in a subprocess) on the Debian kernel.
+
+One guest per case: a local ext4 image that must pass (its --json checked key by key, and
+--measure-crashkernel on a grid that costs one short extra boot), an image built without
+the disk driver (the report must name the missing driver and the wait that expired), and
+an NFS image against the loopback nfs-ganesha stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mkkdumprd.vmtest import report
+from tests.support.debian_kernel import Kernel
+
+REPO = Path(__file__).resolve().parents[2]
+# The schema of --json: every key, with the types its value may have.
+SCHEMA: dict[str, tuple[type, ...]] = {
+    "verdict": (str,), "failed_step": (str, type(None)), "detail": (str,),
+    "evidence": (list,), "panic_to_saved_s": (float, int, type(None)),
+    "vmcore_bytes": (int, type(None)), "capture_memory_bytes": (int, type(None)),
+    "console_log": (str,), "kernel": (str,), "image": (str,), "target": (str,),
+    "stand_in": (str,), "accel": (str,), "guest_memory_mb": (int,), "crashkernel": (str,),
+    "seconds": (float, int), "crash_lines": (list,), "measure": (dict, type(None)),
+}
+
+
+def _test_vm(kernel: Kernel, work: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    argv = [sys.executable, "-m", "mkkdumprd", "test", "--vm", "--json", "--accel", "tcg",
+            "--kernel", str(kernel.vmlinuz), "--kver", kernel.kver,
+            "--kmoddir", str(kernel.kmoddir), "--no-hostonly", "--workdir", str(work), *args]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        pytest.fail(f"mkkdumprd test printed no JSON (rc {r.returncode}):\n"
+                    f"{r.stdout}\n{r.stderr}")
+    return r.returncode, doc, r.stderr
+
+
+def _check_schema(doc: dict[str, Any]) -> None:
+    assert list(doc) == list(report.JSON_KEYS)
+    assert set(SCHEMA) == set(report.JSON_KEYS)
+    for key, types in SCHEMA.items():
+        assert isinstance(doc[key], types), (key, doc[key])
+    assert doc["verdict"] in ("pass", "fail")
+    assert doc["failed_step"] is None or doc["failed_step"] in report.STEPS
+
+
+@pytest.mark.vm
+def test_local_image_passes(kernel: Kernel, tmp_path: Path) -> None:
+    fs_uuid = str(uuid.uuid4())
+    # --measure-crashkernel on a two-point grid: 144M is the proof itself (reused, no second
+    # boot), 16M must fail at the load (the kernel and image do not fit): one short boot.
+    rc, doc, err = _test_vm(kernel, tmp_path / "work",
+                            "--add-drivers", "virtio_pci,virtio_blk,ext4",
+                            "--target", f"local:UUID={fs_uuid}:/var/crash",
+                            "--crashkernel", "144M", "--measure-crashkernel",
+                            "--low", "16", "--high", "144", "--step", "128")
+    _check_schema(doc)
+    assert rc == 0 and doc["verdict"] == "pass", (doc, err)
+    m = doc["measure"]
+    assert m["minimum_mb"] == 144 and (m["live_mb"] is None or m["live_mb"] > 0), m
+    probes = {p["crashkernel_mb"]: p for p in m["probes"]}
+    assert set(probes) == {16, 144}, m
+    assert probes[144]["verdict"] == "pass" and probes[144]["console_log"] == doc["console_log"]
+    assert probes[16]["failed_step"] == report.NOT_LOADED, m
+    assert doc["failed_step"] is None
+    assert doc["vmcore_bytes"] > 1 << 20
+    assert doc["panic_to_saved_s"] is not None and doc["panic_to_saved_s"] > 0
+    assert any("sysrq triggered crash" in line for line in doc["crash_lines"])
+    assert f"UUID={fs_uuid}" in doc["stand_in"] and "ext4" in doc["stand_in"]
+    assert re.fullmatch(r"\d+M", doc["crashkernel"])
+    log = Path(doc["console_log"])
+    assert log.is_file() and report.SAVED.search(log.read_text(errors="replace"))
+    # The first stage loaded with mkkdumprd's loader, not kexec-tools.
+    assert "MKKDUMPRD-PY: end load rc=0" in log.read_text(errors="replace")
+
+
+@pytest.mark.vm
+def test_image_without_disk_driver_names_it(kernel: Kernel, tmp_path: Path) -> None:
+    fs_uuid = str(uuid.uuid4())
+    rc, doc, err = _test_vm(kernel, tmp_path / "work", "--add-drivers", "virtio_pci,ext4",
+                            "--target", f"local:UUID={fs_uuid}:/var/crash",
+                            "--target-timeout", "5")
+    _check_schema(doc)
+    assert rc == 1 and doc["verdict"] == "fail", (doc, err)
+    assert doc["failed_step"] == report.DRIVER_MISSING, doc
+    assert "virtio_blk" in doc["detail"], doc
+    # The console lines that show it: the wait for the target that expired.
+    assert any(f"UUID={fs_uuid}" in line and "within 5 s" in line
+               for line in doc["evidence"]), doc["evidence"]
+    assert doc["vmcore_bytes"] is None
+
+
+@pytest.mark.vm
+def test_nfs_image_against_the_loopback_server(kernel: Kernel, tmp_path: Path) -> None:
+    rc, doc, err = _test_vm(kernel, tmp_path / "work", "--add-drivers", "virtio_pci,virtio_net",
+                            "--target", "nfs:10.0.2.100:/export/crash")
+    _check_schema(doc)
+    assert rc == 0 and doc["verdict"] == "pass", (doc, err)
+    assert "nfs-ganesha on 127.0.0.1" in doc["stand_in"], doc
+    assert doc["vmcore_bytes"] > 1 << 20
