@@ -120,5 +120,6 @@ def status_json(st: Status) -> dict[str, Any]:
             "kernel": (st.record or {}).get("kernel") if st.loaded else None,
             "initrd": (st.record or {}).get("initrd") if st.loaded else None,
             "cmdline": (st.record or {}).get("cmdline") if st.loaded else None,
+            "cmdline_words": (st.record or {}).get("cmdline_words") if st.loaded else None,
             "path": (st.record or {}).get("path", "kexec_file_load")
             if st.loaded and st.record else None}
