@@ -154,3 +154,32 @@ def test_peers_are_resolved_and_this_machine_is_refused(tmp_path: Path) -> None:
         hooks.template_vars(_ctx(tmp_path, Host(tmp_path, live=False), ("nobody",)))
     with pytest.raises(UsageError, match=r"node 10.0.2.15 \(10.0.2.15\) is this machine"):
         hooks.template_vars(_ctx(tmp_path, Host(tmp_path), ("10.0.2.15",)))
+
+
+def test_own_host_name_is_refused_and_another_interface_warned(tmp_path: Path) -> None:
+    import ipaddress
+    from dataclasses import replace
+
+    from mkkdumprd.network.ipconfig import IpConfig, IpMode
+    from mkkdumprd.network.plan import NetworkPlan
+    from mkkdumprd.network.resolve import ResolvedHost
+
+    _exe(tmp_path / "usr/libexec/fence-agents/fence_kdump_send", "")
+    net = FakeNet(tmp_path)
+    net.addr4("eth0", "10.0.2.15/24")
+    net.addr4("eth1", "192.168.5.2/24")
+    net.commit()
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/hostname").write_text("node-a\n")
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "etc/hosts").write_text("10.0.2.16 node-a\n")
+    hooks = load_hooks(load_module(MODULES / "fence-kdump"))
+    assert hooks.template_vars is not None and hooks.check is not None
+    with pytest.raises(UsageError, match=r"node Node-A is this machine's host name"):
+        hooks.template_vars(_ctx(tmp_path, Host(tmp_path), ("Node-A",)))
+    plan = NetworkPlan(ResolvedHost("10.0.2.100", ipaddress.ip_address("10.0.2.100")),
+                       IpConfig(IpMode.STATIC, iface="eth0"), None)
+    ctx = replace(_ctx(tmp_path, Host(tmp_path), ("10.0.2.100", "192.168.5.9")), network=plan)
+    assert hooks.check(ctx) == [
+        "fence_kdump node 192.168.5.9 is reached through eth1, but the capture image brings "
+        "up only eth0; its messages may not arrive"]

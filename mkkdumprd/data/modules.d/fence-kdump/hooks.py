@@ -17,6 +17,7 @@ A peer that is an address of this machine is refused (Fedora's kdumpctl does too
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -24,7 +25,7 @@ from mkkdumprd.assemble.hooks import BuildContext
 from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.image.spec import Entry
-from mkkdumprd.network import addresses, resolve
+from mkkdumprd.network import addresses, resolve, route
 
 _SENDERS = ("/usr/libexec/fence-agents/fence_kdump_send", "/usr/libexec/fence_kdump_send")
 _INSTALL_HINT = ("install fence-agents' fence_kdump_send (Debian: `fence-agents` on bookworm, "
@@ -54,7 +55,11 @@ def _sender(ctx: BuildContext) -> PurePosixPath:
 
 def _nodes(ctx: BuildContext) -> tuple[str, ...]:
     out: list[str] = []
+    hostname = (ctx.machine.read_optional("/proc/sys/kernel/hostname") or "").strip()
     for node in ctx.config.fence_kdump_nodes:
+        if ctx.hostonly and hostname and node.lower() == hostname.lower():
+            raise UsageError(f"fence_kdump node {node} is this machine's host name; list only "
+                             f"the other cluster nodes in {ctx.config.source}")
         try:
             addr = resolve.resolve_host(ctx.machine, node).address
         except OperationError as exc:
@@ -64,6 +69,25 @@ def _nodes(ctx: BuildContext) -> tuple[str, ...]:
                              f"only the other cluster nodes in {ctx.config.source}")
         out.append(str(addr))
     return tuple(dict.fromkeys(out))
+
+
+def check(ctx: BuildContext) -> list[str]:
+    """Host-only: a peer the host reaches through another interface than the capture
+    network's would not hear the messages (the capture image brings up one interface)."""
+    plan = ctx.network
+    if not ctx.hostonly or plan is None or plan.ip.iface is None:
+        return []
+    warnings = []
+    for node, addr in zip(ctx.config.fence_kdump_nodes, _nodes(ctx), strict=False):
+        try:
+            iface = route.route_get(ctx.machine, ipaddress.ip_address(addr)).iface
+        except OperationError:
+            continue
+        if iface != plan.ip.iface:
+            warnings.append(f"fence_kdump node {node} is reached through {iface}, but the "
+                            f"capture image brings up only {plan.ip.iface}; its messages may "
+                            "not arrive")
+    return warnings
 
 
 def entries(ctx: BuildContext) -> list[Entry]:
