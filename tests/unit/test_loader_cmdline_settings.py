@@ -169,6 +169,10 @@ def test_dry_run_and_status_json_show_each_words_origin(
     assert {"word": "earlyprintk=ttyS0",
             "from": "/etc/sysconfig/kdump:1 KDUMP_COMMANDLINE_APPEND"} in doc["cmdline_words"]
     assert " ".join(w["word"] for w in doc["cmdline_words"]) == doc["cmdline"]
+    res = r.invoke(main, ["status", "--root", str(root)])
+    assert "  set by:     earlyprintk=ttyS0 (/etc/sysconfig/kdump:1 KDUMP_COMMANDLINE_APPEND)" \
+        in res.stdout.splitlines()
+    assert "/proc/cmdline" not in res.stdout
 
 
 def test_service_uses_the_settings(root: Path) -> None:
