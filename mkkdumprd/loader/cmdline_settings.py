@@ -16,6 +16,12 @@ earlier one. A REMOVE name also drops the arch default of that name (so `irqpoll
 turned off), never a word appended by a file or --append. crashkernel= and elfcorehdr=
 are always dropped (loader/cmdline.py). Every word passes quoting.kernel_word.
 
+Differences from the tools that own these files: kdump-tools passes KDUMP_CMDLINE
+verbatim and its KDUMP_CMDLINE_APPEND replaces its defaults; here every base is filtered
+like /proc/cmdline (root=, crashkernel= ... go) and appends add to the arch defaults (a
+name set again replaces the default's word). kdump-tools' `systemd.unit=...` word is
+harmless: the capture image's /init is not systemd.
+
 KEXEC_ARGS / KDUMP_KEXEC_ARGS: mkkdumprd always loads with kexec_file_load, which is what
 `-s`/`--kexec-file-syscall` ask for; any other word is reported as not applied.
 
