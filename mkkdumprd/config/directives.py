@@ -228,7 +228,12 @@ def _choice(first: str, second: str, *, true: str) -> Parser:
 
 
 def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
-    """Of dracut's flags only --add-drivers/--omit-drivers count; no dracut runs."""
+    """Of dracut's flags only --add-drivers/--omit-drivers and --mount count; no dracut runs.
+
+    --mount names the dump target (config/dracut_mount.py), so this row may also return
+    `target`, the one field another row (target) owns: the parser (config/kdumpconf.py)
+    counts it as that target line, so a second target is still an error.
+    """
     found = words(report, option, value)
     if found is None:
         return None
