@@ -92,8 +92,8 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
     Only the file is read (no device, server or kernel is needed), except that
     makedumpfile, when installed here, is asked whether it accepts core_collector's
     options. Warnings (the obsolete `default`, ignored dracut_args flags, ...) go to stderr
-    with file:line.
-    fence_kdump_args/fence_kdump_nodes are accepted but ignored, with a warning.
+    with file:line. `dracut_args --mount "DEV DIR FSTYPE"` is read as the dump target
+    (Fedora's rules); `config show` writes it as a target line.
     """
     source, config, errors, warnings = _resolve(config_file, target_spec)
     if config is not None and not errors:

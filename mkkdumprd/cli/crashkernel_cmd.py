@@ -243,7 +243,8 @@ def recommend(arch: str | None, mem: int | None, kver: str | None, image: Path |
               "recognised as its own and needs no --force).")
 def apply(values: tuple[str, ...], recommended: bool, kver: str | None, if_ours: bool,
           auto: bool, arch: str | None, root: Path, dry_run: bool, force: bool) -> None:
-    """Write the crashkernel= words (grubby, grub.d or /etc/kernel/cmdline), all at once."""
+    """Write the crashkernel= words (grubby, s390x zipl.conf + zipl, grub.d or
+    /etc/kernel/cmdline), all at once."""
     host = Host(root)
     info = _arch(arch)
     if auto:

@@ -36,7 +36,8 @@ _arch = click.option("--arch", default=None, help="Architecture (default: this m
 @click.option("--no-initrd", is_flag=True, help="Load without an initramfs.")
 @click.option("--kver", default=None, help="Kernel version (default: the running one).")
 @click.option("--cmdline", default=None,
-              help="Base command line instead of /proc/cmdline (still filtered).")
+              help="Base command line instead of /proc/cmdline and the settings files' "
+                   "base (still filtered).")
 @click.option("--append", "-a", multiple=True, help="Extra capture-kernel words (repeatable).")
 @click.option("--dry-run", "-n", is_flag=True, help="Print what would be passed; load nothing.")
 @_arch
@@ -46,7 +47,11 @@ def load(kernel: str | None, initrd: str | None, no_initrd: bool, kver: str | No
          root: Path) -> None:
     """Load the capture kernel and image with kexec_file_load(2).
 
-    On kernels without it (ENOSYS: Debian's arm64, ppc64el, riscv64), falls back to
+    Its command line is /proc/cmdline (or a base set in /etc/default/kdump-tools,
+    /etc/sysconfig/kdump or /etc/mkkdumprd/cmdline.conf) filtered, plus the arch defaults,
+    the files' appends and --append; --dry-run lists each word with where it came from.
+
+    On kernels without kexec_file_load (ENOSYS: Debian's arm64, ppc64el, riscv64), falls back to
     kexec_load through kexec-tools' `kexec -p` when that is installed.
     """
     host = Host(root)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from mkkdumprd.config import values
+from mkkdumprd.config import fence_kdump, values
+from mkkdumprd.config.dracut_mount import FORM, parse_mount
 from mkkdumprd.config.model import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PATH,
@@ -227,11 +228,17 @@ def _choice(first: str, second: str, *, true: str) -> Parser:
 
 
 def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
-    """Of dracut's flags only --add-drivers/--omit-drivers count; no dracut runs."""
+    """Of dracut's flags only --add-drivers/--omit-drivers and --mount count; no dracut runs.
+
+    --mount names the dump target (config/dracut_mount.py), so this row may also return
+    `target`, the one field another row (target) owns: the parser (config/kdumpconf.py)
+    counts it as that target line, so a second target is still an error.
+    """
     found = words(report, option, value)
     if found is None:
         return None
     lists: dict[str, list[str]] = {"--add-drivers": [], "--omit-drivers": []}
+    mount: Fields = {}     # the target a --mount names (config/dracut_mount.py)
     ok = True
     i = 0
     while i < len(found):
@@ -239,10 +246,26 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
         name, eq, arg = word.partition("=") if word.startswith("--") else (word, "", "")
         i += 1
         if name == "--mount":
-            report.error("dracut_args --mount is not supported by mkkdumprd; write the dump "
-                         "target as its own line, e.g. `ext4 UUID=...` or `nfs host:/export`")
-            ok = False
-            i += 0 if eq else 1
+            if not eq:
+                if i >= len(found):
+                    report.error(f"dracut_args --mount needs a value: {FORM}")
+                    ok = False
+                    continue
+                arg = found[i]
+                i += 1
+            if "target" in mount:
+                report.error("dracut_args has more than one --mount; Fedora allows one")
+                ok = False
+                continue
+            target, errors, warnings = parse_mount(arg, report.where)
+            for message in errors:
+                report.error(message)
+            for message in warnings:
+                report.warn(message)
+            if target is None:
+                ok = False
+            else:
+                mount["target"] = target
             continue
         if name in lists:
             if not eq:
@@ -268,7 +291,27 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
     if not ok:
         return None
     return {"add_drivers": tuple(lists["--add-drivers"]),
-            "omit_drivers": tuple(lists["--omit-drivers"])}
+            "omit_drivers": tuple(lists["--omit-drivers"]), **mount}
+
+
+def parse_fence_nodes(report: Report, option: str, value: str) -> Fields | None:
+    found = words(report, option, value)
+    if found is None:
+        return None
+    problems = [e for e in map(fence_kdump.check_node, found) if e]
+    for problem in problems:
+        report.error(problem)
+    return None if problems or not found else {"fence_kdump_nodes": tuple(found)}
+
+
+def parse_fence_args(report: Report, option: str, value: str) -> Fields | None:
+    found = words(report, option, value)
+    if found is None:
+        return None
+    args, problems = fence_kdump.parse_args(found)
+    for problem in problems:
+        report.error(f"fence_kdump_args: {problem}")
+    return None if problems else {"fence_kdump_args": args}
 
 
 # ---- writers and records -------------------------------------------------------------------
@@ -350,10 +393,14 @@ def _as_is(*keys: str) -> Recorder:
     return record
 
 
-# ---- the table -----------------------------------------------------------------------------
+def _if_set(*keys: str) -> Recorder:
+    """Recorded only when set, so the record of a config without them (every image's
+    manifest from before they existed) stays as it was."""
+    inner = _as_is(*keys)
+    return lambda config: {k: v for k, v in inner(config).items() if v}
 
-_FENCE = ("fence_kdump is not supported by mkkdumprd; the line is ignored, so a cluster node "
-          "will not signal its peers while it dumps")
+
+# ---- the table -----------------------------------------------------------------------------
 
 # Row order is the order of `config show` and of the image's /etc/kdump.conf.
 DIRECTIVES: tuple[Directive, ...] = (
@@ -453,21 +500,30 @@ DIRECTIVES: tuple[Directive, ...] = (
     Directive(
         "dracut_args", ("dracut_args",), parse_dracut_args, ("add_drivers", "omit_drivers"),
         ('dracut_args --add-drivers "virtio_blk"',),
-        "only --add-drivers and --omit-drivers count (no dracut runs)",
+        "only --add-drivers, --omit-drivers and --mount (the dump target, as in RHEL 7; "
+        "`config show` writes it as a target line) count (no dracut runs)",
         in_image=True, write=write_dracut_args, record=_as_is("add_drivers", "omit_drivers")),
     Directive(
-        "fence_kdump_args", ("fence_kdump_args",), None, (), ("fence_kdump_args -p 7410",),
-        "ignored (fence_kdump is not supported)", in_image=False, ignored=_FENCE),
+        "fence_kdump_args", ("fence_kdump_args",), parse_fence_args, ("fence_kdump_args",),
+        ("fence_kdump_args -p 7410 -f auto -c 0 -i 10",),
+        "fence_kdump_send's options (-p PORT, -f auto|ipv4|ipv6, -c COUNT, -i SECONDS, -v)",
+        in_image=True, write=_words("fence_kdump_args"),
+        record=_if_set("fence_kdump_args"), capture=_ALL_TARGETS),
     Directive(
-        "fence_kdump_nodes", ("fence_kdump_nodes",), None, (),
+        "fence_kdump_nodes", ("fence_kdump_nodes",), parse_fence_nodes, ("fence_kdump_nodes",),
         ("fence_kdump_nodes node1 node2",),
-        "ignored (fence_kdump is not supported)", in_image=False, ignored=_FENCE),
+        "cluster peers told (fence_kdump_send, UDP) while this node dumps, so they do not "
+        "fence it; the capture image brings its network up for them",
+        in_image=True, write=_words("fence_kdump_nodes"),
+        record=_if_set("fence_kdump_nodes"),
+        when={"fence_kdump": lambda c: bool(c.fence_kdump_nodes)}, capture=_ALL_TARGETS),
     Directive(
-        "kdump_emergency", ("kdump_emergency",), None, (),
+        "kdump_emergency", ("kdump_emergency",), parse_absolute, ("kdump_emergency",),
         ("kdump_emergency /usr/local/bin/on-error",),
-        "ignored (failure_action still runs)", in_image=False,
-        ignored="kdump_emergency is not supported by mkkdumprd; the line is ignored "
-                "(failure_action still runs)"),
+        "a program run when the dump fails, after /etc/kdump/emergency.d and before "
+        "failure_action (copied into the image; bounded by hook_timeout)",
+        in_image=True, write=_value("kdump_emergency"), record=_if_set("kdump_emergency"),
+        when={"kdump_emergency": lambda c: bool(c.kdump_emergency)}, capture=_ALL_TARGETS),
 )
 
 BY_KEY: Mapping[str, Directive] = MappingProxyType({d.key: d for d in DIRECTIVES})

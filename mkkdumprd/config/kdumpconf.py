@@ -17,11 +17,12 @@ what would be valid. Parsing never raises on bad input. Values are carried verba
 here or downstream evaluates them (the templates shell-quote every value).
 
 Choices where Fedora has no answer or mkkdumprd differs:
-- `fence_kdump_args`, `fence_kdump_nodes` and `kdump_emergency` are accepted with a warning
-  that mkkdumprd ignores them (a cluster relying on fence_kdump must not use this image);
-- `minix` and `virtiofs` targets and `dracut_args --mount` are errors (not supported);
-- of `dracut_args` only `--add-drivers`/`--omit-drivers` count; every other flag is ignored
-  with a warning, since no dracut runs;
+- `minix` and `virtiofs` targets are errors (not supported);
+- of `dracut_args` only `--add-drivers`/`--omit-drivers` and `--mount` (a dump target, by
+  Fedora's rules: config/dracut_mount.py) count; every other flag is ignored with a
+  warning, since no dracut runs;
+- `fence_kdump_args` is checked against fence_kdump_send's options (config/fence_kdump.py)
+  and warned about without `fence_kdump_nodes`, which it needs;
 - `core_collector`, `extra_bins`, `extra_modules` and `dracut_args` are split like shell
   words (quotes group, unbalanced quotes are an error).
 """
@@ -293,6 +294,14 @@ class _Parser:
                 self.error(f"duplicated directive {option!r}, already set at {first}; "
                            "keep one")
             return
+        if updates is not None and "target" in updates and key != "target":
+            # dracut_args --mount names the target (config/dracut_mount.py): one target.
+            if "target" in self.seen:
+                first_text = self.seen["target"][2]
+                self.error(f"more than one dump target: dracut_args --mount here and "
+                           f"{first_text!r} at {self.seen['target'][0]}; keep only one")
+                return
+            self.seen["target"] = (self.where, option, self.text.strip(_BLANKS))
         self.seen[key] = (self.where, option, self.text.strip(_BLANKS))
         if updates is not None:
             self.fields.update(updates)
@@ -307,6 +316,11 @@ class _Parser:
                 f"force_no_rebuild 1 contradicts force_rebuild 1 at {first}; "
                 "set at most one of them to 1",
                 self.seen["force_no_rebuild"][2]))
+        if "fence_kdump_args" in self.seen and "fence_kdump_nodes" not in self.seen:
+            where, _, text = self.seen["fence_kdump_args"]
+            self.warnings.append(Diagnostic(
+                where, "fence_kdump_args has no effect without fence_kdump_nodes (the peers "
+                       "to tell); add `fence_kdump_nodes NODE...`", text))
         explicit = frozenset(key for key in self.seen if BY_KEY[key].fields)
         locations = tuple((key, where) for key, (where, _, _) in self.seen.items()
                           if BY_KEY[key].fields)

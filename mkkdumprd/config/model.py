@@ -97,6 +97,11 @@ class KdumpConfig:
     add_drivers: tuple[str, ...] = ()
     omit_drivers: tuple[str, ...] = ()
     auto_reset_crashkernel: bool = True
+    # fence_kdump (Fedora's generic mode): the peers told while this node dumps, and the
+    # sender's options as validated words (config/fence_kdump.py).
+    fence_kdump_nodes: tuple[str, ...] = ()
+    fence_kdump_args: tuple[str, ...] = ()
+    kdump_emergency: str | None = None
     warnings: tuple[Diagnostic, ...] = ()
     # Directives that were given explicitly (the rest are defaults), for `config show`, by
     # their key in config/directives.py ("target" for any target line, "failure_action"

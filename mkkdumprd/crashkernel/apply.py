@@ -4,11 +4,14 @@ The words are one set (crashkernel/grammar.py `check_set`): a plain or `,high` s
 optional `,low` and an optional `,cma`. Every crashkernel= word of ours or the user's is
 replaced by the whole set at once, in one atomic write per file.
 
-Three kinds of boot configuration, tried in this order:
+Four kinds of boot configuration, tried in this order:
   grubby         /usr/sbin/grubby exists (Fedora, RHEL, SUSE with grubby): on the live
                  root only we run `grubby --update-kernel=ALL --remove-args=crashkernel
                  --args="<the set>"` and read the BLS entries back; for any other --root
-                 we print the command. The diff shows the BLS entries.
+                 we print the command. The diff shows the BLS entries. (With
+                 /etc/zipl.conf beside it, s390x: a note that zipl must run.)
+  zipl           /etc/zipl.conf with kernel entries (s390x): their parameters= get the
+                 set, then `zipl` runs (live root only); crashkernel/zipl.py.
   grub.d         /etc/default/grub or /etc/default/grub.d exists (Debian, Ubuntu): our own
                  /etc/default/grub.d/mkkdumprd.cfg appends to GRUB_CMDLINE_LINUX_DEFAULT;
                  update-grub has to run afterwards (we remind, we do not run it).
@@ -39,7 +42,7 @@ import difflib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from mkkdumprd.atomic_file import atomic_write
@@ -76,7 +79,7 @@ class Change:
 
 @dataclass(frozen=True)
 class ApplyPlan:
-    kind: str                    # "grubby", "grub.d", "kernel-cmdline"
+    kind: str                    # "grubby", "zipl", "grub.d", "kernel-cmdline"
     value: str                   # the set, words without "crashkernel=", space-separated
     changes: tuple[Change, ...]  # files we write (grub.d, kernel-cmdline)
     preview: tuple[Change, ...]  # what grubby would do, shown only
@@ -359,7 +362,35 @@ def current_values(host: Host) -> tuple[str, ...]:
                                if n.endswith(".cfg")] + [KERNEL_CMDLINE]:
         if host.is_file(p):
             out += _values(_read(host, p))
+    from mkkdumprd.crashkernel import zipl
+
+    if host.is_file(zipl.ZIPL_CONF):
+        out += [v for _, params in zipl.parameters(_read(host, zipl.ZIPL_CONF))
+                for v in _values(params)]
     return tuple(dict.fromkeys(out))
+
+
+def _zipl_plan(host: Host, values: tuple[str, ...], force: bool,
+               recommended: bool) -> ApplyPlan:
+    """s390x /etc/zipl.conf (crashkernel/zipl.py: the file's shape), then `zipl`."""
+    from mkkdumprd.crashkernel import zipl
+
+    value = " ".join(values)
+    words = [f"{_NAME}{v}" for v in values]
+    old = _read(host, zipl.ZIPL_CONF)
+    ours = _our_values(host)
+    kept = [k for name, params in zipl.parameters(old)
+            for k in _hand_set(f"{zipl.ZIPL_CONF} [{name}]", params, values, ours)]
+    if kept and not force:
+        return _left_alone("zipl", value, kept)
+    new = zipl.edit(old, lambda params, where: _edit_words(params, words, where=where))
+    if new == old:
+        return ApplyPlan("zipl", value, (), (), None, (), ("already set; nothing to do",),
+                         recommended)
+    cmd = (str(host.which(zipl.ZIPL) or zipl.ZIPL),)
+    return ApplyPlan("zipl", value, (Change(zipl.ZIPL_CONF, old, new, follow=True),), (), cmd,
+                     tuple(kept), ("zipl rewrites the boot record; reboot afterwards",),
+                     recommended)
 
 
 def plan_apply(host: Host, value: str | Sequence[str], force: bool = False,
@@ -370,8 +401,15 @@ def plan_apply(host: Host, value: str | Sequence[str], force: bool = False,
 
     raw = value.split() if isinstance(value, str) else list(value)
     values = check_set(raw)
+    from mkkdumprd.crashkernel import zipl
+
     if host.is_file(GRUBBY):
-        return _grubby_plan(host, values, force, recommended)
+        plan = _grubby_plan(host, values, force, recommended)
+        if plan.needed and host.is_file(zipl.ZIPL_CONF):     # s390x with BLS entries
+            plan = replace(plan, notes=(*plan.notes, f"then {zipl.RUN_ZIPL}"))
+        return plan
+    if host.is_file(zipl.ZIPL_CONF) and zipl.has_kernel_entries(_read(host, zipl.ZIPL_CONF)):
+        return _zipl_plan(host, values, force, recommended)
     if host.is_file(GRUB_DEFAULT) or host.is_dir(GRUB_D):
         return _grub_d_plan(host, values, force, recommended)
     return _kernel_cmdline_plan(host, values, force, recommended)
@@ -424,6 +462,6 @@ def perform(plan: ApplyPlan, host: Host) -> list[str]:
                         raise OperationError(f"{p}: after grubby, " + "; ".join(why))
             _record(plan, host)
         else:
-            done.append(f"not running grubby for a root other than /; run inside {host.root}: "
-                        f"{' '.join(plan.command)}")
+            done.append(f"not running {PurePosixPath(plan.command[0]).name} for a root other "
+                        f"than /; run inside {host.root}: {' '.join(plan.command)}")
     return done

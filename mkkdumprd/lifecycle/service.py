@@ -119,6 +119,8 @@ def _prepare(svc: Service, *, may_build: bool) -> tuple[loader.LoadPlan, Outcome
         else:
             svc.echo(f"{image} is up to date")
     plan = loader.plan_load(svc.machine, svc.arch, kver=kver, initrd=str(image))
+    for note in plan.notes:
+        svc.warn(note)
     return plan, outcome
 
 

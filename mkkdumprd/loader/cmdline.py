@@ -10,6 +10,7 @@ with it). Everything after a bare "--" is init's, not the kernel's, and is dropp
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 ALWAYS_REMOVE = ("crashkernel", "elfcorehdr")
 
@@ -38,6 +39,42 @@ def _key(word: str) -> str:
     return word.split("=", 1)[0].strip('"').replace("-", "_")
 
 
+@dataclass(frozen=True)
+class Word:
+    """One capture command line word and where it came from (for --dry-run and status)."""
+
+    text: str
+    origin: str
+
+
+def compose(running: Iterable[Word], remove: Iterable[str], append: Iterable[Word]) -> list[Word]:
+    """The capture command line as words with their origins.
+
+    `running` is the base (/proc/cmdline or a configured replacement), `remove` the names
+    to drop from it, `append` the additions in order (a later spelling of a name wins).
+    """
+    add = list(append)
+    drop = {_key(w) for w in (*remove, *ALWAYS_REMOVE)} | {_key(w.text) for w in add}
+    kept: list[Word] = []
+    for word in running:
+        if word.text == "--":
+            break
+        if _key(word.text) in drop:
+            continue
+        if word.text.endswith("="):
+            continue        # an empty value means nothing; Fedora drops these too
+        kept.append(word)
+    never = {_key(w) for w in ALWAYS_REMOVE}
+    added: list[Word] = []
+    for word in add:
+        if _key(word.text) in never:
+            continue
+        # Within the additions the last spelling of a name wins, as in the kernel.
+        added = [w for w in added if _key(w.text) != _key(word.text)]
+        added.append(word)
+    return [*kept, *added]
+
+
 def capture_cmdline(running: str, remove: Iterable[str], append: Iterable[str],
                     extra: Iterable[str] = ()) -> str:
     """The command line for the capture kernel.
@@ -45,23 +82,6 @@ def capture_cmdline(running: str, remove: Iterable[str], append: Iterable[str],
     `running` is /proc/cmdline; `remove`/`append` come from the arch data; `extra` are the
     user's additions (--cmdline), appended last and filtered like `append`.
     """
-    add = [*append, *extra]
-    drop = {_key(w) for w in (*remove, *ALWAYS_REMOVE)} | {_key(w) for w in add}
-    kept: list[str] = []
-    for word in split_words(running):
-        if word == "--":
-            break
-        if _key(word) in drop:
-            continue
-        if word.endswith("=") and "=" in word:
-            continue        # an empty value means nothing; Fedora drops these too
-        kept.append(word)
-    never = {_key(w) for w in ALWAYS_REMOVE}
-    added: list[str] = []
-    for word in add:
-        if _key(word) in never:
-            continue
-        # Within the additions the last spelling of a name wins, as in the kernel.
-        added = [w for w in added if _key(w) != _key(word)]
-        added.append(word)
-    return " ".join([*kept, *added])
+    words = compose([Word(w, "") for w in split_words(running)], remove,
+                    [Word(w, "") for w in (*append, *extra)])
+    return " ".join(w.text for w in words)

@@ -21,7 +21,8 @@ from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.loader import kernel_image, kexec_tools, locate, status
-from mkkdumprd.loader.cmdline import capture_cmdline
+from mkkdumprd.loader.cmdline import Word
+from mkkdumprd.loader.cmdline_settings import capture_words, read_settings
 from mkkdumprd.loader.kexec import (
     KEXEC_FILE_NO_INITRAMFS,
     KEXEC_FILE_ON_CRASH,
@@ -47,6 +48,11 @@ class LoadPlan:
     cmdline: str
     flags: int
     reserved: int
+    words: tuple[Word, ...] = ()        # the cmdline's words with their origins
+    notes: tuple[str, ...] = ()         # settings read but not applied
+
+    def word_origins(self) -> list[dict[str, str]]:
+        return [{"word": w.text, "from": w.origin} for w in self.words]
 
     def describe(self, host: Host) -> str:
         _, length = cmdline_bytes(self.cmdline)
@@ -64,6 +70,11 @@ class LoadPlan:
             f"  flags       {self.flags:#x} ({' | '.join(names)})",
             f"  reserved    {self.reserved} bytes",
         ]
+        if self.words:
+            lines.append("  cmdline words and where each came from:")
+            width = max(len(w.text) for w in self.words)
+            lines += [f"    {w.text:<{width}}  {w.origin}" for w in self.words]
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -99,10 +110,14 @@ def plan_load(host: Host, arch: ArchInfo, *, kver: str | None = None,
             raise UsageError(
                 f"capture image {ipath} does not exist; build it with `mkkdumprd --kver {kver} "
                 f"-o {ipath}` or pass --initrd")
-    base = cmdline if cmdline is not None else locate.proc_cmdline(host)
-    final = capture_cmdline(base, arch.cmdline_remove, arch.cmdline_append, append)
+    settings = read_settings(host)
+    proc = locate.proc_cmdline(host) if cmdline is None and settings.base is None else ""
+    words = capture_words(proc, arch.name, arch.cmdline_remove, arch.cmdline_append,
+                          settings, cmdline, append)
+    final = " ".join(w.text for w in words)
     flags = KEXEC_FILE_ON_CRASH | (KEXEC_FILE_NO_INITRAMFS if ipath is None else 0)
-    return LoadPlan(arch, kver, kpath, ipath, final, flags, reserved)
+    return LoadPlan(arch, kver, kpath, ipath, final, flags, reserved, tuple(words),
+                    settings.notes)
 
 
 def _preflight_fit(plan: LoadPlan, host: Host, info: kernel_image.KernelInfo) -> None:
@@ -176,6 +191,7 @@ def execute_load(plan: LoadPlan, host: Host, kernel: Kernel) -> dict[str, Any]:
         "note": note,
         "initrd": str(plan.initrd) if plan.initrd else None,
         "cmdline": plan.cmdline,
+        "cmdline_words": plan.word_origins(),
         "kver": plan.kver,
         "arch": plan.arch.name,
         "reserved": plan.reserved,

@@ -98,6 +98,8 @@ def format_status(st: Status) -> str:
         lines.append(f"loaded via:   {_path_words(rec)}")
         lines.append(f"image:        {rec.get('initrd') or '(none)'}")
         lines.append(f"cmdline:      {rec.get('cmdline')}")
+        lines += [f"  set by:     {w.get('word')} ({w.get('from')})"
+                  for w in _configured_words(rec)]
         if rec.get("loaded_at"):
             lines.append(f"loaded at:    {rec.get('loaded_at')}")
     elif st.loaded:
@@ -106,6 +108,15 @@ def format_status(st: Status) -> str:
         lines.append(f"note:         stale record of {rec.get('kernel')} (unloaded by another "
                      "tool or a failed load)")
     return "\n".join(lines)
+
+
+def _configured_words(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded words an administrator set (settings files, --cmdline, --append)."""
+    words = rec.get("cmdline_words")
+    if not isinstance(words, list):
+        return []
+    return [w for w in words if isinstance(w, dict) and isinstance(w.get("from"), str)
+            and w["from"] != "/proc/cmdline" and " default (data/arch/" not in w["from"]]
 
 
 def _path_words(rec: dict[str, Any]) -> str:
@@ -120,5 +131,6 @@ def status_json(st: Status) -> dict[str, Any]:
             "kernel": (st.record or {}).get("kernel") if st.loaded else None,
             "initrd": (st.record or {}).get("initrd") if st.loaded else None,
             "cmdline": (st.record or {}).get("cmdline") if st.loaded else None,
+            "cmdline_words": (st.record or {}).get("cmdline_words") if st.loaded else None,
             "path": (st.record or {}).get("path", "kexec_file_load")
             if st.loaded and st.record else None}

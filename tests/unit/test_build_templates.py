@@ -137,6 +137,26 @@ SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root
                   path="/var/crash", remote_prefix="/var/crash/", commands=dump_commands())
 
 
+
+@dataclass(frozen=True)
+class _Emergency:                   # modules.d/emergency's template_vars
+    program: str
+
+
+@dataclass(frozen=True)
+class _Fence:                       # modules.d/fence-kdump's template_vars
+    sender: str
+    args: tuple[str, ...]
+    nodes: tuple[str, ...]
+    shown: str
+    command: str
+
+
+EMERGENCY = _Emergency(program="/usr/local/bin/on-error")
+FENCE = _Fence(sender="/usr/libexec/fence-agents/fence_kdump_send", args=("-p", "7410"),
+               nodes=("10.0.2.100",), shown="node-b", command="-p 7410 10.0.2.100")
+
+
 def _paths(root: Path | None = None, **override: str) -> dict[str, str]:
     """The image's paths (image/layout.py), under `root` when given; the console stays the
     terminal it is (tests that run /init's stages replace it with /dev/null)."""
@@ -153,7 +173,8 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                            init_scripts=[p["modules_sh"], p["kdump_sh"]],
                            modules=["base", "kdump"], kernel_modules=["virtio_blk"],
                            timeout=3,
-                           module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH})
+                           module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH,
+                                        "emergency": EMERGENCY, "fence_kdump": FENCE})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -168,6 +189,8 @@ SCRIPTS = {
     "rootfs.sh.j2": "rootfs_sh",
     "net-lib.sh.j2": "network_sh",
     "net-udhcpc.sh.j2": "udhcpc_sh",
+    "emergency.sh.j2": "emergency_sh",
+    "fence-kdump.sh.j2": "fence_kdump_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}

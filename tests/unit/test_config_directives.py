@@ -148,6 +148,8 @@ WHEN_LINES = {
     "extra_modules": "extra_modules virtio_net",
     "failure_action_shell": "failure_action shell",
     "failure_action_dump_to_rootfs": "failure_action dump_to_rootfs",
+    "fence_kdump": "fence_kdump_nodes 192.0.2.7",
+    "kdump_emergency": "kdump_emergency /x",
 }
 
 

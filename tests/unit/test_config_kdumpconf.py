@@ -259,8 +259,10 @@ def test_default_and_failure_action_together_is_a_duplicate() -> None:
     ('core_collector "makedumpfile -l', "unbalanced quote"),
     ("dracut_args --add-drivers", "needs a list of modules"),
     ("dracut_args --add-drivers 'bad/name'", "kernel module name"),
-    ('dracut_args --mount "/dev/vdb /mnt ext4 defaults"', "target as its own line"),
-    ("dracut_args --mount=x", "not supported"),
+    ('dracut_args --mount "/dev/vdb /mnt vfat defaults"', "is not supported"),
+    ("dracut_args --mount=x", "needs at least a device"),
+    ("fence_kdump_args -p 99999", "port from 1 to 65535"),
+    ("fence_kdump_nodes 'a;b'", "not a host name"),
 ])
 def test_rejected_values(line: str, valid: str) -> None:
     result = bad(line + "\n")
@@ -318,14 +320,6 @@ def test_unknown_directives(line: str, hint: str) -> None:
 def test_both_force_flags_set_is_an_error() -> None:
     (err,) = bad("force_rebuild 1\nforce_no_rebuild 1\n").errors
     assert err.where == Location("k.conf", 2) and "k.conf:1" in err.message
-
-
-@pytest.mark.parametrize("directive", ["fence_kdump_args", "fence_kdump_nodes",
-                                       "kdump_emergency"])
-def test_unsupported_directives_warn(directive: str) -> None:
-    config = ok(f"{directive} x y\n")
-    (warning,) = config.warnings
-    assert "not supported by mkkdumprd" in warning.message
 
 
 # ---- the -F rule and other target-dependent checks ----------------------------------------
@@ -492,10 +486,13 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_kdump_conf(tmp_path)
 
 
-def test_unsupported_directives_are_still_checked_for_duplicates() -> None:
+def test_fence_directives_are_checked_for_duplicates() -> None:
     (err,) = bad("fence_kdump_nodes a\nfence_kdump_nodes b\n").errors
     assert "duplicated directive" in err.message
-    assert ok("fence_kdump_args -p 7410\n").explicit == frozenset()
+    config = ok("fence_kdump_args -p 7410\n")
+    assert config.explicit == frozenset({"fence_kdump_args"})
+    (warning,) = config.warnings
+    assert "without fence_kdump_nodes" in warning.message
 
 
 # ---- path stays on the target; hook_timeout ----------------------------------------------

@@ -53,18 +53,22 @@ def test_loader_load_unload_crash(kernel: Kernel, tmp_path: Path,
         pg.step("status1", STATUS),
         pg.step("unload", f"{pg.LOADER} unload"),
         pg.step("status2", STATUS),
+        # Fedora's settings file adds a word (issue 21: the service's command line)
+        pg.step("conf", "mkdir -p /etc/sysconfig && echo "
+                        "'KDUMP_COMMANDLINE_APPEND=\"kdump_test_word=1\"' >/etc/sysconfig/kdump"),
         pg.step("load2", f"{LOAD} --append loglevel=6"),
         pg.step("after_load2", "cat /sys/kernel/kexec_crash_loaded"),
+        pg.step("status3", STATUS),
     ], crash=True)
     first = pg.build_python_first_stage(kernel.vmlinuz, image, tmp_path / "first.img", script)
     spec = VMSpec(kernel.vmlinuz, first, FIRST_APPEND, drives=(Drive(disk),))
 
     with VM(spec, tmp_path / "console.log", TIMEOUT) as vm:
-        vm.wait_for(f"{pg.CRASHING_MARKER}|{pg.STEP_END} after_load2")
+        vm.wait_for(f"{pg.CRASHING_MARKER}|{pg.STEP_END} status3")
         steps = pg.parse_steps(vm.console())
         report = _step_report(steps, vm.console())
         assert [*steps] == ["status0", "dry", "after_dry", "load", "status1", "unload",
-                            "status2", "load2", "after_load2"], report
+                            "status2", "conf", "load2", "after_load2", "status3"], report
 
         s = steps["status0"]
         assert s.rc == 3 and "crash kernel: not loaded" in s.output, report
@@ -92,6 +96,8 @@ def test_loader_load_unload_crash(kernel: Kernel, tmp_path: Path,
         assert "stale record" not in s.output, report
         assert steps["load2"].rc == 0, report
         assert steps["after_load2"].output.strip() == "1", report
+        assert ("  set by:     kdump_test_word=1 (/etc/sysconfig/kdump:1 "
+                "KDUMP_COMMANDLINE_APPEND)") in steps["status3"].output.splitlines(), report
 
         vm.wait_exit()
         console = vm.console()
@@ -102,6 +108,7 @@ def test_loader_load_unload_crash(kernel: Kernel, tmp_path: Path,
     assert seen, f"capture kernel printed no command line; tail:\n{console[-3000:]}"
     assert seen.group(1).count("elfcorehdr=") == 1, seen.group(0)
     assert "crashkernel=" not in seen.group(1) and "loglevel=6" in seen.group(1), seen.group(0)
+    assert "kdump_test_word=1" in seen.group(1).split(), seen.group(0)
 
     dumps = disks.ext4_find_dumps(disk)
     assert len(dumps) == 1, f"dump dirs {dumps}; console:\n{console[-4000:]}"

@@ -1,6 +1,6 @@
-"""kdump: the user's executables (kdump_pre, kdump_post, extra_bins, the executables in
-/etc/kdump/pre.d and post.d) and a core collector other than makedumpfile, each with what
-it needs to run.
+"""kdump: the user's executables (kdump_pre, kdump_post, kdump_emergency, extra_bins, the
+executables in /etc/kdump/pre.d, post.d and emergency.d) and a core collector other than
+makedumpfile, each with what it needs to run.
 
 They keep their host paths, so the paths in kdump.conf work unchanged in the image. A
 script whose interpreter is /bin/sh runs with the image's shell, so its host /bin/sh (dash,
@@ -16,7 +16,7 @@ from mkkdumprd.elf.entries import binary_entries, find_binary
 from mkkdumprd.errors import UsageError
 from mkkdumprd.image.spec import Entry, file_entry
 
-HOOK_DIRS = ("/etc/kdump/pre.d", "/etc/kdump/post.d")
+HOOK_DIRS = ("/etc/kdump/pre.d", "/etc/kdump/post.d", "/etc/kdump/emergency.d")
 # The capture image's /init mounts tmpfs on these: a file kept there would be hidden.
 HIDDEN_AT_DUMP_TIME = (PurePosixPath("/tmp"), PurePosixPath("/run"))
 
@@ -79,6 +79,8 @@ def _wanted(ctx: BuildContext) -> list[tuple[str, PurePosixPath]]:
         out.append(("kdump_pre", _locate(ctx, "kdump_pre", c.kdump_pre)))
     if c.kdump_post:
         out.append(("kdump_post", _locate(ctx, "kdump_post", c.kdump_post)))
+    if c.kdump_emergency:
+        out.append(("kdump_emergency", _locate(ctx, "kdump_emergency", c.kdump_emergency)))
     out.extend(("extra_bins", _locate(ctx, "extra_bins", b)) for b in c.extra_bins)
     collector = c.core_collector[0]
     if PurePosixPath(collector).name != "makedumpfile":
