@@ -65,12 +65,16 @@ class FakeNet:
         return d
 
     def bond(self, name: str, mac: str, slaves: list[str], mode: str = "active-backup 1",
-             perm: dict[str, str] | None = None) -> None:
+             perm: dict[str, str] | None = None, options: dict[str, str] | None = None) -> None:
+        """A bond; `options` are further files of bonding/ as sysfs prints them
+        (`lacp_rate` = "fast 1")."""
         d = self.virtual(name, mac)
         (d / "bonding").mkdir()
         (d / "bonding/slaves").write_text(" ".join(slaves) + "\n")
         (d / "bonding/mode").write_text(mode + "\n")
         (d / "bonding/miimon").write_text("100\n")
+        for opt, value in (options or {}).items():
+            (d / f"bonding/{opt}").write_text(value + "\n")
         for s in slaves:
             os.symlink(f"../{s}", d / f"lower_{s}")
             if perm and s in perm:
@@ -79,9 +83,11 @@ class FakeNet:
                 (real / "bonding_slave/perm_hwaddr").write_text(perm[s] + "\n")
                 (real / "address").write_text(mac + "\n")
 
-    def bridge(self, name: str, mac: str, ports: list[str]) -> None:
+    def bridge(self, name: str, mac: str, ports: list[str], stp: bool = False) -> None:
         d = self.virtual(name, mac)
         (d / "bridge").mkdir()
+        (d / "bridge/stp_state").write_text("1\n" if stp else "0\n")
+        (d / "bridge/forward_delay").write_text("1500\n")
         (d / "brif").mkdir()
         for p in ports:
             os.symlink(f"../../{p}/brport", d / f"brif/{p}")

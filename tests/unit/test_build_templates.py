@@ -37,6 +37,7 @@ from mkkdumprd.assemble.templates import (
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.image import layout
 from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
+from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.resources import data_dir
 from tests.support import shellcheck
@@ -129,8 +130,7 @@ def _local_target(device: str = "UUID=1234", path: str = "/var/crash",
 
 
 NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12:34:56",
-                          lladdr="", vlan="", family="4", addr="", gw="", mtu="",
-                          target="10.0.2.100")
+                          family="4", addr="", gw="", mtu="", target="10.0.2.100")
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
@@ -214,8 +214,7 @@ HOSTILE_VALUES = {
     "quotes": "'\"''\"\"'",
     "newlines": "\n\nfirst\n\n",
 }
-NET_VARS = ("IPARG", "MODE", "IFACE", "MACS", "LLADDR", "VLAN", "FAMILY", "ADDR", "GW", "MTU",
-            "TARGET")
+NET_VARS = ("IPARG", "MODE", "IFACE", "MACS", "FAMILY", "ADDR", "GW", "MTU", "TARGET")
 
 
 def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object]:
@@ -223,7 +222,10 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     config = _config(kdump_pre=value, kdump_post=value,
                      core_collector=("makedumpfile", "-d", "31", value))
     target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value)
-    network = NetworkSettings(**dict.fromkeys(NetworkSettings.__dataclass_fields__, value))
+    # every step of a rebuilt bond/bridge/VLAN stack, each argument the hostile value
+    steps = tuple(Step(op, (value,) * n) for op, n in OPS.items())
+    network = NetworkSettings(**{**dict.fromkeys(NetworkSettings.__dataclass_fields__, value),
+                                 "steps": steps})
     nfs = NfsSettings(**dict.fromkeys(NfsSettings.__dataclass_fields__, value))
     ssh = SshSettings(argv=(str(fake_ssh), value, "-o", value, "--", value),
                       destination=value, path=value, remote_prefix=value,
