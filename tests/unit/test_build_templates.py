@@ -37,8 +37,8 @@ from mkkdumprd.assemble.templates import (
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.image import layout
 from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
-from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
+from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.resources import data_dir
 from tests.support import shellcheck
 
