@@ -15,6 +15,7 @@ INIT = "/init"
 LIB_SH = f"{LIBDIR}/lib.sh"
 INIT_D = f"{LIBDIR}/init.d"              # stages /init sources in name order
 MODULES_SH = f"{INIT_D}/20-modules.sh"
+WATCHDOG_SH = f"{INIT_D}/30-watchdog.sh"  # after the modules (the drivers), before the dump
 KDUMP_SH = f"{INIT_D}/90-kdump.sh"
 COLLECTOR_SH = f"{LIBDIR}/collector.sh"
 TARGET_SH = f"{LIBDIR}/target.sh"         # the one dump target's script (local, raw, nfs, ssh)
@@ -39,6 +40,8 @@ VMCORE = "/proc/vmcore"
 CMDLINE = "/proc/cmdline"
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 CONSOLE = "/dev/console"
+SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
+WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 
 # What templates see as `paths`: every path above by its lower-case name.
 TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({

@@ -57,6 +57,24 @@ class FakeNet:
         (self.root / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
         self.symlink(f"/sys/class/net/{name}", f"../../devices/pci0000:00/{pci}/net/{name}")
 
+    def virtio_nic(self, name: str, mac: str, slot: int = 2) -> None:
+        """A QEMU virtio-net NIC as a Debian guest's sysfs shows it: PCI device (virtio-pci
+        module) → virtioN (virtio_net module) → net/NAME, so kmod discovery finds both."""
+        dev = f"sys/devices/pci0000:00/0000:00:{slot:02x}.0"
+        vio = f"{dev}/virtio{slot}"
+        for rel, target in (
+                (f"{dev}/driver", "../../../bus/pci/drivers/virtio-pci"),
+                ("sys/bus/pci/drivers/virtio-pci/module", "../../../../module/virtio_pci"),
+                (f"{vio}/driver", "../../../../bus/virtio/drivers/virtio_net"),
+                ("sys/bus/virtio/drivers/virtio_net/module", "../../../../module/virtio_net"),
+                (f"sys/class/net/{name}", f"../../{vio[4:]}/net/{name}"),
+                (f"{vio}/net/{name}/device", "../../../virtio" + str(slot))):
+            if not (self.root / rel).is_symlink():
+                self.symlink(rel, target)
+        for mod in ("virtio_pci", "virtio_net"):
+            (self.root / "sys/module" / mod).mkdir(parents=True, exist_ok=True)
+        self.write(f"{vio}/net/{name}/address", mac + "\n")
+
     def virtual(self, name: str, mac: str) -> Path:
         d = self.root / f"sys/devices/virtual/net/{name}"
         d.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.resources import data_dir
+from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
 TEMPLATES = data_dir("templates")
@@ -131,6 +132,7 @@ def _local_target(device: str = "UUID=1234", path: str = "/var/crash",
 
 NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12:34:56",
                           family="4", addr="", gw="", mtu="", target="10.0.2.100")
+WATCHDOG = WatchdogSettings(drivers="i6300esb")
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
@@ -153,7 +155,8 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                            init_scripts=[p["modules_sh"], p["kdump_sh"]],
                            modules=["base", "kdump"], kernel_modules=["virtio_blk"],
                            timeout=3,
-                           module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH})
+                           module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH,
+                                        "watchdog": WATCHDOG})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -168,6 +171,7 @@ SCRIPTS = {
     "rootfs.sh.j2": "rootfs_sh",
     "net-lib.sh.j2": "network_sh",
     "net-udhcpc.sh.j2": "udhcpc_sh",
+    "watchdog.sh.j2": "watchdog_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
@@ -235,7 +239,7 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value},
-                    network=network, nfs=nfs, ssh=ssh)
+                    network=network, nfs=nfs, ssh=ssh, watchdog=WatchdogSettings(value))
 
 
 def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
@@ -245,7 +249,7 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         "KDUMP_FAILURE_ACTION": value, "KDUMP_FINAL_ACTION": value,
         "KDUMP_SYSRQ": p["sysrq_trigger"], "KDUMP_VMCORE": p["vmcore"],
         "KDUMP_ROOT_DEV": value, "KDUMP_ROOT_FSTYPE": value, "KDUMP_ROOT_PATH": value,
-        "KDUMP_SYSROOT": p["sysroot"],
+        "KDUMP_SYSROOT": p["sysroot"], "KDUMP_WATCHDOG_DRIVERS": value,
     }
     if kind in ("local", "raw"):
         out["KDUMP_TARGET"] = value
@@ -290,7 +294,7 @@ def test_every_template_with_hostile_values(tmp_path: Path, name: str) -> None:
         p = _paths(root)
         want = _expected(kind, value, p)
         driver = "".join(f". {shq(p[n])}\n" for n in ("lib_sh", "collector_sh", "rootfs_sh",
-                                                       "target_sh"))
+                                                       "target_sh", "watchdog_sh"))
         driver += "".join(f'printf "%s\\0" "${v}"\n' for v in want)
         if kind == "ssh":
             driver += f"kdump_ssh {shq(value)}\n"
