@@ -945,3 +945,40 @@ def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: st
     assert ("dump to the root filesystem failed too: the vmcore could not be written to the "
             f"target (); /var/crash/127.0.0.1-{DATE} on the root filesystem/vmcore-incomplete "
             "is left") in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path,
+                                                                   shell: str) -> None:
+    """watchdog.sh feeds each device of the image's watchdog drivers (found in the capture
+    kernel's sysfs, relocated here) and nothing else; the final action stops the loop and
+    writes the magic close 'V' last."""
+    root = tmp_path / "w"
+    p = _paths(root)
+    sysw, devdir = Path(p["sys_watchdog"]), Path(p["watchdog_dev_dir"])
+    for name, driver in (("watchdog0", "i6300esb"), ("watchdog1", "iTCO_wdt")):
+        (sysw / name).mkdir(parents=True)
+        (sysw / name / "timeout").write_text("3\n")
+        (tmp_path / "drivers" / driver).mkdir(parents=True)
+        (sysw / name / "device").mkdir()
+        (sysw / name / "device/driver").symlink_to(tmp_path / "drivers" / driver)
+    devdir.mkdir(parents=True)
+    (devdir / "watchdog1").write_text("")
+    ctx = _context(_config(), _local_target(), paths=p)
+    _render_all(ctx, root, "target-local.sh.j2")
+    argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    script = (f'. {shq(p["lib_sh"])}\n. {shq(p["watchdog_sh"])}\n'
+              # the first write happens when the loop starts: wait for it, not for a time
+              f'while [ ! -s {shq(str(devdir / "watchdog0"))} ]; do sleep 0.1; done\n'
+              'reboot() { echo "ACTION reboot $*"; exit 0; }\n'
+              'kdump_action reboot\n')
+    r = subprocess.run([*argv, "-c", script], env={"PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    fed = (devdir / "watchdog0").read_text()
+    assert fed.startswith("\n") and fed.endswith("\nV") and set(fed) == {"\n", "V"}, fed
+    assert (devdir / "watchdog1").read_text() == "", "a watchdog of another driver was fed"
+    assert f"kdump: watchdog: feeding {devdir}/watchdog0 (i6300esb, timeout 3 s) every 1 s" \
+        in r.stdout
+    assert f"kdump: watchdog: {devdir}/watchdog0 closed with the magic close" in r.stdout
+    assert r.stdout.rstrip().endswith("ACTION reboot -f")
