@@ -89,3 +89,24 @@ def test_a_running_watchdog_puts_its_driver_and_feeder_in_the_image(
     # sourced after the modules are loaded, before the dump
     assert init.index("20-modules.sh") < init.index("30-watchdog.sh") < \
         init.index("90-kdump.sh")
+
+
+def test_a_watchdog_started_or_stopped_since_the_build_makes_the_image_stale(
+        kernel: Kernel, tmp_path: Path) -> None:
+    from mkkdumprd.assemble.builder import build_image
+    from mkkdumprd.assemble.freshness import check_fresh
+
+    machine = _nfs_machine(tmp_path / "m")
+    cfg = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.2.100:/export"))
+    req = BuildRequest(cfg, kernel.kver, kernel.kmoddir, Host.this_machine(), machine,
+                       "x86_64", hostonly=True, output=tmp_path / "img")
+    build_image(req)
+    assert check_fresh(req, tmp_path / "img").up_to_date
+    add_watchdog(tmp_path / "m", "watchdog0", "i6300esb", "active")
+    assert check_fresh(req, tmp_path / "img").reasons == (
+        "a hardware watchdog runs now (watchdog0 (i6300esb)) and the image does not feed it",)
+    build_image(req)
+    assert check_fresh(req, tmp_path / "img").up_to_date
+    (tmp_path / "m/sys/class/watchdog/watchdog0").unlink()
+    assert check_fresh(req, tmp_path / "img").reasons == (
+        "no hardware watchdog runs now; the image was built to feed one",)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,11 +99,20 @@ def _machine(root: Path, watchdog_running: bool) -> Host:
     return Host(root)
 
 
-def _crash(kernel: Kernel, tmp_path: Path, watchdog_running: bool) -> tuple[str, NfsServer]:
+@pytest.fixture
+def hook_dir() -> Iterator[Path]:
+    # Not under /tmp: the capture image mounts tmpfs there, which would hide the hook.
+    d = Path(tempfile.mkdtemp(prefix="mkkdumprd-vm-watchdog-", dir="/var/tmp"))
+    yield d
+    shutil.rmtree(d)
+
+
+def _crash(kernel: Kernel, tmp_path: Path, hook_dir: Path,
+           watchdog_running: bool) -> tuple[str, NfsServer]:
     from mkkdumprd.assemble.builder import BuildRequest, build_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
 
-    pre = tmp_path / "slow-pre"
+    pre = hook_dir / "slow-pre"
     pre.write_text(f"#!/bin/sh\necho 'kdump_pre: a slow dump, {SLEEP} s'\nsleep {SLEEP}\n")
     pre.chmod(0o755)
     conf = tmp_path / "kdump.conf"
@@ -128,9 +140,9 @@ def _crash(kernel: Kernel, tmp_path: Path, watchdog_running: bool) -> tuple[str,
 
 @pytest.mark.vm
 def test_running_watchdog_is_fed_through_a_dump_longer_than_its_timeout(
-        kernel: Kernel, tmp_path: Path) -> None:
+        kernel: Kernel, tmp_path: Path, hook_dir: Path) -> None:
     """~2 min under TCG (SLEEP s of it on purpose)."""
-    console, srv = _crash(kernel, tmp_path, watchdog_running=True)
+    console, srv = _crash(kernel, tmp_path, hook_dir, watchdog_running=True)
     assert re.search(r"kdump: watchdog: feeding /dev/watchdog\d \(i6300esb, timeout \d+ s\) "
                      r"every \d+ s", console), console[-4000:]
     assert f"kdump_pre: a slow dump, {SLEEP} s" in console
@@ -145,11 +157,11 @@ def test_running_watchdog_is_fed_through_a_dump_longer_than_its_timeout(
 @pytest.mark.vm
 @pytest.mark.slow
 def test_without_feeding_the_watchdog_resets_the_guest_mid_dump(
-        kernel: Kernel, tmp_path: Path) -> None:
+        kernel: Kernel, tmp_path: Path, hook_dir: Path) -> None:
     """The negative control (~1.5 min under TCG): same crash, image for the machine
     without a running watchdog. QEMU ends (the watchdog's reset under -no-reboot) while
     kdump_pre still sleeps: no dump, no final action."""
-    console, srv = _crash(kernel, tmp_path, watchdog_running=False)
+    console, srv = _crash(kernel, tmp_path, hook_dir, watchdog_running=False)
     assert f"kdump_pre: a slow dump, {SLEEP} s" in console, console[-4000:]
     assert "kdump: watchdog:" not in console
     assert SAVED not in console and "reboot: Power down" not in console, console[-4000:]
