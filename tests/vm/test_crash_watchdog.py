@@ -53,13 +53,15 @@ SAVED = "kdump: dump saved to "
 
 
 def _first_stage(kernel: Kernel, capture: Path, out: Path) -> Path:
-    [ko] = [k for k in module_load_order(kernel.kmoddir, kernel.kver, ["i6300esb"])]
+    kos = module_load_order(kernel.kmoddir, kernel.kver, ["i6300esb"])   # watchdog core first
+    assert kos[-1].name.startswith("i6300esb.ko")
+    deps = "".join(f"insmod /{ko.name}\n" for ko in kos[:-1])
     init = f"""#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-insmod /i6300esb.ko heartbeat={HEARTBEAT} nowayout=1
+{deps}insmod /{kos[-1].name} heartbeat={HEARTBEAT} nowayout=1
 # opening the device arms the watchdog; fd 3 stays open (and unfed) through the crash
 exec 3>/dev/watchdog0 && printf x >&3 &&
     echo "{ARMED} ($(cat /sys/class/watchdog/watchdog0/timeout) s)"
@@ -69,7 +71,8 @@ kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append={shlex.quote(CAPTU
     spec = ImageSpec()
     spec.extend(busybox_entries())
     spec.extend(host_binary(require_tool("kexec"), "loads the capture kernel"))
-    spec.add(file_entry("/i6300esb.ko", ko, "the watchdog driver", mode=0o644))
+    for ko in kos:
+        spec.add(file_entry(f"/{ko.name}", ko, "the watchdog driver", mode=0o644))
     spec.add(file_entry("/boot/vmlinuz", kernel.vmlinuz, "capture kernel", mode=0o644))
     spec.add(file_entry("/boot/capture.img", capture, "capture image under test", mode=0o644))
     spec.add(init_entry(init))
