@@ -32,13 +32,16 @@ VID = 100
 
 
 def _machine(root: Path, vlan: bool) -> Host:
-    """The guest as a host-only build sees it: bond0 (active-backup, primary eth0, miimon
-    100) over two virtio NICs, the address on bond0 or on bond0.100."""
+    """The guest as a host-only build sees it: bond0 (active-backup, the dead NIC primary,
+    miimon 100) over two virtio NICs, the address on bond0 or on bond0.100. In the VLAN
+    case the host's names are the other way round from the capture kernel's (the dead
+    NIC, the guest's first, is "eth1"), so the capture image must swap them."""
     net = FakeNet(root)
-    net.virtio_nic("eth0", MAC_DEAD, slot=2)
-    net.virtio_nic("eth1", MAC_LIVE, slot=3)
-    net.bond("bond0", MAC_DEAD, ["eth0", "eth1"], perm={"eth1": MAC_LIVE},
-             options={"primary": "eth0"})
+    dead, live = ("eth1", "eth0") if vlan else ("eth0", "eth1")
+    net.virtio_nic(dead, MAC_DEAD, slot=2)
+    net.virtio_nic(live, MAC_LIVE, slot=3)
+    net.bond("bond0", MAC_DEAD, [dead, live], perm={live: MAC_LIVE},
+             options={"primary": dead})
     top = "bond0"
     if vlan:
         top = f"bond0.{VID}"
@@ -94,6 +97,10 @@ def test_dump_through_a_bond_whose_primary_has_no_link(kernel: Kernel, tmp_path:
     assert answers and "rror" not in answers[0], answers
     top = f"bond0.{VID}" if vlan else "bond0"
     assert "network: bond bond0, mode active-backup" in console, console[-4000:]
+    # the bond failed over from the dead primary to the live NIC, by the host's names
+    live = "eth0" if vlan else "eth1"
+    assert f"bond0: (slave {live}): making interface the new active one" in console, \
+        console[-4000:]
     assert f"network: {top} is up, 10.0.2.15 -> {GUEST_SERVER_IP}" in console, console[-4000:]
     if vlan:
         assert f"network: VLAN {top}, id {VID} on bond0" in console, console[-4000:]

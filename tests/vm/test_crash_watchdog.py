@@ -66,6 +66,10 @@ mount -t devtmpfs devtmpfs /dev
 exec 3>/dev/watchdog0 && printf x >&3 &&
     echo "{ARMED} ($(cat /sys/class/watchdog/watchdog0/timeout) s)"
 kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append={shlex.quote(CAPTURE_APPEND)}
+rc=$?
+# the last ping (loading under TCG takes a while): the timeout runs from here
+printf x >&3
+(exit $rc)
 """ + CHECK_LOADED_AND_CRASH.format(failed=LOAD_FAILED_MARKER, loaded=LOADED_MARKER,
                                     tag="MKKDUMPRD-TEST")
     spec = ImageSpec()
