@@ -61,11 +61,12 @@ def running(view: Host) -> list[Watchdog]:
 
 @dataclass(frozen=True)
 class WatchdogSettings:
-    """What watchdog.sh needs: the drivers whose devices it feeds (space-separated), as the
-    capture kernel names them in /sys/class/watchdog/watchdogN/device/driver."""
+    """What watchdog.sh needs: which devices to feed, by their driver's module (the driver's
+    own name for a built-in one; module names are what the capture kernel's sysfs shows the
+    same way, driver names may hold spaces: "i6300ESB timer")."""
 
-    drivers: str
+    drivers: tuple[str, ...]
 
 
 def settings(dogs: list[Watchdog]) -> WatchdogSettings:
-    return WatchdogSettings(" ".join(dict.fromkeys(w.driver for w in dogs)))
+    return WatchdogSettings(tuple(dict.fromkeys(w.module or w.driver for w in dogs)))

@@ -132,7 +132,7 @@ def _local_target(device: str = "UUID=1234", path: str = "/var/crash",
 
 NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12:34:56",
                           family="4", addr="", gw="", mtu="", target="10.0.2.100")
-WATCHDOG = WatchdogSettings(drivers="i6300esb")
+WATCHDOG = WatchdogSettings(drivers=("i6300esb", "it's a driver"))
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
@@ -239,7 +239,8 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value},
-                    network=network, nfs=nfs, ssh=ssh, watchdog=WatchdogSettings(value))
+                    network=network, nfs=nfs, ssh=ssh,
+                    watchdog=WatchdogSettings((value, value)))
 
 
 def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
@@ -249,7 +250,7 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         "KDUMP_FAILURE_ACTION": value, "KDUMP_FINAL_ACTION": value,
         "KDUMP_SYSRQ": p["sysrq_trigger"], "KDUMP_VMCORE": p["vmcore"],
         "KDUMP_ROOT_DEV": value, "KDUMP_ROOT_FSTYPE": value, "KDUMP_ROOT_PATH": value,
-        "KDUMP_SYSROOT": p["sysroot"], "KDUMP_WATCHDOG_DRIVERS": value,
+        "KDUMP_SYSROOT": p["sysroot"],
     }
     if kind in ("local", "raw"):
         out["KDUMP_TARGET"] = value
@@ -956,10 +957,17 @@ def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path
     root = tmp_path / "w"
     p = _paths(root)
     sysw, devdir = Path(p["sys_watchdog"]), Path(p["watchdog_dev_dir"])
-    for name, driver in (("watchdog0", "i6300esb"), ("watchdog1", "iTCO_wdt")):
+    # by module (the driver's own name has a space), by a built-in driver's name (a quote),
+    # and one of a driver the image was not built for
+    for name, driver, module in (("watchdog0", "i6300ESB timer", "i6300esb"),
+                                 ("watchdog2", "it's a driver", None),
+                                 ("watchdog1", "iTCO_wdt", "iTCO_wdt")):
         (sysw / name).mkdir(parents=True)
         (sysw / name / "timeout").write_text("3\n")
         (tmp_path / "drivers" / driver).mkdir(parents=True)
+        if module:
+            (tmp_path / "modules" / module).mkdir(parents=True)
+            (tmp_path / "drivers" / driver / "module").symlink_to(tmp_path / "modules" / module)
         (sysw / name / "device").mkdir()
         (sysw / name / "device/driver").symlink_to(tmp_path / "drivers" / driver)
     devdir.mkdir(parents=True)
@@ -969,14 +977,16 @@ def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
     script = (f'. {shq(p["lib_sh"])}\n. {shq(p["watchdog_sh"])}\n'
               # the first write happens when the loop starts: wait for it, not for a time
-              f'while [ ! -s {shq(str(devdir / "watchdog0"))} ]; do sleep 0.1; done\n'
+              f'while [ ! -s {shq(str(devdir / "watchdog0"))} ] || '
+              f'[ ! -s {shq(str(devdir / "watchdog2"))} ]; do sleep 0.1; done\n'
               'reboot() { echo "ACTION reboot $*"; exit 0; }\n'
               'kdump_action reboot\n')
     r = subprocess.run([*argv, "-c", script], env={"PATH": "/usr/bin:/bin"},
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    fed = (devdir / "watchdog0").read_text()
-    assert fed.startswith("\n") and fed.endswith("\nV") and set(fed) == {"\n", "V"}, fed
+    for fed_dev in ("watchdog0", "watchdog2"):
+        fed = (devdir / fed_dev).read_text()
+        assert fed.startswith("\n") and fed.endswith("\nV") and set(fed) == {"\n", "V"}, fed
     assert (devdir / "watchdog1").read_text() == "", "a watchdog of another driver was fed"
     assert f"kdump: watchdog: feeding {devdir}/watchdog0 (i6300esb, timeout 3 s) every 1 s" \
         in r.stdout

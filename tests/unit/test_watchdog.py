@@ -16,8 +16,9 @@ from tests.support.fake_network import FakeNet
 
 
 def add_watchdog(root: Path, name: str, driver: str | None, state: str,
-                 module: bool = True, identity: str = "i6300ESB timer") -> None:
-    """/sys/class/watchdog/NAME as the kernel shows it; `driver` None = no device (softdog)."""
+                 module: str | None = "i6300esb", identity: str = "i6300ESB timer") -> None:
+    """/sys/class/watchdog/NAME as the kernel shows it; `driver` None = no device (softdog),
+    `module` None = a built-in driver."""
     d = root / "sys/devices/virtual/watchdog" / name
     if driver is not None:
         pci = root / "sys/devices/pci0000:00/0000:00:05.0"
@@ -25,8 +26,8 @@ def add_watchdog(root: Path, name: str, driver: str | None, state: str,
         drv = root / "sys/bus/pci/drivers" / driver
         drv.mkdir(parents=True, exist_ok=True)
         if module and not (drv / "module").is_symlink():
-            (root / "sys/module" / driver).mkdir(parents=True, exist_ok=True)
-            (drv / "module").symlink_to(f"../../../../module/{driver}")
+            (root / "sys/module" / module).mkdir(parents=True, exist_ok=True)
+            (drv / "module").symlink_to(f"../../../../module/{module}")
         pci.mkdir(parents=True, exist_ok=True)
         if not (pci / "driver").is_symlink():
             (pci / "driver").symlink_to(f"../../../bus/pci/drivers/{driver}")
@@ -41,22 +42,23 @@ def add_watchdog(root: Path, name: str, driver: str | None, state: str,
 
 
 def test_only_running_watchdogs_with_a_device(tmp_path: Path) -> None:
-    add_watchdog(tmp_path, "watchdog0", "i6300esb", "active")
+    add_watchdog(tmp_path, "watchdog0", "i6300ESB timer", "active")
     add_watchdog(tmp_path, "watchdog1", None, "active", identity="Software Watchdog")
-    add_watchdog(tmp_path, "watchdog2", "i6300esb", "inactive")
+    add_watchdog(tmp_path, "watchdog2", "i6300ESB timer", "inactive")
     view = Host(tmp_path)
     assert watchdog.running(view) == [
-        watchdog.Watchdog("watchdog0", "i6300ESB timer", "i6300esb", "i6300esb", 30)]
+        watchdog.Watchdog("watchdog0", "i6300ESB timer", "i6300ESB timer", "i6300esb", 30)]
+    assert watchdog.settings(watchdog.running(view)).drivers == ("i6300esb",)
     assert machine_facts(view, hostonly=True) == {"watchdog"}
     assert machine_facts(view, hostonly=False) == frozenset()
     assert watchdog.running(Host(tmp_path / "none")) == []
 
 
 def test_builtin_driver_is_fed_but_adds_no_module(tmp_path: Path) -> None:
-    add_watchdog(tmp_path, "watchdog0", "iTCO_wdt", "active", module=False)
+    add_watchdog(tmp_path, "watchdog0", "iTCO_wdt", "active", module=None)
     [dog] = watchdog.running(Host(tmp_path))
     assert (dog.driver, dog.module) == ("iTCO_wdt", None)
-    assert watchdog.settings([dog]).drivers == "iTCO_wdt"
+    assert watchdog.settings([dog]).drivers == ("iTCO_wdt",)
 
 
 def _nfs_machine(root: Path) -> Host:
@@ -83,7 +85,7 @@ def test_a_running_watchdog_puts_its_driver_and_feeder_in_the_image(
     modules, kmods, init = build()
     assert "watchdog" not in modules and "i6300esb" not in kmods
     assert "30-watchdog.sh" not in init
-    add_watchdog(tmp_path, "watchdog0", "i6300esb", "active")
+    add_watchdog(tmp_path, "watchdog0", "i6300ESB timer", "active")
     modules, kmods, init = build()
     assert "watchdog" in modules and "i6300esb" in kmods
     # sourced after the modules are loaded, before the dump
@@ -102,9 +104,10 @@ def test_a_watchdog_started_or_stopped_since_the_build_makes_the_image_stale(
                        "x86_64", hostonly=True, output=tmp_path / "img")
     build_image(req)
     assert check_fresh(req, tmp_path / "img").up_to_date
-    add_watchdog(tmp_path / "m", "watchdog0", "i6300esb", "active")
+    add_watchdog(tmp_path / "m", "watchdog0", "i6300ESB timer", "active")
     assert check_fresh(req, tmp_path / "img").reasons == (
-        "a hardware watchdog runs now (watchdog0 (i6300esb)) and the image does not feed it",)
+        "a hardware watchdog runs now (watchdog0 (i6300ESB timer)) and the image does not "
+        "feed it",)
     build_image(req)
     assert check_fresh(req, tmp_path / "img").up_to_date
     (tmp_path / "m/sys/class/watchdog/watchdog0").unlink()

@@ -46,8 +46,11 @@ from tests.vm.harness.qemu import VM, VMSpec
 from tests.vm.servers import GUEST_SERVER_IP, NfsServer
 
 DUMP_DIR = re.compile(r"10\.0\.2\.15-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
-HEARTBEAT = 40      # the first kernel's timeout: longer than the capture kernel's boot
-SLEEP = 45          # kdump_pre: longer than HEARTBEAT and the capture kernel's 30 s
+# The first kernel's timeout must outlast the capture kernel's way to its modules (under TCG
+# ~35-40 s from the crash: purgatory's sha256 check and the boot); the dump, stretched by
+# kdump_pre, must outlast both that timeout and the capture kernel's (the driver's 30 s).
+HEARTBEAT = 75
+SLEEP = 60
 ARMED = "MKKDUMPRD-TEST: watchdog armed"
 SAVED = "kdump: dump saved to "
 
@@ -95,8 +98,9 @@ def _machine(root: Path, watchdog_running: bool) -> Host:
               "40 1 0:40 / /mnt/dumps rw,relatime - nfs4 10.0.2.100:/export rw,vers=4.1,"
               "proto=tcp,sec=sys,addr=10.0.2.100\n")
     pci = "sys/devices/pci0000:00/0000:00:04.0"
-    net.symlink(f"{pci}/driver", "../../../bus/pci/drivers/i6300esb")
-    net.symlink("sys/bus/pci/drivers/i6300esb/module", "../../../../module/i6300esb")
+    # the PCI driver's name is i6300esb's ESB_MODULE_NAME, with a space
+    net.symlink(f"{pci}/driver", "../../../bus/pci/drivers/i6300ESB timer")
+    net.symlink("sys/bus/pci/drivers/i6300ESB timer/module", "../../../../module/i6300esb")
     (root / "sys/module/i6300esb").mkdir(parents=True)
     for attr, value in (("state", "active" if watchdog_running else "inactive"),
                         ("identity", "i6300ESB timer"), ("timeout", str(HEARTBEAT))):
