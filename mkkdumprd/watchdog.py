@@ -6,11 +6,15 @@ counting after the crash: nothing feeds it while the capture kernel boots and du
 dump longer than its timeout ends in a reset. As Fedora's kdump does, the capture image
 gets the driver of every running watchdog and feeds it (modules.d/watchdog).
 
-Read from /sys/class/watchdog/watchdogN/: `state` ("active" while userspace holds it open
-and it runs; the attribute exists with CONFIG_WATCHDOG_SYSFS, as in Debian and Fedora),
-`identity`, `timeout`, and the device's driver (`device/driver`, its module
-`device/driver/module`). Watchdogs without a device (softdog) are software timers of the
-crashed kernel and die with it: they are left out.
+Read from /sys/class/watchdog/watchdogN/: `state` ("active" while it runs; the attribute
+exists with CONFIG_WATCHDOG_SYSFS, as in Debian and Fedora), `identity` (the driver's name
+for its hardware, "i6300ESB timer": the capture kernel's watchdog.sh finds the same device
+by it, whatever its number there), `timeout`, and the driver: the device's
+(`device/driver/module`) when the watchdog has a parent device. Some drivers register
+without one (i6300esb in Linux 6.1: /sys/devices/virtual/watchdog/); their module is
+found among the modules that use the watchdog core (/sys/module/watchdog/holders/).
+The software watchdog (softdog) is a timer of the crashed kernel and dies with it: it is
+left out.
 """
 
 from __future__ import annotations
@@ -21,20 +25,34 @@ from dataclasses import dataclass
 from mkkdumprd.host import Host
 
 SYS_WATCHDOG = "/sys/class/watchdog"
+CORE_HOLDERS = "/sys/module/watchdog/holders"
+SOFTDOG = "softdog"
+SOFTDOG_IDENTITY = "Software Watchdog"
 
 
 @dataclass(frozen=True)
 class Watchdog:
-    name: str           # watchdog0 (the capture kernel may number it differently)
-    identity: str       # "i6300ESB timer"
-    driver: str         # the device's driver as /sys/bus/*/drivers names it: i6300esb
-    module: str | None  # its module, None when built into the kernel
+    name: str                  # watchdog0 (the capture kernel may number it differently)
+    identity: str              # "i6300ESB timer"
+    driver: str | None         # the parent device's driver, None without a parent device
+    modules: tuple[str, ...]   # its module(s); () when built in or not found
     timeout: int | None
 
 
 def _read(view: Host, path: str) -> str | None:
     text = view.read_optional(path)
     return text.strip() if text is not None else None
+
+
+def _base(view: Host, link: str) -> str:
+    return posixpath.basename(str(view.resolve(link)))
+
+
+def _core_users(view: Host) -> tuple[str, ...]:
+    """Modules that use the watchdog core (watchdog drivers), but softdog."""
+    if not view.is_dir(CORE_HOLDERS):
+        return ()
+    return tuple(m for m in view.listdir(CORE_HOLDERS) if m != SOFTDOG)
 
 
 def running(view: Host) -> list[Watchdog]:
@@ -46,27 +64,44 @@ def running(view: Host) -> list[Watchdog]:
         base = f"{SYS_WATCHDOG}/{name}"
         if _read(view, f"{base}/state") != "active":
             continue
-        driver_link = f"{base}/device/driver"
-        if not view.exists(driver_link):
+        identity = _read(view, f"{base}/identity") or ""
+        driver = None
+        modules: tuple[str, ...] = ()
+        if view.exists(f"{base}/device/driver"):
+            driver = _base(view, f"{base}/device/driver")
+            if view.exists(f"{base}/device/driver/module"):
+                modules = (_base(view, f"{base}/device/driver/module"),)
+        elif identity == SOFTDOG_IDENTITY:
             continue
-        driver = posixpath.basename(str(view.resolve(driver_link)))
-        module = None
-        if view.exists(f"{driver_link}/module"):
-            module = posixpath.basename(str(view.resolve(f"{driver_link}/module")))
+        else:
+            modules = _core_users(view)
+        if SOFTDOG in modules:
+            continue
         timeout = _read(view, f"{base}/timeout")
-        found.append(Watchdog(name, _read(view, f"{base}/identity") or name, driver, module,
+        found.append(Watchdog(name, identity, driver, modules,
                               int(timeout) if timeout and timeout.isdigit() else None))
     return found
 
 
+def kernel_modules(dogs: list[Watchdog]) -> list[str]:
+    return list(dict.fromkeys(m for w in dogs for m in w.modules))
+
+
+def unknown_drivers(dogs: list[Watchdog]) -> list[str]:
+    """Warnings for running watchdogs whose driver could not be told (built in, or a
+    parentless device with no module using the watchdog core)."""
+    return [f"watchdog {w.name} ({w.identity}) runs, but its driver module is unknown: if it "
+            f"is not built into the kernel, add it with --add-drivers, or a long dump may be "
+            f"reset" for w in dogs if not w.modules and w.driver is None]
+
+
 @dataclass(frozen=True)
 class WatchdogSettings:
-    """What watchdog.sh needs: which devices to feed, by their driver's module (the driver's
-    own name for a built-in one; module names are what the capture kernel's sysfs shows the
-    same way, driver names may hold spaces: "i6300ESB timer")."""
+    """What watchdog.sh needs: the identities of the devices to feed (the capture kernel
+    numbers its watchdogs on its own; the identity is the driver's fixed name for them)."""
 
-    drivers: tuple[str, ...]
+    identities: tuple[str, ...]
 
 
 def settings(dogs: list[Watchdog]) -> WatchdogSettings:
-    return WatchdogSettings(tuple(dict.fromkeys(w.module or w.driver for w in dogs)))
+    return WatchdogSettings(tuple(dict.fromkeys(w.identity for w in dogs)))

@@ -177,13 +177,13 @@ def _watchdog_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[st
 
     dogs = watchdog.running(req.machine)
     fed = "watchdog" in (manifest.get("modules") or [])
-    names = ", ".join(f"{w.name} ({w.driver})" for w in dogs)
+    names = ", ".join(f"{w.name} ({w.identity})" for w in dogs)
     if dogs and not fed:
         return [f"a hardware watchdog runs now ({names}) and the image does not feed it"]
     if fed and not dogs:
         return ["no hardware watchdog runs now; the image was built to feed one"]
     kmods = set(manifest.get("kernel_modules") or [])
-    missing = [w.module for w in dogs if w.module and w.module not in kmods]
+    missing = [m for w in dogs for m in w.modules if m not in kmods]
     if missing:
         return [f"the image lacks the driver of the running watchdog ({', '.join(missing)})"]
     return []

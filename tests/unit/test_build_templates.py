@@ -132,7 +132,7 @@ def _local_target(device: str = "UUID=1234", path: str = "/var/crash",
 
 NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12:34:56",
                           family="4", addr="", gw="", mtu="", target="10.0.2.100")
-WATCHDOG = WatchdogSettings(drivers=("i6300esb", "it's a driver"))
+WATCHDOG = WatchdogSettings(identities=("i6300ESB timer", "it's a $(watchdog)"))
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
@@ -951,25 +951,18 @@ def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: st
 @pytest.mark.parametrize("shell", SHELLS)
 def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path,
                                                                    shell: str) -> None:
-    """watchdog.sh feeds each device of the image's watchdog drivers (found in the capture
-    kernel's sysfs, relocated here) and nothing else; the final action stops the loop and
-    writes the magic close 'V' last."""
+    """watchdog.sh feeds each device with the identity of one of the image's watchdogs (in
+    the capture kernel's sysfs, relocated here) and nothing else; the final action stops the
+    loops and writes the magic close 'V' last."""
     root = tmp_path / "w"
     p = _paths(root)
     sysw, devdir = Path(p["sys_watchdog"]), Path(p["watchdog_dev_dir"])
-    # by module (the driver's own name has a space), by a built-in driver's name (a quote),
-    # and one of a driver the image was not built for
-    for name, driver, module in (("watchdog0", "i6300ESB timer", "i6300esb"),
-                                 ("watchdog2", "it's a driver", None),
-                                 ("watchdog1", "iTCO_wdt", "iTCO_wdt")):
+    # found by identity (spaces, quotes): two of the machine's, one the image was not for
+    for name, identity in (("watchdog0", "i6300ESB timer"), ("watchdog2", "it's a $(watchdog)"),
+                           ("watchdog1", "iTCO_wdt")):
         (sysw / name).mkdir(parents=True)
         (sysw / name / "timeout").write_text("3\n")
-        (tmp_path / "drivers" / driver).mkdir(parents=True)
-        if module:
-            (tmp_path / "modules" / module).mkdir(parents=True)
-            (tmp_path / "drivers" / driver / "module").symlink_to(tmp_path / "modules" / module)
-        (sysw / name / "device").mkdir()
-        (sysw / name / "device/driver").symlink_to(tmp_path / "drivers" / driver)
+        (sysw / name / "identity").write_text(identity + "\n")
     devdir.mkdir(parents=True)
     (devdir / "watchdog1").write_text("")
     ctx = _context(_config(), _local_target(), paths=p)
@@ -988,7 +981,7 @@ def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path
         fed = (devdir / fed_dev).read_text()
         assert fed.startswith("\n") and fed.endswith("\nV") and set(fed) == {"\n", "V"}, fed
     assert (devdir / "watchdog1").read_text() == "", "a watchdog of another driver was fed"
-    assert f"kdump: watchdog: feeding {devdir}/watchdog0 (i6300esb, timeout 3 s) every 1 s" \
-        in r.stdout
+    assert f"kdump: watchdog: feeding {devdir}/watchdog0 (i6300ESB timer, timeout 3 s) every " \
+        "1 s" in r.stdout
     assert f"kdump: watchdog: {devdir}/watchdog0 closed with the magic close" in r.stdout
     assert r.stdout.rstrip().endswith("ACTION reboot -f")

@@ -17,8 +17,9 @@ from tests.support.fake_network import FakeNet
 
 def add_watchdog(root: Path, name: str, driver: str | None, state: str,
                  module: str | None = "i6300esb", identity: str = "i6300ESB timer") -> None:
-    """/sys/class/watchdog/NAME as the kernel shows it; `driver` None = no device (softdog),
-    `module` None = a built-in driver."""
+    """/sys/class/watchdog/NAME as the kernel shows it. `driver`: its parent device's
+    driver (with `module`, None = built in); driver None = no parent device (softdog, and
+    i6300esb in Linux 6.1), its `module` then a holder of the watchdog core module."""
     d = root / "sys/devices/virtual/watchdog" / name
     if driver is not None:
         pci = root / "sys/devices/pci0000:00/0000:00:05.0"
@@ -31,6 +32,11 @@ def add_watchdog(root: Path, name: str, driver: str | None, state: str,
         pci.mkdir(parents=True, exist_ok=True)
         if not (pci / "driver").is_symlink():
             (pci / "driver").symlink_to(f"../../../bus/pci/drivers/{driver}")
+    elif module:
+        holders = root / "sys/module/watchdog/holders"
+        holders.mkdir(parents=True, exist_ok=True)
+        (root / "sys/module" / module).mkdir(parents=True, exist_ok=True)
+        (holders / module).symlink_to(f"../../{module}")
     d.mkdir(parents=True)
     if driver is not None:
         (d / "device").symlink_to("../..")
@@ -41,24 +47,41 @@ def add_watchdog(root: Path, name: str, driver: str | None, state: str,
     link.symlink_to(Path("../..") / d.relative_to(root / "sys"))
 
 
-def test_only_running_watchdogs_with_a_device(tmp_path: Path) -> None:
+def test_only_running_hardware_watchdogs(tmp_path: Path) -> None:
     add_watchdog(tmp_path, "watchdog0", "i6300ESB timer", "active")
-    add_watchdog(tmp_path, "watchdog1", None, "active", identity="Software Watchdog")
+    add_watchdog(tmp_path, "watchdog1", None, "active", module="softdog",
+                 identity="Software Watchdog")
     add_watchdog(tmp_path, "watchdog2", "i6300ESB timer", "inactive")
     view = Host(tmp_path)
     assert watchdog.running(view) == [
-        watchdog.Watchdog("watchdog0", "i6300ESB timer", "i6300ESB timer", "i6300esb", 30)]
-    assert watchdog.settings(watchdog.running(view)).drivers == ("i6300esb",)
+        watchdog.Watchdog("watchdog0", "i6300ESB timer", "i6300ESB timer", ("i6300esb",), 30)]
+    assert watchdog.settings(watchdog.running(view)).identities == ("i6300ESB timer",)
     assert machine_facts(view, hostonly=True) == {"watchdog"}
     assert machine_facts(view, hostonly=False) == frozenset()
     assert watchdog.running(Host(tmp_path / "none")) == []
 
 
-def test_builtin_driver_is_fed_but_adds_no_module(tmp_path: Path) -> None:
-    add_watchdog(tmp_path, "watchdog0", "iTCO_wdt", "active", module=None)
+def test_parentless_watchdog_module_from_the_watchdog_core_s_users(tmp_path: Path) -> None:
+    # Linux 6.1's i6300esb: /sys/devices/virtual/watchdog/watchdog0, no device link
+    add_watchdog(tmp_path, "watchdog0", None, "active")
+    add_watchdog(tmp_path, "watchdog1", None, "inactive", module="softdog",
+                 identity="Software Watchdog")
     [dog] = watchdog.running(Host(tmp_path))
-    assert (dog.driver, dog.module) == ("iTCO_wdt", None)
-    assert watchdog.settings([dog]).drivers == ("iTCO_wdt",)
+    assert (dog.driver, dog.modules) == (None, ("i6300esb",))
+    assert watchdog.unknown_drivers([dog]) == []
+
+
+def test_builtin_driver_is_fed_but_adds_no_module(tmp_path: Path) -> None:
+    add_watchdog(tmp_path, "watchdog0", "iTCO_wdt", "active", module=None,
+                 identity="iTCO_wdt")
+    [dog] = watchdog.running(Host(tmp_path))
+    assert (dog.driver, dog.modules) == ("iTCO_wdt", ())
+    assert watchdog.settings([dog]).identities == ("iTCO_wdt",)
+    assert watchdog.unknown_drivers([dog]) == []
+    add_watchdog(tmp_path, "watchdog1", None, "active", module=None, identity="mystery")
+    assert watchdog.unknown_drivers(watchdog.running(Host(tmp_path))) == [
+        "watchdog watchdog1 (mystery) runs, but its driver module is unknown: if it is not "
+        "built into the kernel, add it with --add-drivers, or a long dump may be reset"]
 
 
 def _nfs_machine(root: Path) -> Host:
@@ -104,7 +127,7 @@ def test_a_watchdog_started_or_stopped_since_the_build_makes_the_image_stale(
                        "x86_64", hostonly=True, output=tmp_path / "img")
     build_image(req)
     assert check_fresh(req, tmp_path / "img").up_to_date
-    add_watchdog(tmp_path / "m", "watchdog0", "i6300ESB timer", "active")
+    add_watchdog(tmp_path / "m", "watchdog0", None, "active")
     assert check_fresh(req, tmp_path / "img").reasons == (
         "a hardware watchdog runs now (watchdog0 (i6300ESB timer)) and the image does not "
         "feed it",)

@@ -97,16 +97,15 @@ def _machine(root: Path, watchdog_running: bool) -> Host:
     net.write("/proc/self/mountinfo",
               "40 1 0:40 / /mnt/dumps rw,relatime - nfs4 10.0.2.100:/export rw,vers=4.1,"
               "proto=tcp,sec=sys,addr=10.0.2.100\n")
-    pci = "sys/devices/pci0000:00/0000:00:04.0"
-    # the PCI driver's name is i6300esb's ESB_MODULE_NAME, with a space
-    net.symlink(f"{pci}/driver", "../../../bus/pci/drivers/i6300ESB timer")
-    net.symlink("sys/bus/pci/drivers/i6300ESB timer/module", "../../../../module/i6300esb")
-    (root / "sys/module/i6300esb").mkdir(parents=True)
+    # as Linux 6.1 shows i6300esb's watchdog: no parent device (devices/virtual), the
+    # driver a user of the watchdog core module
+    dog = "sys/devices/virtual/watchdog/watchdog0"
     for attr, value in (("state", "active" if watchdog_running else "inactive"),
                         ("identity", "i6300ESB timer"), ("timeout", str(HEARTBEAT))):
-        net.write(f"{pci}/watchdog/watchdog0/{attr}", value + "\n")
-    net.symlink(f"{pci}/watchdog/watchdog0/device", "../..")
-    net.symlink("sys/class/watchdog/watchdog0", f"../../{pci[4:]}/watchdog/watchdog0")
+        net.write(f"{dog}/{attr}", value + "\n")
+    net.symlink("sys/class/watchdog/watchdog0", f"../../{dog[4:]}")
+    (root / "sys/module/i6300esb").mkdir(parents=True)
+    net.symlink("sys/module/watchdog/holders/i6300esb", "../../i6300esb")
     return Host(root)
 
 
@@ -154,8 +153,8 @@ def test_running_watchdog_is_fed_through_a_dump_longer_than_its_timeout(
         kernel: Kernel, tmp_path: Path, hook_dir: Path) -> None:
     """~2 min under TCG (SLEEP s of it on purpose)."""
     console, srv = _crash(kernel, tmp_path, hook_dir, watchdog_running=True)
-    assert re.search(r"kdump: watchdog: feeding /dev/watchdog\d \(i6300esb, timeout \d+ s\) "
-                     r"every \d+ s", console), console[-4000:]
+    assert re.search(r"kdump: watchdog: feeding /dev/watchdog\d \(i6300ESB timer, timeout "
+                     r"\d+ s\) every \d+ s", console), console[-4000:]
     assert f"kdump_pre: a slow dump, {SLEEP} s" in console
     assert SAVED in console, f"no dump (reset by the watchdog?):\n{console[-4000:]}"
     assert re.search(r"kdump: watchdog: /dev/watchdog\d closed with the magic close", console)

@@ -1,5 +1,5 @@
 """watchdog: the running hardware watchdogs of the machine (mkkdumprd/watchdog.py): their
-drivers go into the image, their driver names to watchdog.sh, which feeds their devices."""
+drivers go into the image, their identities to watchdog.sh, which feeds those devices."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from mkkdumprd.assemble.hooks import BuildContext
 
 
 def kernel_modules(ctx: BuildContext) -> list[str]:
-    return list(dict.fromkeys(w.module for w in watchdog.running(ctx.machine) if w.module))
+    return watchdog.kernel_modules(watchdog.running(ctx.machine))
 
 
 def template_vars(ctx: BuildContext) -> watchdog.WatchdogSettings:
     return watchdog.settings(watchdog.running(ctx.machine))
+
+
+def check(ctx: BuildContext) -> list[str]:
+    return watchdog.unknown_drivers(watchdog.running(ctx.machine))
