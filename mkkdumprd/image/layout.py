@@ -40,6 +40,7 @@ VMCORE = "/proc/vmcore"
 CMDLINE = "/proc/cmdline"
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 CONSOLE = "/dev/console"
+SYS_NET = "/sys/class/net"               # the capture kernel's network devices
 SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
 WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 

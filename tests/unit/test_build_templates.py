@@ -258,6 +258,7 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
+        out["KDUMP_NET_SYS"] = p["sys_net"]
     if kind == "nfs":
         out |= {f"KDUMP_NFS_{n}": value for n in ("SOURCE", "SERVER", "FSTYPE", "OPTIONS",
                                                   "VERSIONS")}
@@ -985,3 +986,95 @@ def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path
         "1 s" in r.stdout
     assert f"kdump: watchdog: {devdir}/watchdog0 closed with the magic close" in r.stdout
     assert r.stdout.rstrip().endswith("ACTION reboot -f")
+
+
+def _can_unshare_net() -> bool:
+    try:
+        return subprocess.run(["unshare", "--net", "--", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+FAKE_IP = r"""#!/bin/sh
+# `ip` over a fake /sys/class/net ($SYS): renames move the device's directory, new bonds
+# and VLANs get one; every call is logged
+echo "ip $*" >>"$LOG"
+case "$*" in
+"link set dev "*" name "*) mv "$SYS/$4" "$SYS/$6" ;;
+"link add "*" type bond") mkdir -p "$SYS/$3/bonding" ;;
+"link add link "*" type vlan id "*) mkdir "$SYS/$5" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_network_stack_steps_rename_the_cards_and_build_the_bond_and_vlan(
+        tmp_path: Path, shell: str) -> None:
+    """The steps network/stack.py makes for a VLAN on an active-backup bond, run by
+    network.sh against a fake sysfs and `ip`: the capture kernel named the two cards the
+    other way round from the host (swapped through a free name), a third port's card is
+    missing (left out, with a warning), then the bond with its mode, options and ports,
+    the primary after the ports, the VLAN on top."""
+    from mkkdumprd.network import stack
+    from mkkdumprd.network.interfaces import DevKind, NetDevice
+
+    a, b, c = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+    nics = [NetDevice(n, DevKind.PHYSICAL, m, "virtio_net")
+            for n, m in (("eth0", a), ("eth1", b), ("eth2", c))]
+    bond = NetDevice("bond0", DevKind.BOND, a, "bonding", tuple(nics),
+                     bond_options=("mode=active-backup", "miimon=100", "primary=eth0"))
+    vlan = NetDevice("bond0.7", DevKind.VLAN, a, "8021q", (bond,), vlan_id=7)
+    steps = stack.rebuild(vlan).steps
+    root = tmp_path / "n"
+    p = _paths(root)
+    sysnet = Path(p["sys_net"])
+    for index, (name, mac) in enumerate((("eth0", b), ("eth1", a)), start=2):
+        (sysnet / name / "device").mkdir(parents=True)
+        (sysnet / name / "address").write_text(mac + "\n")
+        (sysnet / name / "ifindex").write_text(f"{index}\n")
+    network = NetworkSettings(iparg="x", mode="static", iface="bond0.7", macs=f"{a} {b} {c}",
+                              family="4", addr="10.0.0.2/24", gw="", mtu="",
+                              target="10.0.0.1", steps=steps)
+    ctx = _context(_config(), _local_target(), paths=p, network=network)
+    _render_all(ctx, root, "target-nfs.sh.j2")
+    bindir = root / "bin"
+    bindir.mkdir()
+    (bindir / "ip").write_text(FAKE_IP)
+    (bindir / "ip").chmod(0o755)
+    log = root / "log"
+    for tool in ("brctl", "vconfig"):
+        (bindir / tool).write_text('#!/bin/sh\necho "TOOL $0 $*" >>"$LOG"\nexit 1\n')
+        (bindir / tool).chmod(0o755)
+    argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    # The fakes as shell functions (busybox runs its own `ip` applet before PATH), and in a
+    # network namespace of its own where one is allowed: this must never reach the real
+    # network devices of the machine running the test.
+    netns = ["unshare", "--net", "--"] if _can_unshare_net() else []
+    script = (_fake_wrappers(bindir, ("ip", "brctl", "vconfig"))
+              + f". {shq(p['lib_sh'])}\n. {shq(p['network_sh'])}\n"
+              + 'kdump_net_stack; echo "rc=$?"')
+    r = subprocess.run([*netns, *argv, "-c", script],
+                       env={"PATH": f"{bindir}:/usr/bin:/bin", "LOG": str(log),
+                            "SYS": str(sysnet)}, capture_output=True, text=True, timeout=30)
+    assert r.stdout.rstrip().endswith("rc=0"), r.stdout + r.stderr
+    # the host's names now point at the host's cards
+    assert (sysnet / "eth0/address").read_text() == a + "\n"
+    assert (sysnet / "eth1/address").read_text() == b + "\n"
+    assert f"kdump: warning: network: no card with MAC {c} (the host's eth2); going on " \
+        "without it" in r.stdout
+    bonding = sysnet / "bond0/bonding"
+    assert (bonding / "mode").read_text() == "active-backup\n"
+    assert (bonding / "miimon").read_text() == "100\n"
+    assert (bonding / "primary").read_text() == "eth0\n"
+    calls = log.read_text().splitlines()
+    assert calls[:4] == ["ip link set dev eth0 down", "ip link set dev eth0 name kdump2",
+                         "ip link set dev eth1 down", "ip link set dev eth1 name eth0"]
+    assert calls[4:6] == ["ip link set dev kdump2 down", "ip link set dev kdump2 name eth1"]
+    assert [c for c in calls if " master " in c] == [
+        "ip link set dev eth0 master bond0", "ip link set dev eth1 master bond0"]
+    assert not any("eth2" in c or c.startswith("TOOL") for c in calls)
+    assert calls[-3:] == ["ip link set dev bond0 up",
+                          "ip link add link bond0 name bond0.7 type vlan id 7",
+                          "ip link set dev bond0.7 up"]
+    assert "kdump: network: VLAN bond0.7, id 7 on bond0" in r.stdout
