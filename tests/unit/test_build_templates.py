@@ -974,10 +974,18 @@ def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path
               f'while [ ! -s {shq(str(devdir / "watchdog0"))} ] || '
               f'[ ! -s {shq(str(devdir / "watchdog2"))} ]; do sleep 0.1; done\n'
               'reboot() { echo "ACTION reboot $*"; exit 0; }\n'
+              # after the stop nothing may hold a device (a sleep that inherited the loop's
+              # descriptor would, and the magic close could not open the real device again:
+              # one opener at a time); the final action's stop is then a no-op
+              'kdump_watchdog_stop\n'
+              'for f in /proc/[0-9]*/fd/*; do\n'
+              f'  case "$(readlink "$f")" in {shq(str(devdir))}/*) echo "HELD $f" ;; esac\n'
+              'done\n'
               'kdump_action reboot\n')
     r = subprocess.run([*argv, "-c", script], env={"PATH": "/usr/bin:/bin"},
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+    assert "HELD" not in r.stdout, r.stdout
     for fed_dev in ("watchdog0", "watchdog2"):
         fed = (devdir / fed_dev).read_text()
         assert fed.startswith("\n") and fed.endswith("\nV") and set(fed) == {"\n", "V"}, fed
