@@ -168,12 +168,14 @@ def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
 
 def plan_image(req: BuildRequest) -> Plan:
     """The active modules and the dump target; errors about the request come from here."""
+    from mkkdumprd.assemble.machine_facts import machine_facts
     from mkkdumprd.assemble.moduledef import load_all
     from mkkdumprd.assemble.resolver import resolve
     from mkkdumprd.assemble.target import resolve_rootfs, resolve_target
 
     config = req.config
-    active = resolve(load_all(req.modules_dir or data_dir("modules.d")), config)
+    active = resolve(load_all(req.modules_dir or data_dir("modules.d")), config,
+                     machine_facts(req.machine, req.hostonly))
     if not any(config.target.kind in m.when.targets for m in active):
         raise UsageError(
             f"no module in modules.d handles {config.target.kind.value} targets yet; "

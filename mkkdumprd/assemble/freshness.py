@@ -15,7 +15,8 @@ disk is an intact mkkdumprd image is decided in one place here: inspect_image().
 
 Not seen by this check (a rebuild with --force covers them): host-only discovery that
 reads /sys or the routing table (a replaced NIC or disk controller), and an optional
-binary installed since the build.
+binary installed since the build. Running hardware watchdogs are seen (as kdumpctl does):
+one started or stopped since a host-only build makes the image stale.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def check_fresh(req: BuildRequest, image: Path, cache: BuildCache | None = None)
         reasons += _input_changes(manifest, shaping_inputs(req), digests)
     if req.hostonly and not reasons:
         reasons += _target_changes(req, manifest)
+    if req.hostonly and not reasons:
+        reasons += _watchdog_changes(req, manifest)
     return Freshness(not reasons, tuple(reasons))
 
 
@@ -164,6 +167,25 @@ def _target_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[str]
     if changed:
         return [f"the dump target changed on this host ({', '.join(changed)}: "
                 f"{', '.join(_show(now[k]) for k in changed)})"]
+    return []
+
+
+def _watchdog_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[str]:
+    """A hardware watchdog started or stopped since the build, or its driver is not in the
+    image (kdumpctl's check_drivers_modified does the same for watchdog drivers)."""
+    from mkkdumprd import watchdog
+
+    dogs = watchdog.running(req.machine)
+    fed = "watchdog" in (manifest.get("modules") or [])
+    names = ", ".join(f"{w.name} ({w.identity})" for w in dogs)
+    if dogs and not fed:
+        return [f"a hardware watchdog runs now ({names}) and the image does not feed it"]
+    if fed and not dogs:
+        return ["no hardware watchdog runs now; the image was built to feed one"]
+    kmods = set(manifest.get("kernel_modules") or [])
+    missing = [m for w in dogs for m in w.modules if m not in kmods]
+    if missing:
+        return [f"the image lacks the driver of the running watchdog ({', '.join(missing)})"]
     return []
 
 

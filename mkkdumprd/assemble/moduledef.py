@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mkkdumprd.assemble.machine_facts import MACHINE_FACTS
 from mkkdumprd.config.directives import WHEN_KEYS
 from mkkdumprd.config.model import TargetKind
 from mkkdumprd.errors import ShippedDataError
@@ -87,11 +88,13 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class When:
-    """Activation rule. `always`; or any listed target kind; or any listed config condition."""
+    """Activation rule. `always`; or any listed target kind; or any listed config condition;
+    or any listed fact of the machine the image is for (MACHINE_FACTS)."""
 
     always: bool = False
     targets: frozenset[TargetKind] = frozenset()
     config: frozenset[str] = frozenset()
+    machine: frozenset[str] = frozenset()
 
 @dataclass(frozen=True)
 class ModuleDef:
@@ -228,7 +231,7 @@ def _parse_when(c: _Checker, v: object) -> When:
         return When()
     if v == "always":
         return When(always=True)
-    t = c.table("when", v, ("target", "config"), ())
+    t = c.table("when", v, ("target", "config", "machine"), ())
     if not t:
         raise c.fail("when", "an empty table never activates the module; omit `when` instead")
     targets: set[TargetKind] = set()
@@ -243,7 +246,13 @@ def _parse_when(c: _Checker, v: object) -> When:
         if key not in WHEN_KEYS:
             raise c.fail(f"when.config[{i}]", f"unknown condition {key!r} (known: "
                          f"{', '.join(sorted(WHEN_KEYS))})")
-    return When(targets=frozenset(targets), config=frozenset(conf))
+    facts = c.strings("when.machine", t.get("machine", []))
+    for i, key in enumerate(facts):
+        if key not in MACHINE_FACTS:
+            raise c.fail(f"when.machine[{i}]", f"unknown condition {key!r} (known: "
+                         f"{', '.join(sorted(MACHINE_FACTS))})")
+    return When(targets=frozenset(targets), config=frozenset(conf),
+                machine=frozenset(facts))
 
 
 def _parse_binary(c: _Checker, key: str, v: object) -> BinarySpec:

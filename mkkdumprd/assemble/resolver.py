@@ -17,14 +17,18 @@ from mkkdumprd.config.directives import conditions
 from mkkdumprd.config.model import KdumpConfig
 
 
-def _matches(when: When, config: KdumpConfig, conds: frozenset[str]) -> bool:
-    return when.always or config.target.kind in when.targets or bool(when.config & conds)
+def _matches(when: When, config: KdumpConfig, conds: frozenset[str],
+             facts: frozenset[str]) -> bool:
+    return (when.always or config.target.kind in when.targets or bool(when.config & conds)
+            or bool(when.machine & facts))
 
 
-def resolve(modules: Mapping[str, ModuleDef], config: KdumpConfig) -> list[ModuleDef]:
-    """Active modules for `config`, dependencies first."""
+def resolve(modules: Mapping[str, ModuleDef], config: KdumpConfig,
+            facts: frozenset[str] = frozenset()) -> list[ModuleDef]:
+    """Active modules for `config` and the machine's `facts` (assemble/machine_facts.py),
+    dependencies first."""
     conds = conditions(config)
-    roots = sorted(n for n, m in modules.items() if _matches(m.when, config, conds))
+    roots = sorted(n for n, m in modules.items() if _matches(m.when, config, conds, facts))
     active: set[str] = set()
     stack = list(roots)
     while stack:

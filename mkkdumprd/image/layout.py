@@ -15,6 +15,7 @@ INIT = "/init"
 LIB_SH = f"{LIBDIR}/lib.sh"
 INIT_D = f"{LIBDIR}/init.d"              # stages /init sources in name order
 MODULES_SH = f"{INIT_D}/20-modules.sh"
+WATCHDOG_SH = f"{INIT_D}/30-watchdog.sh"  # after the modules (the drivers), before the dump
 KDUMP_SH = f"{INIT_D}/90-kdump.sh"
 FENCE_KDUMP_SH = f"{INIT_D}/80-fence-kdump.sh"   # fence_kdump: tell the peers, then dump
 EMERGENCY_SH = f"{INIT_D}/10-emergency.sh"       # kdump_emergency: defines the failure hook
@@ -42,6 +43,9 @@ VMCORE = "/proc/vmcore"
 CMDLINE = "/proc/cmdline"
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 CONSOLE = "/dev/console"
+SYS_NET = "/sys/class/net"               # the capture kernel's network devices
+SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
+WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 
 # What templates see as `paths`: every path above by its lower-case name.
 TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({

@@ -6,9 +6,8 @@ NfsSettings, SshSettings) that the hooks return from `template_vars`; the builde
 to the templates as tainted values, so every one of them is printed with `| shq` and no
 value from the host or the configuration is ever pasted into script code.
 
-Stacks the capture kernel does not rebuild: bonds and bridges are configured as their
-first physical port that has a carrier at dump time, with the upper device's MAC, so the
-address and the MAC neighbours know stay the same. VLANs are rebuilt on that port.
+Bonds, bridges and VLANs are rebuilt as the host has them (network/stack.py); a team or
+another stacked device on the route is a build error naming it.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.image import layout
 from mkkdumprd.network import plan as plan_mod
-from mkkdumprd.network import ssh_command
-from mkkdumprd.network.interfaces import DevKind, NetDevice
+from mkkdumprd.network import ssh_command, stack
 from mkkdumprd.network.ipconfig import IpConfig, IpMode
 from mkkdumprd.network.nfs_options import NfsMount, capture_mount, parse_export
 from mkkdumprd.network.plan import NetworkPlan
@@ -54,50 +52,20 @@ def network_plan(system: Host, host: str, *, hostonly: bool,
 
 
 @dataclass(frozen=True)
-class CaptureLink:
-    """How /init finds and configures the interface."""
-
-    macs: tuple[str, ...]     # NICs to try, by MAC (capture kernels have no udev names)
-    lladdr: str               # MAC to set on the NIC ("" = keep its own)
-    vlan_id: int | None
-    warnings: tuple[str, ...]
-
-
-def capture_link(device: NetDevice | None) -> CaptureLink:
-    if device is None:
-        return CaptureLink((), "", None, ())
-    warnings: list[str] = []
-    top = device
-    vlan_id = None
-    if top.kind is DevKind.VLAN:
-        vlan_id = top.vlan_id
-        top = top.lowers[0]
-    nics = top.physical()
-    if top.kind in (DevKind.BOND, DevKind.BRIDGE, DevKind.STACKED):
-        warnings.append(
-            f"the capture kernel does not rebuild {top.kind.value} {top.name}: it uses the "
-            f"first of {', '.join(n.name for n in nics)} that has a link, with "
-            f"{top.name}'s MAC address"
-        )
-    lladdr = top.mac if top.kind is not DevKind.PHYSICAL else ""
-    return CaptureLink(tuple(n.mac for n in nics if n.mac), lladdr, vlan_id, tuple(warnings))
-
-
-@dataclass(frozen=True)
 class NetworkSettings:
     """What network.sh needs (dracut ip= semantics); "" where a setting does not apply."""
 
     iparg: str          # the ip= argument, for the console
     mode: str           # static, dhcp or auto6
-    iface: str          # the interface name --ip gave (when there are no MACs)
-    macs: str           # NICs to try, by MAC, space-separated
-    lladdr: str         # MAC to set on the NIC
-    vlan: str           # VLAN id to rebuild on the NIC
+    iface: str          # the interface to configure: --ip's, or the top of a rebuilt stack
+    macs: str           # NICs to wait for, by permanent MAC, space-separated
     family: str         # 4 or 6
     addr: str           # ADDR/PREFIX (static)
     gw: str
     mtu: str
     target: str         # the dump server's address (for `ip route get`)
+    # the host's bond/bridge/VLAN stack, bottom up (network/stack.py); () = a plain NIC
+    steps: tuple[stack.Step, ...] = ()
 
 
 def network_settings(p: NetworkPlan) -> tuple[NetworkSettings, list[str]]:
@@ -108,36 +76,36 @@ def network_settings(p: NetworkPlan) -> tuple[NetworkSettings, list[str]]:
             "DHCPv6 is not available in the capture image (busybox has no udhcpc6); use a "
             "static --ip [ADDR]::[GW]:PREFIX::IFACE:none or auto6"
         )
-    link = capture_link(p.device)
+    built = stack.rebuild(p.device) if p.device is not None else stack.Rebuild((), (), ())
+    macs = [n.mac for n in p.nics if n.mac]
+    # a plain NIC is found by its MAC; the top of a rebuilt stack and --ip's interface by name
+    iface = (ip.iface or "") if built.steps or not macs else ""
     settings = NetworkSettings(
         iparg=ip.to_dracut(),
         mode="static" if ip.is_static else ip.mode.value,
-        iface="" if link.macs else (ip.iface or ""),
-        macs=" ".join(link.macs),
-        lladdr=link.lladdr,
-        vlan="" if link.vlan_id is None else str(link.vlan_id),
+        iface=iface,
+        macs=" ".join(macs),
         family=str(ip.family),
         addr=ip.cidr,
         gw="" if ip.gateway is None else str(ip.gateway),
         mtu="" if ip.mtu is None else str(ip.mtu),
         target=str(p.target.address),
+        steps=built.steps,
     )
-    return settings, list(link.warnings)
+    return settings, list(built.warnings)
 
 
 def nic_modules(system: Host, p: NetworkPlan) -> list[str]:
-    """Drivers for the NICs of a host-only plan (and 8021q when a VLAN is rebuilt)."""
+    """Drivers for the NICs of a host-only plan, and bonding/bridge/8021q for its stack."""
     if p.device is None:
         return []
     from mkkdumprd.kmod.discovery import modules_for_netdev
 
-    # Only the physical ports: bonding and bridge are not rebuilt (see capture_link).
     mods: list[str] = []
     for nic in p.nics:
         mods.extend(sorted(m for m in modules_for_netdev(system, nic.name)
                            if m not in mods))
-    if capture_link(p.device).vlan_id is not None:
-        mods.append("8021q")
+    mods.extend(m for m in stack.rebuild(p.device).modules if m not in mods)
     return mods
 
 

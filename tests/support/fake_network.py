@@ -57,6 +57,24 @@ class FakeNet:
         (self.root / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
         self.symlink(f"/sys/class/net/{name}", f"../../devices/pci0000:00/{pci}/net/{name}")
 
+    def virtio_nic(self, name: str, mac: str, slot: int = 2) -> None:
+        """A QEMU virtio-net NIC as a Debian guest's sysfs shows it: PCI device (virtio-pci
+        module) → virtioN (virtio_net module) → net/NAME, so kmod discovery finds both."""
+        dev = f"sys/devices/pci0000:00/0000:00:{slot:02x}.0"
+        vio = f"{dev}/virtio{slot}"
+        for rel, target in (
+                (f"{dev}/driver", "../../../bus/pci/drivers/virtio-pci"),
+                ("sys/bus/pci/drivers/virtio-pci/module", "../../../../module/virtio_pci"),
+                (f"{vio}/driver", "../../../../bus/virtio/drivers/virtio_net"),
+                ("sys/bus/virtio/drivers/virtio_net/module", "../../../../module/virtio_net"),
+                (f"sys/class/net/{name}", f"../../{vio[4:]}/net/{name}"),
+                (f"{vio}/net/{name}/device", "../../../virtio" + str(slot))):
+            if not (self.root / rel).is_symlink():
+                self.symlink(rel, target)
+        for mod in ("virtio_pci", "virtio_net"):
+            (self.root / "sys/module" / mod).mkdir(parents=True, exist_ok=True)
+        self.write(f"{vio}/net/{name}/address", mac + "\n")
+
     def virtual(self, name: str, mac: str) -> Path:
         d = self.root / f"sys/devices/virtual/net/{name}"
         d.mkdir(parents=True, exist_ok=True)
@@ -65,12 +83,16 @@ class FakeNet:
         return d
 
     def bond(self, name: str, mac: str, slaves: list[str], mode: str = "active-backup 1",
-             perm: dict[str, str] | None = None) -> None:
+             perm: dict[str, str] | None = None, options: dict[str, str] | None = None) -> None:
+        """A bond; `options` are further files of bonding/ as sysfs prints them
+        (`lacp_rate` = "fast 1")."""
         d = self.virtual(name, mac)
         (d / "bonding").mkdir()
         (d / "bonding/slaves").write_text(" ".join(slaves) + "\n")
         (d / "bonding/mode").write_text(mode + "\n")
         (d / "bonding/miimon").write_text("100\n")
+        for opt, value in (options or {}).items():
+            (d / f"bonding/{opt}").write_text(value + "\n")
         for s in slaves:
             os.symlink(f"../{s}", d / f"lower_{s}")
             if perm and s in perm:
@@ -79,9 +101,11 @@ class FakeNet:
                 (real / "bonding_slave/perm_hwaddr").write_text(perm[s] + "\n")
                 (real / "address").write_text(mac + "\n")
 
-    def bridge(self, name: str, mac: str, ports: list[str]) -> None:
+    def bridge(self, name: str, mac: str, ports: list[str], stp: bool = False) -> None:
         d = self.virtual(name, mac)
         (d / "bridge").mkdir()
+        (d / "bridge/stp_state").write_text("1\n" if stp else "0\n")
+        (d / "bridge/forward_delay").write_text("1500\n")
         (d / "brif").mkdir()
         for p in ports:
             os.symlink(f"../../{p}/brport", d / f"brif/{p}")

@@ -63,6 +63,8 @@ templates = [{ src = "t.j2", dest = "/t", mode = 0o755 }]
      "when.target[0]: unknown target type 'floppy'"),
     ('name = "demo"\ndescription = "x"\nwhen = { config = ["nope"] }\n',
      "when.config[0]: unknown condition 'nope'"),
+    ('name = "demo"\ndescription = "x"\nwhen = { machine = ["raid"] }\n',
+     "when.machine[0]: unknown condition 'raid' (known: watchdog)"),
     ('name = "demo"\ndescription = "x"\nwhen = {}\n', "an empty table never activates"),
     ('name = "demo"\ndescription = "x"\nbinaries = [{ name = "a" }]\n',
      "binaries[0]: unknown key 'name'"),

@@ -53,6 +53,15 @@ def test_config_conditions_activate() -> None:
     assert [m.name for m in resolve(mods, cfg)] == ["pre", "sh"]
 
 
+def test_machine_facts_activate() -> None:
+    mods = {"wd": _m("wd", ("base",), When(machine=frozenset({"watchdog"}))), "base": _m("base")}
+    assert resolve(mods, _cfg()) == []
+    assert [m.name for m in resolve(mods, _cfg(), frozenset({"watchdog"}))] == ["base", "wd"]
+    shipped = load_all(data_dir("modules.d"))
+    assert "watchdog" not in [m.name for m in resolve(shipped, _cfg())]
+    assert "watchdog" in [m.name for m in resolve(shipped, _cfg(), frozenset({"watchdog"}))]
+
+
 def test_cycle_is_reported_with_its_path() -> None:
     mods = {m.name: m for m in (_m("a", ("b",), When(always=True)), _m("b", ("c",)),
                                 _m("c", ("a",)))}

@@ -38,7 +38,9 @@ from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.image import layout
 from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
+from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.resources import data_dir
+from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
 TEMPLATES = data_dir("templates")
@@ -129,8 +131,8 @@ def _local_target(device: str = "UUID=1234", path: str = "/var/crash",
 
 
 NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12:34:56",
-                          lladdr="", vlan="", family="4", addr="", gw="", mtu="",
-                          target="10.0.2.100")
+                          family="4", addr="", gw="", mtu="", target="10.0.2.100")
+WATCHDOG = WatchdogSettings(identities=("i6300ESB timer", "it's a $(watchdog)"))
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
@@ -174,7 +176,8 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                            modules=["base", "kdump"], kernel_modules=["virtio_blk"],
                            timeout=3,
                            module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH,
-                                        "emergency": EMERGENCY, "fence_kdump": FENCE})
+                                        "emergency": EMERGENCY, "fence_kdump": FENCE,
+                                        "watchdog": WATCHDOG})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -191,6 +194,7 @@ SCRIPTS = {
     "net-udhcpc.sh.j2": "udhcpc_sh",
     "emergency.sh.j2": "emergency_sh",
     "fence-kdump.sh.j2": "fence_kdump_sh",
+    "watchdog.sh.j2": "watchdog_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
@@ -237,8 +241,7 @@ HOSTILE_VALUES = {
     "quotes": "'\"''\"\"'",
     "newlines": "\n\nfirst\n\n",
 }
-NET_VARS = ("IPARG", "MODE", "IFACE", "MACS", "LLADDR", "VLAN", "FAMILY", "ADDR", "GW", "MTU",
-            "TARGET")
+NET_VARS = ("IPARG", "MODE", "IFACE", "MACS", "FAMILY", "ADDR", "GW", "MTU", "TARGET")
 
 
 def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object]:
@@ -246,7 +249,10 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     config = _config(kdump_pre=value, kdump_post=value,
                      core_collector=("makedumpfile", "-d", "31", value))
     target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value)
-    network = NetworkSettings(**dict.fromkeys(NetworkSettings.__dataclass_fields__, value))
+    # every step of a rebuilt bond/bridge/VLAN stack, each argument the hostile value
+    steps = tuple(Step(op, (value,) * n) for op, n in OPS.items())
+    network = NetworkSettings(**{**dict.fromkeys(NetworkSettings.__dataclass_fields__, value),
+                                 "steps": steps})
     nfs = NfsSettings(**dict.fromkeys(NfsSettings.__dataclass_fields__, value))
     ssh = SshSettings(argv=(str(fake_ssh), value, "-o", value, "--", value),
                       destination=value, path=value, remote_prefix=value,
@@ -256,7 +262,8 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value},
-                    network=network, nfs=nfs, ssh=ssh)
+                    network=network, nfs=nfs, ssh=ssh,
+                    watchdog=WatchdogSettings((value, value)))
 
 
 def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
@@ -274,6 +281,7 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
+        out["KDUMP_NET_SYS"] = p["sys_net"]
     if kind == "nfs":
         out |= {f"KDUMP_NFS_{n}": value for n in ("SOURCE", "SERVER", "FSTYPE", "OPTIONS",
                                                   "VERSIONS")}
@@ -311,7 +319,7 @@ def test_every_template_with_hostile_values(tmp_path: Path, name: str) -> None:
         p = _paths(root)
         want = _expected(kind, value, p)
         driver = "".join(f". {shq(p[n])}\n" for n in ("lib_sh", "collector_sh", "rootfs_sh",
-                                                       "target_sh"))
+                                                       "target_sh", "watchdog_sh"))
         driver += "".join(f'printf "%s\\0" "${v}"\n' for v in want)
         if kind == "ssh":
             driver += f"kdump_ssh {shq(value)}\n"
@@ -962,3 +970,142 @@ def test_dump_to_rootfs_flush_failure_is_a_failure_too(tmp_path: Path, shell: st
     assert ("dump to the root filesystem failed too: the vmcore could not be written to the "
             f"target (); /var/crash/127.0.0.1-{DATE} on the root filesystem/vmcore-incomplete "
             "is left") in run.out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_watchdog_is_fed_until_the_final_action_then_magic_closed(tmp_path: Path,
+                                                                   shell: str) -> None:
+    """watchdog.sh feeds each device with the identity of one of the image's watchdogs (in
+    the capture kernel's sysfs, relocated here) and nothing else; the final action stops the
+    loops and writes the magic close 'V' last."""
+    root = tmp_path / "w"
+    p = _paths(root)
+    sysw, devdir = Path(p["sys_watchdog"]), Path(p["watchdog_dev_dir"])
+    # found by identity (spaces, quotes): two of the machine's, one the image was not for
+    for name, identity in (("watchdog0", "i6300ESB timer"), ("watchdog2", "it's a $(watchdog)"),
+                           ("watchdog1", "iTCO_wdt")):
+        (sysw / name).mkdir(parents=True)
+        (sysw / name / "timeout").write_text("3\n")
+        (sysw / name / "identity").write_text(identity + "\n")
+    devdir.mkdir(parents=True)
+    (devdir / "watchdog1").write_text("")
+    ctx = _context(_config(), _local_target(), paths=p)
+    _render_all(ctx, root, "target-local.sh.j2")
+    argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    script = (f'. {shq(p["lib_sh"])}\n. {shq(p["watchdog_sh"])}\n'
+              # the first write happens when the loop starts: wait for it, not for a time
+              f'while [ ! -s {shq(str(devdir / "watchdog0"))} ] || '
+              f'[ ! -s {shq(str(devdir / "watchdog2"))} ]; do sleep 0.1; done\n'
+              'reboot() { echo "ACTION reboot $*"; exit 0; }\n'
+              # after the stop nothing may hold a device (a sleep that inherited the loop's
+              # descriptor would, and the magic close could not open the real device again:
+              # one opener at a time); the final action's stop is then a no-op
+              'kdump_watchdog_stop\n'
+              'for f in /proc/[0-9]*/fd/*; do\n'
+              f'  case "$(readlink "$f")" in {shq(str(devdir))}/*) echo "HELD $f" ;; esac\n'
+              'done\n'
+              'kdump_action reboot\n')
+    r = subprocess.run([*argv, "-c", script], env={"PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "HELD" not in r.stdout, r.stdout
+    for fed_dev in ("watchdog0", "watchdog2"):
+        fed = (devdir / fed_dev).read_text()
+        assert fed.startswith("\n") and fed.endswith("\nV") and set(fed) == {"\n", "V"}, fed
+    assert (devdir / "watchdog1").read_text() == "", "a watchdog of another driver was fed"
+    assert f"kdump: watchdog: feeding {devdir}/watchdog0 (i6300ESB timer, timeout 3 s) every " \
+        "1 s" in r.stdout
+    assert f"kdump: watchdog: {devdir}/watchdog0 closed with the magic close" in r.stdout
+    assert r.stdout.rstrip().endswith("ACTION reboot -f")
+
+
+def _can_unshare_net() -> bool:
+    try:
+        return subprocess.run(["unshare", "--net", "--", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+FAKE_IP = r"""#!/bin/sh
+# `ip` over a fake /sys/class/net ($SYS): renames move the device's directory, new bonds
+# and VLANs get one; every call is logged
+echo "ip $*" >>"$LOG"
+case "$*" in
+"link set dev "*" name "*) mv "$SYS/$4" "$SYS/$6" ;;
+"link add "*" type bond") mkdir -p "$SYS/$3/bonding" ;;
+"link add link "*" type vlan id "*) mkdir "$SYS/$5" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_network_stack_steps_rename_the_cards_and_build_the_bond_and_vlan(
+        tmp_path: Path, shell: str) -> None:
+    """The steps network/stack.py makes for a VLAN on an active-backup bond, run by
+    network.sh against a fake sysfs and `ip`: the capture kernel named the two cards the
+    other way round from the host (swapped through a free name), a third port's card is
+    missing (left out, with a warning), then the bond with its mode, options and ports,
+    the primary after the ports, the VLAN on top."""
+    from mkkdumprd.network import stack
+    from mkkdumprd.network.interfaces import DevKind, NetDevice
+
+    a, b, c = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+    nics = [NetDevice(n, DevKind.PHYSICAL, m, "virtio_net")
+            for n, m in (("eth0", a), ("eth1", b), ("eth2", c))]
+    bond = NetDevice("bond0", DevKind.BOND, a, "bonding", tuple(nics),
+                     bond_options=("mode=active-backup", "miimon=100", "primary=eth0"))
+    vlan = NetDevice("bond0.7", DevKind.VLAN, a, "8021q", (bond,), vlan_id=7)
+    steps = stack.rebuild(vlan).steps
+    root = tmp_path / "n"
+    p = _paths(root)
+    sysnet = Path(p["sys_net"])
+    for index, (name, mac) in enumerate((("eth0", b), ("eth1", a)), start=2):
+        (sysnet / name / "device").mkdir(parents=True)
+        (sysnet / name / "address").write_text(mac + "\n")
+        (sysnet / name / "ifindex").write_text(f"{index}\n")
+    network = NetworkSettings(iparg="x", mode="static", iface="bond0.7", macs=f"{a} {b} {c}",
+                              family="4", addr="10.0.0.2/24", gw="", mtu="",
+                              target="10.0.0.1", steps=steps)
+    ctx = _context(_config(), _local_target(), paths=p, network=network)
+    _render_all(ctx, root, "target-nfs.sh.j2")
+    bindir = root / "bin"
+    bindir.mkdir()
+    (bindir / "ip").write_text(FAKE_IP)
+    (bindir / "ip").chmod(0o755)
+    log = root / "log"
+    for tool in ("brctl", "vconfig"):
+        (bindir / tool).write_text('#!/bin/sh\necho "TOOL $0 $*" >>"$LOG"\nexit 1\n')
+        (bindir / tool).chmod(0o755)
+    argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    # The fakes as shell functions (busybox runs its own `ip` applet before PATH), and in a
+    # network namespace of its own where one is allowed: this must never reach the real
+    # network devices of the machine running the test.
+    netns = ["unshare", "--net", "--"] if _can_unshare_net() else []
+    script = (_fake_wrappers(bindir, ("ip", "brctl", "vconfig"))
+              + f". {shq(p['lib_sh'])}\n. {shq(p['network_sh'])}\n"
+              + 'kdump_net_stack; echo "rc=$?"')
+    r = subprocess.run([*netns, *argv, "-c", script],
+                       env={"PATH": f"{bindir}:/usr/bin:/bin", "LOG": str(log),
+                            "SYS": str(sysnet)}, capture_output=True, text=True, timeout=30)
+    assert r.stdout.rstrip().endswith("rc=0"), r.stdout + r.stderr
+    # the host's names now point at the host's cards
+    assert (sysnet / "eth0/address").read_text() == a + "\n"
+    assert (sysnet / "eth1/address").read_text() == b + "\n"
+    assert f"kdump: warning: network: no card with MAC {c} (the host's eth2); going on " \
+        "without it" in r.stdout
+    bonding = sysnet / "bond0/bonding"
+    assert (bonding / "mode").read_text() == "active-backup\n"
+    assert (bonding / "miimon").read_text() == "100\n"
+    assert (bonding / "primary").read_text() == "eth0\n"
+    calls = log.read_text().splitlines()
+    assert calls[:4] == ["ip link set dev eth0 down", "ip link set dev eth0 name kdump2",
+                         "ip link set dev eth1 down", "ip link set dev eth1 name eth0"]
+    assert calls[4:6] == ["ip link set dev kdump2 down", "ip link set dev kdump2 name eth1"]
+    assert [c for c in calls if " master " in c] == [
+        "ip link set dev eth0 master bond0", "ip link set dev eth1 master bond0"]
+    assert not any("eth2" in c or c.startswith("TOOL") for c in calls)
+    assert calls[-3:] == ["ip link set dev bond0 up",
+                          "ip link add link bond0 name bond0.7 type vlan id 7",
+                          "ip link set dev bond0.7 up"]
+    assert "kdump: network: VLAN bond0.7, id 7 on bond0" in r.stdout

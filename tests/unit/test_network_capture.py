@@ -43,11 +43,22 @@ def test_network_env_for_vlan_on_bond(bonded: Host) -> None:
     env, warnings = capture.network_settings(p)
     assert env.iparg == "10.7.0.5::10.7.0.1:255.255.255.0::bond0.7:none"
     assert (env.mode, env.addr, env.gw) == ("static", "10.7.0.5/24", "10.7.0.1")
-    # the NICs by their own MACs, the bond's MAC set on whichever has a link, VLAN rebuilt
+    # the NICs by their own MACs, the stack rebuilt with the host's names, configured on top
     assert env.macs == "52:54:00:00:00:01 52:54:00:00:00:02"
-    assert (env.lladdr, env.vlan) == ("52:54:00:00:00:01", "7")
-    assert env.iface == ""
-    assert len(warnings) == 1 and "does not rebuild bond bond0" in warnings[0]
+    assert env.iface == "bond0.7"
+    assert [(s.op, *s.args) for s in env.steps] == [
+        ("nic", "52:54:00:00:00:01", "eth0"),
+        ("nic", "52:54:00:00:00:02", "eth1"),
+        ("bond", "bond0", "52:54:00:00:00:01", "active-backup"),
+        ("bond_opt", "bond0", "miimon", "100"),
+        ("bond_port", "bond0", "eth0"),
+        ("bond_port", "bond0", "eth1"),
+        ("up", "bond0"),
+        ("vlan", "bond0.7", "bond0", "7", ""),
+        ("up", "bond0.7"),
+    ]
+    assert warnings == []
+    assert capture.nic_modules(bonded, p)[-2:] == ["bonding", "8021q"]
 
 
 def test_plans_for_other_machines(tmp_path: Path) -> None:

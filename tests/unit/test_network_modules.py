@@ -151,11 +151,13 @@ def test_nfs_host_only_vlan_on_bond(kernel: Kernel, tmp_path: Path) -> None:
     net.write("/etc/resolv.conf", "nameserver 192.0.2.53\n")
     cfg = KdumpConfig(target=Target(TargetKind.NFS, server="nas:/dumps"))
     r = _build(kernel, cfg, system=Host(tmp_path), hostonly=True)
-    assert "nfsv3" in r.kernel_modules and "8021q" in r.kernel_modules
-    assert any("does not rebuild bond bond0" in w for w in r.warnings)
+    assert {"nfsv3", "8021q", "bonding"} <= set(r.kernel_modules)
+    assert not any("bond0" in w for w in r.warnings)
     env = _text(_entry(r, "/lib/kdump/network.sh"))
     assert "KDUMP_NET_IPARG=10.7.0.5::10.7.0.1:255.255.255.0::bond0.7:none" in env
-    assert "KDUMP_NET_VLAN=7" in env
+    assert "KDUMP_NET_IFACE=bond0.7\n" in env and "KDUMP_NET_STACK=1\n" in env
+    assert "kdump_net_step_bond bond0 52:54:00:00:00:01 active-backup || return 1" in env
+    assert "kdump_net_step_vlan bond0.7 bond0 7 '' || return 1" in env
     nfs = _text(_entry(r, "/lib/kdump/target.sh"))
     assert "KDUMP_NFS_SOURCE=192.0.2.9:/dumps" in nfs and "KDUMP_NFS_OPTIONS=nfsvers=3,rw\n" in nfs
     assert _text(_entry(r, "/etc/resolv.conf")) == "nameserver 192.0.2.53\n"
