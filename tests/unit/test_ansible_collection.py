@@ -22,8 +22,15 @@ from types import ModuleType
 import pytest
 
 from mkkdumprd.network import ssh_command
-from tests.support.ansible_tools import (COLLECTION, REPO, collections_path, environment,
-                                         mkkdumprd_wrapper, run, tool)
+from tests.support.ansible_tools import (
+    COLLECTION,
+    REPO,
+    collections_path,
+    environment,
+    mkkdumprd_wrapper,
+    run,
+    tool,
+)
 
 FORCED = COLLECTION / "roles/dump_server/files/mkkdumprd-dump-only"
 TEMPLATE = REPO / "mkkdumprd/data/templates/target-ssh.sh.j2"

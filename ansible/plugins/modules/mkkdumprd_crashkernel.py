@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 ---
 module: mkkdumprd_crashkernel
@@ -69,9 +73,6 @@ reboot_required:
   type: bool
 """
 
-import os
-
-from ansible.module_utils.basic import AnsibleModule
 
 UNCHANGED = "already set; nothing to do"
 
@@ -111,7 +112,7 @@ def main():
     if p["force"]:
         argv.append("--force")
 
-    rc, out, err = module.run_command(argv + ["--dry-run"])
+    rc, out, err = module.run_command([*argv, "--dry-run"])
     if rc != 0:
         module.fail_json(msg=(err or out).strip() or f"mkkdumprd exited {rc}", rc=rc,
                          stdout=out, stderr=err)
@@ -127,7 +128,7 @@ def main():
         result["stdout"], result["stderr"] = out, err
         grub = module.get_bin_path("update-grub")
         if p["update_bootloader"] and grub and os.path.realpath(p["root"]) == "/":
-            rc, gout, gerr = module.run_command([grub])
+            rc, _gout, gerr = module.run_command([grub])
             if rc != 0:
                 module.fail_json(msg=f"update-grub failed: {gerr.strip()}", rc=rc)
     reserved = _reserved(p["root"])

@@ -6,6 +6,10 @@ whether anything changed."""
 
 from __future__ import annotations
 
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 ---
 module: mkkdumprd_service
@@ -68,9 +72,6 @@ stdout:
   type: str
 """
 
-import json
-
-from ansible.module_utils.basic import AnsibleModule
 
 UP_TO_DATE = "up to date: "
 
