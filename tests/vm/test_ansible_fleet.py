@@ -124,7 +124,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.slow  # ~5 min with warm caches (three roots, a kernel install, two builds)
+@pytest.mark.slow
+@pytest.mark.fleet  # 7 min here under load, warm caches (three roots, a kernel
+# install, two builds, five plays): outside the default run, `pytest -m fleet`
 def test_fleet_converges_idempotent_checkable_and_validated(fleet: dict[str, Path],
                                                             tmp_path: Path) -> None:
     inventory = tmp_path / "hosts.ini"
