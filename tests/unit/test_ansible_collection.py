@@ -229,3 +229,49 @@ def test_module_documentation_parses(module: str) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)[module]["doc"]
     assert doc["module"] == module and doc["options"]
+
+
+RENDER = """\
+- hosts: localhost
+  gather_facts: false
+  vars_files: [{defaults}, {vars}]
+  tasks:
+    - name: Render kdump.conf as the role does, validated as the role validates it
+      ansible.builtin.template:
+        src: {template}
+        dest: "{{{{ dest }}}}"
+        mode: "0644"
+        validate: "{exe} config check -c %s"
+"""
+
+
+@pytest.mark.parametrize(("extra", "lines"), [
+    # linux-system-roles/kdump's ssh form: no location, user and server apart
+    ({"kdump_target": {"type": "ssh"}, "kdump_ssh_user": "kdump",
+      "kdump_ssh_server": "dump.example.com"},
+     ["ssh kdump@dump.example.com", "path /var/crash", "sshkey /root/.ssh/kdump_id_rsa",
+      "failure_action reboot", "auto_reset_crashkernel yes"]),
+    ({"kdump_target": {"type": "nfs", "location": "nas.example.com:/export/crash"},
+      "kdump_core_collector": "makedumpfile -l --message-level 7 -d 31",
+      "kdump_system_action": "poweroff", "kdump_auto_reset_crashkernel": False,
+      "kdump_dracut_args": '--add-drivers "virtio_net"'},
+     ["nfs nas.example.com:/export/crash", "path /var/crash",
+      "core_collector makedumpfile -l --message-level 7 -d 31",
+      "failure_action poweroff", "auto_reset_crashkernel no",
+      'dracut_args --add-drivers "virtio_net"']),
+], ids=["ssh-lsr-style", "nfs"])
+def test_role_kdump_conf_from_system_role_variables_passes_config_check(
+        tmp_path: Path, extra: dict[str, object], lines: list[str]) -> None:
+    role = COLLECTION / "roles/mkkdumprd"
+    play = tmp_path / "render.yml"
+    play.write_text(RENDER.format(defaults=role / "defaults/main.yml",
+                                  vars=role / "vars/main.yml",
+                                  template=role / "templates/kdump.conf.j2",
+                                  exe=mkkdumprd_wrapper(tmp_path)))
+    dest = tmp_path / "kdump.conf"
+    env = environment(collections_path(tmp_path))
+    r = run([tool("ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
+             "-e", json.dumps({**extra, "dest": str(dest)})], env)
+    assert r.returncode == 0, r.stdout[-4000:]
+    written = [ln for ln in dest.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert written == lines
