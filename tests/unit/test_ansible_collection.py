@@ -161,22 +161,36 @@ def test_crashkernel_module_changes_once_and_honours_check_and_diff(tmp_path: Pa
     (root / "etc/default").mkdir(parents=True)
     (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     exe = str(mkkdumprd_wrapper(tmp_path))
-    args = {"root": str(root), "value": "512M", "executable": exe}
+    args = {"root": str(root), "value": "96M 256M,cma", "executable": exe}
     dropin = root / "etc/default/grub.d/mkkdumprd.cfg"
 
     checked = _module(tmp_path, "mkkdumprd_crashkernel", args, "--check", "--diff")
     assert checked["_rc"] == 0 and checked["changed"] is True, checked
-    assert "crashkernel=512M" in str(checked["diff_text"])
+    assert "crashkernel=256M,cma" in str(checked["diff_text"])
     assert not dropin.exists()
 
     applied = _module(tmp_path, "mkkdumprd_crashkernel", args)
     assert applied["changed"] is True and applied["reboot_required"] is True, applied
     assert applied["reserved"] is None       # a scratch root has no /sys
-    assert "crashkernel=512M" in dropin.read_text()
+    assert "crashkernel=96M" in dropin.read_text()
+    assert "crashkernel=256M,cma" in dropin.read_text()
 
     again = _module(tmp_path, "mkkdumprd_crashkernel", args)
     assert again["_rc"] == 0 and again["changed"] is False, again
     assert again["reboot_required"] is False
+
+
+def test_crashkernel_module_writes_the_recommendation(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/default").mkdir(parents=True)
+    (root / "proc").mkdir()
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    (root / "proc/meminfo").write_text("MemTotal:        4028536 kB\n")
+    args = {"root": str(root), "recommended": True, "executable": str(mkkdumprd_wrapper(tmp_path))}
+    applied = _module(tmp_path, "mkkdumprd_crashkernel", args)
+    assert applied["_rc"] == 0 and applied["changed"] is True, applied
+    assert "crashkernel=" in (root / "etc/default/grub.d/mkkdumprd.cfg").read_text()
+    assert _module(tmp_path, "mkkdumprd_crashkernel", args)["changed"] is False
 
 
 def test_service_module_fails_when_mkkdumprd_loads_nothing(tmp_path: Path) -> None:

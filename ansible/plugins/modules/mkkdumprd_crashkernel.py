@@ -23,9 +23,16 @@ description:
 options:
   value:
     description:
-      - The crashkernel= value (canonical grammar, e.g. C(512M), C(256M,cma),
-        C(1G-4G:192M,4G-:256M)). Default is the architecture's recommended table.
+      - The crashkernel= value or set (canonical grammar, e.g. C(512M),
+        C(96M 256M,cma), C(1G-4G:192M,4G-:256M)). Default is the architecture's table,
+        or with O(recommended) what C(mkkdumprd crashkernel recommend) gives.
     type: str
+  recommended:
+    description:
+      - Write what C(mkkdumprd crashkernel recommend) gives for this machine, recorded
+        as a recommendation so that C(auto_reset_crashkernel) may replace it later.
+    type: bool
+    default: false
   root:
     description: The system whose boot configuration is changed.
     type: path
@@ -51,9 +58,13 @@ EXAMPLES = r"""
   mkkdumprd.kdump.mkkdumprd_crashkernel:
   register: crashkernel
 
-- name: Reserve it from CMA
+- name: Reserve what mkkdumprd recommends for this machine
   mkkdumprd.kdump.mkkdumprd_crashkernel:
-    value: 256M,cma
+    recommended: true
+
+- name: Reserve a small base plus CMA memory the running kernel can use meanwhile
+  mkkdumprd.kdump.mkkdumprd_crashkernel:
+    value: 96M 256M,cma
 """
 
 RETURN = r"""
@@ -97,11 +108,13 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "value": {"type": "str"},
+            "recommended": {"type": "bool", "default": False},
             "root": {"type": "path", "default": "/"},
             "force": {"type": "bool", "default": False},
             "update_bootloader": {"type": "bool", "default": True},
             "executable": {"type": "str", "default": "mkkdumprd"},
         },
+        mutually_exclusive=[("value", "recommended")],
         supports_check_mode=True,
     )
     p = module.params
@@ -109,6 +122,8 @@ def main():
     argv = [exe, "crashkernel", "apply", "--root", p["root"]]
     if p["value"]:
         argv += ["--value", p["value"]]
+    if p["recommended"]:
+        argv.append("--recommended")
     if p["force"]:
         argv.append("--force")
 
