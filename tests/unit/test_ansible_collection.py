@@ -161,7 +161,8 @@ def test_crashkernel_module_changes_once_and_honours_check_and_diff(tmp_path: Pa
     (root / "etc/default").mkdir(parents=True)
     (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     exe = str(mkkdumprd_wrapper(tmp_path))
-    args = {"root": str(root), "value": "96M 256M,cma", "executable": exe}
+    # as the role passes it: recommended false beside a value
+    args = {"root": str(root), "value": "96M 256M,cma", "recommended": False, "executable": exe}
     dropin = root / "etc/default/grub.d/mkkdumprd.cfg"
 
     checked = _module(tmp_path, "mkkdumprd_crashkernel", args, "--check", "--diff")

@@ -114,10 +114,11 @@ def main():
             "update_bootloader": {"type": "bool", "default": True},
             "executable": {"type": "str", "default": "mkkdumprd"},
         },
-        mutually_exclusive=[("value", "recommended")],
         supports_check_mode=True,
     )
     p = module.params
+    if p["value"] and p["recommended"]:
+        module.fail_json(msg="value and recommended: true exclude each other")
     exe = module.get_bin_path(p["executable"], required=True)
     argv = [exe, "crashkernel", "apply", "--root", p["root"]]
     if p["value"]:
