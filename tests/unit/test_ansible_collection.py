@@ -290,3 +290,14 @@ def test_role_kdump_conf_from_system_role_variables_passes_config_check(
     assert r.returncode == 0, r.stdout[-4000:]
     written = [ln for ln in dest.read_text().splitlines() if ln and not ln.startswith("#")]
     assert written == lines
+
+
+def test_the_roles_vm_verification_finds_test_vm_in_this_mkkdumprd(tmp_path: Path) -> None:
+    """roles/mkkdumprd/tasks/verify.yml runs `mkkdumprd test --vm` only when `mkkdumprd test
+    --help` exits 0 and names --vm: true of this mkkdumprd."""
+    verify = (COLLECTION / "roles/mkkdumprd/tasks/verify.yml").read_text()
+    assert "argv: [\"{{ __mkkdumprd_exe }}\", test, --help]" in verify
+    assert "'--vm' in __mkkdumprd_test_help.stdout" in verify
+    r = subprocess.run([str(mkkdumprd_wrapper(tmp_path)), "test", "--help"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "--vm" in r.stdout, r.stderr
