@@ -59,10 +59,29 @@ def same_root(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def in_chroot(proc: Path = Path("/proc")) -> bool:
+    """Whether this process's / is not init's / (systemd-detect-virt --chroot's test).
+
+    Inside a chroot the running kernel is the outer machine's: a package hook or an
+    Ansible run preparing an image tree must never load into it or crash it. When
+    /proc/1/root cannot be read (no /proc, not root), nothing is known: False.
+    """
+    try:
+        init_root = os.stat(proc / "1" / "root")
+        own_root = os.stat("/")
+    except OSError:
+        return False
+    return (init_root.st_dev, init_root.st_ino) != (own_root.st_dev, own_root.st_ino)
+
+
 def kernel_for(root: Path, *, dry_run: bool = False) -> Kernel | None:
     """The running kernel when `root` is its system and this is no dry run, else None."""
     if dry_run or not same_root(root, RUNNING.root):
         return None
+    if RUNNING.syscall is real_syscall and in_chroot():
+        raise OperationError("this process runs in a chroot: the running kernel belongs to "
+                             "the machine outside it, so it is not loaded, unloaded or "
+                             "crashed from here (use --dry-run, or run on that machine)")
     if RUNNING.syscall is real_syscall and os.geteuid() != 0:
         # The kernel would say EPERM after the plan; say it first, touching nothing.
         raise OperationError("loading or unloading the crash kernel needs root "

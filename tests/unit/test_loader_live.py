@@ -62,6 +62,26 @@ def test_running_kernel_only_for_the_running_root(tmp_path: Path) -> None:
     assert live.why_not(Path("/"), dry_run=True) == "dry run"
 
 
+def test_chroot_is_told_from_init_s_root(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "root").symlink_to("/")
+    assert not live.in_chroot(tmp_path)          # init's / is ours
+    (tmp_path / "1" / "root").unlink()
+    (tmp_path / "1" / "root").symlink_to(tmp_path)
+    assert live.in_chroot(tmp_path)              # init's / is another tree
+    assert not live.in_chroot(tmp_path / "missing")   # nothing known
+
+
+def test_a_chroot_never_gets_the_running_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real calls, as outside the test suite; the refusal comes before any of them.
+    monkeypatch.setattr(live, "RUNNING", live.Kernel(Path("/"), kexec.real_syscall,
+                                                     live.run_kexec))
+    monkeypatch.setattr(live, "in_chroot", lambda: True)
+    with pytest.raises(live.OperationError, match="runs in a chroot"):
+        live.kernel_for(Path("/"))
+    assert live.kernel_for(Path("/"), dry_run=True) is None
+
+
 @pytest.mark.parametrize("argv", [
     ["load", "--dry-run", "--arch", "x86_64"],
     ["load", "-n", "--arch", "x86_64", "--kernel", "/proc/self/exe", "--no-initrd"],
