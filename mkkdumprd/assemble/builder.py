@@ -443,12 +443,17 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
             "fstype": target.fstype or "",
             "path": target.path,
             "server": target.server or "",
+            "mount_options": target.mount_options or "",
         },
         # Empty device: no root filesystem to fall back to (dump_to_rootfs unavailable).
         "rootfs": {
             "device": (rootfs.device or "") if rootfs else "",
             "fstype": (rootfs.fstype or "") if rootfs else "",
-            "path": config.path,
+            # rootfs.path: where / is inside what the capture kernel mounts (a btrfs
+            # subvolume is mounted by id, so usually /).
+            "path": posixpath.join(rootfs.path, config.path.lstrip("/")) if rootfs
+            else config.path,
+            "mount_options": (rootfs.mount_options or "") if rootfs else "",
         },
         "collector_fs": fs,
         "collector_stream": stream,

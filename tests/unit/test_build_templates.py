@@ -248,7 +248,7 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     """Every string of the template context is `value`, every image path is below `root`."""
     config = _config(kdump_pre=value, kdump_post=value,
                      core_collector=("makedumpfile", "-d", "31", value))
-    target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value)
+    target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value, mount_options=value)
     # every step of a rebuilt bond/bridge/VLAN stack, each argument the hostile value
     steps = tuple(Step(op, (value,) * n) for op, n in OPS.items())
     network = NetworkSettings(**{**dict.fromkeys(NetworkSettings.__dataclass_fields__, value),
@@ -261,7 +261,8 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     return _context(config, target, paths=_paths(root),
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
-                    rootfs={"device": value, "fstype": value, "path": value},
+                    rootfs={"device": value, "fstype": value, "path": value,
+                            "mount_options": value},
                     network=network, nfs=nfs, ssh=ssh,
                     watchdog=WatchdogSettings((value, value)))
 
@@ -273,12 +274,14 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         "KDUMP_FAILURE_ACTION": value, "KDUMP_FINAL_ACTION": value,
         "KDUMP_SYSRQ": p["sysrq_trigger"], "KDUMP_VMCORE": p["vmcore"],
         "KDUMP_ROOT_DEV": value, "KDUMP_ROOT_FSTYPE": value, "KDUMP_ROOT_PATH": value,
+        "KDUMP_ROOT_OPTS": value,
         "KDUMP_SYSROOT": p["sysroot"],
     }
     if kind in ("local", "raw"):
         out["KDUMP_TARGET"] = value
     if kind == "local":
-        out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
+        out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"],
+                "KDUMP_MNT_OPTS": value}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
         out["KDUMP_NET_SYS"] = p["sys_net"]
@@ -646,7 +649,8 @@ def _run_to_rootfs(tmp_path: Path, shell: str, blockdev: Path,
         FAKES["findfs"] = fake_findfs
         return _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
                          env=env, modules=["base", "kdump", "dump-to-rootfs"],
-                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
+                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash",
+                                 "mount_options": ""},
                          paths={"sysroot": str(tmp_path / "sysroot")})
     finally:
         FAKES.clear()
