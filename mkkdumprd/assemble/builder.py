@@ -69,6 +69,8 @@ class BuildRequest:
     hostonly: bool = True
     add_drivers: tuple[str, ...] = ()
     omit_drivers: tuple[str, ...] = ()
+    # modules.d entries asked for by name (dracut's --add), e.g. lvm, mdraid, crypt
+    add_modules: tuple[str, ...] = ()
     compression: Compression = Compression.ZSTD
     level: int | None = None
     output: Path | None = None
@@ -172,16 +174,19 @@ def plan_image(req: BuildRequest) -> Plan:
     from mkkdumprd.assemble.moduledef import load_all
     from mkkdumprd.assemble.resolver import resolve
     from mkkdumprd.assemble.target import resolve_rootfs, resolve_target
+    from mkkdumprd.storage.discover import storage_modules, with_stack
 
     config = req.config
-    active = resolve(load_all(req.modules_dir or data_dir("modules.d")), config,
-                     machine_facts(req.machine, req.hostonly))
+    defs = load_all(req.modules_dir or data_dir("modules.d"))
+    target, warnings = resolve_target(config, req.machine, req.hostonly)
+    target = with_stack(target, req.machine, req.hostonly)
+    active = resolve(defs, config, machine_facts(req.machine, req.hostonly),
+                     storage_modules(target, req.add_modules))
     if not any(config.target.kind in m.when.targets for m in active):
         raise UsageError(
             f"no module in modules.d handles {config.target.kind.value} targets yet; "
             f"use a local or raw target"
         )
-    target, warnings = resolve_target(config, req.machine, req.hostonly)
     network = capture_network(req, target)
     warnings = list(warnings)
     rootfs = None

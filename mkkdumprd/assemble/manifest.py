@@ -98,6 +98,7 @@ def request_record(req: BuildRequest) -> dict[str, Any]:
         "source_date_epoch": str(sde) if sde is not None
         else os.environ.get("SOURCE_DATE_EPOCH", "").strip(),
         "config": config_record(req.config),
+        **({"add_modules": list(req.add_modules)} if req.add_modules else {}),
     }
 
 

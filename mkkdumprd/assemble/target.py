@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 from mkkdumprd.config.model import LOCAL_FSTYPES, KdumpConfig, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host, Mount
+from mkkdumprd.storage.stack import Stack
 
 _TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid"}
 
@@ -39,6 +40,7 @@ class ResolvedTarget:
     # built only from digits and known names, never from free text.
     mount_options: str | None = None
     subvolume: str | None = None   # btrfs: the subvolume mounted (for messages)
+    stack: Stack | None = None     # host-only: the block stack under a local target
 
     def describe(self) -> str:
         if self.kind is TargetKind.RAW:
