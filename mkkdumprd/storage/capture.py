@@ -106,6 +106,10 @@ def lvm_conf(stack: Stack | None) -> str:
               "}",
               "global {",
               "    locking_dir = \"/run/lock/lvm\"",
+              "    use_lvmpolld = 0",
+              # Activation of a thin pool runs thin_check first; the image does not carry
+              # thin-provisioning-tools (the first kernel checks the pool at boot).
+              "    thin_check_executable = \"\"",
               "}",
               ""]
     return "\n".join(lines)
