@@ -139,7 +139,7 @@ mdadm --stop /dev/md0
         vmcore.assert_sysrq_crash(vmcore.dump_dmesg(d / "vmcore"), f"{d.name}/vmcore")
 
 
-@pytest.mark.vm
+@pytest.mark.vm  # 189 s here with other helpers' load (three boots)
 def test_btrfs_dump_path_inside_subvolume_root(kernel: Kernel, tools: Path,
                                                tmp_path: Path) -> None:
     # Host-only, against a machine whose / is subvolume "root" of the btrfs on vdb1 (the
