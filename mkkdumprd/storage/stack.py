@@ -128,6 +128,10 @@ class Stack:
     def kernel_modules(self) -> list[str]:
         return list(dict.fromkeys(m for x in self.layers() for m in x.kernel_modules))
 
+    def luks_uuids(self) -> list[str]:
+        """The LUKS volumes whose keys the loader must hand to the capture kernel."""
+        return [x.luks_uuid for x in self.layers() if x.kind is Kind.CRYPT]
+
 
 def discover(host: Host, node: PurePosixPath, fstype: str, fs_uuid: str | None = None) -> Stack:
     """The stack under the block device `node` (a /dev path in host's view)."""
