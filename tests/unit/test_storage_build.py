@@ -158,3 +158,18 @@ def test_luks_with_crash_dm_crypt(kernel: Kernel, sysroot: Host, tmp_path: Path)
     assert "kdump_crypt_open c0ffee00-c0ff-ee00-c0ff-ee00c0ffee00 luks-c0ffee00 vdc1" in text
     assert '--volume-key-keyring "%user:kdump-cryptsetup:vk-$1"' in text
     assert_clean([storage], exclude=["SC2034"])
+
+
+def test_crashkernel_estimate_has_a_crypt_term() -> None:
+    from dataclasses import replace
+
+    from mkkdumprd.arch import load_arch
+    from mkkdumprd.crashkernel import recommend as rec
+
+    base = rec.EstimateInputs(arch=load_arch("x86_64"), ram=4 << 30, kernel_runtime=40 << 20,
+                              kernel_source="k", image_compressed=10 << 20,
+                              image_unpacked=30 << 20, image_entries=300, image_source="i",
+                              modules=5 << 20, module_count=20, cpus=1)
+    plain, crypt = rec.estimate(base), rec.estimate(replace(base, crypt=True))
+    assert [t for t in crypt.terms if t.name == "crypt"][0].size == rec.CRYPT_TERM
+    assert crypt.total - plain.total >= rec.CRYPT_TERM
