@@ -171,5 +171,5 @@ def test_crashkernel_estimate_has_a_crypt_term() -> None:
                               image_unpacked=30 << 20, image_entries=300, image_source="i",
                               modules=5 << 20, module_count=20, cpus=1)
     plain, crypt = rec.estimate(base), rec.estimate(replace(base, crypt=True))
-    assert [t for t in crypt.terms if t.name == "crypt"][0].size == rec.CRYPT_TERM
+    assert next(t for t in crypt.terms if t.name == "crypt").size == rec.CRYPT_TERM
     assert crypt.total - plain.total >= rec.CRYPT_TERM

@@ -76,7 +76,7 @@ lvm vgchange -an vg0
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~2.5 min under TCG here
+@pytest.mark.slow  # 169 s under TCG here (three boots)
 def test_xfs_on_thin_lv(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     fs = str(uuid.uuid4())
     image = _build(kernel, tools, tmp_path / "capture.img", "--add", "lvm",
