@@ -173,3 +173,21 @@ def test_crashkernel_estimate_has_a_crypt_term() -> None:
     plain, crypt = rec.estimate(base), rec.estimate(replace(base, crypt=True))
     assert next(t for t in crypt.terms if t.name == "crypt").size == rec.CRYPT_TERM
     assert crypt.total - plain.total >= rec.CRYPT_TERM
+
+
+def test_config_check_prints_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from mkkdumprd.cli import main
+
+    machine = _machine(tmp_path)
+    monkeypatch.setattr(Host, "this_machine", classmethod(lambda cls: machine))
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("path /var/crash\n")
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(conf)])
+    assert r.exit_code == 0, r.output
+    assert "stack: ext4 on LV vg0/crash on md0 (raid1: vdc1 vdd1)\n" in r.output
+    # A layer the capture image cannot set up is an error of the check.
+    (machine.root / "sys/devices/virtual/block/dm-0/dm/uuid").write_text("mpath-36001\n")
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(conf)])
+    assert r.exit_code == 2 and "vg0-crash (multipath)" in r.output, r.output
