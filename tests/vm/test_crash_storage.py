@@ -102,7 +102,7 @@ lvm vgchange -an vg1
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~4 min under TCG here: two crash cycles and a read-back boot
+@pytest.mark.slow  # 240 s under TCG here: two crash cycles and a read-back boot
 def test_ext4_on_md_raid1_healthy_then_member_missing(kernel: Kernel, tools: Path,
                                                       tmp_path: Path) -> None:
     fs = str(uuid.uuid4())
