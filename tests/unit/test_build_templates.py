@@ -40,6 +40,7 @@ from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.resources import data_dir
+from mkkdumprd.storage.capture import LogicalVolume, LuksVolume, MdArray, StorageSettings
 from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
@@ -177,7 +178,8 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                            timeout=3,
                            module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH,
                                         "emergency": EMERGENCY, "fence_kdump": FENCE,
-                                        "watchdog": WATCHDOG})
+                                        "watchdog": WATCHDOG,
+                                        "storage": StorageSettings(describe="")})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -195,6 +197,7 @@ SCRIPTS = {
     "emergency.sh.j2": "emergency_sh",
     "fence-kdump.sh.j2": "fence_kdump_sh",
     "watchdog.sh.j2": "watchdog_sh",
+    "storage.sh.j2": "storage_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
@@ -258,7 +261,12 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                       destination=value, path=value, remote_prefix=value,
                       commands=DumpCommands(**dict.fromkeys(DumpCommands.__dataclass_fields__,
                                                             value)))
-    return _context(config, target, paths=_paths(root),
+    storage = StorageSettings(
+        describe=value, md=(MdArray(value, value, (value, value)),),
+        lvm=(LogicalVolume(value, value, value),), crypt=(LuksVolume(value, value, value),),
+        md_all=value, lvm_all=value, crypt_all=value)
+    return _context(config, target, paths=_paths(root), storage=storage,
+                    modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs"],
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value,
@@ -281,7 +289,8 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         out["KDUMP_TARGET"] = value
     if kind == "local":
         out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"],
-                "KDUMP_MNT_OPTS": value}
+                "KDUMP_MNT_OPTS": value, "KDUMP_STORAGE_DESC": value,
+                "KDUMP_STORAGE_LOG": p["storage_log"]}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
         out["KDUMP_NET_SYS"] = p["sys_net"]
