@@ -93,7 +93,8 @@ def _default_arch(view: Host) -> str:
               help="Kernel modules to add (names or aliases, comma or space separated; "
                    "repeatable). Needed with --no-hostonly: e.g. virtio_pci,virtio_blk,ext4.")
 @click.option("--add", "add_modules", multiple=True, metavar="MODULE,..",
-              help="modules.d entries to add (comma or space separated; repeatable), for "
+              help="Capture-image modules (modules.d) to add (comma or space separated; "
+                   "repeatable), for "
                    "what host-only discovery cannot see: lvm, mdraid, crypt, btrfs under a "
                    "local target of another machine (dracut's --add).")
 @click.option("--omit-drivers", multiple=True, metavar="M,..",
