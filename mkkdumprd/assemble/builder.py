@@ -69,6 +69,8 @@ class BuildRequest:
     hostonly: bool = True
     add_drivers: tuple[str, ...] = ()
     omit_drivers: tuple[str, ...] = ()
+    # modules.d entries asked for by name (dracut's --add), e.g. lvm, mdraid, crypt
+    add_modules: tuple[str, ...] = ()
     compression: Compression = Compression.ZSTD
     level: int | None = None
     output: Path | None = None
@@ -172,16 +174,19 @@ def plan_image(req: BuildRequest) -> Plan:
     from mkkdumprd.assemble.moduledef import load_all
     from mkkdumprd.assemble.resolver import resolve
     from mkkdumprd.assemble.target import resolve_rootfs, resolve_target
+    from mkkdumprd.storage.discover import storage_modules, with_stack
 
     config = req.config
-    active = resolve(load_all(req.modules_dir or data_dir("modules.d")), config,
-                     machine_facts(req.machine, req.hostonly))
+    defs = load_all(req.modules_dir or data_dir("modules.d"))
+    target, warnings = resolve_target(config, req.machine, req.hostonly)
+    target = with_stack(target, req.machine, req.hostonly)
+    active = resolve(defs, config, machine_facts(req.machine, req.hostonly),
+                     storage_modules(target, req.add_modules))
     if not any(config.target.kind in m.when.targets for m in active):
         raise UsageError(
             f"no module in modules.d handles {config.target.kind.value} targets yet; "
             f"use a local or raw target"
         )
-    target, warnings = resolve_target(config, req.machine, req.hostonly)
     network = capture_network(req, target)
     warnings = list(warnings)
     rootfs = None
@@ -443,12 +448,17 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
             "fstype": target.fstype or "",
             "path": target.path,
             "server": target.server or "",
+            "mount_options": target.mount_options or "",
         },
         # Empty device: no root filesystem to fall back to (dump_to_rootfs unavailable).
         "rootfs": {
             "device": (rootfs.device or "") if rootfs else "",
             "fstype": (rootfs.fstype or "") if rootfs else "",
-            "path": config.path,
+            # rootfs.path: where / is inside what the capture kernel mounts (a btrfs
+            # subvolume is mounted by id, so usually /).
+            "path": posixpath.join(rootfs.path, config.path.lstrip("/")) if rootfs
+            else config.path,
+            "mount_options": (rootfs.mount_options or "") if rootfs else "",
         },
         "collector_fs": fs,
         "collector_stream": stream,

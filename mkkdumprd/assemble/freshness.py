@@ -158,7 +158,10 @@ def _target_changes(req: BuildRequest, manifest: Mapping[str, Any]) -> list[str]
     from mkkdumprd.assemble.target import resolve_target
 
     try:
+        from mkkdumprd.storage.discover import with_stack
+
         target, _ = resolve_target(req.config, req.machine, True)
+        target = with_stack(target, req.machine, True)
     except MkkdumprdError as exc:
         return [f"the dump target cannot be resolved now ({exc})"]
     old = (manifest.get("config") or {}).get("target") or {}

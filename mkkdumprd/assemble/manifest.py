@@ -45,8 +45,18 @@ def kdump_conf_text(config: KdumpConfig, target: ResolvedTarget) -> str:
 
 def target_dict(target: ResolvedTarget) -> dict[str, Any]:
     """The dump target as this build resolved it (also what freshness compares with)."""
-    return {"kind": target.kind.value, "device": target.device, "fstype": target.fstype,
-            "server": target.server, "path": target.path}
+    out: dict[str, Any] = {"kind": target.kind.value, "device": target.device,
+                           "fstype": target.fstype, "server": target.server,
+                           "path": target.path}
+    # Only when present, so images of plain targets keep their manifest byte for byte.
+    if target.mount_options:
+        out["mount_options"] = target.mount_options
+    if target.stack is not None and target.stack.modules():
+        out["stack"] = target.stack.describe()
+        luks = target.stack.luks_uuids()
+        if luks:
+            out["luks"] = luks
+    return out
 
 
 def config_dict(config: KdumpConfig, target: ResolvedTarget) -> dict[str, Any]:
@@ -98,6 +108,7 @@ def request_record(req: BuildRequest) -> dict[str, Any]:
         "source_date_epoch": str(sde) if sde is not None
         else os.environ.get("SOURCE_DATE_EPOCH", "").strip(),
         "config": config_record(req.config),
+        **({"add_modules": list(req.add_modules)} if req.add_modules else {}),
     }
 
 

@@ -10,11 +10,12 @@ ImageSpec is assembled, with both reasons).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError, When
 from mkkdumprd.config.directives import conditions
 from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.errors import UsageError
 
 
 def _matches(when: When, config: KdumpConfig, conds: frozenset[str],
@@ -24,11 +25,18 @@ def _matches(when: When, config: KdumpConfig, conds: frozenset[str],
 
 
 def resolve(modules: Mapping[str, ModuleDef], config: KdumpConfig,
-            facts: frozenset[str] = frozenset()) -> list[ModuleDef]:
+            facts: frozenset[str] = frozenset(),
+            extra: Collection[str] = ()) -> list[ModuleDef]:
     """Active modules for `config` and the machine's `facts` (assemble/machine_facts.py),
+    plus those named in `extra` (found under the target or asked for with --add),
     dependencies first."""
     conds = conditions(config)
-    roots = sorted(n for n, m in modules.items() if _matches(m.when, config, conds, facts))
+    unknown = sorted(set(extra) - set(modules))
+    if unknown:
+        raise UsageError(f"unknown module {', '.join(unknown)} (--add; known: "
+                         f"{', '.join(sorted(modules))})")
+    roots = sorted({*extra, *(n for n, m in modules.items()
+                              if _matches(m.when, config, conds, facts))})
     active: set[str] = set()
     stack = list(roots)
     while stack:

@@ -5,8 +5,12 @@ names may differ in the capture kernel: a local target's device (link, kernel na
 PARTUUID=) is turned into `UUID=` (found by busybox findfs at dump time) when the machine
 the image is for shows the filesystem's UUID; a link without one becomes its kernel name
 (with a warning). A local target without a device line is the filesystem holding `path`,
-as in Fedora: the device comes from the mount table and `path` becomes relative to that
-mount point. Host-only builds check that the device exists and, when it is mounted, that
+as in Fedora: the device comes from the mount table and `path` becomes relative to the
+filesystem the capture kernel mounts. That is not the mount point's view when the mount
+shows only part of the filesystem (mountinfo's root field: a bind mount, a btrfs
+subvolume): the path is joined to that root, and a btrfs subvolume is mounted by its
+`subvolid=` (from the mount's options), so the dump lands where the running system sees
+`path`. Host-only builds check that the device exists and, when it is mounted, that
 `path` exists on it; images for another machine (--no-hostonly) take the target as given.
 """
 
@@ -19,6 +23,7 @@ from pathlib import PurePosixPath
 from mkkdumprd.config.model import LOCAL_FSTYPES, KdumpConfig, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host, Mount
+from mkkdumprd.storage.stack import Stack
 
 _TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid"}
 
@@ -31,12 +36,18 @@ class ResolvedTarget:
     path: str                   # dump directory relative to the target's root
     host_device: PurePosixPath | None = None   # the node in the system view (host-only)
     server: str | None = None
+    # Extra mount options the capture kernel needs to see the same tree (btrfs subvolid=N);
+    # built only from digits and known names, never from free text.
+    mount_options: str | None = None
+    subvolume: str | None = None   # btrfs: the subvolume mounted (for messages)
+    stack: Stack | None = None     # host-only: the block stack under a local target
 
     def describe(self) -> str:
         if self.kind is TargetKind.RAW:
             return f"raw {self.device}"
         if self.kind is TargetKind.LOCAL:
-            return f"{self.fstype or 'local'} {self.device}:{self.path}"
+            sub = f" subvolume {self.subvolume}" if self.subvolume else ""
+            return f"{self.fstype or 'local'} {self.device}{sub}:{self.path}"
         return f"{self.kind.value} {self.server}:{self.path}"
 
 
@@ -61,7 +72,7 @@ def resolve_target(config: KdumpConfig, system: Host,
     dev, node = _device(t.device, system, hostonly, warnings, where, allow_tags=True)
     fstype = t.fstype
     if hostonly and node is not None:
-        mnt = _mount_of_device(system, node)
+        mnt = _mount_of_device(system, node, config.path)
         if mnt is not None:
             if fstype and mnt.fstype != fstype:
                 raise UsageError(
@@ -69,8 +80,8 @@ def resolve_target(config: KdumpConfig, system: Host,
                     f"fix the filesystem type in the target line"
                 )
             fstype = fstype or mnt.fstype
-            full = posixpath.join(mnt.mountpoint, config.path.lstrip("/"))
-            if not system.is_dir(full):
+            full = _seen_at(mnt, config.path)
+            if full is not None and not system.is_dir(full):
                 raise UsageError(
                     f"dump path {config.path} does not exist on the dump target {t.device} "
                     f"(mounted at {mnt.mountpoint}); create {full} first"
@@ -106,14 +117,51 @@ def _local_from_path(config: KdumpConfig, system: Host, hostonly: bool,
         raise UsageError(f"dump path {config.path} does not exist; create it first")
     rel = "/" + posixpath.relpath(real, best.mountpoint) if real != best.mountpoint else "/"
     dev, node = _device(best.source, system, True, warnings, "", allow_tags=True)
-    return ResolvedTarget(TargetKind.LOCAL, dev, best.fstype, rel, host_device=node), warnings
+    path, options, subvol = fs_view(best, rel)
+    return ResolvedTarget(TargetKind.LOCAL, dev, best.fstype, path, host_device=node,
+                          mount_options=options, subvolume=subvol), warnings
 
 
-def _mount_of_device(system: Host, node: PurePosixPath) -> Mount | None:
-    for m in system.mounts():
-        if m.source.startswith("/dev/") and system.resolve(m.source) == node:
-            return m
-    return None
+def fs_view(mount: Mount, rel: str) -> tuple[str, str | None, str | None]:
+    """(path below what the capture kernel mounts, its mount options, btrfs subvolume) for
+    `rel`, a path below `mount`'s mount point.
+
+    mountinfo's root field is the directory of the filesystem shown at the mount point
+    (not / for a bind mount or a btrfs subvolume). The capture kernel mounts the whole
+    filesystem, or for btrfs the same subvolume by id, so the path is re-rooted there.
+    """
+    inside = posixpath.normpath(posixpath.join(mount.root or "/", rel.lstrip("/")))
+    if mount.fstype != "btrfs":
+        return inside, None, None
+    opts = dict(o.partition("=")[::2] for o in mount.superopts.split(","))
+    subvolid, subvol = opts.get("subvolid", ""), opts.get("subvol", "")
+    if not subvolid.isdigit() or not subvol.startswith("/"):
+        return inside, None, None
+    if inside != subvol and not inside.startswith(subvol.rstrip("/") + "/"):
+        return inside, None, None
+    below = "/" + posixpath.relpath(inside, subvol) if inside != subvol else "/"
+    return below, f"subvolid={subvolid}", subvol
+
+
+def _mount_of_device(system: Host, node: PurePosixPath, path: str) -> Mount | None:
+    """A mount of `node` showing `path` (a path from the filesystem's root), preferring one
+    of the whole filesystem."""
+    found = [m for m in system.mounts()
+             if m.source.startswith("/dev/") and system.resolve(m.source) == node]
+    shows = [m for m in found if _seen_at(m, path) is not None]
+    return next((m for m in shows if m.root == "/"), shows[0] if shows else
+                (found[0] if found else None))
+
+
+def _seen_at(mount: Mount, path: str) -> str | None:
+    """Where the running system sees `path` (from the filesystem's root) through `mount`,
+    or None when the mount does not show it."""
+    root = mount.root or "/"
+    p = posixpath.normpath("/" + path.lstrip("/"))
+    if root != "/" and p != root and not p.startswith(root.rstrip("/") + "/"):
+        return None
+    rest = posixpath.relpath(p, root)
+    return mount.mountpoint if rest == "." else posixpath.join(mount.mountpoint, rest)
 
 
 def _device(spec: str, system: Host, hostonly: bool, warnings: list[str], where: str,
@@ -201,4 +249,6 @@ def resolve_rootfs(system: Host, hostonly: bool) -> tuple[ResolvedTarget | None,
         ]
     warnings: list[str] = []
     dev, node = _device(root.source, system, True, warnings, "", allow_tags=True)
-    return ResolvedTarget(TargetKind.LOCAL, dev, root.fstype, "/", host_device=node), warnings
+    path, options, subvol = fs_view(root, "/")
+    return ResolvedTarget(TargetKind.LOCAL, dev, root.fstype, path, host_device=node,
+                          mount_options=options, subvolume=subvol), warnings

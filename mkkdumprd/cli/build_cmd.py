@@ -92,6 +92,11 @@ def _default_arch(view: Host) -> str:
 @click.option("--add-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to add (names or aliases, comma or space separated; "
                    "repeatable). Needed with --no-hostonly: e.g. virtio_pci,virtio_blk,ext4.")
+@click.option("--add", "add_modules", multiple=True, metavar="MODULE,..",
+              help="Capture-image modules (modules.d) to add (comma or space separated; "
+                   "repeatable), for "
+                   "what host-only discovery cannot see: lvm, mdraid, crypt, btrfs under a "
+                   "local target of another machine (dracut's --add).")
 @click.option("--omit-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to leave out wherever they appear.")
 @click.option("--hostonly/--no-hostonly", default=True,
@@ -121,7 +126,8 @@ def _default_arch(view: Host) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
 def build(config_path: Path | None, target_spec: str | None, kver: str | None,
           kmoddir: Path | None, sysroot: Path | None, arch: str | None,
-          add_drivers: tuple[str, ...], omit_drivers: tuple[str, ...], hostonly: bool,
+          add_drivers: tuple[str, ...], add_modules: tuple[str, ...],
+          omit_drivers: tuple[str, ...], hostonly: bool,
           compress: str, output: Path | None, force: bool, timeout: int,
           size_report: bool, ip: str | None, quiet: bool) -> None:
     """Build a kdump capture initramfs for a kernel.
@@ -161,6 +167,7 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     req = BuildRequest(
         config=config, kver=kver, kmoddir=kmoddir, sysroot=view, machine=view, arch=arch_name,
         hostonly=hostonly, add_drivers=_split(add_drivers), omit_drivers=_split(omit_drivers),
+        add_modules=_split(add_modules),
         compression=Compression(compress), output=out, timeout=timeout, ip=_checked_ip(ip),
     )
 
@@ -188,6 +195,8 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     click.echo(f"image:    {out}")
     click.echo(f"kernel:   {kver} ({arch_name})")
     click.echo(f"target:   {result.target.describe()}")
+    if result.target.stack is not None:
+        click.echo(f"stack:    {result.target.stack.describe()}")
     click.echo(f"size:     {human_size(stats.compressed_size)} {compress}, "
                f"{human_size(stats.unpacked_size)} unpacked")
     click.echo(f"entries:  {stats.entries}; kernel modules: {len(result.kernel_modules)}; "

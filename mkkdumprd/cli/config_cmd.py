@@ -91,24 +91,33 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
 
     Only the file is read (no device, server or kernel is needed), except that
     makedumpfile, when installed here, is asked whether it accepts core_collector's
-    options. Warnings (the obsolete `default`, ignored dracut_args flags, ...) go to stderr
-    with file:line. `dracut_args --mount "DEV DIR FSTYPE"` is read as the dump target
-    (Fedora's rules); `config show` writes it as a target line.
+    options, and a local target on LVM, md RAID or LUKS on this machine is described in one
+    `stack:` line (a layer the capture image cannot set up is an error). Warnings (the
+    obsolete `default`, ignored dracut_args flags, ...) go to stderr with file:line.
+    `dracut_args --mount "DEV DIR FSTYPE"` is read as the dump target (Fedora's rules);
+    `config show` writes it as a target line.
     """
     source, config, errors, warnings = _resolve(config_file, target_spec)
+    stack: str | None = None
     if config is not None and not errors:
         collector_errors, collector_warnings = _collector_check(config)
         errors += collector_errors
         warnings += collector_warnings
+        stack, stack_error = _stack_line(config)
+        if stack_error:
+            errors.append(Diagnostic(None, stack_error))
     if as_json:
         doc = {
             "valid": not errors,
             "config": config_as_dict(config) if config is not None and not errors else None,
             "warnings": [diagnostic_as_dict(d, source) for d in warnings],
             "errors": [diagnostic_as_dict(d, source) for d in errors],
+            **({"stack": stack} if stack else {}),
         }
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
+        if stack:
+            click.echo(f"stack: {stack}")
         _echo_diagnostics("warning", warnings)
         _echo_diagnostics("error", errors)
         if errors:
@@ -120,6 +129,32 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
         else:
             click.echo(f"{source}: valid")
     ctx.exit(2 if errors else 0)
+
+
+def _stack_line(config: KdumpConfig) -> tuple[str | None, str | None]:
+    """(the block stack under a local target on this machine when it has layers, an error
+    for a layer the capture image cannot set up); anything else this machine cannot tell
+    (no such device here: a config for another machine) says nothing."""
+    from mkkdumprd.assemble.target import resolve_target
+    from mkkdumprd.config.model import TargetKind
+    from mkkdumprd.errors import MkkdumprdError
+    from mkkdumprd.host import Host
+    from mkkdumprd.storage.discover import with_stack
+    from mkkdumprd.storage.stack import UnsupportedLayer
+
+    if config.target.kind is not TargetKind.LOCAL:
+        return None, None
+    machine = Host.this_machine()
+    try:
+        target, _ = resolve_target(config, machine, True)
+        target = with_stack(target, machine, True)
+    except UnsupportedLayer as exc:
+        return None, str(exc)
+    except (MkkdumprdError, OSError):
+        return None, None
+    if target.stack is None or not target.stack.modules():
+        return None, None
+    return target.stack.describe(), None
 
 
 @config_group.command("show")

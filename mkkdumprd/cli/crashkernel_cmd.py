@@ -158,7 +158,7 @@ def _recommendation(arch: str | None, mem: int | None, image: Path | None,
         image_compressed=facts.compressed, image_unpacked=facts.unpacked,
         image_entries=facts.entries, image_source=str(image), modules=facts.modules,
         module_count=facts.module_count, cpus=rec.capture_cpus(info, host), luks=luks,
-        hardware=hardware, elfcorehdr=lay.elfcorehdr_size(info, cfg))
+        hardware=hardware, elfcorehdr=lay.elfcorehdr_size(info, cfg), crypt=facts.crypt)
     use_cma, why = lay.cma_support(info, cfg)
     if use_cma and no_cma:
         use_cma, why = False, "--no-cma"

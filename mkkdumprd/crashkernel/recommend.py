@@ -22,6 +22,10 @@ which is while the initramfs is being unpacked and then while makedumpfile runs:
                capped at 32 MiB (makedumpfile cycles beyond that), plus 96 B per 128 MiB.
   luks         Argon2 memory of the LUKS keyslot to open (--luks-memory), when the dump
                target is encrypted.
+  crypt        an image that opens LUKS volumes (it carries cryptsetup): 8 MiB for
+               cryptsetup and its libraries, dm-crypt's per-CPU buffers and the handed-over
+               keys. The volume key comes from the first kernel (CONFIG_CRASH_DM_CRYPT), so
+               no Argon2 runs in the capture kernel.
 
 margin: 20 % of everything but the LUKS term, plus 16 MiB (page-cache of the dump being
 written, fragmentation, drivers probing). The result is rounded up to 16 MiB.
@@ -50,6 +54,7 @@ PER_128M_HEADER = 96
 ENTRY_OVERHEAD = 1 * KiB
 STRUCT_PAGE = 64
 COMPRESSED_KO_FACTOR = 3
+CRYPT_TERM = 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class EstimateInputs:
     luks: int = 0
     hardware: tuple[Term, ...] = ()      # layout.hardware_terms, each with its source
     elfcorehdr: int = 1 * MiB            # ELF core headers kexec places in the reservation
+    crypt: bool = False          # the image opens LUKS volumes (carries cryptsetup)
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,9 @@ def estimate(inp: EstimateInputs) -> Estimate:
     # memmap of the reservation itself: solve x = s + x*64/page for x.
     memmap = before_memmap * STRUCT_PAGE // (a.page_size - STRUCT_PAGE)
     terms.append(Term("memmap", memmap, f"{STRUCT_PAGE} B struct page per {a.page_size} B"))
+    if inp.crypt:
+        terms.append(Term("crypt", CRYPT_TERM,
+                          "cryptsetup, dm-crypt buffers, handed-over volume keys"))
     if inp.luks:
         terms.append(Term("luks", inp.luks, "LUKS keyslot Argon2 memory"))
     subtotal = sum(t.size for t in terms)
@@ -211,6 +220,7 @@ class ImageFacts:
     entries: int
     modules: int
     module_count: int
+    crypt: bool = False
 
 
 def image_facts(path: Path, page_size: int) -> ImageFacts:
@@ -220,7 +230,9 @@ def image_facts(path: Path, page_size: int) -> ImageFacts:
     unpacked = 0
     modules = 0
     count = 0
+    crypt = False
     for m in members:
+        crypt = crypt or (m.kind == "file" and m.path.endswith("bin/cryptsetup"))
         if m.kind == "file":
             unpacked += round_up(m.size, page_size)
         p = m.path
@@ -233,7 +245,7 @@ def image_facts(path: Path, page_size: int) -> ImageFacts:
             elif re.search(r"\.ko\.(xz|gz|zst)$", name):
                 modules += m.size * COMPRESSED_KO_FACTOR
                 count += 1
-    return ImageFacts(path.stat().st_size, unpacked, len(members), modules, count)
+    return ImageFacts(path.stat().st_size, unpacked, len(members), modules, count, crypt)
 
 
 def kernel_facts(path: Path | None, arch: ArchInfo) -> tuple[int, str]:

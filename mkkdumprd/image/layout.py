@@ -22,6 +22,10 @@ EMERGENCY_SH = f"{INIT_D}/10-emergency.sh"       # kdump_emergency: defines the 
 COLLECTOR_SH = f"{LIBDIR}/collector.sh"
 TARGET_SH = f"{LIBDIR}/target.sh"         # the one dump target's script (local, raw, nfs, ssh)
 ROOTFS_SH = f"{LIBDIR}/rootfs.sh"
+STORAGE_SH = f"{LIBDIR}/storage.sh"      # md/LVM/LUKS set-up under a local target
+LVM_CONF = "/etc/lvm/lvm.conf"
+MDADM_CONF = "/etc/mdadm/mdadm.conf"
+STORAGE_LOG = "/run/kdump/storage.log"   # what mdadm/lvm/cryptsetup said, shown on failure
 NETWORK_SH = f"{LIBDIR}/network.sh"
 UDHCPC_SH = f"{LIBDIR}/udhcpc.sh"
 PRE_D = "/etc/kdump/pre.d"               # hook directories, as Fedora
@@ -46,6 +50,8 @@ CONSOLE = "/dev/console"
 SYS_NET = "/sys/class/net"               # the capture kernel's network devices
 SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
 WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
+CONFIGFS = "/sys/kernel/config"
+CRASH_DM_CRYPT_KEYS = f"{CONFIGFS}/crash_dm_crypt_keys"   # CONFIG_CRASH_DM_CRYPT (6.16)
 
 # What templates see as `paths`: every path above by its lower-case name.
 TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({

@@ -20,7 +20,7 @@ from typing import Any
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
-from mkkdumprd.loader import kernel_image, kexec_tools, locate, status
+from mkkdumprd.loader import crypt_keys, kernel_image, kexec_tools, locate, status
 from mkkdumprd.loader.cmdline import Word
 from mkkdumprd.loader.cmdline_settings import capture_words, read_settings
 from mkkdumprd.loader.kexec import (
@@ -164,13 +164,16 @@ def execute_load(plan: LoadPlan, host: Host, kernel: Kernel) -> dict[str, Any]:
             ifd = os.open(host.path(plan.initrd), os.O_RDONLY | os.O_CLOEXEC)
             check_capture_image(ifd, str(plan.initrd), host.path(plan.initrd))
         raw, length = cmdline_bytes(plan.cmdline)
+        luks = crypt_keys.volumes_for(host, _manifest(host, plan))
         try:
-            syscall(plan.arch.syscall_nr, prepared.fd, ifd, length, raw, plan.flags)
+            with crypt_keys.handed_over(host, luks):
+                syscall(plan.arch.syscall_nr, prepared.fd, ifd, length, raw, plan.flags)
             failed = 0
         except OSError as exc:
             failed = exc.errno or 0
             if failed != errno.ENOSYS:
                 raise OperationError(
+                    crypt_keys.load_error(exc, luks) or
                     errno_message(failed, str(plan.kernel),
                                   str(plan.initrd) if plan.initrd else None)) from None
     finally:
@@ -199,6 +202,20 @@ def execute_load(plan: LoadPlan, host: Host, kernel: Kernel) -> dict[str, Any]:
     }
     status.write_record(host, record)
     return record
+
+
+def _manifest(host: Host, plan: LoadPlan) -> dict[str, Any] | None:
+    """The capture image's manifest (which LUKS volumes it opens), None when unreadable."""
+    if plan.initrd is None:
+        return None
+    try:
+        # Not at import time: the loader alone runs on the standard library (guests).
+        from mkkdumprd.assemble.freshness import read_manifest
+    except ImportError:
+        # No image reader here (a bare python3): images that open LUKS volumes need it to
+        # say which keys to hand over; the load goes on without keys.
+        return None
+    return read_manifest(host.path(plan.initrd))
 
 
 def _legacy_load(plan: LoadPlan, host: Host,

@@ -46,3 +46,81 @@ def fake_machine(root: Path, mountpoint: str = "/srv/dump") -> Path:
       "40 22 0:5 / /proc rw - proc proc rw\n")
     (root / mountpoint.lstrip("/") / "crash").mkdir(parents=True)
     return root
+
+
+# ---- storage stacks (tests/unit/test_storage_*.py) ---------------------------------------
+
+VG_UUID = "A" * 32
+
+
+def _w(root: Path, path: str, text: str = "") -> None:
+    p = root / path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def _ln(root: Path, path: str, target: str) -> None:
+    p = root / path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.symlink_to(target)
+
+
+def add_disk(root: Path, name: str, slot: int, parts: int = 1) -> None:
+    """Another virtio disk `name` with partitions name1..N (and its `device` link)."""
+    dev = f"/sys/devices/pci0000:00/0000:00:{slot:02x}.0/virtio{slot}"
+    _w(root, f"{dev}/modalias", "virtio:d00000002v00001AF4\n")
+    _ln(root, f"{dev}/driver", "../../../../bus/virtio/drivers/virtio_blk")
+    _ln(root, f"{dev}/block/{name}/device", "../..")
+    _ln(root, f"/sys/class/block/{name}", f"../../devices/pci0000:00/0000:00:{slot:02x}.0/"
+        f"virtio{slot}/block/{name}")
+    _w(root, f"/dev/{name}")
+    for i in range(1, parts + 1):
+        _w(root, f"{dev}/block/{name}/{name}{i}/partition", f"{i}\n")
+        _ln(root, f"/sys/class/block/{name}{i}", f"../../devices/pci0000:00/0000:00:"
+            f"{slot:02x}.0/virtio{slot}/block/{name}/{name}{i}")
+        _w(root, f"/dev/{name}{i}")
+
+
+def add_dm(root: Path, kname: str, dm_name: str, uuid: str, slaves: list[str]) -> None:
+    """A device-mapper device over `slaves` (kernel names)."""
+    d = f"/sys/devices/virtual/block/{kname}"
+    _w(root, f"{d}/dm/name", dm_name + "\n")
+    _w(root, f"{d}/dm/uuid", uuid + "\n")
+    for s in slaves:
+        _ln(root, f"{d}/slaves/{s}", f"/sys/class/block/{s}")
+    _ln(root, f"/sys/class/block/{kname}", f"../../devices/virtual/block/{kname}")
+    _w(root, f"/dev/{kname}")
+    _ln(root, f"/dev/mapper/{dm_name}", f"../{kname}")
+
+
+def add_md(root: Path, kname: str, level: str, members: list[str], uuid: str = "",
+           metadata: str = "1.2") -> None:
+    d = f"/sys/devices/virtual/block/{kname}"
+    _w(root, f"{d}/md/level", level + "\n")
+    _w(root, f"{d}/md/metadata_version", metadata + "\n")
+    for s in members:
+        _ln(root, f"{d}/slaves/{s}", f"/sys/class/block/{s}")
+    _ln(root, f"/sys/class/block/{kname}", f"../../devices/virtual/block/{kname}")
+    _w(root, f"/dev/{kname}")
+    if uuid:
+        _ln(root, f"/dev/disk/by-id/md-uuid-{uuid}", f"../../{kname}")
+
+
+def lvm_uuid(lv: str, suffix: str = "") -> str:
+    return f"LVM-{VG_UUID}{lv.ljust(32, 'x')[:32]}" + (f"-{suffix}" if suffix else "")
+
+
+def mount_target(root: Path, kname: str, fstype: str, fs_uuid: str,
+                 mountpoint: str = "/var/crash") -> None:
+    """`kname` holds the dump filesystem (UUID `fs_uuid`), mounted at `mountpoint`."""
+    _ln(root, f"/dev/disk/by-uuid/{fs_uuid}", f"../../{kname}")
+    mapper = root / "dev/mapper"
+    source = f"/dev/{kname}"
+    if mapper.is_dir():
+        for link in mapper.iterdir():
+            if link.is_symlink() and Path(str(link.readlink())).name == kname:
+                source = f"/dev/mapper/{link.name}"
+    _w(root, "/proc/self/mountinfo",
+       "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
+       f"36 22 253:9 / {mountpoint} rw,relatime - {fstype} {source} rw\n")
+    (root / mountpoint.lstrip("/")).mkdir(parents=True, exist_ok=True)

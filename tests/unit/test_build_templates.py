@@ -40,6 +40,7 @@ from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.resources import data_dir
+from mkkdumprd.storage.capture import LogicalVolume, LuksVolume, MdArray, StorageSettings
 from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
@@ -177,7 +178,8 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                            timeout=3,
                            module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH,
                                         "emergency": EMERGENCY, "fence_kdump": FENCE,
-                                        "watchdog": WATCHDOG})
+                                        "watchdog": WATCHDOG,
+                                        "storage": StorageSettings(describe="")})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -195,6 +197,7 @@ SCRIPTS = {
     "emergency.sh.j2": "emergency_sh",
     "fence-kdump.sh.j2": "fence_kdump_sh",
     "watchdog.sh.j2": "watchdog_sh",
+    "storage.sh.j2": "storage_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
@@ -248,7 +251,7 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     """Every string of the template context is `value`, every image path is below `root`."""
     config = _config(kdump_pre=value, kdump_post=value,
                      core_collector=("makedumpfile", "-d", "31", value))
-    target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value)
+    target = ResolvedTarget(TargetKind.LOCAL, value, value, value, value, mount_options=value)
     # every step of a rebuilt bond/bridge/VLAN stack, each argument the hostile value
     steps = tuple(Step(op, (value,) * n) for op, n in OPS.items())
     network = NetworkSettings(**{**dict.fromkeys(NetworkSettings.__dataclass_fields__, value),
@@ -258,10 +261,16 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                       destination=value, path=value, remote_prefix=value,
                       commands=DumpCommands(**dict.fromkeys(DumpCommands.__dataclass_fields__,
                                                             value)))
-    return _context(config, target, paths=_paths(root),
+    storage = StorageSettings(
+        describe=value, md=(MdArray(value, value, (value, value)),),
+        lvm=(LogicalVolume(value, value, value),), crypt=(LuksVolume(value, value, value),),
+        md_all=value, lvm_all=value, crypt_all=value)
+    return _context(config, target, paths=_paths(root), storage=storage,
+                    modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs"],
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
-                    rootfs={"device": value, "fstype": value, "path": value},
+                    rootfs={"device": value, "fstype": value, "path": value,
+                            "mount_options": value},
                     network=network, nfs=nfs, ssh=ssh,
                     watchdog=WatchdogSettings((value, value)))
 
@@ -273,12 +282,15 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
         "KDUMP_FAILURE_ACTION": value, "KDUMP_FINAL_ACTION": value,
         "KDUMP_SYSRQ": p["sysrq_trigger"], "KDUMP_VMCORE": p["vmcore"],
         "KDUMP_ROOT_DEV": value, "KDUMP_ROOT_FSTYPE": value, "KDUMP_ROOT_PATH": value,
+        "KDUMP_ROOT_OPTS": value,
         "KDUMP_SYSROOT": p["sysroot"],
     }
     if kind in ("local", "raw"):
         out["KDUMP_TARGET"] = value
     if kind == "local":
-        out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"]}
+        out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"],
+                "KDUMP_MNT_OPTS": value, "KDUMP_STORAGE_DESC": value,
+                "KDUMP_STORAGE_LOG": p["storage_log"]}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
         out["KDUMP_NET_SYS"] = p["sys_net"]
@@ -646,7 +658,8 @@ def _run_to_rootfs(tmp_path: Path, shell: str, blockdev: Path,
         FAKES["findfs"] = fake_findfs
         return _run_flow(tmp_path, shell, config, _local_target(device="UUID=gone"),
                          env=env, modules=["base", "kdump", "dump-to-rootfs"],
-                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash"},
+                         rootfs={"device": "UUID=root", "fstype": "xfs", "path": "/var/crash",
+                                 "mount_options": ""},
                          paths={"sysroot": str(tmp_path / "sysroot")})
     finally:
         FAKES.clear()

@@ -1,0 +1,47 @@
+"""Debian's storage tools for the storage VM tests, never installed on this machine:
+lvm2, mdadm, btrfs-progs, xfsprogs and e2fsprogs (with busybox-static, makedumpfile and
+libc6) of bookworm amd64, unpacked with `dpkg-deb -x` into a root. The guest's first kernel
+runs them to build the stack; `mkkdumprd build --sysroot` takes the capture image's tools
+from the same root. Packages come through a private apt state (foreign_sysroot's), so
+this machine's dpkg and block devices are never touched. Cached in
+$MKKDUMPRD_TEST_CACHE/storage-tools-x86_64.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.support.debian_kernel import CACHE
+from tests.support.foreign_sysroot import FLAVOURS, _Apt, _merge_usr_links
+
+PACKAGES = ("busybox-static", "makedumpfile", "libc6", "lvm2", "mdadm", "btrfs-progs",
+            "xfsprogs", "e2fsprogs", "cryptsetup-bin", "kexec-tools")
+
+
+def storage_tools() -> Path:
+    """The cached root (built on first use: ~40 MB of packages, about a minute)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    root = CACHE / "storage-tools-x86_64"
+    recipe = " ".join(PACKAGES) + "\n"
+    with open(CACHE / ".lock-storage-tools", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ready = root / ".ready"
+        if ready.exists() and ready.read_text() == recipe:
+            return root
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        apt = _Apt(CACHE / "apt-x86_64-storage", "amd64", FLAVOURS["x86_64"].userland_sources)
+        apt.update()
+        for deb in apt.download_closure(PACKAGES):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        _merge_usr_links(root)
+        ready.write_text(recipe)
+    return root
+
+
+if __name__ == "__main__":
+    print(storage_tools())
