@@ -24,6 +24,7 @@ pytestmark = [
 SHIPPED = (
     "./usr/bin/mkkdumprd",
     "./lib/systemd/system/mkkdumprd.service",
+    "./lib/systemd/system/mkkdumprd-pstore.service",
     "./lib/systemd/system-generators/mkkdumprd-generator",
     "./usr/lib/kernel/install.d/60-mkkdumprd.install",
     "./etc/kernel/postinst.d/mkkdumprd",

@@ -33,6 +33,7 @@ def test_noarch_file_list_and_config(rpm: Path) -> None:
     assert _q(rpm, "--qf", "%{ARCH}") == "noarch"
     files = set(_q(rpm, "-l").split())
     for path in ("/usr/bin/mkkdumprd", "/usr/lib/systemd/system/mkkdumprd.service",
+                 "/usr/lib/systemd/system/mkkdumprd-pstore.service",
                  "/usr/lib/systemd/system-generators/mkkdumprd-generator",
                  "/usr/lib/kernel/install.d/60-mkkdumprd.install", "/etc/kdump.conf",
                  "/usr/lib/udev/rules.d/98-mkkdumprd.rules",
