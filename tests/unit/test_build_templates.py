@@ -40,7 +40,11 @@ from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.records.outcome import (
-    OUTCOME_FILE, PREFIX, OutcomeSettings, TargetAttempt, parse_outcome,
+    OUTCOME_FILE,
+    PREFIX,
+    OutcomeSettings,
+    TargetAttempt,
+    parse_outcome,
 )
 from mkkdumprd.resources import data_dir
 from mkkdumprd.storage.capture import LogicalVolume, LuksVolume, MdArray, StorageSettings

@@ -18,7 +18,13 @@ from mkkdumprd.host import Host
 from mkkdumprd.records import pstore
 from mkkdumprd.records.crashes import list_crashes, panic_line
 from mkkdumprd.records.outcome import (
-    MAX_CONSOLE, MAX_TARGETS, MAX_VALUE, OUTCOME_FILE, PREFIX, Outcome, parse_outcome,
+    MAX_CONSOLE,
+    MAX_TARGETS,
+    MAX_VALUE,
+    OUTCOME_FILE,
+    PREFIX,
+    Outcome,
+    parse_outcome,
 )
 from mkkdumprd.records.setup import post_notifiers_warning, proposal
 
