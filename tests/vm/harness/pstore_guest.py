@@ -24,8 +24,14 @@ from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry
 from tests.support.debian_kernel import Kernel
 
-from .images import busybox_entries, host_binary, init_entry, module_load_order, require_tool, \
-    write_initramfs
+from .images import (
+    busybox_entries,
+    host_binary,
+    init_entry,
+    module_load_order,
+    require_tool,
+    write_initramfs,
+)
 from .python_guest import (
     _HOST_ONLY,
     GUEST_PYTHON,
