@@ -41,6 +41,7 @@ SSH_KNOWN_HOSTS = f"{SSH_DIR}/known_hosts"
 # One line per dump attempt, written by the dump flow, read by the outcome record:
 # "TARGET_DESC<TAB>saved|failed|skipped<TAB>REASON-OR-PATH".
 RESULTS = "/run/kdump/results"
+NETCONSOLE_SH = f"{INIT_D}/30-netconsole.sh"   # kdump.conf netconsole: console over UDP
 OUTCOME_SH = f"{INIT_D}/80-outcome.sh"   # the outcome record (records/outcome.py reads it)
 CONSOLE_LOG = "/run/kdump/console.log"   # every kinfo/kwarn/kerr line, for the record's tail
 

@@ -37,6 +37,7 @@ from mkkdumprd.assemble.templates import (
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.image import layout
 from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
+from mkkdumprd.network.netconsole import NetconsoleSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.network.stack import OPS, Step
 from mkkdumprd.records.outcome import (
@@ -144,6 +145,7 @@ WATCHDOG = WatchdogSettings(identities=("i6300ESB timer", "it's a $(watchdog)"))
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
 OUTCOME = OutcomeSettings(file=OUTCOME_FILE, prefix=PREFIX, ramoops_ko="")
+NETCONSOLE = NetconsoleSettings(host="192.0.2.1", port="6666")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
                   path="/var/crash", remote_prefix="/var/crash/", commands=dump_commands())
 
@@ -188,7 +190,8 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                                         "emergency": EMERGENCY, "fence_kdump": FENCE,
                                         "watchdog": WATCHDOG,
                                         "storage": StorageSettings(describe=""),
-                                        "outcome": OUTCOME})
+                                        "outcome": OUTCOME,
+                                        "netconsole": NETCONSOLE})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -208,6 +211,7 @@ SCRIPTS = {
     "watchdog.sh.j2": "watchdog_sh",
     "storage.sh.j2": "storage_sh",
     "outcome.sh.j2": "outcome_sh",
+    "netconsole.sh.j2": "netconsole_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
@@ -268,6 +272,8 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                                  "steps": steps})
     nfs = NfsSettings(**dict.fromkeys(NfsSettings.__dataclass_fields__, value))
     outcome = OutcomeSettings(**dict.fromkeys(OutcomeSettings.__dataclass_fields__, value))
+    netconsole = NetconsoleSettings(**dict.fromkeys(NetconsoleSettings.__dataclass_fields__,
+                                                    value))
     ssh = SshSettings(argv=(str(fake_ssh), value, "-o", value, "--", value),
                       destination=value, path=value, remote_prefix=value,
                       commands=DumpCommands(**dict.fromkeys(DumpCommands.__dataclass_fields__,
@@ -284,7 +290,7 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                             "mount_options": value},
                     network=network, nfs=nfs, ssh=ssh,
                     watchdog=WatchdogSettings((value, value)),
-                    outcome=outcome)
+                    outcome=outcome, netconsole=netconsole)
 
 
 def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
