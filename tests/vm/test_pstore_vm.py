@@ -49,7 +49,7 @@ def _second_boot(console: str) -> dict[str, object]:
             "pstore": steps["pstore"].output, "text": steps["report"].output}
 
 
-@pytest.mark.vm
+@pytest.mark.vm  # 150 s here on a loaded 2-core machine (two boots, Python in the guest)
 def test_ramoops_panic_without_kdump_is_archived_after_reset(kernel: Kernel,
                                                              tmp_path: Path) -> None:
     initrd = build_guest(kernel, tmp_path / "guest.img")
@@ -69,6 +69,7 @@ def test_ramoops_panic_without_kdump_is_archived_after_reset(kernel: Kernel,
 
 
 @pytest.mark.vm
+@pytest.mark.slow  # 248 s here on a loaded 2-core machine: three boots and a 10 s NFS wait
 def test_failed_nfs_dump_outcome_survives_the_reboot(kernel: Kernel, tmp_path: Path,
                                                      build_capture: BuildImage) -> None:
     conf = tmp_path / "kdump.conf"
