@@ -103,8 +103,8 @@ def status(as_json: bool, root: Path) -> None:
         except MkkdumprdError:
             info = None
         fit = record_fit(host, info, st.record) if info is not None else None
-    from mkkdumprd.cli.records_cmd import crash_line, crash_roots, last_crash
-    crash = last_crash(host, crash_roots(host, (), None))
+    from mkkdumprd.cli.records_cmd import crash_line, last_crash
+    crash = last_crash(host)
     if as_json:
         doc = loader_status.status_json(st)
         doc["reservation_fit"] = fit.as_json() if fit is not None else None

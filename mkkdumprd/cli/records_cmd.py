@@ -11,6 +11,8 @@ from pathlib import Path, PurePosixPath
 import click
 
 from mkkdumprd.config.kdumpconf import load_kdump_conf
+from mkkdumprd.config.model import DEFAULT_PATH
+from mkkdumprd.errors import MkkdumprdError
 from mkkdumprd.host import Host
 from mkkdumprd.records import pstore as pstore_mod
 from mkkdumprd.records.crashes import Crash, list_crashes
@@ -32,7 +34,13 @@ def crash_roots(host: Host, dirs: tuple[str, ...], config_file: Path | None) -> 
     return [PurePosixPath(load_kdump_conf(conf if conf.exists() else None).path)]
 
 
-def last_crash(host: Host, roots: list[PurePosixPath]) -> Crash | None:
+def last_crash(host: Host) -> Crash | None:
+    """The newest crash under kdump.conf's path, for `status`: a kdump.conf that does not
+    parse (`config check` says why) falls back to the default path, never fails status."""
+    try:
+        roots = crash_roots(host, (), None)
+    except MkkdumprdError:
+        roots = [PurePosixPath(DEFAULT_PATH)]
     crashes = list_crashes(host, roots)
     return crashes[0] if crashes else None
 

@@ -171,6 +171,12 @@ def test_dump_directory_record_and_status_line(tmp_path: Path) -> None:
             in r.output), r.output
     r = CliRunner().invoke(main, ["status", "--root", str(tmp_path), "--json"])
     assert json.loads(r.output)["last_crash"]["outcome"]["result"] == "saved"
+    # a kdump.conf that does not parse never fails status (report says why)
+    (tmp_path / "etc/kdump.conf").write_text("no_such_directive 1\n")
+    r = CliRunner().invoke(main, ["status", "--root", str(tmp_path)])
+    assert r.exit_code == 3 and "saved to /var/crash/x/vmcore" in r.output, r.output
+    r = CliRunner().invoke(main, ["report", "--root", str(tmp_path)])
+    assert r.exit_code == 2 and "no_such_directive" in r.output, r.output
 
 
 def test_hostile_crash_directories_are_skipped(tmp_path: Path) -> None:
