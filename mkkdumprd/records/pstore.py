@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
+from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.errors import OperationError
 from mkkdumprd.host import Host
 from mkkdumprd.input_file import InputFileError, read_input
@@ -118,20 +119,7 @@ def perform(host: Host, moves: list[Move], pstore: PurePosixPath = PSTORE) -> li
         try:
             os.makedirs(host.path(dest_dir), mode=0o700, exist_ok=True)
             dest = _free_name(host, dest_dir, mv.record.name)
-            fd = os.open(host.path(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                         0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            dir_fd = os.open(host.path(dest_dir), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            atomic_write(host.path(dest), data, 0o600)     # fsynced, then renamed
         except OSError as exc:
             raise OperationError(f"cannot archive pstore record {mv.record.name} into "
                                  f"{dest_dir}: {exc.strerror or exc}") from None
