@@ -130,7 +130,7 @@ def setup(kernel_release: str | None, root: Path) -> None:
     if st.ramoops_words:
         click.echo(f"ramoops: already configured ({' '.join(st.ramoops_words)})")
         return
-    words, notes = proposal(host, kernel_release or os.uname().release)
+    words, notes = proposal(host, kernel_release or os.uname().release, os.uname().machine)
     if words:
         click.echo("add to the kernel command line: " + " ".join(words))
     for note in notes:

@@ -2,9 +2,11 @@
 where it has none (`mkkdumprd pstore setup`).
 
 A ramoops region needs memory the firmware and boot loader leave alone across a warm
-reset. Kernels from 6.11 reserve one by name (`reserve_mem=SIZE:ALIGN:NAME
-ramoops.mem_name=NAME`, the address may move between boots); older x86 kernels need a
-fixed address taken out of RAM with `memmap=SIZE$ADDR` plus `ramoops.mem_address/mem_size`.
+reset. On x86 a fixed address is taken out of RAM with `memmap=SIZE$ADDR` plus
+`ramoops.mem_address/mem_size`: the capture kernel gets these words too and finds the
+region by its address. Kernels from 6.11 can reserve one by name (`reserve_mem=SIZE:ALIGN:NAME
+ramoops.mem_name=NAME`, the address may move between boots), which a capture kernel cannot
+find, so it is proposed only where there is no memmap=.
 For the fixed address we take the top MiBs of the highest System RAM range of /proc/iomem
 that holds no crash kernel reservation (boot loaders put the initrd at the top of RAM
 below 4 GiB, so a range above 4 GiB is preferred). EFI machines already have a store
@@ -65,17 +67,18 @@ def _fixed_address(iomem: str) -> int | None:
     return None
 
 
-def proposal(host: Host, kernel_release: str) -> tuple[list[str], list[str]]:
-    """(kernel command line words, notes) for a ramoops region on this machine."""
+def proposal(host: Host, kernel_release: str, arch: str = "x86_64"
+             ) -> tuple[list[str], list[str]]:
+    """(kernel command line words, notes) for a ramoops region on this machine.
+
+    x86 gets a fixed address (memmap=$): the capture kernel finds the region only by its
+    address, so only that form carries the capture image's outcome record too. Elsewhere
+    6.11+ kernels get reserve_mem=, which keeps the first kernel's panics only.
+    """
     notes: list[str] = []
     major, minor = (int(x) for x in [*re.findall(r"[0-9]+", kernel_release), "0", "0"][:2])
     common = [f"ramoops.record_size={RECORD_SIZE}", "ramoops.max_reason=1"]
-    if (major, minor) >= (6, 11):
-        words = ["reserve_mem=1M:4096:kdump_oops", "ramoops.mem_name=kdump_oops", *common]
-        notes.append("reserve_mem= (Linux 6.11+) lets the kernel pick the region; it may move "
-                     "between boots, so a record survives a warm reset, not a change of "
-                     "kernel or memory size")
-    else:
+    if arch in ("x86_64", "i686", "i386"):
         addr = _fixed_address(host.read_optional("/proc/iomem") or "")
         if addr is None:
             return [], ["cannot pick an address: /proc/iomem shows no usable System RAM "
@@ -85,8 +88,17 @@ def proposal(host: Host, kernel_release: str) -> tuple[list[str], list[str]]:
         notes.append(f"memmap=$ takes {REGION >> 20} MiB at {addr:#x} out of RAM (the top of the "
                      "highest RAM range without the crash kernel); in /etc/default/grub "
                      "the $ must be written \\$")
-    notes.append("max_reason=1 keeps panics only; the capture image loads ramoops with "
-                 "max_reason=4 itself so that its outcome record is kept")
+        notes.append("max_reason=1 keeps panics only; the capture image loads ramoops with "
+                     "max_reason=4 itself so that its outcome record is kept")
+    elif (major, minor) >= (6, 11):
+        words = ["reserve_mem=1M:4096:kdump_oops", "ramoops.mem_name=kdump_oops", *common]
+        notes.append("reserve_mem= (Linux 6.11+) lets the kernel pick the region, which may "
+                     "move between boots; the capture kernel cannot find it by name, so it "
+                     "keeps the first kernel's panics, not the capture image's outcome record")
+    else:
+        return [], [f"no command line form for {arch} before Linux 6.11: describe a "
+                    "ramoops region in the device tree (reserved-memory, compatible "
+                    "\"ramoops\")"]
     return [kernel_word(w) for w in words], notes
 
 
