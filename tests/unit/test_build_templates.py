@@ -375,6 +375,7 @@ def test_every_template_with_hostile_values(tmp_path: Path, name: str) -> None:
 
 FAKES = {
     # Every fake logs its argv as [arg][arg]... so word boundaries are visible.
+    "dmesg": 'echo "fake capture kernel log"',
     "findfs": 'log findfs "$@"; [ -n "$FAKE_DEV" ] && echo "$FAKE_DEV"',
     "mount": 'log mount "$@"; exit "${FAKE_MOUNT_RC:-0}"',
     "umount": 'log umount "$@"',
@@ -525,6 +526,7 @@ def test_local_dump_with_hostile_values(tmp_path: Path, shell: str, blockdev: Pa
         assert rec.targets == (TargetAttempt(desc, "saved", f"{path}/127.0.0.1-{DATE}/vmcore "
                                              f"on UUID={HOSTILE}".replace("\n", " ")),)
         assert any("dump saved to" in line for line in rec.console)
+    assert (dump / "kexec-dmesg.log").read_text() == "fake capture kernel log\n"
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -915,7 +917,7 @@ def test_flush_precedes_rename(tmp_path: Path, shell: str, blockdev: Path) -> No
     dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
     lines = run.log.splitlines()
     flushes = [x for x in lines if x.startswith(("sync:", "makedumpfile:"))
-               and OUTCOME_FILE not in x][-3:]
+               and OUTCOME_FILE not in x and "kexec-dmesg.log" not in x][-3:]
     assert flushes[1:] == [f"sync:[{dump}/vmcore-incomplete]", f"sync:[{dump}]"]
     assert (dump / "vmcore").read_text() == "VMCORE\n"
 
