@@ -33,7 +33,6 @@ from .images import (
     write_initramfs,
 )
 from .python_guest import (
-    _HOST_ONLY,
     GUEST_PYTHON,
     LOADER_ROOT,
     REPO,
@@ -44,6 +43,8 @@ from .python_guest import (
 from .qemu import VMSpec
 
 TRACER = Path(__file__).with_name("cli_trace.py")
+# Imported on the host through site.py's hooks; the guest has neither (as guest_python's).
+HOST_ONLY = {"__main__", "sitecustomize", "_distutils_hack"}
 SITE = Path(click.__file__).parents[1]
 # 1 MiB at 112 MiB: well above what firmware and the boot loader touch, below the kernel's
 # crashkernel=256M reservation (placed at the top of the 1 GiB guest's low memory).
@@ -115,7 +116,7 @@ def _trace() -> tuple[tuple[str, Module], ...]:
                              f"{r.stderr[-3000:]}")
     mods: dict[str, dict[str, str | None]] = json.loads(r.stdout)
     return tuple((k, Module(Path(str(v["file"])), Path(v["cached"]) if v["cached"] else None))
-                 for k, v in mods.items() if k not in _HOST_ONLY)
+                 for k, v in mods.items() if k not in HOST_ONLY)
 
 
 def _project_entries(modules: dict[str, Module]) -> list[Entry]:
