@@ -272,15 +272,19 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
 def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | None:
     """The capture network of an nfs/ssh target (or of fence_kdump's first peer), worked
     out once per build (it may ask the resolver) for every hook that needs it; None for
-    local targets without fence_kdump."""
+    local targets without fence_kdump or netconsole."""
     from mkkdumprd.network import capture
 
     if target.kind not in (TargetKind.NFS, TargetKind.SSH):
         # fence_kdump on a local target: the network towards the first peer (a remote
         # target's network carries the messages otherwise; modules.d/fence-kdump).
-        if not req.config.fence_kdump_nodes:
+        # netconsole on a local target: the network towards its log host.
+        if req.config.fence_kdump_nodes:
+            host = req.config.fence_kdump_nodes[0]
+        elif req.config.netconsole is not None:
+            host = req.config.netconsole.rpartition(":")[0]
+        else:
             return None
-        host = req.config.fence_kdump_nodes[0]
         return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)
     host = capture.target_host(target.kind.value, target.server or "")
     return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)

@@ -39,6 +39,8 @@ COMMAND_MODULES: dict[str, str] = {
     "status": "load_cmd",
     "ls": "ls_cmd",
     "propagate": "propagate_cmd",
+    "pstore": "records_cmd",
+    "report": "records_cmd",
     "start": "service_cmd",
     "stop": "service_cmd",
     "restart": "service_cmd",

@@ -120,9 +120,9 @@ def _default_arch(view: Host) -> str:
               help="Print what takes the space in the image: totals by kind (kernel "
                    "modules, libraries, binaries, ...) and the largest files.")
 @click.option("--ip", "ip", metavar="IP=SPEC",
-              help="Capture network for nfs/ssh targets in dracut's ip= syntax, e.g. "
-                   "10.0.2.15::10.0.2.2:255.255.255.0::eth0:none or eth0:dhcp (default: "
-                   "the host's route to the target; DHCP with --no-hostonly).")
+              help="Capture network for nfs/ssh targets and netconsole in dracut's ip= "
+                   "syntax, e.g. 10.0.2.15::10.0.2.2:255.255.255.0::eth0:none or eth0:dhcp "
+                   "(default: the host's route to the target; DHCP with --no-hostonly).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
 def build(config_path: Path | None, target_spec: str | None, kver: str | None,
           kmoddir: Path | None, sysroot: Path | None, arch: str | None,

@@ -61,6 +61,15 @@ def _collector_check(config: KdumpConfig) -> tuple[list[Diagnostic], list[Diagno
     return ([Diagnostic(where, e, text) for e in errs], [Diagnostic(where, w, text) for w in warns])
 
 
+def _kernel_warnings() -> list[Diagnostic]:
+    """What the running kernel's settings mean for kdump (crash_kexec_post_notifiers)."""
+    from mkkdumprd.host import Host
+    from mkkdumprd.records.setup import post_notifiers_warning
+
+    warning = post_notifiers_warning(Host.this_machine())
+    return [] if warning is None else [Diagnostic(None, warning)]
+
+
 def _echo_diagnostics(kind: str, diags: list[Diagnostic]) -> None:
     for diag in diags:
         where = str(diag.where) if diag.where else "mkkdumprd"
@@ -96,6 +105,7 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
     obsolete `default`, ignored dracut_args flags, ...) go to stderr with file:line.
     `dracut_args --mount "DEV DIR FSTYPE"` is read as the dump target (Fedora's rules);
     `config show` writes it as a target line.
+    The running kernel is checked for crash_kexec_post_notifiers (a warning).
     """
     source, config, errors, warnings = _resolve(config_file, target_spec)
     stack: str | None = None
@@ -106,6 +116,7 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
         stack, stack_error = _stack_line(config)
         if stack_error:
             errors.append(Diagnostic(None, stack_error))
+        warnings += _kernel_warnings()
     if as_json:
         doc = {
             "valid": not errors,

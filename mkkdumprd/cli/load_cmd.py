@@ -91,7 +91,8 @@ def unload(arch: str | None, root: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_root
 def status(as_json: bool, root: Path) -> None:
-    """Say whether a capture kernel is loaded (exit 0) or not (exit 3)."""
+    """Say whether a capture kernel is loaded (exit 0) or not (exit 3), and what happened
+    to the last crash's dump (`mkkdumprd report` lists them all)."""
     host = Host(root)
     st = loader_status.read_status(host)
     fit = None
@@ -102,14 +103,18 @@ def status(as_json: bool, root: Path) -> None:
         except MkkdumprdError:
             info = None
         fit = record_fit(host, info, st.record) if info is not None else None
+    from mkkdumprd.cli.records_cmd import crash_line, last_crash
+    crash = last_crash(host)
     if as_json:
         doc = loader_status.status_json(st)
         doc["reservation_fit"] = fit.as_json() if fit is not None else None
+        doc["last_crash"] = crash.as_json() if crash is not None else None
         click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(loader_status.format_status(st))
         if fit is not None and fit.short:
             click.echo(f"warning:      {fit.warning()}")
+        click.echo(f"last crash:   {crash_line(crash) if crash is not None else 'none recorded'}")
     sys.exit(st.exit_code)
 
 

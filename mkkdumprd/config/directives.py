@@ -146,6 +146,25 @@ def parse_hook_timeout(report: Report, option: str, value: str) -> Fields | None
     return {"hook_timeout": int(value)}
 
 
+NETCONSOLE_PORT = 6666          # netconsole's own default target port
+
+
+def parse_netconsole(report: Report, option: str, value: str) -> Fields | None:
+    """HOST[:PORT], HOST an IPv4 address or a name (netconsole speaks IPv4 here)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, str(NETCONSOLE_PORT)
+    bad = values.check_host(host) if host else "no host"
+    if bad is None and ":" in host:
+        bad = "IPv6 log hosts are not supported"
+    if bad is not None or not port.isascii() or not port.isdigit() \
+            or not 0 < int(port) < 65536:
+        report.error(f"netconsole {value!r} is not valid ({bad or 'port 1-65535'}); give "
+                     f"the log host and its UDP port, e.g. `{example(option)}`")
+        return None
+    return {"netconsole": f"{host}:{int(port)}"}
+
+
 def words(report: Report, option: str, value: str) -> list[str] | None:
     try:
         return split_words(value)
@@ -503,6 +522,13 @@ DIRECTIVES: tuple[Directive, ...] = (
         "only --add-drivers, --omit-drivers and --mount (the dump target, as in RHEL 7; "
         "`config show` writes it as a target line) count (no dracut runs)",
         in_image=True, write=write_dracut_args, record=_as_is("add_drivers", "omit_drivers")),
+    Directive(
+        "netconsole", ("netconsole",), parse_netconsole, ("netconsole",),
+        (f"netconsole 192.168.1.10:{NETCONSOLE_PORT}",),
+        "stream the capture kernel's console over UDP to HOST[:PORT] (netconsole, through "
+        "the capture network nfs/ssh use, brought up for local targets too)",
+        in_image=True, write=_value("netconsole"), record=_as_is("netconsole"),
+        when={"netconsole": lambda c: c.netconsole is not None}, capture=_ALL_TARGETS),
     Directive(
         "fence_kdump_args", ("fence_kdump_args",), parse_fence_args, ("fence_kdump_args",),
         ("fence_kdump_args -p 7410 -f auto -c 0 -i 10",),

@@ -102,6 +102,7 @@ class KdumpConfig:
     fence_kdump_nodes: tuple[str, ...] = ()
     fence_kdump_args: tuple[str, ...] = ()
     kdump_emergency: str | None = None
+    netconsole: str | None = None           # "HOST:PORT": the capture kernel's console over UDP
     warnings: tuple[Diagnostic, ...] = ()
     # Directives that were given explicitly (the rest are defaults), for `config show`, by
     # their key in config/directives.py ("target" for any target line, "failure_action"

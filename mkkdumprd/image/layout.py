@@ -41,6 +41,9 @@ SSH_KNOWN_HOSTS = f"{SSH_DIR}/known_hosts"
 # One line per dump attempt, written by the dump flow, read by the outcome record:
 # "TARGET_DESC<TAB>saved|failed|skipped<TAB>REASON-OR-PATH".
 RESULTS = "/run/kdump/results"
+NETCONSOLE_SH = f"{INIT_D}/30-netconsole.sh"   # kdump.conf netconsole: console over UDP
+OUTCOME_SH = f"{INIT_D}/80-outcome.sh"   # the outcome record (records/outcome.py reads it)
+CONSOLE_LOG = "/run/kdump/console.log"   # every kinfo/kwarn/kerr line, for the record's tail
 
 # The capture kernel's own files (not in the image).
 VMCORE = "/proc/vmcore"
@@ -52,6 +55,9 @@ SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
 WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 CONFIGFS = "/sys/kernel/config"
 CRASH_DM_CRYPT_KEYS = f"{CONFIGFS}/crash_dm_crypt_keys"   # CONFIG_CRASH_DM_CRYPT (6.16)
+KMSG = "/dev/kmsg"                       # the record goes into the kernel log (ramoops keeps it)
+PMSG = "/dev/pmsg0"                      # pstore's user message device, where the kernel has it
+PRINTK_DEVKMSG = "/proc/sys/kernel/printk_devkmsg"   # "on": no rate limit on /dev/kmsg
 
 # What templates see as `paths`: every path above by its lower-case name.
 TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({

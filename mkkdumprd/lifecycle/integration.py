@@ -53,6 +53,8 @@ class Item:
 ITEMS = (
     Item(Kind.SYSTEMD, "systemd/mkkdumprd.service",
          PurePosixPath("/etc/systemd/system/mkkdumprd.service"), 0o644),
+    Item(Kind.SYSTEMD, "systemd/mkkdumprd-pstore.service",
+         PurePosixPath("/etc/systemd/system/mkkdumprd-pstore.service"), 0o644),
     Item(Kind.SYSTEMD, "systemd/mkkdumprd-generator",
          PurePosixPath("/etc/systemd/system-generators/mkkdumprd-generator"), 0o755),
     Item(Kind.KERNEL_INSTALL, "kernel-install/60-mkkdumprd.install",

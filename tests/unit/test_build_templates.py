@@ -37,8 +37,16 @@ from mkkdumprd.assemble.templates import (
 from mkkdumprd.config.model import Action, KdumpConfig, Target, TargetKind
 from mkkdumprd.image import layout
 from mkkdumprd.network.capture import NetworkSettings, NfsSettings, SshSettings
+from mkkdumprd.network.netconsole import NetconsoleSettings
 from mkkdumprd.network.ssh_command import DumpCommands, dump_commands, remote_dir_prefix
 from mkkdumprd.network.stack import OPS, Step
+from mkkdumprd.records.outcome import (
+    OUTCOME_FILE,
+    PREFIX,
+    OutcomeSettings,
+    TargetAttempt,
+    parse_outcome,
+)
 from mkkdumprd.resources import data_dir
 from mkkdumprd.storage.capture import LogicalVolume, LuksVolume, MdArray, StorageSettings
 from mkkdumprd.watchdog import WatchdogSettings
@@ -136,6 +144,8 @@ NETWORK = NetworkSettings(iparg="dhcp", mode="dhcp", iface="", macs="52:54:00:12
 WATCHDOG = WatchdogSettings(identities=("i6300ESB timer", "it's a $(watchdog)"))
 NFS = NfsSettings(source="10.0.2.100:/export", server="nas:/export", fstype="nfs4",
                   options="defaults", versions="4.2 4.1 4.0")
+OUTCOME = OutcomeSettings(file=OUTCOME_FILE, prefix=PREFIX, ramoops_ko="")
+NETCONSOLE = NetconsoleSettings(host="192.0.2.1", port="6666")
 SSH = SshSettings(argv=("ssh", "-p", "22", "root@10.0.2.100"), destination="root@10.0.2.100",
                   path="/var/crash", remote_prefix="/var/crash/", commands=dump_commands())
 
@@ -173,13 +183,15 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
     p = dict(paths or _paths())
     ctx = template_context(config, target, kver="6.1.0-test", arch="x86_64",
                            found_binaries=["makedumpfile", *(["vmcore-dmesg"] if dmesg else [])],
-                           init_scripts=[p["modules_sh"], p["kdump_sh"]],
+                           init_scripts=[p["modules_sh"], p["outcome_sh"], p["kdump_sh"]],
                            modules=["base", "kdump"], kernel_modules=["virtio_blk"],
                            timeout=3,
                            module_vars={"network": NETWORK, "nfs": NFS, "ssh": SSH,
                                         "emergency": EMERGENCY, "fence_kdump": FENCE,
                                         "watchdog": WATCHDOG,
-                                        "storage": StorageSettings(describe="")})
+                                        "storage": StorageSettings(describe=""),
+                                        "outcome": OUTCOME,
+                                        "netconsole": NETCONSOLE})
     ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
     return ctx
 
@@ -198,6 +210,8 @@ SCRIPTS = {
     "fence-kdump.sh.j2": "fence_kdump_sh",
     "watchdog.sh.j2": "watchdog_sh",
     "storage.sh.j2": "storage_sh",
+    "outcome.sh.j2": "outcome_sh",
+    "netconsole.sh.j2": "netconsole_sh",
 }
 TARGETS = {"local": "target-local.sh.j2", "raw": "target-raw.sh.j2",
            "nfs": "target-nfs.sh.j2", "ssh": "target-ssh.sh.j2"}
@@ -257,6 +271,9 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     network = NetworkSettings(**{**dict.fromkeys(NetworkSettings.__dataclass_fields__, value),
                                  "steps": steps})
     nfs = NfsSettings(**dict.fromkeys(NfsSettings.__dataclass_fields__, value))
+    outcome = OutcomeSettings(**dict.fromkeys(OutcomeSettings.__dataclass_fields__, value))
+    netconsole = NetconsoleSettings(**dict.fromkeys(NetconsoleSettings.__dataclass_fields__,
+                                                    value))
     ssh = SshSettings(argv=(str(fake_ssh), value, "-o", value, "--", value),
                       destination=value, path=value, remote_prefix=value,
                       commands=DumpCommands(**dict.fromkeys(DumpCommands.__dataclass_fields__,
@@ -272,7 +289,8 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
                     rootfs={"device": value, "fstype": value, "path": value,
                             "mount_options": value},
                     network=network, nfs=nfs, ssh=ssh,
-                    watchdog=WatchdogSettings((value, value)))
+                    watchdog=WatchdogSettings((value, value)),
+                    outcome=outcome, netconsole=netconsole)
 
 
 def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
@@ -357,6 +375,7 @@ def test_every_template_with_hostile_values(tmp_path: Path, name: str) -> None:
 
 FAKES = {
     # Every fake logs its argv as [arg][arg]... so word boundaries are visible.
+    "dmesg": 'echo "fake capture kernel log"',
     "findfs": 'log findfs "$@"; [ -n "$FAKE_DEV" ] && echo "$FAKE_DEV"',
     "mount": 'log mount "$@"; exit "${FAKE_MOUNT_RC:-0}"',
     "umount": 'log umount "$@"',
@@ -384,6 +403,7 @@ poweroff() { echo "ACTION poweroff $*" >>"$LOG"; exit 0; }
 halt() { echo "ACTION halt $*" >>"$LOG"; exit 0; }
 sh() { echo "ACTION shell $*" >>"$LOG"; }
 . "$LIB_SH"
+. "$OUTCOME_SH"
 . "$KDUMP_SH"
 echo "DRIVER: kdump_main returned" >>"$LOG"
 """
@@ -432,6 +452,7 @@ def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedT
     vmcore = Path(p["vmcore"])
     vmcore.parent.mkdir(parents=True, exist_ok=premade)
     vmcore.write_text("core")
+    Path(p["kmsg"]).parent.mkdir(parents=True, exist_ok=True)   # the outcome record's
     sysrq = Path(p["sysrq_trigger"])
     log = root / "log"
     ctx = _context(config, target, paths=p, **override)
@@ -445,7 +466,8 @@ def _run_flow(tmp_path: Path, shell: str, config: KdumpConfig, target: ResolvedT
     (root / "driver.sh").write_text(_fake_wrappers(bindir, FAKES) + DRIVER)
     argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
     full_env = {"PATH": f"{bindir}:/usr/bin:/bin", "LOG": str(log), "LIB_SH": p["lib_sh"],
-                "KDUMP_SH": p["kdump_sh"], "HOME": str(root), **dict(env)}
+                "KDUMP_SH": p["kdump_sh"], "OUTCOME_SH": p["outcome_sh"], "HOME": str(root),
+                **dict(env)}
     r = subprocess.run([*argv, str(root / "driver.sh")], cwd=root, env=full_env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -493,6 +515,18 @@ def test_local_dump_with_hostile_values(tmp_path: Path, shell: str, blockdev: Pa
     assert "kdump: final action: powering off" in run.out
     assert "failure action" not in run.out
     assert f"umount:[{run.mnt}]" in run.log
+    # The outcome record, in the dump directory and in the kernel log, with the exact bytes
+    # of the hostile target and path (on one line).
+    desc = f"UUID={HOSTILE} ext4, path {path}".replace("\n", " ")
+    for text in ((dump / OUTCOME_FILE).read_text(),
+                 Path(_paths(run.root)["kmsg"]).read_text()):
+        rec = parse_outcome(text)
+        assert rec is not None and rec.complete
+        assert (rec.result, rec.reason) == ("saved", "")
+        assert rec.targets == (TargetAttempt(desc, "saved", f"{path}/127.0.0.1-{DATE}/vmcore "
+                                             f"on UUID={HOSTILE}".replace("\n", " ")),)
+        assert any("dump saved to" in line for line in rec.console)
+    assert (dump / "kexec-dmesg.log").read_text() == "fake capture kernel log\n"
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -505,6 +539,11 @@ def test_missing_target_times_out_into_failure_action(tmp_path: Path, shell: str
     assert "kdump: failure action: halting" in run.out
     assert "kdump: final action:" not in run.out
     assert "makedumpfile" not in run.log
+    rec = parse_outcome(Path(_paths(run.root)["kmsg"]).read_text())
+    assert rec is not None and rec.complete
+    assert rec.summary() == "failed: dump target UUID=never-there did not appear within 3 s"
+    assert rec.targets[0].result == "failed"
+    assert rec.duration is not None and rec.started == DATE   # the fake date's output
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -877,7 +916,8 @@ def test_flush_precedes_rename(tmp_path: Path, shell: str, blockdev: Path) -> No
                     env={"FAKE_DEV": str(blockdev)})
     dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
     lines = run.log.splitlines()
-    flushes = [x for x in lines if x.startswith(("sync:", "makedumpfile:"))][-3:]
+    flushes = [x for x in lines if x.startswith(("sync:", "makedumpfile:"))
+               and OUTCOME_FILE not in x and "kexec-dmesg.log" not in x][-3:]
     assert flushes[1:] == [f"sync:[{dump}/vmcore-incomplete]", f"sync:[{dump}]"]
     assert (dump / "vmcore").read_text() == "VMCORE\n"
 

@@ -136,7 +136,7 @@ def test_json_record_keeps_the_manifest_key_order() -> None:
         "source", "target", "path", "core_collector", "kdump_pre", "kdump_post", "extra_bins",
         "extra_modules", "failure_action", "final_action", "force_rebuild",
         "force_no_rebuild", "add_drivers", "omit_drivers", "sshkey", "auto_reset_crashkernel",
-        "hook_timeout", "defaults"]
+        "hook_timeout", "netconsole", "defaults"]
     assert config_as_dict(KdumpConfig())["defaults"] == sorted(d.key for d in SETTINGS)
 
 
@@ -150,7 +150,22 @@ WHEN_LINES = {
     "failure_action_dump_to_rootfs": "failure_action dump_to_rootfs",
     "fence_kdump": "fence_kdump_nodes 192.0.2.7",
     "kdump_emergency": "kdump_emergency /x",
+    "netconsole": "netconsole 10.0.0.1",
 }
+
+
+@pytest.mark.parametrize(("value", "stored"), [("10.0.0.1", "10.0.0.1:6666"),
+                                               ("loghost.example:514", "loghost.example:514")])
+def test_netconsole_values(value: str, stored: str) -> None:
+    config = parse_kdump_conf(f"netconsole {value}\n").config
+    assert config is not None and config.netconsole == stored
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1:0", "10.0.0.1:65536", "::1", "[::1]:6666",
+                                   "bad host:1", "10.0.0.1:x", ":6666"])
+def test_netconsole_errors(value: str) -> None:
+    result = parse_kdump_conf(f"netconsole {value}\n")
+    assert result.config is None and "netconsole" in str(result.errors[0])
 
 
 def test_module_conditions_come_from_the_table() -> None:

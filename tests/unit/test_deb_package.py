@@ -24,6 +24,7 @@ pytestmark = [
 SHIPPED = (
     "./usr/bin/mkkdumprd",
     "./lib/systemd/system/mkkdumprd.service",
+    "./lib/systemd/system/mkkdumprd-pstore.service",
     "./lib/systemd/system-generators/mkkdumprd-generator",
     "./usr/lib/kernel/install.d/60-mkkdumprd.install",
     "./etc/kernel/postinst.d/mkkdumprd",
@@ -64,7 +65,9 @@ def test_contents_and_conffiles(deb: Path, tmp_path: Path) -> None:
         "deb-systemd-helper unmask 'mkkdumprd.service'" in scripts["postinst"]
     assert "deb-systemd-invoke start" not in scripts["postinst"]
     assert "deb-systemd-invoke stop mkkdumprd.service" in scripts["prerm"]
-    assert "deb-systemd-helper purge 'mkkdumprd.service'" in scripts["postrm"]
+    # both units (mkkdumprd-pstore.service archives pstore at boot), in one helper call
+    assert ("deb-systemd-helper purge 'mkkdumprd-pstore.service' 'mkkdumprd.service'"
+            in scripts["postrm"])
     for name in scripts:
         subprocess.run(["sh", "-n", str(tmp_path / "control" / name)], check=True)
         if shutil.which("shellcheck"):

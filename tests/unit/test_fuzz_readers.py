@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +30,8 @@ from mkkdumprd.kmod.closure import resolve_modules
 from mkkdumprd.kmod.index import ModuleIndex
 from mkkdumprd.kmod.modprobe_d import parse_modprobe_text
 from mkkdumprd.kmod.names import AliasTable
+from mkkdumprd.records.crashes import list_crashes
+from mkkdumprd.records.outcome import OUTCOME_FILE, PREFIX
 from tests.support.bounded import bounded_call
 
 _FAST = settings(max_examples=60, deadline=10_000,
@@ -86,6 +88,32 @@ def test_fuzz_kdump_conf_files(tmp_path_factory: pytest.TempPathFactory,
     conf = tmp_path_factory.mktemp("c") / "kdump.conf"
     conf.write_text("".join(f"{k} {v}\n" for k, v in lines), errors="surrogateescape")
     bounded_call(read_kdump_conf, conf)
+
+
+_record_line = st.one_of(
+    st.binary(max_size=60),
+    st.tuples(st.sampled_from([b"version", b"result", b"reason", b"duration", b"target.1",
+                               b"target.7.result", b"console", b"end", b""]),
+              st.binary(max_size=40)).map(lambda kv: PREFIX.encode() + b" " + kv[0] + b"="
+                                          + kv[1]))
+
+
+@_FAST
+@given(record=st.lists(_record_line, max_size=30).map(b"\n".join),
+       dmesg=st.binary(max_size=300))
+def test_fuzz_crash_directories(tmp_path_factory: pytest.TempPathFactory, record: bytes,
+                                dmesg: bytes) -> None:
+    """What `report` and `status` read: the outcome record (in the directory and in a
+    pstore dmesg file), vmcore-dmesg.txt, any bytes."""
+    root = tmp_path_factory.mktemp("r")
+    crash = root / "var/crash/127.0.0.1-2026-12-03-10:00:05"
+    (crash / "pstore").mkdir(parents=True)
+    (crash / OUTCOME_FILE).write_bytes(record)
+    (crash / "pstore/dmesg-ramoops-0").write_bytes(dmesg + b"\n" + record)
+    (crash / "vmcore-dmesg.txt").write_bytes(dmesg)
+    found = bounded_call(list_crashes, Host(root), [PurePosixPath("/var/crash")])
+    assert len(found) == 1
+    json.dumps(found[0].as_json())
 
 
 _index_text = st.one_of(

@@ -30,7 +30,7 @@ from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.host import Host
 from tests.support.fake_kmod import write_depmod_text, write_module
 
-PIN = "204ec6b406cdfcb7ae7c4df5301decd95148036bd6f459fd2c817994d88784a3"
+PIN = "04d24b028fb962718a829870cd55c179efe690af252c5ab51ff7ca8ac00c3755"
 BASE = Path("/tmp/mkkdumprd-image-pin")
 KVER = "6.0.0-pin"
 SDE = 1_700_000_000

@@ -273,6 +273,7 @@ def test_install_integration_on_a_fake_root(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert r.output.split() == [
         "installed", "/etc/systemd/system/mkkdumprd.service",
+        "installed", "/etc/systemd/system/mkkdumprd-pstore.service",
         "installed", "/etc/systemd/system-generators/mkkdumprd-generator",
         "installed", "/etc/kernel/postinst.d/mkkdumprd",
         "installed", "/etc/kernel/postrm.d/mkkdumprd",
@@ -283,14 +284,14 @@ def test_install_integration_on_a_fake_root(tmp_path: Path) -> None:
     assert os.stat(root / "etc/kernel/postinst.d/mkkdumprd").st_mode & 0o777 == 0o755
     assert (root / "etc/mkkdumprd/hooks.conf").read_text().endswith(f"\nMKKDUMPRD={exe}\n")
     r = CliRunner().invoke(main, args)
-    assert r.output.split()[::2] == ["unchanged"] * 5, r.output
+    assert r.output.split()[::2] == ["unchanged"] * 6, r.output
     # a packaged path needs no hooks.conf line and keeps the unit as shipped
     r = CliRunner().invoke(main, ["install-integration", "--root", str(root), "--only",
                                   "systemd", "--mkkdumprd", "/usr/bin/mkkdumprd"])
     assert r.output.split()[:2] == ["updated", "/etc/systemd/system/mkkdumprd.service"]
     assert (root / "etc/systemd/system/mkkdumprd.service").read_bytes() == UNIT.read_bytes()
     r = CliRunner().invoke(main, ["install-integration", "--root", str(root), "--remove"])
-    assert r.exit_code == 0 and r.output.split()[::2] == ["removed"] * 4, r.output
+    assert r.exit_code == 0 and r.output.split()[::2] == ["removed"] * 5, r.output
     assert not (root / "etc/kernel/postinst.d/mkkdumprd").exists()
 
 
@@ -308,16 +309,18 @@ def test_install_integration_kernel_install_only(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "must be an absolute path" in r.output
 
 
-def test_systemd_analyze_accepts_the_unit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["mkkdumprd.service", "mkkdumprd-pstore.service"])
+def test_systemd_analyze_accepts_the_unit(tmp_path: Path, name: str) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is missing (package systemd)")
-    unit = tmp_path / "mkkdumprd.service"
+    unit = tmp_path / name
     # The packaged ExecStart path must exist for `verify`; point it at a real binary.
-    unit.write_text(UNIT.read_text().replace("/usr/bin/mkkdumprd", "/bin/true"))
+    unit.write_text((PKG / "systemd" / name).read_text().replace("/usr/bin/mkkdumprd",
+                                                                 "/bin/true"))
     r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
                        text=True, check=False)
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "mkkdumprd.service" in ln]
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if name in ln]
     assert problems == [], r.stdout + r.stderr
 
 

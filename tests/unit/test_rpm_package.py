@@ -33,6 +33,7 @@ def test_noarch_file_list_and_config(rpm: Path) -> None:
     assert _q(rpm, "--qf", "%{ARCH}") == "noarch"
     files = set(_q(rpm, "-l").split())
     for path in ("/usr/bin/mkkdumprd", "/usr/lib/systemd/system/mkkdumprd.service",
+                 "/usr/lib/systemd/system/mkkdumprd-pstore.service",
                  "/usr/lib/systemd/system-generators/mkkdumprd-generator",
                  "/usr/lib/kernel/install.d/60-mkkdumprd.install", "/etc/kdump.conf",
                  "/usr/lib/udev/rules.d/98-mkkdumprd.rules",
@@ -60,8 +61,9 @@ def test_requires_name_fedoras_packages(rpm: Path) -> None:
 
 def test_scriptlets_use_the_systemd_macros_and_never_fail(rpm: Path, tmp_path: Path) -> None:
     scripts = _q(rpm, "--scripts")
-    assert "install-system-units mkkdumprd.service || :" in scripts  # %systemd_post
-    assert "remove-system-units mkkdumprd.service || :" in scripts   # %systemd_preun
+    units = "mkkdumprd.service mkkdumprd-pstore.service"
+    assert f"install-system-units {units} || :" in scripts  # %systemd_post
+    assert f"remove-system-units {units} || :" in scripts   # %systemd_preun
     for tag in ("POSTIN", "PREUN", "POSTUN", "POSTTRANS"):
         body = _q(rpm, "--qf", f"%{{{tag}}}")
         assert body and body != "(none)", tag

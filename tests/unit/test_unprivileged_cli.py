@@ -42,8 +42,10 @@ CASES: dict[str, list[str]] = {
     "load": ["--initrd", "{img}"],
     "ls": ["--why", "{img}"],
     "propagate": ["-c", "{d}/kdump.conf"],
+    "pstore setup": [],
     "rebuild": ["--kver", "{kver}"],
     "reload": [],
+    "report": [],
     "restart": [],
     "savecore": ["-c", "{d}/kdump.conf", "--device", "{d}/raw.bin", "--path", "{w}"],
     "showmem": [],
@@ -59,6 +61,8 @@ EXTRA: dict[str, list[str]] = {
     "load --dry-run": ["--dry-run", "--initrd", "{img}"],
     "test --vm": ["--vm", "--accel", "tcg", "--image", "{img}", "--kernel", "{d}/no-kernel",
                   "--workdir", "{w}/vmtest"],
+    "pstore --dry-run": ["--dry-run"],
+    "pstore without --dry-run": [],
 }
 
 

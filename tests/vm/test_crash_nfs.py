@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.host import Host
+from mkkdumprd.records.outcome import OUTCOME_FILE, read_outcome
 from tests.support.debian_kernel import Kernel
 from tests.support.fake_network import FakeNet
 from tests.vm.conftest import BuildImage
@@ -47,7 +48,17 @@ def test_nfs_dump(kernel: Kernel, tmp_path: Path, build_capture: BuildImage) -> 
     assert len(dumps) == 1 and DUMP_DIR.fullmatch(dumps[0]), \
         f"dump dirs {dumps}; console:\n{console[-4000:]}"
     files = {p.name: p for p in (top / dumps[0]).iterdir()}
-    assert set(files) == {"vmcore", "vmcore-dmesg.txt"}, f"{sorted(files)}\n{console[-4000:]}"
+    assert set(files) == {"vmcore", "vmcore-dmesg.txt", OUTCOME_FILE, "kexec-dmesg.log"}, \
+        f"{sorted(files)}\n{console[-4000:]}"
+    # The outcome record of the successful dump, beside the vmcore it names.
+    record = read_outcome(files[OUTCOME_FILE])
+    assert record is not None and record.complete, files[OUTCOME_FILE].read_text()
+    assert record.result == "saved" and record.duration is not None
+    assert record.targets[0].result == "saved"
+    assert "kdump: outcome record written" not in record.console    # written after it
+    assert "Command line: elfcorehdr=" in files["kexec-dmesg.log"].read_text(errors="replace")
+    assert record.targets[0].detail == \
+        f"/var/kdump dir/{dumps[0]}/vmcore on {GUEST_SERVER_IP}:/export"
     assert files["vmcore"].stat().st_size > 1 << 20
     vmcore.assert_sysrq_crash(files["vmcore-dmesg.txt"].read_text(errors="replace"),
                               "vmcore-dmesg.txt")
