@@ -35,6 +35,7 @@ from mkkdumprd.config.model import (
     LOCAL_FSTYPES,
     MAX_HOOK_TIMEOUT,
     Action,
+    DumpPolicy,
     KdumpConfig,
     Target,
     TargetKind,
@@ -217,6 +218,17 @@ def _action(allowed: tuple[Action, ...], key: str) -> Parser:
     return parse
 
 
+def _one_of(kind: type[DumpPolicy], key: str) -> Parser:
+    def parse(report: Report, option: str, value: str) -> Fields | None:
+        for member in kind:
+            if member.value == value:
+                return {key: member}
+        names = ", ".join(m.value for m in kind)
+        report.error(f"{option} {value!r} is not valid; use one of: {names}")
+        return None
+    return parse
+
+
 def _choice(first: str, second: str, *, true: str) -> Parser:
     """One of two words (shown in this order); the field is whether it is `true`."""
     def parse(report: Report, option: str, value: str) -> Fields | None:
@@ -317,7 +329,26 @@ def parse_fence_args(report: Report, option: str, value: str) -> Fields | None:
 # ---- writers and records -------------------------------------------------------------------
 
 def write_target(config: KdumpConfig) -> str | None:
-    target = config.target
+    """The target lines, in the order the dump tries them."""
+    first = _target_line(config.target)
+    more = [_target_line(t) or f"# {t.describe()}" for t in config.more_targets]
+    if first is None and not more:
+        return None
+    return "\n".join([first or f"# {config.target.describe()}", *more])
+
+
+def write_dump_policy(config: KdumpConfig) -> str:
+    line = f"dump_policy {config.dump_policy.value}"
+    n = len(config.targets)
+    if config.dump_policy is DumpPolicy.FALLBACK:
+        return f"{line}  # the {n} targets above are tried in this order until one holds a " \
+            "complete vmcore"
+    if config.dump_policy is DumpPolicy.ALL:
+        return f"{line}  # each of the {n} targets above gets its own complete vmcore"
+    return line
+
+
+def _target_line(target: Target) -> str | None:
     if target.kind is TargetKind.LOCAL:
         if target.device is None or target.fstype is None:
             return None
@@ -412,7 +443,18 @@ DIRECTIVES: tuple[Directive, ...] = (
         "where the dump goes: FSTYPE DEVICE, raw DEVICE, nfs HOST:/EXPORT or ssh USER@HOST "
         "(without a target line: the filesystem that holds path)",
         in_image=True, write=write_target,
-        record=lambda c: {"target": target_as_dict(c.target)}, capture=_ALL_TARGETS),
+        record=lambda c: {"target": target_as_dict(c.target),
+                          **({"more_targets": [target_as_dict(t) for t in c.more_targets]}
+                             if c.more_targets else {})},
+        capture=_ALL_TARGETS),
+    Directive(
+        "dump_policy", ("dump_policy",), _one_of(DumpPolicy, "dump_policy"), ("dump_policy",),
+        ("dump_policy fallback",),
+        "what several target lines mean: single (the default: one target only), fallback "
+        "(try them in file order until one holds a complete vmcore) or all (a complete "
+        "vmcore on each; saved when at least one holds it)",
+        in_image=True, write=write_dump_policy,
+        record=lambda c: {"dump_policy": c.dump_policy.value}),
     Directive(
         "path", ("path",), parse_dump_path, ("path",), (f"path {DEFAULT_PATH}",),
         "the dump directory, relative to the target's root (not used by raw)",
