@@ -454,7 +454,10 @@ DIRECTIVES: tuple[Directive, ...] = (
         "(try them in file order until one holds a complete vmcore) or all (a complete "
         "vmcore on each; saved when at least one holds it)",
         in_image=True, write=write_dump_policy,
-        record=lambda c: {"dump_policy": c.dump_policy.value}),
+        # a single-target config records nothing: its record (and so every manifest and
+        # freshness comparison made before dump_policy existed) stays as it was
+        record=lambda c: ({} if c.dump_policy is DumpPolicy.SINGLE
+                          else {"dump_policy": c.dump_policy.value})),
     Directive(
         "path", ("path",), parse_dump_path, ("path",), (f"path {DEFAULT_PATH}",),
         "the dump directory, relative to the target's root (not used by raw)",

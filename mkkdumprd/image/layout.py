@@ -38,6 +38,15 @@ RESOLV_CONF = "/etc/resolv.conf"         # the host's name servers; udhcpc's lea
 SSH_DIR = "/root/.ssh"
 SSH_KEY = f"{SSH_DIR}/kdump_id"
 SSH_KNOWN_HOSTS = f"{SSH_DIR}/known_hosts"
+# dump_policy fallback/all: the Nth target's scripts (N from 2; the first target's are
+# TARGET_SH and NETWORK_SH); the dump flow's attempts (one per target, bounded).
+_target_sh_n = f"{LIBDIR}/target-%d.sh"
+_network_sh_n = f"{LIBDIR}/network-%d.sh"
+ATTEMPT_SH = f"{LIBDIR}/attempt.sh"
+# The running attempt's files: ATTEMPT.status, .what (its result), .dir (its dump directory).
+ATTEMPT = "/run/kdump/attempt"
+# What the /init says (kinfo/kwarn/kerr), the start of each dump's kexec-dmesg.log.
+INIT_LOG = "/run/kdump/init.log"
 # One line per dump attempt, written by the dump flow, read by the outcome record:
 # "TARGET_DESC<TAB>saved|failed|skipped<TAB>REASON-OR-PATH".
 RESULTS = "/run/kdump/results"
@@ -52,6 +61,16 @@ SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
 WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 CONFIGFS = "/sys/kernel/config"
 CRASH_DM_CRYPT_KEYS = f"{CONFIGFS}/crash_dm_crypt_keys"   # CONFIG_CRASH_DM_CRYPT (6.16)
+
+
+
+def target_script(index: int, first: str) -> str:
+    """Where the script `first` (TARGET_SH or NETWORK_SH) of target number `index` (0 for
+    the first) is in the image."""
+    if index == 0:
+        return first
+    return (_target_sh_n if first == TARGET_SH else _network_sh_n) % (index + 1)
+
 
 # What templates see as `paths`: every path above by its lower-case name.
 TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({
