@@ -531,6 +531,11 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         },
         "collector_fs": fs,
         "collector_stream": stream,
+        # several targets: the filesystem targets' free space is checked against what
+        # makedumpfile's dry run says it will write (a makedumpfile collector only)
+        "collector_estimate": [*fs, "--dry-run", "--show-stats"]
+        if more_targets and PurePosixPath(fs[0]).name == "makedumpfile" else [],
+        "keep_dumps": str(config.keep_dumps),
         "kdump_pre": config.kdump_pre or "",
         "kdump_post": config.kdump_post or "",
         "hook_timeout": str(config.hook_timeout),

@@ -34,6 +34,7 @@ from mkkdumprd.config.model import (
     FINAL_ACTIONS,
     LOCAL_FSTYPES,
     MAX_HOOK_TIMEOUT,
+    MAX_KEEP_DUMPS,
     Action,
     DumpPolicy,
     KdumpConfig,
@@ -145,6 +146,14 @@ def parse_hook_timeout(report: Report, option: str, value: str) -> Fields | None
                      f"{MAX_HOOK_TIMEOUT} (0: no limit), e.g. `{example(option)}`")
         return None
     return {"hook_timeout": int(value)}
+
+
+def parse_keep_dumps(report: Report, option: str, value: str) -> Fields | None:
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_KEEP_DUMPS:
+        report.error(f"keep_dumps {value!r} is not valid; give how many old dumps to keep, "
+                     f"from 0 to {MAX_KEEP_DUMPS} (0: keep all), e.g. `{example(option)}`")
+        return None
+    return {"keep_dumps": int(value)}
 
 
 def words(report: Report, option: str, value: str) -> list[str] | None:
@@ -463,6 +472,15 @@ DIRECTIVES: tuple[Directive, ...] = (
         "the dump directory, relative to the target's root (not used by raw)",
         in_image=True, write=_value("path"), record=_as_is("path"),
         capture=_ALL_TARGETS - {TargetKind.RAW}),
+    Directive(
+        "keep_dumps", ("keep_dumps",), parse_keep_dumps, ("keep_dumps",), ("keep_dumps 3",),
+        "before writing a dump to a filesystem target, remove this host's oldest complete "
+        "dump directories made by mkkdumprd there beyond this many (0, the default: keep "
+        "all; mkkdumprd's own)",
+        in_image=True, write=lambda c: f"keep_dumps {c.keep_dumps}" if c.keep_dumps else None,
+        # 0 records nothing, so images made before keep_dumps existed keep their record
+        record=lambda c: {"keep_dumps": c.keep_dumps} if c.keep_dumps else {},
+        capture=frozenset({TargetKind.LOCAL, TargetKind.NFS})),
     Directive(
         "core_collector", ("core_collector",), parse_collector,
         ("core_collector", "core_collector_written"),

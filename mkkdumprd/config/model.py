@@ -21,6 +21,7 @@ DEFAULT_SSHKEY = "/root/.ssh/kdump_id_rsa"
 # enough for real work, short enough that a hung hook still leaves time to dump and reboot.
 DEFAULT_HOOK_TIMEOUT = 120
 MAX_HOOK_TIMEOUT = 86400
+MAX_KEEP_DUMPS = 1000
 LOCAL_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
@@ -101,6 +102,7 @@ class KdumpConfig:
     # dump_policy other than single.
     more_targets: tuple[Target, ...] = ()
     dump_policy: DumpPolicy = DumpPolicy.SINGLE
+    keep_dumps: int = 0          # 0: keep every old dump (mkkdumprd's own; Debian's KDUMP_NUM_DUMPS)
     path: str = DEFAULT_PATH
     core_collector: tuple[str, ...] = DEFAULT_COLLECTOR
     sshkey: str = DEFAULT_SSHKEY

@@ -45,6 +45,8 @@ _network_sh_n = f"{LIBDIR}/network-%d.sh"
 ATTEMPT_SH = f"{LIBDIR}/attempt.sh"
 # The running attempt's files: ATTEMPT.status, .what (its result), .dir (its dump directory).
 ATTEMPT = "/run/kdump/attempt"
+# The collector's expected output size in bytes (makedumpfile's dry run), once per boot.
+ESTIMATE = "/run/kdump/estimate"
 # What the /init says (kinfo/kwarn/kerr), the start of each dump's kexec-dmesg.log.
 INIT_LOG = "/run/kdump/init.log"
 # One line per dump attempt, written by the dump flow, read by the outcome record:

@@ -1130,3 +1130,59 @@ def test_network_stack_steps_rename_the_cards_and_build_the_bond_and_vlan(
                           "ip link add link bond0 name bond0.7 type vlan id 7",
                           "ip link set dev bond0.7 up"]
     assert "kdump: network: VLAN bond0.7, id 7 on bond0" in r.stdout
+
+
+# ---- keep_dumps and the free-space check (dump_policy's filesystem targets) ---------------
+
+def _old_dump(top: Path, name: str, ours: bool = True, complete: bool = True) -> Path:
+    d = top / name
+    d.mkdir(parents=True)
+    if complete:
+        (d / "vmcore").write_text("old")
+    if ours:
+        (d / "kexec-dmesg.log").write_text("kdump: capture image by mkkdumprd 0.1 for x\n")
+    return d
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_keep_dumps_removes_only_this_hosts_oldest_complete_dumps(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    top = Path(_paths(tmp_path / "run")["mount_point"]) / "var/crash"
+    old = [_old_dump(top, f"127.0.0.1-2026-01-01-00:00:0{i}") for i in range(3)]
+    foreign = [_old_dump(top, "127.0.0.1-2025-01-01-00:00:00", ours=False),   # not ours
+               _old_dump(top, "127.0.0.1-2025-02-01-00:00:00", complete=False),
+               _old_dump(top, "10.0.0.9-2025-01-01-00:00:00"),                # another host
+               _old_dump(top, "my-notes")]
+    run = _run_flow(tmp_path, shell, _config(keep_dumps=2), _local_target(),
+                    env={"FAKE_DEV": str(blockdev)}, premade=True)
+    assert "keep_dumps 2: removing the old dump 127.0.0.1-2026-01-01-00:00:00" in run.out
+    assert not old[0].exists() and old[1].exists() and old[2].exists()
+    assert all(d.exists() for d in foreign)
+    assert (top / f"127.0.0.1-{DATE}" / "vmcore").read_text() == "VMCORE\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_target_without_room_for_the_dump_is_skipped_untouched(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    saved = dict(FAKES)
+    try:
+        # the dry run says 1 PiB: no test filesystem has that much room
+        FAKES["makedumpfile"] = ('case " $* " in *" --dry-run "*) log makedumpfile "$@"; '
+                                 'echo "Write bytes     : 1125899906842624";; esac')
+        config = _config(failure_action=Action.HALT, final_action=Action.REBOOT)
+        run = _run_flow(tmp_path, shell, config, _local_target(),
+                        env={"FAKE_DEV": str(blockdev)},
+                        collector_estimate=["makedumpfile", "-d", "31", "--dry-run",
+                                            "--show-stats"])
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    assert re.search(r"kdump: target ext4 UUID=1234:/var/crash: skipped: not enough free "
+                     r"space: \d+ MiB free, the dump needs about 1073741825 MiB", run.out), \
+        run.out
+    assert "makedumpfile:[-d][31][--dry-run][--show-stats]" in run.log
+    assert not list(run.mnt.rglob("*")), "a skipped target was written to"
+    assert "umount:" in run.log
+    results = (run.root / "run/kdump/results").read_text()
+    assert results.startswith("ext4 UUID=1234:/var/crash\tskipped\tnot enough free space")
+    assert run.log.splitlines()[-1] == "ACTION halt -f"

@@ -47,7 +47,8 @@ def test_nfs_dump(kernel: Kernel, tmp_path: Path, build_capture: BuildImage) -> 
     assert len(dumps) == 1 and DUMP_DIR.fullmatch(dumps[0]), \
         f"dump dirs {dumps}; console:\n{console[-4000:]}"
     files = {p.name: p for p in (top / dumps[0]).iterdir()}
-    assert set(files) == {"vmcore", "vmcore-dmesg.txt"}, f"{sorted(files)}\n{console[-4000:]}"
+    assert set(files) == {"vmcore", "vmcore-dmesg.txt", "kexec-dmesg.log"}, \
+        f"{sorted(files)}\n{console[-4000:]}"
     assert files["vmcore"].stat().st_size > 1 << 20
     vmcore.assert_sysrq_crash(files["vmcore-dmesg.txt"].read_text(errors="replace"),
                               "vmcore-dmesg.txt")
