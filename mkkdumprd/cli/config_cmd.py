@@ -10,9 +10,8 @@ import click
 
 from mkkdumprd.config.directives import help_text
 from mkkdumprd.config.kdumpconf import DEFAULT_CONF, read_kdump_conf
-from mkkdumprd.config.model import Diagnostic, KdumpConfig
+from mkkdumprd.config.model import Diagnostic, DumpPolicy, KdumpConfig
 from mkkdumprd.config.render import config_as_dict, diagnostic_as_dict, render_kdump_conf
-from mkkdumprd.config.model import DumpPolicy
 from mkkdumprd.config.target_spec import POLICY_HELP, SPEC_HELP, apply_targets
 from mkkdumprd.config.values import printable
 from mkkdumprd.errors import ConfigError, UsageError
@@ -22,7 +21,8 @@ _CONFIG_HELP = (f"kdump.conf to read (default: {DEFAULT_CONF} if it exists, else
 
 
 def _resolve(config_file: Path | None, target_specs: tuple[str, ...],
-             dump_policy: str | None = None) -> tuple[str, KdumpConfig | None, list[Diagnostic], list[Diagnostic]]:
+             dump_policy: str | None = None
+             ) -> tuple[str, KdumpConfig | None, list[Diagnostic], list[Diagnostic]]:
     """(source shown to the user, config or None, errors, warnings)."""
     if config_file is not None:
         source = printable(str(config_file))

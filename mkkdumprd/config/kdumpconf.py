@@ -294,7 +294,7 @@ class _Parser:
                                       None if updates is None else updates["target"]))
             return
         if key in self.seen:
-            first, first_option, first_text = self.seen[key]
+            first, first_option, _ = self.seen[key]
             if first_option != option:
                 obsolete = ", ".join(repr(name) for name in row.obsolete)
                 self.error(f"{option!r} sets {key} again, already set at {first} by "

@@ -2,7 +2,8 @@
 
 Semantics follow Fedora's kdump.conf as documented by kdump.conf(5) and implemented by
 kdumpctl in rhkdump/kdump-utils (https://github.com/rhkdump/kdump-utils): one dump target at
-most (mkkdumprd's `dump_policy` allows several), `path` relative to the target's root, the collector as an argv, Fedora's defaults.
+most (mkkdumprd's `dump_policy` allows several), `path` relative to the target's root, the
+collector as an argv, Fedora's defaults.
 Which directive sets which field is config/directives.py. The parser (config/kdumpconf.py)
 produces the config; the builder only reads it.
 """
@@ -102,7 +103,7 @@ class KdumpConfig:
     # dump_policy other than single.
     more_targets: tuple[Target, ...] = ()
     dump_policy: DumpPolicy = DumpPolicy.SINGLE
-    keep_dumps: int = 0          # 0: keep every old dump (mkkdumprd's own; Debian's KDUMP_NUM_DUMPS)
+    keep_dumps: int = 0          # 0: keep every old dump (Debian's KDUMP_NUM_DUMPS)
     path: str = DEFAULT_PATH
     core_collector: tuple[str, ...] = DEFAULT_COLLECTOR
     sshkey: str = DEFAULT_SSHKEY

@@ -27,7 +27,14 @@ from dataclasses import replace
 
 from mkkdumprd.config import values
 from mkkdumprd.config.kdumpconf import derive
-from mkkdumprd.config.model import LOCAL_FSTYPES, POLICY_HELP, DumpPolicy, KdumpConfig, Target, TargetKind
+from mkkdumprd.config.model import (
+    LOCAL_FSTYPES,
+    POLICY_HELP,
+    DumpPolicy,
+    KdumpConfig,
+    Target,
+    TargetKind,
+)
 from mkkdumprd.errors import ConfigError, UsageError
 
 __all__ = ["POLICY_HELP", "SPEC_FORMS", "SPEC_HELP", "apply_target", "apply_targets",
@@ -212,8 +219,9 @@ def apply_targets(config: KdumpConfig, specs: list[str],
     parsed = [parse_target_spec(spec) for spec in specs]
     paths = {path for _, path in parsed if path is not None}
     if len(paths) > 1:
-        raise UsageError(f"the --target options give different dump paths ({', '.join(sorted(paths))}); "
-                         "one path applies to every target")
+        shown = ", ".join(sorted(paths))
+        raise UsageError(f"the --target options give different dump paths ({shown}); one "
+                         "path applies to every target")
     path = next(iter(paths), None)
     firsts = [apply_target(config, target, path) for target, _ in parsed]
     new = replace(firsts[0], more_targets=tuple(c.target for c in firsts[1:]),
