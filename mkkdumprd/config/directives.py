@@ -445,7 +445,8 @@ def _if_set(*keys: str) -> Recorder:
 # Row order is the order of `config show` and of the image's /etc/kdump.conf.
 DIRECTIVES: tuple[Directive, ...] = (
     Directive(
-        "target", ("raw", "nfs", "nfs4", "ssh", *LOCAL_FSTYPES), parse_target, ("target",),
+        "target", ("raw", "nfs", "nfs4", "ssh", *LOCAL_FSTYPES), parse_target,
+        ("target", "more_targets"),
         ("raw /dev/disk/by-id/virtio-dump", "nfs nfs.example.com:/export/kdump",
          "nfs4 nfs.example.com:/export/kdump", "ssh root@dump.example.com",
          *(f"{fs} UUID=01234567-89ab-cdef-0123-456789abcdef" for fs in LOCAL_FSTYPES)),

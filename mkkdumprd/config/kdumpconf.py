@@ -145,7 +145,6 @@ def derive(config: KdumpConfig) -> tuple[KdumpConfig, list[Diagnostic], list[Dia
     targets = config.targets
     # The first streamed target (raw, ssh) and the first filesystem target, if any.
     streamed = next((t for t in targets if t.kind in (TargetKind.RAW, TargetKind.SSH)), None)
-    on_fs = next((t for t in targets if t.kind not in (TargetKind.RAW, TargetKind.SSH)), None)
     target = config.target
     written = config.core_collector_written
     where = config.location("core_collector")
@@ -195,7 +194,7 @@ def derive(config: KdumpConfig) -> tuple[KdumpConfig, list[Diagnostic], list[Dia
             f"sshkey {config.sshkey!r} is only used with an ssh target; it is ignored for "
             f"{target.describe()}",
             config.sshkey))
-    if config.path != DEFAULT_PATH and on_fs is None:
+    if config.path != DEFAULT_PATH and all(t.kind is TargetKind.RAW for t in targets):
         warnings.append(Diagnostic(
             config.location("path"),
             f"path {config.path!r} is ignored for a raw target: the dump goes onto the device",
