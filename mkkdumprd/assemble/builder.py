@@ -465,12 +465,10 @@ def collector_argv(config: KdumpConfig) -> tuple[list[str], list[str]]:
 
 def _collector_warnings(config: KdumpConfig) -> list[str]:
     # The -F rule itself is the config parser's (it knows the line to point at).
-    if config.target.kind in (TargetKind.RAW, TargetKind.SSH) and \
-            PurePosixPath(config.core_collector[0]).name != "makedumpfile":
-        return [f"core_collector {config.core_collector[0]} is not makedumpfile: you will "
-                f"have to recover the vmcore from the {config.target.kind.value} target "
-                f"manually"]
-    return []
+    return [f"core_collector {config.core_collector[0]} is not makedumpfile: you will "
+            f"have to recover the vmcore from the {t.kind.value} target manually"
+            for t in config.targets if t.kind in (TargetKind.RAW, TargetKind.SSH)
+            and PurePosixPath(config.core_collector[0]).name != "makedumpfile"]
 
 
 def _vars_name(m: ModuleDef) -> str:

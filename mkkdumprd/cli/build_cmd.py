@@ -244,11 +244,13 @@ def savecore_cmd(config_path: Path | None, device: Path | None,
 
     config = load_kdump_conf(config_path)
     if device is None:
-        if config.target.kind is not TargetKind.RAW or not config.target.device:
+        raw = next((t.device for t in config.targets
+                    if t.kind is TargetKind.RAW and t.device), None)
+        if raw is None:
             raise UsageError(
                 f"{config.source} has no raw target; give the device with --device"
             )
-        device = Path(config.target.device)
+        device = Path(raw)
     res: SaveResult = savecore(device, save_path or Path(config.path))
     click.echo(res.message)
 

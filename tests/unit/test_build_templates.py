@@ -1186,3 +1186,31 @@ def test_a_target_without_room_for_the_dump_is_skipped_untouched(
     results = (run.root / "run/kdump/results").read_text()
     assert results.startswith("ext4 UUID=1234:/var/crash\tskipped\tnot enough free space")
     assert run.log.splitlines()[-1] == "ACTION halt -f"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_an_attempt_past_its_time_limit_is_stopped_with_what_it_started(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    """The collector hangs: the attempt and every process below it are killed after
+    kdump.attempt_timeout, the reason is written next to the partial dump, the target is
+    unmounted and failure_action runs."""
+    saved = dict(FAKES)
+    pidfile = tmp_path / "collector.pid"
+    try:
+        FAKES["makedumpfile"] = f'echo $$ >{shq(str(pidfile))}; exec /bin/sleep 300'
+        config = _config(failure_action=Action.HALT, final_action=Action.REBOOT)
+        run = _run_flow(tmp_path, shell, config, _local_target(),
+                        env={"FAKE_DEV": str(blockdev)}, attempt_timeout="1",
+                        dump_policy="fallback")
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    why = "did not finish within 1 s (kdump.attempt_timeout) and was stopped"
+    assert f"kdump: target ext4 UUID=1234:/var/crash: failed: {why}" in run.out, run.out
+    dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
+    assert (dump / "failure-reason.txt").read_text() == why + "\n"
+    assert f"umount:[-l][{run.mnt}]" in run.log
+    assert run.log.splitlines()[-1] == "ACTION halt -f"
+    pid = int(pidfile.read_text())
+    assert not Path(f"/proc/{pid}").exists() or \
+        Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX", "the collector lives on"

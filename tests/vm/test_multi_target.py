@@ -9,17 +9,19 @@ target fails, failure_action runs once, after all of them.
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from mkkdumprd.network.ssh_command import known_hosts_line
 from tests.support.debian_kernel import Kernel
 from tests.vm.conftest import BuildImage
 from tests.vm.harness import disks, vmcore
 from tests.vm.harness.crash import crash_cycle
 from tests.vm.harness.first_stage import CAPTURE_APPEND, LOADED_MARKER
-from tests.vm.servers import GUEST_SERVER_IP, NfsServer, free_port
+from tests.vm.servers import GUEST_SERVER_IP, NfsServer, SshServer, free_port
 
 DRIVERS = ["ext4", "virtio_net"]
 WAIT = 10
@@ -199,3 +201,42 @@ def test_every_target_failing_runs_failure_action_once(kernel: Kernel, tmp_path:
         console.rindex("kdump: target ext4"), tail
     assert "kdump: dump failed: no dump target holds a complete vmcore" in console, tail
     assert "reboot: Power down" in console, tail
+
+
+# ~70 s alone under TCG: slow (the default run covers fallback with the tests above)
+@pytest.mark.vm
+@pytest.mark.slow
+def test_fallback_from_ssh_with_a_changed_host_key_to_nfs(
+        kernel: Kernel, tmp_path: Path, build_capture: BuildImage,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ssh server's host key is not the recorded one: nothing is sent there, the network
+    is taken down after the attempt, and NFS (brought up again) gets the dump."""
+    impostor = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+                   check=True)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/known_hosts").write_text(known_hosts_line(
+        GUEST_SERVER_IP, 22, impostor.with_suffix(".pub").read_text()) + "\n")
+    monkeypatch.setenv("HOME", str(home))    # the build reads ~/.ssh/known_hosts
+    with SshServer(tmp_path / "sshd").start() as sshd, \
+            NfsServer(tmp_path / "nfs").start() as nfs:
+        assert sshd.keys is not None
+        conf = _conf(tmp_path, f"ssh root@{GUEST_SERVER_IP}", f"sshkey {sshd.keys.client_key}",
+                     f"nfs {GUEST_SERVER_IP}:/export", "dump_policy fallback",
+                     "path /var/crash", "failure_action poweroff")
+        image = build_capture(["-c", str(conf)], tmp_path / "capture.img", drivers=DRIVERS)
+        (nfs.export / "var/crash").mkdir(parents=True)
+        run = crash_cycle(kernel, image, [], tmp_path,
+                          guestfwd=[sshd.guestfwd(22), nfs.guestfwd(2049)],
+                          capture_append=f"{CAPTURE_APPEND} kdump.timeout={WAIT}")
+    console = run.console.split(LOADED_MARKER, 1)[1]
+    tail = console[-6000:]
+    results = _results(console)
+    assert [s for _, s, _ in results] == ["failed", "saved to"], tail
+    assert "Host key verification failed" in results[0][2] or \
+        "REMOTE HOST IDENTIFICATION HAS CHANGED" in console, tail
+    (remote,) = list((nfs.export / "var/crash").iterdir())
+    assert {"vmcore", "kexec-dmesg.log"} <= {p.name for p in remote.iterdir()}
+    vmcore.assert_sysrq_crash(vmcore.dump_dmesg(remote / "vmcore", tmp_path / "nfs.txt"),
+                              "nfs vmcore")
