@@ -590,6 +590,10 @@ DIRECTIVES: tuple[Directive, ...] = (
         when={"kdump_emergency": lambda c: bool(c.kdump_emergency)}, capture=_ALL_TARGETS),
 )
 
+# Settings added after images recorded their configuration, recorded (and listed among the
+# defaults) only when set: the record of every image that does not use them stays as it was.
+RECORDED_WHEN_SET = ("dump_policy", "keep_dumps")
+
 BY_KEY: Mapping[str, Directive] = MappingProxyType({d.key: d for d in DIRECTIVES})
 BY_SPELLING: Mapping[str, Directive] = MappingProxyType(
     {s: d for d in DIRECTIVES for s in d.spellings})

@@ -72,9 +72,9 @@ def config_as_dict(config: KdumpConfig) -> dict[str, Any]:
     return {
         "source": config.source,
         **directives.record(config),
-        # the settings not written, among those the record holds
         "defaults": sorted(frozenset(d.key for d in directives.SETTINGS
-                                     if d.record is not None and d.record(config))
+                                     if d.key not in directives.RECORDED_WHEN_SET
+                                     or (d.record is not None and d.record(config)))
                            - config.explicit),
     }
 
