@@ -217,7 +217,7 @@ def plan_image(req: BuildRequest) -> Plan:
     else:
         target, found = resolve_target(config, req.machine, req.hostonly)
         warnings.extend(found)
-        network = capture_network(req, target)
+        network = None          # after the check below: no module, no network plan
         first_hostonly = True
         more = ()
     target = with_stack(target, req.machine, req.hostonly and first_hostonly)
@@ -231,6 +231,8 @@ def plan_image(req: BuildRequest) -> Plan:
                 f"no module in modules.d handles {t.kind.value} targets yet; "
                 f"use a local or raw target"
             )
+    if not config.more_targets:
+        network = capture_network(req, target)
     rootfs = None
     if config.failure_action is Action.DUMP_TO_ROOTFS:
         rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
