@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 # they run: `mkkdumprd build` on an up-to-date image needs only BuildRequest from here.
 
 DEFAULT_TIMEOUT = 90
+# Seconds each dump attempt may take when there are several targets (kdump.attempt_timeout=
+# overrides it at dump time): waits, mounts and the copy of the vmcore together.
+ATTEMPT_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class BuildResult:
     stats: ImageStats | None = None
     output: Path | None = None
     seconds: float = 0.0
+    more_targets: tuple[ResolvedTarget, ...] = ()   # the dump tries them after `target`
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,24 @@ class Plan:
     applets: tuple[str, ...]
     warnings: tuple[str, ...]
     network: NetworkPlan | None = None      # nfs/ssh: the capture network, worked out once
+    # dump_policy fallback/all: the targets after the first, in the order the dump tries them
+    more_targets: tuple[PlannedTarget, ...] = ()
+    first_hostonly: bool = True             # False: the first target is taken as written
+
+    @property
+    def targets(self) -> tuple[PlannedTarget, ...]:
+        return (PlannedTarget(self.target, self.network, self.first_hostonly),
+                *self.more_targets)
+
+
+@dataclass(frozen=True)
+class PlannedTarget:
+    """One dump target as the image tries it, with its own capture network."""
+
+    resolved: ResolvedTarget
+    network: NetworkPlan | None
+    # False: host-only discovery failed for it (dump_policy fallback), so it is taken as given
+    hostonly: bool
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,8 @@ class Collected:
     warnings: tuple[str, ...]
     # module name → the frozen settings its template_vars hook gave (network, nfs, ssh)
     template_vars: Mapping[str, object] = field(default_factory=dict)
+    # per further target (Plan.more_targets order): its per-target modules' template_vars
+    target_vars: tuple[Mapping[str, object], ...] = ()
 
 
 @dataclass
@@ -133,6 +157,7 @@ class _Acc:
     kmods: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     template_vars: dict[str, object] = field(default_factory=dict)          # name → settings
+    target_vars: list[dict[str, object]] = field(default_factory=list)      # per more target
 
 
 def build_image(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
@@ -163,7 +188,8 @@ def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
         spec, manifest = finish_spec(req, plan, collected, run)
     return BuildResult(spec=spec, target=plan.target, modules=plan.names,
                        kernel_modules=collected.kernel_modules, binaries=collected.binaries,
-                       warnings=tuple(dict.fromkeys(collected.warnings)), manifest=manifest)
+                       warnings=tuple(dict.fromkeys(collected.warnings)), manifest=manifest,
+                       more_targets=tuple(t.resolved for t in plan.more_targets))
 
 
 # ---- 1. plan -------------------------------------------------------------------------------
@@ -178,17 +204,35 @@ def plan_image(req: BuildRequest) -> Plan:
 
     config = req.config
     defs = load_all(req.modules_dir or data_dir("modules.d"))
-    target, warnings = resolve_target(config, req.machine, req.hostonly)
-    target = with_stack(target, req.machine, req.hostonly)
+    warnings: list[str] = []
+    if config.more_targets:
+        from mkkdumprd.assemble.targets import plan_targets
+
+        planned = plan_targets(req, warnings)
+        target, network = planned[0].resolved, planned[0].network
+        first_hostonly = planned[0].hostonly
+        more: tuple[PlannedTarget, ...] = tuple(
+            replace(p, resolved=with_stack(p.resolved, req.machine, req.hostonly and p.hostonly))
+            for p in planned[1:])
+    else:
+        target, found = resolve_target(config, req.machine, req.hostonly)
+        warnings.extend(found)
+        network = None          # after the check below: no module, no network plan
+        first_hostonly = True
+        more = ()
+    target = with_stack(target, req.machine, req.hostonly and first_hostonly)
+    stacks = [*storage_modules(target, req.add_modules),
+              *(m for p in more for m in storage_modules(p.resolved, ()))]
     active = resolve(defs, config, machine_facts(req.machine, req.hostonly),
-                     storage_modules(target, req.add_modules))
-    if not any(config.target.kind in m.when.targets for m in active):
-        raise UsageError(
-            f"no module in modules.d handles {config.target.kind.value} targets yet; "
-            f"use a local or raw target"
-        )
-    network = capture_network(req, target)
-    warnings = list(warnings)
+                     list(dict.fromkeys(stacks)))
+    for t in config.targets:
+        if not any(t.kind in m.when.targets for m in active):
+            raise UsageError(
+                f"no module in modules.d handles {t.kind.value} targets yet; "
+                f"use a local or raw target"
+            )
+    if not config.more_targets:
+        network = capture_network(req, target)
     rootfs = None
     if config.failure_action is Action.DUMP_TO_ROOTFS:
         rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
@@ -198,7 +242,8 @@ def plan_image(req: BuildRequest) -> Plan:
     return Plan(modules=tuple(active), names=tuple(m.name for m in active), target=target,
                 rootfs=rootfs,
                 applets=tuple(dict.fromkeys(a for m in active for a in m.busybox_applets)),
-                warnings=tuple(warnings), network=network)
+                warnings=tuple(warnings), network=network, more_targets=more,
+                first_hostonly=first_hostonly)
 
 
 # ---- 2. collect from the host --------------------------------------------------------------
@@ -212,10 +257,14 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
         )
     index = cache.module_index(req.kmoddir, req.kver)
     cache.elf_objects()
-    acc = _Acc(warnings=list(plan.warnings))
+    acc = _Acc(warnings=list(plan.warnings), target_vars=[{} for _ in plan.more_targets])
     for m in plan.modules:
         _declared(m, req.sysroot, acc)
-        _run_hooks(req, plan, m, index, acc)
+        for i, planned in enumerate(plan.targets):
+            if not serves(m, planned, first=i == 0):
+                continue
+            into = acc.template_vars if i == 0 else acc.target_vars[i - 1]
+            _run_hooks(req, plan, m, index, acc, planned, into)
     spec = ImageSpec()
     spec.extend(acc.entries)
     spec.extend(_binary_entries(acc, req.sysroot, req.arch))
@@ -223,18 +272,36 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
     return Collected(spec=spec, found=tuple(acc.found),
                      binaries=tuple(str(p) for paths in acc.binaries.values() for p in paths),
                      kernel_modules=kmod_names, warnings=tuple(acc.warnings),
-                     template_vars=dict(acc.template_vars))
+                     template_vars=dict(acc.template_vars),
+                     target_vars=tuple(dict(v) for v in acc.target_vars))
+
+
+def per_target(m: ModuleDef) -> bool:
+    """Whether a module serves each dump target on its own: it renders a target's script
+    (a target module: local, nfs, raw, ssh) or its capture network (network)."""
+    return any(t.dest in (layout.TARGET_SH, layout.NETWORK_SH) for t in m.templates)
+
+
+def serves(m: ModuleDef, planned: PlannedTarget, *, first: bool) -> bool:
+    """Whether the hooks of `m` run for this target: every module for the first target
+    (as a single-target build), per-target modules for the targets they handle."""
+    if not per_target(m):
+        return first
+    if m.when.targets:
+        return planned.resolved.kind in m.when.targets
+    return planned.network is not None
 
 
 def _run_hooks(req: BuildRequest, plan: Plan, m: ModuleDef, index: ModuleIndex,
-               acc: _Acc) -> None:
+               acc: _Acc, planned: PlannedTarget, into: dict[str, object]) -> None:
     from mkkdumprd.assemble.hooks import BuildContext, load_hooks
 
     hooks = load_hooks(m)
-    ctx = BuildContext(config=req.config, target=plan.target, kver=req.kver, arch=req.arch,
-                       sysroot=req.sysroot, machine=req.machine, hostonly=req.hostonly, module=m,
+    ctx = BuildContext(config=req.config, target=planned.resolved, kver=req.kver,
+                       arch=req.arch, sysroot=req.sysroot, machine=req.machine,
+                       hostonly=req.hostonly and planned.hostonly, module=m,
                        active=plan.names, applets=plan.applets, index=index,
-                       rootfs=plan.rootfs, network=plan.network)
+                       rootfs=plan.rootfs, network=planned.network)
     if hooks.check:
         acc.warnings.extend(hooks.check(ctx))
     if hooks.kernel_modules:
@@ -242,7 +309,7 @@ def _run_hooks(req: BuildRequest, plan: Plan, m: ModuleDef, index: ModuleIndex,
     if hooks.entries:
         acc.entries.extend(hooks.entries(ctx))
     if hooks.template_vars:
-        acc.template_vars[_vars_name(m)] = _checked_vars(m, hooks.template_vars(ctx))
+        into[_vars_name(m)] = _checked_vars(m, hooks.template_vars(ctx))
 
 
 # ---- 3. finish the spec --------------------------------------------------------------------
@@ -257,7 +324,9 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
     raw.extend(_template_entries(req, plan, collected, cache))
     spec = fold_symlinked_dirs(raw)
     spec.add(data_entry("/etc/kdump.conf",
-                        manifest_mod.kdump_conf_text(req.config, plan.target),
+                        manifest_mod.kdump_conf_text(
+                            req.config, plan.target,
+                            [t.resolved for t in plan.more_targets]),
                         "the resolved kdump.conf (module kdump)", mode=0o644))
     man = manifest_mod.build_manifest(
         spec, version=__version__, kver=req.kver, arch=req.arch, config=req.config,
@@ -402,12 +471,10 @@ def collector_argv(config: KdumpConfig) -> tuple[list[str], list[str]]:
 
 def _collector_warnings(config: KdumpConfig) -> list[str]:
     # The -F rule itself is the config parser's (it knows the line to point at).
-    if config.target.kind in (TargetKind.RAW, TargetKind.SSH) and \
-            PurePosixPath(config.core_collector[0]).name != "makedumpfile":
-        return [f"core_collector {config.core_collector[0]} is not makedumpfile: you will "
-                f"have to recover the vmcore from the {config.target.kind.value} target "
-                f"manually"]
-    return []
+    return [f"core_collector {config.core_collector[0]} is not makedumpfile: you will "
+            f"have to recover the vmcore from the {t.kind.value} target manually"
+            for t in config.targets if t.kind in (TargetKind.RAW, TargetKind.SSH)
+            and PurePosixPath(config.core_collector[0]).name != "makedumpfile"]
 
 
 def _vars_name(m: ModuleDef) -> str:
@@ -430,7 +497,8 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
                      modules: Sequence[str], kernel_modules: Sequence[str],
                      timeout: int = DEFAULT_TIMEOUT,
                      rootfs: ResolvedTarget | None = None,
-                     module_vars: Mapping[str, object] | None = None) -> dict[str, object]:
+                     module_vars: Mapping[str, object] | None = None,
+                     more_targets: Sequence[ResolvedTarget] = ()) -> dict[str, object]:
     """Everything templates see: the one channel into the capture shell. Every string is
     Tainted (it must be printed with shq); paths in the image are `paths.<name>`
     (image/layout.py); the modules' template_vars are `<module name>.<field>`."""
@@ -446,14 +514,15 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         "final_action": config.final_action.value,
         "timeout": str(timeout),
         "paths": dict(layout.TEMPLATE_PATHS),
-        "target": {
-            "kind": target.kind.value,
-            "device": target.device or "",
-            "fstype": target.fstype or "",
-            "path": target.path,
-            "server": target.server or "",
-            "mount_options": target.mount_options or "",
-        },
+        "target": target_vars(target),
+        # every target in dump order: its script and what the console calls it
+        "targets": [{"script": layout.target_script(i, layout.TARGET_SH),
+                     "desc": t.describe(), "number": str(i + 1),
+                     "network": "1" if t.kind in (TargetKind.NFS, TargetKind.SSH) else ""}
+                    for i, t in enumerate((target, *more_targets))],
+        "dump_policy": config.dump_policy.value,
+        # one target keeps Fedora's unbounded dump; several are tried in turn, each bounded
+        "attempt_timeout": "0" if not more_targets else str(ATTEMPT_TIMEOUT),
         # Empty device: no root filesystem to fall back to (dump_to_rootfs unavailable).
         "rootfs": {
             "device": (rootfs.device or "") if rootfs else "",
@@ -466,6 +535,11 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         },
         "collector_fs": fs,
         "collector_stream": stream,
+        # several targets: the filesystem targets' free space is checked against what
+        # makedumpfile's dry run says it will write (a makedumpfile collector only)
+        "collector_estimate": [*fs, "--dry-run", "--show-stats"]
+        if more_targets and PurePosixPath(fs[0]).name == "makedumpfile" else [],
+        "keep_dumps": str(config.keep_dumps),
         "kdump_pre": config.kdump_pre or "",
         "kdump_post": config.kdump_post or "",
         "hook_timeout": str(config.hook_timeout),
@@ -482,6 +556,28 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
     return {k: taint(v) for k, v in ctx.items()}
 
 
+def target_vars(target: ResolvedTarget) -> dict[str, str]:
+    """What a target's script sees as `target`."""
+    return {"kind": target.kind.value, "device": target.device or "",
+            "fstype": target.fstype or "", "path": target.path, "server": target.server or "",
+            "mount_options": target.mount_options or ""}
+
+
+def _per_target_context(ctx: dict[str, object], index: int, planned: PlannedTarget,
+                        module_vars: Mapping[str, object]) -> dict[str, object]:
+    """The context of target number `index`'s scripts: its target, its modules' settings,
+    its own script paths."""
+    from mkkdumprd.assemble.templates import taint
+
+    paths = dict(layout.TEMPLATE_PATHS)
+    for first in (layout.TARGET_SH, layout.NETWORK_SH):
+        key = next(k for k, v in layout.TEMPLATE_PATHS.items() if v == first)
+        paths[key] = layout.target_script(index, first)
+    out = {**ctx, "target": taint(target_vars(planned.resolved)), "paths": taint(paths)}
+    out.update({name: taint(value) for name, value in module_vars.items()})
+    return out
+
+
 def _template_entries(req: BuildRequest, plan: Plan, collected: Collected,
                       cache: BuildCache) -> list[Entry]:
     from mkkdumprd.assemble.templates import environment, render
@@ -493,13 +589,25 @@ def _template_entries(req: BuildRequest, plan: Plan, collected: Collected,
                            found_binaries=collected.found, init_scripts=init_scripts,
                            modules=plan.names, kernel_modules=collected.kernel_modules,
                            timeout=req.timeout, rootfs=plan.rootfs,
-                           module_vars=collected.template_vars)
+                           module_vars=collected.template_vars,
+                           more_targets=[t.resolved for t in plan.more_targets])
     bytecode_cache = cache.templates()
     out = []
     for m in plan.modules:
         env = environment([m.directory, tdir], bytecode_cache)
         for t in m.templates:
-            text = render(env, t.src, ctx)
-            out.append(data_entry(t.dest, text, f"template {t.src} (module {m.name})",
-                                  mode=t.mode))
+            if t.dest not in (layout.TARGET_SH, layout.NETWORK_SH):
+                text = render(env, t.src, ctx)
+                out.append(data_entry(t.dest, text, f"template {t.src} (module {m.name})",
+                                      mode=t.mode))
+                continue
+            # a target's own script: once for each target this module serves
+            for i, planned in enumerate(plan.targets):
+                if not serves(m, planned, first=i == 0):
+                    continue
+                own = ctx if i == 0 else _per_target_context(
+                    ctx, i, planned, collected.target_vars[i - 1])
+                why = "" if i == 0 else f", target {i + 1}: {planned.resolved.describe()}"
+                out.append(data_entry(layout.target_script(i, t.dest), render(env, t.src, own),
+                                      f"template {t.src} (module {m.name}{why})", mode=t.mode))
     return out

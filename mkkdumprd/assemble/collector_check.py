@@ -117,9 +117,10 @@ def collector_problems(config: KdumpConfig, binary: Path | None,
                     f"{shown!r} were not checked"]
     fs, stream = collector_argv(config)
     variants = []
-    if config.target.kind in (TargetKind.RAW, TargetKind.SSH):
+    kinds = {t.kind for t in config.targets}
+    if kinds & {TargetKind.RAW, TargetKind.SSH}:
         variants.append((stream, True))
-    if config.target.kind in (TargetKind.LOCAL, TargetKind.NFS) or \
+    if kinds & {TargetKind.LOCAL, TargetKind.NFS} or \
             config.failure_action is Action.DUMP_TO_ROOTFS:
         variants.append((fs, False))
     errors: list[str] = []

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mkkdumprd.config.directives import NOT_IN_IMAGE
-from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.config.model import KdumpConfig, Target
 from mkkdumprd.errors import OperationError
 from mkkdumprd.image.spec import Entry, ImageSpec, data_entry
 from mkkdumprd.resources import data_dir
@@ -35,12 +35,15 @@ _KMOD_INDEX = ("modules.dep", "modules.alias", "modules.softdep", "modules.built
                "modules.builtin.modinfo", "modules.order")
 
 
-def kdump_conf_text(config: KdumpConfig, target: ResolvedTarget) -> str:
-    """kdump.conf as the image uses it: the target as the capture kernel finds it."""
+def kdump_conf_text(config: KdumpConfig, target: ResolvedTarget,
+                    more: Sequence[ResolvedTarget] = ()) -> str:
+    """kdump.conf as the image uses it: the targets as the capture kernel finds them."""
     from mkkdumprd.config.render import capture_conf
 
     return capture_conf(config, target.kind, device=target.device, fstype=target.fstype,
-                        server=target.server, path=target.path)
+                        server=target.server, path=target.path,
+                        more=tuple(Target(t.kind, device=t.device, fstype=t.fstype,
+                                          server=t.server) for t in more))
 
 
 def target_dict(target: ResolvedTarget) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Which modules.d entries a build uses, and in which order.
 
-A module is active when its `when` matches the configuration, or when an active module
+A module is active when its `when` matches the configuration (a target kind: any of the
+dump targets), or when an active module
 depends on it. The result is ordered so that every module comes after its dependencies
 (ties broken by name, so the order is stable). A cycle or an unknown dependency is an error
 naming the modules involved. Two active modules that render a template to the same path
@@ -16,12 +17,13 @@ from mkkdumprd.assemble.moduledef import ModuleDef, ModuleDefError, When
 from mkkdumprd.config.directives import conditions
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.errors import UsageError
+from mkkdumprd.image import layout
 
 
 def _matches(when: When, config: KdumpConfig, conds: frozenset[str],
              facts: frozenset[str]) -> bool:
-    return (when.always or config.target.kind in when.targets or bool(when.config & conds)
-            or bool(when.machine & facts))
+    return (when.always or any(t.kind in when.targets for t in config.targets)
+            or bool(when.config & conds) or bool(when.machine & facts))
 
 
 def resolve(modules: Mapping[str, ModuleDef], config: KdumpConfig,
@@ -87,9 +89,13 @@ def order(modules: Mapping[str, ModuleDef], names: set[str]) -> list[ModuleDef]:
 
 
 def check_template_clashes(active: list[ModuleDef]) -> None:
+    """A target module's script (layout.TARGET_SH) is rendered once for each target of its
+    kind, each to its own path (builder.py), so target modules of other kinds share it."""
     owner: dict[str, ModuleDef] = {}
     for m in active:
         for t in m.templates:
+            if t.dest == layout.TARGET_SH and m.when.targets:
+                continue
             other = owner.get(t.dest)
             if other is not None:
                 raise ModuleDefError(

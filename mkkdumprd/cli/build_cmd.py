@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from mkkdumprd.config.model import POLICY_HELP, DumpPolicy
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.human_size import human_size
@@ -76,8 +77,11 @@ def _default_arch(view: Host) -> str:
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
               help="kdump.conf to read (default /etc/kdump.conf, or Fedora's defaults "
                    "when it does not exist).")
-@click.option("--target", "target_spec", metavar="SPEC",
-              help="Dump target, overriding the one in kdump.conf (grammar below).")
+@click.option("--target", "target_specs", metavar="SPEC", multiple=True,
+              help="Dump target, overriding the ones in kdump.conf (grammar below); "
+                   "repeatable, in the order the dump tries them (with --dump-policy).")
+@click.option("--dump-policy", "dump_policy", type=click.Choice([p.value for p in DumpPolicy]),
+              help=POLICY_HELP)
 @click.option("--kver", metavar="KVER",
               help="Kernel version to build for (default: the running kernel, or the only "
                    "one under SYSROOT/lib/modules).")
@@ -124,7 +128,8 @@ def _default_arch(view: Host) -> str:
                    "syntax, e.g. 10.0.2.15::10.0.2.2:255.255.255.0::eth0:none or eth0:dhcp "
                    "(default: the host's route to the target; DHCP with --no-hostonly).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
-def build(config_path: Path | None, target_spec: str | None, kver: str | None,
+def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: str | None,
+          kver: str | None,
           kmoddir: Path | None, sysroot: Path | None, arch: str | None,
           add_drivers: tuple[str, ...], add_modules: tuple[str, ...],
           omit_drivers: tuple[str, ...], hostonly: bool,
@@ -146,14 +151,13 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.assemble.rebuild_policy import Did, Ensured, Overwrite, ensure_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
-    from mkkdumprd.config.target_spec import apply_target, parse_target_spec
+    from mkkdumprd.config.target_spec import apply_targets
 
     t0 = time.monotonic()
     view = Host(sysroot) if sysroot else Host.this_machine()
     config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
-    if target_spec is not None:
-        target, path = parse_target_spec(target_spec)
-        config = apply_target(config, target, path)
+    if target_specs or dump_policy is not None:
+        config = apply_targets(config, list(target_specs), dump_policy)
     kver = kver or _default_kver(view)
     kmoddir = kmoddir or view.path(f"/lib/modules/{kver}")
     arch_name = load_arch(arch).name if arch else _default_arch(view)
@@ -197,6 +201,8 @@ def build(config_path: Path | None, target_spec: str | None, kver: str | None,
     click.echo(f"target:   {result.target.describe()}")
     if result.target.stack is not None:
         click.echo(f"stack:    {result.target.stack.describe()}")
+    for more in result.more_targets:
+        click.echo(f"          then {more.describe()} ({config.dump_policy.value})")
     click.echo(f"size:     {human_size(stats.compressed_size)} {compress}, "
                f"{human_size(stats.unpacked_size)} unpacked")
     click.echo(f"entries:  {stats.entries}; kernel modules: {len(result.kernel_modules)}; "
@@ -238,11 +244,13 @@ def savecore_cmd(config_path: Path | None, device: Path | None,
 
     config = load_kdump_conf(config_path)
     if device is None:
-        if config.target.kind is not TargetKind.RAW or not config.target.device:
+        raw = next((t.device for t in config.targets
+                    if t.kind is TargetKind.RAW and t.device), None)
+        if raw is None:
             raise UsageError(
                 f"{config.source} has no raw target; give the device with --device"
             )
-        device = Path(config.target.device)
+        device = Path(raw)
     res: SaveResult = savecore(device, save_path or Path(config.path))
     click.echo(res.message)
 

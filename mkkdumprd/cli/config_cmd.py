@@ -10,9 +10,9 @@ import click
 
 from mkkdumprd.config.directives import help_text
 from mkkdumprd.config.kdumpconf import DEFAULT_CONF, read_kdump_conf
-from mkkdumprd.config.model import Diagnostic, KdumpConfig
+from mkkdumprd.config.model import Diagnostic, DumpPolicy, KdumpConfig
 from mkkdumprd.config.render import config_as_dict, diagnostic_as_dict, render_kdump_conf
-from mkkdumprd.config.target_spec import SPEC_HELP, apply_target, parse_target_spec
+from mkkdumprd.config.target_spec import POLICY_HELP, SPEC_HELP, apply_targets
 from mkkdumprd.config.values import printable
 from mkkdumprd.errors import ConfigError, UsageError
 
@@ -20,7 +20,8 @@ _CONFIG_HELP = (f"kdump.conf to read (default: {DEFAULT_CONF} if it exists, else
                 "defaults).")
 
 
-def _resolve(config_file: Path | None, target_spec: str | None
+def _resolve(config_file: Path | None, target_specs: tuple[str, ...],
+             dump_policy: str | None = None
              ) -> tuple[str, KdumpConfig | None, list[Diagnostic], list[Diagnostic]]:
     """(source shown to the user, config or None, errors, warnings)."""
     if config_file is not None:
@@ -31,19 +32,35 @@ def _resolve(config_file: Path | None, target_spec: str | None
         source = "<defaults>"
     result = read_kdump_conf(config_file)
     config, errors, warnings = result.config, list(result.errors), list(result.warnings)
-    if config is not None and target_spec is not None:
+    if config is not None and (target_specs or dump_policy is not None):
+        shown = printable(" ".join(target_specs))
         try:
-            target, path = parse_target_spec(target_spec)
-            config = apply_target(config, target, path)
+            config = apply_targets(config, list(target_specs), dump_policy)
             warnings = list(config.warnings)
         except ConfigError as exc:
-            errors += [Diagnostic(where, msg, printable(target_spec))
+            errors += [Diagnostic(where, msg, shown)
                        for where, msg in exc.problems]
             config = None
         except UsageError as exc:
-            errors.append(Diagnostic(None, str(exc), printable(target_spec)))
+            errors.append(Diagnostic(None, str(exc), shown))
             config = None
     return source, config, errors, warnings
+
+
+def explain_targets(config: KdumpConfig) -> list[str]:
+    """What the dump does with several targets, one line each (`config check`)."""
+    policy = config.dump_policy
+    how = {DumpPolicy.FALLBACK: "tried in this order until one holds a complete vmcore; "
+                                "failure_action runs only when none does",
+           DumpPolicy.ALL: "each gets its own complete vmcore, in this order; the dump counts "
+                           "as saved when at least one holds it, failure_action runs when "
+                           "none does",
+           DumpPolicy.SINGLE: "the only target"}[policy]
+    out = [f"dump_policy {policy.value}: {len(config.targets)} targets, {how}:"]
+    for i, t in enumerate(config.targets, 1):
+        where = f" ({t.where})" if t.where else " (--target)"
+        out.append(f"  {i}. {t.describe()}{where}")
+    return out
 
 
 def _collector_check(config: KdumpConfig) -> tuple[list[Diagnostic], list[Diagnostic]]:
@@ -78,8 +95,11 @@ def _echo_diagnostics(kind: str, diags: list[Diagnostic]) -> None:
 
 _config_option = click.option("-c", "--config", "config_file", default=None,
                               type=click.Path(path_type=Path), help=_CONFIG_HELP)
-_target_option = click.option("--target", "target_spec", metavar="SPEC", default=None,
+_target_option = click.option("--target", "target_specs", metavar="SPEC", multiple=True,
                               help=SPEC_HELP)
+_policy_option = click.option("--dump-policy", "dump_policy", default=None,
+                              type=click.Choice([p.value for p in DumpPolicy]),
+                              help=POLICY_HELP)
 
 
 @click.group("config", help="Validate or show kdump.conf (Fedora's syntax) without building "
@@ -91,11 +111,12 @@ def config_group() -> None:
 @config_group.command("check")
 @_config_option
 @_target_option
+@_policy_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print the resolved configuration, warnings and errors as JSON.")
 @click.pass_context
-def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
-          as_json: bool) -> None:
+def check(ctx: click.Context, config_file: Path | None, target_specs: tuple[str, ...],
+          dump_policy: str | None, as_json: bool) -> None:
     """Check kdump.conf: exit 0 when valid, 2 with every error listed.
 
     Only the file is read (no device, server or kernel is needed), except that
@@ -107,7 +128,7 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
     `config show` writes it as a target line.
     The running kernel is checked for crash_kexec_post_notifiers (a warning).
     """
-    source, config, errors, warnings = _resolve(config_file, target_spec)
+    source, config, errors, warnings = _resolve(config_file, target_specs, dump_policy)
     stack: str | None = None
     if config is not None and not errors:
         collector_errors, collector_warnings = _collector_check(config)
@@ -139,6 +160,9 @@ def check(ctx: click.Context, config_file: Path | None, target_spec: str | None,
             click.echo(f"no {DEFAULT_CONF}: Fedora's defaults apply (valid)")
         else:
             click.echo(f"{source}: valid")
+        if config is not None and not errors and config.more_targets:
+            for line in explain_targets(config):
+                click.echo(line)
     ctx.exit(2 if errors else 0)
 
 
@@ -171,14 +195,16 @@ def _stack_line(config: KdumpConfig) -> tuple[str | None, str | None]:
 @config_group.command("show")
 @_config_option
 @_target_option
+@_policy_option
 @click.pass_context
-def show(ctx: click.Context, config_file: Path | None, target_spec: str | None) -> None:
+def show(ctx: click.Context, config_file: Path | None, target_specs: tuple[str, ...],
+         dump_policy: str | None) -> None:
     """Print the effective configuration in kdump.conf syntax, defaults filled in.
 
     Lines that were not in the file end with `# default`. The output parses back to the
     same configuration.
     """
-    _, config, errors, warnings = _resolve(config_file, target_spec)
+    _, config, errors, warnings = _resolve(config_file, target_specs, dump_policy)
     _echo_diagnostics("warning", warnings)
     if config is None or errors:
         _echo_diagnostics("error", errors)

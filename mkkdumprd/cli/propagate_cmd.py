@@ -88,12 +88,13 @@ def propagate(config_path: Path | None, port: int, ssh_opts: tuple[str, ...]) ->
     from mkkdumprd.config.kdumpconf import load_kdump_conf
 
     config = load_kdump_conf(config_path)
-    if config.target.kind is not TargetKind.SSH or not config.target.server:
+    ssh = next((t for t in config.targets if t.kind is TargetKind.SSH and t.server), None)
+    if ssh is None or not ssh.server:
         raise UsageError(
             f"propagate needs an ssh target in {config.source} (ssh USER@HOST), "
-            f"not {config.target.describe()}"
+            f"not {', '.join(t.describe() for t in config.targets)}"
         )
-    target = ssh_command.parse_target(config.target.server, port=port)
+    target = ssh_command.parse_target(ssh.server, port=port)
     key = Path(config.sshkey)
     public = _ensure_key(key)
     kh = known_hosts_file()

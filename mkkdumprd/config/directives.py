@@ -34,7 +34,9 @@ from mkkdumprd.config.model import (
     FINAL_ACTIONS,
     LOCAL_FSTYPES,
     MAX_HOOK_TIMEOUT,
+    MAX_KEEP_DUMPS,
     Action,
+    DumpPolicy,
     KdumpConfig,
     Target,
     TargetKind,
@@ -165,6 +167,14 @@ def parse_netconsole(report: Report, option: str, value: str) -> Fields | None:
     return {"netconsole": f"{host}:{int(port)}"}
 
 
+def parse_keep_dumps(report: Report, option: str, value: str) -> Fields | None:
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_KEEP_DUMPS:
+        report.error(f"keep_dumps {value!r} is not valid; give how many old dumps to keep, "
+                     f"from 0 to {MAX_KEEP_DUMPS} (0: keep all), e.g. `{example(option)}`")
+        return None
+    return {"keep_dumps": int(value)}
+
+
 def words(report: Report, option: str, value: str) -> list[str] | None:
     try:
         return split_words(value)
@@ -232,6 +242,17 @@ def _action(allowed: tuple[Action, ...], key: str) -> Parser:
             extra = f" ({value} is a failure_action value)"
         names = ", ".join(a.value for a in allowed)
         report.error(f"{option} {value!r} is not valid{extra}; use one of: {names}")
+        return None
+    return parse
+
+
+def _one_of(kind: type[DumpPolicy], key: str) -> Parser:
+    def parse(report: Report, option: str, value: str) -> Fields | None:
+        for member in kind:
+            if member.value == value:
+                return {key: member}
+        names = ", ".join(m.value for m in kind)
+        report.error(f"{option} {value!r} is not valid; use one of: {names}")
         return None
     return parse
 
@@ -336,7 +357,26 @@ def parse_fence_args(report: Report, option: str, value: str) -> Fields | None:
 # ---- writers and records -------------------------------------------------------------------
 
 def write_target(config: KdumpConfig) -> str | None:
-    target = config.target
+    """The target lines, in the order the dump tries them."""
+    first = _target_line(config.target)
+    more = [_target_line(t) or f"# {t.describe()}" for t in config.more_targets]
+    if first is None and not more:
+        return None
+    return "\n".join([first or f"# {config.target.describe()}", *more])
+
+
+def write_dump_policy(config: KdumpConfig) -> str:
+    line = f"dump_policy {config.dump_policy.value}"
+    n = len(config.targets)
+    if config.dump_policy is DumpPolicy.FALLBACK:
+        return f"{line}  # the {n} targets above are tried in this order until one holds a " \
+            "complete vmcore"
+    if config.dump_policy is DumpPolicy.ALL:
+        return f"{line}  # each of the {n} targets above gets its own complete vmcore"
+    return line
+
+
+def _target_line(target: Target) -> str | None:
     if target.kind is TargetKind.LOCAL:
         if target.device is None or target.fstype is None:
             return None
@@ -424,19 +464,43 @@ def _if_set(*keys: str) -> Recorder:
 # Row order is the order of `config show` and of the image's /etc/kdump.conf.
 DIRECTIVES: tuple[Directive, ...] = (
     Directive(
-        "target", ("raw", "nfs", "nfs4", "ssh", *LOCAL_FSTYPES), parse_target, ("target",),
+        "target", ("raw", "nfs", "nfs4", "ssh", *LOCAL_FSTYPES), parse_target,
+        ("target", "more_targets"),
         ("raw /dev/disk/by-id/virtio-dump", "nfs nfs.example.com:/export/kdump",
          "nfs4 nfs.example.com:/export/kdump", "ssh root@dump.example.com",
          *(f"{fs} UUID=01234567-89ab-cdef-0123-456789abcdef" for fs in LOCAL_FSTYPES)),
         "where the dump goes: FSTYPE DEVICE, raw DEVICE, nfs HOST:/EXPORT or ssh USER@HOST "
         "(without a target line: the filesystem that holds path)",
         in_image=True, write=write_target,
-        record=lambda c: {"target": target_as_dict(c.target)}, capture=_ALL_TARGETS),
+        record=lambda c: {"target": target_as_dict(c.target),
+                          **({"more_targets": [target_as_dict(t) for t in c.more_targets]}
+                             if c.more_targets else {})},
+        capture=_ALL_TARGETS),
+    Directive(
+        "dump_policy", ("dump_policy",), _one_of(DumpPolicy, "dump_policy"), ("dump_policy",),
+        ("dump_policy fallback",),
+        "what several target lines mean: single (the default: one target only), fallback "
+        "(try them in file order until one holds a complete vmcore) or all (a complete "
+        "vmcore on each; saved when at least one holds it)",
+        in_image=True, write=write_dump_policy,
+        # a single-target config records nothing: its record (and so every manifest and
+        # freshness comparison made before dump_policy existed) stays as it was
+        record=lambda c: ({} if c.dump_policy is DumpPolicy.SINGLE
+                          else {"dump_policy": c.dump_policy.value})),
     Directive(
         "path", ("path",), parse_dump_path, ("path",), (f"path {DEFAULT_PATH}",),
         "the dump directory, relative to the target's root (not used by raw)",
         in_image=True, write=_value("path"), record=_as_is("path"),
         capture=_ALL_TARGETS - {TargetKind.RAW}),
+    Directive(
+        "keep_dumps", ("keep_dumps",), parse_keep_dumps, ("keep_dumps",), ("keep_dumps 3",),
+        "before writing a dump to a filesystem target, remove this host's oldest complete "
+        "dump directories made by mkkdumprd there beyond this many (0, the default: keep "
+        "all; mkkdumprd's own)",
+        in_image=True, write=lambda c: f"keep_dumps {c.keep_dumps}" if c.keep_dumps else None,
+        # 0 records nothing, so images made before keep_dumps existed keep their record
+        record=lambda c: {"keep_dumps": c.keep_dumps} if c.keep_dumps else {},
+        capture=frozenset({TargetKind.LOCAL, TargetKind.NFS})),
     Directive(
         "core_collector", ("core_collector",), parse_collector,
         ("core_collector", "core_collector_written"),
@@ -551,6 +615,10 @@ DIRECTIVES: tuple[Directive, ...] = (
         in_image=True, write=_value("kdump_emergency"), record=_if_set("kdump_emergency"),
         when={"kdump_emergency": lambda c: bool(c.kdump_emergency)}, capture=_ALL_TARGETS),
 )
+
+# Settings added after images recorded their configuration, recorded (and listed among the
+# defaults) only when set: the record of every image that does not use them stays as it was.
+RECORDED_WHEN_SET = ("dump_policy", "keep_dumps")
 
 BY_KEY: Mapping[str, Directive] = MappingProxyType({d.key: d for d in DIRECTIVES})
 BY_SPELLING: Mapping[str, Directive] = MappingProxyType(

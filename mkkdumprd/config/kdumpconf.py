@@ -44,7 +44,9 @@ from mkkdumprd.config.model import (
     DEFAULT_SSHKEY,
     LOCAL_FSTYPES,
     Diagnostic,
+    DumpPolicy,
     KdumpConfig,
+    Target,
     TargetKind,
 )
 from mkkdumprd.config.syntax import unquote_value
@@ -140,33 +142,35 @@ def derive(config: KdumpConfig) -> tuple[KdumpConfig, list[Diagnostic], list[Dia
     """
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
+    targets = config.targets
+    # The first streamed target (raw, ssh) and the first filesystem target, if any.
+    streamed = next((t for t in targets if t.kind in (TargetKind.RAW, TargetKind.SSH)), None)
     target = config.target
-    streamed = target.kind in (TargetKind.RAW, TargetKind.SSH)
     written = config.core_collector_written
     where = config.location("core_collector")
     argv: tuple[str, ...]
     if written is None:
-        argv = (DEFAULT_COLLECTOR[0], "-F", *DEFAULT_COLLECTOR[1:]) if streamed \
-            else DEFAULT_COLLECTOR
+        argv = (DEFAULT_COLLECTOR[0], "-F", *DEFAULT_COLLECTOR[1:]) \
+            if target.kind in (TargetKind.RAW, TargetKind.SSH) else DEFAULT_COLLECTOR
     else:
         argv = written
         shown = shlex.join(written)
         if _is_makedumpfile(argv):
-            if streamed and not _has_flat_flag(argv):
+            if streamed is not None and not _has_flat_flag(argv):
                 errors.append(Diagnostic(
                     where,
-                    f"core_collector {shown!r} lacks -F, which the {target.kind.value} target "
-                    f"({target.describe()}) needs because the dump is streamed; add it, e.g. "
-                    "`core_collector makedumpfile -F -l --message-level 7 -d 31`",
+                    f"core_collector {shown!r} lacks -F, which the {streamed.kind.value} "
+                    f"target ({streamed.describe()}) needs because the dump is streamed; add "
+                    "it, e.g. `core_collector makedumpfile -F -l --message-level 7 -d 31`",
                     shown))
-            elif not streamed and "-F" in argv:
+            elif streamed is None and "-F" in argv:
                 argv = tuple(a for a in argv if a != "-F")
                 warnings.append(Diagnostic(
                     where,
                     f"-F in core_collector {shown!r} is dropped for the filesystem target "
                     f"({target.describe()}), as Fedora does, so the vmcore is not flattened",
                     shown))
-        if not _is_makedumpfile(argv) and target.kind is TargetKind.RAW:
+        if not _is_makedumpfile(argv) and any(t.kind is TargetKind.RAW for t in targets):
             warnings.append(Diagnostic(
                 where,
                 f"core_collector {shown!r} is not makedumpfile, so `mkkdumprd savecore` "
@@ -184,13 +188,13 @@ def derive(config: KdumpConfig) -> tuple[KdumpConfig, list[Diagnostic], list[Dia
                 "one can stop the capture kernel with a machine check. makedumpfile skips "
                 "them: prefer `core_collector makedumpfile -l --message-level 7 -d 31`",
                 shown))
-    if config.sshkey != DEFAULT_SSHKEY and target.kind is not TargetKind.SSH:
+    if config.sshkey != DEFAULT_SSHKEY and not any(t.kind is TargetKind.SSH for t in targets):
         warnings.append(Diagnostic(
             config.location("sshkey"),
             f"sshkey {config.sshkey!r} is only used with an ssh target; it is ignored for "
             f"{target.describe()}",
             config.sshkey))
-    if config.path != DEFAULT_PATH and target.kind is TargetKind.RAW:
+    if config.path != DEFAULT_PATH and all(t.kind is TargetKind.RAW for t in targets):
         warnings.append(Diagnostic(
             config.location("path"),
             f"path {config.path!r} is ignored for a raw target: the dump goes onto the device",
@@ -225,6 +229,8 @@ class _Parser:
         self.seen: dict[str, tuple[Location, str, str]] = {}
         self.where = Location(source, 0)
         self.text = ""
+        # the target lines after the first: (where, text, the target or None if invalid)
+        self.more_targets: list[tuple[Location, str, Target | None]] = []
 
     def error(self, message: str) -> None:
         self.errors.append(Diagnostic(self.where, message, self.text))
@@ -281,12 +287,14 @@ class _Parser:
             self.warn(row.obsolete[option].format(value=value))
         key = row.key
         updates = None if row.parse is None else row.parse(self, option, value)
+        if key == "target" and key in self.seen:
+            # Several targets are dump_policy's business, settled with the whole file.
+            self.more_targets.append((self.where, self.text.strip(_BLANKS),
+                                      None if updates is None else updates["target"]))
+            return
         if key in self.seen:
-            first, first_option, first_text = self.seen[key]
-            if key == "target":
-                self.error(f"more than one dump target: {option} here and {first_text!r} at "
-                           f"{first}; keep only one")
-            elif first_option != option:
+            first, first_option, _ = self.seen[key]
+            if first_option != option:
                 obsolete = ", ".join(repr(name) for name in row.obsolete)
                 self.error(f"{option!r} sets {key} again, already set at {first} by "
                            f"{first_option!r} ({obsolete} is its obsolete name); keep one")
@@ -308,6 +316,46 @@ class _Parser:
 
     # ---- the whole file -----------------------------------------------------------------
 
+    def check_targets(self) -> None:
+        """Several target lines need a dump_policy other than single (Fedora allows one)."""
+        policy = self.fields.get("dump_policy", DumpPolicy.SINGLE)
+        if policy is DumpPolicy.SINGLE:
+            if "target" not in self.seen:
+                return
+            first, _, first_text = self.seen["target"]
+            how = ("dump_policy is single" if "dump_policy" in self.seen
+                   else "dump_policy is single by default")
+            for where, text, _ in self.more_targets:
+                self.errors.append(Diagnostic(
+                    where,
+                    f"more than one dump target: {text!r} here and {first_text!r} at {first} "
+                    f"({how}); keep only one, or set `dump_policy fallback` (try them in "
+                    "order) or `dump_policy all` (dump to each)",
+                    text))
+            return
+        if "target" not in self.seen:
+            self.warnings.append(Diagnostic(
+                self.seen["dump_policy"][0],
+                f"dump_policy {policy.value} with no target line: the one target is the "
+                "filesystem that holds path",
+                self.seen["dump_policy"][2]))
+        found = [t for _, _, t in self.more_targets if t is not None]
+        if found:
+            self.fields["more_targets"] = tuple(found)
+        seen: dict[str, Location] = {}
+        listed = [(w, text, t) for w, text, t in self.more_targets if t is not None]
+        first_target = self.fields.get("target")
+        if first_target is not None:
+            listed.insert(0, (self.seen["target"][0], self.seen["target"][2], first_target))
+        for where, text, target in listed:
+            key = _target_key(target)
+            if key in seen:
+                self.errors.append(Diagnostic(
+                    where, f"dump target {target.describe()} is already listed at "
+                           f"{seen[key]}; list each target once", text))
+            else:
+                seen[key] = where
+
     def result(self) -> ParseResult:
         if self.fields.get("force_rebuild") and self.fields.get("force_no_rebuild"):
             first = self.seen["force_rebuild"][0]
@@ -321,6 +369,7 @@ class _Parser:
             self.warnings.append(Diagnostic(
                 where, "fence_kdump_args has no effect without fence_kdump_nodes (the peers "
                        "to tell); add `fence_kdump_nodes NODE...`", text))
+        self.check_targets()
         explicit = frozenset(key for key in self.seen if BY_KEY[key].fields)
         locations = tuple((key, where) for key, (where, _, _) in self.seen.items()
                           if BY_KEY[key].fields)
@@ -332,6 +381,11 @@ class _Parser:
         if all_errors:
             return ParseResult(None, all_errors, all_warnings)
         return ParseResult(replace(config, warnings=all_warnings), (), all_warnings)
+
+
+
+def _target_key(target: Target) -> str:
+    return f"{target.kind.value} {target.device or ''} {target.server or ''}"
 
 
 def _order(diag: Diagnostic) -> int:

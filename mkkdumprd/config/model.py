@@ -2,7 +2,8 @@
 
 Semantics follow Fedora's kdump.conf as documented by kdump.conf(5) and implemented by
 kdumpctl in rhkdump/kdump-utils (https://github.com/rhkdump/kdump-utils): one dump target at
-most, `path` relative to the target's root, the collector as an argv, Fedora's defaults.
+most (mkkdumprd's `dump_policy` allows several), `path` relative to the target's root, the
+collector as an argv, Fedora's defaults.
 Which directive sets which field is config/directives.py. The parser (config/kdumpconf.py)
 produces the config; the builder only reads it.
 """
@@ -21,6 +22,7 @@ DEFAULT_SSHKEY = "/root/.ssh/kdump_id_rsa"
 # enough for real work, short enough that a hung hook still leaves time to dump and reboot.
 DEFAULT_HOOK_TIMEOUT = 120
 MAX_HOOK_TIMEOUT = 86400
+MAX_KEEP_DUMPS = 1000
 LOCAL_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
@@ -29,6 +31,21 @@ class TargetKind(enum.Enum):
     RAW = "raw"
     NFS = "nfs"
     SSH = "ssh"
+
+
+class DumpPolicy(enum.Enum):
+    """What several target lines mean (mkkdumprd's own; Fedora allows one target)."""
+
+    SINGLE = "single"       # one target only: a second target line is an error (Fedora)
+    FALLBACK = "fallback"   # try the targets in file order until one holds a complete dump
+    ALL = "all"             # dump to every target; saved when at least one holds it
+
+
+POLICY_HELP = (
+    "What several targets mean, overriding kdump.conf's dump_policy: single (one target "
+    "only), fallback (try them in order until one holds a complete vmcore) or all (a "
+    "complete vmcore on each)."
+)
 
 
 class Action(enum.Enum):
@@ -82,6 +99,11 @@ class Diagnostic:
 class KdumpConfig:
     source: str = "<defaults>"
     target: Target = field(default_factory=lambda: Target(TargetKind.LOCAL))
+    # The target lines after the first, in file order (each with its `where`); only with a
+    # dump_policy other than single.
+    more_targets: tuple[Target, ...] = ()
+    dump_policy: DumpPolicy = DumpPolicy.SINGLE
+    keep_dumps: int = 0          # 0: keep every old dump (Debian's KDUMP_NUM_DUMPS)
     path: str = DEFAULT_PATH
     core_collector: tuple[str, ...] = DEFAULT_COLLECTOR
     sshkey: str = DEFAULT_SSHKEY
@@ -115,6 +137,11 @@ class KdumpConfig:
     # filesystem targets as Fedora does); this keeps the original so a --target override can
     # derive it again.
     core_collector_written: tuple[str, ...] | None = None
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Every dump target, in the order the dump tries them."""
+        return (self.target, *self.more_targets)
 
     def location(self, key: str) -> Location | None:
         """Where directive `key` was written, or None for a default."""

@@ -39,9 +39,11 @@ def render_kdump_conf(config: KdumpConfig) -> str:
 
 
 def capture_conf(config: KdumpConfig, kind: TargetKind, *, device: str | None,
-                 fstype: str | None, server: str | None, path: str) -> str:
+                 fstype: str | None, server: str | None, path: str,
+                 more: tuple[Target, ...] = ()) -> str:
     """kdump.conf as the capture image holds it: the target as the capture kernel finds it
-    (`device`, `fstype`, `server`, `path`) and the settings that apply to it at dump time.
+    (`device`, `fstype`, `server`, `path`) and the settings that apply to it at dump time;
+    `more`: the further targets, as resolved, which the dump tries after it (dump_policy).
 
     Raises UsageError for a value that kdump.conf syntax cannot hold ('#', control
     characters), rather than write a file that reads back differently.
@@ -49,7 +51,7 @@ def capture_conf(config: KdumpConfig, kind: TargetKind, *, device: str | None,
     source = config.source
     if bad_char(source):
         source = source.encode("unicode_escape").decode("ascii")
-    resolved = replace(config, path=path,
+    resolved = replace(config, path=path, more_targets=more,
                        target=Target(kind, device=device, fstype=fstype, server=server))
     out = [f"# resolved by mkkdumprd from {source}"]
     for d in directives.SETTINGS:
@@ -61,6 +63,8 @@ def capture_conf(config: KdumpConfig, kind: TargetKind, *, device: str | None,
             out.append(line)
         elif d.key == "target":
             out.append(f"# filesystem type unknown; device {device}")
+        if d.key == "target" and more:
+            out.append(directives.write_dump_policy(resolved))
     return "\n".join(out) + "\n"
 
 
@@ -68,7 +72,10 @@ def config_as_dict(config: KdumpConfig) -> dict[str, Any]:
     return {
         "source": config.source,
         **directives.record(config),
-        "defaults": sorted(frozenset(d.key for d in directives.SETTINGS) - config.explicit),
+        "defaults": sorted(frozenset(d.key for d in directives.SETTINGS
+                                     if d.key not in directives.RECORDED_WHEN_SET
+                                     or (d.record is not None and d.record(config)))
+                           - config.explicit),
     }
 
 

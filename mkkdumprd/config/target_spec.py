@@ -27,8 +27,18 @@ from dataclasses import replace
 
 from mkkdumprd.config import values
 from mkkdumprd.config.kdumpconf import derive
-from mkkdumprd.config.model import LOCAL_FSTYPES, KdumpConfig, Target, TargetKind
+from mkkdumprd.config.model import (
+    LOCAL_FSTYPES,
+    POLICY_HELP,
+    DumpPolicy,
+    KdumpConfig,
+    Target,
+    TargetKind,
+)
 from mkkdumprd.errors import ConfigError, UsageError
+
+__all__ = ["POLICY_HELP", "SPEC_FORMS", "SPEC_HELP", "apply_target", "apply_targets",
+           "parse_target_spec"]
 
 SPEC_FORMS = (
     "local[:DEVICE][:PATH], FSTYPE:DEVICE[:PATH] (FSTYPE: " + "|".join(LOCAL_FSTYPES) + "), "
@@ -43,8 +53,10 @@ SPEC_HELP = (
     "first component after the server is the export and the rest the dump path "
     "(nfs:srv:/export/crash mounts srv:/export, dumps into /crash); write "
     "nfs:srv:/srv/nfs:/crash for a longer export. A bare nfs, ssh or local keeps the "
-    "file's server or device."
+    "file's server or device. Give it several times (with --dump-policy fallback or all) "
+    "for several targets, tried in the order given."
 )
+
 
 
 def _fail(spec: str, why: str) -> UsageError:
@@ -159,7 +171,7 @@ def apply_target(config: KdumpConfig, target: Target, path: str | None) -> Kdump
     A bare nfs/ssh/local keeps the file's target of that kind; the collector is derived
     again for the new target, so the -F rule is checked again (ConfigError if broken).
     """
-    old = config.target
+    old = next((t for t in config.targets if t.kind is target.kind), config.target)
     if target.kind is old.kind and target.device is None and target.server is None:
         target = old
     elif target.kind in (TargetKind.NFS, TargetKind.SSH) and target.server is None:
@@ -173,11 +185,55 @@ def apply_target(config: KdumpConfig, target: Target, path: str | None) -> Kdump
     kept = tuple(w for w in config.warnings if w not in old_checks)
     explicit = set(config.explicit) | {"target"}
     locations = tuple((k, loc) for k, loc in config.locations if k != "target")
-    new = replace(config, target=target, explicit=frozenset(explicit), locations=locations)
+    new = replace(config, target=target, more_targets=(), explicit=frozenset(explicit),
+                  locations=locations)
     if path is not None:
         new = replace(new, path=path, explicit=frozenset(explicit | {"path"}),
                       locations=tuple((k, loc) for k, loc in locations if k != "path"))
     derived, errors, warnings = derive(new)
     if errors:
         raise ConfigError([(d.where, f"{d.message} (target from --target)") for d in errors])
+    return replace(derived, warnings=kept + tuple(warnings))
+
+
+def apply_targets(config: KdumpConfig, specs: list[str],
+                  policy: str | None) -> KdumpConfig:
+    """`config` with the command line's targets (`--target`, in order) and `--dump-policy`.
+
+    No spec keeps the file's targets (only the policy may change). Several specs need a
+    policy other than single; the dump path, when specs give one, must be the same for all.
+    """
+    chosen = config.dump_policy if policy is None else DumpPolicy(policy)
+    if not specs:
+        if chosen is DumpPolicy.SINGLE and config.more_targets:
+            where = config.more_targets[0].where
+            raise UsageError(f"--dump-policy single: {config.source} lists "
+                             f"{len(config.targets)} targets (the second at {where}); keep one "
+                             "or use --dump-policy fallback or all")
+        return replace(config, dump_policy=chosen,
+                       explicit=config.explicit | ({"dump_policy"} if policy else set()))
+    if len(specs) > 1 and chosen is DumpPolicy.SINGLE:
+        raise UsageError(f"--target is given {len(specs)} times but the dump policy is single; "
+                         "add --dump-policy fallback (try them in order) or --dump-policy all "
+                         "(dump to each)")
+    parsed = [parse_target_spec(spec) for spec in specs]
+    paths = {path for _, path in parsed if path is not None}
+    if len(paths) > 1:
+        shown = ", ".join(sorted(paths))
+        raise UsageError(f"the --target options give different dump paths ({shown}); one "
+                         "path applies to every target")
+    path = next(iter(paths), None)
+    firsts = [apply_target(config, target, path) for target, _ in parsed]
+    new = replace(firsts[0], more_targets=tuple(c.target for c in firsts[1:]),
+                  dump_policy=chosen)
+    if policy is not None:
+        new = replace(new, explicit=new.explicit | {"dump_policy"},
+                      locations=tuple((k, w) for k, w in new.locations if k != "dump_policy"))
+    keys = [f"{t.kind.value} {t.device} {t.server}" for t in new.targets]
+    if len(set(keys)) != len(keys):
+        raise UsageError("the same dump target is given twice with --target; give each once")
+    derived, errors, warnings = derive(new)
+    if errors:
+        raise ConfigError([(d.where, f"{d.message} (targets from --target)") for d in errors])
+    kept = tuple(w for w in firsts[0].warnings if w not in warnings)
     return replace(derived, warnings=kept + tuple(warnings))

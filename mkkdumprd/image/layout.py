@@ -38,12 +38,23 @@ RESOLV_CONF = "/etc/resolv.conf"         # the host's name servers; udhcpc's lea
 SSH_DIR = "/root/.ssh"
 SSH_KEY = f"{SSH_DIR}/kdump_id"
 SSH_KNOWN_HOSTS = f"{SSH_DIR}/known_hosts"
+# dump_policy fallback/all: the Nth target's scripts (N from 2; the first target's are
+# TARGET_SH and NETWORK_SH); the dump flow's attempts (one per target, bounded).
+_target_sh_n = f"{LIBDIR}/target-%d.sh"
+_network_sh_n = f"{LIBDIR}/network-%d.sh"
+ATTEMPT_SH = f"{LIBDIR}/attempt.sh"
+# The running attempt's files: ATTEMPT.status, .what (its result), .dir (its dump directory).
+ATTEMPT = "/run/kdump/attempt"
+# The collector's expected output size in bytes (makedumpfile's dry run), once per boot.
+ESTIMATE = "/run/kdump/estimate"
+# What the /init says (kinfo/kwarn/kerr), the start of each dump's kexec-dmesg.log.
+INIT_LOG = "/run/kdump/init.log"
 # One line per dump attempt, written by the dump flow, read by the outcome record:
 # "TARGET_DESC<TAB>saved|failed|skipped<TAB>REASON-OR-PATH".
 RESULTS = "/run/kdump/results"
+OUTCOME_TMP = "/run/kdump/outcome"     # the record being written, before it is copied out
 NETCONSOLE_SH = f"{INIT_D}/30-netconsole.sh"   # kdump.conf netconsole: console over UDP
 OUTCOME_SH = f"{INIT_D}/80-outcome.sh"   # the outcome record (records/outcome.py reads it)
-CONSOLE_LOG = "/run/kdump/console.log"   # every kinfo/kwarn/kerr line, for the record's tail
 
 # The capture kernel's own files (not in the image).
 VMCORE = "/proc/vmcore"
@@ -58,6 +69,16 @@ CRASH_DM_CRYPT_KEYS = f"{CONFIGFS}/crash_dm_crypt_keys"   # CONFIG_CRASH_DM_CRYP
 KMSG = "/dev/kmsg"                       # the record goes into the kernel log (ramoops keeps it)
 PMSG = "/dev/pmsg0"                      # pstore's user message device, where the kernel has it
 PRINTK_DEVKMSG = "/proc/sys/kernel/printk_devkmsg"   # "on": no rate limit on /dev/kmsg
+
+
+
+def target_script(index: int, first: str) -> str:
+    """Where the script `first` (TARGET_SH or NETWORK_SH) of target number `index` (0 for
+    the first) is in the image."""
+    if index == 0:
+        return first
+    return (_target_sh_n if first == TARGET_SH else _network_sh_n) % (index + 1)
+
 
 # What templates see as `paths`: every path above by its lower-case name.
 TEMPLATE_PATHS: MappingProxyType[str, str] = MappingProxyType({

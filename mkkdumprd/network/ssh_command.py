@@ -145,6 +145,8 @@ class DumpCommands:
     keep_dmesg: str      # ... renamed to vmcore-dmesg.txt
     send_vmcore: str     # stdin (the flattened collector stream) → vmcore-incomplete, flushed
     keep_vmcore: str     # ... renamed to vmcore.flat if it holds all "$n" bytes sent
+    send_log: str        # stdin → kexec-dmesg.log (the capture image's log)
+    send_reason: str     # stdin → failure-reason.txt (why the attempt failed)
 
 
 def dump_commands() -> DumpCommands:
@@ -163,6 +165,8 @@ def dump_commands() -> DumpCommands:
         keep_vmcore=remote(["test", SizeOf(InDir(suffix=vmcore)), "-eq", SentBytes()],
                            ["mv", "-f", "--", InDir(suffix=vmcore),
                             InDir(suffix="/vmcore.flat")]),
+        send_log=remote(umask, ["dd", InDir("of=", "/kexec-dmesg.log")]) + quiet,
+        send_reason=remote(umask, ["dd", InDir("of=", "/failure-reason.txt")]) + quiet,
     )
 
 

@@ -192,7 +192,10 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                                         "storage": StorageSettings(describe=""),
                                         "outcome": OUTCOME,
                                         "netconsole": NETCONSOLE})
-    ctx.update({k: taint(v) for k, v in {"paths": p, **override}.items()})
+    # the one target's script where the test put the image's paths
+    targets = [{"script": p["target_sh"], "desc": target.describe(), "number": "1",
+                "network": ""}]
+    ctx.update({k: taint(v) for k, v in {"paths": p, "targets": targets, **override}.items()})
     return ctx
 
 
@@ -202,6 +205,7 @@ SCRIPTS = {
     "lib.sh.j2": "lib_sh",
     "modules.sh.j2": "modules_sh",
     "kdump.sh.j2": "kdump_sh",
+    "attempt.sh.j2": "attempt_sh",
     "collector.sh.j2": "collector_sh",
     "rootfs.sh.j2": "rootfs_sh",
     "net-lib.sh.j2": "network_sh",
@@ -395,6 +399,7 @@ esac""",
     "dd": 'log dd "$@"; for a in "$@"; do case $a in of=*) cat >"${a#of=}";; esac; done',
     "insmod": 'log insmod "$@"; case $1 in *bad.ko) echo "unknown symbol" >&2; exit 1;; esac',
     "uname": "echo 6.1.0-test",
+    "ip": 'log ip "$@"',
 }
 
 DRIVER = """\
@@ -517,7 +522,7 @@ def test_local_dump_with_hostile_values(tmp_path: Path, shell: str, blockdev: Pa
     assert f"umount:[{run.mnt}]" in run.log
     # The outcome record, in the dump directory and in the kernel log, with the exact bytes
     # of the hostile target and path (on one line).
-    desc = f"UUID={HOSTILE} ext4, path {path}".replace("\n", " ")
+    desc = f"ext4 UUID={HOSTILE}:{path}".replace("\n", " ")     # the target's describe()
     for text in ((dump / OUTCOME_FILE).read_text(),
                  Path(_paths(run.root)["kmsg"]).read_text()):
         rec = parse_outcome(text)
@@ -525,8 +530,12 @@ def test_local_dump_with_hostile_values(tmp_path: Path, shell: str, blockdev: Pa
         assert (rec.result, rec.reason) == ("saved", "")
         assert rec.targets == (TargetAttempt(desc, "saved", f"{path}/127.0.0.1-{DATE}/vmcore "
                                              f"on UUID={HOSTILE}".replace("\n", " ")),)
-        assert any("dump saved to" in line for line in rec.console)
-    assert (dump / "kexec-dmesg.log").read_text() == "fake capture kernel log\n"
+    # the flow's last word is in the final record (the one in the directory is written by
+    # the attempt, before it)
+    assert any("dump saved to" in line for line in rec.console)
+    log = (dump / "kexec-dmesg.log").read_text()
+    assert log.startswith("kdump: ") and log.endswith(
+        "--- the capture kernel's dmesg ---\nfake capture kernel log\n")
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -916,6 +925,7 @@ def test_flush_precedes_rename(tmp_path: Path, shell: str, blockdev: Path) -> No
                     env={"FAKE_DEV": str(blockdev)})
     dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
     lines = run.log.splitlines()
+    # (the attempt's kexec-dmesg.log and the outcome record are written after the dump)
     flushes = [x for x in lines if x.startswith(("sync:", "makedumpfile:"))
                and OUTCOME_FILE not in x and "kexec-dmesg.log" not in x][-3:]
     assert flushes[1:] == [f"sync:[{dump}/vmcore-incomplete]", f"sync:[{dump}]"]
@@ -1162,3 +1172,87 @@ def test_network_stack_steps_rename_the_cards_and_build_the_bond_and_vlan(
                           "ip link add link bond0 name bond0.7 type vlan id 7",
                           "ip link set dev bond0.7 up"]
     assert "kdump: network: VLAN bond0.7, id 7 on bond0" in r.stdout
+
+
+# ---- keep_dumps and the free-space check (dump_policy's filesystem targets) ---------------
+
+def _old_dump(top: Path, name: str, ours: bool = True, complete: bool = True) -> Path:
+    d = top / name
+    d.mkdir(parents=True)
+    if complete:
+        (d / "vmcore").write_text("old")
+    if ours:
+        (d / "kexec-dmesg.log").write_text("kdump: capture image by mkkdumprd 0.1 for x\n")
+    return d
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_keep_dumps_removes_only_this_hosts_oldest_complete_dumps(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    top = Path(_paths(tmp_path / "run")["mount_point"]) / "var/crash"
+    old = [_old_dump(top, f"127.0.0.1-2026-01-01-00:00:0{i}") for i in range(3)]
+    foreign = [_old_dump(top, "127.0.0.1-2025-01-01-00:00:00", ours=False),   # not ours
+               _old_dump(top, "127.0.0.1-2025-02-01-00:00:00", complete=False),
+               _old_dump(top, "10.0.0.9-2025-01-01-00:00:00"),                # another host
+               _old_dump(top, "my-notes")]
+    run = _run_flow(tmp_path, shell, _config(keep_dumps=2), _local_target(),
+                    env={"FAKE_DEV": str(blockdev)}, premade=True)
+    assert "keep_dumps 2: removing the old dump 127.0.0.1-2026-01-01-00:00:00" in run.out
+    assert not old[0].exists() and old[1].exists() and old[2].exists()
+    assert all(d.exists() for d in foreign)
+    assert (top / f"127.0.0.1-{DATE}" / "vmcore").read_text() == "VMCORE\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_target_without_room_for_the_dump_is_skipped_untouched(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    saved = dict(FAKES)
+    try:
+        # the dry run says 1 PiB: no test filesystem has that much room
+        FAKES["makedumpfile"] = ('case " $* " in *" --dry-run "*) log makedumpfile "$@"; '
+                                 'echo "Write bytes     : 1125899906842624";; esac')
+        config = _config(failure_action=Action.HALT, final_action=Action.REBOOT)
+        run = _run_flow(tmp_path, shell, config, _local_target(),
+                        env={"FAKE_DEV": str(blockdev)},
+                        collector_estimate=["makedumpfile", "-d", "31", "--dry-run",
+                                            "--show-stats"])
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    assert re.search(r"kdump: target ext4 UUID=1234:/var/crash: skipped: not enough free "
+                     r"space: \d+ MiB free, the dump needs about 1073741825 MiB", run.out), \
+        run.out
+    assert "makedumpfile:[-d][31][--dry-run][--show-stats]" in run.log
+    assert not list(run.mnt.rglob("*")), "a skipped target was written to"
+    assert "umount:" in run.log
+    results = (run.root / "run/kdump/results").read_text()
+    assert results.startswith("ext4 UUID=1234:/var/crash\tskipped\tnot enough free space")
+    assert run.log.splitlines()[-1] == "ACTION halt -f"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_an_attempt_past_its_time_limit_is_stopped_with_what_it_started(
+        tmp_path: Path, shell: str, blockdev: Path) -> None:
+    """The collector hangs: the attempt and every process below it are killed after
+    kdump.attempt_timeout, the reason is written next to the partial dump, the target is
+    unmounted and failure_action runs."""
+    saved = dict(FAKES)
+    pidfile = tmp_path / "collector.pid"
+    try:
+        FAKES["makedumpfile"] = f'echo $$ >{shq(str(pidfile))}; exec /bin/sleep 300'
+        config = _config(failure_action=Action.HALT, final_action=Action.REBOOT)
+        run = _run_flow(tmp_path, shell, config, _local_target(),
+                        env={"FAKE_DEV": str(blockdev)}, attempt_timeout="1",
+                        dump_policy="fallback")
+    finally:
+        FAKES.clear()
+        FAKES.update(saved)
+    why = "did not finish within 1 s (kdump.attempt_timeout) and was stopped"
+    assert f"kdump: target ext4 UUID=1234:/var/crash: failed: {why}" in run.out, run.out
+    dump = run.mnt / "var/crash" / f"127.0.0.1-{DATE}"
+    assert (dump / "failure-reason.txt").read_text() == why + "\n"
+    assert f"umount:[-l][{run.mnt}]" in run.log
+    assert run.log.splitlines()[-1] == "ACTION halt -f"
+    pid = int(pidfile.read_text())
+    assert not Path(f"/proc/{pid}").exists() or \
+        Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX", "the collector lives on"

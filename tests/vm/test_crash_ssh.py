@@ -56,7 +56,8 @@ def test_ssh_dump(kernel: Kernel, tmp_path: Path, build_capture: BuildImage,
     assert len(dumps) == 1 and DUMP_DIR.fullmatch(dumps[0]), \
         f"dump dirs {dumps}; console:\n{console[-4000:]}"
     d = remote / dumps[0]
-    assert sorted(p.name for p in d.iterdir()) == ["vmcore-dmesg.txt", "vmcore.flat"], \
+    assert sorted(p.name for p in d.iterdir()) == ["kexec-dmesg.log", "vmcore-dmesg.txt",
+                                                   "vmcore.flat"], \
         console[-4000:]
     assert (d / "vmcore.flat").stat().st_mode & 0o077 == 0
     vmcore.assert_sysrq_crash((d / "vmcore-dmesg.txt").read_text(errors="replace"),
