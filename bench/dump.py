@@ -19,6 +19,8 @@ Variants (name: vCPUs, capture nr_cpus, collector):
     l2n 2 vCPUs, nr_cpus=2, makedumpfile -l -d 31                (CPUs without threads)
     c1  1 vCPU,  nr_cpus=1, makedumpfile -c -d 31                (zlib)
     c2  2 vCPUs, nr_cpus=2, makedumpfile -c -d 31 --num-threads 2
+    cyc64, noncyc  l1 with --cyclic-buffer 64 (KiB) / --non-cyclic: the page report and
+        vmcore size against l1 say whether makedumpfile's memory changes what is dumped
 Runs are interleaved (l1 l2 ... l1 l2 ...) and the minimum per variant is compared, since
 this machine is shared with other QEMU guests and absolute times are noisy.
 """
@@ -61,6 +63,9 @@ VARIANTS = {v.name: v for v in (
     Variant("l2n", 2, "makedumpfile -l --message-level 23 -d 31"),
     Variant("c1", 1, "makedumpfile -c --message-level 23 -d 31"),
     Variant("c2", 2, "makedumpfile -c --message-level 23 -d 31 --num-threads 2"),
+    # For the vmcore-size question (issue 24): does makedumpfile's memory change the dump?
+    Variant("cyc64", 1, "makedumpfile -l --message-level 23 -d 31 --cyclic-buffer 64"),
+    Variant("noncyc", 1, "makedumpfile -l --message-level 23 -d 31 --non-cyclic"),
 )}
 
 # Runs in the first stage: fill pipes, report, then sleep holding them until the crash.
@@ -87,8 +92,8 @@ for i in range((mib << 20) // size):
 print("MKKDUMPRD-BENCH: filled", len(keep) * size >> 20, "MiB in", len(keep), "pipes",
       flush=True)
 open("/tmp/filled", "w").close()
-while True:
-    os.pause()
+idle_r, idle_w = os.pipe()
+os.read(idle_r, 1)      # blocks for good: the pipes stay full until the crash
 '''
 
 
