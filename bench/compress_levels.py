@@ -4,7 +4,7 @@
 
 Builds the local-target capture image of bench/build.py's kernel uncompressed
 (`--compress none`), then compresses those same cpio bytes at each zstd level (and with
-a long window), the way mkkdumprd's writer does (zstandard stream, threads=-1 (all cores), checksum), and
+a long window), as mkkdumprd's writer does (zstandard stream, all cores, checksum), and
 also with gzip -6 and xz -6 for scale. Each setting is timed --reps times, interleaved, and
 the minimum kept, since the machine is shared (the load average is printed). The window
 column is what the capture kernel's decompressor must hold while unpacking (the frame's
