@@ -1,20 +1,17 @@
-"""Dumps on several CPUs and the image's compression level (issue 24).
+"""makedumpfile's threads and the image's compression level (issue 24).
 
-The capture script adds `makedumpfile --num-threads N` only when the capture kernel has
-N > 1 CPUs, so the default (nr_cpus=1) renders the collector as before; glibc's libgcc_s
-goes in with makedumpfile because threads need it (without it the dump aborts at its end,
-as bench/dump.py showed). `--compress FORMAT[:LEVEL]` chooses the level."""
+glibc's libgcc_s goes in with makedumpfile because `--num-threads` needs it (without it
+the dump aborts at its end, as bench/dump.py showed). `--compress FORMAT[:LEVEL]` chooses
+the level."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from mkkdumprd.assemble.builder import BuildRequest, build_image, collector_threads
+from mkkdumprd.assemble.builder import BuildRequest, build_image
 from mkkdumprd.cli import main as cli_main
 from mkkdumprd.config.kdumpconf import parse_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
@@ -28,19 +25,6 @@ def _conf(collector: str, target: str = "ext4 /dev/vda") -> KdumpConfig:
     res = parse_kdump_conf(f"{target}\npath /var/crash\ncore_collector {collector}\n")
     assert res.config is not None, res.errors
     return res.config
-
-
-@pytest.mark.parametrize(("collector", "threads"), [
-    ("makedumpfile -l --message-level 7 -d 31", True),
-    ("makedumpfile -c -d 31", True),
-    ("makedumpfile -d 31", False),                    # nothing to compress in parallel
-    ("makedumpfile -E -l -d 31", False),              # refused with threads
-    ("makedumpfile -l -d 31 --num-threads 4", False),  # the user's own count
-    ("makedumpfile -l -d 31 --num-threads=4", False),
-    ("cp", False),
-])
-def test_collector_threads(collector: str, threads: bool) -> None:
-    assert collector_threads(_conf(collector)) is threads
 
 
 def test_parse_compress() -> None:
@@ -67,47 +51,10 @@ def _build(kernel: Kernel, config: KdumpConfig, out: Path, level: int | None = N
     return out
 
 
-def _collector(img: Path) -> str:
-    # On merged-/usr hosts /lib is a symlink in the image: the file is under /usr/lib.
-    path = next(str(m.path) for m in read_members(img)
-                if str(m.path).endswith("/lib/kdump/collector.sh"))
-    return read_file(img, path).decode()
-
-
-def _run_collect_fs(script: str, tmp: Path, cpus: int) -> str:
-    """Run the rendered kdump_collect_fs with a fake sysfs of `cpus` CPUs and a makedumpfile
-    that prints its arguments; what makedumpfile was called with."""
-    sysfs = tmp / "sys"
-    for i in range(cpus + 1):
-        (sysfs / f"cpu{i}").mkdir(parents=True, exist_ok=True)
-    (sysfs / f"cpu{cpus}" / "online").write_text("0\n")       # one offline CPU: not counted
-    bindir = tmp / "bin"
-    bindir.mkdir(exist_ok=True)
-    fake = bindir / "makedumpfile"
-    fake.write_text('#!/bin/sh\necho "args: $*" >&2\n: > "$(eval echo \\${$#})"\n')
-    fake.chmod(0o755)
-    body = script.replace("/sys/devices/system/cpu/", f"{sysfs}/")
-    out = tmp / "dump"
-    out.mkdir(exist_ok=True)
-    prog = (f"kinfo() {{ :; }}\n{body}\nkdump_collect_fs {out} {out}\n")
-    r = subprocess.run(["sh", "-c", prog], capture_output=True, text=True,
-                       env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
-    assert r.returncode == 0, r.stderr
-    return next(ln for ln in r.stderr.splitlines() if ln.startswith("args:"))
-
-
-def test_image_threads_follow_the_capture_kernels_cpus(kernel: Kernel, tmp_path: Path) -> None:
+def test_libgcc_s_goes_in_with_makedumpfile(kernel: Kernel, tmp_path: Path) -> None:
     img = _build(kernel, _conf("makedumpfile -l --message-level 7 -d 31"), tmp_path / "i.img")
     names = {str(m.path).rsplit("/", 1)[-1] for m in read_members(img)}
     assert "libgcc_s.so.1" in names
-    script = _collector(img)
-    one = _run_collect_fs(script, tmp_path / "one", 1)
-    assert "--num-threads" not in one and one.startswith("args: -l --message-level 7 -d 31 ")
-    two = _run_collect_fs(script, tmp_path / "two", 2)
-    assert "-d 31 --num-threads 2 " in two
-    # A collector that cannot use threads renders without the CPU count at all.
-    plain = _build(kernel, _conf("makedumpfile -E -d 31"), tmp_path / "e.img")
-    assert "kdump_threads" not in _collector(plain)
 
 
 def test_level_reaches_the_image(kernel: Kernel, tmp_path: Path) -> None:
