@@ -400,25 +400,6 @@ def collector_argv(config: KdumpConfig) -> tuple[list[str], list[str]]:
     return [argv[0], *rest], [argv[0], "-F", *rest]
 
 
-# makedumpfile options that compress pages (what --num-threads spreads over the CPUs).
-_COMPRESSING = frozenset({"-c", "-l", "-p", "-z"})
-
-
-def collector_threads(config: KdumpConfig) -> bool:
-    """Whether the capture script may add `--num-threads N` when the capture kernel has
-    N > 1 CPUs (nr_cpus=N): makedumpfile compressing to a file, without -E (refused with
-    threads), --split or a thread count of its own. As Fedora's kdump.sh (kdump-utils
-    PR #14/#125); with nr_cpus=1, the default, nothing changes."""
-    argv = config.core_collector
-    if PurePosixPath(argv[0]).name != "makedumpfile":
-        return False
-    words = set(argv[1:])
-    if words & {"-E", "--split", "--num-threads"} or \
-            any(w.startswith("--num-threads=") for w in words):
-        return False
-    return bool(words & _COMPRESSING)
-
-
 def _collector_warnings(config: KdumpConfig) -> list[str]:
     # The -F rule itself is the config parser's (it knows the line to point at).
     if config.target.kind in (TargetKind.RAW, TargetKind.SSH) and \
@@ -485,7 +466,6 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         },
         "collector_fs": fs,
         "collector_stream": stream,
-        "collector_threads": collector_threads(config),
         "kdump_pre": config.kdump_pre or "",
         "kdump_post": config.kdump_post or "",
         "hook_timeout": str(config.hook_timeout),
