@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -65,7 +66,8 @@ class BuildCache:
         self._digests: Digests | None = None
         self._elf_before: int | None = None         # parse-table size after seeding
         # Indexes handed out → (cache name, key, firmware lists read when stored).
-        self._indexes: list[tuple[ModuleIndex, str, tuple[object, ...], int]] = []
+        # (index, cache name, cache key, what the stored copy holds: _IndexState)
+        self._indexes: list[tuple[ModuleIndex, str, tuple[object, ...], _IndexState]] = []
 
     def __enter__(self) -> BuildCache:
         return self
@@ -89,12 +91,14 @@ class BuildCache:
         key = _tree_key(kmoddir)
         found = cache.load("kmod-index", name, key)
         if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
-            self._indexes.append((found, name, key, found.firmware_read()))
+            self._indexes.append((found, name, key, _state(found)))
             return found
         index = ModuleIndex.load(kmoddir, kver)
-        len(index.aliases)  # parse modules.alias now, so the cached copy holds it parsed
+        # Stored as loaded: modules.alias is parsed only if this build asks for an alias
+        # (a build naming its drivers does not), and save() stores the parsed copy then.
+        # Parsing and pickling the aliases here cost a cold build more than the load.
         cache.store("kmod-index", name, key, index)
-        self._indexes.append((index, name, key, 0))
+        self._indexes.append((index, name, key, _state(index)))
         return index
 
     def elf_objects(self) -> None:
@@ -127,9 +131,11 @@ class BuildCache:
     def save(self) -> None:
         """Store what this run added; the cache is only an optimisation, failures are silent."""
         for i, (index, name, key, stored) in enumerate(self._indexes):
-            if index.firmware_read() > stored:
+            now = _state(index)
+            if now.firmware_read > stored.firmware_read or \
+                    (now.aliases_parsed and not stored.aliases_parsed):
                 cache.store("kmod-index", name, key, index)
-                self._indexes[i] = (index, name, key, index.firmware_read())
+                self._indexes[i] = (index, name, key, now)
         if self._elf_before is not None:
             from mkkdumprd.elf import objects
 
@@ -140,6 +146,18 @@ class BuildCache:
                 self._elf_before = len(known)
         if self._digests is not None:
             self._digests.save()
+
+
+@dataclass(frozen=True)
+class _IndexState:
+    """What a ModuleIndex holds beyond the tree: worth storing again when it grows."""
+
+    firmware_read: int
+    aliases_parsed: bool
+
+
+def _state(index: ModuleIndex) -> _IndexState:
+    return _IndexState(index.firmware_read(), index.aliases_parsed())
 
 
 def _tree_key(kmoddir: Path) -> tuple[object, ...]:

@@ -60,6 +60,27 @@ LEVEL_RANGE: dict[Compression, tuple[int, int]] = {
 }
 
 
+def parse_compress(text: str) -> tuple[Compression, int | None]:
+    """`FORMAT[:LEVEL]` as --compress takes it, e.g. "zstd" or "zstd:19" (smallest zstd).
+
+    Raises ValueError with a one-line message naming the formats or the level range.
+    """
+    name, sep, level_text = text.partition(":")
+    try:
+        fmt = Compression(name)
+    except ValueError:
+        raise ValueError(f"unknown compression {name!r}; use one of "
+                         f"{', '.join(c.value for c in Compression)}") from None
+    if not sep:
+        return fmt, None
+    if fmt is Compression.NONE:
+        raise ValueError("'none' takes no level")
+    lo, hi = LEVEL_RANGE[fmt]
+    if not level_text.isdigit() or not lo <= int(level_text) <= hi:
+        raise ValueError(f"compression level {level_text!r} for {fmt.value}: use {lo} to {hi}")
+    return fmt, int(level_text)
+
+
 def detect(head: bytes) -> Detected | None:
     """The compressed format whose magic starts `head`, or None."""
     for magic, fmt in _MAGICS:

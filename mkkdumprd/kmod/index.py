@@ -209,6 +209,10 @@ class ModuleIndex:
             self._firmware[name] = read_modinfo(self.host, self.kmoddir / relpath).firmware
         return self._firmware[name]
 
+    def aliases_parsed(self) -> bool:
+        """Whether modules.alias was parsed (it is parsed on first use, see _FileAliases)."""
+        return bool(getattr(self.aliases, "parsed", True))
+
     def firmware_read(self) -> int:
         """How many modules' `firmware=` lists were read so far (a cache of this index is
         worth saving again when it grows: reading them decompresses .ko.xz files)."""
@@ -277,6 +281,10 @@ class _FileAliases(AliasTable):
             bucket.append((count, pat, mod))
             count += 1
         self._count = count
+
+    @property
+    def parsed(self) -> bool:
+        return self._path is None
 
     def add(self, pattern: str, modname: str) -> None:
         self._fill()

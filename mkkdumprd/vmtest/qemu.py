@@ -111,12 +111,19 @@ class VMSpec:
     guestfwd: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = field(default=())
     accel: str = "tcg"
+    # vCPUs; with TCG more than one runs multi-threaded (one host thread per vCPU).
+    cpus: int = 1
 
     def base_args(self) -> list[str]:
         if self.accel == "tcg":
-            return list(BASE_ARGS)
-        return ["-machine", "q35", "-accel", self.accel, "-cpu", "host", "-smp", "1",
-                "-nographic", "-no-reboot"]
+            args = list(BASE_ARGS)
+            if self.cpus > 1:
+                args[args.index("-accel") + 1] = "tcg,thread=multi"
+        else:
+            args = ["-machine", "q35", "-accel", self.accel, "-cpu", "host", "-smp", "1",
+                    "-nographic", "-no-reboot"]
+        args[args.index("-smp") + 1] = str(self.cpus)
+        return args
 
     def argv(self) -> list[str]:
         args = [qemu_binary(), *self.base_args(), "-m", str(self.memory_mb),

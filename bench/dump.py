@@ -1,0 +1,235 @@
+"""Dump speed in QEMU: panic -> "dump saved" and vmcore size, 1 vs 2 CPUs (not a test).
+
+    .venv/bin/python bench/dump.py [--mem 2048] [--fill 512] [--crashkernel 192]
+                                   [--repeat 2] [--variants l1,l2,...] [--workdir DIR]
+
+Every run boots the Debian kernel under TCG with -m MEM crashkernel=CKM, fills --fill MiB of
+*kernel* memory with compressible data (pipe buffers written from Python with copies of the
+loader's own source text: pipe pages are neither page cache nor user pages, so
+`makedumpfile -d 31` keeps them, as it keeps slab on a busy server), loads the capture kernel
+with the project's loader, crashes, and times, on the host, the console from the crash
+marker to the capture script's "dump saved to". The vmcore is then copied off the ext4
+disk, its size taken, and it is read back whole by the host's makedumpfile (re-filtered
+without compression, which decompresses every page) to catch the corrupt pages that makedumpfile
+issue #15 reports with --num-threads.
+
+Variants (name: vCPUs, capture nr_cpus, collector):
+    l1  1 vCPU,  nr_cpus=1, makedumpfile -l -d 31                (mkkdumprd's default)
+    l2  2 vCPUs, nr_cpus=2, makedumpfile -l -d 31 --num-threads 2
+    l2n 2 vCPUs, nr_cpus=2, makedumpfile -l -d 31                (CPUs without threads)
+    c1  1 vCPU,  nr_cpus=1, makedumpfile -c -d 31                (zlib)
+    c2  2 vCPUs, nr_cpus=2, makedumpfile -c -d 31 --num-threads 2
+    cyc64, cyc64m  l1 with --cyclic-buffer 64 KiB / 64 MiB (1.7.2 has no --non-cyclic): report and
+        vmcore size against l1 say whether makedumpfile's memory changes what is dumped
+Runs are interleaved (l1 l2 ... l1 l2 ...) and the minimum per variant is compared, since
+this machine is shared with other QEMU guests and absolute times are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.debian_kernel import Kernel, debian_kernel
+from tests.vm.harness import disks
+from tests.vm.harness import python_guest as pg
+from tests.vm.harness.qemu import VM, Drive, VMError, VMSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SAVED = "dump saved to"
+FILLED = "MKKDUMPRD-BENCH: filled"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cpus: int
+    collector: str
+    note: str = ""
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("l1", 1, "makedumpfile -l --message-level 23 -d 31", "default"),
+    Variant("l2", 2, "makedumpfile -l --message-level 23 -d 31 --num-threads 2"),
+    Variant("l2n", 2, "makedumpfile -l --message-level 23 -d 31"),
+    Variant("c1", 1, "makedumpfile -c --message-level 23 -d 31"),
+    Variant("c2", 2, "makedumpfile -c --message-level 23 -d 31 --num-threads 2"),
+    # For the vmcore-size question (issue 24): does makedumpfile's memory change the dump?
+    Variant("cyc64", 1, "makedumpfile -l --message-level 23 -d 31 --cyclic-buffer 64"),
+    Variant("cyc64m", 1, "makedumpfile -l --message-level 23 -d 31 --cyclic-buffer 65536"),
+)}
+
+# Runs in the first stage: fill pipes, report, then sleep holding them until the crash.
+FILL_PY = r'''
+import os, sys
+mib = int(sys.argv[1])
+try:
+    import fcntl
+    size = 1 << 20
+except ImportError:
+    fcntl = None
+    size = 1 << 16
+src = b"".join(open(os.path.join(d, f), "rb").read()
+               for d, _, fs in os.walk("/opt/mkkdumprd") for f in fs if f.endswith(".py"))
+buf = (src * (size // len(src) + 1))[:size]
+keep = []
+for i in range((mib << 20) // size):
+    r, w = os.pipe()
+    if fcntl:
+        fcntl.fcntl(w, 1031, size)      # F_SETPIPE_SZ
+    os.write(w, buf)
+    os.close(w)
+    keep.append(r)
+print("MKKDUMPRD-BENCH: filled", len(keep) * size >> 20, "MiB in", len(keep), "pipes",
+      flush=True)
+open("/tmp/filled", "w").close()
+idle_r, idle_w = os.pipe()
+os.read(idle_r, 1)      # blocks for good: the pipes stay full until the crash
+'''
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    seconds: float           # crash marker -> "dump saved to", host clock
+    size: int                # vmcore bytes
+    verified: str            # "ok" or makedumpfile's complaint
+    report: str              # makedumpfile's page report, as printed in the capture kernel
+
+
+def build_capture(kernel: Kernel, work: Path, fs_uuid: str, v: Variant) -> Path:
+    conf = work / f"kdump-{v.name}.conf"
+    conf.write_text(f"path /var/crash\ncore_collector {v.collector}\nfinal_action poweroff\n")
+    out = work / f"capture-{v.name}.img"
+    argv = [sys.executable, "-m", "mkkdumprd", "build", "-c", str(conf), "--kver", kernel.kver,
+            "--kmoddir", str(kernel.kmoddir), "--no-hostonly",
+            "--add-drivers", "virtio_pci,virtio_blk,ext4",
+            "--target", f"local:UUID={fs_uuid}:/var/crash", "--force", "-o", str(out)]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"mkkdumprd build failed (rc {r.returncode}):\n{r.stdout}{r.stderr}")
+    return out
+
+
+def first_stage(kernel: Kernel, capture: Path, work: Path, v: Variant, fill: int) -> Path:
+    script = pg.init_script([
+        "cat > /tmp/fill.py <<'EOF'\n" + FILL_PY + "EOF\n",
+        "ulimit -n 65536\n",
+        f"python3 /tmp/fill.py {fill} &\n",
+        "while [ ! -e /tmp/filled ]; do sleep 1; done\n",
+        pg.step("load", pg.LOADER, "load", "--kernel", "/boot/vmlinuz", "--initrd",
+                "/boot/capture.img", "--append", f"nr_cpus={v.cpus}"),
+    ], crash=True)
+    return pg.build_python_first_stage(kernel.vmlinuz, capture, work / f"first-{v.name}.img",
+                                       script)
+
+
+def verify(vmcore: Path) -> str:
+    """Read every page back: re-filter it uncompressed (every page is decompressed)."""
+    out = vmcore.with_suffix(".plain")
+    r = subprocess.run(["makedumpfile", "-d", "31", "--message-level", "4",
+                        str(vmcore), str(out)], capture_output=True, text=True)
+    out.unlink(missing_ok=True)
+    text = (r.stdout + r.stderr).strip()
+    bad = [ln for ln in text.splitlines() if re.search(r"fail|error|invalid", ln, re.I)]
+    if r.returncode == 0 and not bad:
+        return "ok"
+    return f"rc {r.returncode}: " + " / ".join(bad or text.splitlines()[-2:])[:200]
+
+
+def run(kernel: Kernel, first: Path, fs_uuid: str, work: Path, v: Variant, args: argparse.Namespace,
+        i: int) -> Run:
+    disk = disks.make_ext4(work / f"{v.name}-{i}.disk", fs_uuid, size_mb=2048,
+                           content=disks.tree(work / "fs", "var/crash"))
+    spec = VMSpec(kernel.vmlinuz, first,
+                  f"console=ttyS0 crashkernel={args.crashkernel}M panic=-1 loglevel=4",
+                  drives=(Drive(disk),), memory_mb=args.mem, cpus=v.cpus)
+    log = work / f"{v.name}-{i}.log"
+    with VM(spec, log, args.timeout) as vm:
+        vm.wait_for(FILLED)
+        vm.wait_for(pg.CRASHING_MARKER)
+        t0 = time.monotonic()
+        vm.wait_for(SAVED)
+        seconds = time.monotonic() - t0
+        vm.wait_exit()
+    console = log.read_text(errors="replace")
+    report = "\n".join(ln.strip() for ln in console.split(pg.CRASHING_MARKER, 1)[-1]
+                       .splitlines() if re.search(r"pages\s*:|Memory Hole|Total pages|"
+                                                  r"Cache pages|User process|Free pages|"
+                                                  r"Zero pages|Hwpoison|Offline", ln))
+    dumps = disks.ext4_find_dumps(disk)
+    vmcore = disks.ext4_dump(disk, f"/var/crash/{dumps[-1]}/vmcore", work / f"{v.name}-{i}.vmcore")
+    size = vmcore.stat().st_size
+    verified = verify(vmcore)
+    if verified == "ok":
+        vmcore.unlink()         # a failed one stays for a look
+    disk.unlink()
+    return Run(v.name, seconds, size, verified, report)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--mem", type=int, default=2048)
+    ap.add_argument("--fill", type=int, default=512, help="MiB of kernel memory to fill")
+    ap.add_argument("--crashkernel", type=int, default=192)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--variants", default="l1,l2,c1,c2")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.workdir or Path(f"/tmp/dump-bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    work.mkdir(parents=True, exist_ok=True)
+    kernel = debian_kernel()
+    fs_uuid = str(uuid.uuid4())
+    chosen = [VARIANTS[n] for n in args.variants.split(",")]
+    firsts = {}
+    for v in chosen:
+        firsts[v.name] = first_stage(kernel, build_capture(kernel, work, fs_uuid, v), work, v,
+                                     args.fill)
+    load = Path("/proc/loadavg").read_text().split()[0]
+    print(f"kernel {kernel.kver}; -m {args.mem} crashkernel={args.crashkernel}M; "
+          f"{args.fill} MiB of kernel memory filled; host load average {load} on "
+          f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
+          "cores (the machine is shared: compare ratios, not absolute seconds)", flush=True)
+    runs: list[Run] = []
+    for i in range(args.repeat):
+        for v in chosen:
+            try:
+                r = run(kernel, firsts[v.name], fs_uuid, work, v, args, i)
+            except VMError as e:
+                print(f"  {v.name} #{i}: FAILED {str(e)[:300]}", flush=True)
+                continue
+            runs.append(r)
+            print(f"  {v.name} #{i}: {r.seconds:6.1f} s  vmcore {r.size / 1e6:7.1f} MB  "
+                  f"read back: {r.verified}", flush=True)
+            if i == 0 and r.report:
+                print("    " + r.report.replace("\n", "\n    "), flush=True)
+    print("\n| variant | vCPUs | collector | panic -> saved (min / median) | vs l1 | vmcore |"
+          " read back |")
+    print("|---|---|---|---|---|---|---|")
+    base = min((r.seconds for r in runs if r.variant == "l1"), default=0.0)
+    for v in chosen:
+        mine = [r for r in runs if r.variant == v.name]
+        if not mine:
+            continue
+        best = min(r.seconds for r in mine)
+        med = statistics.median(r.seconds for r in mine)
+        ratio = f"{base / best:.2f}x" if base else "-"
+        ok = "all ok" if all(r.verified == "ok" for r in mine) else \
+            "; ".join(r.verified for r in mine if r.verified != "ok")
+        print(f"| {v.name}{' (default)' if v.note else ''} | {v.cpus} | `{v.collector}` | "
+              f"{best:.1f} / {med:.1f} s | {ratio} | {mine[0].size / 1e6:.1f} MB | {ok} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
