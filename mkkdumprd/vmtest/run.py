@@ -20,8 +20,9 @@ from mkkdumprd.vmtest import first_stage, report, targets, vmcore_check
 from mkkdumprd.vmtest.qemu import VM, VMSpec
 
 # Words the guest's capture kernel gets beside the arch's own: its console on the serial
-# port QEMU logs, and a panic ends the VM at once (with -no-reboot) instead of hanging it.
-CAPTURE_APPEND = ("console=ttyS0", "panic=-1")
+# port QEMU logs, a panic ends the VM at once (with -no-reboot) instead of hanging it, and
+# the image samples its memory (templates/memstat.sh.j2) for the report's peak.
+CAPTURE_APPEND = ("console=ttyS0", "panic=-1", "kdump.memstat")
 CONSOLE = "console=ttyS0"
 
 
@@ -158,7 +159,7 @@ def _judge(p: Proof, log: Path, target: dict[str, Any], standin: targets.StandIn
               else None)
     if finding.failed_step is not None:
         return report.Report("fail", finding.failed_step, finding.detail, finding.evidence,
-                             panic_to_saved_s=timing, capture_memory_bytes=memory, **common)
+                             panic_to_saved_s=timing, capture_memory=memory, **common)
     out = p.workdir / "vmcore"
     with contextlib.suppress(FileNotFoundError):
         out.unlink()
@@ -167,16 +168,16 @@ def _judge(p: Proof, log: Path, target: dict[str, Any], standin: targets.StandIn
         dmesg = vmcore_check.dump_dmesg(vmcore, p.workdir / "vmcore.dmesg.txt")
     except MkkdumprdError as exc:
         return report.Report("fail", report.INCOMPLETE, str(exc), finding.evidence,
-                             panic_to_saved_s=timing, capture_memory_bytes=memory, **common)
+                             panic_to_saved_s=timing, capture_memory=memory, **common)
     size = vmcore.stat().st_size
     lacking = vmcore_check.missing_crash_lines(dmesg)
     if lacking:
         return report.Report("fail", report.INCOMPLETE,
                              f"the vmcore's kernel log lacks {lacking}", finding.evidence,
                              panic_to_saved_s=timing, vmcore_bytes=size,
-                             capture_memory_bytes=memory, **common)
+                             capture_memory=memory, **common)
     return report.Report("pass", None, f"{finding.detail}; read back as {vmcore}",
                          finding.evidence, panic_to_saved_s=timing, vmcore_bytes=size,
-                         capture_memory_bytes=memory,
+                         capture_memory=memory,
                          crash_lines=tuple(vmcore_check.crash_lines(dmesg)), **common)
 

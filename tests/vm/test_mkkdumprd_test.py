@@ -27,6 +27,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "verdict": (str,), "failed_step": (str, type(None)), "detail": (str,),
     "evidence": (list,), "panic_to_saved_s": (float, int, type(None)),
     "vmcore_bytes": (int, type(None)), "capture_memory_bytes": (int, type(None)),
+    "capture_memory_total_bytes": (int, type(None)),
     "console_log": (str,), "kernel": (str,), "image": (str,), "target": (str,),
     "stand_in": (str,), "accel": (str,), "guest_memory_mb": (int,), "crashkernel": (str,),
     "seconds": (float, int), "crash_lines": (list,), "measure": (dict, type(None)),
@@ -75,6 +76,8 @@ def test_local_image_passes(kernel: Kernel, tmp_path: Path) -> None:
     assert probes[16]["failed_step"] == report.NOT_LOADED, m
     assert doc["failed_step"] is None
     assert doc["vmcore_bytes"] > 1 << 20
+    # The memstat line reached the console: a peak below what the capture kernel had.
+    assert 0 < doc["capture_memory_bytes"] < doc["capture_memory_total_bytes"], doc
     assert doc["panic_to_saved_s"] is not None and doc["panic_to_saved_s"] > 0
     assert any("sysrq triggered crash" in line for line in doc["crash_lines"])
     assert f"UUID={fs_uuid}" in doc["stand_in"] and "ext4" in doc["stand_in"]
