@@ -185,10 +185,10 @@ class Report:
             out.append(f"vmcore:        {human_size(self.vmcore_bytes)} "
                        f"({self.vmcore_bytes} bytes)")
         if self.capture_memory is not None:
-            m = self.capture_memory
-            out.append(f"capture mem:   {human_size(m.peak_used)} at peak of "
-                       f"{human_size(m.total)} (MemTotal - least MemAvailable of {m.samples} "
-                       "samples, 1 s apart, from /init to the final action)")
+            cm = self.capture_memory
+            out.append(f"capture mem:   {human_size(cm.peak_used)} at peak of "
+                       f"{human_size(cm.total)} (MemTotal - least MemAvailable of "
+                       f"{cm.samples} samples, 1 s apart, from /init to the final action)")
         if self.crash_lines:
             out.append("the crash, as the vmcore's kernel log has it:")
             out += [f"    {line}" for line in self.crash_lines]
