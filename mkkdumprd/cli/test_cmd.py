@@ -129,11 +129,12 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
     its target: a scratch disk with the same filesystem type and UUID/label (local), a
     scratch raw disk read back with savecore (raw), nfs-ganesha on 127.0.0.1 (nfs), or a
     private sshd on 127.0.0.1 with the image rebuilt for it (ssh). The real target is
-    never touched unless --real-target is given and confirmed. The report gives the verdict, the step that failed
-    (capture kernel did not load / did not boot, driver for the target missing, target
-    not found within the timeout, collector failed, incomplete) with the console lines
-    that show it, the time from panic to saved dump, the vmcore size and the capture
-    kernel's peak memory use; QEMU's output stays in the console log it names.
+    never touched unless --real-target is given and confirmed. The report gives the
+    verdict, the step that failed (capture kernel did not load / did not boot, driver
+    for the target missing, target not found within the timeout, collector failed,
+    incomplete) with the console lines that show it, the time from panic to saved dump,
+    the vmcore size and the capture kernel's peak memory use; QEMU's output stays in the
+    console log it names.
 
     Without --vm, as kdumpctl test: crash THIS machine now (sysrq c) so the loaded
     capture kernel saves a dump. Asks first on a terminal; refuses without --yes

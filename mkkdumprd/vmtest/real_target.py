@@ -51,7 +51,7 @@ DUMP_DIR = re.compile(r"[0-9A-Fa-f.:]+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
 SSH_TIMEOUT = 600.0
 
 
-def test_dir_name(now: datetime | None = None, token: str | None = None) -> str:
+def folder_name(now: datetime | None = None, token: str | None = None) -> str:
     """`mkkdumprd-test-20261203T174600Z-1a2b3c4d`: UTC time and 32 random bits."""
     now = now or datetime.now(UTC)
     name = f"mkkdumprd-test-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{token or secrets.token_hex(4)}"
@@ -60,7 +60,7 @@ def test_dir_name(now: datetime | None = None, token: str | None = None) -> str:
     return name
 
 
-def test_path(path: str, name: str) -> str:
+def folder_path(path: str, name: str) -> str:
     """The test folder below the configured dump path."""
     if not TEST_DIR.fullmatch(name):
         raise ValueError(f"test folder name {name!r}")
@@ -195,7 +195,7 @@ def real_target(target: Mapping[str, Any], request: BuildRequest | None,
     server = str(target.get("server") or "")
     t = ssh_command.parse_target(server)
     path = str(target.get("path") or "/var/crash")
-    folder = test_path(path, name or test_dir_name())
+    folder = folder_path(path, name or folder_name())
     files = [f for f in capture.known_hosts_files(machine) if machine.is_file(f)]
     commands = RemoteCommands(t, request.config.sshkey, " ".join(files) or "/dev/null")
     if is_loopback(t.host):
