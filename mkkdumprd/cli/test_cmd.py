@@ -141,8 +141,10 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
     otherwise.
     """
     if not vm:
-        if measure_crashkernel or real_target:
-            raise UsageError("--measure-crashkernel and --real-target need --vm")
+        for flag, given in (("--measure-crashkernel", measure_crashkernel),
+                            ("--real-target", real_target)):
+            if given:
+                raise UsageError(f"{flag} needs --vm")
         _crash_this_machine(yes)
         return
     from mkkdumprd.vmtest import qemu
