@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 _EPILOG = """\b
 What the host needs for --vm: qemu-system-x86_64, busybox, makedumpfile, e2fsprogs
 (mkfs.ext4, debugfs), /usr/bin/python3 >= 3.11 of the guest's architecture (its
-compiled standard library and mkkdumprd's loader run in the guest), and nfs-ganesha
-for nfs targets. Nothing leaves this machine: the guest's only network is QEMU user
+compiled standard library and mkkdumprd's loader run in the guest), nfs-ganesha for
+nfs targets, and sshd and ssh-keygen (openssh-server, openssh-client) for ssh targets. Nothing leaves this machine: the guest's only network is QEMU user
 networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
 \b
 ssh targets: the stand-in is a private sshd on 127.0.0.1. The image trusts only the
