@@ -29,8 +29,9 @@ _EPILOG = """\b
 What the host needs for --vm: qemu-system-x86_64, busybox, makedumpfile, e2fsprogs
 (mkfs.ext4, debugfs), /usr/bin/python3 >= 3.11 of the guest's architecture (its
 compiled standard library and mkkdumprd's loader run in the guest), nfs-ganesha for
-nfs targets, and sshd and ssh-keygen (openssh-server, openssh-client) for ssh targets. Nothing leaves this machine: the guest's only network is QEMU user
-networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
+nfs targets, and sshd and ssh-keygen (openssh-server, openssh-client) for ssh targets.
+Nothing leaves this machine (but with --real-target): the guest's only network is QEMU
+user networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
 \b
 ssh targets: the stand-in is a private sshd on 127.0.0.1. The image trusts only the
 real server's host key, so the image booted is the image under test rebuilt with the
