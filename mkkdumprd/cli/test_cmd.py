@@ -8,6 +8,7 @@ Without --vm it is kdumpctl's `test`: a real crash of this machine, through load
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -21,16 +22,33 @@ from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 
 if TYPE_CHECKING:
+    from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.vmtest.run import Proof
 
 _EPILOG = """\b
 What the host needs for --vm: qemu-system-x86_64, busybox, makedumpfile, e2fsprogs
 (mkfs.ext4, debugfs), /usr/bin/python3 >= 3.11 of the guest's architecture (its
-compiled standard library and mkkdumprd's loader run in the guest), and nfs-ganesha
-for nfs targets. Nothing leaves this machine: the guest's only network is QEMU user
-networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
+compiled standard library and mkkdumprd's loader run in the guest), nfs-ganesha for
+nfs targets, and sshd and ssh-keygen (openssh-server, openssh-client) for ssh targets.
+Nothing leaves this machine (but with --real-target): the guest's only network is QEMU
+user networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
 \b
-ssh targets have no stand-in: the image trusts only the real server's host key.
+ssh targets: the stand-in is a private sshd on 127.0.0.1. The image trusts only the
+real server's host key, so the image booted is the image under test rebuilt with the
+stand-in's destination (root@10.0.2.100), key, host key and a scratch path, every other
+setting unchanged; the report's stand-in line names each substitution. Needs -c/--target
+(not --image): the rebuild needs the configuration.
+\b
+--real-target (ssh only so far): after you confirm (or --yes), the guest dumps to the
+configured server through QEMU user networking (not restricted; a server on this
+machine's loopback is relayed from 10.0.2.100 instead), into a new folder
+PATH/mkkdumprd-test-<UTC time>-<8 hex> that must not exist before; the image is rebuilt
+with that path only. The vmcore is read back and the folder removed over ssh with the
+configured key and this machine's known_hosts; the report says whether the removal worked.
+\b
+The report's capture memory is MemTotal minus the least MemAvailable the capture image
+sampled, once a second from its /init to the final action (kdump.memstat on the capture
+command line turns the sampler on).
 \b
 Exit status: 0 a complete vmcore was read back and makedumpfile --dump-dmesg found the
 crash in it; 1 the dump path failed (the report names the step); 2 usage errors.
@@ -48,8 +66,9 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--vm", is_flag=True,
               help="Crash a QEMU guest instead of this machine (the safe proof).")
 @click.option("--yes", is_flag=True,
-              help="Without --vm: crash this machine without asking (needed when stdin is "
-                   "not a terminal).")
+              help="Without --vm: crash this machine without asking; with --real-target: "
+                   "write to the real server without asking (needed when stdin is not a "
+                   "terminal).")
 @click.option("--kernel", "kernel_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Kernel to boot and load as capture kernel (default: this machine's, "
                    "for --kver).")
@@ -92,6 +111,9 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
               show_default=True, help="--measure-crashkernel: largest reservation tried, MiB.")
 @click.option("--step", "step_mb", type=click.IntRange(1, 4096), default=16, show_default=True,
               help="--measure-crashkernel: resolution, MiB.")
+@click.option("--real-target", is_flag=True,
+              help="Dump to the configured ssh server itself (into a mkkdumprd-test-* folder, "
+                   "removed afterwards) instead of a stand-in; asks first, --yes for scripts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
              kmoddir: Path | None, image: Path | None, config_path: Path | None,
@@ -99,27 +121,31 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
              memory_mb: int, crashkernel: str | None, accel: str, disk_bus: str | None,
              target_timeout: int | None, timeout: int, workdir: Path | None,
              measure_crashkernel: bool, low_mb: int, high_mb: int, step_mb: int,
-             as_json: bool) -> None:
+             real_target: bool, as_json: bool) -> None:
     """Prove that a crash gives a dump.
 
     With --vm: boot the kernel in QEMU with a first stage that loads the capture image
     with mkkdumprd's own loader (kexec_file_load, the command line `start` uses), crash
     the guest with sysrq, and watch the capture image save a vmcore to a stand-in for
     its target: a scratch disk with the same filesystem type and UUID/label (local), a
-    scratch raw disk read back with savecore (raw), or nfs-ganesha on 127.0.0.1 (nfs).
-    The real target is never touched. The report gives the verdict, the step that failed
-    (capture kernel did not load / did not boot, driver for the target missing, target
-    not found within the timeout, collector failed, incomplete) with the console lines
-    that show it, the time from panic to saved dump and the vmcore size; QEMU's output
-    stays in the console log it names.
+    scratch raw disk read back with savecore (raw), nfs-ganesha on 127.0.0.1 (nfs), or a
+    private sshd on 127.0.0.1 with the image rebuilt for it (ssh). The real target is
+    never touched unless --real-target is given and confirmed. The report gives the
+    verdict, the step that failed (capture kernel did not load / did not boot, driver
+    for the target missing, target not found within the timeout, collector failed,
+    incomplete) with the console lines that show it, the time from panic to saved dump,
+    the vmcore size and the capture kernel's peak memory use; QEMU's output stays in the
+    console log it names.
 
     Without --vm, as kdumpctl test: crash THIS machine now (sysrq c) so the loaded
     capture kernel saves a dump. Asks first on a terminal; refuses without --yes
     otherwise.
     """
     if not vm:
-        if measure_crashkernel:
-            raise UsageError("--measure-crashkernel needs --vm")
+        for flag, given in (("--measure-crashkernel", measure_crashkernel),
+                            ("--real-target", real_target)):
+            if given:
+                raise UsageError(f"{flag} needs --vm")
         _crash_this_machine(yes)
         return
     from mkkdumprd.vmtest import qemu
@@ -133,12 +159,16 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
                                    target_spec, _split(add_drivers), hostonly, memory_mb,
                                    crashkernel, qemu.accel(accel), disk_bus, target_timeout,
                                    timeout, work, quiet=as_json)
+    if real_target:
+        if measure_crashkernel:
+            raise UsageError("--measure-crashkernel boots once per probe: not with "
+                             "--real-target")
+        _confirm_real_target(proof.image, yes)
+        proof = dataclasses.replace(proof, real_target=True)
     from mkkdumprd.vmtest.run import prove
 
     result = prove(proof)
     if measure_crashkernel:
-        import dataclasses
-
         from mkkdumprd.vmtest.measure import measure
 
         if not as_json:
@@ -186,9 +216,11 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
     if not kernel_file.is_file():
         raise UsageError(f"kernel {kernel_file} does not exist; pass --kernel FILE")
     kmoddir = kmoddir or Path(f"/lib/modules/{kver}")
+    request = None
     if image is None:
-        image = _build(work / "capture.img", config_path, target_spec, kver, kmoddir,
-                       arch.name, add_drivers, hostonly, quiet)
+        request = _build(work / "capture.img", config_path, target_spec, kver, kmoddir,
+                         arch.name, add_drivers, hostonly, quiet)
+        image = work / "capture.img"
     rec = recommended(arch, memory_mb, image, kernel_file)
     try:
         size = parse_size(crashkernel) if crashkernel else rec.chosen
@@ -202,13 +234,13 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
     proof = Proof(kernel=kernel_file, image=image, workdir=work,
                   crashkernel=f"{size >> 20}M", memory_mb=memory_mb, accel=accel,
                   kmoddir=kmoddir if kmoddir.is_dir() else None, base_cmdline=base,
-                  append=append, bus=disk_bus, timeout=float(timeout))
+                  append=append, bus=disk_bus, timeout=float(timeout), request=request)
     return proof, rec.chosen >> 20
 
 
 def _build(out: Path, config_path: Path | None, target_spec: str | None, kver: str,
            kmoddir: Path, arch: str, add_drivers: tuple[str, ...], hostonly: bool,
-           quiet: bool) -> Path:
+           quiet: bool) -> BuildRequest:
     from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.assemble.rebuild_policy import Overwrite, ensure_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
@@ -227,7 +259,19 @@ def _build(out: Path, config_path: Path | None, target_spec: str | None, kver: s
             click.echo(f"mkkdumprd: warning: {w}", err=True)
     if not quiet:
         click.echo(f"built {out} for {kver}")
-    return out
+    return req
+
+
+def _confirm_real_target(image: Path, yes: bool) -> None:
+    from mkkdumprd.vmtest.real_target import confirm
+    from mkkdumprd.vmtest.run import image_target
+
+    t = image_target(image)
+    what = (f"--real-target: the guest writes a test dump to {t.get('kind')} "
+            f"{t.get('server')} under {t.get('path')}/mkkdumprd-test-<time>-<random>, "
+            "through QEMU user networking; that folder is removed afterwards.")
+    confirm(what, yes, sys.stdin.isatty(),
+            lambda prompt: click.confirm(prompt, default=False, err=True))
 
 
 def _crash_this_machine(yes: bool) -> None:

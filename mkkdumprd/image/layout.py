@@ -14,6 +14,8 @@ LIBDIR = "/lib/kdump"
 INIT = "/init"
 LIB_SH = f"{LIBDIR}/lib.sh"
 INIT_D = f"{LIBDIR}/init.d"              # stages /init sources in name order
+MEMSTAT_SH = f"{INIT_D}/10-memstat.sh"   # kdump.memstat: the peak for mkkdumprd test --vm
+MEMSTAT_FILE = "/run/kdump-memstat"      # its sampler's least MemAvailable so far
 MODULES_SH = f"{INIT_D}/20-modules.sh"
 WATCHDOG_SH = f"{INIT_D}/30-watchdog.sh"  # after the modules (the drivers), before the dump
 KDUMP_SH = f"{INIT_D}/90-kdump.sh"
@@ -59,6 +61,7 @@ OUTCOME_SH = f"{INIT_D}/80-outcome.sh"   # the outcome record (records/outcome.p
 # The capture kernel's own files (not in the image).
 VMCORE = "/proc/vmcore"
 CMDLINE = "/proc/cmdline"
+MEMINFO = "/proc/meminfo"
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 CONSOLE = "/dev/console"
 SYS_NET = "/sys/class/net"               # the capture kernel's network devices

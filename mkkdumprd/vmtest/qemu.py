@@ -5,8 +5,10 @@ markers, so a hung guest never blocks: every wait has a deadline, and on the har
 the QEMU process we started is killed by its PID (its process group, which holds only the
 guestfwd relays QEMU spawned itself). The file is kept: reports name it.
 
-Networking is QEMU user networking with `restrict=on` only (the guest reaches nothing but
-the explicit guestfwd relays), or none.
+Networking is QEMU user networking with `restrict=on` (the guest reaches nothing but the
+explicit guestfwd relays), or none; only `mkkdumprd test --vm --real-target`, after the
+user confirmed it, asks for user networking without restrict (`open_network`), so the
+guest can dial the configured server itself.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class VMSpec:
     accel: str = "tcg"
     # vCPUs; with TCG more than one runs multi-threaded (one host thread per vCPU).
     cpus: int = 1
+    # User networking without restrict=on (--real-target to a server elsewhere).
+    open_network: bool = False
 
     def base_args(self) -> list[str]:
         if self.accel == "tcg":
@@ -131,7 +135,10 @@ class VMSpec:
                 "-append", self.append]
         for i, d in enumerate(self.drives):
             args += d.args(i)
-        if self.guestfwd:
+        if self.open_network:
+            fwd = "".join(f",guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
+            args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+        elif self.guestfwd:
             fwd = ",".join(f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
             args += ["-netdev", f"user,id=n0,restrict=on,{fwd}",
                      "-device", "virtio-net-pci,netdev=n0"]

@@ -25,7 +25,8 @@ INCOMPLETE = "incomplete"
 STEPS = (NOT_LOADED, NOT_BOOTED, DRIVER_MISSING, TARGET_TIMEOUT, COLLECTOR_FAILED, INCOMPLETE)
 
 JSON_KEYS = ("verdict", "failed_step", "detail", "evidence", "panic_to_saved_s",
-             "vmcore_bytes", "capture_memory_bytes", "console_log", "kernel", "image",
+             "vmcore_bytes", "capture_memory_bytes", "capture_memory_total_bytes",
+             "console_log", "kernel", "image",
              "target", "stand_in", "accel", "guest_memory_mb", "crashkernel", "seconds",
              "crash_lines", "measure")
 
@@ -42,8 +43,11 @@ BOOT_FAILURES = (
     re.compile(r".*(?:deadlocked on memory|Out of memory|invoked oom-killer).*"),
     re.compile(r"Kernel panic - not syncing(?!: sysrq).*"),
 )
-# The capture kernel's own count of its memory: "Memory: 123456K/262144K available (...)".
-MEMORY = re.compile(r"Memory: (?P<avail>\d+)K/(?P<total>\d+)K available")
+# The capture image's memstat line (templates/memstat.sh.j2, with kdump.memstat on the
+# capture command line): MemTotal and the least MemAvailable sampled once a second from
+# before the target is set up to the final action.
+MEMSTAT = re.compile(r"kdump: memstat: MemTotal=(?P<total>\d+)kB "
+                     r"MinMemAvailable=(?P<min>\d+)kB samples=(?P<n>\d+)")
 _CONSOLE_NOISE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
@@ -102,10 +106,22 @@ def classify(after_crash: str, *, missing_drivers: Sequence[str] = (),
                    + ("" if vm_ended else " within the time limit"), tuple(lines[-8:]))
 
 
-def capture_memory(after_crash: str) -> int | None:
-    """Bytes the capture kernel had available after boot, when its console shows them."""
-    m = MEMORY.search(after_crash)
-    return int(m.group("avail")) * 1024 if m else None
+@dataclass(frozen=True)
+class CaptureMemory:
+    """The capture kernel's memory as its memstat line gives it (bytes)."""
+
+    total: int          # MemTotal: what the capture kernel had after its own boot
+    peak_used: int      # MemTotal - the least MemAvailable sampled
+    samples: int
+
+
+def capture_memory(after_crash: str) -> CaptureMemory | None:
+    """The capture image's memstat line, when the console shows it."""
+    m = MEMSTAT.search(after_crash)
+    if m is None:
+        return None
+    total, least = int(m.group("total")) * 1024, int(m.group("min")) * 1024
+    return CaptureMemory(total, max(0, total - least), int(m.group("n")))
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,7 @@ class Report:
     seconds: float
     panic_to_saved_s: float | None = None
     vmcore_bytes: int | None = None
-    capture_memory_bytes: int | None = None
+    capture_memory: CaptureMemory | None = None
     crash_lines: tuple[str, ...] = ()
     measure: dict[str, Any] | None = field(default=None)
 
@@ -140,7 +156,10 @@ class Report:
             "panic_to_saved_s": (round(self.panic_to_saved_s, 1)
                                  if self.panic_to_saved_s is not None else None),
             "vmcore_bytes": self.vmcore_bytes,
-            "capture_memory_bytes": self.capture_memory_bytes,
+            "capture_memory_bytes": (self.capture_memory.peak_used
+                                     if self.capture_memory else None),
+            "capture_memory_total_bytes": (self.capture_memory.total
+                                           if self.capture_memory else None),
             "console_log": self.console_log, "kernel": self.kernel, "image": self.image,
             "target": self.target, "stand_in": self.stand_in, "accel": self.accel,
             "guest_memory_mb": self.guest_memory_mb, "crashkernel": self.crashkernel,
@@ -165,9 +184,11 @@ class Report:
         if self.vmcore_bytes is not None:
             out.append(f"vmcore:        {human_size(self.vmcore_bytes)} "
                        f"({self.vmcore_bytes} bytes)")
-        if self.capture_memory_bytes is not None:
-            out.append(f"capture mem:   {human_size(self.capture_memory_bytes)} available "
-                       "after the capture kernel booted")
+        if self.capture_memory is not None:
+            cm = self.capture_memory
+            out.append(f"capture mem:   {human_size(cm.peak_used)} at peak of "
+                       f"{human_size(cm.total)} (MemTotal - least MemAvailable of "
+                       f"{cm.samples} samples, 1 s apart, from /init to the final action)")
         if self.crash_lines:
             out.append("the crash, as the vmcore's kernel log has it:")
             out += [f"    {line}" for line in self.crash_lines]

@@ -9,19 +9,24 @@ test from running at all (QEMU, a kernel file or the image missing: one-line err
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mkkdumprd.assemble.freshness import read_manifest
 from mkkdumprd.errors import MkkdumprdError, UsageError
-from mkkdumprd.vmtest import first_stage, report, targets, vmcore_check
+from mkkdumprd.vmtest import first_stage, real_target, report, targets, vmcore_check
 from mkkdumprd.vmtest.qemu import VM, VMSpec
 
+if TYPE_CHECKING:
+    from mkkdumprd.assemble.builder import BuildRequest
+
 # Words the guest's capture kernel gets beside the arch's own: its console on the serial
-# port QEMU logs, and a panic ends the VM at once (with -no-reboot) instead of hanging it.
-CAPTURE_APPEND = ("console=ttyS0", "panic=-1")
+# port QEMU logs, a panic ends the VM at once (with -no-reboot) instead of hanging it, and
+# the image samples its memory (templates/memstat.sh.j2) for the report's peak.
+CAPTURE_APPEND = ("console=ttyS0", "panic=-1", "kdump.memstat")
 CONSOLE = "console=ttyS0"
 
 
@@ -39,6 +44,10 @@ class Proof:
     bus: str | None = None            # scratch disk bus; None: one the image has drivers for
     timeout: float = 600.0            # the whole VM run
     log: Path | None = None           # console log (default workdir/console.log)
+    # How the image under test was built (None: --image): an ssh stand-in and
+    # --real-target rebuild it with a substituted destination/path (rebuild.py).
+    request: BuildRequest | None = None
+    real_target: bool = False         # dump to the configured server (real_target.py)
 
 
 def first_kernel_append(crashkernel: str) -> str:
@@ -112,18 +121,23 @@ def prove(p: Proof) -> report.Report:
     p.workdir.mkdir(parents=True, exist_ok=True)
     log = p.log or p.workdir / "console.log"
     script = first_stage.crash_script(p.base_cmdline, (*CAPTURE_APPEND, *p.append))
-    first = first_stage.build_first_stage(p.kernel, p.image, p.workdir / "first-stage.img",
-                                          script)
-    standin = targets.stand_in(target, drivers, p.workdir, p.bus)
+    standin = (real_target.real_target(target, p.request, drivers, p.workdir)
+               if p.real_target else
+               targets.stand_in(target, drivers, p.workdir, p.bus, p.request))
     try:
+        first = first_stage.build_first_stage(p.kernel, standin.image or p.image,
+                                              p.workdir / "first-stage.img", script)
         spec = VMSpec(p.kernel, first, first_kernel_append(p.crashkernel),
                       drives=standin.drives, guestfwd=standin.guestfwd,
+                      open_network=standin.open_network,
                       memory_mb=p.memory_mb, accel=p.accel)
         with VM(spec, log, p.timeout) as vm:
             watch = _watch(vm, p.timeout)
-        return _judge(p, log, target, standin, watch, time.monotonic() - t0)
+        found = _judge(p, log, target, standin, watch, time.monotonic() - t0)
     finally:
-        standin.close()
+        note = standin.close()
+    # What closing the stand-in did that the report must say (--real-target's removal).
+    return dataclasses.replace(found, stand_in=f"{found.stand_in}; {note}") if note else found
 
 
 def _target_text(target: dict[str, Any]) -> str:
@@ -158,7 +172,7 @@ def _judge(p: Proof, log: Path, target: dict[str, Any], standin: targets.StandIn
               else None)
     if finding.failed_step is not None:
         return report.Report("fail", finding.failed_step, finding.detail, finding.evidence,
-                             panic_to_saved_s=timing, capture_memory_bytes=memory, **common)
+                             panic_to_saved_s=timing, capture_memory=memory, **common)
     out = p.workdir / "vmcore"
     with contextlib.suppress(FileNotFoundError):
         out.unlink()
@@ -167,16 +181,16 @@ def _judge(p: Proof, log: Path, target: dict[str, Any], standin: targets.StandIn
         dmesg = vmcore_check.dump_dmesg(vmcore, p.workdir / "vmcore.dmesg.txt")
     except MkkdumprdError as exc:
         return report.Report("fail", report.INCOMPLETE, str(exc), finding.evidence,
-                             panic_to_saved_s=timing, capture_memory_bytes=memory, **common)
+                             panic_to_saved_s=timing, capture_memory=memory, **common)
     size = vmcore.stat().st_size
     lacking = vmcore_check.missing_crash_lines(dmesg)
     if lacking:
         return report.Report("fail", report.INCOMPLETE,
                              f"the vmcore's kernel log lacks {lacking}", finding.evidence,
                              panic_to_saved_s=timing, vmcore_bytes=size,
-                             capture_memory_bytes=memory, **common)
+                             capture_memory=memory, **common)
     return report.Report("pass", None, f"{finding.detail}; read back as {vmcore}",
                          finding.evidence, panic_to_saved_s=timing, vmcore_bytes=size,
-                         capture_memory_bytes=memory,
+                         capture_memory=memory,
                          crash_lines=tuple(vmcore_check.crash_lines(dmesg)), **common)
 

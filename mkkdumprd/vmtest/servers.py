@@ -209,10 +209,11 @@ class SshServer(_Server):
 
     name = "sshd"
 
-    def __init__(self, workdir: Path, extra_config: str = "") -> None:
+    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None) -> None:
         super().__init__(workdir)
         self.keys: SshKeys | None = None
         self.extra_config = extra_config
+        self.fixed_port = port          # None: a free port
 
     def _keygen(self, path: Path, comment: str) -> str:
         keygen = require("ssh-keygen", "openssh-client")
@@ -231,7 +232,7 @@ class SshServer(_Server):
         self.keys = SshKeys(host_pub, self.workdir / "client_ed25519", client_pub)
         # sshd refuses to start as root without its privilege-separation directory
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         conf = self.workdir / "sshd_config"
         # sshd keeps the first value of a keyword: extra settings go first to win
         conf.write_text(self.extra_config + SSHD_CONFIG.format(port=self.port, dir=self.workdir))

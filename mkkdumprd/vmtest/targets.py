@@ -8,7 +8,12 @@ The target is the one the image itself will look for (its manifest's resolved ta
          recovered from it with `mkkdumprd savecore`'s code;
   nfs    nfs-ganesha on 127.0.0.1 (servers.py) exporting a scratch folder under the
          image's export path, reached through one guestfwd relay at the image's server
-         address (QEMU user networking with restrict=on: nothing else is reachable).
+         address (QEMU user networking with restrict=on: nothing else is reachable);
+  ssh    a private sshd on 127.0.0.1 (servers.py) with its own host and client key,
+         reached at 10.0.2.100:22 through one guestfwd relay. The image trusts only the
+         real server's host key, so the image booted is the image under test rebuilt
+         (rebuild.py) with the stand-in's destination, key, host key and a scratch path;
+         `describe()` names each substitution.
 Block stacks (LVM, RAID, LUKS) under a local target are a layer between the scratch
 file and the filesystem: `LocalStandIn` is where one goes (it makes the disk, then the fs).
 """
@@ -21,13 +26,17 @@ import uuid as uuidlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.lifecycle.savecore import savecore
-from mkkdumprd.vmtest import scratch
+from mkkdumprd.network.ssh_command import known_hosts_line, parse_target
+from mkkdumprd.vmtest import rebuild, scratch, vmcore_check
 from mkkdumprd.vmtest.qemu import BUS_DRIVERS, Drive
-from mkkdumprd.vmtest.servers import NfsServer
+from mkkdumprd.vmtest.servers import GUEST_SERVER_IP, NfsServer, SshServer
+
+if TYPE_CHECKING:
+    from mkkdumprd.assemble.builder import BuildRequest
 
 NIC_DRIVERS = ("virtio_pci", "virtio_net")
 # The PCI transport the virtio buses need beside their own driver.
@@ -98,6 +107,8 @@ class StandIn(Protocol):
     drives: tuple[Drive, ...]
     guestfwd: tuple[str, ...]
     missing_drivers: tuple[str, ...]
+    image: Path | None          # the image to boot instead of the one under test (rebuilt)
+    open_network: bool          # QEMU user networking without restrict=on (--real-target)
 
     def describe(self) -> str: ...
 
@@ -105,7 +116,9 @@ class StandIn(Protocol):
         """The complete vmcore copied to `out`; OperationError saying what is there else."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> str | None:
+        """Stop what the stand-in started; a note for the report, if any."""
+        ...
 
 
 @dataclass
@@ -117,6 +130,8 @@ class LocalStandIn:
     drives: tuple[Drive, ...]
     missing_drivers: tuple[str, ...]
     guestfwd: tuple[str, ...] = ()
+    image: Path | None = None
+    open_network: bool = False
 
     def describe(self) -> str:
         bus = self.drives[-1].bus
@@ -134,7 +149,7 @@ class LocalStandIn:
                                  "no complete vmcore")
         return scratch.ext_dump(self.disk, f"{where}/vmcore", out)
 
-    def close(self) -> None:
+    def close(self) -> str | None:
         return None
 
 
@@ -145,6 +160,8 @@ class RawStandIn:
     drives: tuple[Drive, ...]
     missing_drivers: tuple[str, ...]
     guestfwd: tuple[str, ...] = ()
+    image: Path | None = None
+    open_network: bool = False
 
     def describe(self) -> str:
         return f"scratch raw disk {self.disk} ({self.device}, {self.drives[-1].bus} bus)"
@@ -156,7 +173,7 @@ class RawStandIn:
         res.vmcore.rename(out)
         return out
 
-    def close(self) -> None:
+    def close(self) -> str | None:
         return None
 
 
@@ -169,6 +186,8 @@ class NfsStandIn:
     missing_drivers: tuple[str, ...]
     drives: tuple[Drive, ...] = ()
     guestfwd: tuple[str, ...] = field(default=())
+    image: Path | None = None
+    open_network: bool = False
 
     def describe(self) -> str:
         return (f"nfs-ganesha on 127.0.0.1:{self.server.port} (pid {self.server.pid}) "
@@ -176,25 +195,93 @@ class NfsStandIn:
                 f"{self.server_ip}:2049 through a guestfwd relay")
 
     def read_back(self, out: Path) -> Path:
-        top = self.server.export / self.path.strip("/")
-        dirs = sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []
-        if not dirs:
-            raise OperationError(f"no dump directory under {top} on the stand-in server")
-        vmcore = dirs[-1] / "vmcore"
+        d = latest_dump_dir(self.server.export / self.path.strip("/"))
+        vmcore = d / "vmcore"
         if not vmcore.is_file():
-            raise OperationError(f"{dirs[-1]} holds {sorted(p.name for p in dirs[-1].iterdir())}"
+            raise OperationError(f"{d} holds {sorted(p.name for p in d.iterdir())}"
                                  ", no complete vmcore")
         vmcore.rename(out)
         return out
 
-    def close(self) -> None:
+    def close(self) -> str | None:
         self.server.stop()
+        return None
+
+
+def latest_dump_dir(top: Path) -> Path:
+    """The newest `<ip>-<date>` folder the capture image made under `top`."""
+    dirs = sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []
+    if not dirs:
+        raise OperationError(f"no dump directory under {top} on the stand-in server")
+    return dirs[-1]
+
+
+@dataclass
+class SshStandIn:
+    server: SshServer
+    dumps: Path                     # the local folder the rebuilt image's path names
+    image: Path | None
+    substituted: str                # what the rebuild changed, for the report
+    missing_drivers: tuple[str, ...]
+    guestfwd: tuple[str, ...]
+    drives: tuple[Drive, ...] = ()
+    open_network: bool = False
+
+    def describe(self) -> str:
+        return (f"private sshd on 127.0.0.1:{self.server.port} (pid {self.server.pid}) with "
+                f"its own host and client key, reached at {GUEST_SERVER_IP}:22 through a "
+                f"guestfwd relay; the image booted is the image under test rebuilt for it "
+                f"({self.image}): {self.substituted}")
+
+    def read_back(self, out: Path) -> Path:
+        d = latest_dump_dir(self.dumps)
+        flat = d / "vmcore.flat"
+        if not flat.is_file():
+            raise OperationError(f"{d} holds {sorted(p.name for p in d.iterdir())}, no "
+                                 "complete vmcore.flat")
+        return vmcore_check.restore_flat(flat, out)
+
+    def close(self) -> str | None:
+        self.server.stop()
+        return None
+
+
+def ssh_stand_in(target: Mapping[str, Any], request: BuildRequest | None,
+                 modules: frozenset[str], workdir: Path) -> SshStandIn:
+    """A private sshd and the image under test rebuilt to dump to it."""
+    if request is None:
+        raise UsageError("an ssh image is proved against a private sshd by rebuilding it "
+                         "for that server (the image trusts only the real server's key): "
+                         "give -c/--target instead of --image, or --real-target")
+    configured = str(target.get("server") or "")
+    path = str(target.get("path") or "/var/crash")
+    user = parse_target(configured).user
+    srv = SshServer(workdir / "sshd")
+    srv.start()
+    try:
+        assert srv.keys is not None
+        dumps = workdir / "ssh-dumps"
+        dumps.mkdir(parents=True, exist_ok=True)
+        sub = rebuild.Substitution(
+            server=f"root@{GUEST_SERVER_IP}", path=str(dumps), sshkey=str(srv.keys.client_key),
+            known_hosts=known_hosts_line(GUEST_SERVER_IP, 22, srv.keys.host_public) + "\n",
+            relay=rebuild.Relay(GUEST_SERVER_IP, srv.port))
+        image = rebuild.rebuild(request, sub, workdir / "capture-for-stand-in.img")
+    except BaseException:
+        srv.stop()
+        raise
+    what = sub.describe(configured, path)
+    if user != "root":
+        what += f" (user {user} -> root: the private sshd admits root only)"
+    return SshStandIn(srv, dumps, image, what, missing(NIC_DRIVERS, modules),
+                      (srv.guestfwd(22),))
 
 
 def stand_in(target: Mapping[str, Any], modules: frozenset[str], workdir: Path,
-             bus: str | None = None) -> StandIn:
+             bus: str | None = None, request: BuildRequest | None = None) -> StandIn:
     """The stand-in for the image's resolved target (`manifest["config"]["target"]`);
-    `modules`: the drivers the capture kernel has (the image's and the built-in ones)."""
+    `modules`: the drivers the capture kernel has (the image's and the built-in ones);
+    `request`: how the image under test was built (an ssh stand-in rebuilds it)."""
     kind = target.get("kind")
     device = target.get("device") or ""
     path = str(target.get("path") or "/")
@@ -239,5 +326,6 @@ def stand_in(target: Mapping[str, Any], modules: frozenset[str], workdir: Path,
         (srv.export / path.strip("/")).mkdir(parents=True, exist_ok=True)
         return NfsStandIn(str(ip), export, path, srv, missing(NIC_DRIVERS, modules),
                           guestfwd=(srv.guestfwd(2049, str(ip)),))
-    raise UsageError(f"`mkkdumprd test --vm` has no stand-in for {kind} targets yet "
-                     "(local, raw and nfs have one)")
+    if kind == "ssh":
+        return ssh_stand_in(target, request, modules, workdir)
+    raise UsageError(f"`mkkdumprd test --vm` has no stand-in for {kind} targets")

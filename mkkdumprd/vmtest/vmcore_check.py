@@ -32,3 +32,14 @@ def missing_crash_lines(dmesg: str) -> list[str]:
 def crash_lines(dmesg: str) -> list[str]:
     """The log's lines that show the crash."""
     return [line for line in dmesg.splitlines() if any(c in line for c in SYSRQ_CRASH_LINES)]
+
+
+def restore_flat(flat: Path, out: Path) -> Path:
+    """`makedumpfile -R`: the flattened stream of an ssh dump (vmcore.flat) as a vmcore."""
+    with open(flat, "rb") as src:
+        r = subprocess.run([find_tool("makedumpfile"), "-R", str(out)], stdin=src,
+                           capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 or not out.is_file():
+        raise OperationError(f"makedumpfile -R could not rebuild {flat} (rc {r.returncode}): "
+                             f"{(r.stdout + r.stderr).strip()[-500:]}")
+    return out

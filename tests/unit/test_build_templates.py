@@ -203,6 +203,7 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
 SCRIPTS = {
     "init.sh.j2": "init",
     "lib.sh.j2": "lib_sh",
+    "memstat.sh.j2": "memstat_sh",
     "modules.sh.j2": "modules_sh",
     "kdump.sh.j2": "kdump_sh",
     "attempt.sh.j2": "attempt_sh",

@@ -14,6 +14,7 @@ from mkkdumprd.errors import UsageError
 from mkkdumprd.loader import live
 from mkkdumprd.loader import status as loader_status
 from mkkdumprd.vmtest import targets
+from mkkdumprd.vmtest.real_target import real_target
 
 
 def _loaded(monkeypatch: pytest.MonkeyPatch, loaded: bool) -> None:
@@ -90,6 +91,8 @@ def test_vm_with_a_missing_kernel_or_image(tmp_path: Path) -> None:
 def test_measure_needs_vm(monkeypatch: pytest.MonkeyPatch) -> None:
     r = CliRunner().invoke(main, ["test", "--measure-crashkernel"])
     assert r.exit_code == 2 and "--measure-crashkernel needs --vm" in r.output
+    r = CliRunner().invoke(main, ["test", "--real-target", "--yes"])
+    assert r.exit_code == 2 and "--real-target needs --vm" in r.output
 
 
 # -- stand-ins ---------------------------------------------------------------------------
@@ -142,8 +145,15 @@ def test_raw_stand_in_gets_fillers_before_it(tmp_path: Path) -> None:
 
 
 def test_unsupported_targets_are_usage_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="no stand-in for ssh"):
+    # ssh has a stand-in, but it rebuilds the image: without the build request, an error
+    with pytest.raises(UsageError, match=r"by rebuilding it .* instead of --image"):
         targets.stand_in({"kind": "ssh", "server": "root@h", "path": "/"}, ALL, tmp_path)
+    # --real-target: ssh only, and only with the build request
+    with pytest.raises(UsageError, match="ssh targets so far, not nfs"):
+        real_target({"kind": "nfs", "server": "10.0.2.100:/e", "path": "/"}, None, ALL,
+                    tmp_path)
+    with pytest.raises(UsageError, match="instead of --image"):
+        real_target({"kind": "ssh", "server": "root@h", "path": "/"}, None, ALL, tmp_path)
     with pytest.raises(UsageError, match="IPv4 address"):
         targets.stand_in({"kind": "nfs", "server": "nas.example:/export", "path": "/"}, ALL,
                          tmp_path)

@@ -83,10 +83,23 @@ def test_escape_sequences_do_not_hide_lines() -> None:
     assert classify(con).failed_step is None
 
 
-def test_capture_memory_from_the_kernel_line() -> None:
-    con = "[    0.1] Memory: 98304K/262144K available (14339K kernel code)\r\n"
-    assert report.capture_memory(con) == 98304 * 1024
+def test_capture_memory_from_the_memstat_line() -> None:
+    con = ("[    0.1] Memory: 98304K/262144K available (14339K kernel code)\r\n"
+           "kdump: memstat: MemTotal=120000kB MinMemAvailable=70000kB samples=12\r\n")
+    m = report.capture_memory(con)
+    assert m == report.CaptureMemory(120000 * 1024, 50000 * 1024, 12)
+    # The kernel's boot line alone is not a peak: nothing is reported.
+    assert report.capture_memory(con.splitlines()[0]) is None
     assert report.capture_memory("nothing") is None
+
+
+def test_capture_memory_in_json_and_text() -> None:
+    r = _report(capture_memory=report.CaptureMemory(100 << 20, 40 << 20, 7))
+    doc = r.as_json()
+    assert doc["capture_memory_bytes"] == 40 << 20
+    assert doc["capture_memory_total_bytes"] == 100 << 20
+    assert "40 MiB at peak of 100 MiB" in r.render(), r.render()
+    assert _report().as_json()["capture_memory_bytes"] is None
 
 
 def _report(**kw: object) -> Report:

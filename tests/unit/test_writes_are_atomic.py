@@ -22,8 +22,9 @@ ALLOWED = {
     ("loader/live.py", "open-for-write"),
     # `test --vm` writes only in its own fresh work folder, files nothing else reads
     # while they are written: the QEMU command and console log, opening /dev/kvm to ask
-    # its API version, sparse scratch disks, the stand-in servers' configs and keys, and
-    # the loader tracer's fake root
+    # its API version, sparse scratch disks, the stand-in servers' configs and keys, the
+    # loader tracer's fake root, the rebuild's private known_hosts and the vmcore.flat
+    # --real-target reads back
     ("vmtest/qemu.py", "O_RDWR"),
     ("vmtest/qemu.py", "open-for-write"),
     ("vmtest/qemu.py", "write_text"),
@@ -32,6 +33,8 @@ ALLOWED = {
     ("vmtest/servers.py", "write_text"),
     ("vmtest/loader_trace.py", "write_bytes"),
     ("vmtest/loader_trace.py", "write_text"),
+    ("vmtest/rebuild.py", "write_text"),
+    ("vmtest/real_target.py", "open-for-write"),
     # a configfs attribute (crash_dm_crypt_keys/<item>/description): configfs has no
     # temp files or rename, an attribute is written in place
     ("loader/crypt_keys.py", "write_text"),
