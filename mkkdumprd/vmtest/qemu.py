@@ -6,7 +6,7 @@ the QEMU process we started is killed by its PID (its process group, which holds
 guestfwd relays QEMU spawned itself). The file is kept: reports name it.
 
 Networking is QEMU user networking with `restrict=on` only (the guest reaches nothing but
-the explicit guestfwd relays), or none.
+the explicit guestfwd relays; hostfwd entries listen on 127.0.0.1 only), or none.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ class VMSpec:
     memory_mb: int = 1024
     # Only user networking with restrict=on; guestfwd entries as "tcp:IP:PORT-cmd:..." strings.
     guestfwd: tuple[str, ...] = ()
+    # hostfwd entries, "tcp:127.0.0.1:PORT-:GUESTPORT": listening on this machine's
+    # loopback only (anything else is refused).
+    hostfwd: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = field(default=())
     accel: str = "tcg"
     # vCPUs; with TCG more than one runs multi-threaded (one host thread per vCPU).
@@ -131,8 +134,12 @@ class VMSpec:
                 "-append", self.append]
         for i, d in enumerate(self.drives):
             args += d.args(i)
-        if self.guestfwd:
-            fwd = ",".join(f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
+        if self.guestfwd or self.hostfwd:
+            for h in self.hostfwd:
+                if not h.startswith("tcp:127.0.0.1:"):
+                    raise UsageError(f"hostfwd {h!r}: only tcp:127.0.0.1:PORT-:PORT")
+            fwd = ",".join([f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd]
+                           + [f"hostfwd={h}" for h in self.hostfwd])
             args += ["-netdev", f"user,id=n0,restrict=on,{fwd}",
                      "-device", "virtio-net-pci,netdev=n0"]
         else:
