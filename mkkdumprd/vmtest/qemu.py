@@ -5,10 +5,16 @@ markers, so a hung guest never blocks: every wait has a deadline, and on the har
 the QEMU process we started is killed by its PID (its process group, which holds only the
 guestfwd relays QEMU spawned itself). The file is kept: reports name it.
 
-Networking is QEMU user networking with `restrict=on` (the guest reaches nothing but the
-explicit guestfwd relays), or none; only `mkkdumprd test --vm --real-target`, after the
-user confirmed it, asks for user networking without restrict (`open_network`), so the
-guest can dial the configured server itself.
+        for h in self.hostfwd:
+            if not h.startswith("tcp:127.0.0.1:"):
+                raise UsageError(f"hostfwd {h!r}: only tcp:127.0.0.1:PORT-:PORT")
+        if self.open_network:
+            fwd = "".join(f",guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
+            fwd += "".join(f",hostfwd={h}" for h in self.hostfwd)
+            args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+        elif self.guestfwd or self.hostfwd:
+            fwd = ",".join([f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd]
+                           + [f"hostfwd={h}" for h in self.hostfwd])
 """
 
 from __future__ import annotations
@@ -111,6 +117,9 @@ class VMSpec:
     memory_mb: int = 1024
     # Only user networking with restrict=on; guestfwd entries as "tcp:IP:PORT-cmd:..." strings.
     guestfwd: tuple[str, ...] = ()
+    # hostfwd entries, "tcp:127.0.0.1:PORT-:GUESTPORT": listening on this machine's
+    # loopback only (anything else is refused).
+    hostfwd: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = field(default=())
     accel: str = "tcg"
     # vCPUs; with TCG more than one runs multi-threaded (one host thread per vCPU).
@@ -135,11 +144,16 @@ class VMSpec:
                 "-append", self.append]
         for i, d in enumerate(self.drives):
             args += d.args(i)
+        for h in self.hostfwd:
+            if not h.startswith("tcp:127.0.0.1:"):
+                raise UsageError(f"hostfwd {h!r}: only tcp:127.0.0.1:PORT-:PORT")
         if self.open_network:
             fwd = "".join(f",guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
+            fwd += "".join(f",hostfwd={h}" for h in self.hostfwd)
             args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
-        elif self.guestfwd:
-            fwd = ",".join(f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
+        elif self.guestfwd or self.hostfwd:
+            fwd = ",".join([f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd]
+                           + [f"hostfwd={h}" for h in self.hostfwd])
             args += ["-netdev", f"user,id=n0,restrict=on,{fwd}",
                      "-device", "virtio-net-pci,netdev=n0"]
         else:

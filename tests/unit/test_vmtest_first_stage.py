@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mkkdumprd.errors import UsageError
 from mkkdumprd.image.reader import read_file, read_members
 from mkkdumprd.loader.cmdline import split_words
 from mkkdumprd.vmtest import first_stage as fs
@@ -110,3 +111,12 @@ def test_drives_on_each_bus(tmp_path: Path) -> None:
     assert "-device ide-hd,drive=disk2,bus=ide.2" in argv
     assert "-device scsi-hd,drive=disk3,bus=scsi3.0" in argv
     assert "-accel tcg" in argv and "-nic none" in argv
+
+
+def test_hostfwd_on_loopback_only(tmp_path: Path) -> None:
+    spec = VMSpec(tmp_path / "k", tmp_path / "i", "x", hostfwd=("tcp:127.0.0.1:2222-:22",))
+    argv = spec.argv()
+    assert argv[argv.index("-netdev") + 1] == \
+        "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"
+    with pytest.raises(UsageError, match=r"only tcp:127\.0\.0\.1"):
+        VMSpec(tmp_path / "k", tmp_path / "i", "x", hostfwd=("tcp::2222-:22",)).argv()
