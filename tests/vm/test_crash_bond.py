@@ -66,7 +66,7 @@ def _nics(live_netdev: str) -> list[str]:
 @pytest.mark.parametrize("vlan", [
     False,
     # ~2.3 min on a loaded 2-core machine (its nfs twin without VLAN stays in the default run)
-    pytest.param(True, marks=pytest.mark.slow),
+    pytest.param(True, marks=pytest.mark.long),   # ~2 min: a VLAN relay and a bond
 ], ids=["bond", "vlan-on-bond"])
 def test_dump_through_a_bond_whose_primary_has_no_link(kernel: Kernel, tmp_path: Path,
                                                         vlan: bool) -> None:

@@ -35,7 +35,7 @@ POISON = ("python3 -c '"
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~3 min under TCG (190 s measured)
+@pytest.mark.long  # ~3 min under TCG (190 s measured)
 def test_poisoned_page_is_excluded_and_the_dump_completes(
         kernel: Kernel, tmp_path: Path, build_capture: BuildImage) -> None:
     fs_uuid = str(uuid.uuid4())

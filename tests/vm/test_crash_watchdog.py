@@ -165,7 +165,7 @@ def test_running_watchdog_is_fed_through_a_dump_longer_than_its_timeout(
 
 
 @pytest.mark.vm
-@pytest.mark.slow
+@pytest.mark.long  # ~1.8 min under TCG: the negative control (the guest is reset mid-dump)
 def test_without_feeding_the_watchdog_resets_the_guest_mid_dump(
         kernel: Kernel, tmp_path: Path, hook_dir: Path) -> None:
     """The negative control (~1.5 min under TCG): same crash, image for the machine

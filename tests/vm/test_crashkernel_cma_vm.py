@@ -82,7 +82,7 @@ def _iomem_ranges(text: str) -> list[tuple[int, int]]:
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # 90-120 s per size under TCG on a loaded host (two boots of 7.x, 10 s CMA wait)
+@pytest.mark.long  # 90-120 s per size under TCG on a loaded host (two boots of 7.x, 10 s CMA wait)
 @pytest.mark.parametrize("mem_mb", [1024, 4096])
 def test_cma_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
                                        build_capture: BuildImage, mem_mb: int) -> None:
@@ -109,7 +109,7 @@ def test_cma_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # ~140 s under TCG with 6 GiB of guest RAM
+@pytest.mark.long  # ~140 s under TCG with 6 GiB of guest RAM
 def test_high_low_words_from_recommend_dump(kernel: Kernel, tmp_path: Path,
                                             build_capture: BuildImage) -> None:
     fs_uuid = str(uuid.uuid4())

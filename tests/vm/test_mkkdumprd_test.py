@@ -153,7 +153,7 @@ def test_ssh_image_against_a_private_sshd(kernel: Kernel, tmp_path: Path) -> Non
 
 
 @pytest.mark.vm
-@pytest.mark.slow     # ~2.5 min under TCG (a rebuild, one boot, a dump over ssh)
+@pytest.mark.long     # ~2.5 min under TCG (a rebuild, one boot, a dump over ssh)
 def test_real_target_on_loopback_writes_and_removes_its_folder(kernel: Kernel,
                                                                tmp_path: Path) -> None:
     """--real-target --yes against a configured server on 127.0.0.1:22 (the private sshd

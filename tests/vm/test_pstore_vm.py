@@ -69,7 +69,7 @@ def test_ramoops_panic_without_kdump_is_archived_after_reset(kernel: Kernel,
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # 248 s here on a loaded 2-core machine: three boots and a 10 s NFS wait
+@pytest.mark.long  # 248 s here on a loaded 2-core machine: three boots and a 10 s NFS wait
 def test_failed_nfs_dump_outcome_survives_the_reboot(kernel: Kernel, tmp_path: Path,
                                                      build_capture: BuildImage) -> None:
     conf = tmp_path / "kdump.conf"
