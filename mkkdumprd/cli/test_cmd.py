@@ -20,6 +20,7 @@ import click
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.loader.cmdline_settings import SOURCES, read_settings
 
 if TYPE_CHECKING:
     from mkkdumprd.assemble.builder import BuildRequest
@@ -229,13 +230,24 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
     if size <= 0 or size >= memory_mb * MiB // 2:
         raise UsageError(f"crashkernel={size >> 20}M does not fit a {memory_mb} MiB guest; "
                          "give --mem more or --crashkernel less")
-    base = locate.proc_cmdline(this) if own else None     # as `start` passes it
+    # As `start` composes it: this machine's settings files (the guest's loader reads the
+    # copies), their base or else this machine's /proc/cmdline.
+    settings = _cmdline_settings(this) if own else ()
+    base = (locate.proc_cmdline(this)
+            if own and read_settings(this).base is None else None)
     append = (f"kdump.timeout={target_timeout}",) if target_timeout else ()
     proof = Proof(kernel=kernel_file, image=image, workdir=work,
                   crashkernel=f"{size >> 20}M", memory_mb=memory_mb, accel=accel,
                   kmoddir=kmoddir if kmoddir.is_dir() else None, base_cmdline=base,
+                  cmdline_settings=settings,
                   append=append, bus=disk_bus, timeout=float(timeout), request=request)
     return proof, rec.chosen >> 20
+
+
+def _cmdline_settings(host: Host) -> tuple[tuple[str, Path], ...]:
+    """(path, file) of each capture command line settings file this machine has."""
+    return tuple((str(path), host.real(path)) for path, _roles in SOURCES
+                 if host.is_file(path))
 
 
 def _build(out: Path, config_path: Path | None, target_spec: str | None, kver: str,

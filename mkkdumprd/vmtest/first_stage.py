@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry
 from mkkdumprd.quoting import shell_word
@@ -90,9 +90,12 @@ def crash_script(cmdline: str | None, append: Sequence[str]) -> str:
 
 
 def build_first_stage(kernel: Path, capture_image: Path, out: Path, script: str,
-                      arch: str = "x86_64") -> Path:
+                      arch: str = "x86_64",
+                      settings: Sequence[tuple[str, Path]] = ()) -> Path:
     """Write the first-stage initramfs (uncompressed: it mostly carries an already
-    compressed kernel and image, and decompressing under TCG only costs time) to `out`."""
+    compressed kernel and image, and decompressing under TCG only costs time) to `out`.
+    `settings`: (guest path, host file) of this machine's capture command line settings
+    (loader/cmdline_settings.py SOURCES), read by the guest's loader as `start` reads them."""
     modules = gp.trace_loader_modules(kernel)
     spec = ImageSpec()
     spec.extend(busybox_entries())
@@ -102,6 +105,13 @@ def build_first_stage(kernel: Path, capture_image: Path, out: Path, script: str,
     spec.add(dir_entry("/boot", "kernel and capture image"))
     spec.add(file_entry(KERNEL, kernel, "capture kernel", mode=0o644))
     spec.add(file_entry(IMAGE, capture_image, "capture image", mode=0o644))
+    for guest_path, host_file in settings:
+        parts = PurePosixPath(guest_path).parents
+        for d in reversed([d for d in parts if str(d) != "/"]):
+            if d not in spec:
+                spec.add(dir_entry(str(d), "command line settings"))
+        spec.add(file_entry(guest_path, host_file, "capture command line settings",
+                            mode=0o644))
     spec.add(init_entry(script))
     return write_initramfs(spec, out, "none")
 

@@ -40,6 +40,9 @@ class Proof:
     accel: str = "tcg"
     kmoddir: Path | None = None       # for the kernel's built-in drivers
     base_cmdline: str | None = None   # the capture base (this machine's /proc/cmdline)
+    # this machine's capture command line settings files: (path, host file), copied to the
+    # same paths in the guest, where its loader applies them as `start` does
+    cmdline_settings: tuple[tuple[str, Path], ...] = ()
     append: tuple[str, ...] = ()      # more capture-kernel words (kdump.timeout=N)
     bus: str | None = None            # scratch disk bus; None: one the image has drivers for
     timeout: float = 600.0            # the whole VM run
@@ -126,7 +129,8 @@ def prove(p: Proof) -> report.Report:
                targets.stand_in(target, drivers, p.workdir, p.bus, p.request))
     try:
         first = first_stage.build_first_stage(p.kernel, standin.image or p.image,
-                                              p.workdir / "first-stage.img", script)
+                                              p.workdir / "first-stage.img", script,
+                                              settings=p.cmdline_settings)
         spec = VMSpec(p.kernel, first, first_kernel_append(p.crashkernel),
                       drives=standin.drives, guestfwd=standin.guestfwd,
                       open_network=standin.open_network,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mkkdumprd.cli.test_cmd import _cmdline_settings
 from mkkdumprd.errors import UsageError
+from mkkdumprd.host import Host
 from mkkdumprd.image.reader import read_file, read_members
 from mkkdumprd.loader.cmdline import split_words
 from mkkdumprd.vmtest import first_stage as fs
@@ -77,6 +79,28 @@ def test_parse_steps_reads_a_console() -> None:
 def test_first_kernel_words_reserve_and_log_to_the_serial_port() -> None:
     words = split_words(first_kernel_append("144M"))
     assert "crashkernel=144M" in words and "console=ttyS0" in words and "panic=-1" in words
+
+
+@pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="needs busybox")
+def test_first_stage_carries_this_machines_cmdline_settings(tmp_path: Path,
+                                                            vmlinuz: Path) -> None:
+    # The guest's loader reads them where `start` reads them on this machine.
+    root = tmp_path / "root"
+    (root / "etc/mkkdumprd").mkdir(parents=True)
+    (root / "etc/default").mkdir(parents=True)
+    (root / "etc/mkkdumprd/cmdline.conf").write_text('CMDLINE_REMOVE="irqpoll"\n')
+    (root / "etc/default/kdump-tools").write_text('KDUMP_CMDLINE_APPEND="quirk=1"\n')
+    settings = _cmdline_settings(Host(root))
+    assert [g for g, _f in settings] == ["/etc/default/kdump-tools",
+                                         "/etc/mkkdumprd/cmdline.conf"]
+    image = tmp_path / "capture.img"
+    image.write_bytes(b"capture image bytes")
+    out = fs.build_first_stage(vmlinuz, image, tmp_path / "first.img",
+                               fs.crash_script(None, []), settings=settings)
+    names = {m.path for m in read_members(out)}
+    assert {"/etc", "/etc/default", "/etc/mkkdumprd"} <= names
+    assert read_file(out, "/etc/default/kdump-tools") == b'KDUMP_CMDLINE_APPEND="quirk=1"\n'
+    assert read_file(out, "/etc/mkkdumprd/cmdline.conf") == b'CMDLINE_REMOVE="irqpoll"\n'
 
 
 @pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="needs busybox")
