@@ -64,9 +64,10 @@ def _initramfs(kernel: Kernel, tools: Path, script: str, out: Path,
     spec.extend(binary_entries(["/bin/busybox"], view, "shell and tools for the test /init"))
     applets = subprocess.run([str(tools / "bin/busybox"), "--list"], capture_output=True,
                              text=True, check=True).stdout.split()
+    bindir = view.resolve("/bin")     # usr/bin in a merged-/usr root (sid's)
     for a in applets:
-        if a != "busybox" and spec.get(f"/bin/{a}") is None:
-            spec.add(symlink_entry(f"/bin/{a}", "busybox", "busybox applet"))
+        if a != "busybox" and spec.get(f"{bindir}/{a}") is None:
+            spec.add(symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet"))
     for d in ("/proc", "/sys", "/dev", "/tmp", "/mnt", "/run"):
         spec.add(dir_entry(d, "mount point"))
     for tool in binaries:
