@@ -210,6 +210,9 @@ def _manifest(host: Host, plan: LoadPlan) -> dict[str, Any] | None:
         return None
     try:
         # Not at import time: the loader alone runs on the standard library (guests).
+        # read_manifest imports the image reader (zstandard, libarchive) itself and takes
+        # any failure for "no manifest": ask for it here, where a missing one is said.
+        import mkkdumprd.image.reader  # noqa: F401
         from mkkdumprd.assemble.freshness import read_manifest
     except ImportError as exc:
         # No image reader here (a bare python3, e.g. a test guest's): which LUKS volumes

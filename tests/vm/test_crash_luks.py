@@ -56,7 +56,7 @@ if cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations
         --uuid {luks} --key-file /tmp/pass /dev/vda &&
     cryptsetup open --key-file /tmp/pass \\
         --link-vk-to-keyring '@u::%logon:{KEY}{luks}' /dev/vda crash &&
-    mke2fs -q -t ext4 -U {fsid} /dev/mapper/crash &&
+    /sbin/mke2fs -q -t ext4 -U {fsid} /dev/mapper/crash &&
     mount -t ext4 /dev/mapper/crash /mnt && mkdir -p /mnt/crash && umount /mnt; then
     echo '{TAG}: volume ready'
 else
@@ -82,10 +82,11 @@ cat /proc/keys
     assert f"{TAG}: volume ready" in console, console[-4000:]
     assert "load" in steps and steps["load"].rc == 0, console[-4000:]
     # No image reader in the guest's python3: the loader says which keys it hands over.
-    assert f"{KEY}{luks}" in steps["load"].output, steps["load"].output
+    assert f"handing over the keys of every open LUKS volume ({KEY}{luks})" in \
+        steps["load"].output, steps["load"].output
+    # The target is inside the volume: a saved dump means the handed-over key opened it.
+    assert "could not restore the LUKS volume keys" not in console, console[-4000:]
     assert "kdump: dump saved to" in console, console[-4000:]
-    assert f"cryptsetup open --volume-key-keyring %user:{KEY}{luks}" in console \
-        or "luks-" in console, console[-4000:]
 
     _, dumps = read_back(kernel, tools,
                          f"mkdir -p /run/cryptsetup && printf %s {PASSPHRASE} >/tmp/pass && "
