@@ -10,6 +10,13 @@ kernel with the project's own Python loader (its crypt_keys hand-over); the capt
 (`--add crypt`) restores the key through configfs and opens the volume with
 `--volume-key-keyring`. A third boot opens it with the passphrase and copies the dump out.
 All cryptsetup runs happen inside the guests, on a disk image file.
+
+Status (issue #16): not yet run to completion: the kernel build (`nice -n 19 make -j2`,
+~1300 objects) did not finish on the loaded machine before the session's deadline. The
+first-kernel half (format, open with --link-vk-to-keyring, the logon key in the user
+keyring, mke2fs, the loader's load with its stderr line) ran on Debian sid's 7.2 kernel,
+which lacks CRASH_DM_CRYPT. Run: `pytest -m custom_kernel -k luks tests/vm` (the first run
+builds the kernel: `python -m tests.support.custom_kernel x86_64-crypt`).
 """
 
 from __future__ import annotations
