@@ -11,12 +11,11 @@ kernel with the project's own Python loader (its crypt_keys hand-over); the capt
 `--volume-key-keyring`. A third boot opens it with the passphrase and copies the dump out.
 All cryptsetup runs happen inside the guests, on a disk image file.
 
-Status (issue #16): not yet run to completion: the kernel build (`nice -n 19 make -j2`,
-~1300 objects) did not finish on the loaded machine before the session's deadline. The
-first-kernel half (format, open with --link-vk-to-keyring, the logon key in the user
-keyring, mke2fs, the loader's load with its stderr line) ran on Debian sid's 7.2 kernel,
-which lacks CRASH_DM_CRYPT. Run: `pytest -m custom_kernel -k luks tests/vm` (the first run
-builds the kernel: `python -m tests.support.custom_kernel x86_64-crypt`).
+Passed here in 13 s (three boots; the kernel is small) once the kernel was cached; the
+first run builds it (`python -m tests.support.custom_kernel x86_64-crypt`, niced, -j2:
+~1460 objects, ~35 min on the loaded 2-core machine). The capture kernel's command line
+carries `dmcryptkeys=`; sid's makedumpfile says "kernel version is not supported" for 7.2
+and still writes the dump.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from tests.vm.harness.luks import first_stage
 from tests.vm.harness.qemu import VM, Drive, VMSpec
 from tests.vm.harness.storage import read_back, the_dump
 
+# 13 s under TCG with the kernel cached; the kernel build is minutes (see above).
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.custom_kernel]
 
 TAG = "MKKDUMPRD-LUKS"
