@@ -10,7 +10,9 @@ already be in the keyring, put there when the volume was unlocked, e.g. with
 `link-volume-key=`); the kernel refuses the load with ENOKEY otherwise.
 
 Which volumes: those a host-only build recorded in the image's manifest; for an image
-built with `--add crypt` (no layout recorded), every LUKS volume open on this machine.
+built with `--add crypt` (no layout recorded), every LUKS volume open on this machine. A
+loader that cannot read the manifest (no image reader: a bare python3) treats the image
+like an `--add crypt` one where the kernel can take keys, and says so on stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import errno
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +54,29 @@ def volumes_for(host: Host, manifest: dict[str, Any] | None) -> list[str]:
             h = m.group(1)
             out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return sorted(set(out))
+
+
+def open_volumes(host: Host) -> list[str]:
+    """The LUKS UUIDs of the volumes open on this machine (device-mapper CRYPT-LUKS*)."""
+    return volumes_for(host, {"modules": ["crypt"]})
+
+
+def unread_manifest(host: Host, image: str, why: str) -> dict[str, Any] | None:
+    """The manifest to go by when `image`'s cannot be read (`why`): with LUKS volumes open,
+    every one's key where the kernel takes keys (an --add crypt image's rule), else none;
+    either way a stderr line, since a capture kernel without keys cannot open them."""
+    luks = open_volumes(host)
+    if not luks:
+        return None
+    names = ", ".join(KEY_PREFIX + u for u in luks)
+    if host.path(CONFIG_DIR).is_dir():
+        print(f"mkkdumprd: cannot read the manifest of {image} ({why}): handing over the "
+              f"keys of every open LUKS volume ({names})", file=sys.stderr)
+        return {"modules": ["crypt"]}
+    print(f"mkkdumprd: cannot read the manifest of {image} ({why}) and this kernel has no "
+          f"{CONFIG_DIR}: if the image opens LUKS volumes, its capture kernel gets no key "
+          f"({names})", file=sys.stderr)
+    return None
 
 
 @contextmanager

@@ -210,11 +210,15 @@ def _manifest(host: Host, plan: LoadPlan) -> dict[str, Any] | None:
         return None
     try:
         # Not at import time: the loader alone runs on the standard library (guests).
+        # read_manifest imports the image reader (zstandard, libarchive) itself and takes
+        # any failure for "no manifest": ask for it here, where a missing one is said.
+        import mkkdumprd.image.reader  # noqa: F401
         from mkkdumprd.assemble.freshness import read_manifest
-    except ImportError:
-        # No image reader here (a bare python3): images that open LUKS volumes need it to
-        # say which keys to hand over; the load goes on without keys.
-        return None
+    except ImportError as exc:
+        # No image reader here (a bare python3, e.g. a test guest's): which LUKS volumes
+        # the image opens is unknown, and handing over none would leave the capture
+        # kernel without keys, silently. crypt_keys decides and says so on stderr.
+        return crypt_keys.unread_manifest(host, str(plan.initrd), str(exc))
     return read_manifest(host.path(plan.initrd))
 
 

@@ -9,14 +9,22 @@ build is refused instead.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
 
 OPTION = "CONFIG_CRASH_DM_CRYPT"
 
 
-def kernel_config(sysroot: Host, kver: str) -> str | None:
-    """The kernel's build configuration (Debian 7.x keeps it beside the modules)."""
+def kernel_config(sysroot: Host, kver: str, kmoddir: Path | None = None) -> str | None:
+    """The kernel's build configuration (Debian 7.x keeps it beside the modules: in
+    `kmoddir` when the build was given one, --kmoddir for another machine's kernel)."""
+    if kmoddir is not None:
+        try:
+            return (kmoddir / "config").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            pass
     for path in (f"/lib/modules/{kver}/config", f"/usr/lib/modules/{kver}/config",
                  f"/boot/config-{kver}"):
         text = sysroot.read_optional(path)
@@ -29,8 +37,8 @@ def has_crash_dm_crypt(config_text: str) -> bool:
     return any(line.strip() == f"{OPTION}=y" for line in config_text.splitlines())
 
 
-def check_crash_dm_crypt(sysroot: Host, kver: str) -> None:
-    text = kernel_config(sysroot, kver)
+def check_crash_dm_crypt(sysroot: Host, kver: str, kmoddir: Path | None = None) -> None:
+    text = kernel_config(sysroot, kver, kmoddir)
     if text is not None and has_crash_dm_crypt(text):
         return
     why = "is built without" if text is not None else "shows no build configuration with"

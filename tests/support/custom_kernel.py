@@ -1,4 +1,4 @@
-"""Small test kernels WITH kexec_file_load, built from Debian's linux-source-6.1.
+"""Small test kernels WITH kexec_file_load, built from Debian's linux-source-6.1 (or 7.x).
 
 Debian's kernels off x86 have no CONFIG_KEXEC_FILE (multiarch-kdump.md §0), so the
 loader's kexec_file_load path can only run there on a kernel we build: allnoconfig plus the
@@ -9,6 +9,12 @@ does the same from a shell. Needs the host packages linux-source-6.1, flex, biso
 and the cross compiler (gcc-aarch64-linux-gnu ...): dev/setup-kernels installs them. An
 arch's `patches` (files in kernel-patches/, part of the cache key) are applied to its
 source tree first: riscv64 needs one backport for makedumpfile to read its vmcores.
+
+`custom_kernel("x86_64-crypt")` is a native x86_64 kernel with CONFIG_CRASH_DM_CRYPT (LUKS
+volume keys handed to the capture kernel, Linux >= 6.16): its spec names `source="sid"`,
+Debian unstable's linux-source .deb fetched with `apt-get download` through the private
+sid apt state of tests/support/foreign_sysroot.py into the cache (never installed). It
+needs flex, bison, bc and libelf-dev (objtool) on the host. Builds run under `nice -n 19`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from tests.support.debian_kernel import CACHE
 
 SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
+NICE = ["nice", "-n", "19"]     # a kernel build must not slow a test run beside it
 PATCHES = Path(__file__).with_name("kernel-patches")
 
 COMMON = """
@@ -149,6 +156,44 @@ CONFIG_VIRTIO_MMIO=y
 CONFIG_VIRTIO_BLK=y
 CONFIG_EXT4_FS=y
 """),
+    # LUKS proof (issue #16): CRASH_DM_CRYPT needs KEXEC_FILE, CRASH_DUMP, DM_CRYPT, KEYS
+    # and CONFIGFS_FS; aes-xts-plain64 + sha256 for the LUKS2 volume, AF_ALG (NET) for
+    # cryptsetup's keyslot crypto. The same kernel is the capture kernel: everything built
+    # in, MODULES on only for a kmoddir (modules.builtin, and config beside it as Debian's
+    # 7.x packages keep it) that `mkkdumprd build --kmoddir` reads.
+    "x86_64-crypt": dict(
+        karch="x86", cross="", target="bzImage", image="arch/x86/boot/bzImage",
+        source="sid", kmoddir="1",
+        fragment="""
+CONFIG_MODULES=y
+CONFIG_SERIAL_8250=y
+CONFIG_SERIAL_8250_CONSOLE=y
+CONFIG_PCI=y
+CONFIG_ACPI=y
+CONFIG_BLOCK=y
+CONFIG_BLK_DEV=y
+CONFIG_VIRTIO_MENU=y
+CONFIG_VIRTIO_PCI=y
+CONFIG_VIRTIO_BLK=y
+CONFIG_EXT4_FS=y
+CONFIG_MD=y
+CONFIG_BLK_DEV_DM=y
+CONFIG_DM_CRYPT=y
+CONFIG_KEYS=y
+CONFIG_CONFIGFS_FS=y
+CONFIG_CRASH_DM_CRYPT=y
+CONFIG_FILE_LOCKING=y
+CONFIG_NET=y
+CONFIG_UNIX=y
+CONFIG_CRYPTO=y
+CONFIG_CRYPTO_SHA256=y
+CONFIG_CRYPTO_AES=y
+CONFIG_CRYPTO_XTS=y
+CONFIG_CRYPTO_ECB=y
+CONFIG_CRYPTO_CBC=y
+CONFIG_CRYPTO_USER_API_HASH=y
+CONFIG_CRYPTO_USER_API_SKCIPHER=y
+"""),
 }
 
 
@@ -160,9 +205,15 @@ class CustomKernel:
     kmoddir: Path | None = None   # lib/modules/KVER from modules_install, when built
     elf: Path | None = None       # stripped ELF vmlinux, where kexec_file_load wants one
 
+    release: str = "6.1.192"      # `make kernelrelease` of the tree (6.1 unless said)
+
     @property
     def kver(self) -> str:
-        return self.kmoddir.name if self.kmoddir else "6.1.192"
+        return self.kmoddir.name if self.kmoddir else self.release
+
+    @property
+    def vmlinuz(self) -> Path:     # as tests.support.debian_kernel.Kernel names it
+        return self.image
 
 
 def _key(arch: str) -> str:
@@ -170,8 +221,46 @@ def _key(arch: str) -> str:
     h = hashlib.sha256((COMMON + str(spec)).encode())
     for name in spec.get("patches", "").split():
         h.update((PATCHES / name).read_bytes())
-    h.update(str(SOURCE.stat().st_size).encode())
+    h.update(str(_source(spec).stat().st_size).encode())
     return h.hexdigest()[:12]
+
+
+def _source(spec: dict[str, str]) -> Path:
+    """The linux-source tarball a spec builds from: the host's 6.1 package unless the spec
+    says `source="sid"` (Debian unstable's, downloaded into the cache, never installed)."""
+    if spec.get("source") != "sid":
+        return SOURCE
+    return sid_linux_source()
+
+
+def sid_linux_source() -> Path:
+    """/usr/src/linux-source-X.Y.tar.xz out of sid's linux-source-X.Y .deb, in the cache."""
+    from tests.support.foreign_sysroot import _SID, _Apt
+
+    base = CACHE / "linux-source-sid"
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(base.glob("usr/src/linux-source-*.tar.xz"))
+        if found:
+            return found[-1]
+        apt = _Apt(CACHE / "apt-sid-amd64", "amd64", _SID)
+        lists = CACHE / "apt-sid-amd64" / "lists"
+        if not any(lists.glob("*Packages*")):
+            apt.update()
+        pkg = ""
+        for line in apt.run("apt-cache", "depends", "linux-source").splitlines():
+            if line.strip().startswith("Depends: linux-source-"):
+                pkg = line.split()[-1]
+        if not pkg:
+            raise RuntimeError("sid's linux-source names no linux-source-X.Y package")
+        cached = sorted((CACHE / "apt-sid-amd64" / "debs").glob(f"{pkg}_*.deb"))
+        deb = cached[-1] if cached else apt.download(pkg)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(base)], check=True)
+        found = sorted(base.glob("usr/src/linux-source-*.tar.xz"))
+        if not found:
+            raise RuntimeError(f"{deb} holds no usr/src/linux-source-*.tar.xz")
+        return found[-1]
 
 
 def custom_kernel(arch: str) -> CustomKernel:
@@ -186,8 +275,10 @@ def custom_kernel(arch: str) -> CustomKernel:
             _build(arch, spec, base, done)
         mods = sorted((base / f"modroot-{key}" / "lib" / "modules").glob("*"))
         elf = base / f"vmlinux-{key}"
+        release = base / f"release-{key}"
         return CustomKernel(arch, done, base / f"config-{key}", mods[0] if mods else None,
-                            elf if elf.exists() else None)
+                            elf if elf.exists() else None,
+                            release.read_text().strip() if release.exists() else "6.1.192")
 
 
 def _need(tool: str, package: str) -> str:
@@ -198,17 +289,18 @@ def _need(tool: str, package: str) -> str:
 
 
 def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
-    if not SOURCE.exists():
-        raise RuntimeError(f"{SOURCE} missing: install linux-source-6.1 (dev/setup-kernels)")
-    _need(spec["cross"] + "gcc", f"gcc-{spec['cross'].rstrip('-')}")
+    source = _source(spec)
+    if not source.exists():
+        raise RuntimeError(f"{source} missing: install linux-source-6.1 (dev/setup-kernels)")
+    _need(spec["cross"] + "gcc", f"gcc-{spec['cross'].rstrip('-')}" if spec["cross"] else "gcc")
     for tool, pkg in (("flex", "flex"), ("bison", "bison"), ("bc", "bc")):
         _need(tool, pkg)
     src = base / "src"
     if not (src / "Makefile").exists():
         shutil.rmtree(src, ignore_errors=True)
-        with tarfile.open(SOURCE) as t:
+        with tarfile.open(source) as t:
             t.extractall(base, filter="tar")
-        (base / "linux-source-6.1").rename(src)
+        (base / source.name.removesuffix(".tar.xz")).rename(src)
     for name in spec.get("patches", "").split():
         patch = str(PATCHES / name)
         applied = subprocess.run(["patch", "-p1", "-R", "--dry-run", "-s", "-f", "-i", patch],
@@ -217,13 +309,14 @@ def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
             subprocess.run(["patch", "-p1", "-s", "-i", patch], cwd=src, check=True)
     out = base / "out"
     env = {**os.environ, "ARCH": spec["karch"], "CROSS_COMPILE": spec["cross"]}
+    jobs = "-j2" if spec.get("source") == "sid" else f"-j{os.cpu_count() or 2}"
     frag = base / "fragment.config"
     common = [line for line in COMMON.splitlines() if line not in spec.get("drop", "").split()]
     frag.write_text("\n".join(common) + spec["fragment"])
 
     def make(*args: str) -> None:
-        subprocess.run(["make", "-C", str(src), f"O={out}", *args], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([*NICE, "make", "-C", str(src), f"O={out}", *args], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
 
     make("allnoconfig")
     subprocess.run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
@@ -236,15 +329,20 @@ def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
         if want.endswith("=y") and want not in config:
             raise RuntimeError(f"{want} did not survive olddefconfig for {arch}; add the "
                                "options it depends on to the fragment")
-    make(f"-j{os.cpu_count() or 2}", *spec["target"].split())
+    make(jobs, *spec["target"].split())
     key = done.name.split("-", 1)[1]
     if spec.get("elf"):
         strip = _need(spec["cross"] + "strip", f"binutils-{spec['cross'].rstrip('-')}")
         subprocess.run([strip, "-o", str(base / f"vmlinux-{key}"), str(out / spec["elf"])],
                        check=True)
     if spec.get("kmoddir"):
-        make(f"-j{os.cpu_count() or 2}", "modules")
+        make(jobs, "modules")
         make(f"INSTALL_MOD_PATH={base / f'modroot-{key}'}", "modules_install")
+        for kdir in (base / f"modroot-{key}" / "lib" / "modules").glob("*"):
+            shutil.copy2(out / ".config", kdir / "config")
+    release = subprocess.run(["make", "-s", "-C", str(src), f"O={out}", "kernelrelease"],
+                             env=env, check=True, capture_output=True, text=True).stdout
+    (base / f"release-{key}").write_text(release.strip() + "\n")
     shutil.copy2(out / ".config", base / f"config-{key}")
     shutil.copy2(out / spec["image"], done)
 

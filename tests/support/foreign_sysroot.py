@@ -188,7 +188,7 @@ def _build(root: Path, arch: str, fl: Flavour) -> None:
 
 def _merge_usr_links(root: Path) -> None:
     """Merged-/usr suites (trixie, sid) ship /usr/lib only; the ELF interpreter is /lib/..."""
-    for d in ("bin", "sbin", "lib"):
+    for d in ("bin", "sbin", "lib", "lib64"):
         top, usr = root / d, root / "usr" / d
         if usr.is_dir() and not top.exists():
             top.symlink_to(f"usr/{d}")

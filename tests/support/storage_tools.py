@@ -5,6 +5,11 @@ runs them to build the stack; `mkkdumprd build --sysroot` takes the capture imag
 from the same root. Packages come through a private apt state (foreign_sysroot's), so
 this machine's dpkg and block devices are never touched. Cached in
 $MKKDUMPRD_TEST_CACHE/storage-tools-x86_64.
+
+`storage_tools("sid")` is the same from Debian unstable with the LUKS test's tools only:
+cryptsetup >= 2.7 (bookworm has 2.6), whose `--link-vk-to-keyring` and
+`--volume-key-keyring` the CRASH_DM_CRYPT hand-over needs; cached in
+$MKKDUMPRD_TEST_CACHE/storage-tools-x86_64-sid.
 """
 
 from __future__ import annotations
@@ -15,18 +20,20 @@ import subprocess
 from pathlib import Path
 
 from tests.support.debian_kernel import CACHE
-from tests.support.foreign_sysroot import FLAVOURS, _Apt, _merge_usr_links
+from tests.support.foreign_sysroot import _SID, FLAVOURS, _Apt, _merge_usr_links
 
 PACKAGES = ("busybox-static", "makedumpfile", "libc6", "lvm2", "mdadm", "btrfs-progs",
             "xfsprogs", "e2fsprogs", "cryptsetup-bin", "kexec-tools")
+SID_PACKAGES = ("busybox-static", "makedumpfile", "libc6", "e2fsprogs", "cryptsetup-bin")
 
 
-def storage_tools() -> Path:
+def storage_tools(suite: str = "bookworm") -> Path:
     """The cached root (built on first use: ~40 MB of packages, about a minute)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    root = CACHE / "storage-tools-x86_64"
-    recipe = " ".join(PACKAGES) + "\n"
-    with open(CACHE / ".lock-storage-tools", "w") as lock:
+    sid = suite == "sid"
+    root = CACHE / ("storage-tools-x86_64-sid" if sid else "storage-tools-x86_64")
+    recipe = " ".join(SID_PACKAGES if sid else PACKAGES) + "\n"
+    with open(CACHE / (".lock-storage-tools" + ("-sid" if sid else "")), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = root / ".ready"
         if ready.exists() and ready.read_text() == recipe:
@@ -34,9 +41,13 @@ def storage_tools() -> Path:
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        apt = _Apt(CACHE / "apt-x86_64-storage", "amd64", FLAVOURS["x86_64"].userland_sources)
+        if sid:
+            apt = _Apt(CACHE / "apt-x86_64-storage-sid", "amd64", _SID)
+        else:
+            apt = _Apt(CACHE / "apt-x86_64-storage", "amd64",
+                       FLAVOURS["x86_64"].userland_sources)
         apt.update()
-        for deb in apt.download_closure(PACKAGES):
+        for deb in apt.download_closure(SID_PACKAGES if sid else PACKAGES):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         _merge_usr_links(root)
         ready.write_text(recipe)
@@ -44,4 +55,6 @@ def storage_tools() -> Path:
 
 
 if __name__ == "__main__":
-    print(storage_tools())
+    import sys
+
+    print(storage_tools(*sys.argv[1:2]))

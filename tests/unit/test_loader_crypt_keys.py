@@ -57,3 +57,24 @@ def test_which_volumes(tmp_path: Path) -> None:
     (tmp_path / "sys/class/block").mkdir(parents=True)
     (tmp_path / "sys/class/block/dm-0").symlink_to("../../devices/virtual/block/dm-0")
     assert crypt_keys.volumes_for(host, {"modules": ["crypt"], "config": {"target": {}}}) == [U]
+
+
+def test_an_unreadable_manifest_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A loader without the image reader cannot tell which volumes the image opens: with a
+    # LUKS volume open it goes by the --add crypt rule where the kernel takes keys, and
+    # says so; where it cannot, it says the capture kernel gets no key.
+    host = Host(tmp_path)
+    assert crypt_keys.unread_manifest(host, "/boot/x.img", "no zstandard") is None
+    assert capsys.readouterr().err == ""        # no LUKS open: nothing to say
+    d = tmp_path / "sys/devices/virtual/block/dm-0/dm"
+    d.mkdir(parents=True)
+    (d / "uuid").write_text(f"CRYPT-LUKS2-{'c0ffee00' * 4}-luks\n")
+    (tmp_path / "sys/class/block").mkdir(parents=True)
+    (tmp_path / "sys/class/block/dm-0").symlink_to("../../devices/virtual/block/dm-0")
+    assert crypt_keys.unread_manifest(host, "/boot/x.img", "no zstandard") is None
+    err = capsys.readouterr().err
+    assert "capture kernel gets no key" in err and f"vk-{U}" in err and "x.img" in err
+    (tmp_path / crypt_keys.CONFIG_DIR.lstrip("/")).mkdir(parents=True)
+    manifest = crypt_keys.unread_manifest(host, "/boot/x.img", "no zstandard")
+    assert crypt_keys.volumes_for(host, manifest) == [U]
+    assert "handing over the keys of every open LUKS volume" in capsys.readouterr().err

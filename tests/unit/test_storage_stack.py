@@ -167,3 +167,11 @@ def test_luks_refused_without_crash_dm_crypt(tmp_path: Path) -> None:
     (root / "boot").mkdir()
     (root / "boot/config-7.0").write_text("CONFIG_CRASH_DM_CRYPT=y\n")
     check_crash_dm_crypt(Host(root), "7.0")
+    # --kmoddir for another machine's kernel: the config beside its modules counts first.
+    kmoddir = tmp_path / "custom/lib/modules/7.2.0"
+    kmoddir.mkdir(parents=True)
+    (kmoddir / "config").write_text("CONFIG_CRASH_DM_CRYPT=y\n")
+    check_crash_dm_crypt(Host(root), "6.1.0-x", kmoddir)
+    (kmoddir / "config").write_text("CONFIG_DM_CRYPT=y\n")
+    with pytest.raises(Exception, match="built without CONFIG_CRASH_DM_CRYPT"):
+        check_crash_dm_crypt(Host(root), "7.0", kmoddir)

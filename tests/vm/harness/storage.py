@@ -54,7 +54,9 @@ class Cycle:
 
 
 def _initramfs(kernel: Kernel, tools: Path, script: str, out: Path,
-               files: Sequence[tuple[str, Path]] = ()) -> Path:
+               files: Sequence[tuple[str, Path]] = (),
+               binaries: Sequence[str] = ("/sbin/kexec", *TOOLS),
+               modules: Sequence[str] = GUEST_MODULES) -> Path:
     # Everything from the tools root (bookworm, not merged-/usr), nothing from this machine:
     # two roots' libraries would clash under /lib.
     spec = ImageSpec()
@@ -62,16 +64,17 @@ def _initramfs(kernel: Kernel, tools: Path, script: str, out: Path,
     spec.extend(binary_entries(["/bin/busybox"], view, "shell and tools for the test /init"))
     applets = subprocess.run([str(tools / "bin/busybox"), "--list"], capture_output=True,
                              text=True, check=True).stdout.split()
+    bindir = view.resolve("/bin")     # usr/bin in a merged-/usr root (sid's)
     for a in applets:
-        if a != "busybox" and spec.get(f"/bin/{a}") is None:
-            spec.add(symlink_entry(f"/bin/{a}", "busybox", "busybox applet"))
+        if a != "busybox" and spec.get(f"{bindir}/{a}") is None:
+            spec.add(symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet"))
     for d in ("/proc", "/sys", "/dev", "/tmp", "/mnt", "/run"):
         spec.add(dir_entry(d, "mount point"))
-    for tool in ("/sbin/kexec", *TOOLS):
+    for tool in binaries:
         spec.extend(e for e in binary_entries([tool], view, "storage tool in the guest")
                     if spec.get(str(e.path)) is None)
     spec.add(data_entry("/etc/lvm/lvm.conf", GUEST_LVM_CONF, "guest LVM settings"))
-    mods, insmods = module_entries(kernel.kmoddir, kernel.kver, GUEST_MODULES)
+    mods, insmods = module_entries(kernel.kmoddir, kernel.kver, modules)
     spec.extend(mods)
     for dest, src in files:
         spec.add(file_entry(dest, src, "capture kernel and image", mode=0o644))
@@ -108,15 +111,20 @@ def crash_with_stack(kernel: Kernel, tools: Path, capture_image: Path, setup: st
 
 
 def read_back(kernel: Kernel, tools: Path, activate: str, dump_dir: str,
-              drives: Sequence[Path], workdir: Path, timeout: float = 240.0) -> tuple[str, Path]:
+              drives: Sequence[Path], workdir: Path, timeout: float = 240.0,
+              binaries: Sequence[str] = ("/sbin/kexec", *TOOLS),
+              modules: Sequence[str] = GUEST_MODULES) -> tuple[str, Path]:
     """Boot again with `drives` plus a scratch disk, run `activate` (sets the stack up and
-    mounts it on /mnt), tar `dump_dir` onto the scratch disk; returns (console, unpacked)."""
+    mounts it on /mnt), tar `dump_dir` onto the scratch disk; returns (console, unpacked).
+    `binaries` and `modules` name what /init gets besides busybox (none for a kernel with
+    all built in)."""
     scratch = disk_images.sparse_file(workdir / "readback.tar", 1024)
     dev = f"/dev/vd{chr(ord('a') + len(drives))}"
     script = (f"if {{ {activate}\n}} && tar -C {shlex.quote(dump_dir)} -cf {dev} . && sync; "
               f"then echo '{READBACK_DONE}'; else echo '{READBACK_FAILED}'; "
               f"ls -lR /mnt | head -50; fi\npoweroff -f\n")
-    img = _initramfs(kernel, tools, script, workdir / "readback.img")
+    img = _initramfs(kernel, tools, script, workdir / "readback.img", binaries=binaries,
+                     modules=modules)
     spec = VMSpec(kernel.vmlinuz, img, FIRST_KERNEL_APPEND.replace("crashkernel=256M ", ""),
                   drives=(*(Drive(d) for d in drives), Drive(scratch)))
     with VM(spec, workdir / "readback.log", timeout) as vm:

@@ -45,5 +45,6 @@ def entries(ctx: BuildContext) -> list[Entry]:
 
 def check(ctx: BuildContext) -> list[str]:
     if "crypt" in ctx.active:
-        check_crash_dm_crypt(ctx.sysroot, ctx.kver)
+        check_crash_dm_crypt(ctx.sysroot, ctx.kver,
+                             ctx.index.kmoddir if ctx.index is not None else None)
     return []
