@@ -150,8 +150,11 @@ def derive(config: KdumpConfig) -> tuple[KdumpConfig, list[Diagnostic], list[Dia
     where = config.location("core_collector")
     argv: tuple[str, ...]
     if written is None:
+        # -F as soon as one target is streamed: a filesystem target's collector drops it
+        # (assemble/builder.collector_argv), and `config show` writes this argv back as a
+        # line that must parse again.
         argv = (DEFAULT_COLLECTOR[0], "-F", *DEFAULT_COLLECTOR[1:]) \
-            if target.kind in (TargetKind.RAW, TargetKind.SSH) else DEFAULT_COLLECTOR
+            if streamed is not None else DEFAULT_COLLECTOR
     else:
         argv = written
         shown = shlex.join(written)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mkkdumprd.assemble.builder import BuildRequest, assemble
+from mkkdumprd.assemble.builder import BuildRequest, assemble, collector_argv
 from mkkdumprd.cli import main
 from mkkdumprd.config.kdumpconf import parse_kdump_conf
 from mkkdumprd.config.model import DumpPolicy, KdumpConfig, Target, TargetKind
@@ -58,9 +58,12 @@ def test_fallback_keeps_every_target_with_its_line() -> None:
     assert [(t.kind, str(t.where)) for t in config.targets] == [
         (TargetKind.LOCAL, "k.conf:2"), (TargetKind.NFS, "k.conf:3"),
         (TargetKind.RAW, "k.conf:4")]
-    # a raw target among them: the default collector is derived for the first (a file),
-    # the stream variant is made for the raw one at build time
-    assert "-F" not in config.core_collector
+    # a raw target among them: the default collector has -F (so `config show` writes a line
+    # that parses again: test_multi_target_files_never_raise_and_round_trip found it), and
+    # the filesystem targets' variant drops it at build time
+    assert "-F" in config.core_collector
+    fs, stream = collector_argv(config)
+    assert "-F" not in fs and "-F" in stream
 
 
 def test_the_same_target_twice_is_an_error() -> None:
