@@ -63,7 +63,9 @@ def test_dump_lands_through_the_restricted_account(kernel: Kernel, tmp_path: Pat
     assert len(dumps) == 1 and DUMP_DIR.fullmatch(dumps[0]), \
         f"dump dirs {dumps}; console:\n{console[-4000:]}"
     d = remote / dumps[0]
-    assert sorted(p.name for p in d.iterdir()) == ["vmcore-dmesg.txt", "vmcore.flat"], \
+    # kexec-dmesg.log: the capture kernel's log, sent through the same forced command
+    assert sorted(p.name for p in d.iterdir()) == [
+        "kexec-dmesg.log", "vmcore-dmesg.txt", "vmcore.flat"], \
         console[-4000:]
     vmcore.assert_sysrq_crash((d / "vmcore-dmesg.txt").read_text(errors="replace"),
                               "vmcore-dmesg.txt")

@@ -112,5 +112,7 @@ def test_dump_through_a_bond_whose_primary_has_no_link(kernel: Kernel, tmp_path:
         assert tagged > 1000, (tagged, dropped)
     dumps = [p for p in srv.export.iterdir() if DUMP_DIR.fullmatch(p.name)]
     assert len(dumps) == 1, f"{list(srv.export.iterdir())}; console:\n{console[-4000:]}"
-    assert sorted(p.name for p in dumps[0].iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    # with the outcome record and the capture kernel's log beside the dump (#17, #20)
+    assert sorted(p.name for p in dumps[0].iterdir()) == [
+        "kdump-outcome.txt", "kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
     vmcore.assert_sysrq_crash(vmcore.dump_dmesg(dumps[0] / "vmcore", tmp_path / "dmesg.txt"))

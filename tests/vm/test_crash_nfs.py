@@ -133,7 +133,8 @@ def test_nfs_dump_host_only_static(kernel: Kernel, tmp_path: Path) -> None:
            "local_lock=none)" in console, console[-4000:]
     dumps = [p for p in srv.export.iterdir() if DUMP_DIR.fullmatch(p.name)]
     assert len(dumps) == 1, f"{list(srv.export.iterdir())}; console:\n{console[-4000:]}"
-    assert sorted(p.name for p in dumps[0].iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert sorted(p.name for p in dumps[0].iterdir()) == sorted(
+        ["vmcore", "vmcore-dmesg.txt", OUTCOME_FILE, "kexec-dmesg.log"])
     vmcore.assert_sysrq_crash(vmcore.dump_dmesg(dumps[0] / "vmcore", tmp_path / "dmesg.txt"))
 
 

@@ -101,9 +101,11 @@ def test_kernel_install_and_purge_in_a_debian_chroot(chroot: Path, tmp_path: Pat
     # minbase has /etc/systemd/system (no systemd running), so the unit comes along.
     installed = [
         "/etc/systemd/system/mkkdumprd.service",
+        "/etc/systemd/system/mkkdumprd-pstore.service",
         "/etc/systemd/system-generators/mkkdumprd-generator",
         "/etc/kernel/postinst.d/mkkdumprd",
         "/etc/kernel/postrm.d/mkkdumprd",
+        "/etc/udev/rules.d/98-mkkdumprd.rules",
         "/etc/mkkdumprd/hooks.conf",
     ]
     assert out.splitlines() == [f"installed  {p}" for p in installed], out
