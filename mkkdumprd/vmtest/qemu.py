@@ -147,14 +147,11 @@ class VMSpec:
         for h in self.hostfwd:
             if not h.startswith("tcp:127.0.0.1:"):
                 raise UsageError(f"hostfwd {h!r}: only tcp:127.0.0.1:PORT-:PORT")
-        if self.open_network:
-            fwd = "".join(f",guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
-            fwd += "".join(f",hostfwd={h}" for h in self.hostfwd)
-            args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
-        elif self.guestfwd or self.hostfwd:
-            fwd = ",".join([f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd]
-                           + [f"hostfwd={h}" for h in self.hostfwd])
-            args += ["-netdev", f"user,id=n0,restrict=on,{fwd}",
+        fwd = ([f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd]
+               + [f"hostfwd={h}" for h in self.hostfwd])
+        if self.open_network or fwd:
+            restrict = [] if self.open_network else ["restrict=on"]
+            args += ["-netdev", ",".join(["user", "id=n0", *restrict, *fwd]),
                      "-device", "virtio-net-pci,netdev=n0"]
         else:
             args += ["-nic", "none"]
