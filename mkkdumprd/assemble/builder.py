@@ -221,8 +221,15 @@ def plan_image(req: BuildRequest) -> Plan:
         first_hostonly = True
         more = ()
     target = with_stack(target, req.machine, req.hostonly and first_hostonly)
+    rootfs = None
+    if config.failure_action is Action.DUMP_TO_ROOTFS:
+        rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
+        warnings.extend(rootfs_warnings)
+        # The root's own stack (LVM, md, ...) is set up as a target's would be.
+        rootfs = with_stack(rootfs, req.machine, req.hostonly) if rootfs else None
     stacks = [*storage_modules(target, req.add_modules),
-              *(m for p in more for m in storage_modules(p.resolved, ()))]
+              *(m for p in more for m in storage_modules(p.resolved, ())),
+              *(storage_modules(rootfs, ()) if rootfs is not None else ())]
     active = resolve(defs, config, machine_facts(req.machine, req.hostonly),
                      list(dict.fromkeys(stacks)))
     for t in config.targets:
@@ -233,10 +240,6 @@ def plan_image(req: BuildRequest) -> Plan:
             )
     if not config.more_targets:
         network = capture_network(req, target)
-    rootfs = None
-    if config.failure_action is Action.DUMP_TO_ROOTFS:
-        rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
-        warnings.extend(rootfs_warnings)
     warnings.extend(str(w) for w in config.warnings)
     warnings.extend(_collector_warnings(config))
     return Plan(modules=tuple(active), names=tuple(m.name for m in active), target=target,

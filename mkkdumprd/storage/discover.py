@@ -13,7 +13,7 @@ from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.storage.stack import Kind, discover
 
-STORAGE_MODULES = ("lvm", "mdraid", "crypt", "btrfs")
+STORAGE_MODULES = ("lvm", "mdraid", "crypt", "btrfs", "multipath")
 
 
 def with_stack(target: ResolvedTarget, machine: Host, hostonly: bool) -> ResolvedTarget:
@@ -29,7 +29,7 @@ def with_stack(target: ResolvedTarget, machine: Host, hostonly: bool) -> Resolve
     stack = discover(machine, node, target.fstype or "", uuid)
     top = stack.top
     device = target.device
-    if top.kind in (Kind.LVM, Kind.CRYPT):
+    if top.kind in (Kind.LVM, Kind.CRYPT, Kind.MPATH):
         device = f"/dev/mapper/{top.dm_name}"
     elif top.kind is Kind.MD:
         device = f"/dev/{top.name}"

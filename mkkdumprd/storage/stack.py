@@ -1,12 +1,13 @@
 """The block stack under a dump target, read from sysfs through a Host.
 
 From the target's block device down: device-mapper devices (`dm/uuid` says who made them:
-`LVM-` logical volumes, thin pools included; `CRYPT-LUKS1/2-` LUKS volumes), md arrays
+`LVM-` logical volumes, thin pools included; `CRYPT-LUKS1/2-` LUKS volumes; `mpath-`
+multipath maps, whose WWID follows the prefix and whose paths are in `slaves/`), md arrays
 (`md/level`, members in `slaves/`), down to disks and partitions, which need only their
 drivers (kmod/discovery.py). A multi-device btrfs lists its other devices in
-/sys/fs/btrfs/<fsid>/devices. Anything else under the target (multipath, a loop device,
-an unknown device-mapper target, external-metadata RAID) is a build error naming the
-layer: an image that cannot reach its target must not be built.
+/sys/fs/btrfs/<fsid>/devices. Anything else under the target (a partition of a multipath
+map, a loop device, an unknown device-mapper target, external-metadata RAID) is a build
+error naming the layer: an image that cannot reach its target must not be built.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ _CRYPT_UUID = re.compile(r"^CRYPT-(LUKS[12])-([0-9a-f]{32})-(.+)$")
 _LVM_NAME = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
 _KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
 _MD_UUID = re.compile(r"^[0-9a-f]{8}(?::[0-9a-f]{8}){3}$")
+# multipath's dm uuid: "mpath-" + the WWID (SCSI: "3" + the NAA id from VPD page 0x83);
+# kpartx's partitions of a map: "part<N>-mpath-<WWID>". WWIDs go into multipath.conf
+# as a regular expression in double quotes: plain characters only.
+_MPATH_UUID = re.compile(r"^mpath-([A-Za-z0-9][A-Za-z0-9 ._:-]*)$")
+_MPATH_PART_UUID = re.compile(r"^part([0-9]+)-mpath-")
+# The multipath table the capture image makes (storage/capture.py multipath_conf pins
+# the path selector) and the SCSI device handlers a storage array may need attached.
+MPATH_KERNEL_MODULES = ("dm_mod", "dm_multipath", "dm_service_time", "scsi_dh_alua",
+                        "scsi_dh_emc", "scsi_dh_rdac", "scsi_dh_hp_sw")
 # Kernel modules of LVM's own sub-layers, by the dm uuid suffix or LV name part.
 _LVM_SUFFIX_MODULES = {"tpool": "dm_thin_pool", "pool": "dm_thin_pool", "real": "dm_snapshot",
                        "cow": "dm_snapshot"}
@@ -48,10 +58,11 @@ class Kind(enum.Enum):
     LVM = "lvm"
     MD = "md"
     CRYPT = "crypt"
+    MPATH = "multipath"
 
 
 # The modules.d entry that brings each layer's tools into the image.
-MODULE_OF = {Kind.LVM: "lvm", Kind.MD: "mdraid", Kind.CRYPT: "crypt"}
+MODULE_OF = {Kind.LVM: "lvm", Kind.MD: "mdraid", Kind.CRYPT: "crypt", Kind.MPATH: "multipath"}
 
 
 class UnsupportedLayer(UsageError):
@@ -67,17 +78,22 @@ class Layer:
     vg: str = ""                    # LVM
     lv: str = ""
     thin: bool = False
-    dm_name: str = ""               # LVM, CRYPT: the /dev/mapper name
+    dm_name: str = ""               # LVM, CRYPT, MPATH: the /dev/mapper name
     md_level: str = ""              # MD
     md_uuid: str = ""               # mdadm's form, aaaaaaaa:bbbbbbbb:cccccccc:dddddddd; "" unknown
     luks: str = ""                  # CRYPT: LUKS1 or LUKS2
     luks_uuid: str = ""             # CRYPT: the header's UUID
+    wwid: str = ""                  # MPATH: multipath's WWID (the dm uuid without "mpath-")
+    path_wwid: str = ""             # MPATH: the paths' sysfs device/wwid ("" unknown)
 
     def describe(self) -> str:
         if self.kind is Kind.DISK:
             return self.name
         if self.kind is Kind.MD:
             return f"{self.name} ({self.md_level}: {' '.join(_short(b) for b in self.below)})"
+        if self.kind is Kind.MPATH:
+            paths = " ".join(_short(b) for b in self.below)
+            return f"multipath {self.dm_name} (WWID {self.wwid}: {paths})"
         if self.kind is Kind.LVM:
             what = f"thin LV {self.vg}/{self.lv}" if self.thin else f"LV {self.vg}/{self.lv}"
         else:
@@ -120,7 +136,8 @@ class Stack:
     def modules(self) -> list[str]:
         """The modules.d entries this stack needs, in a stable order."""
         kinds = {x.kind for x in self.layers()}
-        names = [MODULE_OF[k] for k in (Kind.MD, Kind.LVM, Kind.CRYPT) if k in kinds]
+        names = [MODULE_OF[k] for k in (Kind.MPATH, Kind.MD, Kind.LVM, Kind.CRYPT)
+                 if k in kinds]
         if self.extra:
             names.append("btrfs")
         return names
@@ -196,13 +213,46 @@ def _dm(host: Host, disk: PurePosixPath, name: str, seen: set[PurePosixPath]) ->
                                    f"it; expected one")
         return Layer(Kind.CRYPT, name, below, ("dm_crypt",), dm_name=dm_name, luks=c.group(1),
                      luks_uuid=luks_uuid)
+    if uuid.startswith("mpath-"):
+        return _mpath(host, disk, name, dm_name, uuid, seen)
+    p = _MPATH_PART_UUID.match(uuid)
+    if p:
+        raise UnsupportedLayer(
+            f"the dump target is on {dm_name or name}, partition {p.group(1)} of a multipath "
+            f"map (kpartx), which the capture image does not set up (supported: a filesystem "
+            f"or LVM directly on the map); dump to another target")
     what = uuid.split("-", 1)[0] if "-" in uuid else (uuid or "no uuid")
-    label = {"mpath": "multipath", "CRYPT": "dm-crypt (not LUKS)"}.get(what, what)
+    label = {"CRYPT": "dm-crypt (not LUKS)"}.get(what, what)
     raise UnsupportedLayer(
         f"the dump target is on the device-mapper device {dm_name or name} ({label}), a layer "
-        f"the capture image does not set up (supported: LVM, LUKS, md RAID); dump to another "
-        f"target"
+        f"the capture image does not set up (supported: LVM, LUKS, md RAID, multipath); dump "
+        f"to another target"
     )
+
+
+def _mpath(host: Host, disk: PurePosixPath, name: str, dm_name: str, uuid: str,
+           seen: set[PurePosixPath]) -> Layer:
+    """A multipath map: its paths are disks (their drivers come from kmod discovery)."""
+    m = _MPATH_UUID.match(uuid)
+    if m is None or not _KERNEL_NAME.match(dm_name):
+        raise UnsupportedLayer(f"the multipath map {dm_name or name} has an unusual WWID or "
+                               f"name ({uuid!r}) the capture image cannot name")
+    below = _below(host, disk, seen)
+    if not below:
+        raise UnsupportedLayer(f"the multipath map {dm_name} ({m.group(1)}) shows no path "
+                               f"in sysfs")
+    odd = [b.name for b in below if b.kind is not Kind.DISK]
+    if odd:
+        raise UnsupportedLayer(f"the multipath map {dm_name} has paths that are not disks "
+                               f"({', '.join(odd)})")
+    # The kernel's own form of the WWID ("naa.5000c500..."): the capture script counts the
+    # paths it sees by it when the map does not come up.
+    path_wwid = (host.read_optional(
+        PurePosixPath("/sys/class/block") / below[0].name / "device" / "wwid") or "").strip()
+    if not re.match(r"^[A-Za-z0-9 ._:-]*$", path_wwid):
+        path_wwid = ""
+    return Layer(Kind.MPATH, name, below, MPATH_KERNEL_MODULES, dm_name=dm_name,
+                 wwid=m.group(1), path_wwid=path_wwid)
 
 
 def split_lvm_name(dm_name: str) -> tuple[str, str]:

@@ -10,6 +10,10 @@ $MKKDUMPRD_TEST_CACHE/storage-tools-x86_64.
 cryptsetup >= 2.7 (bookworm has 2.6), whose `--link-vk-to-keyring` and
 `--volume-key-keyring` the CRASH_DM_CRYPT hand-over needs; cached in
 $MKKDUMPRD_TEST_CACHE/storage-tools-x86_64-sid.
+
+`storage_tools("multipath")` is the bookworm root plus multipath-tools (the multipath test
+only, so the other tests' cached root is not rebuilt); cached in
+$MKKDUMPRD_TEST_CACHE/storage-tools-x86_64-multipath.
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ from tests.support.foreign_sysroot import _SID, FLAVOURS, _Apt, _merge_usr_links
 PACKAGES = ("busybox-static", "makedumpfile", "libc6", "lvm2", "mdadm", "btrfs-progs",
             "xfsprogs", "e2fsprogs", "cryptsetup-bin", "kexec-tools")
 SID_PACKAGES = ("busybox-static", "makedumpfile", "libc6", "e2fsprogs", "cryptsetup-bin")
+MULTIPATH_PACKAGES = (*PACKAGES, "multipath-tools")
 
 
 def storage_tools(suite: str = "bookworm") -> Path:
     """The cached root (built on first use: ~40 MB of packages, about a minute)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     sid = suite == "sid"
-    root = CACHE / ("storage-tools-x86_64-sid" if sid else "storage-tools-x86_64")
-    recipe = " ".join(SID_PACKAGES if sid else PACKAGES) + "\n"
-    with open(CACHE / (".lock-storage-tools" + ("-sid" if sid else "")), "w") as lock:
+    packages = {"sid": SID_PACKAGES, "multipath": MULTIPATH_PACKAGES}.get(suite, PACKAGES)
+    tail = f"-{suite}" if suite in ("sid", "multipath") else ""
+    root = CACHE / f"storage-tools-x86_64{tail}"
+    recipe = " ".join(packages) + "\n"
+    with open(CACHE / f".lock-storage-tools{tail}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = root / ".ready"
         if ready.exists() and ready.read_text() == recipe:
@@ -44,10 +51,10 @@ def storage_tools(suite: str = "bookworm") -> Path:
         if sid:
             apt = _Apt(CACHE / "apt-x86_64-storage-sid", "amd64", _SID)
         else:
-            apt = _Apt(CACHE / "apt-x86_64-storage", "amd64",
+            apt = _Apt(CACHE / f"apt-x86_64-storage{tail}", "amd64",
                        FLAVOURS["x86_64"].userland_sources)
         apt.update()
-        for deb in apt.download_closure(SID_PACKAGES if sid else PACKAGES):
+        for deb in apt.download_closure(packages):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         _merge_usr_links(root)
         ready.write_text(recipe)

@@ -36,8 +36,9 @@ MD_UUID = "0a1b2c3d:4e5f6071:8293a4b5:c6d7e8f9"
 def sysroot(tmp_path_factory: pytest.TempPathFactory) -> Host:
     bins = [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p]
     root = make_sysroot(tmp_path_factory.mktemp("sysroot") / "root", bins)
-    for tool in ("lvm", "mdadm", "cryptsetup", "btrfs"):
-        dest = root / "usr/sbin" / tool
+    for tool in ("lvm", "mdadm", "cryptsetup", "btrfs", "multipath",
+                 "lib/multipath/libchecktur.so", "lib/multipath/libprioconst.so"):
+        dest = root / ("usr/sbin" if "/" not in tool else "") / tool
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy("/bin/true", dest)
     return Host(root)
@@ -188,6 +189,105 @@ def test_config_check_prints_the_stack(tmp_path: Path, monkeypatch: pytest.Monke
     assert r.exit_code == 0, r.output
     assert "stack: ext4 on LV vg0/crash on md0 (raid1: vdc1 vdd1)\n" in r.output
     # A layer the capture image cannot set up is an error of the check.
-    (machine.root / "sys/devices/virtual/block/dm-0/dm/uuid").write_text("mpath-36001\n")
+    (machine.root / "sys/devices/virtual/block/dm-0/dm/uuid").write_text(
+        "part1-mpath-36001\n")
     r = CliRunner().invoke(main, ["config", "check", "-c", str(conf)])
-    assert r.exit_code == 2 and "vg0-crash (multipath)" in r.output, r.output
+    assert r.exit_code == 2 and "vg0-crash, partition 1 of a multipath map" in r.output, \
+        r.output
+
+
+WWID = "35000c50015ea71ac"
+
+
+def _mpath_machine(tmp_path: Path, mounted: bool = True) -> Host:
+    """/var/crash: ext4 on multipath map mpatha over two paths, vdc and vdd."""
+    root = fake_machine(tmp_path / "m")
+    add_disk(root, "vdc", 6)
+    add_disk(root, "vdd", 7)
+    for d in ("vdc", "vdd"):
+        (root / f"sys/class/block/{d}/device/wwid").write_text("naa.5000c50015ea71ac\n")
+    add_dm(root, "dm-0", "mpatha", f"mpath-{WWID}", ["vdc", "vdd"])
+    if mounted:
+        mount_target(root, "dm-0", "ext4", FS)
+    return Host(root)
+
+
+def test_hostonly_multipath(kernel: Kernel, sysroot: Host, tmp_path: Path) -> None:
+    res = assemble(_req(kernel, sysroot, _mpath_machine(tmp_path)))
+    assert res.target.stack is not None
+    assert res.target.stack.describe() == f"ext4 on multipath mpatha (WWID {WWID}: vdc vdd)"
+    assert res.target.device == "/dev/mapper/mpatha"
+    assert {"storage", "multipath"} <= set(res.modules) and "lvm" not in res.modules
+    assert {"dm_multipath", "dm_service_time", "scsi_dh_alua"} <= set(res.kernel_modules)
+    mp = res.spec.get("/usr/sbin/multipath")
+    assert mp is not None and "module multipath" in mp.reason
+    plugin = res.spec.get("/lib/multipath/libchecktur.so") or \
+        res.spec.get("/usr/lib/multipath/libchecktur.so")
+    assert plugin is not None and "plugins" in plugin.reason
+    conf = res.spec.get("/etc/multipath.conf")
+    assert conf is not None and conf.data is not None
+    text = conf.data.decode()
+    assert "find_multipaths off" in text and 'wwid ".*"' in text
+    assert f'wwid "^{WWID}$"' in text and 'alias "mpatha"' in text
+    assert 'path_selector "service-time 0"' in text and "no_path_retry fail" in text
+    (storage,) = _render(res.spec, tmp_path, ["/lib/kdump/storage.sh"])
+    script = storage.read_text()
+    assert f"kdump_mpath_node {WWID} mpatha" in script
+    assert "_pw=naa.5000c50015ea71ac" in script and "_p='vdc vdd'" in script
+    subprocess.run(["sh", "-n", str(storage)], check=True)
+    assert_clean([storage], exclude=["SC2034"])
+
+
+def test_lvm_on_multipath_accepts_the_map_only(kernel: Kernel, sysroot: Host,
+                                               tmp_path: Path) -> None:
+    machine = _mpath_machine(tmp_path, mounted=False)
+    add_dm(machine.root, "dm-1", "vg0-crash", lvm_uuid("crash"), ["dm-0"])
+    mount_target(machine.root, "dm-1", "ext4", FS)
+    res = assemble(_req(kernel, sysroot, machine))
+    assert res.target.stack is not None
+    assert res.target.stack.modules() == ["multipath", "lvm"]
+    lvm_conf = res.spec.get("/etc/lvm/lvm.conf")
+    assert lvm_conf is not None and lvm_conf.data is not None
+    assert b'"a|^/dev/dm\\-0$|", "a|^/dev/mapper/mpatha$|", "r|.*|"' in lvm_conf.data
+
+
+def test_add_multipath_for_another_machine(kernel: Kernel, sysroot: Host,
+                                           tmp_path: Path) -> None:
+    cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}", fstype="ext4"),
+                      path="/var/crash")
+    res = assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
+                        add_modules=("multipath",), add_drivers=("virtio_blk",)))
+    assert {"dm_multipath", "dm_service_time"} <= set(res.kernel_modules)
+    conf = res.spec.get("/etc/multipath.conf")
+    assert conf is not None and conf.data is not None
+    assert b"find_multipaths on" in conf.data and b"blacklist" not in conf.data
+    (storage,) = _render(res.spec, tmp_path, ["/lib/kdump/storage.sh"])
+    assert 'case $_u in mpath-*)' in storage.read_text()
+    assert_clean([storage], exclude=["SC2034"])
+
+
+def test_dump_to_rootfs_brings_up_the_roots_lvm(kernel: Kernel, sysroot: Host,
+                                                 tmp_path: Path) -> None:
+    # The target is a plain partition (vdb1); / is LV vg0/root on vdd1.
+    from mkkdumprd.config.model import Action
+
+    root = fake_machine(tmp_path / "m")
+    add_disk(root, "vdd", 7)
+    add_dm(root, "dm-1", "vg0-root", lvm_uuid("root"), ["vdd1"])
+    (root / "proc/self/mountinfo").write_text(
+        "22 1 253:1 / / rw - ext4 /dev/mapper/vg0-root rw\n"
+        "36 22 254:17 / /srv/dump rw,relatime shared:1 - ext4 /dev/vdb1 rw\n")
+    cfg = KdumpConfig(path="/srv/dump", failure_action=Action.DUMP_TO_ROOTFS)
+    res = assemble(_req(kernel, sysroot, Host(root), config=cfg))
+    assert res.target.stack is None or not res.target.stack.modules()
+    assert {"storage", "lvm", "dump-to-rootfs"} <= set(res.modules)
+    assert "dm_mod" in res.kernel_modules
+    lvm_conf = res.spec.get("/etc/lvm/lvm.conf")
+    assert lvm_conf is not None and lvm_conf.data is not None
+    assert b'"a|^/dev/vdd1$|", "r|.*|"' in lvm_conf.data
+    storage, rootfs = _render(res.spec, tmp_path, ["/lib/kdump/storage.sh",
+                                                  "/lib/kdump/rootfs.sh"])
+    assert "kdump_lvm_activate vg0 root vg0-root" in storage.read_text()
+    text = rootfs.read_text()
+    assert "KDUMP_ROOT_DEV=/dev/mapper/vg0-root" in text and "kdump_storage_up" in text
+    assert_clean([storage, rootfs], exclude=["SC2034"])

@@ -100,7 +100,6 @@ def test_luks_on_partition(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("uuid", "name", "words"), [
-    ("mpath-3600140512345", "mpatha", "multipath"),
     ("CRYPT-PLAIN-abc-x", "x", "dm-crypt (not LUKS)"),
     ("", "custom", "no uuid"),
 ])
@@ -110,6 +109,34 @@ def test_unsupported_dm_layers_are_named(tmp_path: Path, uuid: str, name: str,
     add_dm(root, "dm-0", name, uuid, ["vdc1"])
     mount_target(root, "dm-0", "ext4", FS)
     with pytest.raises(UnsupportedLayer, match=re.escape(f"{name} ({words})")):
+        _resolved(root)
+
+
+def test_multipath_map_and_its_refused_forms(tmp_path: Path) -> None:
+    root = _machine(tmp_path)
+    (root / "sys/class/block/vdc/device/wwid").write_text("naa.600140512345\n")
+    add_dm(root, "dm-0", "mpatha", "mpath-3600140512345", ["vdc", "vdd"])
+    mount_target(root, "dm-0", "ext4", FS)
+    t, _ = _resolved(root)
+    stack = t.stack  # type: ignore[attr-defined]
+    assert stack.describe() == "ext4 on multipath mpatha (WWID 3600140512345: vdc vdd)"
+    (layer,) = [x for x in stack.layers() if x.kind is Kind.MPATH]
+    assert (layer.wwid, layer.path_wwid) == ("3600140512345", "naa.600140512345")
+    assert stack.modules() == ["multipath"]
+    assert t.device == "/dev/mapper/mpatha"  # type: ignore[attr-defined]
+    conf = capture.multipath_conf(stack)
+    assert 'wwid "^3600140512345$"' in conf and 'alias "mpatha"' in conf
+    # A kpartx partition of a map, a map over another map: named, refused.
+    (root / "sys/devices/virtual/block/dm-0/dm/uuid").write_text("part1-mpath-36001\n")
+    with pytest.raises(UnsupportedLayer, match="mpatha, partition 1 of a multipath map"):
+        _resolved(root)
+    (root / "sys/devices/virtual/block/dm-0/dm/uuid").write_text("mpath-36001\n")
+    add_md(root, "md0", "raid1", ["vdc1", "vdd1"])
+    (root / "sys/devices/virtual/block/dm-0/slaves/md0").symlink_to("/sys/class/block/md0")
+    with pytest.raises(UnsupportedLayer, match=r"paths that are not disks \(md0\)"):
+        _resolved(root)
+    (root / "sys/devices/virtual/block/dm-0/dm/uuid").write_text('mpath-3"x\n')
+    with pytest.raises(UnsupportedLayer, match="unusual WWID"):
         _resolved(root)
 
 
