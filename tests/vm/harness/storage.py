@@ -88,9 +88,14 @@ def _initramfs(kernel: Kernel, tools: Path, script: str, out: Path,
 
 def crash_with_stack(kernel: Kernel, tools: Path, capture_image: Path, setup: str,
                      drives: Sequence[Path], workdir: Path,
-                     capture_append: str = CAPTURE_APPEND, timeout: float = 420.0) -> str:
+                     capture_append: str = CAPTURE_APPEND, timeout: float = 420.0,
+                     extra_args: Sequence[str] = (),
+                     binaries: Sequence[str] = ("/sbin/kexec", *TOOLS),
+                     modules: Sequence[str] = GUEST_MODULES) -> str:
     """Boot, run `setup` (sh; a failing command fails the test), load `capture_image`, crash;
-    returns the console once QEMU ended (the capture image's final action)."""
+    returns the console once QEMU ended (the capture image's final action). `extra_args`
+    go to QEMU (disks other than virtio ones); `binaries` and `modules` are the first
+    stage's tools and kernel modules."""
     script = (f"set -e\n{setup}\nset +e\necho '{TAG}: stack ready'\n"
               f"kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img "
               f"--append={shlex.quote(capture_append)}\n"
@@ -99,9 +104,10 @@ def crash_with_stack(kernel: Kernel, tools: Path, capture_image: Path, setup: st
     # `set -e` ends /init on a failing setup command: the kernel then panics (init exited)
     # and QEMU ends; the missing "stack ready" line tells it apart.
     first = _initramfs(kernel, tools, script, workdir / "first-stage.img",
-                       [("/boot/vmlinuz", kernel.vmlinuz), ("/boot/capture.img", capture_image)])
+                       [("/boot/vmlinuz", kernel.vmlinuz), ("/boot/capture.img", capture_image)],
+                       binaries=binaries, modules=modules)
     spec = VMSpec(kernel.vmlinuz, first, FIRST_KERNEL_APPEND,
-                  drives=tuple(Drive(d) for d in drives))
+                  drives=tuple(Drive(d) for d in drives), extra_args=tuple(extra_args))
     with VM(spec, workdir / "console.log", timeout) as vm:
         m = vm.wait_for(f"{LOADED_MARKER}|{LOAD_FAILED_MARKER}|Kernel panic")
         if m.group(0) != LOADED_MARKER:
