@@ -227,7 +227,9 @@ def plan_image(req: BuildRequest) -> Plan:
         warnings.extend(rootfs_warnings)
         # The root's own stack (LVM, md, ...) is set up as a target's would be.
         rootfs = with_stack(rootfs, req.machine, req.hostonly) if rootfs else None
-    stacks = [*storage_modules(target, req.add_modules),
+    # build --add and kdump.conf's dracut_args --add alike.
+    added = tuple(dict.fromkeys([*req.add_modules, *config.add_modules]))
+    stacks = [*storage_modules(target, added),
               *(m for p in more for m in storage_modules(p.resolved, ())),
               *(storage_modules(rootfs, ()) if rootfs is not None else ())]
     active = resolve(defs, config, machine_facts(req.machine, req.hostonly),

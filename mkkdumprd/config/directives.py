@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from mkkdumprd.config import fence_kdump, values
 from mkkdumprd.config.dracut_mount import FORM, parse_mount
+from mkkdumprd.config.dracut_modules import our_module
 from mkkdumprd.config.model import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PATH,
@@ -268,7 +269,8 @@ def _choice(first: str, second: str, *, true: str) -> Parser:
 
 
 def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
-    """Of dracut's flags only --add-drivers/--omit-drivers and --mount count; no dracut runs.
+    """Of dracut's flags only --add-drivers/--omit-drivers, --add/-a (modules.d entries of
+    the same name, config/dracut_modules.py) and --mount count; no dracut runs.
 
     --mount names the dump target (config/dracut_mount.py), so this row may also return
     `target`, the one field another row (target) owns: the parser (config/kdumpconf.py)
@@ -278,6 +280,7 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
     if found is None:
         return None
     lists: dict[str, list[str]] = {"--add-drivers": [], "--omit-drivers": []}
+    added: list[str] = []  # --add: modules.d entries
     mount: Fields = {}     # the target a --mount names (config/dracut_mount.py)
     ok = True
     i = 0
@@ -307,6 +310,22 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
             else:
                 mount["target"] = target
             continue
+        if name in ("--add", "-a"):
+            if not eq:
+                if i >= len(found) or found[i].startswith("-"):
+                    report.error(f'dracut_args {name} needs a list of dracut modules, e.g. '
+                                 f'{name} "lvm mdraid"')
+                    ok = False
+                    continue
+                arg = found[i]
+                i += 1
+            for module in arg.replace(",", " ").split():
+                ours, why = our_module(module)
+                if ours is None:
+                    report.warn(f"dracut_args {name} {module} is ignored: {why}")
+                elif ours not in added:
+                    added.append(ours)
+            continue
         if name in lists:
             if not eq:
                 if i >= len(found) or found[i].startswith("-"):
@@ -327,11 +346,12 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
             ignored.append(found[i])
             i += 1
         report.warn(f"dracut_args {shlex.join(ignored)!r} is ignored: mkkdumprd runs no "
-                    "dracut and honours only --add-drivers and --omit-drivers")
+                    "dracut and honours only --add-drivers, --omit-drivers and --add")
     if not ok:
         return None
     return {"add_drivers": tuple(lists["--add-drivers"]),
-            "omit_drivers": tuple(lists["--omit-drivers"]), **mount}
+            "omit_drivers": tuple(lists["--omit-drivers"]), "add_modules": tuple(added),
+            **mount}
 
 
 def parse_fence_nodes(report: Report, option: str, value: str) -> Fields | None:
@@ -432,10 +452,20 @@ def _bool(key: str, true: str, false: str) -> Writer:
 def write_dracut_args(config: KdumpConfig) -> str | None:
     flags: list[str] = []
     for flag, names in (("--add-drivers", config.add_drivers),
-                        ("--omit-drivers", config.omit_drivers)):
+                        ("--omit-drivers", config.omit_drivers),
+                        ("--add", config.add_modules)):
         if names:
             flags += [flag, " ".join(names)]
     return f"dracut_args {quote_words(flags)}" if flags else None
+
+
+def _record_dracut_args(config: KdumpConfig) -> dict[str, Any]:
+    """add_modules only when set: the manifest of every image holds this record, and
+    images built without dracut_args --add keep the bytes they had."""
+    out = _as_is("add_drivers", "omit_drivers")(config)
+    if config.add_modules:
+        out["add_modules"] = list(config.add_modules)
+    return out
 
 
 def _as_is(*keys: str) -> Recorder:
@@ -581,11 +611,15 @@ DIRECTIVES: tuple[Directive, ...] = (
         in_image=False, write=_bool("auto_reset_crashkernel", "yes", "no"),
         record=_as_is("auto_reset_crashkernel")),
     Directive(
-        "dracut_args", ("dracut_args",), parse_dracut_args, ("add_drivers", "omit_drivers"),
-        ('dracut_args --add-drivers "virtio_blk"',),
-        "only --add-drivers, --omit-drivers and --mount (the dump target, as in RHEL 7; "
-        "`config show` writes it as a target line) count (no dracut runs)",
-        in_image=True, write=write_dracut_args, record=_as_is("add_drivers", "omit_drivers")),
+        "dracut_args", ("dracut_args",), parse_dracut_args,
+        ("add_drivers", "omit_drivers", "add_modules"),
+        ('dracut_args --add-drivers "virtio_blk"', 'dracut_args --add "lvm mdraid"'),
+        "only --add-drivers, --omit-drivers, --add (lvm, mdraid, crypt, btrfs, multipath: "
+        "as `build --add`; other dracut modules are ignored with a warning) and --mount "
+        "(the dump target, as in RHEL 7; `config show` writes it as a target line) count "
+        "(no dracut runs)",
+        in_image=True, write=write_dracut_args,
+        record=_record_dracut_args),
     Directive(
         "netconsole", ("netconsole",), parse_netconsole, ("netconsole",),
         (f"netconsole 192.168.1.10:{NETCONSOLE_PORT}",),

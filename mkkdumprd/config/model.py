@@ -118,6 +118,8 @@ class KdumpConfig:
     force_no_rebuild: bool = False
     add_drivers: tuple[str, ...] = ()
     omit_drivers: tuple[str, ...] = ()
+    # dracut_args --add: modules.d entries, as `build --add` (config/dracut_modules.py).
+    add_modules: tuple[str, ...] = ()
     auto_reset_crashkernel: bool = True
     # fence_kdump (Fedora's generic mode): the peers told while this node dumps, and the
     # sender's options as validated words (config/fence_kdump.py).
@@ -128,7 +130,7 @@ class KdumpConfig:
     warnings: tuple[Diagnostic, ...] = ()
     # Directives that were given explicitly (the rest are defaults), for `config show`, by
     # their key in config/directives.py ("target" for any target line, "failure_action"
-    # also for the obsolete `default`, "dracut_args" for add_drivers/omit_drivers).
+    # also for the obsolete `default`, "dracut_args" for add_drivers/omit_drivers/add_modules).
     explicit: frozenset[str] = frozenset()
     # Where each explicit key was written (same keys), so later stages can point at the line.
     locations: tuple[tuple[str, Location], ...] = ()

@@ -21,6 +21,7 @@ from mkkdumprd.config.model import (
     TargetKind,
 )
 from mkkdumprd.errors import ConfigError, Location
+from mkkdumprd.config.render import render_kdump_conf
 
 UUID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 
@@ -428,6 +429,20 @@ def test_dracut_args_other_flags_warn_and_are_ignored() -> None:
     ignored = [w.message for w in config.warnings]
     assert len(ignored) == 3
     assert "'watchdog plymouth'" in ignored[0] and "--compress zstd" in ignored[1]
+
+
+def test_dracut_args_add_selects_our_storage_modules() -> None:
+    config = ok('dracut_args --add "lvm mdraid" -a crypt --add=multipath,btrfs --add lvm '
+                '--add "dm dmsquash-live nfs"\n')
+    assert config.add_modules == ("lvm", "mdraid", "crypt", "multipath", "btrfs")
+    ignored = [w.message for w in config.warnings]
+    assert len(ignored) == 3, ignored
+    assert "--add dm is ignored: device-mapper's kernel module comes with" in ignored[0]
+    assert "dmsquash-live is ignored: a live-media root" in ignored[1]
+    assert "nfs is ignored: an nfs target adds" in ignored[2]
+    assert "'lvm mdraid crypt multipath btrfs'" in render_kdump_conf(config)
+    assert "needs a list of dracut modules" in bad("dracut_args --add\n").errors[0].message
+    assert "needs a list of dracut modules" in bad("dracut_args -a -o x\n").errors[0].message
 
 
 # ---- hostile values: carried verbatim, never interpreted ----------------------------------

@@ -53,9 +53,15 @@ def directive_line(directive: str) -> st.SearchStrategy[str]:
         "force_no_rebuild": st.just("0"),
         "auto_reset_crashkernel": st.sampled_from(["yes", "no"]),
         "dracut_args": st.tuples(st.lists(module, max_size=3), st.lists(module, max_size=3),
-                                 st.sampled_from(["", "-o 'plymouth x'", "--hostonly"]))
+                                 st.sampled_from(["", "-o 'plymouth x'", "--hostonly"]),
+                                 st.lists(st.sampled_from(["lvm", "mdraid", "crypt", "btrfs",
+                                                           "multipath", "dm"]),
+                                          max_size=3, unique=True),
+                                 st.sampled_from(["--add", "-a", "--add="]))
         .map(lambda t: shlex.join(["--add-drivers", " ".join(t[0]) or "m",
-                                   "--omit-drivers=" + ",".join(t[1] or ["n"])]) + " " + t[2]),
+                                   "--omit-drivers=" + ",".join(t[1] or ["n"])]) + " " + t[2]
+             + ("" if not t[3] else " " + (f"--add={','.join(t[3])}" if t[4] == "--add="
+                                           else shlex.join([t[4], " ".join(t[3])])))),
         "target": st.one_of(
             st.tuples(st.sampled_from(["ext2", "ext3", "ext4", "xfs", "btrfs"]),
                       st.one_of(uuid.map(lambda u: "UUID=" + u),
