@@ -107,8 +107,9 @@ def _default_arch(view: Host) -> str:
 @click.option("--add", "add_modules", multiple=True, metavar="MODULE,..",
               help="Capture-image modules (modules.d) to add (comma or space separated; "
                    "repeatable), for "
-                   "what host-only discovery cannot see: lvm, mdraid, crypt, btrfs under a "
-                   "local target of another machine (dracut's --add).")
+                   "what host-only discovery cannot see: lvm, mdraid, crypt, btrfs, "
+                   "multipath under a local target of another machine (dracut's --add; "
+                   "kdump.conf's dracut_args --add does the same).")
 @click.option("--omit-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to leave out wherever they appear.")
 @click.option("--hostonly/--no-hostonly", default=True,

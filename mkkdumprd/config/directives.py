@@ -26,8 +26,8 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from mkkdumprd.config import fence_kdump, values
-from mkkdumprd.config.dracut_mount import FORM, parse_mount
 from mkkdumprd.config.dracut_modules import our_module
+from mkkdumprd.config.dracut_mount import FORM, parse_mount
 from mkkdumprd.config.model import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PATH,

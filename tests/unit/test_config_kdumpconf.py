@@ -20,8 +20,8 @@ from mkkdumprd.config.model import (
     KdumpConfig,
     TargetKind,
 )
-from mkkdumprd.errors import ConfigError, Location
 from mkkdumprd.config.render import render_kdump_conf
+from mkkdumprd.errors import ConfigError, Location
 
 UUID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 

@@ -35,7 +35,7 @@ PE_START = 1 << 20     # lvm2's default data alignment: the first extent of the 
 
 
 @pytest.mark.vm
-@pytest.mark.long  # 80 s under TCG here: one crash cycle with a 15 s wait for the lost target
+@pytest.mark.long  # 120 s here under load: one crash cycle, a 15 s wait for the lost target
 def test_dump_to_rootfs_activates_the_roots_lv(kernel: Kernel, tmp_path: Path) -> None:
     tools = storage_tools()
     fs = str(uuid.uuid4())
