@@ -48,7 +48,13 @@ from mkkdumprd.records.outcome import (
     parse_outcome,
 )
 from mkkdumprd.resources import data_dir
-from mkkdumprd.storage.capture import LogicalVolume, LuksVolume, MdArray, StorageSettings
+from mkkdumprd.storage.capture import (
+    LogicalVolume,
+    LuksVolume,
+    MdArray,
+    MultipathMap,
+    StorageSettings,
+)
 from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
@@ -286,9 +292,11 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
     storage = StorageSettings(
         describe=value, md=(MdArray(value, value, (value, value)),),
         lvm=(LogicalVolume(value, value, value),), crypt=(LuksVolume(value, value, value),),
-        md_all=value, lvm_all=value, crypt_all=value)
+        multipath=(MultipathMap(value, value, value, (value, value)),),
+        md_all=value, lvm_all=value, crypt_all=value, multipath_all=value)
     return _context(config, target, paths=_paths(root), storage=storage,
-                    modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs"],
+                    modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs",
+                             "multipath"],
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value,
