@@ -99,6 +99,7 @@ class BuildResult:
     output: Path | None = None
     seconds: float = 0.0
     more_targets: tuple[ResolvedTarget, ...] = ()   # the dump tries them after `target`
+    rootfs: ResolvedTarget | None = None    # failure_action dump_to_rootfs (its stack too)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
     return BuildResult(spec=spec, target=plan.target, modules=plan.names,
                        kernel_modules=collected.kernel_modules, binaries=collected.binaries,
                        warnings=tuple(dict.fromkeys(collected.warnings)), manifest=manifest,
-                       more_targets=tuple(t.resolved for t in plan.more_targets))
+                       more_targets=tuple(t.resolved for t in plan.more_targets),
+                       rootfs=plan.rootfs)
 
 
 # ---- 1. plan -------------------------------------------------------------------------------

@@ -217,6 +217,9 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
         click.echo(f"stack:    {result.target.stack.describe()}")
     for more in result.more_targets:
         click.echo(f"          then {more.describe()} ({config.dump_policy.value})")
+    root = result.rootfs
+    if root is not None and root.stack is not None and root.stack.modules():
+        click.echo(f"rootfs:   {root.stack.describe()} (failure_action dump_to_rootfs)")
     click.echo(f"size:     {human_size(stats.compressed_size)} "
                f"{compress[0].value}{f':{compress[1]}' if compress[1] is not None else ''}, "
                f"{human_size(stats.unpacked_size)} unpacked")

@@ -281,6 +281,8 @@ def test_dump_to_rootfs_brings_up_the_roots_lvm(kernel: Kernel, sysroot: Host,
     res = assemble(_req(kernel, sysroot, Host(root), config=cfg))
     assert res.target.stack is None or not res.target.stack.modules()
     assert {"storage", "lvm", "dump-to-rootfs"} <= set(res.modules)
+    assert res.rootfs is not None and res.rootfs.stack is not None
+    assert res.rootfs.stack.describe() == "ext4 on LV vg0/root on vdd1"
     assert "dm_mod" in res.kernel_modules
     lvm_conf = res.spec.get("/etc/lvm/lvm.conf")
     assert lvm_conf is not None and lvm_conf.data is not None
