@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.assemble.builder import BuildRequest, build_image
-from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.host import Host
 from mkkdumprd.vmtest.scratch import ext_dump, ext_ls
 from tests.support.debian_kernel import Kernel
@@ -183,3 +183,29 @@ def test_multipath_map_missing_is_named_on_the_console(kernel: Kernel, tools: Pa
             f"seen (sda sdb on the running system)") in console, console[-4000:]
     assert "kdump: dump failed: dump target /dev/mapper/mpatha did not appear within 10 s" \
         in console, console[-4000:]
+
+
+@pytest.mark.vm
+@pytest.mark.long  # 108 s here under load: one crash cycle
+def test_add_multipath_for_another_machine(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
+    # No layout known (--no-hostonly, --add multipath): the image makes a map of every WWID
+    # seen on two or more paths and finds the target by its filesystem UUID.
+    fs = str(uuid.uuid4())
+    out = tmp_path / "capture.img"
+    res = build_image(BuildRequest(
+        config=KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={fs}",
+                                         fstype="ext4"), path="/"),
+        kver=kernel.kver, kmoddir=kernel.kmoddir, sysroot=Host(tools), machine=Host(tmp_path),
+        arch="x86_64", hostonly=False, add_modules=("multipath",),
+        add_drivers=(*VIRTIO_DRIVERS, "virtio_scsi", "sd_mod", "ext4"), timeout=30,
+        output=out))
+    assert res.target.stack is None and "multipath" in res.modules
+    disk = disks.sparse_file(tmp_path / "lun.img", 512)
+    console = crash_with_stack(kernel, tools, out,
+                               SETUP + f"/sbin/mke2fs -q -t ext4 -U {fs} /dev/mapper/mpatha\n",
+                               [], tmp_path, extra_args=_scsi_paths(disk),
+                               binaries=GUEST_BINARIES, modules=GUEST_MODULES)
+    assert SAVED in console, console[-4000:]
+    assert f"found UUID={fs} at /dev/mapper/" in console or f"found UUID={fs} at /dev/dm-" \
+        in console, console[-4000:]
+    _check_dumps(disk, tmp_path)
