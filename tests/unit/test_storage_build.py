@@ -293,3 +293,15 @@ def test_dump_to_rootfs_brings_up_the_roots_lvm(kernel: Kernel, sysroot: Host,
     text = rootfs.read_text()
     assert "KDUMP_ROOT_DEV=/dev/mapper/vg0-root" in text and "kdump_storage_up" in text
     assert_clean([storage, rootfs], exclude=["SC2034"])
+
+
+def test_multipath_without_its_plugins_is_an_error(kernel: Kernel, sysroot: Host,
+                                                    tmp_path: Path) -> None:
+    from mkkdumprd.errors import OperationError
+
+    root = tmp_path / "root"
+    shutil.copytree(sysroot.root, root, symlinks=True)
+    shutil.rmtree(root / "lib/multipath")
+    with pytest.raises(OperationError, match=r"libchecktur.so and libprioconst.so.*"
+                                             r"install multipath-tools"):
+        assemble(_req(kernel, Host(root), _mpath_machine(tmp_path)))

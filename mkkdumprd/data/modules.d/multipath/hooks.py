@@ -23,7 +23,7 @@ def entries(ctx: BuildContext) -> list[Entry]:
     for d in PLUGIN_DIRS:
         if all(ctx.sysroot.is_file(f"{d}/{p}") for p in PLUGINS):
             out.extend(binary_entries([f"{d}/{p}" for p in PLUGINS], ctx.sysroot,
-                                      "multipath's checker and prioritizer plugins",
+                                      ctx.reason("multipath's checker and prioritizer plugins"),
                                       machine=ctx.arch))
             return out
     raise OperationError(f"multipath's plugins {' and '.join(PLUGINS)} are in none of "
