@@ -203,6 +203,7 @@ def plan_image(req: BuildRequest) -> Plan:
     from mkkdumprd.assemble.resolver import resolve
     from mkkdumprd.assemble.target import resolve_rootfs, resolve_target
     from mkkdumprd.storage.discover import storage_modules, with_stack
+    from mkkdumprd.storage.stack import UnsupportedLayer
 
     config = req.config
     defs = load_all(req.modules_dir or data_dir("modules.d"))
@@ -227,8 +228,15 @@ def plan_image(req: BuildRequest) -> Plan:
     if config.failure_action is Action.DUMP_TO_ROOTFS:
         rootfs, rootfs_warnings = resolve_rootfs(req.machine, req.hostonly)
         warnings.extend(rootfs_warnings)
-        # The root's own stack (LVM, md, ...) is set up as a target's would be.
-        rootfs = with_stack(rootfs, req.machine, req.hostonly) if rootfs else None
+        # The root's own stack (LVM, md, ...) is set up as a target's would be; a layer
+        # the image cannot set up takes dump_to_rootfs away, not the whole image.
+        try:
+            rootfs = with_stack(rootfs, req.machine, req.hostonly) if rootfs else None
+        except UnsupportedLayer as exc:
+            rootfs = None
+            why = str(exc).replace("the dump target is on", "the root filesystem is on")
+            warnings.append(f"failure_action dump_to_rootfs: {why}; the image runs "
+                            f"final_action instead")
     # build --add and kdump.conf's dracut_args --add alike.
     added = tuple(dict.fromkeys([*req.add_modules, *config.add_modules]))
     stacks = [*storage_modules(target, added),

@@ -305,3 +305,24 @@ def test_multipath_without_its_plugins_is_an_error(kernel: Kernel, sysroot: Host
     with pytest.raises(OperationError, match=r"libchecktur.so and libprioconst.so.*"
                                              r"install multipath-tools"):
         assemble(_req(kernel, Host(root), _mpath_machine(tmp_path)))
+
+
+def test_dump_to_rootfs_on_a_layer_the_image_cannot_set_up_warns(
+        kernel: Kernel, sysroot: Host, tmp_path: Path) -> None:
+    # / on a partition of a multipath map (kpartx): the image is still built, for the
+    # target, and says dump_to_rootfs will not be there.
+    from mkkdumprd.config.model import Action
+
+    root = fake_machine(tmp_path / "m")
+    add_disk(root, "vdd", 7, parts=0)
+    add_dm(root, "dm-1", "mpatha-part1", "part1-mpath-36001", ["vdd"])
+    (root / "proc/self/mountinfo").write_text(
+        "22 1 253:1 / / rw - ext4 /dev/mapper/mpatha-part1 rw\n"
+        "36 22 254:17 / /srv/dump rw,relatime shared:1 - ext4 /dev/vdb1 rw\n")
+    cfg = KdumpConfig(path="/srv/dump", failure_action=Action.DUMP_TO_ROOTFS)
+    res = assemble(_req(kernel, sysroot, Host(root), config=cfg))
+    assert res.rootfs is None and "multipath" not in res.modules
+    assert any(w.startswith("failure_action dump_to_rootfs: the root filesystem is on "
+                            "mpatha-part1, partition 1 of a multipath map") and
+               w.endswith("the image runs final_action instead") for w in res.warnings), \
+        res.warnings
