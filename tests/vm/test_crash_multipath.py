@@ -129,7 +129,7 @@ def _check_dumps(disk: Path, workdir: Path) -> None:
     vmcore.assert_sysrq_crash(vmcore.dump_dmesg(core), f"{found[0]}/vmcore")
 
 
-@pytest.mark.vm  # 82 s under TCG here: one crash cycle, the read-back is debugfs
+@pytest.mark.vm  # 64 s under TCG here (82 s under load): one crash cycle, read back by debugfs
 def test_ext4_on_multipath_two_paths(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     fs = str(uuid.uuid4())
     image = _build(kernel, tools, _machine(tmp_path / "machine", fs), tmp_path / "capture.img")
