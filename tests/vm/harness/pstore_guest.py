@@ -22,6 +22,8 @@ import click
 
 from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry
+from mkkdumprd.loader.cmdline import capture_cmdline, split_words
+from mkkdumprd.records.setup import proposal
 from tests.support.debian_kernel import Kernel
 
 from .images import (
@@ -46,16 +48,29 @@ TRACER = Path(__file__).with_name("cli_trace.py")
 # Imported on the host through site.py's hooks; the guest has neither (as guest_python's).
 HOST_ONLY = {"__main__", "sitecustomize", "_distutils_hack"}
 SITE = Path(click.__file__).parents[1]
-# 1 MiB at 112 MiB: well above what firmware and the boot loader touch, below the kernel's
-# crashkernel=256M reservation (placed at the top of the 1 GiB guest's low memory).
-RAMOOPS_ADDR = 0x7000000
-RAMOOPS_SIZE = 0x100000
-RAMOOPS_RECORD = 0x10000
-RAMOOPS_PARAMS = (f"mem_address={RAMOOPS_ADDR:#x} mem_size={RAMOOPS_SIZE:#x} "
-                  f"record_size={RAMOOPS_RECORD:#x}")
-MEMMAP = f"memmap=1M${RAMOOPS_ADDR:#x}"
-# The capture kernel gets the region on its command line, as it would from /proc/cmdline.
-CAPTURE_RAMOOPS = " ".join(f"ramoops.{p}" for p in RAMOOPS_PARAMS.split())
+# The RAM QEMU's e820 gives the 1 GiB guest (the second boot prints its /proc/iomem and the
+# test checks it): what `pstore setup` proposes for it is what the guest boots with.
+GUEST_RAM = (0x100000, 0x3FFDFFFF)
+GUEST_IOMEM = ("00001000-0009fbff : System RAM\n"
+               f"{GUEST_RAM[0]:08x}-{GUEST_RAM[1]:08x} : System RAM\n")
+
+
+def ramoops_words() -> list[str]:
+    """The words `mkkdumprd pstore setup` (records/setup.py) proposes for the guest."""
+    with tempfile.TemporaryDirectory(prefix="mkkdumprd-guest-iomem-") as scratch:
+        (Path(scratch) / "proc").mkdir()
+        (Path(scratch) / "proc/iomem").write_text(GUEST_IOMEM)
+        words, notes = proposal(Host(Path(scratch)), "6.1.0", "x86_64")
+    if not words:
+        raise AssertionError(f"pstore setup proposes nothing for the guest: {notes}")
+    return words
+
+
+def capture_ramoops_words(first_kernel_append: str) -> str:
+    """What the loader's capture command line keeps of the first kernel's region words."""
+    kept = split_words(capture_cmdline(first_kernel_append, (), ()))
+    return " ".join(w for w in kept if w.startswith(("memmap=", "ramoops.")))
+
 
 FIRST_BOOT = "PSTORE-TEST: first boot"
 SECOND_BOOT = "PSTORE-TEST: second boot"
@@ -87,6 +102,8 @@ if [ -n "$(ls /sys/fs/pstore)" ]; then
     step report python3 -m mkkdumprd report --dir /var/crash
     step report-json python3 -m mkkdumprd report --dir /var/crash --json
     step status python3 -m mkkdumprd status --json
+    step setup python3 -m mkkdumprd pstore setup --json
+    step iomem cat /proc/iomem
     step left ls /sys/fs/pstore
     echo "{DONE}"
     poweroff -f
@@ -136,15 +153,19 @@ def _project_entries(modules: dict[str, Module]) -> list[Entry]:
 
 
 def _ramoops(kernel: Kernel) -> tuple[list[Entry], str]:
+    """ramoops and its dependencies, loaded as modprobe would at boot (the systemd unit
+    `pstore setup --apply` adds): with the ramoops.* words of the kernel command line."""
     entries: list[Entry] = []
     lines: list[str] = []
     libdir = Host(Path("/")).resolve("/lib")     # as busybox_entries mirror /lib -> usr/lib
     for ko in module_load_order(kernel.kmoddir, kernel.kver, ["ramoops"]):
         dest = f"{libdir}/modules/{kernel.kver}/{ko.relative_to(kernel.kmoddir)}"
         entries.append(file_entry(dest, ko, "ramoops for the test", mode=0o644))
-        params = f" {RAMOOPS_PARAMS}" if ko.name.startswith("ramoops") else ""
+        params = ' "$@"' if ko.name.startswith("ramoops") else ""
         lines.append(f"insmod {dest}{params} || echo 'PSTORE-TEST: insmod {ko.name} failed'")
-    return entries, "\n".join(lines)
+    args = ("set --\nfor w in $(cat /proc/cmdline); do\n"
+            '    case "$w" in ramoops.*=*) set -- "$@" "${w#ramoops.}" ;; esac\ndone\n')
+    return entries, args + "\n".join(lines)
 
 
 def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = None) -> Path:
