@@ -50,7 +50,7 @@ HOST_ONLY = {"__main__", "sitecustomize", "_distutils_hack"}
 SITE = Path(click.__file__).parents[1]
 # The RAM QEMU's e820 gives the 1 GiB guest (the second boot prints its /proc/iomem and the
 # test checks it): what `pstore setup` proposes for it is what the guest boots with.
-GUEST_RAM = (0x100000, 0x3FFDFFFF)
+GUEST_RAM = (0x100000, 0x3FFDEFFF)
 GUEST_IOMEM = ("00001000-0009fbff : System RAM\n"
                f"{GUEST_RAM[0]:08x}-{GUEST_RAM[1]:08x} : System RAM\n")
 
