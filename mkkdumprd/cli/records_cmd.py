@@ -157,8 +157,13 @@ def setup(kernel_release: str | None, do_apply: bool, remove: bool, dry_run: boo
     notes: list[str] = []
     if remove:
         plan = setup_mod.plan_remove(host)
-    elif st.ramoops_words and not do_apply:
+    elif st.ramoops_words and not (do_apply and (force or set(st.ramoops_words)
+                                                <= set(setup_mod.recorded_words(host)))):
+        # a region set up some other way: --apply adds no second one unless forced
         lines.append(f"ramoops: already configured ({' '.join(st.ramoops_words)})")
+        if do_apply:
+            notes.append("the running command line has ramoops words --apply did not write; "
+                         "nothing written (--force writes the proposal anyway)")
     else:
         words, notes = setup_mod.setup_words(host, release, os.uname().machine)
         if words:

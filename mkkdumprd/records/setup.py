@@ -159,11 +159,16 @@ def post_notifiers_warning(host: Host) -> str | None:
             "is what pstore keeps")
 
 
+def recorded_words(host: Host) -> tuple[str, ...]:
+    """The words `--apply` wrote last under this root (its record)."""
+    return writer.applied_record(RAMOOPS, host)[0]
+
+
 def setup_words(host: Host, kernel_release: str, arch: str) -> tuple[list[str], list[str]]:
     """The words `pstore setup` proposes and `--apply` writes: the ones it wrote before when
     it did (the region is in use now, so /proc/iomem no longer shows it as RAM and a fresh
     proposal would move it), else `proposal()`."""
-    recorded = writer.applied_record(RAMOOPS, host)[0]
+    recorded = recorded_words(host)
     if recorded:
         return list(recorded), ["the region `pstore setup --apply` wrote before is kept"]
     return proposal(host, kernel_release, arch)

@@ -181,3 +181,18 @@ def test_usage_errors(debian: Path) -> None:
     code, out, _ = _cli(debian)
     assert code == 0 and "add to the kernel command line: " + " ".join(WORDS) in out
     assert not (debian / "etc/default/grub.d/mkkdumprd-ramoops.cfg").exists()
+
+
+def test_a_running_region_set_up_otherwise_gets_no_second_one(debian: Path) -> None:
+    _write(debian, "/proc/cmdline", "root=/dev/vda1 ramoops.mem_address=0x9000000 "
+                                    "ramoops.mem_size=0x100000\n")
+    code, out, err = _cli(debian, "--apply")
+    assert code == 0, err
+    assert "ramoops: already configured" in out and "nothing written" in out
+    assert not (debian / "etc/default/grub.d/mkkdumprd-ramoops.cfg").exists()
+    # once it is ours (recorded), --apply is idempotent while it runs
+    assert _cli(debian, "--apply", "--force")[0] == 0
+    _write(debian, "/proc/cmdline", "root=/dev/vda1 " + " ".join(WORDS) + "\n")
+    code, out, err = _cli(debian, "--apply")
+    assert code == 0, err
+    assert "already set; nothing to do" in out
