@@ -40,6 +40,7 @@ from .python_guest import (
     REPO,
     Module,
     arch_data_entry,
+    init_script,
     python_entries,
 )
 from .qemu import VMSpec
@@ -75,25 +76,9 @@ def capture_ramoops_words(first_kernel_append: str) -> str:
 FIRST_BOOT = "PSTORE-TEST: first boot"
 SECOND_BOOT = "PSTORE-TEST: second boot"
 DONE = "PSTORE-TEST: done"
-STEP_BEGIN = "MKKDUMPRD-PY: begin"   # the markers python_guest.parse_steps reads
-STEP_END = "MKKDUMPRD-PY: end"
-
-_HEAD = f"""#!/bin/sh
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-export PYTHONPATH={LOADER_ROOT} PYTHONDONTWRITEBYTECODE=1
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-step() {{
-    name=$1; shift
-    echo "{STEP_BEGIN} $name"
-    "$@" 2>&1
-    echo "{STEP_END} $name rc=$?"
-}}
-{{insmod}}
-mount -t pstore pstore /sys/fs/pstore
+# After the ramoops insmod: a second boot (records in pstore) runs the commands and powers
+# off; a first boot goes on to crash (init_script's sysrq tail).
+_BOOTS = f"""mount -t pstore pstore /sys/fs/pstore
 if [ -n "$(ls /sys/fs/pstore)" ]; then
     echo "{SECOND_BOOT}"
     mkdir -p /var/crash
@@ -109,17 +94,11 @@ if [ -n "$(ls /sys/fs/pstore)" ]; then
     poweroff -f
 fi
 echo "{FIRST_BOOT}"
-echo 1 > /proc/sys/kernel/sysrq
 """
 
-CRASH = """echo c > /proc/sysrq-trigger
-echo "PSTORE-TEST: still alive after sysrq-c"
-poweroff -f
-"""
-
-LOAD_AND_CRASH = """kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append="{append}"
+LOAD = """kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append="{append}"
 echo "PSTORE-TEST: kexec rc=$? loaded=$(cat /sys/kernel/kexec_crash_loaded)"
-""" + CRASH
+"""
 
 
 @functools.cache
@@ -178,10 +157,8 @@ def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = No
     for e in [*python_entries(modules), *_project_entries(modules), *ko_entries]:
         if e.path not in spec:
             spec.add(e)
-    script = _HEAD.replace("{insmod}", insmod)
-    if capture is None:
-        script += CRASH
-    else:
+    body = [insmod + "\n", _BOOTS]
+    if capture is not None:
         image, append = capture
         for e in host_binary(require_tool("kexec"), "loads the capture kernel"):
             if e.path not in spec:
@@ -189,8 +166,8 @@ def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = No
         spec.add(dir_entry("/boot", "kernel and capture image"))
         spec.add(file_entry("/boot/vmlinuz", kernel.vmlinuz, "capture kernel", mode=0o644))
         spec.add(file_entry("/boot/capture.img", image, "capture image", mode=0o644))
-        script += LOAD_AND_CRASH.replace("{append}", append)
-    spec.add(init_entry(script))
+        body.append(LOAD.replace("{append}", append))
+    spec.add(init_entry(init_script(body, crash=True)))
     return write_initramfs(spec, out, "none")
 
 
