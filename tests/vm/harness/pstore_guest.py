@@ -23,6 +23,7 @@ import click
 from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry
 from mkkdumprd.loader.cmdline import capture_cmdline, split_words
+from mkkdumprd.quoting import shell_word
 from mkkdumprd.records.setup import proposal
 from tests.support.debian_kernel import Kernel
 
@@ -96,7 +97,9 @@ fi
 echo "{FIRST_BOOT}"
 """
 
-LOAD = """kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append="{append}"
+# {append} is one shell word (shell_word): a memmap=SIZE$ADDR in double quotes would lose
+# "$0..." to the shell and reach the capture kernel as memmap=SIZE/init..., a RAM limit.
+LOAD = """kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append={append}
 echo "PSTORE-TEST: kexec rc=$? loaded=$(cat /sys/kernel/kexec_crash_loaded)"
 """
 
@@ -166,7 +169,7 @@ def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = No
         spec.add(dir_entry("/boot", "kernel and capture image"))
         spec.add(file_entry("/boot/vmlinuz", kernel.vmlinuz, "capture kernel", mode=0o644))
         spec.add(file_entry("/boot/capture.img", image, "capture image", mode=0o644))
-        body.append(LOAD.replace("{append}", append))
+        body.append(LOAD.replace("{append}", shell_word(append)))
     spec.add(init_entry(init_script(body, crash=True)))
     return write_initramfs(spec, out, "none")
 
