@@ -14,7 +14,7 @@ import click
 from mkkdumprd.bootconfig.writer import Plan, perform
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import DEFAULT_PATH
-from mkkdumprd.errors import MkkdumprdError, UsageError
+from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.quoting import FormatError
 from mkkdumprd.records import pstore as pstore_mod
@@ -172,7 +172,9 @@ def setup(kernel_release: str | None, do_apply: bool, remove: bool, dry_run: boo
             notes.append("EFI pstore is available, so nothing is written; --with-efi adds "
                          "the ramoops region too (the capture image's outcome record is "
                          "kept only there)")
-        elif do_apply and words:
+        elif do_apply and not words:
+            raise OperationError("nothing to apply: " + "; ".join(notes))
+        elif do_apply:
             try:
                 plan = setup_mod.plan_apply(host, words, release, force)
             except FormatError as exc:

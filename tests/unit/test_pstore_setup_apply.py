@@ -196,3 +196,11 @@ def test_a_running_region_set_up_otherwise_gets_no_second_one(debian: Path) -> N
     code, out, err = _cli(debian, "--apply")
     assert code == 0, err
     assert "already set; nothing to do" in out
+
+
+def test_apply_without_a_proposal_fails(tmp_path: Path) -> None:
+    _write(tmp_path, "/proc/iomem", "00000000-00000000 : System RAM\n")
+    _write(tmp_path, "/etc/kernel/cmdline", "ro\n")
+    code, _, err = _cli(tmp_path, "--apply")
+    assert code == 1 and "nothing to apply: cannot pick an address" in err
+    assert (tmp_path / "etc/kernel/cmdline").read_text() == "ro\n"
