@@ -105,6 +105,13 @@ def mkkdumprd_8(root: click.Group) -> str:
               ".TP", ".B /boot/initramfs\\-\\fIKVER\\fBkdump.img",
               "the capture image (or under \\fB/var/lib/mkkdumprd/\\fR when /boot is not "
               "writable).",
+              ".TP", ".B /etc/default/grub.d/mkkdumprd.cfg, mkkdumprd\\-ramoops.cfg",
+              "the crashkernel= and ramoops words \\fBcrashkernel apply\\fR and \\fBpstore "
+              "setup \\-\\-apply\\fR write on grub systems (update\\-grub reads them).",
+              ".TP", ".B /etc/modules\\-load.d/mkkdumprd\\-ramoops.conf",
+              "loads ramoops at boot where it is a module (\\fBpstore setup \\-\\-apply\\fR).",
+              ".TP", ".B /var/lib/mkkdumprd/crashkernel\\-applied, ramoops\\-applied",
+              "the words those commands wrote last: theirs to replace or remove.",
               ".SH SEE ALSO", "\\fBkdump.conf\\fR(5), \\fBmakedumpfile\\fR(8), \\fBkexec\\fR(8)"]
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,7 @@
   script language gives meaning to $ ; & | < > { } ' " \\ and whitespace. So a word added
   there must be a kernel word made only of characters no shell and no grub script treats
   specially; it goes inside double quotes (escaped for them anyway) after the old value.
+  The one exception is `$` (memmap=SIZE$ADDR): escaped for grub.cfg as `\\$`, then for sh.
 Values that no quoting makes safe (control characters: a newline would start a new
 directive in a unit or a new command in a script) are refused by `check_path` first.
 """
@@ -111,12 +112,14 @@ def sh_double_quoted(text: str) -> str:
 
 
 def grub_append_line(var: str, word: str) -> str:
-    """`VAR="$VAR word"` for a grub defaults file; `word` must be grub- and shell-safe."""
+    """`VAR="$VAR word"` for a grub defaults file; `word` must be grub- and shell-safe,
+    except for `$` (memmap=SIZE$ADDR), which is escaped for both: grub.cfg gets `\\$`,
+    which its script language reads as a literal `$`, so the file holds `\\\\\\$`."""
     if not _VAR.fullmatch(var):
         raise FormatError(f"{_show(var)} is not a grub defaults variable name")
     word = kernel_word(word)
-    if not _GRUB_SAFE.fullmatch(word):
-        bad = next(ch for ch in word if not _GRUB_SAFE.fullmatch(ch))
+    if not _GRUB_SAFE.fullmatch(word.replace("$", "_")):
+        bad = next(ch for ch in word if ch != "$" and not _GRUB_SAFE.fullmatch(ch))
         raise FormatError(f"{_show(word)}: '{_show(bad)}' is not written into a grub defaults "
                           "file (the shell and grub.cfg's script language would interpret it)")
-    return f'{var}="${var} {sh_double_quoted(word)}"\n'
+    return f'{var}="${var} {sh_double_quoted(word.replace("$", chr(92) + "$"))}"\n'

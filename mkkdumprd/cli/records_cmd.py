@@ -1,5 +1,6 @@
-"""`mkkdumprd report | pstore [setup]`: what past crashes left on this host, and moving the
-kernel's pstore records next to them (mkkdumprd/records/)."""
+"""`mkkdumprd report | pstore [setup]`: what past crashes left on this host, moving the
+kernel's pstore records next to them, and a ramoops region in the boot configuration
+(mkkdumprd/records/)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from pathlib import Path, PurePosixPath
 
 import click
 
+from mkkdumprd.bootconfig.writer import Plan, perform
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import DEFAULT_PATH
-from mkkdumprd.errors import MkkdumprdError
+from mkkdumprd.errors import MkkdumprdError, OperationError, UsageError
 from mkkdumprd.host import Host
+from mkkdumprd.quoting import FormatError
 from mkkdumprd.records import pstore as pstore_mod
+from mkkdumprd.records import setup as setup_mod
 from mkkdumprd.records.crashes import Crash, list_crashes
-from mkkdumprd.records.setup import proposal, read_state
+from mkkdumprd.records.setup import read_state
 
 _root = click.option("--root", type=click.Path(path_type=Path), default=Path("/"),
                      show_default=True, help="Act on the system installed under this root.")
@@ -112,29 +116,90 @@ def pstore_group(ctx: click.Context, dry_run: bool, dirs: tuple[str, ...],
 @pstore_group.command("setup")
 @click.option("--kernel-release", default=None, metavar="RELEASE",
               help="The kernel the words are for (default: the running one).")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Write the words into the boot configuration (grubby, s390x zipl.conf, "
+              "/etc/default/grub.d/mkkdumprd-ramoops.cfg or /etc/kernel/cmdline, as "
+              "`crashkernel apply` does) and, where ramoops is a module, "
+              "/etc/modules-load.d/mkkdumprd-ramoops.conf.")
+@click.option("--remove", is_flag=True,
+              help="Remove what --apply wrote (words set by hand stay).")
+@click.option("--dry-run", "-n", is_flag=True, help="With --apply or --remove: show the diff; "
+              "change nothing.")
+@click.option("--force", is_flag=True,
+              help="Override ramoops words set by hand (the words --apply wrote last are "
+              "recognised as its own and need no --force).")
+@click.option("--with-efi", is_flag=True,
+              help="Apply even though EFI pstore is available (it keeps the first kernel's "
+              "panics only; a ramoops region also keeps the capture image's outcome record).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_root
-def setup(kernel_release: str | None, root: Path) -> None:
-    """Say which persistent store this machine has for kernel logs, and print the kernel
-    command line words of a ramoops region where it has none (add them with your boot
-    loader's tool; nothing is written)."""
+def setup(kernel_release: str | None, do_apply: bool, remove: bool, dry_run: bool,
+          force: bool, with_efi: bool, as_json: bool, root: Path) -> None:
+    """Say which persistent store this machine has for kernel logs, and the kernel command
+    line words of a ramoops region where it has none; --apply writes them into the boot
+    configuration, --remove takes them away again."""
+    if do_apply and remove:
+        raise UsageError("--apply and --remove exclude each other")
+    if (dry_run or force or with_efi) and not (do_apply or remove):
+        raise UsageError("--dry-run, --force and --with-efi go with --apply or --remove")
     host = Host(root)
     st = read_state(host)
-    if st.backend:
-        click.echo(f"pstore backend: {st.backend}")
-    else:
-        click.echo("pstore backend: none registered")
+    release = kernel_release or os.uname().release
+    report: dict[str, object] = {"backend": st.backend or None, "efi": st.efi,
+                                 "running_ramoops": list(st.ramoops_words)}
+    lines: list[str] = [f"pstore backend: {st.backend or 'none registered'}"]
     if st.efi:
-        click.echo("EFI: this machine booted through EFI, so efi_pstore (module efi_pstore, "
-                   "enabled by default on Debian) keeps dmesg records of a panic in EFI "
-                   "variables; they are small and the firmware may refuse to write them")
-    if st.ramoops_words:
-        click.echo(f"ramoops: already configured ({' '.join(st.ramoops_words)})")
-        return
-    words, notes = proposal(host, kernel_release or os.uname().release, os.uname().machine)
-    if words:
-        click.echo("add to the kernel command line: " + " ".join(words))
-    for note in notes:
-        click.echo(f"note: {note}")
+        lines.append("EFI: this machine booted through EFI, so efi_pstore (module efi_pstore, "
+                     "enabled by default on Debian) keeps dmesg records of a panic in EFI "
+                     "variables; they are small and the firmware may refuse to write them")
+    plan: Plan | None = None
+    words: list[str] = []
+    notes: list[str] = []
+    if remove:
+        plan = setup_mod.plan_remove(host)
+    elif st.ramoops_words and not (do_apply and (force or set(st.ramoops_words)
+                                                <= set(setup_mod.recorded_words(host)))):
+        # a region set up some other way: --apply adds no second one unless forced
+        lines.append(f"ramoops: already configured ({' '.join(st.ramoops_words)})")
+        if do_apply:
+            notes.append("the running command line has ramoops words --apply did not write; "
+                         "nothing written (--force writes the proposal anyway)")
+    else:
+        words, notes = setup_mod.setup_words(host, release, os.uname().machine)
+        if words:
+            lines.append("add to the kernel command line: " + " ".join(words))
+        if do_apply and st.efi and not with_efi:
+            notes.append("EFI pstore is available, so nothing is written; --with-efi adds "
+                         "the ramoops region too (the capture image's outcome record is "
+                         "kept only there)")
+        elif do_apply and not words:
+            raise OperationError("nothing to apply: " + "; ".join(notes))
+        elif do_apply:
+            try:
+                plan = setup_mod.plan_apply(host, words, release, force)
+            except FormatError as exc:
+                raise UsageError(str(exc)) from None
+    lines += [f"note: {n}" for n in notes]
+    report.update(words=words, notes=notes, plan=None if plan is None else plan.as_json())
+    done: list[str] = []
+    if plan is not None:
+        lines += [f"hand-set: {k}" for k in plan.kept]
+        if plan.diff():
+            lines.append(plan.diff().rstrip("\n"))
+        if plan.command:
+            lines.append(f"{'would run' if dry_run else 'command'}: {' '.join(plan.command)}")
+        lines += [f"note: {n}" for n in plan.notes]
+        if dry_run:
+            lines.append("dry run: nothing written")
+        elif plan.needed:
+            done = perform(plan, host)
+            lines += done
+    report["done"] = done
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
 
 
 COMMANDS: list[click.Command] = [report, pstore_group]

@@ -5,14 +5,22 @@ word is removed when its name (the part before "=") is in the arch's remove list
 again by the append list (so nr_cpus=1 replaces the host's nr_cpus=N instead of competing
 with it). Everything after a bare "--" is init's, not the kernel's, and is dropped.
 `elfcorehdr=` is never passed: the kernel adds it itself for kexec_file_load.
+A running `memmap=` word keeps only its reserving items (`SIZE$ADDR`: a ramoops region
+stays out of the capture kernel's RAM, as `pstore setup` writes it); the others describe
+the first kernel's RAM (`@` adds RAM, a bare size limits it, `exactmap` replaces the map,
+`!`/`#`/`%` retype ranges), which in the capture kernel would hand it memory the dump must
+read, or take away the only RAM it has.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 ALWAYS_REMOVE = ("crashkernel", "elfcorehdr")
+# One memmap= item that reserves a range (parse_memmap_one(): memparse, then '$').
+_MEMMAP_RESERVE = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)[KMGTPEkmgtpe]?\$\S+")
 
 
 def split_words(cmdline: str) -> list[str]:
@@ -39,6 +47,13 @@ def _key(word: str) -> str:
     return word.split("=", 1)[0].strip('"').replace("-", "_")
 
 
+def capture_memmap(word: str) -> str | None:
+    """A running memmap= word as the capture kernel gets it: only its `SIZE$ADDR` items,
+    None when none is left."""
+    items = [i for i in word.split("=", 1)[1].split(",") if _MEMMAP_RESERVE.fullmatch(i)]
+    return f"memmap={','.join(items)}" if items else None
+
+
 @dataclass(frozen=True)
 class Word:
     """One capture command line word and where it came from (for --dry-run and status)."""
@@ -63,6 +78,11 @@ def compose(running: Iterable[Word], remove: Iterable[str], append: Iterable[Wor
             continue
         if word.text.endswith("="):
             continue        # an empty value means nothing; Fedora drops these too
+        if _key(word.text) == "memmap":
+            text = capture_memmap(word.text)
+            if text is None:
+                continue
+            word = Word(text, word.origin)
         kept.append(word)
     never = {_key(w) for w in ALWAYS_REMOVE}
     added: list[Word] = []

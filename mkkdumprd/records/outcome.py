@@ -119,7 +119,8 @@ def parse_outcome(text: str) -> Outcome | None:
         elif key in ("result", "reason", "started", "finished", "duration", "kernel"):
             values[key] = value
     duration_text = values.get("duration", "")
-    duration = int(duration_text) if duration_text.isdigit() and len(duration_text) < 10 \
+    duration = int(duration_text) if (duration_text.isascii() and duration_text.isdigit()
+                                      and len(duration_text) < 10) \
         else None
     result = values.get("result", "")
     return Outcome(

@@ -65,3 +65,21 @@ def test_every_arch_limits_cpus_and_drops_crashkernel(arch: str) -> None:
     assert "crashkernel" not in got and "elfcorehdr" not in got
     assert "nr_cpus=1" in got.split() or "maxcpus=1" in got.split()
     assert got.startswith("console=ttyX ")
+
+
+def test_memmap_keeps_only_reserved_ranges_and_ramoops_words_pass() -> None:
+    """`pstore setup --apply`'s region reaches the capture kernel: its memmap=SIZE$ADDR (kept
+    out of RAM there too) and ramoops.* words (the capture image loads ramoops with them);
+    memmap= items that give or take RAM describe the first kernel's memory and are dropped."""
+    from mkkdumprd.records.setup import RECORD_SIZE
+
+    a = load_arch("x86_64")
+    ramoops = ["memmap=1M$0x8000000", "ramoops.mem_address=0x8000000",
+               "ramoops.mem_size=0x100000", f"ramoops.record_size={RECORD_SIZE}",
+               f"ramoops.pmsg_size={RECORD_SIZE}", "ramoops.max_reason=1"]
+    running = ("root=/dev/vda1 memmap=4G!12G memmap=exactmap memmap=640K@0 memmap=2G "
+               "memmap=64M$0x20000000,1G@4G,16M#0x30000000 " + " ".join(ramoops))
+    got = split_words(capture_cmdline(running, a.cmdline_remove, a.cmdline_append))
+    assert [w for w in got if w.startswith("memmap=")] == ["memmap=64M$0x20000000",
+                                                           "memmap=1M$0x8000000"]
+    assert [w for w in got if w.startswith("ramoops.")] == ramoops[1:]

@@ -218,8 +218,13 @@ def test_setup_proposal(tmp_path: Path) -> None:
                          "ramoops.mem_size=0x100000"]
     assert any("\\$" in n for n in notes)
     (tmp_path / "proc/iomem").write_text(IOMEM.replace("100000000-17fffffff : System RAM\n", ""))
+    # no RAM above 4 GiB: low (128 MiB), not at the top below 4 GiB where the boot loader
+    # puts the initrd; a crash kernel reservation there moves it past the reservation
     words, _ = proposal(Host(tmp_path), "6.1.0-57-amd64")
-    assert words[0] == "memmap=1M$0x7ef00000"
+    assert words[0] == "memmap=1M$0x8000000"
+    (tmp_path / "proc/iomem").write_text(IOMEM.replace("100000000-17fffffff : System RAM\n", "")
+                                         .replace("60000000-6fffffff", "07000000-08ffffff"))
+    assert proposal(Host(tmp_path), "6.1.0-57-amd64")[0][0] == "memmap=1M$0x9000000"
     words, notes = proposal(Host(tmp_path), "6.12.1", "aarch64")
     assert words[:2] == ["reserve_mem=1M:4096:kdump_oops", "ramoops.mem_name=kdump_oops"]
     assert "cannot find it by name" in notes[0]

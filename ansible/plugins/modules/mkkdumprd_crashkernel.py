@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mkkdumprd.kdump.plugins.module_utils.mkkdumprd_cli import run_checked
 
 DOCUMENTATION = r"""
 ---
@@ -128,19 +129,14 @@ def main():
     if p["force"]:
         argv.append("--force")
 
-    rc, out, err = module.run_command([*argv, "--dry-run"])
-    if rc != 0:
-        module.fail_json(msg=(err or out).strip() or f"mkkdumprd exited {rc}", rc=rc,
-                         stdout=out, stderr=err)
+    out, err = run_checked(module, [*argv, "--dry-run"])
     changed = UNCHANGED not in out
     diff_text = _diff_text(out) if changed else ""
     result = {"changed": changed, "diff_text": diff_text, "stdout": out, "stderr": err}
     if module._diff and changed:
         result["diff"] = {"prepared": diff_text}
     if changed and not module.check_mode:
-        rc, out, err = module.run_command(argv)
-        if rc != 0:
-            module.fail_json(msg=(err or out).strip(), rc=rc, stdout=out, stderr=err)
+        out, err = run_checked(module, argv)
         result["stdout"], result["stderr"] = out, err
         grub = module.get_bin_path("update-grub")
         if p["update_bootloader"] and grub and os.path.realpath(p["root"]) == "/":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mkkdumprd.kdump.plugins.module_utils.mkkdumprd_cli import run_checked
 
 DOCUMENTATION = r"""
 ---
@@ -87,14 +88,6 @@ def _status(module, exe, root):
         module.fail_json(msg=f"mkkdumprd status --json printed no JSON: {out[:200]!r}")
 
 
-def _run(module, argv):
-    rc, out, err = module.run_command(argv)
-    if rc != 0:
-        module.fail_json(msg=(err or out).strip() or f"{argv[1]} exited {rc}", rc=rc,
-                         stdout=out, stderr=err)
-    return out, err
-
-
 def _require_loaded(module, exe, root, out, err):
     status = _status(module, exe, root)
     if not status.get("loaded"):
@@ -124,7 +117,7 @@ def main():
             module.exit_json(changed=False, stdout="",
                              msg="check mode: whether a rebuild is due is known only by "
                                  "building; not run")
-        out, err = _run(module, [exe, "build", *p["build_args"]])
+        out, err = run_checked(module, [exe, "build", *p["build_args"]])
         kept = any(ln.startswith(UP_TO_DATE) for ln in out.splitlines())
         module.exit_json(changed=not kept, stdout=out, stderr=err)
 
@@ -134,11 +127,11 @@ def main():
             module.exit_json(changed=False, status=status, stdout="")
         if module.check_mode:
             module.exit_json(changed=True, status=status, stdout="")
-        out, err = _run(module, [exe, "start", "--root", root])
+        out, err = run_checked(module, [exe, "start", "--root", root])
     else:
         if module.check_mode:
             module.exit_json(changed=True, status=_status(module, exe, root), stdout="")
-        out, err = _run(module, [exe, "restart", "--root", root])
+        out, err = run_checked(module, [exe, "restart", "--root", root])
     status = _require_loaded(module, exe, root, out, err)
     module.exit_json(changed=True, status=status, stdout=out, stderr=err)
 

@@ -1,5 +1,6 @@
 """Run by the guest's interpreter ON THE HOST to list what `python3 -m mkkdumprd` imports for
-the crash-record commands (pstore, report, status) the pstore VM tests run in the guest.
+the crash-record commands (pstore, report, status, pstore setup) the pstore VM tests run in
+the guest.
 
 Usage: /usr/bin/python3 cli_trace.py REPO SITE SCRATCH
   -> JSON {module: {"file": ..., "cached": ...}} on stdout.
@@ -33,7 +34,7 @@ def main() -> int:
     (root / "var/crash").mkdir(parents=True)
     from mkkdumprd.cli import main as cli_main
     for argv in (["pstore", "--dry-run"], ["pstore"], ["report"], ["report", "--json"],
-                 ["status"], ["status", "--json"]):
+                 ["status"], ["status", "--json"], ["pstore", "setup", "--json"]):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             try:

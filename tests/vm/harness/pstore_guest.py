@@ -22,6 +22,9 @@ import click
 
 from mkkdumprd.host import Host
 from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry
+from mkkdumprd.loader.cmdline import capture_cmdline, split_words
+from mkkdumprd.quoting import shell_word
+from mkkdumprd.records.setup import proposal
 from tests.support.debian_kernel import Kernel
 
 from .images import (
@@ -38,6 +41,7 @@ from .python_guest import (
     REPO,
     Module,
     arch_data_entry,
+    init_script,
     python_entries,
 )
 from .qemu import VMSpec
@@ -46,39 +50,36 @@ TRACER = Path(__file__).with_name("cli_trace.py")
 # Imported on the host through site.py's hooks; the guest has neither (as guest_python's).
 HOST_ONLY = {"__main__", "sitecustomize", "_distutils_hack"}
 SITE = Path(click.__file__).parents[1]
-# 1 MiB at 112 MiB: well above what firmware and the boot loader touch, below the kernel's
-# crashkernel=256M reservation (placed at the top of the 1 GiB guest's low memory).
-RAMOOPS_ADDR = 0x7000000
-RAMOOPS_SIZE = 0x100000
-RAMOOPS_RECORD = 0x10000
-RAMOOPS_PARAMS = (f"mem_address={RAMOOPS_ADDR:#x} mem_size={RAMOOPS_SIZE:#x} "
-                  f"record_size={RAMOOPS_RECORD:#x}")
-MEMMAP = f"memmap=1M${RAMOOPS_ADDR:#x}"
-# The capture kernel gets the region on its command line, as it would from /proc/cmdline.
-CAPTURE_RAMOOPS = " ".join(f"ramoops.{p}" for p in RAMOOPS_PARAMS.split())
+# The RAM QEMU's e820 gives the 1 GiB guest (the second boot prints its /proc/iomem and the
+# test checks it): what `pstore setup` proposes for it is what the guest boots with.
+GUEST_RAM = (0x100000, 0x3FFDEFFF)
+GUEST_IOMEM = ("00001000-0009fbff : System RAM\n"
+               f"{GUEST_RAM[0]:08x}-{GUEST_RAM[1]:08x} : System RAM\n")
+
+
+def ramoops_words() -> list[str]:
+    """The words `mkkdumprd pstore setup` (records/setup.py) proposes for the guest."""
+    with tempfile.TemporaryDirectory(prefix="mkkdumprd-guest-iomem-") as scratch:
+        (Path(scratch) / "proc").mkdir()
+        (Path(scratch) / "proc/iomem").write_text(GUEST_IOMEM)
+        words, notes = proposal(Host(Path(scratch)), "6.1.0", "x86_64")
+    if not words:
+        raise AssertionError(f"pstore setup proposes nothing for the guest: {notes}")
+    return words
+
+
+def capture_ramoops_words(first_kernel_append: str) -> str:
+    """What the loader's capture command line keeps of the first kernel's region words."""
+    kept = split_words(capture_cmdline(first_kernel_append, (), ()))
+    return " ".join(w for w in kept if w.startswith(("memmap=", "ramoops.")))
+
 
 FIRST_BOOT = "PSTORE-TEST: first boot"
 SECOND_BOOT = "PSTORE-TEST: second boot"
 DONE = "PSTORE-TEST: done"
-STEP_BEGIN = "MKKDUMPRD-PY: begin"   # the markers python_guest.parse_steps reads
-STEP_END = "MKKDUMPRD-PY: end"
-
-_HEAD = f"""#!/bin/sh
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-export PYTHONPATH={LOADER_ROOT} PYTHONDONTWRITEBYTECODE=1
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-step() {{
-    name=$1; shift
-    echo "{STEP_BEGIN} $name"
-    "$@" 2>&1
-    echo "{STEP_END} $name rc=$?"
-}}
-{{insmod}}
-mount -t pstore pstore /sys/fs/pstore
+# After the ramoops insmod: a second boot (records in pstore) runs the commands and powers
+# off; a first boot goes on to crash (init_script's sysrq tail).
+_BOOTS = f"""mount -t pstore pstore /sys/fs/pstore
 if [ -n "$(ls /sys/fs/pstore)" ]; then
     echo "{SECOND_BOOT}"
     mkdir -p /var/crash
@@ -87,22 +88,20 @@ if [ -n "$(ls /sys/fs/pstore)" ]; then
     step report python3 -m mkkdumprd report --dir /var/crash
     step report-json python3 -m mkkdumprd report --dir /var/crash --json
     step status python3 -m mkkdumprd status --json
+    step setup python3 -m mkkdumprd pstore setup --json
+    step iomem cat /proc/iomem
     step left ls /sys/fs/pstore
     echo "{DONE}"
     poweroff -f
 fi
 echo "{FIRST_BOOT}"
-echo 1 > /proc/sys/kernel/sysrq
 """
 
-CRASH = """echo c > /proc/sysrq-trigger
-echo "PSTORE-TEST: still alive after sysrq-c"
-poweroff -f
-"""
-
-LOAD_AND_CRASH = """kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append="{append}"
+# {append} is one shell word (shell_word): a memmap=SIZE$ADDR in double quotes would lose
+# "$0..." to the shell and reach the capture kernel as memmap=SIZE/init..., a RAM limit.
+LOAD = """kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append={append}
 echo "PSTORE-TEST: kexec rc=$? loaded=$(cat /sys/kernel/kexec_crash_loaded)"
-""" + CRASH
+"""
 
 
 @functools.cache
@@ -136,15 +135,19 @@ def _project_entries(modules: dict[str, Module]) -> list[Entry]:
 
 
 def _ramoops(kernel: Kernel) -> tuple[list[Entry], str]:
+    """ramoops and its dependencies, loaded as modprobe would at boot (the systemd unit
+    `pstore setup --apply` adds): with the ramoops.* words of the kernel command line."""
     entries: list[Entry] = []
     lines: list[str] = []
     libdir = Host(Path("/")).resolve("/lib")     # as busybox_entries mirror /lib -> usr/lib
     for ko in module_load_order(kernel.kmoddir, kernel.kver, ["ramoops"]):
         dest = f"{libdir}/modules/{kernel.kver}/{ko.relative_to(kernel.kmoddir)}"
         entries.append(file_entry(dest, ko, "ramoops for the test", mode=0o644))
-        params = f" {RAMOOPS_PARAMS}" if ko.name.startswith("ramoops") else ""
+        params = ' "$@"' if ko.name.startswith("ramoops") else ""
         lines.append(f"insmod {dest}{params} || echo 'PSTORE-TEST: insmod {ko.name} failed'")
-    return entries, "\n".join(lines)
+    args = ("set --\nfor w in $(cat /proc/cmdline); do\n"
+            '    case "$w" in ramoops.*=*) set -- "$@" "${w#ramoops.}" ;; esac\ndone\n')
+    return entries, args + "\n".join(lines)
 
 
 def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = None) -> Path:
@@ -157,10 +160,8 @@ def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = No
     for e in [*python_entries(modules), *_project_entries(modules), *ko_entries]:
         if e.path not in spec:
             spec.add(e)
-    script = _HEAD.replace("{insmod}", insmod)
-    if capture is None:
-        script += CRASH
-    else:
+    body = [insmod + "\n", _BOOTS]
+    if capture is not None:
         image, append = capture
         for e in host_binary(require_tool("kexec"), "loads the capture kernel"):
             if e.path not in spec:
@@ -168,8 +169,8 @@ def build_guest(kernel: Kernel, out: Path, capture: tuple[Path, str] | None = No
         spec.add(dir_entry("/boot", "kernel and capture image"))
         spec.add(file_entry("/boot/vmlinuz", kernel.vmlinuz, "capture kernel", mode=0o644))
         spec.add(file_entry("/boot/capture.img", image, "capture image", mode=0o644))
-        script += LOAD_AND_CRASH.replace("{append}", append)
-    spec.add(init_entry(script))
+        body.append(LOAD.replace("{append}", shell_word(append)))
+    spec.add(init_entry(init_script(body, crash=True)))
     return write_initramfs(spec, out, "none")
 
 
