@@ -25,6 +25,7 @@ COLLECTOR_SH = f"{LIBDIR}/collector.sh"
 TARGET_SH = f"{LIBDIR}/target.sh"         # the one dump target's script (local, raw, nfs, ssh)
 ROOTFS_SH = f"{LIBDIR}/rootfs.sh"
 STORAGE_SH = f"{LIBDIR}/storage.sh"      # md/LVM/LUKS set-up under a local target
+ISCSI_SH = f"{LIBDIR}/iscsi.sh"          # iSCSI login under a local target (CHAP: 0600)
 LVM_CONF = "/etc/lvm/lvm.conf"
 MDADM_CONF = "/etc/mdadm/mdadm.conf"
 STORAGE_LOG = "/run/kdump/storage.log"   # what mdadm/lvm/cryptsetup said, shown on failure
