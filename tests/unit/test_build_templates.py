@@ -49,6 +49,7 @@ from mkkdumprd.records.outcome import (
 )
 from mkkdumprd.resources import data_dir
 from mkkdumprd.storage.capture import LogicalVolume, LuksVolume, MdArray, StorageSettings
+from mkkdumprd.storage.iscsi import IscsiLogin, IscsiSettings
 from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
@@ -190,6 +191,7 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                                         "emergency": EMERGENCY, "fence_kdump": FENCE,
                                         "watchdog": WATCHDOG,
                                         "storage": StorageSettings(describe=""),
+                                        "iscsi": IscsiSettings("", ()),
                                         "outcome": OUTCOME,
                                         "netconsole": NETCONSOLE})
     # the one target's script where the test put the image's paths
@@ -215,6 +217,7 @@ SCRIPTS = {
     "fence-kdump.sh.j2": "fence_kdump_sh",
     "watchdog.sh.j2": "watchdog_sh",
     "storage.sh.j2": "storage_sh",
+    "iscsi.sh.j2": "iscsi_sh",
     "outcome.sh.j2": "outcome_sh",
     "netconsole.sh.j2": "netconsole_sh",
 }
@@ -287,8 +290,11 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
         describe=value, md=(MdArray(value, value, (value, value)),),
         lvm=(LogicalVolume(value, value, value),), crypt=(LuksVolume(value, value, value),),
         md_all=value, lvm_all=value, crypt_all=value)
-    return _context(config, target, paths=_paths(root), storage=storage,
-                    modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs"],
+    iscsi = IscsiSettings(value, (IscsiLogin(
+        **dict.fromkeys(IscsiLogin.__dataclass_fields__, value)),))
+    return _context(config, target, paths=_paths(root), storage=storage, iscsi=iscsi,
+                    modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs",
+                             "iscsi"],
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value,
@@ -313,7 +319,8 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
     if kind == "local":
         out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"],
                 "KDUMP_MNT_OPTS": value, "KDUMP_STORAGE_DESC": value,
-                "KDUMP_STORAGE_LOG": p["storage_log"]}
+                "KDUMP_STORAGE_LOG": p["storage_log"], "KDUMP_ISCSI_INITIATOR": value,
+                "KDUMP_ISCSI_TARGETS": value, "KDUMP_ISCSI_PORTALS": value}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
         out["KDUMP_NET_SYS"] = p["sys_net"]

@@ -303,7 +303,7 @@ def test_login_failure_names_portal_and_target(kernel: Kernel, sysroot: Host,
 def test_add_iscsi_needs_host_only(kernel: Kernel, sysroot: Host, tmp_path: Path) -> None:
     cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}", fstype="ext4"),
                       path="/var/crash")
-    with pytest.raises(UsageError, match="--add iscsi: .*only host-only discovery reads"):
+    with pytest.raises(UsageError, match=r"--add iscsi: .*only host-only discovery reads"):
         assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
                       add_modules=("iscsi",), add_drivers=("virtio_blk",)))
 
@@ -311,6 +311,7 @@ def test_add_iscsi_needs_host_only(kernel: Kernel, sysroot: Host, tmp_path: Path
 def test_iscsi_under_a_further_target_is_refused(kernel: Kernel, sysroot: Host,
                                                  tmp_path: Path) -> None:
     machine = _machine(tmp_path, None)
+    (machine.root / "var/crash/var/crash").mkdir(parents=True)
     first = Target(TargetKind.LOCAL, device="/dev/vdb1", fstype="ext4")
     cfg = KdumpConfig(target=first, path="/var/crash",
                       more_targets=(Target(TargetKind.LOCAL, device=f"UUID={FS}",
