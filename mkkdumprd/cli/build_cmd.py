@@ -108,7 +108,8 @@ def _default_arch(view: Host) -> str:
               help="Capture-image modules (modules.d) to add (comma or space separated; "
                    "repeatable), for "
                    "what host-only discovery cannot see: lvm, mdraid, crypt, btrfs under a "
-                   "local target of another machine (dracut's --add).")
+                   "local target of another machine (dracut's --add). iscsi comes only "
+                   "with host-only discovery, which reads the session's portal.")
 @click.option("--omit-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to leave out wherever they appear.")
 @click.option("--hostonly/--no-hostonly", default=True,

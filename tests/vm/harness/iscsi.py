@@ -116,14 +116,19 @@ def first_kernel_script(iqn: str, initiator: str, fs_uuid: str, dump_path: str,
                         chap: tuple[str, str] | None) -> str:
     """The first kernel's set-up: network, login, the LUN's ext4 mounted at the dump path."""
     auth = f" -u {shlex.quote(chap[0])} -w {shlex.quote(chap[1])}" if chap else ""
+    login = (f"iscsistart -i {shlex.quote(initiator)} -t {shlex.quote(iqn)} -g 1 "
+             f"-a {GUEST_SERVER_IP} -p {ISCSI_PORT}")
+    # With CHAP, the target must refuse a login without it (so the capture kernel's login
+    # proves the secret reached iscsistart).
+    refused = (f"if timeout 30 {login}; then echo '{TAG}: login without CHAP accepted'; "
+               f"else echo '{TAG}: login without CHAP refused'; fi\n") if chap else ""
     return f"""
 ip link set lo up
 ip link set eth0 up
 ip addr add {GUEST_ADDR}/24 dev eth0
 ip route add default via {GUEST_GW}
 mkdir -p /etc/iscsi /run/lock/iscsi
-iscsistart -i {shlex.quote(initiator)} -t {shlex.quote(iqn)} -g 1 -a {GUEST_SERVER_IP} \\
-    -p {ISCSI_PORT}{auth}
+{refused}{login}{auth}
 n=0
 until [ "$(findfs UUID={fs_uuid} 2>/dev/null)" = /dev/sda ]; do
     n=$((n + 1)); [ $n -lt 60 ] || false; sleep 1
