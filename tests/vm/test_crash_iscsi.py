@@ -87,7 +87,7 @@ def _secret_only_in_image(res: BuildResult, image: Path) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # 74 s here under other helpers' load (one crash cycle)
+@pytest.mark.slow  # 67-74 s here under other helpers' load (one crash cycle)
 def test_ext4_on_iscsi_lun_with_chap(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     fs = str(uuid.uuid4())
     res = _build(kernel, tools, tmp_path, fs, KdumpConfig(path="/var/crash"))
