@@ -66,6 +66,7 @@ MEMINFO = "/proc/meminfo"
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 CONSOLE = "/dev/console"
 SYS_NET = "/sys/class/net"               # the capture kernel's network devices
+SYS_ISCSI_SESSION = "/sys/class/iscsi_session"   # the capture kernel's iSCSI sessions
 SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
 WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 CONFIGFS = "/sys/kernel/config"

@@ -340,3 +340,40 @@ def test_config_check_and_ls_why_name_the_iscsi_layer(
     assert r.exit_code == 0, r.output
     line = next(x for x in r.output.splitlines() if "sbin/iscsistart  #" in x)
     assert "module iscsi" in line, line
+
+
+def test_report_names_the_missing_session_or_lun(tmp_path: Path) -> None:
+    """After the target wait: a LUN that gave a disk, a session whose LUN gave none, a
+    login with no session, each named with target and portal (the capture kernel's sysfs
+    is a fake tree here: paths.sys_iscsi_session under a test root)."""
+    from mkkdumprd.assemble.templates import environment, render, taint
+    from mkkdumprd.image import layout
+    from mkkdumprd.resources import data_dir
+
+    sys_sessions = tmp_path / "sys" / "class" / "iscsi_session"
+    ok = sys_sessions / "session1"
+    (ok / "device/target2:0:0/2:0:0:1/block/sda").mkdir(parents=True)
+    (ok / "targetname").write_text(IQN + "\n")
+    nolun = sys_sessions / "session2"
+    (nolun / "device/target3:0:0").mkdir(parents=True)
+    (nolun / "targetname").write_text(OTHER + "\n")
+    logins = (iscsi.IscsiLogin(IQN, "192.0.2.1", "3260", "1", "192.0.2.1:3260", "1"),
+              iscsi.IscsiLogin(OTHER, "192.0.2.2", "3260", "1", "192.0.2.2:3260", "2"),
+              iscsi.IscsiLogin("iqn.2026-12.test:gone", "192.0.2.3", "3260", "1",
+                               "192.0.2.3:3260", "5"))
+    paths = {**layout.TEMPLATE_PATHS, "sys_iscsi_session": str(sys_sessions)}
+    ctx = {k: taint(v) for k, v in {"paths": paths,
+                                    "iscsi": iscsi.IscsiSettings(INITIATOR, logins)}.items()}
+    script = tmp_path / "iscsi.sh"
+    script.write_text(render(environment([data_dir("templates")]), "iscsi.sh.j2", ctx).replace(
+        ". /lib/kdump/network.sh", ":"))
+    driver = ("kinfo() { echo \"kdump: $*\"; }\nkerr() { echo \"kdump: error: $*\"; }\n"
+              f". {script}\nkdump_iscsi_report\n")
+    r = subprocess.run(["sh", "-c", driver], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"kdump: iSCSI: {IQN} at portal 192.0.2.1:3260: LUN 1 is sda",
+        f"kdump: error: iSCSI: logged in to {OTHER} at portal 192.0.2.2:3260, but its LUN 2 "
+        f"did not appear",
+        "kdump: error: iSCSI: no session to iqn.2026-12.test:gone at portal 192.0.2.3:3260 "
+        "(LUN 5)"]
