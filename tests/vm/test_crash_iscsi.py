@@ -87,7 +87,7 @@ def _secret_only_in_image(res: BuildResult, image: Path) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.slow  # 67-74 s here under other helpers' load (one crash cycle)
+@pytest.mark.slow  # 67-81 s here under other helpers' load (one crash cycle)
 def test_ext4_on_iscsi_lun_with_chap(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     fs = str(uuid.uuid4())
     res = _build(kernel, tools, tmp_path, fs, KdumpConfig(path="/var/crash"))
@@ -116,7 +116,7 @@ def test_ext4_on_iscsi_lun_with_chap(kernel: Kernel, tools: Path, tmp_path: Path
 
 
 @pytest.mark.vm
-@pytest.mark.long  # 78 s here under other helpers' load (one crash cycle, kdump.timeout=15)
+@pytest.mark.long  # 55-78 s here under other helpers' load (one crash cycle, kdump.timeout=15)
 def test_iscsi_target_down_names_portal_and_runs_failure_action(
         kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     # The first kernel does not log in: nothing listens behind the guestfwd at dump time.
