@@ -215,7 +215,8 @@ def plan_image(req: BuildRequest) -> Plan:
         target, network = planned[0].resolved, planned[0].network
         first_hostonly = planned[0].hostonly
         more: tuple[PlannedTarget, ...] = tuple(
-            replace(p, resolved=with_stack(p.resolved, req.machine, req.hostonly and p.hostonly))
+            _no_iscsi(replace(
+                p, resolved=with_stack(p.resolved, req.machine, req.hostonly and p.hostonly)))
             for p in planned[1:])
     else:
         target, found = resolve_target(config, req.machine, req.hostonly)
@@ -250,7 +251,7 @@ def plan_image(req: BuildRequest) -> Plan:
                 f"no module in modules.d handles {t.kind.value} targets yet; "
                 f"use a local or raw target"
             )
-    if not config.more_targets:
+    if not config.more_targets or (network is None and _has_iscsi(target)):
         network = capture_network(req, target)
     warnings.extend(str(w) for w in config.warnings)
     warnings.extend(_collector_warnings(config))
@@ -353,17 +354,35 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
     return spec, man
 
 
+def _has_iscsi(target: ResolvedTarget) -> bool:
+    return target.stack is not None and bool(target.stack.iscsi_luns())
+
+
+def _no_iscsi(planned: PlannedTarget) -> PlannedTarget:
+    """A further target on an iSCSI LUN is refused: the storage settings (storage.sh, the
+    login) are the first target's."""
+    if _has_iscsi(planned.resolved):
+        raise UsageError(f"the dump target {planned.resolved.describe()} is on an iSCSI LUN; "
+                         f"only the first dump target may be (put it first)")
+    return planned
+
+
 def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | None:
-    """The capture network of an nfs/ssh target (or of fence_kdump's first peer), worked
-    out once per build (it may ask the resolver) for every hook that needs it; None for
-    local targets without fence_kdump or netconsole."""
+    """The capture network of an nfs/ssh target (or of a local target's iSCSI portal, or of
+    fence_kdump's first peer), worked out once per build (it may ask the resolver) for every
+    hook that needs it; None for local targets without iSCSI, fence_kdump or netconsole."""
     from mkkdumprd.network import capture
 
     if target.kind not in (TargetKind.NFS, TargetKind.SSH):
+        # iSCSI under a local target: the network towards the (first) portal, which the
+        # target cannot do without; netconsole and fence_kdump use the same network.
         # fence_kdump on a local target: the network towards the first peer (a remote
         # target's network carries the messages otherwise; modules.d/fence-kdump).
         # netconsole on a local target: the network towards its log host.
-        if req.config.fence_kdump_nodes:
+        luns = target.stack.iscsi_luns() if target.stack is not None else []
+        if luns:
+            host = luns[0].address
+        elif req.config.fence_kdump_nodes:
             host = req.config.fence_kdump_nodes[0]
         elif req.config.netconsole is not None:
             host = req.config.netconsole.rpartition(":")[0]

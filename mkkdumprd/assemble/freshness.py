@@ -14,8 +14,10 @@ force_no_rebuild) is the rebuild policy's: assemble/rebuild_policy.py. Whether t
 disk is an intact mkkdumprd image is decided in one place here: inspect_image().
 
 Not seen by this check (a rebuild with --force covers them): host-only discovery that
-reads /sys or the routing table (a replaced NIC or disk controller), and an optional
-binary installed since the build. Running hardware watchdogs are seen (as kdumpctl does):
+reads /sys or the routing table (a replaced NIC or disk controller), an optional
+binary installed since the build, and a changed iSCSI CHAP secret (the manifest holds
+nothing derived from secrets; a changed target, portal, LUN or CHAP on/off is seen in the
+stack line). Running hardware watchdogs are seen (as kdumpctl does):
 one started or stopped since a host-only build makes the image stale.
 """
 

@@ -109,7 +109,8 @@ def _default_arch(view: Host) -> str:
                    "repeatable), for "
                    "what host-only discovery cannot see: lvm, mdraid, crypt, btrfs, "
                    "multipath under a local target of another machine (dracut's --add; "
-                   "kdump.conf's dracut_args --add does the same).")
+                   "kdump.conf's dracut_args --add does the same). iscsi comes only "
+                   "with host-only discovery, which reads the session's portal.")
 @click.option("--omit-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to leave out wherever they appear.")
 @click.option("--hostonly/--no-hostonly", default=True,

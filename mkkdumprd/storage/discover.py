@@ -13,7 +13,7 @@ from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.storage.stack import Kind, discover
 
-STORAGE_MODULES = ("lvm", "mdraid", "crypt", "btrfs", "multipath")
+STORAGE_MODULES = ("lvm", "mdraid", "crypt", "btrfs", "multipath", "iscsi")
 
 
 def with_stack(target: ResolvedTarget, machine: Host, hostonly: bool) -> ResolvedTarget:
@@ -44,4 +44,10 @@ def storage_modules(target: ResolvedTarget, add: Sequence[str]) -> list[str]:
     if stacked and target.kind is not TargetKind.LOCAL:
         raise UsageError(f"--add {','.join(stacked)}: storage modules set up a local dump "
                          f"target; this target is {target.kind.value}")
+    if "iscsi" in wanted and "iscsi" not in found:
+        raise UsageError(
+            "--add iscsi: the capture image logs in to the portal, target and LUN of the "
+            "machine's iSCSI session, which only host-only discovery reads (/sys/class/"
+            "iscsi_session, /etc/iscsi); build host-only on the machine whose dump target "
+            "is on the iSCSI LUN (or with --sysroot of its tree)")
     return wanted

@@ -4,7 +4,8 @@ From the target's block device down: device-mapper devices (`dm/uuid` says who m
 `LVM-` logical volumes, thin pools included; `CRYPT-LUKS1/2-` LUKS volumes; `mpath-`
 multipath maps, whose WWID follows the prefix and whose paths are in `slaves/`), md arrays
 (`md/level`, members in `slaves/`), down to disks and partitions, which need only their
-drivers (kmod/discovery.py). A multi-device btrfs lists its other devices in
+drivers (kmod/discovery.py), or for a SCSI disk below an iSCSI session its login
+(storage/iscsi.py). A multi-device btrfs lists its other devices in
 /sys/fs/btrfs/<fsid>/devices. Anything else under the target (a partition of a multipath
 map, a loop device, an unknown device-mapper target, external-metadata RAID) is a build
 error naming the layer: an image that cannot reach its target must not be built.
@@ -16,9 +17,13 @@ import enum
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
+
+if TYPE_CHECKING:
+    from mkkdumprd.storage.iscsi import IscsiLun
 
 # LVM's dm uuid: "LVM-" + 32 characters of VG uuid + 32 of LV uuid + an optional
 # "-suffix" for the layers LVM stacks itself (thin pool, snapshot origin, ...).
@@ -85,10 +90,11 @@ class Layer:
     luks_uuid: str = ""             # CRYPT: the header's UUID
     wwid: str = ""                  # MPATH: multipath's WWID (the dm uuid without "mpath-")
     path_wwid: str = ""             # MPATH: the paths' sysfs device/wwid ("" unknown)
+    iscsi: IscsiLun | None = None   # DISK: the iSCSI session it is a LUN of
 
     def describe(self) -> str:
         if self.kind is Kind.DISK:
-            return self.name
+            return f"{self.name} ({self.iscsi.describe()})" if self.iscsi else self.name
         if self.kind is Kind.MD:
             return f"{self.name} ({self.md_level}: {' '.join(_short(b) for b in self.below)})"
         if self.kind is Kind.MPATH:
@@ -138,6 +144,8 @@ class Stack:
         kinds = {x.kind for x in self.layers()}
         names = [MODULE_OF[k] for k in (Kind.MPATH, Kind.MD, Kind.LVM, Kind.CRYPT)
                  if k in kinds]
+        if self.iscsi_luns():
+            names.insert(0, "iscsi")
         if self.extra:
             names.append("btrfs")
         return names
@@ -148,6 +156,10 @@ class Stack:
     def luks_uuids(self) -> list[str]:
         """The LUKS volumes whose keys the loader must hand to the capture kernel."""
         return [x.luks_uuid for x in self.layers() if x.kind is Kind.CRYPT]
+
+    def iscsi_luns(self) -> list[IscsiLun]:
+        """The iSCSI LUNs under the target, each session once."""
+        return list(dict.fromkeys(x.iscsi for x in self.layers() if x.iscsi is not None))
 
 
 def discover(host: Host, node: PurePosixPath, fstype: str, fs_uuid: str | None = None) -> Stack:
@@ -185,6 +197,11 @@ def layer_of(host: Host, sysdir: PurePosixPath, seen: set[PurePosixPath]) -> Lay
         kind = "loop device" if host.is_dir(disk / "loop") else "virtual block device"
         raise UnsupportedLayer(f"the dump target is on {name}, a {kind} the capture image "
                                f"cannot set up; dump to a disk filesystem")
+    from mkkdumprd.storage import iscsi
+
+    lun = iscsi.lun_of(host, disk)
+    if lun is not None:
+        return Layer(Kind.DISK, name, kernel_modules=iscsi.KERNEL_MODULES, iscsi=lun)
     return Layer(Kind.DISK, name)
 
 

@@ -124,3 +124,68 @@ def mount_target(root: Path, kname: str, fstype: str, fs_uuid: str,
        "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
        f"36 22 253:9 / {mountpoint} rw,relatime - {fstype} {source} rw\n")
     (root / mountpoint.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+def add_iscsi_disk(root: Path, name: str, *, host: int = 2, session: int = 1, lun: int = 1,
+                   target: str = "iqn.2026-12.test.mkkdumprd:dump", address: str = "10.0.2.100",
+                   port: int = 3260, tpgt: int = 1,
+                   initiator: str | None = "iqn.1993-08.org.debian:01:guest",
+                   chap: dict[str, str] | None = None, partitions: int = 0) -> None:
+    """A SCSI disk `name` that is LUN `lun` of iSCSI session `session` (the kernel's sysfs
+    layout), open-iscsi's initiatorname.iscsi and, with `chap`, the node record holding
+    `node.session.auth.*` (keys username, password, username_in, password_in)."""
+    sess = f"/sys/devices/platform/host{host}/session{session}"
+    disk = f"{sess}/target{host}:0:0/{host}:0:0:{lun}/block/{name}"
+    _ln(root, f"{disk}/device", "../..")
+    _ln(root, f"/sys/class/block/{name}", f"../..{disk[4:]}")
+    _w(root, f"/dev/{name}")
+    for i in range(1, partitions + 1):
+        _w(root, f"{disk}/{name}{i}/partition", f"{i}\n")
+        _ln(root, f"/sys/class/block/{name}{i}", f"../..{disk[4:]}/{name}{i}")
+        _w(root, f"/dev/{name}{i}")
+    _w(root, f"{sess}/iscsi_session/session{session}/targetname", target + "\n")
+    _w(root, f"{sess}/iscsi_session/session{session}/tpgt", f"{tpgt}\n")
+    _w(root, f"{sess}/iscsi_session/session{session}/initiatorname",
+       (initiator or "") + "\n")
+    link = f"/sys/class/iscsi_session/session{session}"
+    if not (root / link.lstrip("/")).is_symlink():
+        _ln(root, link, f"../..{sess[4:]}/iscsi_session/session{session}")
+    conn = f"{sess}/connection{session}:0/iscsi_connection/connection{session}:0"
+    _w(root, f"{conn}/persistent_address", address + "\n")
+    _w(root, f"{conn}/persistent_port", f"{port}\n")
+    clink = f"/sys/class/iscsi_connection/connection{session}:0"
+    if not (root / clink.lstrip("/")).is_symlink():
+        _ln(root, clink, f"../..{conn[4:]}")
+    if initiator is not None:
+        _w(root, "/etc/iscsi/initiatorname.iscsi",
+           f"## DO NOT EDIT OR REMOVE THIS FILE!\nInitiatorName={initiator}\n")
+    node = [f"node.name = {target}", f"node.tpgt = {tpgt}", "node.startup = automatic",
+            f"node.conn[0].address = {address}", f"node.conn[0].port = {port}"]
+    if chap:
+        node.append("node.session.auth.authmethod = CHAP")
+        node.extend(f"node.session.auth.{k} = {v}" for k, v in chap.items())
+    else:
+        node.append("node.session.auth.authmethod = None")
+    _w(root, f"/etc/iscsi/nodes/{target}/{address},{port},{tpgt}/default",
+       "# BEGIN RECORD 2.1.8\n" + "\n".join(node) + "\n# END RECORD\n")
+
+
+def add_slirp_nic(root: Path, mac: str = "52:54:00:12:34:56") -> None:
+    """A virtio NIC eth0 (`mac`) with QEMU user networking's address 10.0.2.15/24 and its
+    default route via 10.0.2.2, as a host-only build reads them (the iSCSI tests)."""
+    from tests.support.fake_network import FakeNet
+
+    net = FakeNet(root)
+    dev = "sys/devices/pci0000:00/0000:00:02.0"
+    for rel, target in ((f"{dev}/driver", "../../../bus/pci/drivers/virtio-pci"),
+                        (f"{dev}/virtio0/driver", "../../../../bus/virtio/drivers/virtio_net"),
+                        ("sys/bus/virtio/drivers/virtio_net/module",
+                         "../../../../module/virtio_net"),
+                        ("sys/class/net/eth0", f"../../{dev[4:]}/virtio0/net/eth0")):
+        net.symlink(rel, target)
+    (root / "sys/module/virtio_net").mkdir(parents=True, exist_ok=True)
+    net.write(f"{dev}/virtio0/net/eth0/address", mac + "\n")
+    net.symlink(f"{dev}/virtio0/net/eth0/device", "../../../virtio0")
+    net.addr4("eth0", "10.0.2.15/24")
+    net.route4("eth0", "0.0.0.0/0", "10.0.2.2")
+    net.commit()

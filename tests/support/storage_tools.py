@@ -6,6 +6,9 @@ from the same root. Packages come through a private apt state (foreign_sysroot's
 this machine's dpkg and block devices are never touched. Cached in
 $MKKDUMPRD_TEST_CACHE/storage-tools-x86_64.
 
+`storage_tools("iscsi")` is bookworm's open-iscsi with the basic tools, in
+$MKKDUMPRD_TEST_CACHE/storage-tools-x86_64-iscsi.
+
 `storage_tools("sid")` is the same from Debian unstable with the LUKS test's tools only:
 cryptsetup >= 2.7 (bookworm has 2.6), whose `--link-vk-to-keyring` and
 `--volume-key-keyring` the CRASH_DM_CRYPT hand-over needs; cached in
@@ -30,17 +33,22 @@ PACKAGES = ("busybox-static", "makedumpfile", "libc6", "lvm2", "mdadm", "btrfs-p
             "xfsprogs", "e2fsprogs", "cryptsetup-bin", "kexec-tools")
 SID_PACKAGES = ("busybox-static", "makedumpfile", "libc6", "e2fsprogs", "cryptsetup-bin")
 MULTIPATH_PACKAGES = (*PACKAGES, "multipath-tools")
+# The iSCSI test's root: open-iscsi's iscsistart logs in from the guest's first kernel and
+# from the capture image (no iscsid, no node database).
+ISCSI_PACKAGES = ("busybox-static", "makedumpfile", "libc6", "e2fsprogs", "kexec-tools",
+                  "open-iscsi")
 
 
 def storage_tools(suite: str = "bookworm") -> Path:
     """The cached root (built on first use: ~40 MB of packages, about a minute)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     sid = suite == "sid"
-    packages = {"sid": SID_PACKAGES, "multipath": MULTIPATH_PACKAGES}.get(suite, PACKAGES)
-    tail = f"-{suite}" if suite in ("sid", "multipath") else ""
-    root = CACHE / f"storage-tools-x86_64{tail}"
+    suffix = f"-{suite}" if suite in ("sid", "multipath", "iscsi") else ""
+    packages = {"sid": SID_PACKAGES, "multipath": MULTIPATH_PACKAGES,
+                "iscsi": ISCSI_PACKAGES}.get(suite, PACKAGES)
+    root = CACHE / f"storage-tools-x86_64{suffix}"
     recipe = " ".join(packages) + "\n"
-    with open(CACHE / f".lock-storage-tools{tail}", "w") as lock:
+    with open(CACHE / f".lock-storage-tools{suffix}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = root / ".ready"
         if ready.exists() and ready.read_text() == recipe:
@@ -51,7 +59,7 @@ def storage_tools(suite: str = "bookworm") -> Path:
         if sid:
             apt = _Apt(CACHE / "apt-x86_64-storage-sid", "amd64", _SID)
         else:
-            apt = _Apt(CACHE / f"apt-x86_64-storage{tail}", "amd64",
+            apt = _Apt(CACHE / f"apt-x86_64-storage{suffix}", "amd64",
                        FLAVOURS["x86_64"].userland_sources)
         apt.update()
         for deb in apt.download_closure(packages):

@@ -55,6 +55,7 @@ from mkkdumprd.storage.capture import (
     MultipathMap,
     StorageSettings,
 )
+from mkkdumprd.storage.iscsi import IscsiLogin, IscsiSettings
 from mkkdumprd.watchdog import WatchdogSettings
 from tests.support import shellcheck
 
@@ -196,6 +197,7 @@ def _context(config: KdumpConfig, target: ResolvedTarget, *, dmesg: bool = True,
                                         "emergency": EMERGENCY, "fence_kdump": FENCE,
                                         "watchdog": WATCHDOG,
                                         "storage": StorageSettings(describe=""),
+                                        "iscsi": IscsiSettings("", ()),
                                         "outcome": OUTCOME,
                                         "netconsole": NETCONSOLE})
     # the one target's script where the test put the image's paths
@@ -221,6 +223,7 @@ SCRIPTS = {
     "fence-kdump.sh.j2": "fence_kdump_sh",
     "watchdog.sh.j2": "watchdog_sh",
     "storage.sh.j2": "storage_sh",
+    "iscsi.sh.j2": "iscsi_sh",
     "outcome.sh.j2": "outcome_sh",
     "netconsole.sh.j2": "netconsole_sh",
 }
@@ -294,9 +297,11 @@ def _hostile_context(value: str, root: Path, fake_ssh: Path) -> dict[str, object
         lvm=(LogicalVolume(value, value, value),), crypt=(LuksVolume(value, value, value),),
         multipath=(MultipathMap(value, value, value, (value, value)),),
         md_all=value, lvm_all=value, crypt_all=value, multipath_all=value)
-    return _context(config, target, paths=_paths(root), storage=storage,
+    iscsi = IscsiSettings(value, (IscsiLogin(
+        **dict.fromkeys(IscsiLogin.__dataclass_fields__, value)),))
+    return _context(config, target, paths=_paths(root), storage=storage, iscsi=iscsi,
                     modules=["base", "kdump", "storage", "lvm", "mdraid", "crypt", "btrfs",
-                             "multipath"],
+                             "multipath", "iscsi"],
                     version=value, kver=value, arch=value, timeout=value,
                     failure_action=value, final_action=value,
                     rootfs={"device": value, "fstype": value, "path": value,
@@ -321,7 +326,8 @@ def _expected(kind: str, value: str, p: Mapping[str, str]) -> dict[str, str]:
     if kind == "local":
         out |= {"KDUMP_FSTYPE": value, "KDUMP_PATH": value, "KDUMP_MNT": p["mount_point"],
                 "KDUMP_MNT_OPTS": value, "KDUMP_STORAGE_DESC": value,
-                "KDUMP_STORAGE_LOG": p["storage_log"]}
+                "KDUMP_STORAGE_LOG": p["storage_log"], "KDUMP_ISCSI_INITIATOR": value,
+                "KDUMP_ISCSI_TARGETS": value, "KDUMP_ISCSI_PORTALS": value}
     if kind in ("nfs", "ssh"):
         out |= {f"KDUMP_NET_{n}": value for n in NET_VARS}
         out["KDUMP_NET_SYS"] = p["sys_net"]
