@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host, Ran, run_command
+from mkkdumprd.image.spec import Entry
 from mkkdumprd.network import capture, ssh_command
 from mkkdumprd.vmtest import rebuild, vmcore_check
 from mkkdumprd.vmtest.qemu import Drive
@@ -135,6 +136,7 @@ class RealSshTarget:
     run: Callable[[Sequence[str], float | None], Ran] = field(default=run_command)
     fetch: Fetch = field(default=fetch_to_file)
     drives: tuple[Drive, ...] = ()
+    prepare: tuple[Entry, ...] = ()
     removed: bool | None = None
 
     def describe(self) -> str:
