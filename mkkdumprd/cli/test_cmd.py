@@ -82,6 +82,10 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
               help="kdump.conf for the image built when --image is not given.")
 @click.option("--target", "target_spec", metavar="SPEC",
               help="Dump target for that build (as `mkkdumprd build --target`).")
+@click.option("--sysroot", type=click.Path(path_type=Path, file_okay=False),
+              help="Take the image's binaries and the guest's storage tools (mkfs.xfs, "
+                   "mkfs.btrfs, lvm, mdadm, cryptsetup for a scratch stack) from this root "
+                   "instead of / (as `mkkdumprd build --sysroot`).")
 @click.option("--add-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to add to that build (as `mkkdumprd build`).")
 @click.option("--hostonly/--no-hostonly", default=True,
@@ -118,8 +122,8 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
              kmoddir: Path | None, image: Path | None, config_path: Path | None,
-             target_spec: str | None, add_drivers: tuple[str, ...], hostonly: bool,
-             memory_mb: int, crashkernel: str | None, accel: str, disk_bus: str | None,
+             target_spec: str | None, sysroot: Path | None, add_drivers: tuple[str, ...],
+             hostonly: bool, memory_mb: int, crashkernel: str | None, accel: str, disk_bus: str | None,
              target_timeout: int | None, timeout: int, workdir: Path | None,
              measure_crashkernel: bool, low_mb: int, high_mb: int, step_mb: int,
              real_target: bool, as_json: bool) -> None:
@@ -156,10 +160,11 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
         raise UsageError(f"--low {low_mb} is above --high {high_mb}")
     work = workdir or Path(tempfile.mkdtemp(prefix="mkkdumprd-test-"))
     work.mkdir(parents=True, exist_ok=True)
+    root = Host(sysroot) if sysroot else Host.this_machine()
     proof, recommended_mb = _proof(kernel_file, kver, kmoddir, image, config_path,
                                    target_spec, _split(add_drivers), hostonly, memory_mb,
                                    crashkernel, qemu.accel(accel), disk_bus, target_timeout,
-                                   timeout, work, quiet=as_json)
+                                   timeout, work, quiet=as_json, root=root)
     if real_target:
         if measure_crashkernel:
             raise UsageError("--measure-crashkernel boots once per probe: not with "
@@ -189,7 +194,7 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
            add_drivers: tuple[str, ...], hostonly: bool, memory_mb: int,
            crashkernel: str | None, accel: str, disk_bus: str | None,
            target_timeout: int | None, timeout: int, work: Path, quiet: bool,
-           ) -> tuple[Proof, int]:
+           root: Host | None = None) -> tuple[Proof, int]:
     from mkkdumprd.arch import host_arch, load_arch
     from mkkdumprd.assemble.freshness import read_manifest
     from mkkdumprd.crashkernel.size import MiB, parse_size
@@ -220,7 +225,7 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
     request = None
     if image is None:
         request = _build(work / "capture.img", config_path, target_spec, kver, kmoddir,
-                         arch.name, add_drivers, hostonly, quiet)
+                         arch.name, add_drivers, hostonly, quiet, root)
         image = work / "capture.img"
     rec = recommended(arch, memory_mb, image, kernel_file)
     try:
@@ -240,7 +245,8 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
                   crashkernel=f"{size >> 20}M", memory_mb=memory_mb, accel=accel,
                   kmoddir=kmoddir if kmoddir.is_dir() else None, base_cmdline=base,
                   cmdline_settings=settings,
-                  append=append, bus=disk_bus, timeout=float(timeout), request=request)
+                  append=append, bus=disk_bus, timeout=float(timeout), request=request,
+                  tools=root)
     return proof, rec.chosen >> 20
 
 
@@ -252,13 +258,13 @@ def _cmdline_settings(host: Host) -> tuple[tuple[str, Path], ...]:
 
 def _build(out: Path, config_path: Path | None, target_spec: str | None, kver: str,
            kmoddir: Path, arch: str, add_drivers: tuple[str, ...], hostonly: bool,
-           quiet: bool) -> BuildRequest:
+           quiet: bool, root: Host | None = None) -> BuildRequest:
     from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.assemble.rebuild_policy import Overwrite, ensure_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 
-    view = Host.this_machine()
+    view = root or Host.this_machine()
     config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
     if target_spec is not None:
         target, path = parse_target_spec(target_spec)

@@ -9,7 +9,7 @@ image under test carries come from the same place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,18 +40,23 @@ PACKAGES = {"mke2fs": "e2fsprogs", "mkfs.xfs": "xfsprogs", "mkfs.btrfs": "btrfs-
 class GuestTools:
     entries: tuple[Entry, ...]
     insmod: str                 # shell lines loading the modules in order
+    paths: Mapping[str, str]    # tool name -> its path in the guest
 
 
-def tool_entries(names: Sequence[str], tools: Host) -> list[Entry]:
-    paths = []
+def tool_paths(names: Sequence[str], tools: Host) -> dict[str, str]:
+    paths = {}
     for name in names:
         found = find_binary(tools, name)
         if found is None:
             raise UsageError(f"{name} not found in {tools.root}; `mkkdumprd test --vm` makes "
                              f"the scratch stack with it (package {PACKAGES.get(name, name)})")
-        paths.append(found)
-    out = binary_entries(paths, tools, "storage tool of the scratch stand-in")
-    if "lvm" in names:
+        paths[name] = str(found)
+    return paths
+
+
+def tool_entries(paths: Mapping[str, str], tools: Host) -> list[Entry]:
+    out = binary_entries(list(paths.values()), tools, "storage tool of the scratch stand-in")
+    if "lvm" in paths:
         out.append(data_entry("/etc/lvm/lvm.conf", GUEST_LVM_CONF, "the guest's LVM settings"))
     return out
 
@@ -72,7 +77,8 @@ def guest_tools(names: Sequence[str], modules: Iterable[str], tools: Host,
         raise UsageError("the scratch stack is made in the guest, which needs the kernel's "
                          "modules: pass --kmoddir (the kernel's /lib/modules/KVER)")
     mods, insmod = module_lines(kmoddir, modules)
-    return GuestTools(tuple(tool_entries(names, tools) + mods), insmod)
+    paths = tool_paths(names, tools)
+    return GuestTools(tuple(tool_entries(paths, tools) + mods), insmod, paths)
 
 
 def add_folded(spec: ImageSpec, entries: Iterable[Entry]) -> None:

@@ -13,6 +13,7 @@ stack, so a stacked one needs -c/--target.
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -32,6 +33,9 @@ from mkkdumprd.vmtest.scratch_layout import Layout, Place, disk_name, layout, pl
 if TYPE_CHECKING:
     from mkkdumprd.assemble.builder import BuildRequest
 
+# The folders the capture image makes below the path (`<ip>-<date>`); lost+found and
+# anything else on the filesystem is not a dump.
+DUMP_DIR = re.compile(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
 SCRATCH_MB = 512
 GUEST_SCRATCH_MB = 1024     # xfs needs 300 MB; an LV, a pool or a LUKS header take some
 # The PCI transport the virtio buses need beside their own driver.
@@ -102,7 +106,8 @@ class LocalStandIn:
         if self.layout is not None and not self.layout.on_host:
             return self._read_back_in_guest(out)
         top = "/" + self.path.strip("/")
-        dirs = [e.name for e in scratch.ext_ls(self.disk, top) if e.is_dir]
+        dirs = [e.name for e in scratch.ext_ls(self.disk, top)
+                if e.is_dir and DUMP_DIR.fullmatch(e.name)]
         if not dirs:
             raise OperationError(f"no dump directory under {top} on the scratch disk")
         where = f"{top.rstrip('/')}/{sorted(dirs)[-1]}"
@@ -116,7 +121,7 @@ class LocalStandIn:
         assert self.layout and self.tools and self.boot and self.workdir
         tree = readback.read_back(self.boot.kernel, self.layout, self.tools, self.drives,
                                   self.workdir, self.boot.memory_mb, self.boot.accel)
-        dirs = sorted(p for p in tree.iterdir() if p.is_dir())
+        dirs = sorted(p for p in tree.iterdir() if p.is_dir() and DUMP_DIR.fullmatch(p.name))
         if not dirs:
             raise OperationError(f"no dump directory under {self.path} on the scratch "
                                  f"{self.fstype}")
@@ -221,7 +226,7 @@ def local_stand_in(target: Mapping[str, Any], modules: frozenset[str], workdir: 
     buses = tuple(dict.fromkeys(d.bus for d in drives))
     guest_mods = (*(m for b in buses for m in bus_drivers(b)), *lay.kernel_modules())
     tools = guest_tools(lay.tools(), guest_mods, boot.tools, boot.kmoddir)
-    script = tools.insmod + stack_script.prepare(lay)
+    script = tools.insmod + stack_script.prepare(lay, tools.paths)
     prepare = (*tools.entries, data_entry(PREPARE, script, "makes the scratch stand-in"))
     lacking = tuple(dict.fromkeys(m for b in buses for m in missing(bus_drivers(b), modules)))
     return LocalStandIn(device, fstype, path, next(iter(disks.values())), drives, lacking,

@@ -57,7 +57,8 @@ def read_back(kernel: Path, lay: Layout, tools: GuestTools, drives: Sequence[Dri
     spec = ImageSpec()
     spec.extend(busybox_entries())
     add_folded(spec, tools.entries)
-    spec.add(data_entry(SCRIPT, stack_script.readback(lay, node), "read-back commands"))
+    spec.add(data_entry(SCRIPT, stack_script.readback(lay, node, tools.paths),
+                        "read-back commands"))
     spec.add(init_entry(init_script(tools)))
     img = write_initramfs(spec, workdir / "readback.img", "none")
     vm_spec = VMSpec(kernel, img, "console=ttyS0 panic=-1 loglevel=4",

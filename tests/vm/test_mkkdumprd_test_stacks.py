@@ -1,0 +1,92 @@
+"""`mkkdumprd test --vm` on local targets the guest makes itself: an xfs filesystem (the
+CLI, as users run it) and ext4 on an LVM logical volume (a host-only image of a machine
+tree with that stack, proved through `vmtest.run.prove` with the build request, as
+`test --vm` does after its build). The guest's storage tools are Debian's
+(tests/support/storage_tools.py, --sysroot): this machine runs neither mkfs.xfs nor lvm.
+
+Each is one crash boot plus a short read-back boot.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mkkdumprd.assemble.builder import BuildRequest, build_image
+from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.host import Host
+from mkkdumprd.vmtest import report
+from mkkdumprd.vmtest.run import Proof, prove
+from tests.support.debian_kernel import Kernel
+from tests.support.fake_machine import add_dm, fake_machine, lvm_uuid, mount_target
+from tests.support.storage_tools import storage_tools
+from tests.vm.conftest import VIRTIO_DRIVERS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    return storage_tools()
+
+
+@pytest.mark.vm
+def test_xfs_target_is_made_by_the_guest_and_read_back(kernel: Kernel, tools: Path,
+                                                       tmp_path: Path) -> None:
+    # 73 s under TCG here (crash boot 53 s, read-back boot ~20 s).
+    fs_uuid = str(uuid.uuid4())
+    argv = [sys.executable, "-m", "mkkdumprd", "test", "--vm", "--json", "--accel", "tcg",
+            "--kernel", str(kernel.vmlinuz), "--kver", kernel.kver,
+            "--kmoddir", str(kernel.kmoddir), "--no-hostonly", "--sysroot", str(tools),
+            "--workdir", str(tmp_path / "work"),
+            "--target", f"xfs:UUID={fs_uuid}:/var/crash",
+            "--add-drivers", ",".join([*VIRTIO_DRIVERS, "xfs"])]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1800,
+                       stdin=subprocess.DEVNULL)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["verdict"] == "pass", (doc, r.stderr)
+    assert f"scratch xfs UUID={fs_uuid} made by the guest" in doc["stand_in"], doc
+    assert doc["vmcore_bytes"] > 1 << 20
+    assert any("sysrq triggered crash" in line for line in doc["crash_lines"])
+    work = tmp_path / "work"
+    console = (work / "console.log").read_text(errors="replace")
+    assert "MKKDUMPRD-PY: end prepare rc=0" in console
+    assert "MKKDUMPRD-READBACK: done" in (work / "readback.log").read_text(errors="replace")
+
+
+@pytest.mark.vm
+def test_lvm_target_is_rebuilt_with_the_hosts_names(kernel: Kernel, tools: Path,
+                                                   tmp_path: Path) -> None:
+    # 98 s under TCG here (load from other helpers): one crash boot, one read-back boot.
+    # The machine the image is for: /var/crash is ext4 (UUID fs) on LV vg0/crash on vda.
+    fs = str(uuid.uuid4())
+    machine = fake_machine(tmp_path / "machine")
+    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
+    (machine / "sys/class/block/vda").symlink_to(pci)
+    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
+        "../..")
+    (machine / "dev/vda").write_text("")
+    add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
+    mount_target(machine, "dm-0", "ext4", fs)
+    out = tmp_path / "capture.img"
+    req = BuildRequest(
+        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
+        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+        add_drivers=VIRTIO_DRIVERS, timeout=60, output=out)
+    build_image(req)
+    found = prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
+                        crashkernel="144M", kmoddir=kernel.kmoddir, request=req,
+                        tools=Host(tools), timeout=900))
+    assert found.verdict == "pass", found.render()
+    assert found.failed_step is None and found.vmcore_bytes and found.vmcore_bytes > 1 << 20
+    assert f"scratch ext4 UUID={fs} on LV vg0/crash on vda" in found.stand_in, found.stand_in
+    console = (tmp_path / "work/console.log").read_text(errors="replace")
+    # The guest made the stack with the host's names; the image set it up from the disk.
+    assert "MKKDUMPRD-PY: end prepare rc=0" in console
+    assert "storage: ext4 on LV vg0/crash on vda" in console
+    assert report.SAVED.search(console.split("MKKDUMPRD-PY: crashing now")[1])
