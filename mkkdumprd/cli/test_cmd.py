@@ -123,7 +123,8 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
              kmoddir: Path | None, image: Path | None, config_path: Path | None,
              target_spec: str | None, sysroot: Path | None, add_drivers: tuple[str, ...],
-             hostonly: bool, memory_mb: int, crashkernel: str | None, accel: str, disk_bus: str | None,
+             hostonly: bool, memory_mb: int, crashkernel: str | None, accel: str,
+             disk_bus: str | None,
              target_timeout: int | None, timeout: int, workdir: Path | None,
              measure_crashkernel: bool, low_mb: int, high_mb: int, step_mb: int,
              real_target: bool, as_json: bool) -> None:

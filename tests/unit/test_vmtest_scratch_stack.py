@@ -79,7 +79,7 @@ def test_layout_takes_uuid_label_and_the_btrfs_subvolume_id() -> None:
     by_label = layout({"kind": "local", "device": "LABEL=crash", "fstype": "ext4",
                        "path": "/"}, None, FS)
     assert by_label.label == "crash" and by_label.fs_uuid == FS and by_label.on_host
-    with pytest.raises(UsageError, match="ids 256..320 only"):
+    with pytest.raises(UsageError, match=r"ids 256\.\.320 only"):
         layout({**t, "mount_options": "subvolid=5000"}, None, FS)
     with pytest.raises(UsageError, match="not vfat"):
         layout({**t, "fstype": "vfat"}, None, FS)
