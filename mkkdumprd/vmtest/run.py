@@ -129,7 +129,7 @@ def prove(p: Proof) -> report.Report:
     log = p.log or p.workdir / "console.log"
     tools = p.tools or (p.request.sysroot if p.request is not None else Host.this_machine())
     boot = targets.GuestBoot(p.kernel, p.kmoddir, tools, p.memory_mb, p.accel)
-    standin = (real_target.real_target(target, p.request, drivers, p.workdir)
+    standin = (real_target.real_target(target, p.request, drivers, p.workdir, boot=boot)
                if p.real_target else
                targets.stand_in(target, drivers, p.workdir, p.bus, p.request, boot))
     try:

@@ -180,3 +180,32 @@ def test_real_target_on_loopback_writes_and_removes_its_folder(kernel: Kernel,
     # The loopback server was relayed: the guest's network stayed restricted.
     cmd = Path(doc["console_log"]).with_suffix(".cmd").read_text()
     assert "restrict=on" in cmd, cmd
+
+
+@pytest.mark.vm
+@pytest.mark.long     # 154 s under TCG here (a rebuild, a crash boot, a read-back boot)
+def test_real_target_nfs_on_loopback_writes_and_removes_its_folder(kernel: Kernel,
+                                                                  tmp_path: Path) -> None:
+    """--real-target --yes against an export configured as 127.0.0.1:/export (nfs-ganesha
+    on 127.0.0.1:2049 playing the user's server, reached by the guest only through the
+    guestfwd relay at 10.0.2.100): the dump lands in a mkkdumprd-test-* folder under the
+    configured path, a second boot reads it back and removes the folder."""
+    from mkkdumprd.vmtest.servers import NfsServer
+
+    with NfsServer(tmp_path / "nfs", port=2049).start() as srv:
+        crash = srv.export / "crash"
+        crash.mkdir(parents=True)
+        (crash / "keep-me").write_text("a real dump beside the test\n")
+        rc, doc, err = _test_vm(kernel, tmp_path / "work", "--real-target", "--yes",
+                                "--target", "nfs:127.0.0.1:/export/crash",
+                                "--add-drivers", "virtio_pci,virtio_net")
+        left = sorted(p.name for p in crash.iterdir())
+    _check_schema(doc)
+    assert rc == 0 and doc["verdict"] == "pass", (doc, err)
+    assert "the real NFS server 127.0.0.1:/export" in doc["stand_in"], doc["stand_in"]
+    removed = re.search(r"removed /crash/(\S+) from 127.0.0.1:/export", doc["stand_in"])
+    assert removed and TEST_DIR.fullmatch(removed.group(1)), doc["stand_in"]
+    assert left == ["keep-me"], left
+    assert doc["vmcore_bytes"] > 1 << 20
+    cmd = Path(doc["console_log"]).with_suffix(".cmd").read_text()
+    assert "restrict=on" in cmd and "10.0.2.100:2049" in cmd, cmd
