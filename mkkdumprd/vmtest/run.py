@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from mkkdumprd.assemble.freshness import read_manifest
 from mkkdumprd.errors import MkkdumprdError, UsageError
 from mkkdumprd.host import Host
-from mkkdumprd.vmtest import first_stage, real_target, report, targets, vmcore_check
+from mkkdumprd.vmtest import (
+    first_stage,
+    image_request,
+    real_target,
+    report,
+    targets,
+    vmcore_check,
+)
 from mkkdumprd.vmtest.qemu import VM, VMSpec
 
 if TYPE_CHECKING:
@@ -48,8 +55,9 @@ class Proof:
     bus: str | None = None            # scratch disk bus; None: one the image has drivers for
     timeout: float = 600.0            # the whole VM run
     log: Path | None = None           # console log (default workdir/console.log)
-    # How the image under test was built (None: --image): an ssh stand-in and
-    # --real-target rebuild it with a substituted destination/path (rebuild.py).
+    # How the image under test was built (None: --image, then recovered from the image
+    # by image_request.py when needed): an ssh stand-in and --real-target rebuild it with
+    # a substituted destination/path (rebuild.py).
     request: BuildRequest | None = None
     real_target: bool = False         # dump to the configured server (real_target.py)
     # Where the guest's storage tools come from for a scratch stack (default: the
@@ -127,11 +135,15 @@ def prove(p: Proof) -> report.Report:
     drivers = capture_drivers(p.image, p.kmoddir)
     p.workdir.mkdir(parents=True, exist_ok=True)
     log = p.log or p.workdir / "console.log"
-    tools = p.tools or (p.request.sysroot if p.request is not None else Host.this_machine())
+    request = p.request
+    if request is None and (target.get("kind") == "ssh" or p.real_target):
+        # --image: the rebuild for the stand-in or the test folder needs its request
+        request = image_request.request_of_image(p.image)
+    tools = p.tools or (request.sysroot if request is not None else Host.this_machine())
     boot = targets.GuestBoot(p.kernel, p.kmoddir, tools, p.memory_mb, p.accel)
-    standin = (real_target.real_target(target, p.request, drivers, p.workdir, boot=boot)
+    standin = (real_target.real_target(target, request, drivers, p.workdir, boot=boot)
                if p.real_target else
-               targets.stand_in(target, drivers, p.workdir, p.bus, p.request, boot))
+               targets.stand_in(target, drivers, p.workdir, p.bus, request, boot))
     try:
         script = first_stage.crash_script(p.base_cmdline, (*CAPTURE_APPEND, *p.append),
                                           prepare=bool(standin.prepare))

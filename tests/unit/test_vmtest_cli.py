@@ -148,8 +148,10 @@ def test_unsupported_targets_are_usage_errors(tmp_path: Path) -> None:
     # ssh has a stand-in, but it rebuilds the image: without the build request, an error
     with pytest.raises(UsageError, match=r"by rebuilding it .* instead of --image"):
         targets.stand_in({"kind": "ssh", "server": "root@h", "path": "/"}, ALL, tmp_path)
-    # --real-target: ssh only, and only with the build request
-    with pytest.raises(UsageError, match="ssh targets so far, not nfs"):
+    # --real-target: nfs and ssh, and only with the build request
+    with pytest.raises(UsageError, match="for nfs and ssh targets, not local"):
+        real_target({"kind": "local", "device": "UUID=1", "path": "/"}, None, ALL, tmp_path)
+    with pytest.raises(UsageError, match="instead of --image"):
         real_target({"kind": "nfs", "server": "10.0.2.100:/e", "path": "/"}, None, ALL,
                     tmp_path)
     with pytest.raises(UsageError, match="instead of --image"):
