@@ -90,3 +90,28 @@ def test_lvm_target_is_rebuilt_with_the_hosts_names(kernel: Kernel, tools: Path,
     assert "MKKDUMPRD-PY: end prepare rc=0" in console
     assert "storage: ext4 on LV vg0/crash on vda" in console
     assert report.SAVED.search(console.split("MKKDUMPRD-PY: crashing now")[1])
+
+
+@pytest.mark.vm
+@pytest.mark.long     # 115 s under TCG here: one crash boot, one read-back boot
+def test_btrfs_subvolume_target_is_made_at_the_same_id(kernel: Kernel, tools: Path,
+                                                       tmp_path: Path) -> None:
+    # The machine's / is subvolume "root" (id 257) of the btrfs on vdb1: the image mounts
+    # subvolid=257, so the guest makes one filler subvolume (256) and then "root".
+    machine = fake_machine(tmp_path / "machine")
+    (machine / "proc/self/mountinfo").write_text(
+        "22 1 0:31 /root / rw,relatime shared:1 - btrfs /dev/vdb1 "
+        "rw,space_cache=v2,subvolid=257,subvol=/root\n")
+    (machine / "var/crash").mkdir(parents=True)
+    out = tmp_path / "capture.img"
+    req = BuildRequest(
+        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
+        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+        add_drivers=(*VIRTIO_DRIVERS, "btrfs"), timeout=60, output=out)
+    res = build_image(req)
+    assert res.target.mount_options == "subvolid=257"
+    found = prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
+                        crashkernel="144M", kmoddir=kernel.kmoddir, request=req,
+                        tools=Host(tools), timeout=900))
+    assert found.verdict == "pass", found.render()
+    assert "subvolume root (id 257)" in found.stand_in, found.stand_in
