@@ -12,12 +12,13 @@ markers with the exit code, and `parse_steps` reads them back from the console l
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry
+from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlink_entry
 from mkkdumprd.quoting import shell_word
 from mkkdumprd.vmtest import guest_python as gp
 from mkkdumprd.vmtest.guest_files import busybox_entries, init_entry, write_initramfs
@@ -32,6 +33,7 @@ PREPARE_FAILED_MARKER = "MKKDUMPRD-PY: the scratch stand-in could not be made"
 KERNEL = "/boot/vmlinuz"
 # The scratch stand-in's preparation (stack_script.prepare), run before the load.
 PREPARE = "/prepare.sh"
+MERGED_TOPS = ("/bin", "/sbin", "/lib", "/lib64")
 IMAGE = "/boot/capture.img"
 
 _INIT_HEAD = f"""#!/bin/sh
@@ -42,6 +44,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
+mount -t configfs configfs /sys/kernel/config 2>/dev/null
 step() {{
     name=$1; shift
     echo "{STEP_BEGIN} $name"
@@ -111,6 +114,14 @@ def build_first_stage(kernel: Path, capture_image: Path, out: Path, script: str,
     modules = gp.trace_loader_modules(kernel)
     spec = ImageSpec()
     spec.extend(busybox_entries())
+    if extra:
+        # The stand-in's tools before python3: where both need a library, the tools' copy
+        # wins (a --sysroot with a newer libc than this machine's still runs python3),
+        # laid out below this machine's merged-/usr links.
+        for top in MERGED_TOPS:
+            if Path(top).is_symlink() and top not in spec:
+                spec.add(symlink_entry(top, os.readlink(top), "this machine's layout"))
+        add_folded(spec, extra)
     for e in gp.python_entries(modules) + gp.loader_entries(modules, arch):
         if e.path not in spec:
             spec.add(e)
@@ -124,7 +135,6 @@ def build_first_stage(kernel: Path, capture_image: Path, out: Path, script: str,
                 spec.add(dir_entry(str(d), "command line settings"))
         spec.add(file_entry(guest_path, host_file, "capture command line settings",
                             mode=0o644))
-    add_folded(spec, extra)
     spec.add(init_entry(script))
     return write_initramfs(spec, out, "none")
 

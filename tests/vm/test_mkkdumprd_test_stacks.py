@@ -115,3 +115,36 @@ def test_btrfs_subvolume_target_is_made_at_the_same_id(kernel: Kernel, tools: Pa
                         tools=Host(tools), timeout=900))
     assert found.verdict == "pass", found.render()
     assert "subvolume root (id 257)" in found.stand_in, found.stand_in
+
+
+@pytest.mark.vm
+@pytest.mark.custom_kernel   # 35 s with the CRASH_DM_CRYPT kernel of test_crash_luks.py cached
+def test_luks_target_with_the_key_handed_over(tmp_path: Path) -> None:
+    # A host-only image of a machine whose /var/crash is ext4 on LUKS2 volume "crash" on
+    # vda: the guest formats the volume with the host's LUKS UUID, links its volume key
+    # into the keyring, the loader hands it over and the capture image opens the volume.
+    from tests.support.custom_kernel import custom_kernel
+
+    kernel = custom_kernel("x86_64-crypt")
+    assert kernel.kmoddir is not None
+    tools = storage_tools("sid")
+    luks, fs = str(uuid.uuid4()), str(uuid.uuid4())
+    machine = fake_machine(tmp_path / "machine")
+    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
+    (machine / "sys/class/block/vda").symlink_to(pci)
+    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
+        "../..")
+    (machine / "dev/vda").write_text("")
+    add_dm(machine, "dm-0", "crash", f"CRYPT-LUKS2-{luks.replace('-', '')}-crash", ["vda"])
+    mount_target(machine, "dm-0", "ext4", fs)
+    out = tmp_path / "capture.img"
+    req = BuildRequest(
+        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
+        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+        timeout=60, output=out)
+    build_image(req)
+    found = prove(Proof(kernel=kernel.image, image=out, workdir=tmp_path / "work",
+                        crashkernel="144M", kmoddir=kernel.kmoddir, request=req,
+                        tools=Host(tools), timeout=900))
+    assert found.verdict == "pass", found.render()
+    assert "on LUKS2 crash on vda" in found.stand_in, found.stand_in
