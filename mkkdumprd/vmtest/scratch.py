@@ -34,8 +34,9 @@ def make_fs(path: Path, fstype: str, uuid: str, size_mb: int = 512,
     """A sparse image holding a fresh `fstype` with filesystem UUID `uuid` (and `label`),
     populated from the directory `content` if given."""
     if fstype not in READABLE_FS:
-        raise UsageError(f"a scratch {fstype} disk cannot be read back without mounting; "
-                         f"`mkkdumprd test --vm` supports {', '.join(READABLE_FS)} targets")
+        raise UsageError(f"a scratch {fstype} disk is not made here (mkfs on a file, read "
+                         f"by debugfs: {', '.join(READABLE_FS)}); the guest makes it "
+                         "(local_target.py)")
     sparse_file(path, size_mb)
     cmd = [find_tool(f"mkfs.{fstype}"), "-q", "-F", "-U", uuid]
     if label:

@@ -4,7 +4,9 @@ tree with that stack, proved through `vmtest.run.prove` with the build request, 
 `test --vm` does after its build). The guest's storage tools are Debian's
 (tests/support/storage_tools.py, --sysroot): this machine runs neither mkfs.xfs nor lvm.
 
-Each is one crash boot plus a short read-back boot.
+Each is one crash boot plus a short read-back boot. In the default run: xfs and LVM; a
+btrfs subvolume, md RAID1 of partitions and a thin LV are `long`, LUKS2 needs the
+CRASH_DM_CRYPT kernel (`custom_kernel`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from mkkdumprd.host import Host
 from mkkdumprd.vmtest import report
 from mkkdumprd.vmtest.run import Proof, prove
 from tests.support.debian_kernel import Kernel
-from tests.support.fake_machine import add_dm, fake_machine, lvm_uuid, mount_target
+from tests.support.fake_machine import (
+    add_disk,
+    add_dm,
+    add_md,
+    fake_machine,
+    lvm_uuid,
+    mount_target,
+)
 from tests.support.storage_tools import storage_tools
 from tests.vm.conftest import VIRTIO_DRIVERS
 
@@ -148,3 +157,53 @@ def test_luks_target_with_the_key_handed_over(tmp_path: Path) -> None:
                         tools=Host(tools), timeout=900))
     assert found.verdict == "pass", found.render()
     assert "on LUKS2 crash on vda" in found.stand_in, found.stand_in
+
+
+def _prove_host_only(kernel: Kernel, tools: Path, machine: Path, tmp_path: Path,
+                     ) -> report.Report:
+    out = tmp_path / "capture.img"
+    req = BuildRequest(
+        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
+        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+        add_drivers=VIRTIO_DRIVERS, timeout=60, output=out)
+    build_image(req)
+    return prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
+                       crashkernel="144M", kmoddir=kernel.kmoddir, request=req,
+                       tools=Host(tools), timeout=900))
+
+
+@pytest.mark.vm
+@pytest.mark.long     # ~2 min under TCG here (243 s with the next one): two boots
+def test_md_raid1_of_partitions_keeps_the_array_uuid(kernel: Kernel, tools: Path,
+                                                     tmp_path: Path) -> None:
+    # md0 (raid1 of vdb1 + vdc1, the host's array UUID) holds /var/crash: the scratch
+    # disks get an MBR with partition 1, mdadm --create takes the UUID the image's
+    # mdadm.conf names.
+    fs = str(uuid.uuid4())
+    md_uuid = "1a2b3c4d:5e6f7081:92a3b4c5:d6e7f809"
+    machine = fake_machine(tmp_path / "machine")
+    add_disk(machine, "vdc", 6)
+    add_md(machine, "md0", "raid1", ["vdb1", "vdc1"], uuid=md_uuid)
+    mount_target(machine, "md0", "ext4", fs)
+    found = _prove_host_only(kernel, tools, machine, tmp_path)
+    assert found.verdict == "pass", found.render()
+    assert "md0 (raid1: vdb1 vdc1)" in found.stand_in, found.stand_in
+
+
+@pytest.mark.vm
+@pytest.mark.long     # ~2 min under TCG here: one crash boot, one read-back boot
+def test_thin_lv_is_made_in_a_pool(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
+    fs = str(uuid.uuid4())
+    machine = fake_machine(tmp_path / "machine")
+    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
+    (machine / "sys/class/block/vda").symlink_to(pci)
+    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
+        "../..")
+    (machine / "dev/vda").write_text("")
+    add_dm(machine, "dm-0", "vg1-pool_tdata", lvm_uuid("tdata", "tdata"), ["vda"])
+    add_dm(machine, "dm-1", "vg1-pool-tpool", lvm_uuid("pool", "tpool"), ["dm-0"])
+    add_dm(machine, "dm-2", "vg1-thin", lvm_uuid("thin"), ["dm-1"])
+    mount_target(machine, "dm-2", "ext4", fs)
+    found = _prove_host_only(kernel, tools, machine, tmp_path)
+    assert found.verdict == "pass", found.render()
+    assert "thin LV vg1/thin on vda" in found.stand_in, found.stand_in
