@@ -40,8 +40,8 @@ LVM (thin too), md RAID and LUKS (where the kernel has CRASH_DM_CRYPT) are made 
 guest before the load, on blank scratch disks at the host's disk names, with this
 machine's (or --sysroot's) mkfs/lvm/mdadm/cryptsetup and the host's VG/LV names, array
 name and UUID, LUKS UUID and filesystem UUID/label; a second short boot reads the dump
-back. This machine runs none of those tools and mounts nothing. A stacked target needs
--c/--target: the stack comes from the build's storage discovery.
+back. This machine runs none of those tools and mounts nothing. The stack comes from
+the build's storage discovery (with --image: of the request recorded in the image).
 \b
 ssh targets: the stand-in is a private sshd on 127.0.0.1. The image trusts only the
 real server's host key, so the image booted is the image under test rebuilt with the

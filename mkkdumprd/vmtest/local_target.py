@@ -7,8 +7,8 @@ the first stage runs `stack_script.prepare` with this machine's own tools
 (guest_tools.py) on blank scratch disks placed at the host's disk names, then loads and
 crashes; a read-back boot (readback.py) reads the dump out. The stack and the names come
 from the storage discovery of the machine the image was built for (`discovered`), as the
-image itself was planned; an image given with --image carries only a description of its
-stack, so a stacked one needs -c/--target.
+image itself was planned; for an image given with --image, run.py recovers its build
+request from the image (image_request.py) and the discovery runs again.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def local_stand_in(target: Mapping[str, Any], modules: frozenset[str], workdir: 
     if target.get("stack") and request is None:
         raise UsageError(f"the image's target is on {target['stack']}; the stand-in builds "
                          "that stack from the storage discovery of the build, which needs "
-                         "the configuration: give -c/--target instead of --image")
+                         "its request: give -c/--target instead of --image")
     stack, fs_uuid, subvolume = discovered(request)
     lay = layout(target, stack, fs_uuid or str(uuidlib.uuid4()), subvolume)
     if stack is None:

@@ -136,8 +136,10 @@ def prove(p: Proof) -> report.Report:
     p.workdir.mkdir(parents=True, exist_ok=True)
     log = p.log or p.workdir / "console.log"
     request = p.request
-    if request is None and (target.get("kind") == "ssh" or p.real_target):
-        # --image: the rebuild for the stand-in or the test folder needs its request
+    if request is None and (target.get("kind") == "ssh" or p.real_target
+                            or target.get("stack")):
+        # --image: the rebuild for the stand-in or the test folder, or the storage
+        # discovery of a stacked target, needs its request
         request = image_request.request_of_image(p.image)
     tools = p.tools or (request.sysroot if request is not None else Host.this_machine())
     boot = targets.GuestBoot(p.kernel, p.kmoddir, tools, p.memory_mb, p.accel)

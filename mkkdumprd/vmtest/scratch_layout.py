@@ -120,7 +120,8 @@ class Layout:
         """The host's programs the guest runs to build and read it."""
         kinds = {x.kind for x in self.layers()}
         out = [MKFS[self.fstype]]
-        if self.fstype == "btrfs" and self.subvolid is not None:
+        several = self.stack is not None and bool(self.stack.extra)
+        if self.fstype == "btrfs" and (self.subvolid is not None or several):
             out.append("btrfs")
         out += [tool for kind, tool in ((Kind.MD, "mdadm"), (Kind.LVM, "lvm"),
                                         (Kind.CRYPT, "cryptsetup")) if kind in kinds]
