@@ -237,3 +237,15 @@ def test_layout_for_unknown_fs_uuid_is_random(tmp_path: Path) -> None:
     a = layout({"kind": "local", "device": "/dev/vdb", "fstype": "xfs", "path": "/"}, None,
                str(uuid.uuid4()))
     assert a.fs_uuid and a.label is None
+
+
+def test_multi_device_btrfs_is_made_on_every_device(tmp_path: Path) -> None:
+    lay = layout({"kind": "local", "device": f"UUID={FS}", "fstype": "btrfs", "path": "/"},
+                 Stack("btrfs", _disk("vdb"), (_disk("vdc"),)), FS)
+    assert lay.tools() == ("mkfs.btrfs", "btrfs")
+    assert [p.name for p in lay.places()] == ["vdb", "vdc"]
+    script = stack_script.prepare(lay, TOOLS)
+    assert f"/sbin/mkfs.btrfs -f -q -U {FS} /dev/vdb /dev/vdc" in script
+    assert script.index("/sbin/btrfs device scan") < script.index("mount -t btrfs /dev/vdb")
+    assert "/sbin/btrfs device scan" in stack_script.readback(lay, "/dev/vdd", TOOLS)
+    _check_sh(tmp_path, "multi.sh", script)
