@@ -207,3 +207,29 @@ def test_thin_lv_is_made_in_a_pool(kernel: Kernel, tools: Path, tmp_path: Path) 
     found = _prove_host_only(kernel, tools, machine, tmp_path)
     assert found.verdict == "pass", found.render()
     assert "thin LV vg1/thin on vda" in found.stand_in, found.stand_in
+
+
+@pytest.mark.vm
+@pytest.mark.long     # 158 s under TCG here (loaded): one crash boot, one read-back boot
+def test_stacked_image_given_alone_is_rediscovered(kernel: Kernel, tools: Path,
+                                                   tmp_path: Path) -> None:
+    # As --image: no request is passed; prove() recovers it from the image (kdump.conf and
+    # manifest, whose `system` root is the machine tree) and the LVM stack is found again.
+    fs = str(uuid.uuid4())
+    machine = fake_machine(tmp_path / "machine")
+    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
+    (machine / "sys/class/block/vda").symlink_to(pci)
+    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
+        "../..")
+    (machine / "dev/vda").write_text("")
+    add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
+    mount_target(machine, "dm-0", "ext4", fs)
+    out = tmp_path / "capture.img"
+    build_image(BuildRequest(
+        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
+        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+        add_drivers=VIRTIO_DRIVERS, timeout=60, output=out))
+    found = prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
+                        crashkernel="144M", kmoddir=kernel.kmoddir, timeout=900))
+    assert found.verdict == "pass", found.render()
+    assert f"scratch ext4 UUID={fs} on LV vg0/crash on vda" in found.stand_in, found.stand_in
