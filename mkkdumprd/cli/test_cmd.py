@@ -34,18 +34,29 @@ nfs targets, and sshd and ssh-keygen (openssh-server, openssh-client) for ssh ta
 Nothing leaves this machine (but with --real-target): the guest's only network is QEMU
 user networking with restrict=on and a relay to the stand-in server on 127.0.0.1.
 \b
+local targets: ext2/3/4 on a disk get a scratch disk made here (same UUID/label). xfs,
+btrfs (the subvolume at the image's subvolid=), a partition (vdb2: MBR written here),
+LVM (thin too), md RAID and LUKS (where the kernel has CRASH_DM_CRYPT) are made by the
+guest before the load, on blank scratch disks at the host's disk names, with this
+machine's (or --sysroot's) mkfs/lvm/mdadm/cryptsetup and the host's VG/LV names, array
+name and UUID, LUKS UUID and filesystem UUID/label; a second short boot reads the dump
+back. This machine runs none of those tools and mounts nothing. The stack comes from
+the build's storage discovery (with --image: of the request recorded in the image).
+\b
 ssh targets: the stand-in is a private sshd on 127.0.0.1. The image trusts only the
 real server's host key, so the image booted is the image under test rebuilt with the
 stand-in's destination (root@10.0.2.100), key, host key and a scratch path, every other
-setting unchanged; the report's stand-in line names each substitution. Needs -c/--target
-(not --image): the rebuild needs the configuration.
+setting unchanged; the report's stand-in line names each substitution. With --image the
+build request is recovered from the image (its kdump.conf and manifest).
 \b
---real-target (ssh only so far): after you confirm (or --yes), the guest dumps to the
+--real-target (nfs and ssh): after you confirm (or --yes), the guest dumps to the
 configured server through QEMU user networking (not restricted; a server on this
 machine's loopback is relayed from 10.0.2.100 instead), into a new folder
-PATH/mkkdumprd-test-<UTC time>-<8 hex> that must not exist before; the image is rebuilt
-with that path only. The vmcore is read back and the folder removed over ssh with the
-configured key and this machine's known_hosts; the report says whether the removal worked.
+PATH/mkkdumprd-test-<UTC time>-<8 hex>; the image is rebuilt with that path only. ssh:
+the folder must not exist before; the vmcore is read back and the folder removed over
+ssh with the configured key and this machine's known_hosts. nfs: a second short guest
+boot mounts the export as the image does, copies the folder out and removes it. The
+report says whether the removal worked.
 \b
 The report's capture memory is MemTotal minus the least MemAvailable the capture image
 sampled, once a second from its /init to the final action (kdump.memstat on the capture
@@ -82,6 +93,10 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
               help="kdump.conf for the image built when --image is not given.")
 @click.option("--target", "target_spec", metavar="SPEC",
               help="Dump target for that build (as `mkkdumprd build --target`).")
+@click.option("--sysroot", type=click.Path(path_type=Path, file_okay=False),
+              help="Take the image's binaries and the guest's storage tools (mkfs.xfs, "
+                   "mkfs.btrfs, lvm, mdadm, cryptsetup for a scratch stack) from this root "
+                   "instead of / (as `mkkdumprd build --sysroot`).")
 @click.option("--add-drivers", multiple=True, metavar="M,..",
               help="Kernel modules to add to that build (as `mkkdumprd build`).")
 @click.option("--hostonly/--no-hostonly", default=True,
@@ -113,13 +128,15 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--step", "step_mb", type=click.IntRange(1, 4096), default=16, show_default=True,
               help="--measure-crashkernel: resolution, MiB.")
 @click.option("--real-target", is_flag=True,
-              help="Dump to the configured ssh server itself (into a mkkdumprd-test-* folder, "
-                   "removed afterwards) instead of a stand-in; asks first, --yes for scripts.")
+              help="Dump to the configured nfs or ssh server itself (into a mkkdumprd-test-* "
+                   "folder, removed afterwards) instead of a stand-in; asks first, --yes for "
+                   "scripts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
              kmoddir: Path | None, image: Path | None, config_path: Path | None,
-             target_spec: str | None, add_drivers: tuple[str, ...], hostonly: bool,
-             memory_mb: int, crashkernel: str | None, accel: str, disk_bus: str | None,
+             target_spec: str | None, sysroot: Path | None, add_drivers: tuple[str, ...],
+             hostonly: bool, memory_mb: int, crashkernel: str | None, accel: str,
+             disk_bus: str | None,
              target_timeout: int | None, timeout: int, workdir: Path | None,
              measure_crashkernel: bool, low_mb: int, high_mb: int, step_mb: int,
              real_target: bool, as_json: bool) -> None:
@@ -128,11 +145,12 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
     With --vm: boot the kernel in QEMU with a first stage that loads the capture image
     with mkkdumprd's own loader (kexec_file_load, the command line `start` uses), crash
     the guest with sysrq, and watch the capture image save a vmcore to a stand-in for
-    its target: a scratch disk with the same filesystem type and UUID/label (local), a
-    scratch raw disk read back with savecore (raw), nfs-ganesha on 127.0.0.1 (nfs), or a
-    private sshd on 127.0.0.1 with the image rebuilt for it (ssh). The real target is
-    never touched unless --real-target is given and confirmed. The report gives the
-    verdict, the step that failed (capture kernel did not load / did not boot, driver
+    its target: scratch disks with the same filesystem type, UUID/label and block stack
+    (local), a scratch raw disk read back with savecore (raw), nfs-ganesha on 127.0.0.1
+    (nfs), or a private sshd on 127.0.0.1 with the image rebuilt for it (ssh). The real
+    target is never touched unless --real-target is given and confirmed. The report gives
+    the verdict, the step that failed (stand-in could not be made, capture kernel did not
+    load / did not boot, driver
     for the target missing, target not found within the timeout, collector failed,
     incomplete) with the console lines that show it, the time from panic to saved dump,
     the vmcore size and the capture kernel's peak memory use; QEMU's output stays in the
@@ -156,10 +174,11 @@ def test_cmd(vm: bool, yes: bool, kernel_file: Path | None, kver: str | None,
         raise UsageError(f"--low {low_mb} is above --high {high_mb}")
     work = workdir or Path(tempfile.mkdtemp(prefix="mkkdumprd-test-"))
     work.mkdir(parents=True, exist_ok=True)
+    root = Host(sysroot) if sysroot else Host.this_machine()
     proof, recommended_mb = _proof(kernel_file, kver, kmoddir, image, config_path,
                                    target_spec, _split(add_drivers), hostonly, memory_mb,
                                    crashkernel, qemu.accel(accel), disk_bus, target_timeout,
-                                   timeout, work, quiet=as_json)
+                                   timeout, work, quiet=as_json, root=root)
     if real_target:
         if measure_crashkernel:
             raise UsageError("--measure-crashkernel boots once per probe: not with "
@@ -189,7 +208,7 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
            add_drivers: tuple[str, ...], hostonly: bool, memory_mb: int,
            crashkernel: str | None, accel: str, disk_bus: str | None,
            target_timeout: int | None, timeout: int, work: Path, quiet: bool,
-           ) -> tuple[Proof, int]:
+           root: Host | None = None) -> tuple[Proof, int]:
     from mkkdumprd.arch import host_arch, load_arch
     from mkkdumprd.assemble.freshness import read_manifest
     from mkkdumprd.crashkernel.size import MiB, parse_size
@@ -220,7 +239,7 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
     request = None
     if image is None:
         request = _build(work / "capture.img", config_path, target_spec, kver, kmoddir,
-                         arch.name, add_drivers, hostonly, quiet)
+                         arch.name, add_drivers, hostonly, quiet, root)
         image = work / "capture.img"
     rec = recommended(arch, memory_mb, image, kernel_file)
     try:
@@ -240,7 +259,8 @@ def _proof(kernel_file: Path | None, kver: str | None, kmoddir: Path | None,
                   crashkernel=f"{size >> 20}M", memory_mb=memory_mb, accel=accel,
                   kmoddir=kmoddir if kmoddir.is_dir() else None, base_cmdline=base,
                   cmdline_settings=settings,
-                  append=append, bus=disk_bus, timeout=float(timeout), request=request)
+                  append=append, bus=disk_bus, timeout=float(timeout), request=request,
+                  tools=root)
     return proof, rec.chosen >> 20
 
 
@@ -252,13 +272,13 @@ def _cmdline_settings(host: Host) -> tuple[tuple[str, Path], ...]:
 
 def _build(out: Path, config_path: Path | None, target_spec: str | None, kver: str,
            kmoddir: Path, arch: str, add_drivers: tuple[str, ...], hostonly: bool,
-           quiet: bool) -> BuildRequest:
+           quiet: bool, root: Host | None = None) -> BuildRequest:
     from mkkdumprd.assemble.builder import BuildRequest
     from mkkdumprd.assemble.rebuild_policy import Overwrite, ensure_image
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_target, parse_target_spec
 
-    view = Host.this_machine()
+    view = root or Host.this_machine()
     config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
     if target_spec is not None:
         target, path = parse_target_spec(target_spec)

@@ -12,22 +12,28 @@ markers with the exit code, and `parse_steps` reads them back from the console l
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry
+from mkkdumprd.image.spec import Entry, ImageSpec, dir_entry, file_entry, symlink_entry
 from mkkdumprd.quoting import shell_word
 from mkkdumprd.vmtest import guest_python as gp
 from mkkdumprd.vmtest.guest_files import busybox_entries, init_entry, write_initramfs
+from mkkdumprd.vmtest.guest_tools import add_folded
 
 STEP_BEGIN = "MKKDUMPRD-PY: begin"
 STEP_END = "MKKDUMPRD-PY: end"
 CRASHING_MARKER = "MKKDUMPRD-PY: crashing now"
 DONE_MARKER = "MKKDUMPRD-PY: script done"
 NOT_LOADED_MARKER = "MKKDUMPRD-PY: the capture kernel is not loaded"
+PREPARE_FAILED_MARKER = "MKKDUMPRD-PY: the scratch stand-in could not be made"
 KERNEL = "/boot/vmlinuz"
+# The scratch stand-in's preparation (stack_script.prepare), run before the load.
+PREPARE = "/prepare.sh"
+MERGED_TOPS = ("/bin", "/sbin", "/lib", "/lib64")
 IMAGE = "/boot/capture.img"
 
 _INIT_HEAD = f"""#!/bin/sh
@@ -38,11 +44,14 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
+mount -t configfs configfs /sys/kernel/config 2>/dev/null
 step() {{
     name=$1; shift
     echo "{STEP_BEGIN} $name"
     "$@" 2>&1
-    echo "{STEP_END} $name rc=$?"
+    rc=$?
+    echo "{STEP_END} $name rc=$rc"
+    return $rc
 }}
 """
 
@@ -83,22 +92,36 @@ def load_command(cmdline: str | None, append: Sequence[str]) -> str:
     return " ".join(words)
 
 
-def crash_script(cmdline: str | None, append: Sequence[str]) -> str:
-    """/init of `mkkdumprd test --vm`: load, check the load, crash."""
-    return init_script([step("load", load_command(cmdline, append)), _CHECK_LOADED],
+def crash_script(cmdline: str | None, append: Sequence[str], prepare: bool = False) -> str:
+    """/init of `mkkdumprd test --vm`: (make the scratch stand-in,) load, check the load,
+    crash. A failed preparation powers off before the load."""
+    first = ([step("prepare", "sh", PREPARE).rstrip("\n")
+              + f' || {{ echo "{PREPARE_FAILED_MARKER}"; poweroff -f; }}\n']
+             if prepare else [])
+    return init_script([*first, step("load", load_command(cmdline, append)), _CHECK_LOADED],
                        crash=True)
 
 
 def build_first_stage(kernel: Path, capture_image: Path, out: Path, script: str,
                       arch: str = "x86_64",
-                      settings: Sequence[tuple[str, Path]] = ()) -> Path:
+                      settings: Sequence[tuple[str, Path]] = (),
+                      extra: Sequence[Entry] = ()) -> Path:
     """Write the first-stage initramfs (uncompressed: it mostly carries an already
     compressed kernel and image, and decompressing under TCG only costs time) to `out`.
     `settings`: (guest path, host file) of this machine's capture command line settings
-    (loader/cmdline_settings.py SOURCES), read by the guest's loader as `start` reads them."""
+    (loader/cmdline_settings.py SOURCES), read by the guest's loader as `start` reads them.
+    `extra`: the scratch stand-in's tools, modules and PREPARE script (guest_tools.py)."""
     modules = gp.trace_loader_modules(kernel)
     spec = ImageSpec()
     spec.extend(busybox_entries())
+    if extra:
+        # The stand-in's tools before python3: where both need a library, the tools' copy
+        # wins (a --sysroot with a newer libc than this machine's still runs python3),
+        # laid out below this machine's merged-/usr links.
+        for top in MERGED_TOPS:
+            if Path(top).is_symlink() and top not in spec:
+                spec.add(symlink_entry(top, os.readlink(top), "this machine's layout"))
+        add_folded(spec, extra)
     for e in gp.python_entries(modules) + gp.loader_entries(modules, arch):
         if e.path not in spec:
             spec.add(e)

@@ -4,17 +4,6 @@ The console goes to a file (QEMU's stdout with -nographic) that the caller polls
 markers, so a hung guest never blocks: every wait has a deadline, and on the hard timeout
 the QEMU process we started is killed by its PID (its process group, which holds only the
 guestfwd relays QEMU spawned itself). The file is kept: reports name it.
-
-        for h in self.hostfwd:
-            if not h.startswith("tcp:127.0.0.1:"):
-                raise UsageError(f"hostfwd {h!r}: only tcp:127.0.0.1:PORT-:PORT")
-        if self.open_network:
-            fwd = "".join(f",guestfwd={g.replace(',', ',,')}" for g in self.guestfwd)
-            fwd += "".join(f",hostfwd={h}" for h in self.hostfwd)
-            args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
-        elif self.guestfwd or self.hostfwd:
-            fwd = ",".join([f"guestfwd={g.replace(',', ',,')}" for g in self.guestfwd]
-                           + [f"hostfwd={h}" for h in self.hostfwd])
 """
 
 from __future__ import annotations

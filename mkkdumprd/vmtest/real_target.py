@@ -15,10 +15,8 @@ is not this machine's, so the rebuilt image dials 10.0.2.100 and one guestfwd re
 restrict=on) carries that to the server's 127.0.0.1 port; the host key recorded for the
 loopback name is carried under 10.0.2.100 (rebuild.Substitution names both).
 
-ssh targets only so far. nfs would need the read-back and the removal to reach the export
-too, without mounting it on this machine: a second short guest boot of the same kernel
-with the image's NFS modules that mounts the export, copies the vmcore onto a scratch disk
-and removes the test folder (see docs/ARCHITECTURE.md); until then nfs is refused.
+nfs targets: real_nfs.py (the export is read and the folder removed by a second guest
+boot, since this machine does not mount it).
 """
 
 from __future__ import annotations
@@ -36,9 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host, Ran, run_command
+from mkkdumprd.image.spec import Entry
 from mkkdumprd.network import capture, ssh_command
 from mkkdumprd.vmtest import rebuild, vmcore_check
+from mkkdumprd.vmtest.local_target import GuestBoot
 from mkkdumprd.vmtest.qemu import Drive
+from mkkdumprd.vmtest.real_nfs import RealNfsTarget, real_nfs_target
 from mkkdumprd.vmtest.servers import GUEST_SERVER_IP
 from mkkdumprd.vmtest.targets import NIC_DRIVERS, missing
 
@@ -135,6 +136,7 @@ class RealSshTarget:
     run: Callable[[Sequence[str], float | None], Ran] = field(default=run_command)
     fetch: Fetch = field(default=fetch_to_file)
     drives: tuple[Drive, ...] = ()
+    prepare: tuple[Entry, ...] = ()
     removed: bool | None = None
 
     def describe(self) -> str:
@@ -181,16 +183,21 @@ class RealSshTarget:
 
 def real_target(target: Mapping[str, Any], request: BuildRequest | None,
                 modules: frozenset[str], workdir: Path, name: str | None = None,
-                machine: Host | None = None) -> RealSshTarget:
-    """The configured ssh server, with the image rebuilt to dump into a test folder."""
+                machine: Host | None = None,
+                boot: GuestBoot | None = None) -> RealSshTarget | RealNfsTarget:
+    """The configured server, with the image rebuilt to dump into a test folder."""
     kind = target.get("kind")
-    if kind != "ssh":
-        raise UsageError(f"--real-target supports ssh targets so far, not {kind}: for nfs "
-                         "the read-back and the removal of the test folder would need the "
-                         "export mounted; leave --real-target out to use the stand-in")
+    if kind not in ("ssh", "nfs"):
+        raise UsageError(f"--real-target is for nfs and ssh targets, not {kind}: a local "
+                         "or raw target is proved on a scratch disk; leave --real-target out")
     if request is None:
         raise UsageError("--real-target rebuilds the image with a test folder as its path: "
                          "give -c/--target instead of --image")
+    if kind == "nfs":
+        if boot is None:
+            raise UsageError("--real-target for nfs needs the guest's kernel for its "
+                             "read-back boot")
+        return real_nfs_target(target, request, modules, workdir, name or folder_name(), boot)
     machine = machine or Host.this_machine()
     server = str(target.get("server") or "")
     t = ssh_command.parse_target(server)

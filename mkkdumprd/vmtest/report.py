@@ -16,13 +16,17 @@ from typing import Any
 from mkkdumprd.human_size import human_size
 
 # The steps, in the order the dump path takes them; `failed_step` is one of these or None.
+# The first is the test's own: the guest could not make the scratch stand-in (a block
+# stack or filesystem made in the first stage, local_target.py).
+STAND_IN_FAILED = "stand-in could not be made"
 NOT_LOADED = "capture kernel did not load"
 NOT_BOOTED = "capture kernel did not boot"
 DRIVER_MISSING = "driver for the target missing"
 TARGET_TIMEOUT = "target not found within the timeout"
 COLLECTOR_FAILED = "collector failed"
 INCOMPLETE = "incomplete"
-STEPS = (NOT_LOADED, NOT_BOOTED, DRIVER_MISSING, TARGET_TIMEOUT, COLLECTOR_FAILED, INCOMPLETE)
+STEPS = (STAND_IN_FAILED, NOT_LOADED, NOT_BOOTED, DRIVER_MISSING, TARGET_TIMEOUT,
+         COLLECTOR_FAILED, INCOMPLETE)
 
 JSON_KEYS = ("verdict", "failed_step", "detail", "evidence", "panic_to_saved_s",
              "vmcore_bytes", "capture_memory_bytes", "capture_memory_total_bytes",

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from mkkdumprd.assemble.freshness import read_manifest
 from mkkdumprd.errors import MkkdumprdError, UsageError
-from mkkdumprd.vmtest import first_stage, real_target, report, targets, vmcore_check
+from mkkdumprd.host import Host
+from mkkdumprd.vmtest import (
+    first_stage,
+    image_request,
+    real_target,
+    report,
+    targets,
+    vmcore_check,
+)
 from mkkdumprd.vmtest.qemu import VM, VMSpec
 
 if TYPE_CHECKING:
@@ -47,10 +55,14 @@ class Proof:
     bus: str | None = None            # scratch disk bus; None: one the image has drivers for
     timeout: float = 600.0            # the whole VM run
     log: Path | None = None           # console log (default workdir/console.log)
-    # How the image under test was built (None: --image): an ssh stand-in and
-    # --real-target rebuild it with a substituted destination/path (rebuild.py).
+    # How the image under test was built (None: --image, then recovered from the image
+    # by image_request.py when needed): an ssh stand-in and --real-target rebuild it with
+    # a substituted destination/path (rebuild.py).
     request: BuildRequest | None = None
     real_target: bool = False         # dump to the configured server (real_target.py)
+    # Where the guest's storage tools come from for a scratch stack (default: the
+    # request's sysroot, else this machine).
+    tools: Host | None = None
 
 
 def first_kernel_append(crashkernel: str) -> str:
@@ -123,14 +135,24 @@ def prove(p: Proof) -> report.Report:
     drivers = capture_drivers(p.image, p.kmoddir)
     p.workdir.mkdir(parents=True, exist_ok=True)
     log = p.log or p.workdir / "console.log"
-    script = first_stage.crash_script(p.base_cmdline, (*CAPTURE_APPEND, *p.append))
-    standin = (real_target.real_target(target, p.request, drivers, p.workdir)
+    request = p.request
+    if request is None and (target.get("kind") == "ssh" or p.real_target
+                            or target.get("stack")):
+        # --image: the rebuild for the stand-in or the test folder, or the storage
+        # discovery of a stacked target, needs its request
+        request = image_request.request_of_image(p.image)
+    tools = p.tools or (request.sysroot if request is not None else Host.this_machine())
+    boot = targets.GuestBoot(p.kernel, p.kmoddir, tools, p.memory_mb, p.accel)
+    standin = (real_target.real_target(target, request, drivers, p.workdir, boot=boot)
                if p.real_target else
-               targets.stand_in(target, drivers, p.workdir, p.bus, p.request))
+               targets.stand_in(target, drivers, p.workdir, p.bus, request, boot))
     try:
+        script = first_stage.crash_script(p.base_cmdline, (*CAPTURE_APPEND, *p.append),
+                                          prepare=bool(standin.prepare))
         first = first_stage.build_first_stage(p.kernel, standin.image or p.image,
                                               p.workdir / "first-stage.img", script,
-                                              settings=p.cmdline_settings)
+                                              settings=p.cmdline_settings,
+                                              extra=standin.prepare)
         spec = VMSpec(p.kernel, first, first_kernel_append(p.crashkernel),
                       drives=standin.drives, guestfwd=standin.guestfwd,
                       open_network=standin.open_network,
@@ -162,6 +184,12 @@ def _judge(p: Proof, log: Path, target: dict[str, Any], standin: targets.StandIn
         guest_memory_mb=p.memory_mb, crashkernel=p.crashkernel, seconds=seconds)
     steps = first_stage.parse_steps(console)
     before, marker, after = console.partition(first_stage.CRASHING_MARKER)
+    prepared = steps.get("prepare")
+    if not marker and prepared is not None and prepared.rc != 0:
+        lines = report.console_lines(prepared.output)
+        return report.Report("fail", report.STAND_IN_FAILED,
+                             f"making the scratch stand-in failed (rc {prepared.rc})",
+                             tuple(lines[-8:]), **common)
     if not marker:
         load = steps.get("load")
         lines = report.console_lines(load.output) if load else report.console_lines(before)

@@ -4,6 +4,9 @@ A local target is stood in for by a sparse file holding a fresh filesystem of th
 with the same UUID and label as the real one, so the image's own lookup (findfs UUID=...)
 is exercised — the real disk is never touched. A raw target gets a zero-filled file.
 Nothing is mounted: ext2/3/4 are read with debugfs, a raw disk through makedumpfile -R.
+Other filesystems and block stacks are made by the guest itself on the blank disks made
+here (stack_script.py) and read back by a second boot (readback.py): this machine never
+runs mkfs on anything but a regular file, nor lvm/mdadm/cryptsetup, nor mounts.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ def make_fs(path: Path, fstype: str, uuid: str, size_mb: int = 512,
     """A sparse image holding a fresh `fstype` with filesystem UUID `uuid` (and `label`),
     populated from the directory `content` if given."""
     if fstype not in READABLE_FS:
-        raise UsageError(f"a scratch {fstype} disk cannot be read back without mounting; "
-                         f"`mkkdumprd test --vm` supports {', '.join(READABLE_FS)} targets")
+        raise UsageError(f"a scratch {fstype} disk is not made here (mkfs on a file, read "
+                         f"by debugfs: {', '.join(READABLE_FS)}); the guest makes it "
+                         "(local_target.py)")
     sparse_file(path, size_mb)
     cmd = [find_tool(f"mkfs.{fstype}"), "-q", "-F", "-U", uuid]
     if label:
@@ -48,6 +52,30 @@ def make_fs(path: Path, fstype: str, uuid: str, size_mb: int = 512,
 def make_ext4(path: Path, uuid: str, size_mb: int = 512, content: Path | None = None,
               label: str | None = None) -> Path:
     return make_fs(path, "ext4", uuid, size_mb, content, label)
+
+
+SECTOR = 512
+
+
+def make_partitioned(path: Path, number: int, size_mb: int = 512) -> Path:
+    """A sparse disk with an MBR whose partition `number` (1-4) holds the rest of the disk
+    after 1 MiB fillers for the partitions before it, so the guest's kernel names it as the
+    host names the target's partition (vdb2: partition 2 of the second disk)."""
+    if not 1 <= number <= 4:
+        raise ValueError(f"MBR partition {number}")
+    sparse_file(path, size_mb)
+    mib = (1 << 20) // SECTOR
+    table = bytearray(64)
+    for i in range(number):
+        start = mib * (1 + i)
+        count = mib if i < number - 1 else (size_mb << 20) // SECTOR - start
+        table[16 * i:16 * i + 16] = (bytes([0, 0xFE, 0xFF, 0xFF, 0x83, 0xFE, 0xFF, 0xFF])
+                                     + start.to_bytes(4, "little")
+                                     + count.to_bytes(4, "little"))
+    with open(path, "r+b") as f:
+        f.seek(446)
+        f.write(bytes(table) + b"\x55\xaa")
+    return path
 
 
 def make_raw(path: Path, size_mb: int = 512) -> Path:

@@ -159,15 +159,16 @@ class NfsServer(_Server):
     name = "ganesha"
     pseudo = "/export"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         super().__init__(workdir)
         self.export = workdir / "export"
+        self.fixed_port = port          # None: a free port
 
     def start(self) -> NfsServer:
         binary = require("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs")
         for d in ("export", "recov", "run"):
             (self.workdir / d).mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         conf = self.workdir / "ganesha.conf"
         conf.write_text(GANESHA_CONF.format(port=self.port, recov=self.workdir / "recov",
                                             export=self.export, pseudo=self.pseudo))

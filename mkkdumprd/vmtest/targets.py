@@ -1,9 +1,10 @@
 """Stand-ins for the image's dump target, so the crash test never touches the real one.
 
 The target is the one the image itself will look for (its manifest's resolved target):
-  local  a scratch disk (scratch.py) with a fresh filesystem of the same type and the
-         same UUID/label, on a disk bus whose driver the image carries (or the first
-         bus, when it carries none: then the missing driver is what the test finds);
+  local  scratch disks with a fresh filesystem of the same type and the same UUID/label
+         and the same block stack (local_target.py), on a disk bus whose driver the
+         image carries (or the first bus, when it carries none: then the missing driver
+         is what the test finds);
   raw    a zero-filled scratch disk at the device name the image writes to; the dump is
          recovered from it with `mkkdumprd savecore`'s code;
   nfs    nfs-ganesha on 127.0.0.1 (servers.py) exporting a scratch folder under the
@@ -14,35 +15,37 @@ The target is the one the image itself will look for (its manifest's resolved ta
          real server's host key, so the image booted is the image under test rebuilt
          (rebuild.py) with the stand-in's destination, key, host key and a scratch path;
          `describe()` names each substitution.
-Block stacks (LVM, RAID, LUKS) under a local target are a layer between the scratch
-file and the filesystem: `LocalStandIn` is where one goes (it makes the disk, then the fs).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import uuid as uuidlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mkkdumprd.errors import OperationError, UsageError
+from mkkdumprd.image.spec import Entry
 from mkkdumprd.lifecycle.savecore import savecore
 from mkkdumprd.network.ssh_command import known_hosts_line, parse_target
 from mkkdumprd.vmtest import rebuild, scratch, vmcore_check
-from mkkdumprd.vmtest.qemu import BUS_DRIVERS, Drive
+
+# Re-exported: the local stand-in's names callers and tests know from here.
+from mkkdumprd.vmtest.local_target import SCRATCH_MB, local_stand_in
+from mkkdumprd.vmtest.local_target import GuestBoot as GuestBoot
+from mkkdumprd.vmtest.local_target import LocalStandIn as LocalStandIn
+from mkkdumprd.vmtest.local_target import bus_drivers as bus_drivers
+from mkkdumprd.vmtest.local_target import choose_bus as choose_bus
+from mkkdumprd.vmtest.local_target import missing as missing
+from mkkdumprd.vmtest.qemu import Drive
 from mkkdumprd.vmtest.servers import GUEST_SERVER_IP, NfsServer, SshServer
 
 if TYPE_CHECKING:
     from mkkdumprd.assemble.builder import BuildRequest
 
 NIC_DRIVERS = ("virtio_pci", "virtio_net")
-# The PCI transport the virtio buses need beside their own driver.
-_TRANSPORT = {"virtio": ("virtio_pci",), "scsi": ("virtio_pci",)}
-BUS_ORDER = ("virtio", "scsi", "nvme", "sata")
-SCRATCH_MB = 512
 _NODE = (
     (re.compile(r"/dev/vd([a-z])"), "virtio"),
     (re.compile(r"/dev/sd([a-z])"), "scsi-or-sata"),
@@ -63,21 +66,6 @@ def builtin_modules(kmoddir: Path | None) -> frozenset[str]:
     except OSError:
         return frozenset()
     return frozenset(module_name(line) for line in text.split())
-
-
-def bus_drivers(bus: str) -> tuple[str, ...]:
-    return (*_TRANSPORT.get(bus, ()), *BUS_DRIVERS[bus])
-
-
-def missing(drivers: Iterable[str], present: frozenset[str]) -> tuple[str, ...]:
-    return tuple(d for d in drivers if d not in present)
-
-
-def choose_bus(present: frozenset[str], wanted: str | None) -> str:
-    """The disk bus for a scratch disk: `wanted`, else the first the image has drivers for."""
-    if wanted is not None:
-        return wanted
-    return next((b for b in BUS_ORDER if not missing(bus_drivers(b), present)), BUS_ORDER[0])
 
 
 def node_position(node: str, present: frozenset[str], wanted: str | None) -> tuple[str, int]:
@@ -105,6 +93,7 @@ def _placed(disk: Path, bus: str, index: int, workdir: Path) -> tuple[Drive, ...
 
 class StandIn(Protocol):
     drives: tuple[Drive, ...]
+    prepare: tuple[Entry, ...]  # first-stage entries that make the stand-in (local_target)
     guestfwd: tuple[str, ...]
     missing_drivers: tuple[str, ...]
     image: Path | None          # the image to boot instead of the one under test (rebuilt)
@@ -122,38 +111,6 @@ class StandIn(Protocol):
 
 
 @dataclass
-class LocalStandIn:
-    device: str
-    fstype: str
-    path: str
-    disk: Path
-    drives: tuple[Drive, ...]
-    missing_drivers: tuple[str, ...]
-    guestfwd: tuple[str, ...] = ()
-    image: Path | None = None
-    open_network: bool = False
-
-    def describe(self) -> str:
-        bus = self.drives[-1].bus
-        return f"scratch {self.fstype} disk {self.disk} ({self.device}, {bus} bus)"
-
-    def read_back(self, out: Path) -> Path:
-        top = "/" + self.path.strip("/")
-        dirs = [e.name for e in scratch.ext_ls(self.disk, top) if e.is_dir]
-        if not dirs:
-            raise OperationError(f"no dump directory under {top} on the scratch disk")
-        where = f"{top.rstrip('/')}/{sorted(dirs)[-1]}"
-        names = {e.name for e in scratch.ext_ls(self.disk, where)}
-        if "vmcore" not in names:
-            raise OperationError(f"{where} on the scratch disk holds {sorted(names)}, "
-                                 "no complete vmcore")
-        return scratch.ext_dump(self.disk, f"{where}/vmcore", out)
-
-    def close(self) -> str | None:
-        return None
-
-
-@dataclass
 class RawStandIn:
     device: str
     disk: Path
@@ -162,6 +119,7 @@ class RawStandIn:
     guestfwd: tuple[str, ...] = ()
     image: Path | None = None
     open_network: bool = False
+    prepare: tuple[Entry, ...] = ()
 
     def describe(self) -> str:
         return f"scratch raw disk {self.disk} ({self.device}, {self.drives[-1].bus} bus)"
@@ -188,6 +146,7 @@ class NfsStandIn:
     guestfwd: tuple[str, ...] = field(default=())
     image: Path | None = None
     open_network: bool = False
+    prepare: tuple[Entry, ...] = ()
 
     def describe(self) -> str:
         return (f"nfs-ganesha on 127.0.0.1:{self.server.port} (pid {self.server.pid}) "
@@ -226,6 +185,7 @@ class SshStandIn:
     guestfwd: tuple[str, ...]
     drives: tuple[Drive, ...] = ()
     open_network: bool = False
+    prepare: tuple[Entry, ...] = ()
 
     def describe(self) -> str:
         return (f"private sshd on 127.0.0.1:{self.server.port} (pid {self.server.pid}) with "
@@ -278,34 +238,18 @@ def ssh_stand_in(target: Mapping[str, Any], request: BuildRequest | None,
 
 
 def stand_in(target: Mapping[str, Any], modules: frozenset[str], workdir: Path,
-             bus: str | None = None, request: BuildRequest | None = None) -> StandIn:
+             bus: str | None = None, request: BuildRequest | None = None,
+             boot: GuestBoot | None = None) -> StandIn:
     """The stand-in for the image's resolved target (`manifest["config"]["target"]`);
     `modules`: the drivers the capture kernel has (the image's and the built-in ones);
-    `request`: how the image under test was built (an ssh stand-in rebuilds it)."""
+    `request`: how the image under test was built (an ssh stand-in rebuilds it, a local
+    one takes the block stack from its discovery); `boot`: the guest, for a scratch
+    filesystem or stack the guest makes (local_target.py)."""
     kind = target.get("kind")
     device = target.get("device") or ""
     path = str(target.get("path") or "/")
     if kind == "local":
-        fstype = target.get("fstype") or "ext4"
-        tag, _, value = device.partition("=")
-        fs_uuid, label = str(uuidlib.uuid4()), None
-        if tag == "UUID":
-            fs_uuid = value
-        elif tag == "LABEL":
-            label = value
-        elif not device.startswith("/dev/"):
-            raise UsageError(f"the image finds its target as {device or 'nothing'}; a "
-                             "stand-in needs UUID=, LABEL= or a /dev name")
-        content = scratch.tree(workdir / "scratch-fs", path.strip("/") or ".")
-        disk = scratch.make_fs(workdir / "scratch.img", str(fstype), fs_uuid, SCRATCH_MB,
-                               content, label)
-        if device.startswith("/dev/"):
-            where, index = node_position(device, modules, bus)
-        else:
-            where, index = choose_bus(modules, bus), 0
-        return LocalStandIn(device, str(fstype), path, disk,
-                            _placed(disk, where, index, workdir),
-                            missing(bus_drivers(where), modules))
+        return local_stand_in(target, modules, workdir, bus, request, boot)
     if kind == "raw":
         where, index = node_position(device, modules, bus)
         disk = scratch.make_raw(workdir / "scratch-raw.img", SCRATCH_MB)

@@ -148,8 +148,10 @@ def test_unsupported_targets_are_usage_errors(tmp_path: Path) -> None:
     # ssh has a stand-in, but it rebuilds the image: without the build request, an error
     with pytest.raises(UsageError, match=r"by rebuilding it .* instead of --image"):
         targets.stand_in({"kind": "ssh", "server": "root@h", "path": "/"}, ALL, tmp_path)
-    # --real-target: ssh only, and only with the build request
-    with pytest.raises(UsageError, match="ssh targets so far, not nfs"):
+    # --real-target: nfs and ssh, and only with the build request
+    with pytest.raises(UsageError, match="for nfs and ssh targets, not local"):
+        real_target({"kind": "local", "device": "UUID=1", "path": "/"}, None, ALL, tmp_path)
+    with pytest.raises(UsageError, match="instead of --image"):
         real_target({"kind": "nfs", "server": "10.0.2.100:/e", "path": "/"}, None, ALL,
                     tmp_path)
     with pytest.raises(UsageError, match="instead of --image"):
@@ -157,6 +159,7 @@ def test_unsupported_targets_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="IPv4 address"):
         targets.stand_in({"kind": "nfs", "server": "nas.example:/export", "path": "/"}, ALL,
                          tmp_path)
-    with pytest.raises(UsageError, match="cannot be read back"):
+    # an xfs scratch disk is made by the guest: without the guest's kernel, an error
+    with pytest.raises(UsageError, match="needs the kernel it boots"):
         targets.stand_in({"kind": "local", "device": "UUID=1", "fstype": "xfs", "path": "/"},
                          ALL, tmp_path)

@@ -130,16 +130,25 @@ def _home(tmp_path: Path, known_hosts: str) -> Path:
 
 @pytest.mark.vm
 def test_ssh_image_against_a_private_sshd(kernel: Kernel, tmp_path: Path) -> None:
-    """An ssh image for a server that is never contacted (192.0.2.7, TEST-NET-1): the test
-    rebuilds it for its private sshd on 127.0.0.1 and says what it substituted."""
+    """An ssh image for a server that is never contacted (192.0.2.7, TEST-NET-1), built
+    first and given with --image: the test recovers its build request from the image
+    (its kdump.conf and manifest), rebuilds it for its private sshd on 127.0.0.1 and says
+    what it substituted."""
     key = tmp_path / "kdump_id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     real_host_key = key.with_suffix(".pub").read_text().split()[:2]
     home = _home(tmp_path, known_hosts_line("192.0.2.7", 22, " ".join(real_host_key)) + "\n")
     conf = tmp_path / "kdump.conf"
-    conf.write_text(f"ssh kdump@192.0.2.7\nsshkey {key}\npath /var/crash/kdump\n")
-    rc, doc, err = _test_vm(kernel, tmp_path / "work", "-c", str(conf),
-                            "--add-drivers", "virtio_pci,virtio_net", home=home)
+    conf.write_text(f"ssh kdump@192.0.2.7\nsshkey {key}\npath /var/crash/kdump\n"
+                    "hook_timeout 77\n")
+    image = tmp_path / "capture.img"
+    built = subprocess.run(
+        [sys.executable, "-m", "mkkdumprd", "build", "-c", str(conf), "--kver", kernel.kver,
+         "--kmoddir", str(kernel.kmoddir), "--no-hostonly",
+         "--add-drivers", "virtio_pci,virtio_net", "-o", str(image)],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HOME": str(home)})
+    assert built.returncode == 0, built.stderr
+    rc, doc, err = _test_vm(kernel, tmp_path / "work", "--image", str(image), home=home)
     _check_schema(doc)
     assert rc == 0 and doc["verdict"] == "pass", (doc, err)
     assert doc["target"] == "ssh kdump@192.0.2.7:/var/crash/kdump", doc
@@ -180,3 +189,32 @@ def test_real_target_on_loopback_writes_and_removes_its_folder(kernel: Kernel,
     # The loopback server was relayed: the guest's network stayed restricted.
     cmd = Path(doc["console_log"]).with_suffix(".cmd").read_text()
     assert "restrict=on" in cmd, cmd
+
+
+@pytest.mark.vm
+@pytest.mark.long     # 154 s under TCG here (a rebuild, a crash boot, a read-back boot)
+def test_real_target_nfs_on_loopback_writes_and_removes_its_folder(kernel: Kernel,
+                                                                  tmp_path: Path) -> None:
+    """--real-target --yes against an export configured as 127.0.0.1:/export (nfs-ganesha
+    on 127.0.0.1:2049 playing the user's server, reached by the guest only through the
+    guestfwd relay at 10.0.2.100): the dump lands in a mkkdumprd-test-* folder under the
+    configured path, a second boot reads it back and removes the folder."""
+    from mkkdumprd.vmtest.servers import NfsServer
+
+    with NfsServer(tmp_path / "nfs", port=2049).start() as srv:
+        crash = srv.export / "crash"
+        crash.mkdir(parents=True)
+        (crash / "keep-me").write_text("a real dump beside the test\n")
+        rc, doc, err = _test_vm(kernel, tmp_path / "work", "--real-target", "--yes",
+                                "--target", "nfs:127.0.0.1:/export/crash",
+                                "--add-drivers", "virtio_pci,virtio_net")
+        left = sorted(p.name for p in crash.iterdir())
+    _check_schema(doc)
+    assert rc == 0 and doc["verdict"] == "pass", (doc, err)
+    assert "the real NFS server 127.0.0.1:/export" in doc["stand_in"], doc["stand_in"]
+    removed = re.search(r"removed /crash/(\S+) from 127.0.0.1:/export", doc["stand_in"])
+    assert removed and TEST_DIR.fullmatch(removed.group(1)), doc["stand_in"]
+    assert left == ["keep-me"], left
+    assert doc["vmcore_bytes"] > 1 << 20
+    cmd = Path(doc["console_log"]).with_suffix(".cmd").read_text()
+    assert "restrict=on" in cmd and "10.0.2.100:2049" in cmd, cmd
