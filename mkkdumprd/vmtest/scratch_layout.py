@@ -169,6 +169,18 @@ def layout(target: Mapping[str, Any], stack: Stack | None, fs_uuid: str,
         subvolume = (subvolume or f"subvolid-{subvolid}").strip("/")
     if stack is not None:
         for x in stack.layers():
+            # The guest's stand-in disks are plain virtio/SCSI drives: a multipath map or
+            # an iSCSI login would need a second path or a target server the proof does
+            # not stand in for, and a stand-in without them proves a different image.
+            if x.kind is Kind.MPATH:
+                raise UsageError(f"the target is on multipath map {x.dm_name}; `mkkdumprd "
+                                 "test --vm` has no stand-in for multipath (tests/vm/"
+                                 "test_crash_multipath.py proves that layer)")
+            if x.kind is Kind.DISK and x.iscsi is not None:
+                raise UsageError(f"the target is on iSCSI LUN {x.name} "
+                                 f"({x.iscsi.describe()}); `mkkdumprd test --vm` has no "
+                                 "stand-in iSCSI target (tests/vm/test_crash_iscsi.py proves "
+                                 "that layer)")
             if x.kind is Kind.DISK:
                 place(x.name)       # refuse early what cannot be placed
             if x.kind is Kind.MD and len(x.below) < 2 and x.md_level != "linear":

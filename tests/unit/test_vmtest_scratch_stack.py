@@ -24,7 +24,14 @@ from mkkdumprd.storage.stack import Kind, Layer, Stack, discover
 from mkkdumprd.vmtest import first_stage, local_target, readback, scratch, stack_script
 from mkkdumprd.vmtest.qemu import Drive
 from mkkdumprd.vmtest.scratch_layout import Layout, Place, layout, place
-from tests.support.fake_machine import add_disk, add_dm, add_md, fake_machine, lvm_uuid
+from tests.support.fake_machine import (
+    add_disk,
+    add_dm,
+    add_iscsi_disk,
+    add_md,
+    fake_machine,
+    lvm_uuid,
+)
 from tests.support.shellcheck import assert_clean
 
 TOOLS = {n: f"/sbin/{n}" for n in ("mke2fs", "mkfs.xfs", "mkfs.btrfs", "btrfs", "lvm",
@@ -249,3 +256,22 @@ def test_multi_device_btrfs_is_made_on_every_device(tmp_path: Path) -> None:
     assert script.index("/sbin/btrfs device scan") < script.index("mount -t btrfs /dev/vdb")
     assert "/sbin/btrfs device scan" in stack_script.readback(lay, "/dev/vdd", TOOLS)
     _check_sh(tmp_path, "multi.sh", script)
+
+
+def test_multipath_and_iscsi_layers_are_refused_by_name(tmp_path: Path) -> None:
+    # No stand-in exists for them: a plain scratch disk would prove another image.
+    from pathlib import PurePosixPath
+    m = fake_machine(tmp_path / "mp")
+    add_disk(m, "sdb", 6, parts=0)
+    add_disk(m, "sdc", 7, parts=0)
+    add_dm(m, "dm-0", "mpatha", "mpath-35000c50015ea71ac", ["sdb", "sdc"])
+    target = {"kind": "local", "device": "/dev/mapper/mpatha", "fstype": "ext4", "path": "/"}
+    stack = discover(Host(m), PurePosixPath("/dev/dm-0"), "ext4")
+    with pytest.raises(UsageError, match="multipath map mpatha.*test_crash_multipath"):
+        layout(target, stack, FS)
+    i = fake_machine(tmp_path / "is")
+    add_iscsi_disk(i, "sda", partitions=1)
+    stack = discover(Host(i), PurePosixPath("/dev/sda1"), "ext4")
+    with pytest.raises(UsageError, match=r"iSCSI LUN sda1 .*10\.0\.2\.100:3260.*"
+                                         "test_crash_iscsi"):
+        layout({**target, "device": "/dev/sda1"}, stack, FS)
