@@ -267,7 +267,7 @@ def test_multipath_and_iscsi_layers_are_refused_by_name(tmp_path: Path) -> None:
     add_dm(m, "dm-0", "mpatha", "mpath-35000c50015ea71ac", ["sdb", "sdc"])
     target = {"kind": "local", "device": "/dev/mapper/mpatha", "fstype": "ext4", "path": "/"}
     stack = discover(Host(m), PurePosixPath("/dev/dm-0"), "ext4")
-    with pytest.raises(UsageError, match="multipath map mpatha.*test_crash_multipath"):
+    with pytest.raises(UsageError, match=r"multipath map mpatha.*test_crash_multipath"):
         layout(target, stack, FS)
     i = fake_machine(tmp_path / "is")
     add_iscsi_disk(i, "sda", partitions=1)
