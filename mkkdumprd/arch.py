@@ -46,6 +46,10 @@ class ArchInfo:
     page_size: int
     percpu: int                     # bytes per capture-kernel CPU
     kernel_dynamic: int             # bytes the capture kernel allocates beyond its image
+    # loader/capture_cpus.py: the most CPUs the capture kernel may bring up (1: nr_cpus=1
+    # stays), and whether the boot CPU is kept out of it then (x86 disable_cpu_apicid=).
+    max_cpus: int = 1
+    disable_boot_cpu: bool = False
 
 
 def normalise(name: str) -> str:
@@ -128,4 +132,6 @@ def load_arch(name: str) -> ArchInfo:
         page_size=t.typed("estimate.page_size", int),
         percpu=t.typed("estimate.percpu_kib", int) * 1024,
         kernel_dynamic=t.size("estimate.kernel_dynamic"),
+        max_cpus=t.typed("cmdline.max_cpus", int),
+        disable_boot_cpu=t.typed("cmdline.disable_boot_cpu", bool),
     )

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mkkdumprd import __version__
+from mkkdumprd.assemble.collector_threads import collector_threads
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
@@ -569,6 +570,7 @@ def template_context(config: KdumpConfig, target: ResolvedTarget, *, kver: str, 
         },
         "collector_fs": fs,
         "collector_stream": stream,
+        "collector_threads": collector_threads(config),
         # several targets: the filesystem targets' free space is checked against what
         # makedumpfile's dry run says it will write (a makedumpfile collector only)
         "collector_estimate": [*fs, "--dry-run", "--show-stats"]

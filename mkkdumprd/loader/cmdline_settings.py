@@ -53,6 +53,8 @@ SOURCES: tuple[tuple[PurePosixPath, dict[str, str]], ...] = (
     (OWN, {"CMDLINE": "base", "CMDLINE_REMOVE": "remove", "CMDLINE_APPEND": "append"}),
 )
 KEXEC_FILE_WORDS = ("-s", "--kexec-file-syscall")
+# The origin of the arch file's words ("x86_64 default (data/arch/x86_64.toml)").
+ARCH_DEFAULT = "default (data/arch/"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,11 @@ def read_settings(host: Host) -> CmdlineSettings:
     return CmdlineSettings(base, tuple(remove), tuple(append), tuple(notes))
 
 
+def is_arch_default(word: Word) -> bool:
+    """The word is the arch file's default (not set by the administrator)."""
+    return ARCH_DEFAULT in word.origin
+
+
 def capture_words(proc_cmdline: str, arch_name: str, arch_remove: Sequence[str],
                   arch_append: Sequence[str], settings: CmdlineSettings,
                   cmdline: str | None = None, extra: Sequence[str] = ()) -> list[Word]:
@@ -114,7 +121,7 @@ def capture_words(proc_cmdline: str, arch_name: str, arch_remove: Sequence[str],
     else:
         base = [Word(w, "/proc/cmdline") for w in split_words(proc_cmdline)]
     user_drop = {w.text.split("=", 1)[0].replace("-", "_") for w in settings.remove}
-    defaults = [Word(w, f"{arch_name} default (data/arch/{arch_name}.toml)")
+    defaults = [Word(w, f"{arch_name} {ARCH_DEFAULT}{arch_name}.toml)")
                 for w in arch_append
                 if w.split("=", 1)[0].replace("-", "_") not in user_drop]
     added = [*defaults, *settings.append, *(Word(kernel_word(w), "--append") for w in extra)]

@@ -20,7 +20,14 @@ from typing import Any
 from mkkdumprd.arch import ArchInfo
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
-from mkkdumprd.loader import crypt_keys, kernel_image, kexec_tools, locate, status
+from mkkdumprd.loader import (
+    capture_cpus,
+    crypt_keys,
+    kernel_image,
+    kexec_tools,
+    locate,
+    status,
+)
 from mkkdumprd.loader.cmdline import Word
 from mkkdumprd.loader.cmdline_settings import capture_words, read_settings
 from mkkdumprd.loader.kexec import (
@@ -114,10 +121,40 @@ def plan_load(host: Host, arch: ArchInfo, *, kver: str | None = None,
     proc = locate.proc_cmdline(host) if cmdline is None and settings.base is None else ""
     words = capture_words(proc, arch.name, arch.cmdline_remove, arch.cmdline_append,
                           settings, cmdline, append)
+    words = capture_cpus.cpu_words(
+        words, host, arch_max=arch.max_cpus, disable_boot_cpu=arch.disable_boot_cpu,
+        reserved=reserved, percpu=arch.percpu,
+        needed_one=lambda: _needed_at_one_cpu(host, arch, kpath, ipath))
     final = " ".join(w.text for w in words)
     flags = KEXEC_FILE_ON_CRASH | (KEXEC_FILE_NO_INITRAMFS if ipath is None else 0)
     return LoadPlan(arch, kver, kpath, ipath, final, flags, reserved, tuple(words),
                     settings.notes)
+
+
+def _needed_at_one_cpu(host: Host, arch: ArchInfo, kernel: PurePosixPath,
+                       initrd: PurePosixPath | None) -> int | None:
+    """The crashkernel estimate for this kernel and image at nr_cpus=1 (recommend.py), or,
+    where the image cannot be read (a bare python3 has no zstandard), capture_cpus'
+    rough bound from the two files' sizes; None when neither can be had."""
+    if initrd is None:
+        return None
+    try:
+        # Not at import time: the loader alone runs on the standard library (guests).
+        from mkkdumprd.crashkernel.fit import reservation_fit
+
+        fit = reservation_fit(host, arch, kernel, initrd, "nr_cpus=1")
+        if fit is not None:
+            return fit.needed
+    except ImportError:
+        pass
+    try:
+        info = kernel_image.runtime_size(host.path(kernel))
+        ksize = info.runtime_size or host.stat(kernel).st_size
+        isize = host.stat(initrd).st_size
+    except (OSError, ValueError):       # ImageFormatError is a ValueError
+        return None
+    return capture_cpus.rough_need(ksize, isize, dynamic=arch.kernel_dynamic,
+                                   percpu=arch.percpu)
 
 
 def _preflight_fit(plan: LoadPlan, host: Host, info: kernel_image.KernelInfo) -> None:
