@@ -137,7 +137,7 @@ def first_stage(kernel: Kernel, capture: Path, work: Path, v: Variant, fill: int
         pg.step("load", pg.LOADER, "load", "--kernel", "/boot/vmlinuz", "--initrd",
                 "/boot/capture.img", "--append", "kdump.memstat",
                 *(() if v.name == "default" else ("--append", f"nr_cpus={v.cpus}"))),
-    ], crash=True)
+    ], crash=True, crash_on_boot_cpu=True)
     return pg.build_python_first_stage(kernel.vmlinuz, capture, work / f"first-{v.name}.img",
                                        script)
 

@@ -72,6 +72,7 @@ SYS_ISCSI_SESSION = "/sys/class/iscsi_session"   # the capture kernel's iSCSI se
 SYS_WATCHDOG = "/sys/class/watchdog"     # the capture kernel's watchdogs ...
 WATCHDOG_DEV_DIR = "/dev"                # ... and where their nodes are (watchdogN)
 CONFIGFS = "/sys/kernel/config"
+SYS_CPU = "/sys/devices/system/cpu"      # the capture kernel's CPUs (makedumpfile threads)
 CRASH_DM_CRYPT_KEYS = f"{CONFIGFS}/crash_dm_crypt_keys"   # CONFIG_CRASH_DM_CRYPT (6.16)
 KMSG = "/dev/kmsg"                       # the record goes into the kernel log (ramoops keeps it)
 PMSG = "/dev/pmsg0"                      # pstore's user message device, where the kernel has it

@@ -77,8 +77,16 @@ def step(name: str, *argv: str) -> str:
     return f"step {name} {' '.join(argv)}\n"
 
 
-def init_script(steps: Iterable[str], crash: bool) -> str:
-    return _INIT_HEAD + "".join(steps) + (_INIT_CRASH if crash else _INIT_END)
+def init_script(steps: Iterable[str], crash: bool, crash_on_boot_cpu: bool = False) -> str:
+    """/init: the steps, then the crash (or a clean end). `crash_on_boot_cpu` pins the
+    sysrq write to CPU 0: on x86 a capture kernel with nr_cpus=N > 1 keeps the boot CPU
+    out (disable_cpu_apicid=) unless it runs there, so a crash elsewhere brings up one
+    CPU fewer; tests and benches that count the capture kernel's CPUs need CPU 0."""
+    end = _INIT_CRASH if crash else _INIT_END
+    if crash and crash_on_boot_cpu:
+        end = end.replace("echo c > /proc/sysrq-trigger",
+                          "taskset 1 sh -c 'echo c > /proc/sysrq-trigger'")
+    return _INIT_HEAD + "".join(steps) + end
 
 
 def load_command(cmdline: str | None, append: Sequence[str]) -> str:

@@ -1,17 +1,23 @@
 """makedumpfile's threads and the image's compression level (issue 24).
 
-glibc's libgcc_s goes in with makedumpfile because `--num-threads` needs it (without it
-the dump aborts at its end, as bench/dump.py showed). `--compress FORMAT[:LEVEL]` chooses
-the level."""
+The capture script adds `makedumpfile --num-threads N` only when the capture kernel has
+N > 1 CPUs online (the loader's nr_cpus=, loader/capture_cpus.py), so with one CPU the
+collector runs as before; then libgcc_s, which goes in with makedumpfile, is preloaded
+(glibc dlopens it when a thread exits; at the end of a large dump in a small reservation
+that dlopen failed and aborted the dump: bench/dump.py l2old at crashkernel=112M).
+`--compress FORMAT[:LEVEL]` chooses the level."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mkkdumprd.assemble.builder import BuildRequest, build_image
+from mkkdumprd.assemble.collector_threads import collector_threads
 from mkkdumprd.cli import main as cli_main
 from mkkdumprd.config.kdumpconf import parse_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
@@ -63,3 +69,64 @@ def test_level_reaches_the_image(kernel: Kernel, tmp_path: Path) -> None:
     smallest = _build(kernel, conf, tmp_path / "19.img", level=19)
     assert smallest.stat().st_size < default.stat().st_size
     assert read_file(smallest, "/init") == read_file(default, "/init")
+
+
+@pytest.mark.parametrize(("collector", "threads"), [
+    ("makedumpfile -l --message-level 7 -d 31", True),
+    ("makedumpfile -c -d 31", True),
+    ("/usr/sbin/makedumpfile -z -d 31", True),
+    ("makedumpfile -d 31", False),                    # nothing to compress in parallel
+    ("makedumpfile -E -l -d 31", False),              # refused with threads
+    ("makedumpfile -l -d 31 --split", False),
+    ("makedumpfile -l -d 31 --num-threads 4", False),  # the user's own count
+    ("makedumpfile -l -d 31 --num-threads=4", False),
+    ("cp", False),
+])
+def test_collector_threads(collector: str, threads: bool) -> None:
+    assert collector_threads(_conf(collector)) is threads
+
+
+def _collector(img: Path) -> str:
+    # On merged-/usr hosts /lib is a symlink in the image: the file is under /usr/lib.
+    path = next(str(m.path) for m in read_members(img)
+                if str(m.path).endswith("/lib/kdump/collector.sh"))
+    return read_file(img, path).decode()
+
+
+def _run_collect_fs(script: str, tmp: Path, cpus: int) -> str:
+    """The rendered kdump_collect_fs with a fake sysfs of `cpus` online CPUs (and one
+    offline) and a makedumpfile that prints LD_PRELOAD and its arguments."""
+    sysfs = tmp / "sys"
+    for i in range(cpus + 1):
+        (sysfs / f"cpu{i}").mkdir(parents=True, exist_ok=True)
+    (sysfs / f"cpu{cpus}" / "online").write_text("0\n")
+    bindir = tmp / "bin"
+    bindir.mkdir(exist_ok=True)
+    fake = bindir / "makedumpfile"
+    fake.write_text('#!/bin/sh\necho "preload=${LD_PRELOAD:-} args: $*" >&2\n'
+                    ': > "$(eval echo \\${$#})"\n')
+    fake.chmod(0o755)
+    body = script.replace("/sys/devices/system/cpu/", f"{sysfs}/")
+    out = tmp / "dump"
+    out.mkdir(exist_ok=True)
+    prog = (f"kinfo() {{ :; }}\nkdump_flush() {{ :; }}\nKDUMP_INIT_LOG=/dev/null\n"
+            f"{body}\nkdump_collect_fs {out} {out}\n")
+    r = subprocess.run(["sh", "-c", prog], capture_output=True, text=True, cwd=tmp,
+                       env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+                            "KDUMP_VMCORE": "/proc/vmcore"})
+    return next(ln for ln in r.stderr.splitlines() if "args:" in ln)
+
+
+def test_image_threads_follow_the_capture_kernels_cpus(kernel: Kernel, tmp_path: Path) -> None:
+    img = _build(kernel, _conf("makedumpfile -l --message-level 7 -d 31"), tmp_path / "i.img")
+    script = _collector(img)
+    one = _run_collect_fs(script, tmp_path / "one", 1)
+    assert one == "preload= args: -l --message-level 7 -d 31 /proc/vmcore " \
+        f"{tmp_path}/one/dump/vmcore-incomplete"
+    two = _run_collect_fs(script, tmp_path / "two", 2)
+    assert two.startswith("preload=libgcc_s.so.1 args: -l --message-level 7 -d 31 "
+                          "--num-threads 2 /proc/vmcore ")
+    # A collector that cannot use threads renders without the CPU count at all.
+    plain = _build(kernel, _conf("makedumpfile -E -d 31"), tmp_path / "e.img")
+    assert "kdump_threads" not in _collector(plain)
+    assert "--num-threads" not in _run_collect_fs(_collector(plain), tmp_path / "e", 2)
