@@ -2,12 +2,16 @@
 
     .venv/bin/python bench/crashkernel_min.py [--mem 1024,2048,4096] [--lo 64] [--hi 512]
                                               [--step 8] [--timeout 240] [--workdir DIR]
-                                              [--cma MiB]
+                                              [--cma MiB] [--cpus N]
 
 With --cma N (e.g. --cma 256 --lo 56 --hi 128 --step 2) the probes boot Debian unstable's
 newest kernel (7.x, CONFIG_CMA=y) with `crashkernel=XM crashkernel=NM,cma` and bisect the
 fixed part X alone: the smallest reservation the running system loses for good, beside
 `recommend`'s fixed_bytes for the same kernel and image.
+
+With --cpus N (x86_64) the guests get N vCPUs, the capture kernel nr_cpus=N (forced: the
+loader would drop to one CPU in a reservation too small for its estimate) and the crash
+runs on CPU 0, so all N come up and the collector runs with --num-threads N.
 
 For the local-target capture image (`mkkdumprd build --no-hostonly --add-drivers
 virtio_pci,virtio_blk,ext4 --target local:UUID=...`), every probe boots the Debian kernel
@@ -84,23 +88,24 @@ def build_capture(kernel: Kernel, work: Path, fs_uuid: str) -> Path:
     return out
 
 
-def first_stage(kernel: Kernel, capture: Path, work: Path) -> Path:
+def first_stage(kernel: Kernel, capture: Path, work: Path, cpus: int = 1) -> Path:
+    load = LOAD + (f" --append nr_cpus={cpus}" if cpus > 1 else "")
     script = pg.init_script([
-        pg.step("load", LOAD),
+        pg.step("load", load),
         f'[ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || '
         f'{{ echo "{NOT_LOADED}"; poweroff -f; }}\n',
-    ], crash=True)
+    ], crash=True, crash_on_boot_cpu=cpus > 1)
     return pg.build_python_first_stage(kernel.vmlinuz, capture, work / "first.img", script)
 
 
 def probe(kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int, ck: int,
-          timeout: float, cma: int = 0) -> Probe:
+          timeout: float, cma: int = 0, cpus: int = 1) -> Probe:
     tag = f"m{mem}-ck{ck}" + (f"-cma{cma}" if cma else "")
     disk = disks.make_ext4(work / f"{tag}.disk", fs_uuid,
                            content=disks.tree(work / "fs", "var/crash"))
     words = f"crashkernel={ck}M" + (f" crashkernel={cma}M,cma" if cma else "")
     spec = VMSpec(kernel.vmlinuz, first, f"console=ttyS0 {words} panic=-1 loglevel=4",
-                  drives=(Drive(disk),), memory_mb=mem)
+                  drives=(Drive(disk),), memory_mb=mem, cpus=cpus)
     log = work / f"{tag}.log"
     why = ""
     t0 = time.monotonic()
@@ -122,6 +127,8 @@ def probe(kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int, ck: i
         names = ({e.name for e in disks.ext4_ls(disk, f"/var/crash/{dumps[0]}")}
                  if len(dumps) == 1 else set())
         ok = "vmcore" in names and "vmcore-incomplete" not in names
+        if ok and cpus > 1 and f"--num-threads {cpus}" not in console:
+            ok, why = False, f"dumped, but not with --num-threads {cpus}"
         if not ok and not why:
             after = console.split(pg.CRASHING_MARKER, 1)[-1]
             why = next((name for name, rx in FAILURE_SIGNS if re.search(rx, after)),
@@ -134,12 +141,12 @@ def probe(kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int, ck: i
 
 class ProbeFn:
     def __init__(self, kernel: Kernel, first: Path, fs_uuid: str, work: Path, mem: int,
-                 timeout: float, log: list[Probe], cma: int = 0) -> None:
+                 timeout: float, log: list[Probe], cma: int = 0, cpus: int = 1) -> None:
         self.args = (kernel, first, fs_uuid, work)
-        self.mem, self.timeout, self.log, self.cma = mem, timeout, log, cma
+        self.mem, self.timeout, self.log, self.cma, self.cpus = mem, timeout, log, cma, cpus
 
     def __call__(self, ck: int) -> bool:
-        p = probe(*self.args, self.mem, ck, self.timeout, self.cma)
+        p = probe(*self.args, self.mem, ck, self.timeout, self.cma, self.cpus)
         self.log.append(p)
         print(f"  -m {p.mem:<5} crashkernel={p.ck}M  {'ok  ' if p.ok else 'FAIL'}  "
               f"{p.seconds:5.0f} s  {p.why}", flush=True)
@@ -178,6 +185,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--cma", type=int, default=0,
                     help="MiB of crashkernel=,cma beside the fixed part bisected (sid kernel)")
+    ap.add_argument("--cpus", type=int, default=1,
+                    help="vCPUs and capture nr_cpus (the dump then runs --num-threads N)")
     args = ap.parse_args()
     work = args.workdir or Path(f"/tmp/crashkernel-min-{time.strftime('%Y%m%d-%H%M%S')}")
     work.mkdir(parents=True, exist_ok=True)
@@ -185,7 +194,7 @@ def main() -> int:
     fs_uuid = str(uuid.uuid4())
     t0 = time.monotonic()
     capture = build_capture(kernel, work, fs_uuid)
-    first = first_stage(kernel, capture, work)
+    first = first_stage(kernel, capture, work, args.cpus)
     print(f"kernel {kernel.kver}; capture image {capture} ({capture.stat().st_size >> 10} KiB); "
           f"first stage {first.stat().st_size >> 20} MiB; work dir {work}", flush=True)
 
@@ -204,7 +213,7 @@ def main() -> int:
             table = estimate
         print(f"-m {mem}: recommend {rec.get('cmdline')}, table {table}M", flush=True)
         found = minimum(ProbeFn(kernel, first, fs_uuid, work, mem, args.timeout, probes,
-                                args.cma),
+                                args.cma, args.cpus),
                         args.lo, args.hi, args.step, guess)
         guess = found
         rows.append((mem, found, estimate, table, table_value(FEDORA, mem),

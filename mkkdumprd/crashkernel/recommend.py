@@ -15,7 +15,8 @@ which is while the initramfs is being unpacked and then while makedumpfile runs:
                plus 1 KiB of inode and dentry per entry.
   modules      kernel modules loaded from the image: the .ko sizes again (the code and
                data now live in vmalloc space too); compressed .ko count 3x.
-  percpu       per CPU the capture kernel brings up (nr_cpus= / maxcpus= of its cmdline):
+  percpu       per CPU the capture kernel brings up (nr_cpus= / maxcpus= of its cmdline,
+               or on x86_64 the CPUs online, which the loader gives it: capture_cpus):
                per-cpu areas, two thread stacks and makedumpfile's per-thread buffers.
   collector    makedumpfile and the shell: 12 MiB of process memory (binary, libraries,
                heap, busybox), plus its cyclic bitmaps, 2 bits per page of the crashed RAM,
@@ -196,21 +197,39 @@ def _count_cpus(spec: str) -> int:
 def capture_cpus(arch: ArchInfo, host: Host, extra: Iterable[str] = ()) -> int:
     """CPUs whose per-cpu areas the capture kernel allocates.
 
-    nr_cpus=N limits the possible CPUs; maxcpus=N only limits the ones brought up, the
-    per-cpu areas still exist for every possible CPU (as read from the host).
+    An nr_cpus=N of `extra` (the loaded command line, or the administrator's words; the
+    last one counts, as in the kernel); else, where the arch lets the loader raise nr_cpus
+    (`cmdline.max_cpus` > 1), the loader's choice given memory enough: the CPUs online, at
+    most max_cpus (loader/capture_cpus.py), so the reservation recommended holds them;
+    else the arch list's nr_cpus=. nr_cpus=N limits the possible CPUs; maxcpus=N only
+    limits the ones brought up, the per-cpu areas still exist for every possible CPU (as
+    read from the host).
     """
+    from mkkdumprd.loader import capture_cpus as chosen
+
     possible_text = host.read_optional("/sys/devices/system/cpu/possible")
     try:
         possible = _count_cpus(possible_text) if possible_text else 1
     except ValueError:
         possible = 1
-    for word in (*arch.cmdline_append, *extra):
-        if word.startswith("nr_cpus="):
-            try:
-                return max(1, min(int(word.split("=", 1)[1]), possible))
-            except ValueError:
-                continue
-    return possible
+
+    def nr_cpus(words: Iterable[str]) -> int | None:
+        found = None
+        for word in words:
+            if word.startswith("nr_cpus="):
+                try:
+                    found = max(1, int(word.split("=", 1)[1]))
+                except ValueError:
+                    continue
+        return found
+
+    given = nr_cpus(extra)
+    if given is not None:
+        return min(given, possible) if possible_text else given
+    if arch.max_cpus > 1:
+        return min(chosen.online_cpus(host), arch.max_cpus, chosen.THREADS_MAX)
+    default = nr_cpus(arch.cmdline_append)
+    return min(default, possible) if default is not None else possible
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,16 @@ def test_capture_cpus_from_cmdline_and_possible(tmp_path: Path) -> None:
     (tmp_path / "sys/devices/system/cpu").mkdir(parents=True)
     (tmp_path / "sys/devices/system/cpu/possible").write_text("0-7,16-17\n")
     host = Host(tmp_path)
-    assert rec.capture_cpus(load_arch("x86_64"), host) == 1          # nr_cpus=1
-    assert rec.capture_cpus(load_arch("x86_64"), host, ["nr_cpus=4"]) == 1  # arch list first
+    assert rec.capture_cpus(load_arch("x86_64"), host) == 1          # one CPU online
+    assert rec.capture_cpus(load_arch("aarch64"), host) == 1         # nr_cpus=1 stays
+    # the loaded command line's (or the administrator's) nr_cpus= counts, the last one
+    assert rec.capture_cpus(load_arch("x86_64"), host, ["nr_cpus=4"]) == 4
+    assert rec.capture_cpus(load_arch("aarch64"), host, ["nr_cpus=4", "nr_cpus=2"]) == 2
+    assert rec.capture_cpus(load_arch("x86_64"), host, ["nr_cpus=64"]) == 10  # possible
+    # x86_64: the loader raises nr_cpus to the CPUs online (loader/capture_cpus.py)
+    (tmp_path / "sys/devices/system/cpu/online").write_text("0-5\n")
+    assert rec.capture_cpus(load_arch("x86_64"), host) == 6
+    assert rec.capture_cpus(load_arch("aarch64"), host) == 1
     # ppc64le uses maxcpus=1: per-cpu areas still exist for every possible CPU
     assert rec.capture_cpus(load_arch("ppc64le"), host) == 10
 
