@@ -1,7 +1,9 @@
 """makedumpfile: the core_collector's options are checked by the makedumpfile the image
 ships, so a typo fails the build, not the dump; and libgcc_s goes in beside it, which glibc
 dlopens when a thread exits (makedumpfile --num-threads), or the dump aborts at its end with
-"libgcc_s.so.1 must be installed for pthread_exit to work" (seen in bench/dump.py)."""
+"libgcc_s.so.1 must be installed for pthread_exit to work". The capture script preloads it
+for a threaded dump (assemble/collector_threads.py): shipping it was not enough, the late
+dlopen failed in a small reservation (bench/dump.py l2old at crashkernel=112M)."""
 
 from __future__ import annotations
 
