@@ -15,8 +15,10 @@ issue #15 reports with --num-threads.
 
 Variants (name: vCPUs, capture nr_cpus, collector):
     default  2 vCPUs, nr_cpus= as the loader chooses it, mkkdumprd's default collector
-             (the capture script adds --num-threads N for N online CPUs, libgcc_s preloaded)
+             (the capture script adds --num-threads N for N online CPUs, libgcc_s preloaded);
+             x86_64.toml's max_cpus = 1 keeps nr_cpus=1, with 32 the loader chooses 2
     default1 the same with 1 vCPU (the loader keeps nr_cpus=1: one CPU online)
+    d2  2 vCPUs, nr_cpus=2 given, mkkdumprd's default collector (--num-threads 2 added)
     l1  1 vCPU,  nr_cpus=1, makedumpfile -l -d 31                (one CPU)
     l2  2 vCPUs, nr_cpus=2, makedumpfile -l -d 31, the script's --num-threads 2 (preloaded)
     l2old 2 vCPUs, nr_cpus=2, makedumpfile -l -d 31 --num-threads 2 in core_collector (the
@@ -68,6 +70,7 @@ VARIANTS = {v.name: v for v in (
     # which costs TCG time of its own).
     Variant("default", 2, "", "default"),
     Variant("default1", 1, "", "default"),
+    Variant("d2", 2, ""),
     Variant("l1", 1, "makedumpfile -l --message-level 23 -d 31"),
     Variant("l2", 2, "makedumpfile -l --message-level 23 -d 31"),
     Variant("l2old", 2, "makedumpfile -l --message-level 23 -d 31 --num-threads 2"),

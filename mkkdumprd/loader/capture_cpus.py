@@ -7,7 +7,9 @@ the smallest of:
 - the CPUs online in the running kernel (the capture kernel runs on the same machine);
 - the arch's `cmdline.max_cpus` (data/arch/*.toml): 1 everywhere the project has not
   crashed a kernel with more than one CPU in the capture kernel and seen it dump (each
-  file says why); x86_64 allows 32, the most the capture script gives makedumpfile;
+  file says why), and on x86_64 too for now: there the multi-CPU dump works, but the
+  measurement in QEMU showed no gain (x86_64.toml says the figures; 32, the most the
+  capture script gives makedumpfile, turns it on);
 - what the crashkernel= reservation holds: every CPU beyond the first costs the arch's
   per-CPU term (`estimate.percpu_kib`, with the estimate's 20 % margin), and the CPUs
   are only added while the estimate for the loaded kernel and image at one CPU plus that
@@ -17,7 +19,8 @@ The administrator's own `nr_cpus=` word (load --append, or an APPEND variable of
 loader/cmdline_settings.py reads, e.g. CMDLINE_APPEND="nr_cpus=1" in
 /etc/mkkdumprd/cmdline.conf) is kept as written: no choice is made then.
 
-x86_64 (the arch's `cmdline.disable_boot_cpu`): with N > 1 the capture kernel also gets
+x86_64 (the arch's `cmdline.disable_boot_cpu`): with N > 1 (chosen, or the
+administrator's) the capture kernel also gets
 `disable_cpu_apicid=<the boot CPU's initial APIC ID>`, as Fedora's kdumpctl adds it: the
 kernel then never sends INIT to the boot processor from an AP, which resets or hangs some
 machines (arch/x86/kernel/apic/apic.c). When the crash happened on the boot CPU itself the
@@ -109,26 +112,40 @@ def choose(*, online: int, arch_max: int, reserved: int,
     return CpuChoice(cap, why)
 
 
+def _nr_cpus(word: Word) -> int | None:
+    name, _, value = word.text.partition("=")
+    if name.replace("-", "_") != "nr_cpus":
+        return None
+    return int(value) if value.isdigit() else None
+
+
 def cpu_words(words: Sequence[Word], host: Host, *, arch_max: int, disable_boot_cpu: bool,
               reserved: int, percpu: int,
               needed_one: Callable[[], int | None]) -> list[Word]:
-    """`words` with the arch default's nr_cpus= replaced by the choice (and x86's
-    disable_cpu_apicid=); unchanged when the administrator set nr_cpus= or the arch
-    default has none (maxcpus= arches)."""
-    mine = [w for w in words if w.text.split("=", 1)[0].replace("-", "_") == "nr_cpus"]
-    if len(mine) != 1 or not is_arch_default(mine[0]):
-        return list(words)
-    choice = choose(online=online_cpus(host), arch_max=arch_max, reserved=reserved,
-                    needed_one=needed_one, percpu=percpu)
-    origin = f"{ORIGIN}: {choice.why}"
-    out = [Word(f"nr_cpus={choice.count}", origin) if w is mine[0] else w for w in words]
-    if choice.count > 1 and disable_boot_cpu and \
-            not any(w.text.startswith("disable_cpu_apicid=") for w in words):
+    """`words` with the arch default's nr_cpus= replaced by the choice; an administrator's
+    nr_cpus= is kept as written. Either way, more than one CPU on an arch with
+    `disable_boot_cpu` (x86) adds disable_cpu_apicid= of the boot CPU, or, when that
+    cannot be read, the arch default stays at one CPU. Arches without nr_cpus= in their
+    defaults (ppc64le's maxcpus=) are left alone."""
+    out = list(words)
+    mine = [i for i, w in enumerate(out) if _nr_cpus(w) is not None]
+    if not mine:
+        return out
+    i = mine[-1]                        # the kernel takes the last one
+    count = _nr_cpus(out[i]) or 1
+    if is_arch_default(out[i]):
+        choice = choose(online=online_cpus(host), arch_max=arch_max, reserved=reserved,
+                        needed_one=needed_one, percpu=percpu)
+        if choice.count > 1 and disable_boot_cpu and boot_cpu_apicid(host) is None:
+            return out                  # cannot keep the boot CPU out: one CPU, as before
+        count = choice.count
+        out[i] = Word(f"nr_cpus={count}", f"{ORIGIN}: {choice.why}")
+    if count > 1 and disable_boot_cpu and \
+            not any(w.text.startswith("disable_cpu_apicid=") for w in out):
         apicid = boot_cpu_apicid(host)
-        if apicid is None:
-            return list(words)      # cannot keep the boot CPU out: one CPU, as before
-        out.append(Word(f"disable_cpu_apicid={apicid}", f"{ORIGIN}: keeps the boot CPU "
-                        "out of the capture kernel (no INIT to the BSP)"))
+        if apicid is not None:
+            out.append(Word(f"disable_cpu_apicid={apicid}", f"{ORIGIN}: keeps the boot CPU "
+                            "out of the capture kernel (no INIT to the BSP)"))
     return out
 
 
