@@ -231,7 +231,7 @@ def main() -> int:
             if i == 0 and r.report:
                 print("    " + r.report.replace("\n", "\n    "), flush=True)
     print("\n| variant | vCPUs | collector | panic -> saved (min / median) | speed-up vs l1 "
-          "(default: vs default1) | vmcore | read back |")
+          "(default*, d2: vs default1) | vmcore | read back |")
     print("|---|---|---|---|---|---|---|")
     base = min((r.seconds for r in runs if r.variant == "l1"), default=0.0)
     base1 = min((r.seconds for r in runs if r.variant == "default1"), default=0.0)
@@ -242,7 +242,7 @@ def main() -> int:
             continue
         best = min(r.seconds for r in mine)
         med = statistics.median(r.seconds for r in mine)
-        ref = base1 if v.name.startswith("default") else base
+        ref = base1 if not v.collector else base        # mkkdumprd's collector: default1
         ratio = f"{ref / best:.2f}x" if ref else "-"
         ok = "all ok" if all(r.verified == "ok" for r in mine) else \
             "; ".join(r.verified for r in mine if r.verified != "ok")
