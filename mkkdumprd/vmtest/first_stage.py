@@ -55,9 +55,10 @@ step() {{
 }}
 """
 
+_SYSRQ_C = "echo c > /proc/sysrq-trigger"
 _INIT_CRASH = f"""echo 1 > /proc/sys/kernel/sysrq
 echo "{CRASHING_MARKER}"
-echo c > /proc/sysrq-trigger
+{_SYSRQ_C}
 echo "MKKDUMPRD-PY: still alive after sysrq-c"
 poweroff -f
 """
@@ -84,8 +85,7 @@ def init_script(steps: Iterable[str], crash: bool, crash_on_boot_cpu: bool = Fal
     CPU fewer; tests and benches that count the capture kernel's CPUs need CPU 0."""
     end = _INIT_CRASH if crash else _INIT_END
     if crash and crash_on_boot_cpu:
-        end = end.replace("echo c > /proc/sysrq-trigger",
-                          "taskset 1 sh -c 'echo c > /proc/sysrq-trigger'")
+        end = end.replace(_SYSRQ_C, f"taskset 1 sh -c '{_SYSRQ_C}'")
     return _INIT_HEAD + "".join(steps) + end
 
 

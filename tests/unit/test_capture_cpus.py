@@ -199,3 +199,11 @@ def test_other_arches_keep_one_cpu(arch: str) -> None:
     info = load_arch(arch)
     assert info.max_cpus == 1 and not info.disable_boot_cpu
     assert X86.max_cpus == 1 and X86.disable_boot_cpu
+
+
+def test_first_stage_can_crash_on_the_boot_cpu() -> None:
+    from mkkdumprd.vmtest.first_stage import init_script
+
+    assert "taskset 1 sh -c 'echo c > /proc/sysrq-trigger'" in init_script([], True, True)
+    plain = init_script([], True)
+    assert "taskset" not in plain and "\necho c > /proc/sysrq-trigger\n" in plain
