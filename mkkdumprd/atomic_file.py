@@ -87,8 +87,13 @@ def _exit_on_termination() -> Iterator[None]:
 
 
 @contextmanager
-def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A binary stream whose content replaces `path` when the block ends without error."""
+def atomic_output(path: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces `path` when the block ends without error.
+
+    `durable=False` skips the fsyncs: readers still see the old or the new file, never half
+    of one, but after a power loss the file may be the old one or empty. For what may be
+    lost (the build cache, whose reader treats a damaged file as absent), where the fsyncs
+    were a tenth of a cold build."""
     path = Path(path)
     sweep_stale(path)
     with _exit_on_termination():
@@ -102,18 +107,21 @@ def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
                 os.fchmod(f.fileno(), mode)
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with suppress(OSError):
                 os.unlink(tmp)
             raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Replace `path` with `data` (str is written as UTF-8)."""
-    with atomic_output(path, mode) as f:
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *,
+                 durable: bool = True) -> None:
+    """Replace `path` with `data` (str is written as UTF-8); `durable` as atomic_output."""
+    with atomic_output(path, mode, durable=durable) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
