@@ -5,8 +5,8 @@ mkkdumprd/data/README.md says what each folder holds. They ship in the wheel as 
 checkout or an editable install alike, beside this module: for a package imported from
 files that is the folder importlib.resources.files() names, without the ~5 ms its import
 costs (it imports tempfile, shutil, zipfile), which an up-to-date build would pay for one
-path. A zip import is not supported: the builder hands these folders to code that needs real paths (jinja2's loader,
-the hooks' importer, the freshness check's mtimes).
+path. A zip import is not supported: the builder hands these folders to code that needs
+real paths (jinja2's loader, the hooks' importer, the freshness check's mtimes).
 """
 
 from pathlib import Path

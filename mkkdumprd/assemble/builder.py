@@ -25,11 +25,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mkkdumprd import __version__
+from mkkdumprd.assemble.request import DEFAULT_TIMEOUT, BuildRequest
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.image import layout
-from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
     ImageSpec,
@@ -40,7 +40,6 @@ from mkkdumprd.image.spec import (
     file_entry,
     symlink_entry,
 )
-from mkkdumprd.assemble.request import DEFAULT_TIMEOUT, BuildRequest
 from mkkdumprd.resources import data_dir
 
 if TYPE_CHECKING:

@@ -162,8 +162,8 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     force_no_rebuild are honoured; --force always rebuilds.
     """
     from mkkdumprd.arch import load_arch
-    from mkkdumprd.assemble.request import BuildRequest
     from mkkdumprd.assemble.rebuild_policy import Did, Ensured, Overwrite, ensure_image
+    from mkkdumprd.assemble.request import BuildRequest
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_targets
 
