@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from types import ModuleType
 from typing import Any
 
@@ -30,12 +31,32 @@ MISSING = ("libarchive's C library (libarchive.so.13) is not installed: install 
 def _import() -> tuple[ModuleType, ModuleType] | None:
     # On first use, not at import: the up-to-date check reads the manifest with the stdlib
     # decoders and should not pay for loading libarchive (about 14 ms).
+    # libarchive-c finds the library with ctypes.util.find_library, which runs
+    # `ldconfig -p` (10-15 ms of a cold build); when its LIBARCHIVE variable is unset, the
+    # soname every libarchive 3.x has is tried first, as dlopen finds it.
+    given = os.environ.get("LIBARCHIVE")
+    if given is None and _loadable(SONAME):
+        os.environ["LIBARCHIVE"] = SONAME
     try:
         import libarchive
         import libarchive.ffi
     except (AttributeError, OSError):
         return None
+    finally:
+        if given is None:
+            os.environ.pop("LIBARCHIVE", None)  # not handed on to the commands we run
     return libarchive, libarchive.ffi
+
+
+SONAME = "libarchive.so.13"
+
+
+def _loadable(soname: str) -> bool:
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
 
 
 
