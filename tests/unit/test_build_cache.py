@@ -141,7 +141,8 @@ def test_module_index_stored_once_with_what_the_build_parsed(
     with BuildCache() as run:
         index = run.module_index(kmoddir, "1.0")
         assert stored == []
-        assert index.lookup("x:a1") == ("a",)
+        assert index.lookup("x:a1") == ("a",)  # a short key: answered by a scan
+        assert index.lookup("x:" + "a" * 40) == ("a",)  # a long one: the file is parsed
     assert stored == [True]
     with BuildCache() as run:  # unchanged: nothing to store again
         assert run.module_index(kmoddir, "1.0").lookup("x:b1") == ("b",)
