@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mkkdumprd import __version__
-from mkkdumprd.assemble.request import DEFAULT_TIMEOUT, BuildRequest
+from mkkdumprd.assemble.request import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from mkkdumprd.assemble.request import BuildRequest as BuildRequest  # re-exported: its old home
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
