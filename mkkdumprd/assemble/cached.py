@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 # check needs only the digests.
 
 _SKIP_DIRS = frozenset({"build", "source"})
-_INDEX_FORMAT = 2  # 2: ModuleIndex holds the Host it reads through
+_INDEX_FORMAT = 3  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
 

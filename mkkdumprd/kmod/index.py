@@ -321,8 +321,8 @@ class _FileAliases(AliasTable):
         that names its drivers (ext4's softdep on crc32c): only the lines whose pattern
         starts with a prefix of `key` and a glob character there (or is `key` itself) are
         read, found by one regular-expression pass over the text with `-` read as `_`
-        (which leaves offsets and the glob characters as they are): ~10 ms against ~60 ms
-        for the parse. None when the text has anything the
+        (which leaves offsets and the glob characters as they are): ~15 ms against ~100 ms
+        for the parse on the loaded test machine. None when the text has anything the
         search would read differently from _fill (non-ASCII, other line breaks, other
         spacing after `alias`): the caller parses the file then."""
         try:
