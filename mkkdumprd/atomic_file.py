@@ -36,6 +36,14 @@ def _temp_prefix(name: str, pid: int) -> str:
     return f".{name}.{_TAG}-{pid}."
 
 
+def _remove_own_temps(directory: Path, prefix: str) -> None:
+    with suppress(OSError):
+        for name in os.listdir(directory):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                with suppress(OSError):
+                    os.unlink(directory / name)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -97,11 +105,16 @@ def atomic_output(path: Path, mode: int = 0o644, *, durable: bool = True) -> Ite
     path = Path(path)
     sweep_stale(path)
     with _exit_on_termination():
+        prefix = _temp_prefix(path.name, os.getpid())
         try:
-            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, os.getpid()),
-                                       suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         except OSError as exc:
             raise TempFileError(exc.errno, exc.strerror, str(path.parent)) from exc
+        except BaseException:
+            # A signal between mkstemp's open and its return (SystemExit from the handler
+            # above) leaves a file whose name we never got: this process's prefix finds it.
+            _remove_own_temps(path.parent, prefix)
+            raise
         try:
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), mode)
