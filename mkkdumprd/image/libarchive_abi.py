@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -33,31 +34,32 @@ def _import() -> tuple[ModuleType, ModuleType] | None:
     # decoders and should not pay for loading libarchive (about 14 ms).
     # libarchive-c finds the library with ctypes.util.find_library, which runs
     # `ldconfig -p` (10-15 ms of a cold build); when its LIBARCHIVE variable is unset, the
-    # soname every libarchive 3.x has is tried first, as dlopen finds it.
-    given = os.environ.get("LIBARCHIVE")
-    if given is None and _loadable(SONAME):
+    # soname every libarchive 3.x has is given to it first (dlopen finds it as ld.so does),
+    # and only if that fails is the import tried again its own way.
+    if os.environ.get("LIBARCHIVE") is None:
         os.environ["LIBARCHIVE"] = SONAME
+        try:
+            return _import_binding()
+        except (AttributeError, OSError):
+            for name in [m for m in sys.modules
+                         if m == "libarchive" or m.startswith("libarchive.")]:
+                del sys.modules[name]
+        finally:
+            os.environ.pop("LIBARCHIVE", None)  # not handed on to the commands we run
     try:
-        import libarchive
-        import libarchive.ffi
+        return _import_binding()
     except (AttributeError, OSError):
         return None
-    finally:
-        if given is None:
-            os.environ.pop("LIBARCHIVE", None)  # not handed on to the commands we run
-    return libarchive, libarchive.ffi
 
 
 SONAME = "libarchive.so.13"
 
 
-def _loadable(soname: str) -> bool:
-    try:
-        ctypes.CDLL(soname)
-    except OSError:
-        return False
-    return True
+def _import_binding() -> tuple[ModuleType, ModuleType]:
+    import libarchive
+    import libarchive.ffi
 
+    return libarchive, libarchive.ffi
 
 
 def require() -> tuple[ModuleType, ModuleType]:
