@@ -1,6 +1,14 @@
 """Capture-image builds side by side: mkkdumprd, dracut and mkinitramfs (not a test).
 
     .venv/bin/python bench/build.py [--reps 5] [--targets local,nfs] [--json FILE]
+                                    [--no-profile] [--no-handmade]
+
+It prints, from one run: where a build's time goes (imports by package, with the ones a
+build should not need, and the top functions of a cProfile of one cold and one up-to-date
+build in-process), the timing table, the goals of issue #24 (cold <= 0.25 s, up to date
+<= 0.08 s, >= 20x faster than dracut) as PASS/FAIL with the figures and the Python start-up
+floor measured in the same run, and the image against a hand-made one (GNU cpio -H newc of
+the same files, the same compressor and level).
 
 Same kernel tree (the Debian kernel of tests/support/debian_kernel.py), same target, same
 kernel modules and dump tools, built --no-hostonly:
@@ -45,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.build_parts import handmade, profile  # noqa: E402
 from mkkdumprd.assemble.freshness import read_manifest  # noqa: E402
 from tests.support.debian_kernel import Kernel, debian_kernel  # noqa: E402
 
@@ -222,6 +231,48 @@ def mkinitramfs(kernel: Kernel, target: str, work: Path, modules: list[str]) -> 
                 base_env(), image)
 
 
+def floor_cases() -> list[Case]:
+    """Python's own start-up, timed by the same runner: what no build can go below."""
+    env = base_env()
+    return [Case(Row("-", "python -c pass"), [sys.executable, "-c", "pass"], env, Path()),
+            Case(Row("-", "python -I -S -c pass"), [sys.executable, "-I", "-S", "-c", "pass"],
+                 env, Path())]
+
+
+GOAL_COLD = 0.25
+GOAL_UP_TO_DATE = 0.08
+GOAL_RATIO = 20.0
+
+
+def print_goals(rows: list[Row]) -> list[dict[str, object]]:
+    """Issue #24's build goals, PASS/FAIL per target with the figures."""
+    out: list[dict[str, object]] = []
+    floor = {r.tool: r.wall for r in rows if r.target == "-"}
+    print(f"\ngoals (issue #24), medians; Python start-up floor in this run: "
+          f"python -c pass {floor.get('python -c pass', float('nan')):.3f} s, "
+          f"python -I -S -c pass {floor.get('python -I -S -c pass', float('nan')):.3f} s")
+    for target in dict.fromkeys(r.target for r in rows if r.target != "-"):
+        by = {r.tool: r.wall for r in rows if r.target == target}
+        cold, utd, dr = (by.get("mkkdumprd cold"), by.get("mkkdumprd up-to-date"),
+                         by.get("dracut"))
+        checks: list[tuple[str, float | None, str, bool | None]] = [
+            ("cold build", cold, f"<= {GOAL_COLD:.2f} s",
+             None if cold is None else cold <= GOAL_COLD),
+            ("up to date", utd, f"<= {GOAL_UP_TO_DATE:.2f} s",
+             None if utd is None else utd <= GOAL_UP_TO_DATE),
+        ]
+        ratio = dr / cold if dr and cold else None
+        checks.append(("dracut / cold", ratio, f">= {GOAL_RATIO:.0f}x",
+                       None if ratio is None else ratio >= GOAL_RATIO))
+        for name, value, goal, ok in checks:
+            verdict = "n/a " if ok is None else ("PASS" if ok else "FAIL")
+            shown = "-" if value is None else (f"{value:.1f}x" if "dracut" in name
+                                               else f"{value:.3f} s")
+            print(f"  {verdict} {target:<5} {name:<14} {shown:>9}  (goal {goal})")
+            out.append({"target": target, "goal": name, "value": value, "pass": ok})
+    return out
+
+
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -237,6 +288,10 @@ def print_table(rows: list[Row]) -> None:
     print("-" * len(head))
     for target in dict.fromkeys(r.target for r in rows):
         mine = [r for r in rows if r.target == target]
+        if target == "-":
+            for r in mine:
+                print(f"{'-':<6} {r.tool:<21} {r.wall:9.3f}")
+            continue
         ref = next((r.wall for r in mine if r.tool == "mkkdumprd cold"), float("nan"))
         for r in mine:
             print(f"{r.target:<6} {r.tool:<21} {r.wall:9.3f} {r.wall / ref:7.2f} "
@@ -249,6 +304,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--targets", default="local,nfs")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the import-time and cProfile breakdown")
+    ap.add_argument("--no-handmade", action="store_true",
+                    help="skip the hand-made cpio image comparison")
     args = ap.parse_args()
     kernel = debian_kernel()
     print(f"kernel {kernel.kver} from {kernel.root}; {os.cpu_count()} CPUs; "
@@ -265,6 +324,10 @@ def main() -> None:
                 c = make(kernel, target, work, modules)
                 if c is not None:
                     cases.append(c)
+        cases.extend(floor_cases())
+        extra: dict[str, object] = {}
+        if not args.no_profile:
+            extra["profile"] = profile.report(cases[0].cmd, cases[0].env, work)
         for rep in range(args.reps):
             # Alternate: each repetition starts at a different builder.
             order = cases[rep % len(cases):] + cases[:rep % len(cases)]
@@ -278,16 +341,22 @@ def main() -> None:
             print(f"  repetition {rep + 1}/{args.reps} done; load average {loadavg()}",
                   flush=True)
         for c in cases:
-            image_sizes(c.row, c.image)
+            if c.row.target != "-":
+                image_sizes(c.row, c.image)
         rows = [c.row for c in cases]
-    print()
-    print_table(rows)
-    print(f"\nload average {loadavg()} after; median of {args.reps} alternated runs; "
-          "vs ours = median wall / mkkdumprd cold of the same target")
+        print()
+        print_table(rows)
+        print(f"\nload average {loadavg()} after; median of {args.reps} alternated runs; "
+              "vs ours = median wall / mkkdumprd cold of the same target")
+        extra["goals"] = print_goals(rows)
+        if not args.no_handmade:
+            extra["handmade"] = [handmade.report(c.image, work / f"hand-{c.row.target}")
+                                 for c in cases if c.row.tool == "mkkdumprd cold"]
     if args.json:
         args.json.write_text(json.dumps(
             {"kernel": kernel.kver, "load_after": os.getloadavg(), "time": time.time(),
-             "rows": [dict(asdict(r), wall=r.wall) for r in rows]}, indent=1))
+             "rows": [dict(asdict(r), wall=r.wall) for r in rows], **extra}, indent=1,
+            default=str))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ def main() -> None:
         data = img.read_bytes()
     settings: dict[str, Callable[[bytes], bytes]] = {
         f"zstd -{lv}": zstd(lv) for lv in (1, 3, 6, 9, 12, 15, 19)}
+    settings["zstd -3 --long=23"] = zstd(3, 23)
+    settings["zstd -3 --long=27"] = zstd(3, 27)
+    settings["zstd -9 --long=27"] = zstd(9, 27)
     settings["zstd -19 --long=27"] = zstd(19, 27)
     settings["gzip -6"] = lambda d: gzip.compress(d, 6, mtime=0)
     settings["xz -6"] = lambda d: lzma.compress(d, check=lzma.CHECK_CRC32)

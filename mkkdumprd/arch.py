@@ -1,20 +1,19 @@
 """Per-architecture facts, read from mkkdumprd/data/arch/<name>.toml (one file per arch).
 
-The loader imports this module, so it stays standard-library only (tomllib, platform).
+The loader imports this module, so it stays standard-library only (tomllib). tomllib and the
+data folder are imported when an arch file is read: `host_arch()` alone is on the path of
+an up-to-date `mkkdumprd build`.
 """
 
 from __future__ import annotations
 
-import platform
-import tomllib
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mkkdumprd.crashkernel.size import parse_size
 from mkkdumprd.errors import ShippedDataError, UsageError
-from mkkdumprd.resources import data_dir
 
 ARCHES: tuple[str, ...] = ("x86_64", "aarch64", "ppc64le", "s390x", "riscv64")
 
@@ -59,7 +58,7 @@ def normalise(name: str) -> str:
 
 
 def host_arch() -> str:
-    return normalise(platform.machine())
+    return normalise(os.uname().machine)  # what platform.machine() returns on Linux
 
 
 class _Toml:
@@ -92,6 +91,8 @@ class _Toml:
         return tuple(value)
 
     def size(self, key: str) -> int:
+        from mkkdumprd.crashkernel.size import parse_size
+
         value = self.get(key)
         try:
             return parse_size(str(value))
@@ -101,6 +102,10 @@ class _Toml:
 
 @cache
 def load_arch(name: str) -> ArchInfo:
+    import tomllib
+
+    from mkkdumprd.resources import data_dir
+
     arch = normalise(name)
     if arch not in ARCHES:
         raise UsageError(

@@ -36,6 +36,14 @@ def _temp_prefix(name: str, pid: int) -> str:
     return f".{name}.{_TAG}-{pid}."
 
 
+def _remove_own_temps(directory: Path, prefix: str) -> None:
+    with suppress(OSError):
+        for name in os.listdir(directory):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                with suppress(OSError):
+                    os.unlink(directory / name)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -87,33 +95,46 @@ def _exit_on_termination() -> Iterator[None]:
 
 
 @contextmanager
-def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A binary stream whose content replaces `path` when the block ends without error."""
+def atomic_output(path: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces `path` when the block ends without error.
+
+    `durable=False` skips the fsyncs: readers still see the old or the new file, never half
+    of one, but after a power loss the file may be the old one or empty. For what may be
+    lost (the build cache, whose reader treats a damaged file as absent), where the fsyncs
+    were a tenth of a cold build."""
     path = Path(path)
     sweep_stale(path)
     with _exit_on_termination():
+        prefix = _temp_prefix(path.name, os.getpid())
         try:
-            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, os.getpid()),
-                                       suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         except OSError as exc:
             raise TempFileError(exc.errno, exc.strerror, str(path.parent)) from exc
+        except BaseException:
+            # A signal between mkstemp's open and its return (SystemExit from the handler
+            # above) leaves a file whose name we never got: this process's prefix finds it.
+            _remove_own_temps(path.parent, prefix)
+            raise
         try:
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), mode)
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with suppress(OSError):
                 os.unlink(tmp)
             raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Replace `path` with `data` (str is written as UTF-8)."""
-    with atomic_output(path, mode) as f:
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *,
+                 durable: bool = True) -> None:
+    """Replace `path` with `data` (str is written as UTF-8); `durable` as atomic_output."""
+    with atomic_output(path, mode, durable=durable) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
@@ -71,7 +69,13 @@ NameLookup = Callable[[str], "list[str]"]
 Runner = Callable[[Sequence[str], "float | None"], Ran]
 
 
+# socket and subprocess are imported by the probes that use them: an up-to-date build
+# reads files only.
+
+
 def connect_tcp(address: str, port: int, timeout: float) -> str | None:
+    import socket
+
     try:
         with socket.create_connection((address, port), timeout=timeout):
             return None
@@ -80,6 +84,8 @@ def connect_tcp(address: str, port: int, timeout: float) -> str | None:
 
 
 def lookup_name(name: str) -> list[str]:
+    import socket
+
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except OSError:
@@ -88,6 +94,8 @@ def lookup_name(name: str) -> list[str]:
 
 
 def run_command(argv: Sequence[str], timeout: float | None) -> Ran:
+    import subprocess
+
     try:
         r = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
                            text=True, timeout=timeout, check=False)

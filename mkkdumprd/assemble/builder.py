@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from mkkdumprd import __version__
 from mkkdumprd.assemble.collector_threads import collector_threads
+from mkkdumprd.assemble.request import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from mkkdumprd.assemble.request import BuildRequest as BuildRequest  # re-exported: its old home
 from mkkdumprd.config.model import Action, KdumpConfig, TargetKind
 from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.image import layout
-from mkkdumprd.image.compression import Compression
 from mkkdumprd.image.spec import (
     Entry,
     ImageSpec,
@@ -52,39 +53,12 @@ if TYPE_CHECKING:
     from mkkdumprd.network.plan import NetworkPlan
 
 # The stages (target resolution with its kmod discovery, jinja2, hooks) are imported where
-# they run: `mkkdumprd build` on an up-to-date image needs only BuildRequest from here.
+# they run. BuildRequest lives in assemble/request.py (re-exported here), so that `mkkdumprd
+# build` on an up-to-date image does not import this module at all.
 
-DEFAULT_TIMEOUT = 90
 # Seconds each dump attempt may take when there are several targets (kdump.attempt_timeout=
 # overrides it at dump time): waits, mounts and the copy of the vmcore together.
 ATTEMPT_TIMEOUT = 3600
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    config: KdumpConfig
-    kver: str
-    kmoddir: Path
-    # A cross build reads two roots: the one the image's files come from, and the machine
-    # the image is for. A host build passes the same Host twice.
-    sysroot: Host    # binaries, libraries, firmware, module.toml files (a --sysroot or /)
-    machine: Host    # /proc, /sys, /dev, /etc: devices, mounts, routes, keys of the target machine
-    arch: str
-    hostonly: bool = True
-    add_drivers: tuple[str, ...] = ()
-    omit_drivers: tuple[str, ...] = ()
-    # modules.d entries asked for by name (dracut's --add), e.g. lvm, mdraid, crypt
-    add_modules: tuple[str, ...] = ()
-    compression: Compression = Compression.ZSTD
-    level: int | None = None
-    output: Path | None = None
-    timeout: int = DEFAULT_TIMEOUT
-    modules_dir: Path | None = None
-    templates_dir: Path | None = None
-    source_date_epoch: int | None = None
-    # The capture network in dracut's ip= syntax (network targets); None: from the host's
-    # route on host-only builds, DHCP otherwise.
-    ip: str | None = None
 
 
 @dataclass(frozen=True)

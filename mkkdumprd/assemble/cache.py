@@ -9,7 +9,8 @@ Where: $MKKDUMPRD_CACHE_DIR if set (empty or "off": no cache), else /var/cache/m
 for root and $XDG_CACHE_HOME/mkkdumprd (~/.cache/mkkdumprd) for other users. The values
 are pickles, so a directory that someone else could write to is never read: it must be
 owned by the caller and not writable by group or others. Writes go to a temp file renamed
-into place (a reader sees the old or the new file, never half of one); each file starts
+into place, not fsynced (a reader sees the old or the new file, never half of one; after a
+power cut a file may be empty, which loads as absent); each file starts
 with a header naming the format, mkkdumprd's and Python's versions, and anything that does
 not load cleanly is treated as absent. The cache is an optimisation only: every failure
 to read or write it is silent.
@@ -26,7 +27,6 @@ from contextlib import suppress
 from pathlib import Path
 
 from mkkdumprd import __version__
-from mkkdumprd.atomic_file import atomic_write
 
 ENV = "MKKDUMPRD_CACHE_DIR"
 FORMAT = 1
@@ -106,6 +106,9 @@ def store(kind: str, name: str, key: object, value: object) -> None:
         data = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # an unpicklable value is simply not cached
         return
-    # A cache that cannot be written is only a slower next build.
+    from mkkdumprd.atomic_file import atomic_write  # (tempfile): only when storing
+
+    # A cache that cannot be written is only a slower next build; one lost to a power cut
+    # loads as absent (the header and pickle checks above), so it is not fsynced.
     with suppress(OSError):
-        atomic_write(path, _HEADER + data, 0o600)
+        atomic_write(path, _HEADER + data, 0o600, durable=False)

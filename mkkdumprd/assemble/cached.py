@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 # check needs only the digests.
 
 _SKIP_DIRS = frozenset({"build", "source"})
-_INDEX_FORMAT = 2  # 2: ModuleIndex holds the Host it reads through
+_INDEX_FORMAT = 3  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
 
@@ -94,11 +94,10 @@ class BuildCache:
             self._indexes.append((found, name, key, _state(found)))
             return found
         index = ModuleIndex.load(kmoddir, kver)
-        # Stored as loaded: modules.alias is parsed only if this build asks for an alias
-        # (a build naming its drivers does not), and save() stores the parsed copy then.
-        # Parsing and pickling the aliases here cost a cold build more than the load.
-        cache.store("kmod-index", name, key, index)
-        self._indexes.append((index, name, key, _state(index)))
+        # Stored once, by save() when the build is done, as the build left it: with the
+        # aliases parsed if it asked for one (ext4's softdep on crc32c does) and the firmware
+        # lists it read. Storing it here as well pickled it twice in a cold build.
+        self._indexes.append((index, name, key, _NOT_STORED))
         return index
 
     def elf_objects(self) -> None:
@@ -132,7 +131,7 @@ class BuildCache:
         """Store what this run added; the cache is only an optimisation, failures are silent."""
         for i, (index, name, key, stored) in enumerate(self._indexes):
             now = _state(index)
-            if now.firmware_read > stored.firmware_read or \
+            if stored is _NOT_STORED or now.firmware_read > stored.firmware_read or \
                     (now.aliases_parsed and not stored.aliases_parsed):
                 cache.store("kmod-index", name, key, index)
                 self._indexes[i] = (index, name, key, now)
@@ -154,6 +153,9 @@ class _IndexState:
 
     firmware_read: int
     aliases_parsed: bool
+
+
+_NOT_STORED = _IndexState(-1, False)  # a freshly loaded index: save() stores it
 
 
 def _state(index: ModuleIndex) -> _IndexState:

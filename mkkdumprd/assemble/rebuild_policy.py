@@ -72,7 +72,6 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
     caller can announce it. The write is atomic (image/writer.py): a failed build leaves
     the old file in place.
     """
-    from mkkdumprd.assemble.builder import build_image
     from mkkdumprd.assemble.cached import BuildCache
 
     if req.output is None:
@@ -84,7 +83,10 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
     if before_build is not None:
         before_build(decision)
     # The build opens its own cache, stored when assembly ends: the module index it holds
-    # is not kept alive while the image is compressed and written.
+    # is not kept alive while the image is compressed and written. The builder is imported
+    # only now: a kept image does not pay for it.
+    from mkkdumprd.assemble.builder import build_image
+
     return replace(decision, result=build_image(req))
 
 

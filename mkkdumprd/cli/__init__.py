@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -86,16 +85,22 @@ class DefaultGroup(click.Group):
             return super().invoke(ctx)
         except MkkdumprdError as exc:
             if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
+                _print_traceback()
             click.echo(error_line(exc), err=True)
             sys.exit(exc.exit_code)
         except OSError as exc:
             # The last net for an I/O error no stage turned into a sentence: still one line.
             if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
+                _print_traceback()
             where = f"{exc.filename}: " if exc.filename is not None else ""
             click.echo(f"mkkdumprd: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(1)
+
+
+def _print_traceback() -> None:
+    import traceback  # only for --debug: ~5 ms (linecache, tokenize) every run would pay
+
+    traceback.print_exc()
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -29,7 +29,6 @@ Choices where Fedora has no answer or mkkdumprd differs:
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
 from dataclasses import dataclass, replace
@@ -402,6 +401,8 @@ def _unknown(option: str) -> str:
         if name in KNOWN:
             hint = f" (write `{name} VALUE`, without '=')"
     if not hint:
+        import difflib  # only for a misspelt option
+
         close = difflib.get_close_matches(option.lower(), KNOWN, n=1, cutoff=0.6)
         if close:
             hint = f" (did you mean {close[0]!r}?)"

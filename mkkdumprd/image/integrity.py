@@ -22,7 +22,6 @@ import os
 import re
 from pathlib import Path
 
-from mkkdumprd.atomic_file import atomic_write
 from mkkdumprd.input_file import InputFileError, printable, read_input
 from mkkdumprd.sha256 import sha256_file
 
@@ -41,6 +40,8 @@ def record_line(image: Path, sha256: str) -> str:
 
 def write_record(image: Path, sha256: str) -> None:
     """Record `sha256` as the digest of `image` as written (atomically, mode 0600)."""
+    from mkkdumprd.atomic_file import atomic_write  # (tempfile): freshness only reads
+
     atomic_write(record_path(image), record_line(image, sha256), 0o600)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -30,13 +32,34 @@ MISSING = ("libarchive's C library (libarchive.so.13) is not installed: install 
 def _import() -> tuple[ModuleType, ModuleType] | None:
     # On first use, not at import: the up-to-date check reads the manifest with the stdlib
     # decoders and should not pay for loading libarchive (about 14 ms).
+    # libarchive-c finds the library with ctypes.util.find_library, which runs
+    # `ldconfig -p` (10-15 ms of a cold build); when its LIBARCHIVE variable is unset, the
+    # soname every libarchive 3.x has is given to it first (dlopen finds it as ld.so does),
+    # and only if that fails is the import tried again its own way.
+    if os.environ.get("LIBARCHIVE") is None:
+        os.environ["LIBARCHIVE"] = SONAME
+        try:
+            return _import_binding()
+        except (AttributeError, OSError):
+            for name in [m for m in sys.modules
+                         if m == "libarchive" or m.startswith("libarchive.")]:
+                del sys.modules[name]
+        finally:
+            os.environ.pop("LIBARCHIVE", None)  # not handed on to the commands we run
     try:
-        import libarchive
-        import libarchive.ffi
+        return _import_binding()
     except (AttributeError, OSError):
         return None
-    return libarchive, libarchive.ffi
 
+
+SONAME = "libarchive.so.13"
+
+
+def _import_binding() -> tuple[ModuleType, ModuleType]:
+    import libarchive
+    import libarchive.ffi
+
+    return libarchive, libarchive.ffi
 
 
 def require() -> tuple[ModuleType, ModuleType]:

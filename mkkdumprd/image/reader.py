@@ -32,7 +32,6 @@ from typing import Any, BinaryIO, Protocol
 import zstandard
 
 from mkkdumprd.errors import UsageError
-from mkkdumprd.image import libarchive_abi
 from mkkdumprd.image.compression import Detected, detect
 from mkkdumprd.input_file import InputFileError, open_input, printable
 
@@ -619,6 +618,8 @@ def _libarchive_rest(f: BinaryIO, fmt: Detected, segment: int, image: Path,
     the stream ends, so nothing may follow it. Only a newc cpio inside is accepted, and a
     stream that decodes to no member at all is an error, not an empty listing."""
     shown = printable(str(image))
+    from mkkdumprd.image import libarchive_abi  # (ctypes) only for lz4/lzo images
+
     libarchive, _ = libarchive_abi.require()
     f.seek(offset)
     os.lseek(f.fileno(), offset, os.SEEK_SET)  # libarchive reads the fd, not f's buffer

@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mkkdumprd.arch import ArchInfo
-from mkkdumprd.assemble.builder import BuildRequest
 from mkkdumprd.assemble.rebuild_policy import Ensured, Overwrite, ensure_image
+from mkkdumprd.assemble.request import BuildRequest
 from mkkdumprd.config.kdumpconf import load_kdump_conf
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.crashkernel.fit import record_fit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tomllib
@@ -70,9 +71,11 @@ def test_every_table_number_has_a_source_comment() -> None:
     ("aarch64", "aarch64"), ("ppc64le", "ppc64le"), ("ppc64el", "ppc64le"),
     ("s390x", "s390x"), ("riscv64", "riscv64"),
 ])
-def test_host_arch_normalises_platform_machine(monkeypatch: pytest.MonkeyPatch,
-                                               machine: str, want: str) -> None:
-    monkeypatch.setattr(arch_mod.platform, "machine", lambda: machine)
+def test_host_arch_normalises_the_machine_name(monkeypatch: pytest.MonkeyPatch,
+                                              machine: str, want: str) -> None:
+    real = os.uname()
+    monkeypatch.setattr(arch_mod.os, "uname", lambda: os.uname_result(
+        (real.sysname, real.nodename, real.release, real.version, machine)))
     assert host_arch() == want
 
 
@@ -92,7 +95,7 @@ def arch_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private copy of the shipped arch files that load_arch reads instead."""
     copy = tmp_path / "arch"
     shutil.copytree(data_dir("arch"), copy)
-    monkeypatch.setattr(arch_mod, "data_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr("mkkdumprd.resources.data_dir", lambda name: tmp_path / name)
     load_arch.cache_clear()
     yield copy
     load_arch.cache_clear()

@@ -103,3 +103,23 @@ def test_sigkill_leftovers_are_swept_by_the_next_write(tmp_path: Path) -> None:
     atomic_write(out, b"new")
     assert out.read_bytes() == b"new"
     assert _temps(tmp_path) == sorted(f.name for f in (live, other, foreign))
+
+
+def test_a_signal_inside_mkstemp_leaves_no_temp(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SystemExit (from the SIGTERM/SIGHUP handler) after mkstemp created its file but before
+    it returned the name: the file is still removed (test_interrupted_build saw it once)."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def interrupted(*a: object, **kw: object) -> tuple[int, str]:
+        fd, _name = real(*a, **kw)  # type: ignore[call-overload]
+        os.close(fd)
+        raise SystemExit(143)
+
+    monkeypatch.setattr(tempfile, "mkstemp", interrupted)
+    (tmp_path / ".out.img.mkkdumprd-1.keep.tmp").write_text("another process's")
+    with pytest.raises(SystemExit), atomic_output(tmp_path / "out.img"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.img.mkkdumprd-1.keep.tmp"]

