@@ -57,6 +57,8 @@ INIT_LOG = "/run/kdump/init.log"
 # One line per dump attempt, written by the dump flow, read by the outcome record:
 # "TARGET_DESC<TAB>saved|failed|skipped<TAB>REASON-OR-PATH".
 RESULTS = "/run/kdump/results"
+# The capture scripts' scratch files (tools' stderr, fifos, dry runs): KDUMP_TMP in lib.sh.
+TMP_DIR = "/tmp"
 OUTCOME_TMP = "/run/kdump/outcome"     # the record being written, before it is copied out
 NETCONSOLE_SH = f"{INIT_D}/30-netconsole.sh"   # kdump.conf netconsole: console over UDP
 OUTCOME_SH = f"{INIT_D}/80-outcome.sh"   # the outcome record (records/outcome.py reads it)

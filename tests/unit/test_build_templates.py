@@ -181,6 +181,8 @@ def _paths(root: Path | None = None, **override: str) -> dict[str, str]:
     """The image's paths (image/layout.py), under `root` when given; the console stays the
     terminal it is (tests that run /init's stages replace it with /dev/null)."""
     prefix = "" if root is None else str(root)
+    if root is not None:        # the image has its /tmp; the scripts keep their files there
+        Path(prefix + layout.TMP_DIR).mkdir(parents=True, exist_ok=True)
     return {**{k: prefix + v for k, v in layout.TEMPLATE_PATHS.items()},
             "console": layout.CONSOLE, **override}
 
