@@ -13,7 +13,6 @@ request from the image (image_request.py) and the discovery runs again.
 
 from __future__ import annotations
 
-import re
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 # The folders the capture image makes below the path (`<ip>-<date>`); lost+found and
 # anything else on the filesystem is not a dump.
-DUMP_DIR = re.compile(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
 SCRATCH_MB = 512
 GUEST_SCRATCH_MB = 1024     # xfs needs 300 MB; an LV, a pool or a LUKS header take some
 # The PCI transport the virtio buses need beside their own driver.
@@ -107,7 +105,7 @@ class LocalStandIn:
             return self._read_back_in_guest(out)
         top = "/" + self.path.strip("/")
         dirs = [e.name for e in scratch.ext_ls(self.disk, top)
-                if e.is_dir and DUMP_DIR.fullmatch(e.name)]
+                if e.is_dir and readback.DUMP_DIR.fullmatch(e.name)]
         if not dirs:
             raise OperationError(f"no dump directory under {top} on the scratch disk")
         where = f"{top.rstrip('/')}/{sorted(dirs)[-1]}"
@@ -121,17 +119,8 @@ class LocalStandIn:
         assert self.layout and self.tools and self.boot and self.workdir
         tree = readback.read_back(self.boot.kernel, self.layout, self.tools, self.drives,
                                   self.workdir, self.boot.memory_mb, self.boot.accel)
-        dirs = sorted(p for p in tree.iterdir() if p.is_dir() and DUMP_DIR.fullmatch(p.name))
-        if not dirs:
-            raise OperationError(f"no dump directory under {self.path} on the scratch "
-                                 f"{self.fstype}")
-        vmcore = dirs[-1] / "vmcore"
-        if not vmcore.is_file():
-            raise OperationError(f"{dirs[-1].name} on the scratch {self.fstype} holds "
-                                 f"{sorted(p.name for p in dirs[-1].iterdir())}, no complete "
-                                 "vmcore")
-        vmcore.rename(out)
-        return out
+        return readback.take_newest_vmcore(tree, f"{self.path} on the scratch {self.fstype}",
+                                           out)
 
     def close(self) -> str | None:
         return None

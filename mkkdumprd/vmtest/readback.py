@@ -12,6 +12,7 @@ reads the tar with `tarfile`: nothing is mounted here and no storage tool runs h
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -29,6 +30,23 @@ DONE = "MKKDUMPRD-READBACK: done"
 FAILED = "MKKDUMPRD-READBACK: FAILED"
 TAR_MB = 1024
 SCRIPT = "/readback.sh"
+# A dump directory as the capture image names it: HOST-YYYY-MM-DD-HH:MM:SS.
+DUMP_DIR = re.compile(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
+
+
+def take_newest_vmcore(tree: Path, where: str, out: Path) -> Path:
+    """Move the vmcore of the newest dump directory in the read-back `tree` to `out`;
+    `where` names the place it was read from in the errors."""
+    dirs = sorted(p for p in tree.iterdir() if p.is_dir() and DUMP_DIR.fullmatch(p.name))
+    if not dirs:
+        raise OperationError(f"no dump directory under {where}")
+    vmcore = dirs[-1] / "vmcore"
+    if not vmcore.is_file():
+        raise OperationError(f"{dirs[-1].name} under {where} holds "
+                             f"{sorted(p.name for p in dirs[-1].iterdir())}, no complete "
+                             "vmcore")
+    vmcore.rename(out)
+    return out
 
 
 def init_script(insmod: str) -> str:

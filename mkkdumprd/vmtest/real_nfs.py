@@ -133,8 +133,6 @@ class RealNfsTarget:
                 f"is the image under test rebuilt for it ({self.image}): {self.substituted}")
 
     def read_back(self, out: Path) -> Path:
-        from mkkdumprd.vmtest.local_target import DUMP_DIR
-
         assert self.image is not None
         mount = image_mount(self.image)
         module = "nfsv4" if mount.fstype == "nfs4" else "nfsv3"
@@ -150,16 +148,7 @@ class RealNfsTarget:
             self.removed = REMOVED in _log(self.workdir)
             raise
         self.removed = REMOVED in console
-        dirs = sorted(p for p in tree.iterdir() if p.is_dir() and DUMP_DIR.fullmatch(p.name))
-        if not dirs:
-            raise OperationError(f"no dump directory under {self.folder} on {self.server}")
-        vmcore = dirs[-1] / "vmcore"
-        if not vmcore.is_file():
-            raise OperationError(f"{self.folder}/{dirs[-1].name} on {self.server} holds "
-                                 f"{sorted(p.name for p in dirs[-1].iterdir())}, no "
-                                 "complete vmcore")
-        vmcore.rename(out)
-        return out
+        return readback.take_newest_vmcore(tree, f"{self.folder} on {self.server}", out)
 
     def close(self) -> str | None:
         if self.removed:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.errors import UsageError
+from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.storage.stack import Kind, Layer, Stack, discover
 from mkkdumprd.vmtest import first_stage, local_target, readback, scratch, stack_script
@@ -275,3 +275,22 @@ def test_multipath_and_iscsi_layers_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"iSCSI LUN sda1 .*10\.0\.2\.100:3260.*"
                                          "test_crash_iscsi"):
         layout({**target, "device": "/dev/sda1"}, stack, FS)
+
+
+def test_newest_dump_directory_gives_the_vmcore(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    for name, files in (("host-2026-01-01-00:00:00", ["vmcore"]),
+                        ("host-2026-12-03-21:00:00", ["vmcore", "kexec-dmesg.log"]),
+                        ("not-a-dump", ["vmcore"])):
+        (tree / name).mkdir(parents=True)
+        for f in files:
+            (tree / name / f).write_text(name)
+    out = readback.take_newest_vmcore(tree, "/var/crash on the scratch xfs", tmp_path / "v")
+    assert out.read_text() == "host-2026-12-03-21:00:00"
+    (tree / "host-2026-12-03-22:00:00").mkdir()
+    (tree / "host-2026-12-03-22:00:00" / "vmcore-incomplete").write_text("")
+    with pytest.raises(OperationError, match=r"22:00:00 under /var/crash on the "
+                       r"scratch xfs holds \['vmcore-incomplete'\], no complete vmcore"):
+        readback.take_newest_vmcore(tree, "/var/crash on the scratch xfs", tmp_path / "w")
+    with pytest.raises(OperationError, match="no dump directory under x"):
+        readback.take_newest_vmcore(tree / "not-a-dump", "x", tmp_path / "y")
