@@ -33,6 +33,7 @@ import pytest
 
 from mkkdumprd.host import Host
 from mkkdumprd.loader import kexec, kexec_tools, live
+from tests.support import sharding
 from tests.support.debian_kernel import Kernel, debian_kernel
 
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
@@ -156,3 +157,29 @@ def kernel() -> Kernel:
 @pytest.fixture(scope="session")
 def vmlinuz(kernel: Kernel) -> Path:
     return kernel.vmlinuz
+
+
+@pytest.hookimpl(trylast=True)   # after -m has deselected what the run leaves out
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """MKKDUMPRD_TEST_SHARD=I/N (dev/test): keep only this process's share of the selected
+    tests, whole files at a time (tests/support/sharding.py)."""
+    value = os.environ.get("MKKDUMPRD_TEST_SHARD")
+    if not value:
+        return
+    try:
+        me, shards = sharding.parse(value)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    weights: dict[str, float] = {}
+    for item in items:
+        w = sharding.weight(m.name for m in item.iter_markers())
+        weights[file_of(item)] = weights.get(file_of(item), 0.0) + w
+    shard_of = sharding.assign(weights, shards)
+    keep = [i for i in items if shard_of[file_of(i)] == me]
+    gone = [i for i in items if shard_of[file_of(i)] != me]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = keep
