@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mkkdumprd.atomic_file import TempFileError, atomic_output, atomic_write
+from tests.support.signals import default_sigint
 
 
 def test_replaces_with_mode(tmp_path: Path) -> None:
@@ -60,7 +61,7 @@ def _temps(d: Path) -> list[str]:
 def _writer(out: Path) -> subprocess.Popen[str]:
     p = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         cwd=Path(__file__).resolve().parents[2])
+                         cwd=Path(__file__).resolve().parents[2], preexec_fn=default_sigint)
     assert p.stdout is not None and p.stdout.readline() == "writing\n"
     return p
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.debian_kernel import Kernel
+from tests.support.signals import default_sigint
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = "ext4 UUID=12345678-1234-1234-1234-123456789abc\n"
@@ -34,7 +35,7 @@ def _build(kernel: Kernel, d: Path, *extra: str) -> subprocess.Popen[str]:
          str(kernel.kmoddir), "--no-hostonly", "--add-drivers", "ext4", "-c", str(conf),
          "-o", str(d / "out.img"), "--compress", "xz", *extra],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def _signal_when_writing(p: subprocess.Popen[str], d: Path, sig: int) -> tuple[str, str]:
