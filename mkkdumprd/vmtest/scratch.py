@@ -3,7 +3,8 @@
 A local target is stood in for by a sparse file holding a fresh filesystem of the same type
 with the same UUID and label as the real one, so the image's own lookup (findfs UUID=...)
 is exercised — the real disk is never touched. A raw target gets a zero-filled file.
-Nothing is mounted: ext2/3/4 are read with debugfs, a raw disk through makedumpfile -R.
+Nothing is mounted: ext2/3/4 are read with debugfs (a raw disk is read back by savecore,
+targets.py).
 Other filesystems and block stacks are made by the guest itself on the blank disks made
 here (stack_script.py) and read back by a second boot (readback.py): this machine never
 runs mkfs on anything but a regular file, nor lvm/mdadm/cryptsetup, nor mounts.
@@ -129,14 +130,3 @@ def ext_dump(image: Path, src: str, dest: Path) -> Path:
     if not dest.exists():
         raise OperationError(f"debugfs could not copy {src} out of {image}")
     return dest
-
-
-def unflatten_raw(disk: Path, out: Path) -> Path:
-    """Rebuild a vmcore from a makedumpfile -F stream at the start of a raw disk."""
-    with open(disk, "rb") as src:
-        r = subprocess.run([find_tool("makedumpfile"), "-R", str(out)], stdin=src,
-                           capture_output=True, text=True, timeout=600)
-    if r.returncode != 0 or not out.exists():
-        raise OperationError(f"makedumpfile -R from {disk} failed (rc {r.returncode}): "
-                             f"{(r.stdout + r.stderr).strip()[-500:]}")
-    return out

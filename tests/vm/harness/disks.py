@@ -1,7 +1,8 @@
 """Disk images for the guests, and reading dump results back without mounting anything.
 
-Making disks and reading ext4 are the product's (mkkdumprd/vmtest/scratch.py); unflattening
-a raw disk, ext4's free ranges and blkdebug drives are the tests' own.
+Making disks and reading ext4 are the product's (mkkdumprd/vmtest/scratch.py), unflattening
+a raw disk too (vmcore_check.restore_flat); ext4's free ranges and blkdebug drives are the
+tests' own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from mkkdumprd.vmtest import scratch
+from mkkdumprd.vmtest import scratch, vmcore_check
 from mkkdumprd.vmtest.scratch import DirEntry, debugfs, make_ext4, make_raw, sparse_file, tree
 
 from .images import require_tool
@@ -41,13 +42,7 @@ def ext4_find_dumps(image: Path, path: str = "/var/crash") -> list[str]:
 
 def unflatten_raw(disk: Path, out: Path) -> Path:
     """Rebuild a vmcore from a makedumpfile -F stream at the start of a raw disk."""
-    with open(disk, "rb") as src:
-        r = subprocess.run([require_tool("makedumpfile"), "-R", str(out)], stdin=src,
-                           capture_output=True, text=True)
-    if r.returncode != 0 or not out.exists():
-        raise AssertionError(f"makedumpfile -R from {disk} failed (rc {r.returncode}): "
-                             f"{(r.stdout + r.stderr).strip()[-2000:]}")
-    return out
+    return vmcore_check.restore_flat(disk, out)
 
 
 def ext4_free_ranges(image: Path) -> list[tuple[int, int]]:
