@@ -32,7 +32,7 @@ from mkkdumprd.vmtest import readback
 from mkkdumprd.vmtest.guest_tools import module_lines
 from mkkdumprd.vmtest.local_target import GuestBoot
 from mkkdumprd.vmtest.qemu import Drive
-from mkkdumprd.vmtest.servers import GUEST_SERVER_IP
+from mkkdumprd.vmtest.servers import GUEST_SERVER_IP, loopback_relay
 
 if TYPE_CHECKING:
     from mkkdumprd.assemble.builder import BuildRequest
@@ -184,8 +184,7 @@ def real_nfs_target(target: Mapping[str, Any], request: BuildRequest, modules: f
     folder = folder_path(path, folder_name)
     if is_loopback(host.strip("[]")):
         sub = rebuild.Substitution(server=f"{GUEST_SERVER_IP}:{export}", path=folder)
-        fwd: tuple[str, ...] = (f"tcp:{GUEST_SERVER_IP}:{NFS_PORT}-cmd:/bin/busybox nc "
-                                f"127.0.0.1 {NFS_PORT}",)
+        fwd: tuple[str, ...] = (loopback_relay(GUEST_SERVER_IP, NFS_PORT, NFS_PORT),)
         open_network = False
     else:
         sub = rebuild.Substitution(path=folder)

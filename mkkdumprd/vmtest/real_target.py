@@ -40,7 +40,7 @@ from mkkdumprd.vmtest import rebuild, vmcore_check
 from mkkdumprd.vmtest.local_target import GuestBoot
 from mkkdumprd.vmtest.qemu import Drive
 from mkkdumprd.vmtest.real_nfs import RealNfsTarget, real_nfs_target
-from mkkdumprd.vmtest.servers import GUEST_SERVER_IP
+from mkkdumprd.vmtest.servers import GUEST_SERVER_IP, loopback_relay
 from mkkdumprd.vmtest.targets import NIC_DRIVERS, missing
 
 if TYPE_CHECKING:
@@ -212,8 +212,7 @@ def real_target(target: Mapping[str, Any], request: BuildRequest | None,
             known_hosts="".join(ssh_command.known_hosts_line(GUEST_SERVER_IP, 22, k) + "\n"
                                 for k in keys),
             relay=rebuild.Relay(GUEST_SERVER_IP, t.port))
-        fwd: tuple[str, ...] = (f"tcp:{GUEST_SERVER_IP}:22-cmd:/bin/busybox nc 127.0.0.1 "
-                                f"{t.port}",)
+        fwd: tuple[str, ...] = (loopback_relay(GUEST_SERVER_IP, 22, t.port),)
         open_network = False
     else:
         sub = rebuild.Substitution(path=folder)

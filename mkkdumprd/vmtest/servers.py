@@ -58,6 +58,13 @@ def _tail(log: Path, n: int = 20) -> str:
         return "(no log)"
 
 
+
+def loopback_relay(guest_ip: str, guest_port: int, host_port: int) -> str:
+    """A VMSpec.guestfwd entry: the guest's connections to guest_ip:guest_port are relayed
+    to 127.0.0.1:host_port on this machine (QEMU runs busybox nc for each)."""
+    return f"tcp:{guest_ip}:{guest_port}-cmd:/bin/busybox nc 127.0.0.1 {host_port}"
+
+
 class _Server:
     name = "server"
 
@@ -106,7 +113,7 @@ class _Server:
 
     def guestfwd(self, guest_port: int, guest_ip: str = GUEST_SERVER_IP) -> str:
         """The VMSpec.guestfwd entry that relays guest_ip:guest_port here."""
-        return f"tcp:{guest_ip}:{guest_port}-cmd:/bin/busybox nc 127.0.0.1 {self.port}"
+        return loopback_relay(guest_ip, guest_port, self.port)
 
     def __enter__(self) -> _Server:
         return self
