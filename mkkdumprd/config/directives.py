@@ -283,24 +283,32 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
     added: list[str] = []  # --add: modules.d entries
     mount: Fields = {}     # the target a --mount names (config/dracut_mount.py)
     ok = True
+
+    def operand(i: int, eq: str, arg: str, dash_ok: bool) -> tuple[str | None, int]:
+        """A flag's value: after `=`, else the next word (not one starting with `-` unless
+        `dash_ok`); None when there is none. Returns it and the index after it."""
+        if eq:
+            return arg, i
+        if i >= len(found) or (not dash_ok and found[i].startswith("-")):
+            return None, i
+        return found[i], i + 1
+
     i = 0
     while i < len(found):
         word = found[i]
         name, eq, arg = word.partition("=") if word.startswith("--") else (word, "", "")
         i += 1
         if name == "--mount":
-            if not eq:
-                if i >= len(found):
-                    report.error(f"dracut_args --mount needs a value: {FORM}")
-                    ok = False
-                    continue
-                arg = found[i]
-                i += 1
+            given, i = operand(i, eq, arg, dash_ok=True)
+            if given is None:
+                report.error(f"dracut_args --mount needs a value: {FORM}")
+                ok = False
+                continue
             if "target" in mount:
                 report.error("dracut_args has more than one --mount; Fedora allows one")
                 ok = False
                 continue
-            target, errors, warnings = parse_mount(arg, report.where)
+            target, errors, warnings = parse_mount(given, report.where)
             for message in errors:
                 report.error(message)
             for message in warnings:
@@ -311,15 +319,13 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
                 mount["target"] = target
             continue
         if name in ("--add", "-a"):
-            if not eq:
-                if i >= len(found) or found[i].startswith("-"):
-                    report.error(f'dracut_args {name} needs a list of dracut modules, e.g. '
-                                 f'{name} "lvm mdraid"')
-                    ok = False
-                    continue
-                arg = found[i]
-                i += 1
-            for module in arg.replace(",", " ").split():
+            given, i = operand(i, eq, arg, dash_ok=False)
+            if given is None:
+                report.error(f'dracut_args {name} needs a list of dracut modules, e.g. '
+                             f'{name} "lvm mdraid"')
+                ok = False
+                continue
+            for module in given.replace(",", " ").split():
                 ours, why = our_module(module)
                 if ours is None:
                     report.warn(f"dracut_args {name} {module} is ignored: {why}")
@@ -327,15 +333,13 @@ def parse_dracut_args(report: Report, option: str, value: str) -> Fields | None:
                     added.append(ours)
             continue
         if name in lists:
-            if not eq:
-                if i >= len(found) or found[i].startswith("-"):
-                    report.error(f"dracut_args {name} needs a list of modules, e.g. "
-                                 f'{name} "virtio_blk virtio_net"')
-                    ok = False
-                    continue
-                arg = found[i]
-                i += 1
-            names = module_names(report, f"dracut_args {name}", arg)
+            given, i = operand(i, eq, arg, dash_ok=False)
+            if given is None:
+                report.error(f"dracut_args {name} needs a list of modules, e.g. "
+                             f'{name} "virtio_blk virtio_net"')
+                ok = False
+                continue
+            names = module_names(report, f"dracut_args {name}", given)
             if names is None:
                 ok = False
             else:
