@@ -65,6 +65,14 @@ def _ln(root: Path, path: str, target: str) -> None:
     p.symlink_to(target)
 
 
+def add_whole_vda(root: Path) -> None:
+    """The whole disk vda of the base tree's virtio2 (which shows only its partition vda1):
+    its sysfs entry, `device` link and /dev node, for a stack built on vda itself."""
+    _ln(root, "/sys/class/block/vda", "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda")
+    _ln(root, "/sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device", "../..")
+    _w(root, "/dev/vda")
+
+
 def add_disk(root: Path, name: str, slot: int, parts: int = 1) -> None:
     """Another virtio disk `name` with partitions name1..N (and its `device` link)."""
     dev = f"/sys/devices/pci0000:00/0000:00:{slot:02x}.0/virtio{slot}"

@@ -18,7 +18,14 @@ from mkkdumprd.assemble.builder import BuildRequest, build_image
 from mkkdumprd.config.model import KdumpConfig
 from mkkdumprd.host import Host
 from tests.support.debian_kernel import Kernel
-from tests.support.fake_machine import UUID, add_dm, fake_machine, lvm_uuid, mount_target
+from tests.support.fake_machine import (
+    UUID,
+    add_dm,
+    add_whole_vda,
+    fake_machine,
+    lvm_uuid,
+    mount_target,
+)
 from tests.support.storage_tools import storage_tools
 from tests.vm.conftest import VIRTIO_DRIVERS, run_mkkdumprd
 from tests.vm.harness import disks, vmcore
@@ -58,11 +65,7 @@ def test_ext4_on_lvm_lv(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     # only) and waits for /dev/mapper/vg0-crash.
     fs = str(uuid.uuid4())
     machine = fake_machine(tmp_path / "machine")
-    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
-    (machine / "sys/class/block/vda").symlink_to(pci)
-    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
-        "../..")
-    (machine / "dev/vda").write_text("")
+    add_whole_vda(machine)
     add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
     out = tmp_path / "capture.img"

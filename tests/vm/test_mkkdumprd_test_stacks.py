@@ -29,6 +29,7 @@ from tests.support.fake_machine import (
     add_disk,
     add_dm,
     add_md,
+    add_whole_vda,
     fake_machine,
     lvm_uuid,
     mount_target,
@@ -75,22 +76,10 @@ def test_lvm_target_is_rebuilt_with_the_hosts_names(kernel: Kernel, tools: Path,
     # The machine the image is for: /var/crash is ext4 (UUID fs) on LV vg0/crash on vda.
     fs = str(uuid.uuid4())
     machine = fake_machine(tmp_path / "machine")
-    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
-    (machine / "sys/class/block/vda").symlink_to(pci)
-    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
-        "../..")
-    (machine / "dev/vda").write_text("")
+    add_whole_vda(machine)
     add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
-    out = tmp_path / "capture.img"
-    req = BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
-        add_drivers=VIRTIO_DRIVERS, timeout=60, output=out)
-    build_image(req)
-    found = prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
-                        crashkernel="144M", kmoddir=kernel.kmoddir, request=req,
-                        tools=Host(tools), timeout=900))
+    found = _prove_host_only(kernel, tools, machine, tmp_path)
     assert found.verdict == "pass", found.render()
     assert found.failed_step is None and found.vmcore_bytes and found.vmcore_bytes > 1 << 20
     assert f"scratch ext4 UUID={fs} on LV vg0/crash on vda" in found.stand_in, found.stand_in
@@ -139,11 +128,7 @@ def test_luks_target_with_the_key_handed_over(tmp_path: Path) -> None:
     tools = storage_tools("sid")
     luks, fs = str(uuid.uuid4()), str(uuid.uuid4())
     machine = fake_machine(tmp_path / "machine")
-    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
-    (machine / "sys/class/block/vda").symlink_to(pci)
-    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
-        "../..")
-    (machine / "dev/vda").write_text("")
+    add_whole_vda(machine)
     add_dm(machine, "dm-0", "crash", f"CRYPT-LUKS2-{luks.replace('-', '')}-crash", ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
     out = tmp_path / "capture.img"
@@ -195,11 +180,7 @@ def test_md_raid1_of_partitions_keeps_the_array_uuid(kernel: Kernel, tools: Path
 def test_thin_lv_is_made_in_a_pool(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     fs = str(uuid.uuid4())
     machine = fake_machine(tmp_path / "machine")
-    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
-    (machine / "sys/class/block/vda").symlink_to(pci)
-    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
-        "../..")
-    (machine / "dev/vda").write_text("")
+    add_whole_vda(machine)
     add_dm(machine, "dm-0", "vg1-pool_tdata", lvm_uuid("tdata", "tdata"), ["vda"])
     add_dm(machine, "dm-1", "vg1-pool-tpool", lvm_uuid("pool", "tpool"), ["dm-0"])
     add_dm(machine, "dm-2", "vg1-thin", lvm_uuid("thin"), ["dm-1"])
@@ -217,11 +198,7 @@ def test_stacked_image_given_alone_is_rediscovered(kernel: Kernel, tools: Path,
     # manifest, whose `system` root is the machine tree) and the LVM stack is found again.
     fs = str(uuid.uuid4())
     machine = fake_machine(tmp_path / "machine")
-    pci = "../../devices/pci0000:00/0000:00:05.0/virtio2/block/vda"
-    (machine / "sys/class/block/vda").symlink_to(pci)
-    (machine / "sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vda/device").symlink_to(
-        "../..")
-    (machine / "dev/vda").write_text("")
+    add_whole_vda(machine)
     add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
     out = tmp_path / "capture.img"
