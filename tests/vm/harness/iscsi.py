@@ -28,15 +28,8 @@ from pathlib import Path
 from mkkdumprd.vmtest.servers import GUEST_SERVER_IP, ServerError, _Server, free_port, require
 from tests.support.debian_kernel import Kernel
 
-from .first_stage import (
-    CAPTURE_APPEND,
-    CHECK_LOADED_AND_CRASH,
-    FIRST_KERNEL_APPEND,
-    LOAD_FAILED_MARKER,
-    LOADED_MARKER,
-)
-from .qemu import VM, VMError, VMSpec
-from .storage import _initramfs
+from .first_stage import CAPTURE_APPEND
+from .storage import crash_with_stack
 
 TAG = "MKKDUMPRD-ISCSI"
 ISCSI_PORT = 3260
@@ -142,20 +135,7 @@ echo "{TAG}: first kernel sees $(cat /sys/class/iscsi_session/*/targetname)"
 def crash_over_iscsi(kernel: Kernel, tools: Path, capture_image: Path, setup: str,
                      guestfwd: Sequence[str], workdir: Path,
                      capture_append: str = CAPTURE_APPEND, timeout: float = 420.0) -> str:
-    """Boot with user networking (restrict=on, `guestfwd`), run `setup` (sh, `set -e`),
-    load `capture_image`, crash; the console once QEMU ended."""
-    script = (f"set -e\n{setup}\nset +e\necho '{TAG}: stack ready'\n"
-              f"kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img "
-              f"--append={shlex.quote(capture_append)}\n"
-              + CHECK_LOADED_AND_CRASH.replace("{tag}", TAG).replace(
-                  "{failed}", LOAD_FAILED_MARKER).replace("{loaded}", LOADED_MARKER))
-    first = _initramfs(kernel, tools, script, workdir / "first-stage.img",
-                       [("/boot/vmlinuz", kernel.vmlinuz), ("/boot/capture.img", capture_image)],
-                       binaries=TOOLS, modules=GUEST_MODULES)
-    spec = VMSpec(kernel.vmlinuz, first, FIRST_KERNEL_APPEND, guestfwd=tuple(guestfwd))
-    with VM(spec, workdir / "console.log", timeout) as vm:
-        m = vm.wait_for(f"{LOADED_MARKER}|{LOAD_FAILED_MARKER}|Kernel panic")
-        if m.group(0) != LOADED_MARKER:
-            raise VMError(f"the first kernel did not get to the crash:\n{vm.tail(60)}")
-        vm.wait_exit()
-        return vm.console()
+    """Boot with user networking (restrict=on, `guestfwd`) and no disk, run `setup` (sh,
+    `set -e`), load `capture_image`, crash; the console once QEMU ended."""
+    return crash_with_stack(kernel, tools, capture_image, setup, (), workdir, capture_append,
+                            timeout, binaries=TOOLS, modules=GUEST_MODULES, guestfwd=guestfwd)

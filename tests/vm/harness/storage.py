@@ -91,11 +91,12 @@ def crash_with_stack(kernel: Kernel, tools: Path, capture_image: Path, setup: st
                      capture_append: str = CAPTURE_APPEND, timeout: float = 420.0,
                      extra_args: Sequence[str] = (),
                      binaries: Sequence[str] = ("/sbin/kexec", *TOOLS),
-                     modules: Sequence[str] = GUEST_MODULES) -> str:
+                     modules: Sequence[str] = GUEST_MODULES,
+                     guestfwd: Sequence[str] = ()) -> str:
     """Boot, run `setup` (sh; a failing command fails the test), load `capture_image`, crash;
     returns the console once QEMU ended (the capture image's final action). `extra_args`
     go to QEMU (disks other than virtio ones); `binaries` and `modules` are the first
-    stage's tools and kernel modules."""
+    stage's tools and kernel modules; `guestfwd` relays for user networking (restrict=on)."""
     script = (f"set -e\n{setup}\nset +e\necho '{TAG}: stack ready'\n"
               f"kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img "
               f"--append={shlex.quote(capture_append)}\n"
@@ -107,7 +108,8 @@ def crash_with_stack(kernel: Kernel, tools: Path, capture_image: Path, setup: st
                        [("/boot/vmlinuz", kernel.vmlinuz), ("/boot/capture.img", capture_image)],
                        binaries=binaries, modules=modules)
     spec = VMSpec(kernel.vmlinuz, first, FIRST_KERNEL_APPEND,
-                  drives=tuple(Drive(d) for d in drives), extra_args=tuple(extra_args))
+                  drives=tuple(Drive(d) for d in drives), extra_args=tuple(extra_args),
+                  guestfwd=tuple(guestfwd))
     with VM(spec, workdir / "console.log", timeout) as vm:
         m = vm.wait_for(f"{LOADED_MARKER}|{LOAD_FAILED_MARKER}|Kernel panic")
         if m.group(0) != LOADED_MARKER:
