@@ -10,16 +10,17 @@ and one ld.so, sid's. All cryptsetup runs happen inside the guest, on a disk ima
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from mkkdumprd.elf.entries import binary_entries
 from mkkdumprd.host import Host
-from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry, symlink_entry
+from mkkdumprd.image.spec import ImageSpec, dir_entry, file_entry
 from mkkdumprd.vmtest import first_stage as fs
 from mkkdumprd.vmtest import guest_python as gp
 from mkkdumprd.vmtest.guest_files import init_entry, write_initramfs
+
+from .storage import add_busybox_applets
 
 SID_TOOLS = ("/bin/busybox", "/sbin/cryptsetup", "/sbin/mke2fs")
 
@@ -33,12 +34,7 @@ def first_stage(kernel: Path, tools: Path, capture_image: Path, out: Path, scrip
     for tool in binaries:
         spec.extend(e for e in binary_entries([tool], view, "sid tool in the first stage")
                     if spec.get(str(e.path)) is None)
-    applets = subprocess.run([str(tools / "bin/busybox"), "--list"], capture_output=True,
-                             text=True, check=True).stdout.split()
-    bindir = view.resolve("/bin")     # usr/bin in a merged-/usr root (sid's)
-    for a in applets:
-        if a != "busybox" and spec.get(f"{bindir}/{a}") is None:
-            spec.add(symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet"))
+    add_busybox_applets(spec, tools)
     modules = gp.trace_loader_modules(kernel)
     for e in gp.python_entries(modules) + gp.loader_entries(modules, "x86_64"):
         if spec.get(str(e.path)) is None:

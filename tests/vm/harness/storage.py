@@ -53,6 +53,16 @@ class Cycle:
     dumps: Path         # the unpacked dump directory tree (what /var/crash held)
 
 
+def add_busybox_applets(spec: ImageSpec, tools: Path) -> None:
+    """The applets of the tools root's busybox as symlinks beside it (those `spec` lacks)."""
+    applets = subprocess.run([str(tools / "bin/busybox"), "--list"], capture_output=True,
+                             text=True, check=True).stdout.split()
+    bindir = Host(tools).resolve("/bin")     # usr/bin in a merged-/usr root (sid's)
+    for a in applets:
+        if a != "busybox" and spec.get(f"{bindir}/{a}") is None:
+            spec.add(symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet"))
+
+
 def _initramfs(kernel: Kernel, tools: Path, script: str, out: Path,
                files: Sequence[tuple[str, Path]] = (),
                binaries: Sequence[str] = ("/sbin/kexec", *TOOLS),
@@ -62,12 +72,7 @@ def _initramfs(kernel: Kernel, tools: Path, script: str, out: Path,
     spec = ImageSpec()
     view = Host(tools)
     spec.extend(binary_entries(["/bin/busybox"], view, "shell and tools for the test /init"))
-    applets = subprocess.run([str(tools / "bin/busybox"), "--list"], capture_output=True,
-                             text=True, check=True).stdout.split()
-    bindir = view.resolve("/bin")     # usr/bin in a merged-/usr root (sid's)
-    for a in applets:
-        if a != "busybox" and spec.get(f"{bindir}/{a}") is None:
-            spec.add(symlink_entry(f"{bindir}/{a}", "busybox", "busybox applet"))
+    add_busybox_applets(spec, tools)
     for d in ("/proc", "/sys", "/dev", "/tmp", "/mnt", "/run"):
         spec.add(dir_entry(d, "mount point"))
     for tool in binaries:
