@@ -30,7 +30,8 @@ import stat
 CONTENT_MAX = 1 << 20
 KINDS = frozenset({"stat", "lstat", "pstat", "plstat", "content", "open", "readlink", "list",
                    *(f"access{m}" for m in range(8))})
-_PSEUDO_ROOTS = (b"/proc", b"/sys")
+_PSEUDO_MOUNTS = (b"/proc", b"/sys")
+_PSEUDO_ROOTS = _PSEUDO_MOUNTS  # path prefixes (a test adds a fake machine's /proc)
 
 
 class Unrecordable(Exception):
@@ -56,11 +57,12 @@ def is_pseudo(path: bytes) -> bool:
 
 def pseudo_devices() -> frozenset[int]:
     out: set[int] = set()
-    for r in _PSEUDO_ROOTS:
+    for r in _PSEUDO_MOUNTS:
         try:
-            out.add(os.stat(r).st_dev)
+            dev = os.stat(r).st_dev
         except OSError:
-            pass
+            continue
+        out.add(dev)
     return frozenset(out)
 
 

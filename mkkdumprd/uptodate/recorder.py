@@ -163,7 +163,7 @@ def _busy(rec: Recorder) -> Iterator[None]:
 
 def _audit(name: str, args: tuple[Any, ...]) -> None:
     rec = _current()
-    if rec is None or name not in _EVENTS and not name.startswith(_TAINTS):
+    if rec is None or (name not in _EVENTS and not name.startswith(_TAINTS)):
         return
     if sys._getframe(1).f_code.co_filename.startswith(_IMPORTS):
         return

@@ -37,6 +37,11 @@ from mkkdumprd.uptodate.observations import KINDS, Unrecordable, fingerprint
 FORMAT = b"mkkdumprd-uptodate 1"
 MAX_BYTES = 8 << 20
 MAX_OBSERVATIONS = 100_000
+# A file whose ctime is this recent when the stamp is written could change again within
+# the same timestamp tick (a jiffy) and keep its identity: git's "racily clean". Whole
+# seconds: a filesystem with 1-second timestamps gets 2 s.
+RACY_NS = 100_000_000
+RACY_COARSE_NS = 2_000_000_000
 ENV_NAMES = ("HOME", "XDG_CACHE_HOME", "SOURCE_DATE_EPOCH", "LIBARCHIVE", "PATH", "LANG",
              "LANGUAGE", "TZ")
 ENV_PREFIXES = ("MKKDUMPRD", "PYTHON", "LC_")
@@ -168,6 +173,19 @@ def stampable_output(text: str) -> bool:
     return text.isascii() and all(line.isprintable() for line in text.split("\n"))
 
 
+def _racy(seen: list[tuple[str, bytes, str]]) -> bool:
+    import time
+
+    now = time.time_ns()
+    for kind, _path, fp in seen:
+        if kind in ("stat", "lstat") and not fp.startswith("E"):
+            ctime = int(fp.split(":")[8])
+            window = RACY_COARSE_NS if ctime % 1_000_000_000 == 0 else RACY_NS
+            if ctime > now - window:
+                return True
+    return False
+
+
 def cache_ignore() -> tuple[str, ...]:
     """What a recording must not take as observations: the build cache directory."""
     d = cache_dir_name()
@@ -184,7 +202,7 @@ def save(argv: list[str], output: str, seen: dict[tuple[str, bytes], str]) -> bo
     if path is None:
         return False
     observations = [(kind, p, fp) for (kind, p), fp in seen.items()]
-    if not holds(observations):
+    if _racy(observations) or not holds(observations):
         return False
     from pathlib import Path
 
