@@ -10,9 +10,13 @@ def main() -> None:
     argv = sys.argv[1:]
     output = stamp.current_output(argv)
     if output is not None:
-        sys.stdout.write(output)
-        sys.stdout.flush()
-        sys.exit(0)
+        try:
+            sys.stdout.write(output)
+            sys.stdout.flush()
+        except OSError:
+            pass  # (a closed pipe) the full path meets it too and says so as it always does
+        else:
+            sys.exit(0)
     stamp.entry_argv = argv
     from mkkdumprd.cli import main as cli_main
 
