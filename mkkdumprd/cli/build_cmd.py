@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import click
@@ -172,7 +173,7 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     from mkkdumprd.config.target_spec import apply_targets
 
     t0 = time.monotonic()
-    rec = _record_for_stamp(skip=force or size_report)
+    rec = _record_for_stamp(force or size_report, (config_path, kmoddir, sysroot, output))
     view = Host(sysroot) if sysroot else Host.this_machine()
     config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
     if target_specs or dump_policy is not None:
@@ -243,13 +244,18 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
         _print_size_report(out)
 
 
-def _record_for_stamp(skip: bool) -> recorder.Recorder | None:
+def _record_for_stamp(skip: bool, paths: tuple[Path | None, ...]) -> recorder.Recorder | None:
     """Start recording what this run observes, when its outcome may be stamped: started
-    through the entry point (not as a library), without --force or --size-report."""
+    through the entry point (not as a library), without --force or --size-report.
+    `paths`: the options click already stat'ed (click.Path) before this function ran."""
     if skip or uptodate_stamp.entry_argv is None:
         return None
     rec = recorder.Recorder(uptodate_stamp.cache_ignore())
     recorder.start(rec)
+    for p in paths:
+        if p is not None:
+            with suppress(OSError):
+                os.stat(p)  # recorded: click's own look at it, before the recording began
     click.get_current_context().call_on_close(recorder.stop)
     return rec
 
