@@ -37,6 +37,7 @@ from mkkdumprd.uptodate.observations import KINDS, Unrecordable, fingerprint
 FORMAT = b"mkkdumprd-uptodate 1"
 MAX_BYTES = 8 << 20
 MAX_OBSERVATIONS = 100_000
+MAX_STAMPS = 64  # per cache directory; the oldest go first
 # A file whose ctime is this recent when the stamp is written could change again within
 # the same timestamp tick (a jiffy) and keep its identity: git's "racily clean". Whole
 # seconds: a filesystem with 1-second timestamps gets 2 s.
@@ -217,5 +218,18 @@ def save(argv: list[str], output: str, seen: dict[tuple[str, bytes], str]) -> bo
         atomic_write(Path(path), encode(k, output, seen), 0o600, durable=False)
     except OSError:
         return False
+    _sweep(d)
     return True
+
+
+def _sweep(d: str) -> None:
+    """Keep the newest MAX_STAMPS stamps (one per command line, working directory, ...)."""
+    try:
+        found = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(d)
+                 if e.name.startswith("uptodate-") and e.name.endswith(".stamp")]
+        found.sort()
+        for _mtime, old in found[:-MAX_STAMPS]:
+            os.unlink(old)
+    except OSError:
+        pass
 

@@ -333,6 +333,19 @@ def test_an_oversized_stamp_is_not_read(tmp_path: Path, monkeypatch: pytest.Monk
     assert stamp.current_output(["build"]) is None
 
 
+def test_stamps_are_bounded_per_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, str(tmp_path / "c"))
+    monkeypatch.setattr(stamp, "MAX_STAMPS", 3)
+    monkeypatch.setattr(stamp, "RACY_NS", 0)
+    for i in range(5):
+        assert stamp.save(["build", str(i)], "", {("stat", b"/nonexistent-mkkdumprd"): "E2"})
+        os.utime(str(stamp.stamp_path(stamp.key(["build", str(i)]))), ns=(i, i))
+    left = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert len(left) == 3
+    assert stamp.current_output(["build", "4"]) == ""
+    assert stamp.current_output(["build", "0"]) is None
+
+
 def test_every_environment_variable_the_code_reads_is_keyed() -> None:
     """A variable read anywhere in mkkdumprd/ (besides the VM and loader code, which a
     build does not run) is in the stamp's key."""
