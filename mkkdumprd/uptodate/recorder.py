@@ -8,14 +8,16 @@ recorder sits below all of them, for the length of a `with recording(rec):` bloc
 - every open for reading, directory listing (os.listdir, os.scandir: os.walk, pathlib,
   glob) through Python's audit hook, which every one of them raises, C code included;
 - os.stat, os.lstat, os.readlink and os.access, which raise no audit event, by replacing
-  them in the os module for the block (pathlib, os.path and shutil call them there);
+  them in the os module for the block (pathlib, os.path and shutil call them there), and
+  os.open for its dir_fd (which the audit event does not carry);
 - anything whose answer a stamp cannot replay taints the recording: sockets (a DNS
   lookup, the NFS check), commands, ctypes calls, a FIFO or device opened, a write
   outside the ignored directories, a path relative to a directory fd, os.chdir.
 
-The import system's own opens and listings are not observations (the code is keyed by
-mkkdumprd's version and location). The stamp (stamp.py) is written only from an untainted
-recording whose every observation still holds when the check is over.
+Not seen: DirEntry.stat() (a listing records names and types; the check does not stat
+entries that way). The import system's own opens and listings are not observations (the
+code is keyed by mkkdumprd's version and location). The stamp (stamp.py) is written only
+from an untainted recording whose every observation still holds when the check is over.
 
 Standard library only.
 """
@@ -140,7 +142,8 @@ def _lstat_quiet(p: bytes) -> os.stat_result | None:
 # ---- the machinery: one audit hook per process, os functions replaced per block ---------
 
 _REAL: dict[str, Callable[..., Any]] = {
-    "stat": os.stat, "lstat": os.lstat, "readlink": os.readlink, "access": os.access}
+    "stat": os.stat, "lstat": os.lstat, "readlink": os.readlink, "access": os.access,
+    "open": os.open}
 _active: Recorder | None = None
 _hooked = False
 
@@ -212,8 +215,16 @@ def _access(path: Any, mode: int, **kw: Any) -> Any:
     return _REAL["access"](path, mode, **kw)
 
 
+def _open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> Any:
+    # The audit event of an open carries no dir_fd: such a path is not what it says.
+    rec = _current()
+    if rec is not None and dir_fd is not None:
+        rec.taint = "an open relative to a directory fd"
+    return _REAL["open"](path, flags, mode, dir_fd=dir_fd)
+
+
 _PATCHES: dict[str, Callable[..., Any]] = {
-    "stat": _stat, "lstat": _lstat, "readlink": _readlink, "access": _access}
+    "stat": _stat, "lstat": _lstat, "readlink": _readlink, "access": _access, "open": _open}
 
 
 @contextmanager

@@ -107,8 +107,8 @@ def decode(data: bytes, k: bytes) -> tuple[str, list[tuple[str, bytes, str]]] | 
             seen.append((kind, bytes.fromhex(path), fp))
     except ValueError:  # UnicodeDecodeError too
         return None
-    if not stampable_output(output):
-        return None
+    if not seen or not stampable_output(output):
+        return None  # a run that observed nothing (the image, at least) never wrote it
     return output, seen
 
 

@@ -278,6 +278,14 @@ def test_a_write_or_a_device_taints(tmp_path: Path) -> None:
     with recorder.recording(rec):
         Path("/dev/null").read_bytes()
     assert rec.taint is not None
+    rec = recorder.Recorder()
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with recorder.recording(rec):
+            os.close(os.open("w", os.O_RDONLY, dir_fd=d))
+    finally:
+        os.close(d)
+    assert rec.taint is not None and "directory fd" in rec.taint
 
 
 def test_racy_files_are_not_stamped(site: Site, capsys: pytest.CaptureFixture[str],
@@ -303,6 +311,7 @@ def test_a_good_stamp_decodes() -> None:
                                       [("stat", b"/nonexistent-mkkdumprd", "E2")])
     assert stamp.holds(stamp.decode(GOOD, KEY)[1])  # type: ignore[index]
     assert stamp.decode(GOOD, KEY + b"x") is None
+    assert stamp.decode(stamp.encode(KEY, "", {}), KEY) is None
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=2000)
