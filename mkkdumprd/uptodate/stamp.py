@@ -79,9 +79,9 @@ def stamp_path(k: bytes) -> str | None:
 # FORMAT, "K <hex key>", "O <hex output>", one "<kind> <hex path> <fingerprint>" per
 # observation, "END". Fingerprints hold no spaces or newlines (observations.py).
 
-def encode(k: bytes, output: str, seen: dict[tuple[str, bytes], str]) -> bytes:
+def encode(k: bytes, output: str, seen: list[tuple[str, bytes, str]]) -> bytes:
     lines = [FORMAT, b"K " + k.hex().encode(), b"O " + output.encode().hex().encode()]
-    lines += [f"{kind} {path.hex()} {fp}".encode() for (kind, path), fp in seen.items()]
+    lines += [f"{kind} {path.hex()} {fp}".encode() for kind, path, fp in seen]
     lines.append(b"END")
     return b"\n".join(lines) + b"\n"
 
@@ -174,6 +174,22 @@ def stampable_output(text: str) -> bool:
     return text.isascii() and all(line.isprintable() for line in text.split("\n"))
 
 
+def _own_sources() -> list[tuple[str, bytes, str]]:
+    """mkkdumprd's modules that this run used, by identity: the key names the version,
+    and a checkout edited without a new version must not replay the old code's answer."""
+    import mkkdumprd
+
+    top = os.path.dirname(os.path.abspath(mkkdumprd.__file__)) + os.sep
+    out: list[tuple[str, bytes, str]] = []
+    for name, module in list(sys.modules.items()):
+        f = getattr(module, "__file__", None)
+        if (name == "mkkdumprd" or name.startswith("mkkdumprd.")) and isinstance(f, str) \
+                and os.path.abspath(f).startswith(top):
+            p = os.fsencode(os.path.abspath(f))
+            out.append(("stat", p, fingerprint("stat", p)))
+    return out
+
+
 def _racy(seen: list[tuple[str, bytes, str]]) -> bool:
     import time
 
@@ -202,7 +218,7 @@ def save(argv: list[str], output: str, seen: dict[tuple[str, bytes], str]) -> bo
     path = stamp_path(k)
     if path is None:
         return False
-    observations = [(kind, p, fp) for (kind, p), fp in seen.items()]
+    observations = [(kind, p, fp) for (kind, p), fp in seen.items()] + _own_sources()
     if _racy(observations) or not holds(observations):
         return False
     from pathlib import Path
@@ -215,7 +231,7 @@ def save(argv: list[str], output: str, seen: dict[tuple[str, bytes], str]) -> bo
         if not is_private_dir(d):
             return False
         # Not fsynced: after a power cut an empty or old stamp only asks for a full check.
-        atomic_write(Path(path), encode(k, output, seen), 0o600, durable=False)
+        atomic_write(Path(path), encode(k, output, observations), 0o600, durable=False)
     except OSError:
         return False
     _sweep(d)

@@ -303,7 +303,7 @@ def test_racy_files_are_not_stamped(site: Site, capsys: pytest.CaptureFixture[st
 # ---- the stamp as untrusted input ------------------------------------------------------------
 
 KEY = stamp.key(["build", "-q"])
-GOOD = stamp.encode(KEY, "up to date: /x\n", {("stat", b"/nonexistent-mkkdumprd"): "E2"})
+GOOD = stamp.encode(KEY, "up to date: /x\n", [("stat", b"/nonexistent-mkkdumprd", "E2")])
 
 
 def test_a_good_stamp_decodes() -> None:
@@ -311,7 +311,7 @@ def test_a_good_stamp_decodes() -> None:
                                       [("stat", b"/nonexistent-mkkdumprd", "E2")])
     assert stamp.holds(stamp.decode(GOOD, KEY)[1])  # type: ignore[index]
     assert stamp.decode(GOOD, KEY + b"x") is None
-    assert stamp.decode(stamp.encode(KEY, "", {}), KEY) is None
+    assert stamp.decode(stamp.encode(KEY, "", []), KEY) is None
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=2000)
@@ -351,6 +351,10 @@ def test_stamps_are_bounded_per_directory(tmp_path: Path, monkeypatch: pytest.Mo
         os.utime(str(stamp.stamp_path(stamp.key(["build", str(i)]))), ns=(i, i))
     left = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert len(left) == 3
+    k = stamp.key(["build", "4"])
+    sources = [os.fsdecode(p) for kind, p, _ in stamp.decode(  # type: ignore[union-attr]
+        Path(str(stamp.stamp_path(k))).read_bytes(), k)[1]]
+    assert str(Path(stamp.__file__).resolve()) in sources  # the code, by identity
     assert stamp.current_output(["build", "4"]) == ""
     assert stamp.current_output(["build", "0"]) is None
 
