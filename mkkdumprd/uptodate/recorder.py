@@ -110,6 +110,18 @@ class Recorder:
         elif not self._ignored(p):
             self.taint = f"{os.fsdecode(p)} is not a regular file"
 
+    def readlink(self, path: Any, dir_fd: int | None) -> None:
+        if dir_fd is not None or isinstance(path, int):
+            self.taint = "readlink relative to a directory fd"
+        else:
+            self.note("readlink", os.fsencode(path))
+
+    def access(self, path: Any, mode: int, options: dict[str, Any]) -> None:
+        if options or isinstance(path, int) or not 0 <= mode <= 7:
+            self.taint = "os.access with options"
+        else:
+            self.note(f"access{mode}", os.fsencode(path))
+
     def listed(self, path: Any) -> None:
         if isinstance(path, int):
             self.taint = "a directory listed by its fd"
@@ -155,11 +167,14 @@ def _current() -> Recorder | None:
     return rec
 
 
-@contextmanager
-def _busy(rec: Recorder) -> Iterator[None]:
+def _safely(rec: Recorder, fn: Callable[..., None], *args: Any) -> None:
+    """Run one recording step; whatever goes wrong in it taints the recording and never
+    reaches the code being observed (an audit hook's exception would fail its open)."""
     rec._busy = True
     try:
-        yield
+        fn(*args)
+    except Exception as exc:  # the observed call must behave as if nobody watched
+        rec.taint = f"not recorded: {exc!r}"
     finally:
         rec._busy = False
 
@@ -168,9 +183,15 @@ def _audit(name: str, args: tuple[Any, ...]) -> None:
     rec = _current()
     if rec is None or (name not in _EVENTS and not name.startswith(_TAINTS)):
         return
-    if sys._getframe(1).f_code.co_filename.startswith(_IMPORTS):
-        return
-    with _busy(rec):
+    _safely(rec, _event, rec, name, args)
+
+
+def _event(rec: Recorder, name: str, args: tuple[Any, ...]) -> None:
+    try:
+        caller = sys._getframe(3).f_code.co_filename  # _event ← _safely ← _audit ← caller
+    except ValueError:
+        caller = ""
+    if not caller.startswith(_IMPORTS):
         rec.event(name, args)
 
 
@@ -180,38 +201,28 @@ _EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 def _stat(path: Any, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> Any:
     rec = _current()
     if rec is not None:
-        with _busy(rec):
-            rec.stat(path, dir_fd, follow_symlinks)
+        _safely(rec, rec.stat, path, dir_fd, follow_symlinks)
     return _REAL["stat"](path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
 
 def _lstat(path: Any, *, dir_fd: int | None = None) -> Any:
     rec = _current()
     if rec is not None:
-        with _busy(rec):
-            rec.stat(path, dir_fd, False)
+        _safely(rec, rec.stat, path, dir_fd, False)
     return _REAL["lstat"](path, dir_fd=dir_fd)
 
 
 def _readlink(path: Any, *, dir_fd: int | None = None) -> Any:
     rec = _current()
     if rec is not None:
-        with _busy(rec):
-            if dir_fd is not None or isinstance(path, int):
-                rec.taint = "readlink relative to a directory fd"
-            else:
-                rec.note("readlink", os.fsencode(path))
+        _safely(rec, rec.readlink, path, dir_fd)
     return _REAL["readlink"](path, dir_fd=dir_fd)
 
 
 def _access(path: Any, mode: int, **kw: Any) -> Any:
     rec = _current()
     if rec is not None:
-        with _busy(rec):
-            if kw or isinstance(path, int) or not 0 <= mode <= 7:
-                rec.taint = "os.access with options"
-            else:
-                rec.note(f"access{mode}", os.fsencode(path))
+        _safely(rec, rec.access, path, mode, kw)
     return _REAL["access"](path, mode, **kw)
 
 

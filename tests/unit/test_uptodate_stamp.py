@@ -288,6 +288,16 @@ def test_a_write_or_a_device_taints(tmp_path: Path) -> None:
     assert rec.taint is not None and "directory fd" in rec.taint
 
 
+def test_a_recording_step_that_fails_never_reaches_the_caller(tmp_path: Path) -> None:
+    rec = recorder.Recorder()
+    with recorder.recording(rec):
+        with pytest.raises(TypeError, match="float"):
+            os.stat(3.5)  # type: ignore[arg-type]  # the real call's own error
+        sys.audit("open", object(), "r", 0)     # an event the recorder cannot read
+        assert (tmp_path / "x").exists() is False
+    assert rec.taint is not None and rec.taint.startswith("not recorded")
+
+
 def test_racy_files_are_not_stamped(site: Site, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A file changed within the timestamp granularity of the check could change again
