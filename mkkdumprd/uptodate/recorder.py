@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,7 +57,9 @@ class Recorder:
         self.taint: str | None = None
         self._ignore = tuple(os.fsencode(os.path.abspath(d)) for d in ignore)
         self._pseudo_devs = pseudo_devices()
-        self._busy = False
+        # Per thread: the recorder's own looks are not observations, while another
+        # thread's looks at the same moment are (a check may read in a helper thread).
+        self._local = threading.local()
 
     def _ignored(self, path: bytes) -> bool:
         p = os.path.abspath(path)
@@ -71,7 +74,7 @@ class Recorder:
         except Unrecordable as exc:
             self.taint = str(exc)
             return
-        old = self.seen.setdefault(key, now)
+        old = self.seen.setdefault(key, now)  # one dict operation: atomic under the GIL
         if old != now:
             self.taint = f"{os.fsdecode(path)} changed while it was checked"
 
@@ -162,7 +165,7 @@ _hooked = False
 
 def _current() -> Recorder | None:
     rec = _active
-    if rec is None or rec._busy:
+    if rec is None or getattr(rec._local, "busy", False):
         return None
     return rec
 
@@ -170,13 +173,13 @@ def _current() -> Recorder | None:
 def _safely(rec: Recorder, fn: Callable[..., None], *args: Any) -> None:
     """Run one recording step; whatever goes wrong in it taints the recording and never
     reaches the code being observed (an audit hook's exception would fail its open)."""
-    rec._busy = True
+    rec._local.busy = True
     try:
         fn(*args)
     except Exception as exc:  # the observed call must behave as if nobody watched
         rec.taint = f"not recorded: {exc!r}"
     finally:
-        rec._busy = False
+        rec._local.busy = False
 
 
 def _audit(name: str, args: tuple[Any, ...]) -> None:

@@ -288,6 +288,19 @@ def test_a_write_or_a_device_taints(tmp_path: Path) -> None:
     assert rec.taint is not None and "directory fd" in rec.taint
 
 
+def test_other_threads_are_recorded(tmp_path: Path) -> None:
+    import threading
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    rec = recorder.Recorder()
+    with recorder.recording(rec):
+        t = threading.Thread(target=f.read_text)
+        t.start()
+        t.join()
+    assert ("stat", os.fsencode(f)) in rec.seen
+
+
 def test_a_recording_step_that_fails_never_reaches_the_caller(tmp_path: Path) -> None:
     rec = recorder.Recorder()
     with recorder.recording(rec):
