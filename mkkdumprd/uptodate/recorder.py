@@ -263,6 +263,8 @@ def start(rec: Recorder) -> None:
     if not _hooked:
         sys.addaudithook(_audit)  # cannot be removed: it does nothing outside a recording
         _hooked = True
+    # What the os module holds now is what the wrappers call and what stop() puts back.
+    _REAL.update({name: getattr(os, name) for name in _PATCHES})
     for name, fn in _PATCHES.items():
         setattr(os, name, fn)
     _active = rec
@@ -270,8 +272,10 @@ def start(rec: Recorder) -> None:
 
 def stop() -> None:
     """End the recording (before a build: its reads are not observations of the check).
-    Idempotent."""
+    Does nothing when none runs."""
     global _active
+    if _active is None:
+        return
     _active = None
     for name, fn in _REAL.items():
         setattr(os, name, fn)
