@@ -288,17 +288,31 @@ def test_a_write_or_a_device_taints(tmp_path: Path) -> None:
     assert rec.taint is not None and "directory fd" in rec.taint
 
 
-def test_other_threads_are_recorded(tmp_path: Path) -> None:
+def test_every_thread_is_recorded(tmp_path: Path) -> None:
+    """Any thread's look during the check is an observation (a thread already running
+    counts too: nothing says it is not the check's), and its write a taint."""
     import threading
 
-    f = tmp_path / "f"
+    f, g = tmp_path / "f", tmp_path / "g"
     f.write_text("x")
+    go = threading.Event()
+
+    def before() -> None:
+        go.wait(10)
+        g.write_text("y")
+
+    early = threading.Thread(target=before)
+    early.start()
     rec = recorder.Recorder()
     with recorder.recording(rec):
         t = threading.Thread(target=f.read_text)
         t.start()
         t.join()
+        assert rec.taint is None
+        go.set()
+        early.join()
     assert ("stat", os.fsencode(f)) in rec.seen
+    assert rec.taint is not None and "writing" in rec.taint
 
 
 def test_a_recording_step_that_fails_never_reaches_the_caller(tmp_path: Path) -> None:
