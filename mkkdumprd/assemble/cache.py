@@ -21,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import stat
 import sys
 from contextlib import suppress
 from pathlib import Path
 
 from mkkdumprd import __version__
+from mkkdumprd.cache_location import ENV as ENV  # re-exported: callers name cache.ENV
+from mkkdumprd.cache_location import cache_dir_name, is_private_dir
 
-ENV = "MKKDUMPRD_CACHE_DIR"
 FORMAT = 1
 _HEADER = (f"mkkdumprd-cache {FORMAT} {__version__} "
            f"py{sys.version_info[0]}.{sys.version_info[1]}\n").encode()
@@ -38,18 +38,8 @@ FileId = tuple[int, int, int]  # (size, mtime_ns, inode)
 
 def cache_dir() -> Path | None:
     """The cache directory for this user, or None when caching is off."""
-    env = os.environ.get(ENV)
-    if env is not None:
-        return None if env.strip() in ("", "off") else Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/cache/mkkdumprd")
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg.startswith("/"):
-        return Path(xdg) / "mkkdumprd"
-    try:
-        return Path.home() / ".cache" / "mkkdumprd"
-    except (RuntimeError, KeyError):  # no HOME and no passwd entry: no cache
-        return None
+    name = cache_dir_name()
+    return None if name is None else Path(name)
 
 
 def file_id(path: str | os.PathLike[str]) -> FileId | None:
@@ -62,12 +52,7 @@ def file_id(path: str | os.PathLike[str]) -> FileId | None:
 
 
 def _safe_dir(d: Path) -> bool:
-    try:
-        st = os.stat(d)
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    return is_private_dir(d)
 
 
 def _file(kind: str, name: str) -> Path | None:

@@ -12,6 +12,8 @@ manifest changing.
 Whether the check runs at all (a missing image, --force, kdump.conf's force_rebuild and
 force_no_rebuild) is the rebuild policy's: assemble/rebuild_policy.py. Whether the file on
 disk is an intact mkkdumprd image is decided in one place here: inspect_image().
+A run of `mkkdumprd build` that this check found current leaves a stamp of everything it
+observed; the next identical run replays it instead of importing this (mkkdumprd/uptodate/).
 
 Not seen by this check (a rebuild with --force covers them): host-only discovery that
 reads /sys or the routing table (a replaced NIC or disk controller), an optional

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import click
@@ -13,6 +14,8 @@ from mkkdumprd.errors import OperationError, UsageError
 from mkkdumprd.host import Host
 from mkkdumprd.human_size import human_size
 from mkkdumprd.image.compression import Compression, parse_compress
+from mkkdumprd.uptodate import recorder
+from mkkdumprd.uptodate import stamp as uptodate_stamp
 
 _SPEC_GRAMMAR = """\b
 SPEC (overrides kdump.conf's target):
@@ -161,7 +164,9 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     An existing image is rebuilt only when something it was built from changed (kdump.conf,
     a kernel module, binary, library, firmware, template, the kernel, mkkdumprd, the
     options); otherwise it says "up to date" and exits 0. kdump.conf's force_rebuild and
-    force_no_rebuild are honoured; --force always rebuilds.
+    force_no_rebuild are honoured; --force always rebuilds. A check that finds the image
+    current leaves a stamp of what it looked at in the build cache: the next identical run
+    answers from it in a few milliseconds while all of that is unchanged.
     """
     from mkkdumprd.arch import load_arch
     from mkkdumprd.assemble.rebuild_policy import Did, Ensured, Overwrite, ensure_image
@@ -170,6 +175,7 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     from mkkdumprd.config.target_spec import apply_targets
 
     t0 = time.monotonic()
+    rec = _record_for_stamp(force or size_report, (config_path, kmoddir, sysroot, output))
     view = Host(sysroot) if sysroot else Host.this_machine()
     config = load_kdump_conf(config_path, default=view.path("/etc/kdump.conf"))
     if target_specs or dump_policy is not None:
@@ -193,16 +199,23 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     )
 
     def announce(decision: Ensured) -> None:
+        recorder.stop()  # what the build reads is not an observation of the check
         if not quiet and decision.did is Did.REBUILT:
             for reason in decision.reasons:
                 click.echo(f"rebuilding: {reason}")
 
     ensured = ensure_image(req, Overwrite.ALWAYS if force else Overwrite.IF_STALE,
                            before_build=announce)
+    recorder.stop()
     if ensured.result is None:
-        if not quiet:
-            note = f" ({'; '.join(ensured.reasons)})" if ensured.reasons else ""
-            click.echo(f"up to date: {out}{note}")
+        note = f" ({'; '.join(ensured.reasons)})" if ensured.reasons else ""
+        text = "" if quiet else f"up to date: {out}{note}\n"
+        if rec is not None and rec.taint is None and not ensured.reasons:
+            # Kept by the full check (not force_no_rebuild): the next identical run may
+            # replay what this one observed (uptodate/stamp.py).
+            uptodate_stamp.save(uptodate_stamp.entry_argv or [], text, rec.seen)
+        if text:
+            click.echo(text, nl=False)
             if size_report:
                 _print_size_report(out)
         return
@@ -231,6 +244,22 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     click.echo(f"time:     {time.monotonic() - t0:.2f} s")
     if size_report:
         _print_size_report(out)
+
+
+def _record_for_stamp(skip: bool, paths: tuple[Path | None, ...]) -> recorder.Recorder | None:
+    """Start recording what this run observes, when its outcome may be stamped: started
+    through the entry point (not as a library), without --force or --size-report.
+    `paths`: the options click already stat'ed (click.Path) before this function ran."""
+    if skip or uptodate_stamp.entry_argv is None:
+        return None
+    rec = recorder.Recorder(uptodate_stamp.cache_ignore())
+    recorder.start(rec)
+    for p in paths:
+        if p is not None:
+            with suppress(OSError):
+                os.stat(p)  # recorded: click's own look at it, before the recording began
+    click.get_current_context().call_on_close(recorder.stop)
+    return rec
 
 
 def _print_size_report(image: Path) -> None:
