@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/dump.py [--mem 2048] [--fill 512] [--crashkernel 192]
                                    [--repeat 2] [--variants l1,l2,...] [--workdir DIR]
+    .venv/bin/python bench/dump.py --breakdown [--breakdown-variants none,lzo,...]
+                                   [--breakdown-vcpus 1,2] [--fill 512]
+
+--breakdown: where a dump's time goes and what a second CPU does to it, from one crash per
+vCPU count with many collectors timed in the capture kernel (bench/dump_parts/breakdown.py).
 
 Every run boots the Debian kernel under TCG with -m MEM crashkernel=CKM, fills --fill MiB of
 *kernel* memory with compressible data (pipe buffers written from Python with copies of the
@@ -46,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.dump_parts import breakdown
 from tests.support.debian_kernel import Kernel, debian_kernel
 from tests.vm.harness import disks
 from tests.vm.harness import python_guest as pg
@@ -202,10 +208,16 @@ def main() -> int:
     ap.add_argument("--variants", default="default1,default,l1,l2")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="time collectors inside one capture kernel per vCPU count instead")
+    ap.add_argument("--breakdown-variants", default=breakdown.DEFAULT_VARIANTS)
+    ap.add_argument("--breakdown-vcpus", default="1,2")
     args = ap.parse_args()
-    work = args.workdir or Path(f"/tmp/dump-bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    work = args.workdir or Path(f"/var/tmp/dump-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     work.mkdir(parents=True, exist_ok=True)
     kernel = debian_kernel()
+    if args.breakdown:
+        return run_breakdown(kernel, work, args)
     fs_uuid = str(uuid.uuid4())
     chosen = [VARIANTS[n] for n in args.variants.split(",")]
     firsts = {}
@@ -248,6 +260,25 @@ def main() -> int:
             "; ".join(r.verified for r in mine if r.verified != "ok")
         print(f"| {v.name} | {v.cpus} | `{v.collector or 'mkkdumprd default'}` | "
               f"{best:.1f} / {med:.1f} s | {ratio} | {mine[0].size / 1e6:.1f} MB | {ok} |")
+    return 0
+
+
+def run_breakdown(kernel: Kernel, work: Path, args: argparse.Namespace) -> int:
+    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    print(f"kernel {kernel.kver}; -m 2048 crashkernel={args.crashkernel}M; {args.fill} MiB "
+          f"of kernel memory filled; {cores} host cores; host load average "
+          f"{Path('/proc/loadavg').read_text().split()[0]} at the start", flush=True)
+    steps: list[breakdown.Step] = []
+    for n in (int(v) for v in args.breakdown_vcpus.split(",")):
+        got = breakdown.crash_and_time(kernel, work / f"breakdown-{n}", n, args.fill,
+                                       args.crashkernel, args.breakdown_variants, FILL_PY)
+        for st in got:
+            print(f"  {n} vCPU(s) {st.name}: {st.seconds:.1f} s (rc {st.rc})", flush=True)
+        steps += got
+    print()
+    print(breakdown.table(steps))
+    print()
+    print(breakdown.amdahl(steps))
     return 0
 
 
