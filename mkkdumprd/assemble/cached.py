@@ -17,7 +17,8 @@ it:
   stored again when the build read firmware lists the stored copy lacks;
 - parsed ELF headers (elf/objects.py's table), keyed by (device, inode, size, mtime);
 - compiled jinja2 templates, keyed by the template's source checksum (jinja2 stores them
-  itself as it compiles);
+  itself as it compiles): the shipped ones beside the package, as Python's bytecode, and
+  only when that folder cannot be written here (assemble/templates.py: TemplateCache);
 - sha256 of host files (assemble/digests.py), for the manifest and the up-to-date check.
 """
 
@@ -112,12 +113,11 @@ class BuildCache:
         self._elf_before = len(objects.known())
 
     def templates(self) -> jinja2.BytecodeCache | None:
-        """jinja2's bytecode cache, None when caching is off."""
-        if cache.cache_dir() is None:
-            return None
+        """jinja2's bytecode cache: the shipped templates' beside the package (like Python's
+        bytecode, whether the build cache is on or not), the others' in the build cache."""
         from mkkdumprd.assemble.templates import TemplateCache
 
-        return TemplateCache()
+        return TemplateCache(use_build_cache=cache.cache_dir() is not None)
 
     def sha256(self, path: str) -> str | None:
         """The file's sha256, None when it is missing or unreadable."""

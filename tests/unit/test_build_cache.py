@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import jinja2
@@ -13,9 +14,10 @@ import pytest
 
 from mkkdumprd.assemble import cache
 from mkkdumprd.assemble.cached import BuildCache
-from mkkdumprd.assemble.templates import environment, render
+from mkkdumprd.assemble.templates import TemplateCache, environment, render
 from mkkdumprd.elf import objects
 from mkkdumprd.kmod.index import ModuleIndex
+from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
 
 
@@ -180,3 +182,39 @@ def test_compiled_templates_are_reused(cdir: Path, tmp_path: Path,
     (tmp_path / "t.j2").write_text("printf %s {{ word | shq }}\n")
     with pytest.raises(AssertionError, match="compiled again"):
         render(environment([tmp_path], bcc), "t.j2", {"word": "c"})
+
+
+def test_shipped_templates_compile_once_beside_the_package(
+        cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like Python's bytecode: kept in the package's __pycache__ (here a stand-in folder),
+    whether the build cache is there or not; read only when trusted; not written under
+    PYTHONDONTWRITEBYTECODE, where the build cache keeps them instead."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    folder = tmp_path / "pycache"
+    shipped = [data_dir("templates")]
+    environment(shipped, TemplateCache(folder)).get_template("lib.sh.j2")
+    (compiled,) = folder.iterdir()
+    assert not cdir.exists() or not list(cdir.glob("jinja-*"))  # not in the build cache
+
+    def no_compile(*a: object, **kw: object) -> object:
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as m:
+        m.setattr(jinja2.Environment, "compile", no_compile)
+        environment(shipped, TemplateCache(folder, use_build_cache=False)
+                    ).get_template("lib.sh.j2")
+        compiled.chmod(0o664)  # writable by others than its owner: not trusted
+        with pytest.raises(AssertionError, match="compiled again"):
+            environment(shipped, TemplateCache(folder)).get_template("lib.sh.j2")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    other = tmp_path / "pycache2"
+    environment(shipped, TemplateCache(other)).get_template("lib.sh.j2")
+    assert not other.exists()
+    assert len(list(cdir.glob("jinja-*"))) == 1
+    # Templates from elsewhere (--templates-dir) never go beside the package.
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "t.j2").write_text("echo hi\n")
+    environment([tmp_path / "own"], TemplateCache(other)).get_template("t.j2")
+    assert not other.exists()
+    assert len(list(cdir.glob("jinja-*"))) == 2
