@@ -24,7 +24,6 @@ it:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,11 +38,11 @@ if TYPE_CHECKING:
     import jinja2
 
     from mkkdumprd.kmod.index import ModuleIndex
+    from mkkdumprd.kmod.scan import ModuleTree
 
 # jinja2 and the module index are imported when a build asks for them: the up-to-date
 # check needs only the digests.
 
-_SKIP_DIRS = frozenset({"build", "source"})
 _INDEX_FORMAT = 3  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
@@ -84,17 +83,20 @@ class BuildCache:
     def module_index(self, kmoddir: Path, kver: str) -> ModuleIndex:
         """ModuleIndex.load(kmoddir, kver), from the cache while the tree is unchanged."""
         from mkkdumprd.kmod.index import ModuleIndex
+        from mkkdumprd.kmod.scan import walk_tree
 
         kmoddir = Path(kmoddir).absolute()
         if cache.cache_dir() is None:
             return ModuleIndex.load(kmoddir, kver)
         name = f"{kmoddir}\0{kver}"
-        key = _tree_key(kmoddir)
+        # One walk of the tree for the key and, when nothing is cached, for the index.
+        tree = walk_tree(kmoddir)
+        key = _tree_key(tree)
         found = cache.load("kmod-index", name, key)
         if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
             self._indexes.append((found, name, key, _state(found)))
             return found
-        index = ModuleIndex.load(kmoddir, kver)
+        index = ModuleIndex.load(kmoddir, kver, tree=tree)
         # Stored once, by save() when the build is done, as the build left it: with the
         # aliases parsed if it asked for one (ext4's softdep on crc32c does) and the firmware
         # lists it read. Storing it here as well pickled it twice in a cold build.
@@ -162,25 +164,10 @@ def _state(index: ModuleIndex) -> _IndexState:
     return _IndexState(index.firmware_read(), index.aliases_parsed())
 
 
-def _tree_key(kmoddir: Path) -> tuple[object, ...]:
+def _tree_key(tree: ModuleTree) -> tuple[object, ...]:
     files: list[tuple[str, cache.FileId]] = []
-    dirs: list[tuple[str, int, int]] = []
-    stack = [str(kmoddir)]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-            it = os.scandir(d)
-        except OSError:
-            continue
-        dirs.append((d, st.st_mtime_ns, st.st_ino))
-        with it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    if e.name not in _SKIP_DIRS:
-                        stack.append(e.path)
-                elif d == str(kmoddir) and e.is_file():
-                    fid = cache.file_id(e.path)
-                    if fid is not None:
-                        files.append((e.name, fid))
-    return (_INDEX_FORMAT, tuple(sorted(files)), tuple(sorted(dirs)))
+    for name in tree.top_files:
+        fid = cache.file_id(tree.root / name)
+        if fid is not None:
+            files.append((name, fid))
+    return (_INDEX_FORMAT, tuple(sorted(files)), tuple(sorted(tree.dirs)))

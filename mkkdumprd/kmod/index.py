@@ -25,7 +25,13 @@ from mkkdumprd.input_file import INDEX_MAX, read_input, read_input_text
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
 from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
-from mkkdumprd.kmod.scan import ModuleFile, ScannedModule, module_files, scan_modinfo
+from mkkdumprd.kmod.scan import (
+    ModuleFile,
+    ModuleTree,
+    ScannedModule,
+    module_files,
+    scan_modinfo,
+)
 
 
 class ModuleNotFound(UsageError):
@@ -89,42 +95,43 @@ class ModuleIndex:
 
     @classmethod
     def load(cls, kmoddir: Path, kver: str, modprobe_d: Sequence[Path] | None = None, *,
-             jobs: int | None = None, use_index: bool = True) -> ModuleIndex:
+             jobs: int | None = None, use_index: bool = True,
+             tree: ModuleTree | None = None) -> ModuleIndex:
         """The index of the modules in `kmoddir` (the /lib/modules/KVER directory).
 
         `modprobe_d`: modprobe.d directories (or files) whose alias/softdep/blacklist lines
         apply, as modprobe would read them; none by default. `use_index=False` ignores
-        depmod's files and reads every `.modinfo`.
+        depmod's files and reads every `.modinfo`. `tree`: the directory walked already
+        (kmod/scan.py: walk_tree), by a caller that needed the walk itself.
         """
         host = Host.this_machine()
         kmoddir = Path(kmoddir).absolute()
         if not host.is_dir(kmoddir):
             raise ModuleDirMissing(kver, [kmoddir])
         config = load_modprobe_d(modprobe_d) if modprobe_d else ModprobeConfig()
-        files = module_files(kmoddir)
+        files = module_files(kmoddir, tree)
         builtin = _read_builtin(host, kmoddir)
         builtin_aliases = _read_builtin_aliases(host, kmoddir)
-        order = _read_order(host, kmoddir)
-        if use_index and _index_is_current(host, kmoddir, files):
+        dep = _read_dep(host, kmoddir) if use_index else None
+        if dep is not None and _index_is_current(host, kmoddir, files, dep):
+            order = _read_order(host, kmoddir, dep.name_of)
             return cls._from_index(host, kmoddir, kver, config, builtin, builtin_aliases,
-                                   order)
+                                   order, dep)
+        order = _read_order(host, kmoddir, {})
         scanned = scan_modinfo(host, kmoddir, [f.relpath for f in files], jobs)
         return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
 
     @classmethod
     def _from_index(cls, host: Host, kmoddir: Path, kver: str, config: ModprobeConfig,
                     builtin: frozenset[str], builtin_aliases: AliasTable,
-                    order: Mapping[str, int]) -> ModuleIndex:
+                    order: Mapping[str, int], dep: _DepFile | None = None) -> ModuleIndex:
+        if dep is None:
+            dep = _parse_dep(_read_index(host, kmoddir / "modules.dep"), 0)
         modules: dict[str, str] = {}
         dep_paths: dict[str, list[str]] = {}
-        for line in _read_index(host, kmoddir / "modules.dep").splitlines():
-            head, sep, tail = line.partition(":")
-            if not sep:
-                continue
-            head = _relative(head)
-            name = modname_from_path(head)
+        for (name, head), tail in zip(dep.heads, dep.tails, strict=True):
             modules[name] = head
-            dep_paths[name] = [_relative(p) for p in tail.split()]
+            dep_paths[name] = tail
         # depmod lists users before providers; kmod loads the list right to left.
         name_of = {rel: name for name, rel in modules.items()}
         deps = {n: tuple(name_of.get(p) or modname_from_path(p) for p in reversed(ps))
@@ -385,28 +392,62 @@ def _transitive(direct: Mapping[str, tuple[str, ...]],
     return {name: visit(name, set()) for name in modules}
 
 
-def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
-    """modules.dep and modules.alias exist, are newer than every module file, and
-    modules.dep names exactly the module names present (a shadowed duplicate, say
-    kernel/ under updates/, is not listed by depmod and does not count)."""
+@dataclass(frozen=True)
+class _DepFile:
+    """modules.dep as read once: each line's module (name, relpath) and its dependencies'
+    relpaths, in file order; the modification time of it and modules.alias (the older)."""
+
+    heads: tuple[tuple[str, str], ...]
+    tails: tuple[list[str], ...]
+    stamp: int
+
+    @property
+    def name_of(self) -> dict[str, str]:
+        """relpath -> module name, for the listed modules."""
+        return {rel: name for name, rel in self.heads}
+
+
+def _read_dep(host: Host, kmoddir: Path) -> _DepFile | None:
+    """modules.dep parsed, None when it or modules.alias is missing or unreadable."""
     try:
         stamp = min(host.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
         text = _read_index(host, kmoddir / "modules.dep")
     except OSError:
-        return False
-    listed: set[str] = set()
+        return None
+    return _parse_dep(text, stamp)
+
+
+def _parse_dep(text: str, stamp: int) -> _DepFile:
+    heads: list[tuple[str, str]] = []
+    tails: list[list[str]] = []
     for line in text.splitlines():
-        head, sep, _ = line.partition(":")
-        if sep:
-            listed.add(_relative(head))
+        head, sep, tail = line.partition(":")
+        if not sep:
+            continue
+        head = _relative(head)
+        heads.append((modname_from_path(head), head))
+        tails.append([_relative(p) for p in tail.split()])
+    return _DepFile(tuple(heads), tuple(tails), stamp)
+
+
+def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile],
+                      dep: _DepFile) -> bool:
+    """modules.dep and modules.alias exist, are newer than every module file, and
+    modules.dep names exactly the module names present (a shadowed duplicate, say
+    kernel/ under updates/, is not listed by depmod and does not count)."""
+    stamp = dep.stamp
     present: set[str] = set()
-    names: set[str] = set()
     for f in files:
         if f.mtime_ns > stamp:
             return False
         present.add(f.relpath)
-        names.add(modname_from_path(f.relpath))
-    return listed <= present and names == {modname_from_path(p) for p in listed}
+    listed = {rel for _, rel in dep.heads}
+    if not listed <= present:
+        return False
+    # The names present are the listed ones plus those of the files depmod left out; only
+    # the latter need a name worked out.
+    names = {name for name, _ in dep.heads}
+    return all(modname_from_path(rel) in names for rel in present - listed)
 
 
 def _read_index(host: Host, path: Path) -> str:
@@ -448,15 +489,17 @@ def _read_builtin_aliases(host: Host, kmoddir: Path) -> AliasTable:
     return table
 
 
-def _read_order(host: Host, kmoddir: Path) -> dict[str, int]:
+def _read_order(host: Host, kmoddir: Path, name_of: Mapping[str, str]) -> dict[str, int]:
+    """modules.order: name -> place. `name_of`: names already worked out, by relpath."""
     try:
         text = _read_index(host, kmoddir / "modules.order")
     except OSError:
         return {}
     order: dict[str, int] = {}
     for i, line in enumerate(text.splitlines()):
-        if line.strip():
-            order.setdefault(modname_from_path(line.strip()), i)
+        rel = line.strip()
+        if rel:
+            order.setdefault(name_of.get(rel) or modname_from_path(rel), i)
     return order
 
 
