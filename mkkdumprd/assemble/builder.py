@@ -346,8 +346,6 @@ def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | 
     """The capture network of an nfs/ssh target (or of a local target's iSCSI portal, or of
     fence_kdump's first peer), worked out once per build (it may ask the resolver) for every
     hook that needs it; None for local targets without iSCSI, fence_kdump or netconsole."""
-    from mkkdumprd.network import capture
-
     if target.kind not in (TargetKind.NFS, TargetKind.SSH):
         # iSCSI under a local target: the network towards the (first) portal, which the
         # target cannot do without; netconsole and fence_kdump use the same network.
@@ -362,8 +360,12 @@ def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | 
         elif req.config.netconsole is not None:
             host = req.config.netconsole.rpartition(":")[0]
         else:
-            return None
+            return None  # (before the import: a local target needs no network package)
+        from mkkdumprd.network import capture
+
         return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)
+    from mkkdumprd.network import capture
+
     host = capture.target_host(target.kind.value, target.server or "")
     return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)
 
