@@ -420,13 +420,18 @@ def _read_dep(host: Host, kmoddir: Path) -> _DepFile | None:
 def _parse_dep(text: str, stamp: int) -> _DepFile:
     heads: list[tuple[str, str]] = []
     tails: list[list[str]] = []
+    # _relative changes only paths with a "/modules/" in them (old depmods' absolute ones).
+    absolute = "/modules/" in text
     for line in text.splitlines():
         head, sep, tail = line.partition(":")
         if not sep:
             continue
-        head = _relative(head)
+        if absolute:
+            head = _relative(head)
+            tails.append([_relative(p) for p in tail.split()])
+        else:
+            tails.append(tail.split())
         heads.append((modname_from_path(head), head))
-        tails.append([_relative(p) for p in tail.split()])
     return _DepFile(tuple(heads), tuple(tails), stamp)
 
 
