@@ -159,6 +159,8 @@ def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
     from mkkdumprd.assemble.cached import opened
 
     with opened(cache) as run:
+        if req.kmoddir.is_dir():  # (else collect_from_host says so)
+            run.prefetch_module_index(req.kmoddir, req.kver)
         plan = plan_image(req)
         collected = collect_from_host(req, plan, run)
         spec, manifest = finish_spec(req, plan, collected, run)

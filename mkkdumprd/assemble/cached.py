@@ -24,6 +24,7 @@ it:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class BuildCache:
         # Indexes handed out → (cache name, key, firmware lists read when stored).
         # (index, cache name, cache key, what the stored copy holds: _IndexState)
         self._indexes: list[tuple[ModuleIndex, str, tuple[object, ...], _IndexState]] = []
+        self._prefetched: _Prefetch | None = None
 
     def __enter__(self) -> BuildCache:
         return self
@@ -80,8 +82,42 @@ class BuildCache:
 
     # ---- the parts -----------------------------------------------------------------------
 
+    def prefetch_module_index(self, kmoddir: Path, kver: str) -> None:
+        """Start module_index(kmoddir, kver) in a thread, which module_index() then joins.
+
+        Most of an index load is the tree walk and a stat of every module file (~4,000),
+        which wait on the kernel with the GIL released: the build's first step (the plan:
+        module.toml files, the target) runs meanwhile on the other CPU. Errors are raised
+        by module_index(), where the build would have met them."""
+        kmoddir = Path(kmoddir).absolute()
+        if self._prefetched is not None and self._prefetched.key == (kmoddir, kver):
+            return
+        pre = _Prefetch((kmoddir, kver))
+        self._prefetched = pre
+
+        def work() -> None:
+            try:
+                pre.index = self._load_index(kmoddir, kver)
+            except BaseException as exc:  # handed to the caller of module_index()
+                pre.error = exc
+
+        pre.thread = threading.Thread(target=work, name="mkkdumprd-index", daemon=True)
+        pre.thread.start()
+
     def module_index(self, kmoddir: Path, kver: str) -> ModuleIndex:
         """ModuleIndex.load(kmoddir, kver), from the cache while the tree is unchanged."""
+        kmoddir = Path(kmoddir).absolute()
+        pre = self._prefetched
+        if pre is not None and pre.key == (kmoddir, kver):
+            self._prefetched = None
+            pre.join()
+            if pre.error is not None:
+                raise pre.error
+            assert pre.index is not None
+            return pre.index
+        return self._load_index(kmoddir, kver)
+
+    def _load_index(self, kmoddir: Path, kver: str) -> ModuleIndex:
         from mkkdumprd.kmod.index import ModuleIndex
         from mkkdumprd.kmod.scan import walk_tree
 
@@ -131,6 +167,8 @@ class BuildCache:
 
     def save(self) -> None:
         """Store what this run added; the cache is only an optimisation, failures are silent."""
+        if self._prefetched is not None:  # a build that stopped before it took the index
+            self._prefetched.join()
         for i, (index, name, key, stored) in enumerate(self._indexes):
             now = _state(index)
             if stored is _NOT_STORED or now.firmware_read > stored.firmware_read or \
@@ -147,6 +185,20 @@ class BuildCache:
                 self._elf_before = len(known)
         if self._digests is not None:
             self._digests.save()
+
+
+@dataclass
+class _Prefetch:
+    """A module index being loaded in a thread (BuildCache.prefetch_module_index)."""
+
+    key: tuple[Path, str]
+    thread: threading.Thread | None = None
+    index: ModuleIndex | None = None
+    error: BaseException | None = None
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 @dataclass(frozen=True)

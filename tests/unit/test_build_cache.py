@@ -16,7 +16,7 @@ from mkkdumprd.assemble import cache
 from mkkdumprd.assemble.cached import BuildCache
 from mkkdumprd.assemble.templates import TemplateCache, environment, render
 from mkkdumprd.elf import objects
-from mkkdumprd.kmod.index import ModuleIndex
+from mkkdumprd.kmod.index import ModuleDirMissing, ModuleIndex
 from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
 
@@ -218,3 +218,24 @@ def test_shipped_templates_compile_once_beside_the_package(
     environment([tmp_path / "own"], TemplateCache(other)).get_template("t.j2")
     assert not other.exists()
     assert len(list(cdir.glob("jinja-*"))) == 2
+
+
+def test_prefetched_module_index(cdir: Path, tmp_path: Path) -> None:
+    """Loaded in a thread while the build plans: the same index; its errors are raised where
+    the build takes the index; one never taken is still stored."""
+    kmoddir = _tree(tmp_path)
+    with BuildCache() as run:
+        run.prefetch_module_index(kmoddir, "1.0")
+        run.prefetch_module_index(kmoddir, "1.0")  # the same: one thread
+        index = run.module_index(kmoddir, "1.0")
+    assert dict(index.modules) == {"a": "kernel/a/a.ko", "b": "kernel/b/b.ko"}
+    assert index.deps["a"] == ("b",)
+    missing = tmp_path / "nope"
+    with BuildCache() as run:
+        run.prefetch_module_index(missing, "1.0")
+        with pytest.raises(ModuleDirMissing):
+            run.module_index(missing, "1.0")
+    shutil.rmtree(cdir)
+    with BuildCache() as run:
+        run.prefetch_module_index(kmoddir, "1.0")   # a build that fails before it asks
+    assert list(cdir.glob("kmod-index-*"))
