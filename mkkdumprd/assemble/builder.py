@@ -312,6 +312,11 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
     """Rendered templates, paths folded below symlinks, kdump.conf, the manifest last."""
     from mkkdumprd.assemble import manifest as manifest_mod
 
+    extra_inputs = manifest_mod.shaping_inputs(req)
+    # The manifest's digests are worked out in a thread while the templates render (file
+    # reads and sha256 release the GIL; jinja2 holds it).
+    cache.prefetch_digests([*(str(e.source) for e in collected.spec if e.source is not None),
+                            *extra_inputs])
     raw = ImageSpec()
     raw.extend(collected.spec)
     raw.extend(_template_entries(req, plan, collected, cache))
@@ -324,7 +329,7 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
     man = manifest_mod.build_manifest(
         spec, version=__version__, kver=req.kver, arch=req.arch, config=req.config,
         target=plan.target, modules=plan.names, kernel_modules=collected.kernel_modules,
-        binaries=collected.binaries, extra_inputs=manifest_mod.shaping_inputs(req),
+        binaries=collected.binaries, extra_inputs=extra_inputs,
         request=manifest_mod.request_record(req), digest=cache.sha256,
     )
     spec.add(manifest_mod.manifest_entry(man))

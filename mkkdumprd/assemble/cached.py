@@ -25,7 +25,7 @@ it:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +70,7 @@ class BuildCache:
         # (index, cache name, cache key, what the stored copy holds: _IndexState)
         self._indexes: list[tuple[ModuleIndex, str, tuple[object, ...], _IndexState]] = []
         self._prefetched: _Prefetch | None = None
+        self._digest_thread: threading.Thread | None = None
 
     def __enter__(self) -> BuildCache:
         return self
@@ -157,8 +158,34 @@ class BuildCache:
 
         return TemplateCache(use_build_cache=cache.cache_dir() is not None)
 
+    def prefetch_digests(self, paths: Iterable[str]) -> None:
+        """Start working out the sha256 of `paths` in a thread; sha256() waits for it.
+
+        The thread alone uses the digest table until then, so sha256() finds them known."""
+        self._join_digests()
+        if self._digests is None:
+            self._digests = Digests.load()
+        digests, todo = self._digests, list(paths)
+
+        def work() -> None:
+            for path in todo:
+                try:
+                    digests.sha256(path)
+                except Exception:  # sha256() meets it again, where it did before
+                    continue
+
+        self._digest_thread = threading.Thread(target=work, name="mkkdumprd-digests",
+                                               daemon=True)
+        self._digest_thread.start()
+
+    def _join_digests(self) -> None:
+        if self._digest_thread is not None:
+            self._digest_thread.join()
+            self._digest_thread = None
+
     def sha256(self, path: str) -> str | None:
         """The file's sha256, None when it is missing or unreadable."""
+        self._join_digests()
         if self._digests is None:
             self._digests = Digests.load()
         return self._digests.sha256(path)
@@ -169,6 +196,7 @@ class BuildCache:
         """Store what this run added; the cache is only an optimisation, failures are silent."""
         if self._prefetched is not None:  # a build that stopped before it took the index
             self._prefetched.join()
+        self._join_digests()
         for i, (index, name, key, stored) in enumerate(self._indexes):
             now = _state(index)
             if stored is _NOT_STORED or now.firmware_read > stored.firmware_read or \

@@ -4,6 +4,7 @@ when they change."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -239,3 +240,20 @@ def test_prefetched_module_index(cdir: Path, tmp_path: Path) -> None:
     with BuildCache() as run:
         run.prefetch_module_index(kmoddir, "1.0")   # a build that fails before it asks
     assert list(cdir.glob("kmod-index-*"))
+
+
+def test_prefetched_digests(cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashed in a thread ahead of the manifest; sha256() then reads each file no more."""
+    files = []
+    for i in range(3):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(b"x" * (i + 1) * 100_000)
+        files.append(f)
+    with BuildCache() as run:
+        run.prefetch_digests([str(f) for f in files] + [str(tmp_path / "missing")])
+        run._join_digests()
+        monkeypatch.setattr("mkkdumprd.assemble.digests.sha256_file",
+                            lambda p: pytest.fail(f"hashed {p} again"))
+        for f in files:
+            assert run.sha256(str(f)) == hashlib.sha256(f.read_bytes()).hexdigest()
+        assert run.sha256(str(tmp_path / "missing")) is None
