@@ -14,17 +14,14 @@ them plain, and zlib, lzma and zstandard release the GIL while decoding.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import lzma
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import zstandard
 
@@ -34,6 +31,12 @@ from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
 from mkkdumprd.image.decode import DecodeError, decode
 from mkkdumprd.image.integrity import record_path, write_record
 from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+# concurrent.futures (with logging), gzip and lzma are imported when an image needs them:
+# plain modules and a zstd image do not.
 
 CHUNK = 1 << 20
 # The archive goes to the compressor in blocks of this size, the last one short (as
@@ -218,10 +221,14 @@ def _open_sink(compression: Compression, level: int | None, threads: int,
         )
         return writer
     if compression is Compression.GZIP:
+        import gzip
+
         # No name and mtime 0 in the gzip header: reproducible.
         return gzip.GzipFile(filename="", mode="wb", fileobj=dest,
                              compresslevel=level if level is not None else 6, mtime=0)
     if compression is Compression.XZ:
+        import lzma
+
         # The kernel's xz decoder knows CRC32 but not the default CRC64 check. It allocates
         # the whole dictionary in the capture kernel's scarce memory, so cap it at 1 MiB
         # as dracut does (`--lzma2=dict=1MiB`) instead of preset 6's 8 MiB.
@@ -294,9 +301,11 @@ def _write_cpio(spec: ImageSpec, write: Callable[[Any], Any], mtime: int) -> tup
     """One newc archive ending in TRAILER!!!; returns (file bytes, entries)."""
     entries = spec.complete()
     unpacked = 0
-    pool = (ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="mkkdumprd-decode")
-            if any(e.source is not None and e.codec is not Codec.NONE for e in entries)
-            else None)
+    pool = None
+    if any(e.source is not None and e.codec is not Codec.NONE for e in entries):
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="mkkdumprd-decode")
     archive = _Newc(write)
     try:
         for ino, (e, decoded) in enumerate(_prefetch(entries, pool), start=1):

@@ -13,7 +13,6 @@ built-in aliases, built-in module names.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,6 +240,8 @@ class ModuleIndex:
 
     def not_found(self, name: str) -> ModuleNotFound:
         """The error for an unknown `name`, with the closest module names."""
+        import difflib
+
         key = normalize(name)
         pool = list(self.modules) + sorted(self.builtin)
         near = difflib.get_close_matches(key, pool, n=4, cutoff=0.6)
