@@ -99,8 +99,8 @@ def report(cold_cmd: list[str], cold_env: dict[str, str], reps: int = 5) -> dict
     _, out = _run([py, "-c", MODULES, json.dumps(argv)], cold_env)
     modules = [m for m in json.loads(out.strip().splitlines()[-1])
                if m not in ("__main__", "__mp_main__")]  # (the hooks are loaded by path)
-    stmt = "import importlib\nfor n in %r:\n    try:\n        importlib.import_module(n)\n" \
-           "    except Exception:\n        pass\n" % modules
+    stmt = (f"import importlib\nfor n in {modules!r}:\n    try:\n"
+            "        importlib.import_module(n)\n    except Exception:\n        pass\n")
     start, imports, process, exits = [], [], [], []
     steps: dict[str, list[float]] = {}
     for _ in range(reps):
