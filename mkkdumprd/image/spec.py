@@ -140,10 +140,13 @@ class ImageSpec:
     def complete(self) -> list[Entry]:
         """All entries plus implied parent directories, sorted bytewise by path."""
         out = dict(self._entries)
+        root = PurePosixPath("/")
+        seen: set[PurePosixPath] = set()  # parents checked, with their own parents
         for path in list(self._entries):
             for parent in path.parents:
-                if parent == PurePosixPath("/"):
+                if parent == root or parent in seen:
                     break
+                seen.add(parent)
                 existing = out.get(parent)
                 if existing is None:
                     out[parent] = Entry(parent, Kind.DIR, 0o755, "parent directory")
