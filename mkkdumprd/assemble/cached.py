@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # jinja2 and the module index are imported when a build asks for them: the up-to-date
 # check needs only the digests.
 
-_INDEX_FORMAT = 3  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan
+_INDEX_FORMAT = 4  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan; 4: its text
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
 

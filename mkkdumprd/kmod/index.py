@@ -271,9 +271,11 @@ class _FileAliases(AliasTable):
         self._host = host
         self._path: Path | None = path
         self._quick_left = _QUICK_QUERIES
+        self._text: tuple[str, str] | None = None
 
     def _fill(self) -> None:
         path, self._path = self._path, None
+        self._text = None
         if path is None:
             return
         # AliasTable.add inlined for the common case (no brackets): this loop is most of
@@ -324,6 +326,24 @@ class _FileAliases(AliasTable):
         self._fill()
         return super().items()
 
+    def _prepared(self, path: Path) -> tuple[str, str] | None:
+        """The file's text and its scan form (`-` as `_`, a newline first), read once for
+        the few scans of a build; None when the scan cannot be used (see _scan)."""
+        if self._text is None:
+            try:
+                text = _read_index(self._host, path)
+            except OSError:
+                return None  # _fill reports it
+            norm = "\n" + text.replace("-", "_")
+            usable = text.isascii() and not any(c in text for c in _ODD_CHARS) \
+                and "\nalias\t" not in norm and "\nalias  " not in norm
+            self._text = (text, norm) if usable else ("", "")
+        return self._text if self._text[1] else None
+
+    def __getstate__(self) -> dict[str, object]:
+        # The build cache pickles the index: not the text kept for scans.
+        return {**self.__dict__, "_text": None}
+
     def _scan(self, path: Path, key: str) -> list[str] | None:
         """match() without parsing the whole file, for the few short queries of a build
         that names its drivers (ext4's softdep on crc32c): only the lines whose pattern
@@ -333,14 +353,10 @@ class _FileAliases(AliasTable):
         for the parse on the loaded test machine. None when the text has anything the
         search would read differently from _fill (non-ASCII, other line breaks, other
         spacing after `alias`): the caller parses the file then."""
-        try:
-            text = _read_index(self._host, path)
-        except OSError:
-            return None  # _fill reports it
-        norm = "\n" + text.replace("-", "_")
-        if not (text.isascii() and key.isascii()) or any(c in text for c in _ODD_CHARS) \
-                or "\nalias\t" in norm or "\nalias  " in norm or any(c.isspace() for c in key):
+        prepared = self._prepared(path)
+        if prepared is None or not key.isascii() or any(c.isspace() for c in key):
             return None
+        text, norm = prepared
         # One pass: a prefix of key followed by a glob character, or key itself.
         wanted = re.compile("\\nalias (?:" + "".join(
             f"{re.escape(key[:k])}[*?\\[\\\\]|" for k in range(len(key)))
