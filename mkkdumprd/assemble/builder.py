@@ -385,11 +385,26 @@ def fold_symlinked_dirs(spec: ImageSpec) -> ImageSpec:
     archive cannot hold a file under a symlink, and the kernel would not follow it.
     """
     links = {e.path: e.target for e in spec if e.kind is Kind.SYMLINK and e.target}
+    link_names = {str(p) for p in links}
     out = ImageSpec()
     for e in spec:
-        path = _canonical(e.path, links)
+        # Only a path below a symlink moves: found by its string prefixes, without building
+        # a PurePosixPath for each parent of every entry.
+        path = _canonical(e.path, links) if _below(str(e.path), link_names) else e.path
         out.add(e if path == e.path else replace(e, path=path))
     return out
+
+
+def _below(path: str, link_names: set[str]) -> bool:
+    """Whether a parent of `path` (absolute, normalised) is one of `link_names`."""
+    if "/" in link_names:
+        return True
+    i = path.find("/", 1)
+    while i > 0:
+        if path[:i] in link_names:
+            return True
+        i = path.find("/", i + 1)
+    return False
 
 
 def _canonical(path: PurePosixPath, links: dict[PurePosixPath, str]) -> PurePosixPath:

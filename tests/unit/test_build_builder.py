@@ -359,3 +359,16 @@ def test_the_same_host_file_twice_is_one_entry_without_reading_it(
     monkeypatch.undo()
     with pytest.raises(EntryConflict):  # another mode: still a conflict
         spec.add(file_entry("/lib/lib.so", f, "library (binary c)", mode=0o644))
+
+
+def test_fold_finds_links_by_prefix_only_at_path_boundaries() -> None:
+    """/libx is not below /lib; a link at the deepest parent still moves the entry."""
+    spec = ImageSpec()
+    spec.add(symlink_entry("/lib", "usr/lib", "merged /usr"))
+    spec.add(symlink_entry("/usr/share/a/b", "/c", "deep"))
+    spec.add(data_entry("/libx/f", "", "not below /lib"))
+    spec.add(data_entry("/usr/share/a/b/f", "", "below a deep link"))
+    spec.add(data_entry("/usr/share/a/bc", "", "beside it"))
+    out = fold_symlinked_dirs(spec)
+    assert {str(e.path) for e in out if e.kind is Kind.FILE} == {
+        "/libx/f", "/c/f", "/usr/share/a/bc"}
