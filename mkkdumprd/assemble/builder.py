@@ -248,6 +248,7 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
             f"kernel modules folder {req.kmoddir} does not exist; install the kernel "
             f"{req.kver} or give --kmoddir"
         )
+    _import_later_steps()
     index = cache.module_index(req.kmoddir, req.kver)
     cache.elf_objects()
     acc = _Acc(warnings=list(plan.warnings), target_vars=[{} for _ in plan.more_targets])
@@ -267,6 +268,21 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
                      kernel_modules=kmod_names, warnings=tuple(acc.warnings),
                      template_vars=dict(acc.template_vars),
                      target_vars=tuple(dict(v) for v in acc.target_vars))
+
+
+# What the later steps import (jinja2 for the templates, zstandard for the writer, the
+# closures): imported before the build waits for the module index's thread (assemble()),
+# while that thread is mostly waiting on the kernel, instead of after it.
+_LATER_STEPS = ("mkkdumprd.elf.entries", "mkkdumprd.kmod.closure", "mkkdumprd.kmod.entries",
+                "mkkdumprd.kmod.firmware", "mkkdumprd.kmod.arch_check",
+                "mkkdumprd.assemble.templates", "mkkdumprd.image.writer")
+
+
+def _import_later_steps() -> None:
+    import importlib
+
+    for name in _LATER_STEPS:
+        importlib.import_module(name)
 
 
 def per_target(m: ModuleDef) -> bool:
