@@ -97,8 +97,12 @@ class BuildCache:
         self._prefetched = pre
 
         def work() -> None:
+            from mkkdumprd.kmod.index import IndexNotCurrent
+
             try:
-                pre.index = self._load_index(kmoddir, kver)
+                pre.index = self._load_index(kmoddir, kver, scan=False)
+            except IndexNotCurrent:
+                pass                      # module_index() loads it, scan and all
             except BaseException as exc:  # handed to the caller of module_index()
                 pre.error = exc
 
@@ -114,17 +118,19 @@ class BuildCache:
             pre.join()
             if pre.error is not None:
                 raise pre.error
-            assert pre.index is not None
-            return pre.index
+            if pre.index is not None:
+                return pre.index
+            # depmod's files were missing or stale: the .modinfo scan (a process pool) is
+            # started here, not from the thread while this one may be importing.
         return self._load_index(kmoddir, kver)
 
-    def _load_index(self, kmoddir: Path, kver: str) -> ModuleIndex:
+    def _load_index(self, kmoddir: Path, kver: str, *, scan: bool = True) -> ModuleIndex:
         from mkkdumprd.kmod.index import ModuleIndex
         from mkkdumprd.kmod.scan import walk_tree
 
         kmoddir = Path(kmoddir).absolute()
         if cache.cache_dir() is None:
-            return ModuleIndex.load(kmoddir, kver)
+            return ModuleIndex.load(kmoddir, kver, scan=scan)
         name = f"{kmoddir}\0{kver}"
         # One walk of the tree for the key and, when nothing is cached, for the index.
         tree = walk_tree(kmoddir)
@@ -133,7 +139,7 @@ class BuildCache:
         if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
             self._indexes.append((found, name, key, _state(found)))
             return found
-        index = ModuleIndex.load(kmoddir, kver, tree=tree)
+        index = ModuleIndex.load(kmoddir, kver, tree=tree, scan=scan)
         # Stored once, by save() when the build is done, as the build left it: with the
         # aliases parsed if it asked for one (ext4's softdep on crc32c does) and the firmware
         # lists it read. Storing it here as well pickled it twice in a cold build.

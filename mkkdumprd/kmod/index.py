@@ -56,6 +56,10 @@ class ModuleDirMissing(UsageError):
             f"package for {kver} or pass --kmoddir")
 
 
+class IndexNotCurrent(Exception):
+    """ModuleIndex.load(scan=False): depmod's files are missing or stale."""
+
+
 MODULE_DIRS: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
 
 
@@ -95,13 +99,15 @@ class ModuleIndex:
     @classmethod
     def load(cls, kmoddir: Path, kver: str, modprobe_d: Sequence[Path] | None = None, *,
              jobs: int | None = None, use_index: bool = True,
-             tree: ModuleTree | None = None) -> ModuleIndex:
+             tree: ModuleTree | None = None, scan: bool = True) -> ModuleIndex:
         """The index of the modules in `kmoddir` (the /lib/modules/KVER directory).
 
         `modprobe_d`: modprobe.d directories (or files) whose alias/softdep/blacklist lines
         apply, as modprobe would read them; none by default. `use_index=False` ignores
         depmod's files and reads every `.modinfo`. `tree`: the directory walked already
-        (kmod/scan.py: walk_tree), by a caller that needed the walk itself.
+        (kmod/scan.py: walk_tree), by a caller that needed the walk itself. `scan=False`:
+        IndexNotCurrent instead of the `.modinfo` scan (a caller in a thread leaves the
+        process pool to the main thread).
         """
         host = Host.this_machine()
         kmoddir = Path(kmoddir).absolute()
@@ -116,6 +122,8 @@ class ModuleIndex:
             order = _read_order(host, kmoddir, dep.name_of)
             return cls._from_index(host, kmoddir, kver, config, builtin, builtin_aliases,
                                    order, dep)
+        if not scan:
+            raise IndexNotCurrent(f"{kmoddir}: depmod's index is missing or not current")
         order = _read_order(host, kmoddir, {})
         scanned = scan_modinfo(host, kmoddir, [f.relpath for f in files], jobs)
         return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
@@ -525,4 +533,4 @@ def _read_order(host: Host, kmoddir: Path, name_of: Mapping[str, str]) -> dict[s
     return order
 
 
-__all__ = ["ModinfoError", "ModuleDirMissing", "ModuleIndex", "ModuleNotFound"]
+__all__ = ["IndexNotCurrent", "ModinfoError", "ModuleDirMissing", "ModuleIndex", "ModuleNotFound"]

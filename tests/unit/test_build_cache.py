@@ -257,3 +257,28 @@ def test_prefetched_digests(cdir: Path, tmp_path: Path, monkeypatch: pytest.Monk
         for f in files:
             assert run.sha256(str(f)) == hashlib.sha256(f.read_bytes()).hexdigest()
         assert run.sha256(str(tmp_path / "missing")) is None
+
+
+def test_prefetch_leaves_the_modinfo_scan_to_the_main_thread(
+        cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a current depmod index the scan (a process pool for big trees) is not forked
+    from the thread while the main thread may be importing."""
+    import threading
+
+    from mkkdumprd.kmod import index as index_mod
+
+    kmoddir = _tree(tmp_path)
+    (kmoddir / "modules.dep").unlink()
+    threads: list[str] = []
+    real = index_mod.scan_modinfo
+
+    def recording(*a: object, **kw: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index_mod, "scan_modinfo", recording)
+    with BuildCache() as run:
+        run.prefetch_module_index(kmoddir, "1.0")
+        index = run.module_index(kmoddir, "1.0")
+    assert index.source == "modinfo" and set(index.modules) == {"a", "b"}
+    assert threads == [threading.main_thread().name]
