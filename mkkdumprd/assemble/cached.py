@@ -93,6 +93,12 @@ class BuildCache:
         kmoddir = Path(kmoddir).absolute()
         if self._prefetched is not None and self._prefetched.key == (kmoddir, kver):
             return
+        # What the thread runs is imported here, first: two threads importing one package
+        # at the same time can deadlock on its import locks (_DeadlockError).
+        import importlib
+
+        for name in ("mkkdumprd.kmod.index", "mkkdumprd.kmod.scan"):
+            importlib.import_module(name)
         pre = _Prefetch((kmoddir, kver))
         self._prefetched = pre
 
