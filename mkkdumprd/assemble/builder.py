@@ -159,6 +159,8 @@ def assemble(req: BuildRequest, cache: BuildCache | None = None) -> BuildResult:
     from mkkdumprd.assemble.cached import opened
 
     with opened(cache) as run:
+        if req.kmoddir.is_dir():  # (else collect_from_host says so)
+            run.prefetch_module_index(req.kmoddir, req.kver)
         plan = plan_image(req)
         collected = collect_from_host(req, plan, run)
         spec, manifest = finish_spec(req, plan, collected, run)
@@ -246,6 +248,7 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
             f"kernel modules folder {req.kmoddir} does not exist; install the kernel "
             f"{req.kver} or give --kmoddir"
         )
+    _import_later_steps()
     index = cache.module_index(req.kmoddir, req.kver)
     cache.elf_objects()
     acc = _Acc(warnings=list(plan.warnings), target_vars=[{} for _ in plan.more_targets])
@@ -265,6 +268,21 @@ def collect_from_host(req: BuildRequest, plan: Plan, cache: BuildCache) -> Colle
                      kernel_modules=kmod_names, warnings=tuple(acc.warnings),
                      template_vars=dict(acc.template_vars),
                      target_vars=tuple(dict(v) for v in acc.target_vars))
+
+
+# What the later steps import (jinja2 for the templates, zstandard for the writer, the
+# closures): imported before the build waits for the module index's thread (assemble()),
+# while that thread is mostly waiting on the kernel, instead of after it.
+_LATER_STEPS = ("mkkdumprd.elf.entries", "mkkdumprd.kmod.closure", "mkkdumprd.kmod.entries",
+                "mkkdumprd.kmod.firmware", "mkkdumprd.kmod.arch_check",
+                "mkkdumprd.assemble.templates", "mkkdumprd.image.writer")
+
+
+def _import_later_steps() -> None:
+    import importlib
+
+    for name in _LATER_STEPS:
+        importlib.import_module(name)
 
 
 def per_target(m: ModuleDef) -> bool:
@@ -310,6 +328,11 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
     """Rendered templates, paths folded below symlinks, kdump.conf, the manifest last."""
     from mkkdumprd.assemble import manifest as manifest_mod
 
+    extra_inputs = manifest_mod.shaping_inputs(req)
+    # The manifest's digests are worked out in a thread while the templates render (file
+    # reads and sha256 release the GIL; jinja2 holds it).
+    cache.prefetch_digests([*(str(e.source) for e in collected.spec if e.source is not None),
+                            *extra_inputs])
     raw = ImageSpec()
     raw.extend(collected.spec)
     raw.extend(_template_entries(req, plan, collected, cache))
@@ -322,7 +345,7 @@ def finish_spec(req: BuildRequest, plan: Plan, collected: Collected,
     man = manifest_mod.build_manifest(
         spec, version=__version__, kver=req.kver, arch=req.arch, config=req.config,
         target=plan.target, modules=plan.names, kernel_modules=collected.kernel_modules,
-        binaries=collected.binaries, extra_inputs=manifest_mod.shaping_inputs(req),
+        binaries=collected.binaries, extra_inputs=extra_inputs,
         request=manifest_mod.request_record(req), digest=cache.sha256,
     )
     spec.add(manifest_mod.manifest_entry(man))
@@ -346,8 +369,6 @@ def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | 
     """The capture network of an nfs/ssh target (or of a local target's iSCSI portal, or of
     fence_kdump's first peer), worked out once per build (it may ask the resolver) for every
     hook that needs it; None for local targets without iSCSI, fence_kdump or netconsole."""
-    from mkkdumprd.network import capture
-
     if target.kind not in (TargetKind.NFS, TargetKind.SSH):
         # iSCSI under a local target: the network towards the (first) portal, which the
         # target cannot do without; netconsole and fence_kdump use the same network.
@@ -362,8 +383,12 @@ def capture_network(req: BuildRequest, target: ResolvedTarget) -> NetworkPlan | 
         elif req.config.netconsole is not None:
             host = req.config.netconsole.rpartition(":")[0]
         else:
-            return None
+            return None  # (before the import: a local target needs no network package)
+        from mkkdumprd.network import capture
+
         return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)
+    from mkkdumprd.network import capture
+
     host = capture.target_host(target.kind.value, target.server or "")
     return capture.network_plan(req.machine, host, hostonly=req.hostonly, user_ip=req.ip)
 
@@ -376,11 +401,26 @@ def fold_symlinked_dirs(spec: ImageSpec) -> ImageSpec:
     archive cannot hold a file under a symlink, and the kernel would not follow it.
     """
     links = {e.path: e.target for e in spec if e.kind is Kind.SYMLINK and e.target}
+    link_names = {str(p) for p in links}
     out = ImageSpec()
     for e in spec:
-        path = _canonical(e.path, links)
+        # Only a path below a symlink moves: found by its string prefixes, without building
+        # a PurePosixPath for each parent of every entry.
+        path = _canonical(e.path, links) if _below(str(e.path), link_names) else e.path
         out.add(e if path == e.path else replace(e, path=path))
     return out
+
+
+def _below(path: str, link_names: set[str]) -> bool:
+    """Whether a parent of `path` (absolute, normalised) is one of `link_names`."""
+    if "/" in link_names:
+        return True
+    i = path.find("/", 1)
+    while i > 0:
+        if path[:i] in link_names:
+            return True
+        i = path.find("/", i + 1)
+    return False
 
 
 def _canonical(path: PurePosixPath, links: dict[PurePosixPath, str]) -> PurePosixPath:

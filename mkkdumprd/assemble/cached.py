@@ -17,14 +17,15 @@ it:
   stored again when the build read firmware lists the stored copy lacks;
 - parsed ELF headers (elf/objects.py's table), keyed by (device, inode, size, mtime);
 - compiled jinja2 templates, keyed by the template's source checksum (jinja2 stores them
-  itself as it compiles);
+  itself as it compiles): the shipped ones beside the package, as Python's bytecode, and
+  only when that folder cannot be written here (assemble/templates.py: TemplateCache);
 - sha256 of host files (assemble/digests.py), for the manifest and the up-to-date check.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,12 @@ if TYPE_CHECKING:
     import jinja2
 
     from mkkdumprd.kmod.index import ModuleIndex
+    from mkkdumprd.kmod.scan import ModuleTree
 
 # jinja2 and the module index are imported when a build asks for them: the up-to-date
 # check needs only the digests.
 
-_SKIP_DIRS = frozenset({"build", "source"})
-_INDEX_FORMAT = 3  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan
+_INDEX_FORMAT = 4  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan; 4: its text
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
 
@@ -68,6 +69,8 @@ class BuildCache:
         # Indexes handed out → (cache name, key, firmware lists read when stored).
         # (index, cache name, cache key, what the stored copy holds: _IndexState)
         self._indexes: list[tuple[ModuleIndex, str, tuple[object, ...], _IndexState]] = []
+        self._prefetched: _Prefetch | None = None
+        self._digest_thread: threading.Thread | None = None
 
     def __enter__(self) -> BuildCache:
         return self
@@ -80,20 +83,69 @@ class BuildCache:
 
     # ---- the parts -----------------------------------------------------------------------
 
+    def prefetch_module_index(self, kmoddir: Path, kver: str) -> None:
+        """Start module_index(kmoddir, kver) in a thread, which module_index() then joins.
+
+        Most of an index load is the tree walk and a stat of every module file (~4,000),
+        which wait on the kernel with the GIL released: the build's first step (the plan:
+        module.toml files, the target) runs meanwhile on the other CPU. Errors are raised
+        by module_index(), where the build would have met them."""
+        kmoddir = Path(kmoddir).absolute()
+        if self._prefetched is not None and self._prefetched.key == (kmoddir, kver):
+            return
+        # What the thread runs is imported here, first: two threads importing one package
+        # at the same time can deadlock on its import locks (_DeadlockError).
+        import importlib
+
+        for name in ("mkkdumprd.kmod.index", "mkkdumprd.kmod.scan"):
+            importlib.import_module(name)
+        pre = _Prefetch((kmoddir, kver))
+        self._prefetched = pre
+
+        def work() -> None:
+            from mkkdumprd.kmod.index import IndexNotCurrent
+
+            try:
+                pre.index = self._load_index(kmoddir, kver, scan=False)
+            except IndexNotCurrent:
+                pass                      # module_index() loads it, scan and all
+            except BaseException as exc:  # handed to the caller of module_index()
+                pre.error = exc
+
+        pre.thread = threading.Thread(target=work, name="mkkdumprd-index", daemon=True)
+        pre.thread.start()
+
     def module_index(self, kmoddir: Path, kver: str) -> ModuleIndex:
         """ModuleIndex.load(kmoddir, kver), from the cache while the tree is unchanged."""
+        kmoddir = Path(kmoddir).absolute()
+        pre = self._prefetched
+        if pre is not None and pre.key == (kmoddir, kver):
+            self._prefetched = None
+            pre.join()
+            if pre.error is not None:
+                raise pre.error
+            if pre.index is not None:
+                return pre.index
+            # depmod's files were missing or stale: the .modinfo scan (a process pool) is
+            # started here, not from the thread while this one may be importing.
+        return self._load_index(kmoddir, kver)
+
+    def _load_index(self, kmoddir: Path, kver: str, *, scan: bool = True) -> ModuleIndex:
         from mkkdumprd.kmod.index import ModuleIndex
+        from mkkdumprd.kmod.scan import walk_tree
 
         kmoddir = Path(kmoddir).absolute()
         if cache.cache_dir() is None:
-            return ModuleIndex.load(kmoddir, kver)
+            return ModuleIndex.load(kmoddir, kver, scan=scan)
         name = f"{kmoddir}\0{kver}"
-        key = _tree_key(kmoddir)
+        # One walk of the tree for the key and, when nothing is cached, for the index.
+        tree = walk_tree(kmoddir)
+        key = _tree_key(tree)
         found = cache.load("kmod-index", name, key)
         if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
             self._indexes.append((found, name, key, _state(found)))
             return found
-        index = ModuleIndex.load(kmoddir, kver)
+        index = ModuleIndex.load(kmoddir, kver, tree=tree, scan=scan)
         # Stored once, by save() when the build is done, as the build left it: with the
         # aliases parsed if it asked for one (ext4's softdep on crc32c does) and the firmware
         # lists it read. Storing it here as well pickled it twice in a cold build.
@@ -112,15 +164,40 @@ class BuildCache:
         self._elf_before = len(objects.known())
 
     def templates(self) -> jinja2.BytecodeCache | None:
-        """jinja2's bytecode cache, None when caching is off."""
-        if cache.cache_dir() is None:
-            return None
+        """jinja2's bytecode cache: the shipped templates' beside the package (like Python's
+        bytecode, whether the build cache is on or not), the others' in the build cache."""
         from mkkdumprd.assemble.templates import TemplateCache
 
-        return TemplateCache()
+        return TemplateCache(use_build_cache=cache.cache_dir() is not None)
+
+    def prefetch_digests(self, paths: Iterable[str]) -> None:
+        """Start working out the sha256 of `paths` in a thread; sha256() waits for it.
+
+        The thread alone uses the digest table until then, so sha256() finds them known."""
+        self._join_digests()
+        if self._digests is None:
+            self._digests = Digests.load()
+        digests, todo = self._digests, list(paths)
+
+        def work() -> None:
+            for path in todo:
+                try:
+                    digests.sha256(path)
+                except Exception:  # sha256() meets it again, where it did before
+                    continue
+
+        self._digest_thread = threading.Thread(target=work, name="mkkdumprd-digests",
+                                               daemon=True)
+        self._digest_thread.start()
+
+    def _join_digests(self) -> None:
+        if self._digest_thread is not None:
+            self._digest_thread.join()
+            self._digest_thread = None
 
     def sha256(self, path: str) -> str | None:
         """The file's sha256, None when it is missing or unreadable."""
+        self._join_digests()
         if self._digests is None:
             self._digests = Digests.load()
         return self._digests.sha256(path)
@@ -129,6 +206,9 @@ class BuildCache:
 
     def save(self) -> None:
         """Store what this run added; the cache is only an optimisation, failures are silent."""
+        if self._prefetched is not None:  # a build that stopped before it took the index
+            self._prefetched.join()
+        self._join_digests()
         for i, (index, name, key, stored) in enumerate(self._indexes):
             now = _state(index)
             if stored is _NOT_STORED or now.firmware_read > stored.firmware_read or \
@@ -147,6 +227,20 @@ class BuildCache:
             self._digests.save()
 
 
+@dataclass
+class _Prefetch:
+    """A module index being loaded in a thread (BuildCache.prefetch_module_index)."""
+
+    key: tuple[Path, str]
+    thread: threading.Thread | None = None
+    index: ModuleIndex | None = None
+    error: BaseException | None = None
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
 @dataclass(frozen=True)
 class _IndexState:
     """What a ModuleIndex holds beyond the tree: worth storing again when it grows."""
@@ -162,25 +256,10 @@ def _state(index: ModuleIndex) -> _IndexState:
     return _IndexState(index.firmware_read(), index.aliases_parsed())
 
 
-def _tree_key(kmoddir: Path) -> tuple[object, ...]:
+def _tree_key(tree: ModuleTree) -> tuple[object, ...]:
     files: list[tuple[str, cache.FileId]] = []
-    dirs: list[tuple[str, int, int]] = []
-    stack = [str(kmoddir)]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-            it = os.scandir(d)
-        except OSError:
-            continue
-        dirs.append((d, st.st_mtime_ns, st.st_ino))
-        with it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    if e.name not in _SKIP_DIRS:
-                        stack.append(e.path)
-                elif d == str(kmoddir) and e.is_file():
-                    fid = cache.file_id(e.path)
-                    if fid is not None:
-                        files.append((e.name, fid))
-    return (_INDEX_FORMAT, tuple(sorted(files)), tuple(sorted(dirs)))
+    for name in tree.top_files:
+        fid = cache.file_id(tree.root / name)
+        if fid is not None:
+            files.append((name, fid))
+    return (_INDEX_FORMAT, tuple(sorted(files)), tuple(sorted(tree.dirs)))

@@ -28,11 +28,11 @@ Schema (all keys but `name` and `description` optional):
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mkkdumprd.assemble import shipped_toml
 from mkkdumprd.assemble.machine_facts import MACHINE_FACTS
 from mkkdumprd.config.directives import WHEN_KEYS
 from mkkdumprd.config.model import TargetKind
@@ -175,15 +175,17 @@ class _Checker:
         return v
 
 
-def load_module(directory: Path) -> ModuleDef:
+def load_module(directory: Path, *, _save: bool = True) -> ModuleDef:
     """Load and validate modules.d/NAME/module.toml."""
     path = directory / "module.toml"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = shipped_toml.parse(path, path.read_bytes())
     except FileNotFoundError:
         raise ModuleDefError(f"{directory}: no module.toml in this module folder") from None
-    except tomllib.TOMLDecodeError as exc:
+    except shipped_toml.InvalidToml as exc:
         raise ModuleDefError(f"{path}: invalid TOML: {exc}") from None
+    if _save:
+        shipped_toml.save()
     return parse_module(raw, directory, path)
 
 
@@ -310,6 +312,7 @@ def load_all(root: Path) -> dict[str, ModuleDef]:
     if not root.is_dir():
         raise ModuleDefError(f"{root}: the modules.d folder does not exist")
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        m = load_module(d)
+        m = load_module(d, _save=False)
         out[m.name] = m
+    shipped_toml.save()
     return out

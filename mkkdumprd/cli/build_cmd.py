@@ -84,6 +84,25 @@ def _default_arch(view: Host) -> str:
     return found if found in ARCHES else host_arch()
 
 
+def _quick_exit() -> None:
+    """At exit, the cyclic garbage collector skips what the process holds (gc.freeze): its
+    final collections over a build's ~250 modules and the module index were ~30 ms of a
+    cold build's process, for memory the kernel takes back anyway. Files are closed by
+    then (every write is a `with` block); objects are still released as modules are torn
+    down, only cycles are left to the kernel. Registered once, also when a test process
+    runs the command."""
+    global _QUICK_EXIT
+    if not _QUICK_EXIT:
+        import atexit
+        import gc
+
+        atexit.register(gc.freeze)
+        _QUICK_EXIT = True
+
+
+_QUICK_EXIT = False
+
+
 @click.command(epilog=_SPEC_GRAMMAR)
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
               help="kdump.conf to read (default /etc/kdump.conf, or Fedora's defaults "
@@ -174,6 +193,7 @@ def build(config_path: Path | None, target_specs: tuple[str, ...], dump_policy: 
     from mkkdumprd.config.kdumpconf import load_kdump_conf
     from mkkdumprd.config.target_spec import apply_targets
 
+    _quick_exit()
     t0 = time.monotonic()
     rec = _record_for_stamp(force or size_report, (config_path, kmoddir, sysroot, output))
     view = Host(sysroot) if sysroot else Host.this_machine()

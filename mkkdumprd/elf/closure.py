@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from mkkdumprd.elf.ldcache import CacheFormatError, LdCache, parse_ld_cache
 from mkkdumprd.elf.ldconf import ld_so_conf_dirs
@@ -205,7 +205,7 @@ class Resolver:
             self._cache_loaded = True
             try:
                 with open(self.host(self.real(LD_SO_CACHE)), "rb") as f:
-                    self._cache = parse_ld_cache(f.read())
+                    self._cache = _parsed_ld_cache(f)
             except FileNotFoundError:
                 self._cache = None
             except (OSError, CacheFormatError):
@@ -570,6 +570,19 @@ def _parse_machine(machine: str) -> tuple[str, int]:
 
 
 _Parsed = TypeVar("_Parsed")
+
+
+# ld.so.cache parsed once per process for each content: a build resolves the closures of
+# several binaries (busybox, makedumpfile, the kdump tools) from the same cache.
+_LD_CACHES: dict[bytes, LdCache] = {}
+
+
+def _parsed_ld_cache(f: BinaryIO) -> LdCache:
+    data = f.read()
+    found = _LD_CACHES.get(data)
+    if found is None:
+        found = _LD_CACHES[data] = parse_ld_cache(data)
+    return found
 
 
 def _parse_elf(p: str | PurePosixPath, host: str,

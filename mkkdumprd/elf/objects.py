@@ -2,20 +2,19 @@
 
 The ELF header (class, byte order, machine, type), PT_INTERP, the dynamic section
 (DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1) and the systemd `.note.dlopen`
-notes (owner "FDO", type 0x407c0c0a, a JSON array). Parsed objects are cached per
-(device, inode, size, mtime) for the life of the process, because one build asks about
-libc hundreds of times.
+notes (owner "FDO", type 0x407c0c0a, a JSON array), unpacked with `struct`. Parsed objects
+are cached per (device, inode, size, mtime) for the life of the process, because one build
+asks about libc hundreds of times.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
 
 from mkkdumprd import json_input
 
@@ -64,9 +63,44 @@ class ElfIdent:
     machine: str
 
 
-_MACHINE_NAMES: dict[int, str] = {
-    v: k for k, v in ENUM_E_MACHINE.items() if isinstance(v, int) and k.startswith("EM_")
-}
+# pyelftools' names for the values builds meet (tests/unit/test_elf_objects.py checks them
+# against its tables); any other value is named from pyelftools' tables, imported then:
+# importing them (its construct library) was ~15 ms of a cold build.
+_COMMON_MACHINES = {3: "EM_386", 8: "EM_MIPS", 20: "EM_PPC", 21: "EM_PPC64", 22: "EM_S390",
+                    40: "EM_ARM", 62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV",
+                    258: "EM_LOONGARCH"}
+_COMMON_TYPES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+_COMMON_OSABIS = {0: "ELFOSABI_SYSV", 3: "ELFOSABI_LINUX"}
+
+
+@functools.cache
+def _pyelftools_names() -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+    """(machine, type, osabi) value -> name, from pyelftools' enums."""
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+
+    return ({v: k for k, v in ENUM_E_MACHINE.items()
+             if isinstance(v, int) and k.startswith("EM_")},
+            {v: k for k, v in ENUM_E_TYPE.items() if isinstance(v, int)},
+            {v: k for k, v in ENUM_EI_OSABI.items() if isinstance(v, int)})
+
+
+def machine_name(value: int) -> str:
+    """pyelftools' name of an e_machine value ("EM_X86_64"), `EM_<n>` if it has none."""
+    name = _COMMON_MACHINES.get(value)
+    return name if name is not None else _pyelftools_names()[0].get(value, f"EM_{value}")
+
+
+def _type_name(value: int) -> str:
+    name = _COMMON_TYPES.get(value)
+    return name if name is not None else _pyelftools_names()[1].get(value, f"ET_{value}")
+
+
+def _osabi_name(value: int) -> str:
+    name = _COMMON_OSABIS.get(value)
+    return name if name is not None else _pyelftools_names()[2].get(value,
+                                                                    f"ELFOSABI_{value}")
+
+
 _CACHE: dict[tuple[int, int, int, int], ElfObject] = {}
 
 
@@ -83,8 +117,7 @@ def ident_of(head: bytes, what: str) -> ElfIdent:
         raise NotElf(f"{what} is not an ELF file")
     little = head[5] == 1
     (machine,) = struct.unpack_from("<H" if little else ">H", head, 18)
-    return ElfIdent(32 if head[4] == 1 else 64, little,
-                    _MACHINE_NAMES.get(machine, f"EM_{machine}"))
+    return ElfIdent(32 if head[4] == 1 else 64, little, machine_name(machine))
 
 
 def known() -> dict[tuple[int, int, int, int], ElfObject]:
@@ -122,8 +155,6 @@ _PT_LOAD, _PT_DYNAMIC, _PT_INTERP, _PT_NOTE = 1, 2, 3, 4
 _DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME, _DT_RPATH = 0, 1, 5, 10, 14, 15
 _DT_RUNPATH, _DT_FLAGS_1 = 29, 0x6FFFFFFB
 _PN_XNUM = 0xFFFF
-_TYPE_NAMES: dict[int, str] = {v: k for k, v in ENUM_E_TYPE.items() if isinstance(v, int)}
-_OSABI_NAMES: dict[int, str] = {v: k for k, v in ENUM_EI_OSABI.items() if isinstance(v, int)}
 
 
 class _Reader:
@@ -193,9 +224,9 @@ class _Reader:
         return ElfObject(
             elf_class=64 if is64 else 32,
             little_endian=bo == "<",
-            machine=_MACHINE_NAMES.get(e_machine, f"EM_{e_machine}"),
-            elf_type=_TYPE_NAMES.get(e_type, f"ET_{e_type}"),
-            osabi=_OSABI_NAMES.get(ident[7], f"ELFOSABI_{ident[7]}"),
+            machine=machine_name(e_machine),
+            elf_type=_type_name(e_type),
+            osabi=_osabi_name(ident[7]),
             interp=interp,
             dynamic=dyn is not None,
             needed=tuple(fields.needed),

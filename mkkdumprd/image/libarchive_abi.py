@@ -1,11 +1,8 @@
-"""The one door to libarchive: its C library found (or one sentence saying what to
-install), and the entry functions the newc writer needs bound here on the library handle.
+"""The one door to libarchive: its C library found, or one sentence saying what to install.
 
-The python binding (libarchive-c) differs between releases in which C functions it wraps:
-2.9 (Debian bookworm's python3-libarchive-c) has no `entry_set_uid`/`gid`/`rdevmajor`/
-`rdevminor`, and declares `entry_set_mtime` with a C int. The C functions themselves are in
-every libarchive 3.x, so they are bound here with their real C signatures, the same on every
-binding release (tests/unit/test_image_oldest_libs.py runs the image tests on the oldest).
+Only the image reader uses it, for the formats without a stdlib or zstandard decoder (lz4,
+lzo); the writer writes the newc records itself (image/writer.py), so a build needs no
+libarchive.
 
 pip cannot bring the C library: without it, libarchive-c's import fails with
 `AttributeError: ... undefined symbol: archive_version_number` (it dlopens nothing and looks
@@ -14,12 +11,10 @@ the symbol up in the python binary). `require()` turns that into one line naming
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import sys
 from types import ModuleType
-from typing import Any
 
 from mkkdumprd.errors import OperationError
 
@@ -68,34 +63,3 @@ def require() -> tuple[ModuleType, ModuleType]:
     if loaded is None:
         raise OperationError(MISSING)
     return loaded
-
-
-def _bind(name: str, argtypes: list[Any]) -> Any:
-    """A fresh function object for archive_NAME (indexing the CDLL, not attribute access,
-    so the binding's own cached declaration of the same function is left untouched)."""
-    _, ffi = require()
-    f = ffi.libarchive["archive_" + name]
-    f.argtypes = argtypes
-    f.restype = None
-    return f
-
-
-_P = ctypes.c_void_p
-
-
-class EntryABI:
-    """archive_entry_* setters with the C prototypes of archive_entry.h (libarchive 3.x)."""
-
-    def __init__(self) -> None:
-        self.set_filetype = _bind("entry_set_filetype", [_P, ctypes.c_uint])
-        self.set_perm = _bind("entry_set_perm", [_P, ctypes.c_uint])  # mode_t
-        self.set_uid = _bind("entry_set_uid", [_P, ctypes.c_int64])  # la_int64_t
-        self.set_gid = _bind("entry_set_gid", [_P, ctypes.c_int64])
-        self.set_mtime = _bind("entry_set_mtime", [_P, ctypes.c_int64, ctypes.c_long])  # time_t
-        self.set_ino64 = _bind("entry_set_ino64", [_P, ctypes.c_int64])
-        self.set_nlink = _bind("entry_set_nlink", [_P, ctypes.c_uint])
-        self.set_rdevmajor = _bind("entry_set_rdevmajor", [_P, ctypes.c_uint64])  # dev_t
-        self.set_rdevminor = _bind("entry_set_rdevminor", [_P, ctypes.c_uint64])
-        self.set_size = _bind("entry_set_size", [_P, ctypes.c_int64])
-        self.copy_pathname = _bind("entry_copy_pathname", [_P, ctypes.c_char_p])
-        self.copy_symlink = _bind("entry_copy_symlink", [_P, ctypes.c_char_p])

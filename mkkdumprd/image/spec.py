@@ -114,7 +114,7 @@ class ImageSpec:
         if old is None:
             self._entries[entry.path] = entry
             return
-        if old is entry or old.content_key() == entry.content_key():
+        if old is entry or _same_file(old, entry) or old.content_key() == entry.content_key():
             return
         raise EntryConflict(
             f"two different entries for {entry.path} in the image: "
@@ -140,10 +140,13 @@ class ImageSpec:
     def complete(self) -> list[Entry]:
         """All entries plus implied parent directories, sorted bytewise by path."""
         out = dict(self._entries)
+        root = PurePosixPath("/")
+        seen: set[PurePosixPath] = set()  # parents checked, with their own parents
         for path in list(self._entries):
             for parent in path.parents:
-                if parent == PurePosixPath("/"):
+                if parent == root or parent in seen:
                     break
+                seen.add(parent)
                 existing = out.get(parent)
                 if existing is None:
                     out[parent] = Entry(parent, Kind.DIR, 0o755, "parent directory")
@@ -154,6 +157,13 @@ class ImageSpec:
                     )
         # fsencode: host names that are not UTF-8 (surrogate-escaped) sort by their bytes too.
         return [out[k] for k in sorted(out, key=lambda p: os.fsencode(str(p)))]
+
+
+def _same_file(a: Entry, b: Entry) -> bool:
+    """The same host file the same way: equal content keys without reading the file (two
+    binaries' closures add the same libraries)."""
+    return (a.kind is Kind.FILE and b.kind is Kind.FILE and a.source is not None
+            and a.source == b.source and a.codec is b.codec and a.mode == b.mode)
 
 
 def _describe(e: Entry) -> str:

@@ -1,11 +1,11 @@
 """Stream an ImageSpec into a reproducible newc cpio initramfs.
 
-libarchive writes the newc headers; its output goes straight through a callback into the
-compressor and into a temp file beside the destination, which is fsynced and renamed into
-place. Nothing is staged on disk, and no host metadata leaks in: owners are 0:0, mtimes are
-SOURCE_DATE_EPOCH (or 0), inode numbers count up in path order and nlink is fixed (2 for
-directories, 1 otherwise, so the kernel never hard-links two entries). The same inputs
-therefore give the same bytes.
+The newc records are written here (_Newc) straight into the compressor and into a temp
+file beside the destination, which is fsynced and renamed into place. Nothing is staged on
+disk, and no host metadata leaks in: owners are 0:0, mtimes are SOURCE_DATE_EPOCH (or 0),
+inode numbers count up in path order and nlink is fixed (2 for directories, 1 otherwise,
+so the kernel never hard-links two entries). The same inputs therefore give the same
+bytes.
 
 Host files stored compressed (kernel modules, firmware) are decoded while the archive is
 written, in a small thread pool that runs ahead of the writer: the kernel's rootfs needs
@@ -14,40 +14,42 @@ them plain, and zlib, lzma and zstandard release the GIL while decoding.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import lzma
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import zstandard
 
 from mkkdumprd.atomic_file import TempFileError, atomic_output
 from mkkdumprd.errors import OperationError, UsageError
-from mkkdumprd.image import libarchive_abi
 from mkkdumprd.image.compression import DEFAULT_LEVEL, LEVEL_RANGE, Compression
 from mkkdumprd.image.decode import DecodeError, decode
 from mkkdumprd.image.integrity import record_path, write_record
 from mkkdumprd.image.spec import Codec, Entry, ImageSpec, Kind
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+# concurrent.futures (with logging), gzip and lzma are imported when an image needs them:
+# plain modules and a zstd image do not.
+
 CHUNK = 1 << 20
-# libarchive hands its output to our callback in blocks of this size (the last one short:
-# custom_writer sets bytes_in_last_block=1, so there is no tar-style block padding).
+# The archive goes to the compressor in blocks of this size, the last one short (as
+# libarchive's custom_writer with bytes_in_last_block=1 handed them on: no padding).
 _BLOCK = 256 << 10
 # Compressed sources decoded ahead of the writer: bounded so memory stays small.
 _DECODE_AHEAD = 32
 _DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 _MAX_NEWC = 0xFFFFFFFF
 _XZ_DICT = 1 << 20
+_ZSTD_JOB = 1 << 20
 
-libarchive, laffi = libarchive_abi.require()
-_E = libarchive_abi.EntryABI()
+_S_IFMT = 0o170000
 
 _FILETYPE = {
     Kind.FILE: 0o100000,
@@ -213,17 +215,27 @@ def _open_sink(compression: Compression, level: int | None, threads: int,
     if compression is Compression.ZSTD:
         assert level is not None
         # With threads >= 1 zstd's output does not depend on the thread count, so the
-        # image is the same on a 2-core builder and a 64-core one.
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        # image is the same on a 2-core builder and a 64-core one. Jobs of _ZSTD_JOB: the
+        # workers compress while the archive is still being written (at level 3 zstd's own
+        # job size is 8 MiB, most of an image, so it compressed after the archive was
+        # written); it costs ~0.4 % of the size.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=threads, write_checksum=True,
+            **({"job_size": _ZSTD_JOB} if threads else {}))
+        cctx = zstandard.ZstdCompressor(compression_params=params)
         writer: _Sink = cctx.stream_writer(
             cast(BinaryIO, dest), closefd=False, write_return_read=True
         )
         return writer
     if compression is Compression.GZIP:
+        import gzip
+
         # No name and mtime 0 in the gzip header: reproducible.
         return gzip.GzipFile(filename="", mode="wb", fileobj=dest,
                              compresslevel=level if level is not None else 6, mtime=0)
     if compression is Compression.XZ:
+        import lzma
+
         # The kernel's xz decoder knows CRC32 but not the default CRC64 check. It allocates
         # the whole dictionary in the capture kernel's scarce memory, so cap it at 1 MiB
         # as dracut does (`--lzma2=dict=1MiB`) instead of preset 6's 8 MiB.
@@ -233,87 +245,96 @@ def _open_sink(compression: Compression, level: int | None, threads: int,
     return _Plain(dest)
 
 
-_ArchiveWrite: Any = libarchive.write.ArchiveWrite
+class _Newc:
+    """newc records (the kernel's initramfs format, `Documentation/driver-api/early-userspace/
+    buffer-format.rst`): a 110-byte header of 13 8-digit hex fields, the name and its NUL
+    padded to 4 bytes, the data padded to 4 bytes; TRAILER!!! last. Written as libarchive's
+    newc writer wrote them before (the bytes of the pinned images are unchanged), in
+    `_BLOCK`-sized pieces as it handed them on, the last one short; importing libarchive
+    through ctypes was ~15 ms of a cold build."""
 
+    def __init__(self, write: Callable[[Any], Any]) -> None:
+        self._write = write
+        self._buf = bytearray()
 
-class _NewcWrite(_ArchiveWrite):  # type: ignore[misc]
-    """libarchive's newc writer with every header field pinned by us."""
+    def _put(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if len(buf) >= _BLOCK:
+            full = len(buf) - len(buf) % _BLOCK
+            for start in range(0, full, _BLOCK):
+                self._write(bytes(buf[start:start + _BLOCK]))
+            del buf[:full]
 
-    def add(self, entry_p: int, e: Entry, ino: int, mtime: int, size: int,
+    def add(self, e: Entry, ino: int, mtime: int, size: int,
             chunks: Iterator[bytes] | None) -> None:
-        laffi.entry_clear(entry_p)
-        _E.copy_pathname(entry_p, os.fsencode(str(e.path).lstrip("/")))
-        _E.set_filetype(entry_p, _FILETYPE[e.kind])
-        _E.set_perm(entry_p, e.mode)
-        _E.set_uid(entry_p, 0)
-        _E.set_gid(entry_p, 0)
-        _E.set_mtime(entry_p, mtime, 0)
-        _E.set_ino64(entry_p, ino)
-        _E.set_nlink(entry_p, 2 if e.kind is Kind.DIR else 1)
+        """One entry; `size` bytes of `chunks` for a file (the caller checks the count)."""
+        name = os.fsencode(str(e.path).lstrip("/"))
+        body = b""
+        rdev = (0, 0)
         if e.kind is Kind.SYMLINK:
             assert e.target is not None
-            _E.copy_symlink(entry_p, os.fsencode(e.target))
+            body = os.fsencode(e.target)
+            size = len(body)
         elif e.kind in (Kind.CHARDEV, Kind.BLOCKDEV):
             assert e.rdev is not None
-            _E.set_rdevmajor(entry_p, e.rdev[0])
-            _E.set_rdevminor(entry_p, e.rdev[1])
-        _E.set_size(entry_p, size)
-        archive_p = self._pointer
-        laffi.write_header(archive_p, entry_p)
-        if chunks is not None:
+            rdev = e.rdev
+        self._header(name, ino, _FILETYPE[e.kind] | (e.mode & ~_S_IFMT),
+                     2 if e.kind is Kind.DIR else 1, mtime, size, rdev)
+        if body:
+            self._put(body)
+        elif chunks is not None:
             for chunk in chunks:
-                laffi.write_data(archive_p, chunk, len(chunk))
-        laffi.write_finish_entry(archive_p)
+                self._put(chunk)
+        self._put(b"\0" * (-size % 4))
+
+    def _header(self, name: bytes, ino: int, mode: int, nlink: int, mtime: int, size: int,
+                rdev: tuple[int, int]) -> None:
+        # ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor
+        # namesize check
+        head = b"070701" + b"%08x" * 13 % (ino, mode, 0, 0, nlink, mtime, size, 0, 0,
+                                            rdev[0], rdev[1], len(name) + 1, 0)
+        self._put(head + name + b"\0" * (1 + (-(len(head) + len(name) + 1) % 4)))
+
+    def close(self) -> None:
+        """The trailer, then what is left of the last block."""
+        self._header(b"TRAILER!!!", 0, 0, 1, 0, 0, (0, 0))
+        if self._buf:
+            self._write(bytes(self._buf))
+            self._buf.clear()
 
 
 def _write_cpio(spec: ImageSpec, write: Callable[[Any], Any], mtime: int) -> tuple[int, int]:
     """One newc archive ending in TRAILER!!!; returns (file bytes, entries)."""
     entries = spec.complete()
-    failure: list[BaseException] = []
-
-    def callback(data: Any) -> int:
-        # An exception cannot cross the C frame: keep it, and report failure to libarchive.
-        try:
-            write(data)
-        except BaseException as exc:
-            failure.append(exc)
-            return -1
-        return len(data)
-
     unpacked = 0
-    pool = (ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="mkkdumprd-decode")
-            if any(e.source is not None and e.codec is not Codec.NONE for e in entries)
-            else None)
-    entry_p = laffi.entry_new()
+    pool = None
+    if any(e.source is not None and e.codec is not Codec.NONE for e in entries):
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="mkkdumprd-decode")
+    archive = _Newc(write)
     try:
-        with libarchive.custom_writer(callback, "cpio_newc", block_size=_BLOCK,
-                                      archive_write_class=_NewcWrite) as archive:
-            for ino, (e, decoded) in enumerate(_prefetch(entries, pool), start=1):
-                if e.kind is not Kind.FILE:
-                    archive.add(entry_p, e, ino, mtime, 0, None)
-                elif decoded is not None or e.data is not None:
-                    body = decoded if decoded is not None else e.data
-                    assert body is not None
-                    _check_size(e, len(body))
-                    archive.add(entry_p, e, ino, mtime, len(body), _slices(body))
-                    unpacked += len(body)
-                else:
-                    assert e.source is not None
-                    unpacked += _add_plain_file(archive, entry_p, e, ino, mtime)
-    except libarchive.ArchiveError as exc:
-        if failure:
-            raise failure[0] from None
-        raise OperationError(f"writing the cpio archive failed: {exc}") from exc
+        for ino, (e, decoded) in enumerate(_prefetch(entries, pool), start=1):
+            if e.kind is not Kind.FILE:
+                archive.add(e, ino, mtime, 0, None)
+            elif decoded is not None or e.data is not None:
+                body = decoded if decoded is not None else e.data
+                assert body is not None
+                _check_size(e, len(body))
+                archive.add(e, ino, mtime, len(body), _slices(body))
+                unpacked += len(body)
+            else:
+                assert e.source is not None
+                unpacked += _add_plain_file(archive, e, ino, mtime)
+        archive.close()
     finally:
-        laffi.entry_free(entry_p)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    if failure:
-        raise failure[0]
     return unpacked, len(entries)
 
 
-def _add_plain_file(archive: _NewcWrite, entry_p: int, e: Entry, ino: int, mtime: int) -> int:
+def _add_plain_file(archive: _Newc, e: Entry, ino: int, mtime: int) -> int:
     assert e.source is not None
     try:
         f = open(e.source, "rb")  # noqa: SIM115 (closed below, after streaming)
@@ -336,7 +357,7 @@ def _add_plain_file(archive: _NewcWrite, entry_p: int, e: Entry, ino: int, mtime
                 seen += len(chunk)
                 yield chunk
 
-        archive.add(entry_p, e, ino, mtime, size, chunks())
+        archive.add(e, ino, mtime, size, chunks())
         if seen != size:
             raise OperationError(
                 f"{e.source} shrank from {size} to {seen} bytes while it was written into the "

@@ -13,7 +13,6 @@ built-in aliases, built-in module names.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,13 @@ from mkkdumprd.input_file import INDEX_MAX, read_input, read_input_text
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
 from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
 from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
-from mkkdumprd.kmod.scan import ModuleFile, ScannedModule, module_files, scan_modinfo
+from mkkdumprd.kmod.scan import (
+    ModuleFile,
+    ModuleTree,
+    ScannedModule,
+    module_files,
+    scan_modinfo,
+)
 
 
 class ModuleNotFound(UsageError):
@@ -49,6 +54,10 @@ class ModuleDirMissing(UsageError):
             f"no kernel modules for kernel {kver}: none of "
             f"{', '.join(str(p) for p in searched)} is a directory; install the kernel "
             f"package for {kver} or pass --kmoddir")
+
+
+class IndexNotCurrent(Exception):
+    """ModuleIndex.load(scan=False): depmod's files are missing or stale."""
 
 
 MODULE_DIRS: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
@@ -89,42 +98,47 @@ class ModuleIndex:
 
     @classmethod
     def load(cls, kmoddir: Path, kver: str, modprobe_d: Sequence[Path] | None = None, *,
-             jobs: int | None = None, use_index: bool = True) -> ModuleIndex:
+             jobs: int | None = None, use_index: bool = True,
+             tree: ModuleTree | None = None, scan: bool = True) -> ModuleIndex:
         """The index of the modules in `kmoddir` (the /lib/modules/KVER directory).
 
         `modprobe_d`: modprobe.d directories (or files) whose alias/softdep/blacklist lines
         apply, as modprobe would read them; none by default. `use_index=False` ignores
-        depmod's files and reads every `.modinfo`.
+        depmod's files and reads every `.modinfo`. `tree`: the directory walked already
+        (kmod/scan.py: walk_tree), by a caller that needed the walk itself. `scan=False`:
+        IndexNotCurrent instead of the `.modinfo` scan (a caller in a thread leaves the
+        process pool to the main thread).
         """
         host = Host.this_machine()
         kmoddir = Path(kmoddir).absolute()
         if not host.is_dir(kmoddir):
             raise ModuleDirMissing(kver, [kmoddir])
         config = load_modprobe_d(modprobe_d) if modprobe_d else ModprobeConfig()
-        files = module_files(kmoddir)
+        files = module_files(kmoddir, tree)
         builtin = _read_builtin(host, kmoddir)
         builtin_aliases = _read_builtin_aliases(host, kmoddir)
-        order = _read_order(host, kmoddir)
-        if use_index and _index_is_current(host, kmoddir, files):
+        dep = _read_dep(host, kmoddir) if use_index else None
+        if dep is not None and _index_is_current(host, kmoddir, files, dep):
+            order = _read_order(host, kmoddir, dep.name_of)
             return cls._from_index(host, kmoddir, kver, config, builtin, builtin_aliases,
-                                   order)
+                                   order, dep)
+        if not scan:
+            raise IndexNotCurrent(f"{kmoddir}: depmod's index is missing or not current")
+        order = _read_order(host, kmoddir, {})
         scanned = scan_modinfo(host, kmoddir, [f.relpath for f in files], jobs)
         return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
 
     @classmethod
     def _from_index(cls, host: Host, kmoddir: Path, kver: str, config: ModprobeConfig,
                     builtin: frozenset[str], builtin_aliases: AliasTable,
-                    order: Mapping[str, int]) -> ModuleIndex:
+                    order: Mapping[str, int], dep: _DepFile | None = None) -> ModuleIndex:
+        if dep is None:
+            dep = _parse_dep(_read_index(host, kmoddir / "modules.dep"), 0)
         modules: dict[str, str] = {}
         dep_paths: dict[str, list[str]] = {}
-        for line in _read_index(host, kmoddir / "modules.dep").splitlines():
-            head, sep, tail = line.partition(":")
-            if not sep:
-                continue
-            head = _relative(head)
-            name = modname_from_path(head)
+        for (name, head), tail in zip(dep.heads, dep.tails, strict=True):
             modules[name] = head
-            dep_paths[name] = [_relative(p) for p in tail.split()]
+            dep_paths[name] = tail
         # depmod lists users before providers; kmod loads the list right to left.
         name_of = {rel: name for name, rel in modules.items()}
         deps = {n: tuple(name_of.get(p) or modname_from_path(p) for p in reversed(ps))
@@ -234,6 +248,8 @@ class ModuleIndex:
 
     def not_found(self, name: str) -> ModuleNotFound:
         """The error for an unknown `name`, with the closest module names."""
+        import difflib
+
         key = normalize(name)
         pool = list(self.modules) + sorted(self.builtin)
         near = difflib.get_close_matches(key, pool, n=4, cutoff=0.6)
@@ -263,9 +279,11 @@ class _FileAliases(AliasTable):
         self._host = host
         self._path: Path | None = path
         self._quick_left = _QUICK_QUERIES
+        self._text: tuple[str, str] | None = None
 
     def _fill(self) -> None:
         path, self._path = self._path, None
+        self._text = None
         if path is None:
             return
         # AliasTable.add inlined for the common case (no brackets): this loop is most of
@@ -316,6 +334,24 @@ class _FileAliases(AliasTable):
         self._fill()
         return super().items()
 
+    def _prepared(self, path: Path) -> tuple[str, str] | None:
+        """The file's text and its scan form (`-` as `_`, a newline first), read once for
+        the few scans of a build; None when the scan cannot be used (see _scan)."""
+        if self._text is None:
+            try:
+                text = _read_index(self._host, path)
+            except OSError:
+                return None  # _fill reports it
+            norm = "\n" + text.replace("-", "_")
+            usable = text.isascii() and not any(c in text for c in _ODD_CHARS) \
+                and "\nalias\t" not in norm and "\nalias  " not in norm
+            self._text = (text, norm) if usable else ("", "")
+        return self._text if self._text[1] else None
+
+    def __getstate__(self) -> dict[str, object]:
+        # The build cache pickles the index: not the text kept for scans.
+        return {**self.__dict__, "_text": None}
+
     def _scan(self, path: Path, key: str) -> list[str] | None:
         """match() without parsing the whole file, for the few short queries of a build
         that names its drivers (ext4's softdep on crc32c): only the lines whose pattern
@@ -325,14 +361,10 @@ class _FileAliases(AliasTable):
         for the parse on the loaded test machine. None when the text has anything the
         search would read differently from _fill (non-ASCII, other line breaks, other
         spacing after `alias`): the caller parses the file then."""
-        try:
-            text = _read_index(self._host, path)
-        except OSError:
-            return None  # _fill reports it
-        norm = "\n" + text.replace("-", "_")
-        if not (text.isascii() and key.isascii()) or any(c in text for c in _ODD_CHARS) \
-                or "\nalias\t" in norm or "\nalias  " in norm or any(c.isspace() for c in key):
+        prepared = self._prepared(path)
+        if prepared is None or not key.isascii() or any(c.isspace() for c in key):
             return None
+        text, norm = prepared
         # One pass: a prefix of key followed by a glob character, or key itself.
         wanted = re.compile("\\nalias (?:" + "".join(
             f"{re.escape(key[:k])}[*?\\[\\\\]|" for k in range(len(key)))
@@ -385,28 +417,67 @@ def _transitive(direct: Mapping[str, tuple[str, ...]],
     return {name: visit(name, set()) for name in modules}
 
 
-def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile]) -> bool:
-    """modules.dep and modules.alias exist, are newer than every module file, and
-    modules.dep names exactly the module names present (a shadowed duplicate, say
-    kernel/ under updates/, is not listed by depmod and does not count)."""
+@dataclass(frozen=True)
+class _DepFile:
+    """modules.dep as read once: each line's module (name, relpath) and its dependencies'
+    relpaths, in file order; the modification time of it and modules.alias (the older)."""
+
+    heads: tuple[tuple[str, str], ...]
+    tails: tuple[list[str], ...]
+    stamp: int
+
+    @property
+    def name_of(self) -> dict[str, str]:
+        """relpath -> module name, for the listed modules."""
+        return {rel: name for name, rel in self.heads}
+
+
+def _read_dep(host: Host, kmoddir: Path) -> _DepFile | None:
+    """modules.dep parsed, None when it or modules.alias is missing or unreadable."""
     try:
         stamp = min(host.stat(kmoddir / f).st_mtime_ns for f in ("modules.dep", "modules.alias"))
         text = _read_index(host, kmoddir / "modules.dep")
     except OSError:
-        return False
-    listed: set[str] = set()
+        return None
+    return _parse_dep(text, stamp)
+
+
+def _parse_dep(text: str, stamp: int) -> _DepFile:
+    heads: list[tuple[str, str]] = []
+    tails: list[list[str]] = []
+    # _relative changes only paths with a "/modules/" in them (old depmods' absolute ones).
+    absolute = "/modules/" in text
     for line in text.splitlines():
-        head, sep, _ = line.partition(":")
-        if sep:
-            listed.add(_relative(head))
+        head, sep, tail = line.partition(":")
+        if not sep:
+            continue
+        if absolute:
+            head = _relative(head)
+            tails.append([_relative(p) for p in tail.split()])
+        else:
+            tails.append(tail.split())
+        heads.append((modname_from_path(head), head))
+    return _DepFile(tuple(heads), tuple(tails), stamp)
+
+
+def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile],
+                      dep: _DepFile) -> bool:
+    """modules.dep and modules.alias exist, are newer than every module file, and
+    modules.dep names exactly the module names present (a shadowed duplicate, say
+    kernel/ under updates/, is not listed by depmod and does not count)."""
+    stamp = dep.stamp
     present: set[str] = set()
-    names: set[str] = set()
     for f in files:
         if f.mtime_ns > stamp:
             return False
         present.add(f.relpath)
-        names.add(modname_from_path(f.relpath))
-    return listed <= present and names == {modname_from_path(p) for p in listed}
+    listed = {rel for _, rel in dep.heads}
+    if not listed <= present:
+        return False
+    # The names present are the listed ones plus those of the files depmod left out; only
+    # the latter need a name worked out.
+    names = {name for name, _ in dep.heads}
+    return all(modname_from_path(rel) in names for rel in present - listed)
 
 
 def _read_index(host: Host, path: Path) -> str:
@@ -448,16 +519,18 @@ def _read_builtin_aliases(host: Host, kmoddir: Path) -> AliasTable:
     return table
 
 
-def _read_order(host: Host, kmoddir: Path) -> dict[str, int]:
+def _read_order(host: Host, kmoddir: Path, name_of: Mapping[str, str]) -> dict[str, int]:
+    """modules.order: name -> place. `name_of`: names already worked out, by relpath."""
     try:
         text = _read_index(host, kmoddir / "modules.order")
     except OSError:
         return {}
     order: dict[str, int] = {}
     for i, line in enumerate(text.splitlines()):
-        if line.strip():
-            order.setdefault(modname_from_path(line.strip()), i)
+        rel = line.strip()
+        if rel:
+            order.setdefault(name_of.get(rel) or modname_from_path(rel), i)
     return order
 
 
-__all__ = ["ModinfoError", "ModuleDirMissing", "ModuleIndex", "ModuleNotFound"]
+__all__ = ["IndexNotCurrent", "ModinfoError", "ModuleDirMissing", "ModuleIndex", "ModuleNotFound"]

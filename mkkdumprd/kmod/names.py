@@ -32,7 +32,8 @@ def module_suffix(filename: str) -> tuple[str, Codec] | None:
 
 
 def is_module_file(filename: str) -> bool:
-    return module_suffix(filename) is not None
+    # ".ko" first: a plain module ends with nothing else (a cold build asks ~4,000 times).
+    return filename.endswith(".ko") or module_suffix(filename) is not None
 
 
 def strip_compression(relpath: str) -> str:
@@ -45,10 +46,13 @@ def strip_compression(relpath: str) -> str:
 
 def modname_from_path(relpath: str) -> str:
     """kmod's module name for a file: basename without suffix, `-` turned into `_`."""
-    base = relpath.rsplit("/", 1)[-1]
-    found = module_suffix(base)
-    if found is not None:
-        base = base[: -len(found[0])]
+    base = relpath[relpath.rfind("/") + 1:]
+    if base.endswith(".ko"):  # the common case, which ends with no other suffix
+        base = base[:-3]
+    else:
+        found = module_suffix(base)
+        if found is not None:
+            base = base[: -len(found[0])]
     return base.replace("-", "_")
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from mkkdumprd.host import Host
 from mkkdumprd.kmod.modinfo import exported_symbols, parse_modinfo, read_sections
@@ -40,31 +40,68 @@ class ScannedModule:
     exports: tuple[str, ...]
 
 
-def module_files(kmoddir: Path) -> list[ModuleFile]:
-    """Every module file below `kmoddir`, sorted by relative path."""
-    out: list[ModuleFile] = []
-    stack = [""]
+@dataclass(frozen=True)
+class ModuleTree:
+    """One walk of a module directory, without a stat of each module file: the module
+    index's check against depmod's files (ModuleIndex.load) and the build cache's key
+    (assemble/cached.py) both come from it."""
+
+    root: Path
+    # every directory walked, the root first: (path, mtime_ns, inode)
+    dirs: tuple[tuple[str, int, int], ...]
+    top_files: tuple[str, ...]      # names of the regular files directly in the root
+    modules: tuple[str, ...]        # module file paths relative to the root, sorted
+
+
+def walk_tree(kmoddir: Path) -> ModuleTree:
+    """`kmoddir` walked as depmod does (see the module's docstring)."""
+    root = str(kmoddir)
+    dirs: list[tuple[str, int, int]] = []
+    top: list[str] = []
+    mods: list[str] = []
+    stack = [(root, "")]
     while stack:
-        rel = stack.pop()
+        path, rel = stack.pop()
         try:
-            it = os.scandir(kmoddir / rel if rel else kmoddir)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            st = os.stat(path)
+            it = os.scandir(path)
+        except OSError:
             continue
+        dirs.append((path, st.st_mtime_ns, st.st_ino))
+        prefix = f"{rel}/" if rel else ""
         with it:
             for e in it:
-                sub = f"{rel}/{e.name}" if rel else e.name
-                if e.is_dir(follow_symlinks=False):
-                    if e.name not in _SKIP_DIRS:
-                        stack.append(sub)
-                elif is_module_file(e.name):
-                    try:
-                        if not e.is_file():
-                            continue
-                        mtime = e.stat().st_mtime_ns
-                    except OSError:   # a symlink loop (ELOOP), dangling or unreadable
-                        continue      # link: no module, as for depmod
-                    out.append(ModuleFile(sub, mtime))
-    out.sort(key=lambda m: m.relpath)
+                name = e.name
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if name not in _SKIP_DIRS:
+                            stack.append((e.path, prefix + name))
+                        continue
+                    if is_module_file(name):
+                        mods.append(prefix + name)
+                    if not rel and e.is_file():
+                        top.append(name)
+                except OSError:  # a symlink loop (ELOOP) or an unreadable link
+                    continue
+    mods.sort()
+    return ModuleTree(Path(kmoddir), tuple(dirs), tuple(top), tuple(mods))
+
+
+def module_files(kmoddir: Path, tree: ModuleTree | None = None) -> list[ModuleFile]:
+    """Every module file below `kmoddir` (from `tree` when it was walked already), sorted
+    by relative path: regular files or links to them, as for depmod."""
+    tree = walk_tree(kmoddir) if tree is None else tree
+    out: list[ModuleFile] = []
+    stat = os.stat
+    isreg = S_ISREG
+    base = f"{kmoddir}/"
+    for rel in tree.modules:
+        try:
+            st = stat(base + rel)
+        except OSError:   # a symlink loop (ELOOP), dangling or unreadable link: no
+            continue      # module, as for depmod
+        if isreg(st.st_mode):
+            out.append(ModuleFile(rel, st.st_mtime_ns))
     return out
 
 
@@ -86,6 +123,8 @@ def scan_modinfo(host: Host, kmoddir: Path, relpaths: Sequence[str],
     if jobs <= 1 or len(relpaths) < _SERIAL_BELOW:
         return _scan_chunk(host, kmoddir, relpaths)
     chunks = [relpaths[i: i + _CHUNK] for i in range(0, len(relpaths), _CHUNK)]
+    from concurrent.futures import ProcessPoolExecutor  # (multiprocessing): only for a scan
+
     out: list[ScannedModule] = []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for part in pool.map(_scan_chunk, [host] * len(chunks), [kmoddir] * len(chunks), chunks):

@@ -342,3 +342,33 @@ def test_collector_options_are_not_run_from_a_sysroot(kernel: Kernel, tmp_path: 
                         [p for p in (shutil.which("busybox"), shutil.which("makedumpfile")) if p])
     res = assemble(_req(kernel, Host(root)))
     assert any("core_collector options were not checked" in w for w in res.warnings)
+
+
+def test_the_same_host_file_twice_is_one_entry_without_reading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mkkdumprd.image import spec as spec_mod
+    from mkkdumprd.image.spec import file_entry
+
+    f = tmp_path / "lib.so"
+    f.write_bytes(b"x")
+    spec = ImageSpec()
+    spec.add(file_entry("/lib/lib.so", f, "library (binary a)", mode=0o755))
+    monkeypatch.setattr(spec_mod, "sha256_file", lambda p: pytest.fail("read"))
+    spec.add(file_entry("/lib/lib.so", f, "library (binary b)", mode=0o755))
+    assert len(spec) == 1
+    monkeypatch.undo()
+    with pytest.raises(EntryConflict):  # another mode: still a conflict
+        spec.add(file_entry("/lib/lib.so", f, "library (binary c)", mode=0o644))
+
+
+def test_fold_finds_links_by_prefix_only_at_path_boundaries() -> None:
+    """/libx is not below /lib; a link at the deepest parent still moves the entry."""
+    spec = ImageSpec()
+    spec.add(symlink_entry("/lib", "usr/lib", "merged /usr"))
+    spec.add(symlink_entry("/usr/share/a/b", "/c", "deep"))
+    spec.add(data_entry("/libx/f", "", "not below /lib"))
+    spec.add(data_entry("/usr/share/a/b/f", "", "below a deep link"))
+    spec.add(data_entry("/usr/share/a/bc", "", "beside it"))
+    out = fold_symlinked_dirs(spec)
+    assert {str(e.path) for e in out if e.kind is Kind.FILE} == {
+        "/libx/f", "/c/f", "/usr/share/a/bc"}

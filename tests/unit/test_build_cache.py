@@ -4,8 +4,10 @@ when they change."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import jinja2
@@ -13,9 +15,10 @@ import pytest
 
 from mkkdumprd.assemble import cache
 from mkkdumprd.assemble.cached import BuildCache
-from mkkdumprd.assemble.templates import environment, render
+from mkkdumprd.assemble.templates import TemplateCache, environment, render
 from mkkdumprd.elf import objects
-from mkkdumprd.kmod.index import ModuleIndex
+from mkkdumprd.kmod.index import ModuleDirMissing, ModuleIndex
+from mkkdumprd.resources import data_dir
 from tests.support.fake_kmod import write_depmod_text, write_module
 
 
@@ -180,3 +183,102 @@ def test_compiled_templates_are_reused(cdir: Path, tmp_path: Path,
     (tmp_path / "t.j2").write_text("printf %s {{ word | shq }}\n")
     with pytest.raises(AssertionError, match="compiled again"):
         render(environment([tmp_path], bcc), "t.j2", {"word": "c"})
+
+
+def test_shipped_templates_compile_once_beside_the_package(
+        cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like Python's bytecode: kept in the package's __pycache__ (here a stand-in folder),
+    whether the build cache is there or not; read only when trusted; not written under
+    PYTHONDONTWRITEBYTECODE, where the build cache keeps them instead."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    folder = tmp_path / "pycache"
+    shipped = [data_dir("templates")]
+    environment(shipped, TemplateCache(folder)).get_template("lib.sh.j2")
+    (compiled,) = folder.iterdir()
+    assert not cdir.exists() or not list(cdir.glob("jinja-*"))  # not in the build cache
+
+    def no_compile(*a: object, **kw: object) -> object:
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as m:
+        m.setattr(jinja2.Environment, "compile", no_compile)
+        environment(shipped, TemplateCache(folder, use_build_cache=False)
+                    ).get_template("lib.sh.j2")
+        compiled.chmod(0o664)  # writable by others than its owner: not trusted
+        with pytest.raises(AssertionError, match="compiled again"):
+            environment(shipped, TemplateCache(folder)).get_template("lib.sh.j2")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    other = tmp_path / "pycache2"
+    environment(shipped, TemplateCache(other)).get_template("lib.sh.j2")
+    assert not other.exists()
+    assert len(list(cdir.glob("jinja-*"))) == 1
+    # Templates from elsewhere (--templates-dir) never go beside the package.
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "t.j2").write_text("echo hi\n")
+    environment([tmp_path / "own"], TemplateCache(other)).get_template("t.j2")
+    assert not other.exists()
+    assert len(list(cdir.glob("jinja-*"))) == 2
+
+
+def test_prefetched_module_index(cdir: Path, tmp_path: Path) -> None:
+    """Loaded in a thread while the build plans: the same index; its errors are raised where
+    the build takes the index; one never taken is still stored."""
+    kmoddir = _tree(tmp_path)
+    with BuildCache() as run:
+        run.prefetch_module_index(kmoddir, "1.0")
+        run.prefetch_module_index(kmoddir, "1.0")  # the same: one thread
+        index = run.module_index(kmoddir, "1.0")
+    assert dict(index.modules) == {"a": "kernel/a/a.ko", "b": "kernel/b/b.ko"}
+    assert index.deps["a"] == ("b",)
+    missing = tmp_path / "nope"
+    with BuildCache() as run:
+        run.prefetch_module_index(missing, "1.0")
+        with pytest.raises(ModuleDirMissing):
+            run.module_index(missing, "1.0")
+    shutil.rmtree(cdir)
+    with BuildCache() as run:
+        run.prefetch_module_index(kmoddir, "1.0")   # a build that fails before it asks
+    assert list(cdir.glob("kmod-index-*"))
+
+
+def test_prefetched_digests(cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashed in a thread ahead of the manifest; sha256() then reads each file no more."""
+    files = []
+    for i in range(3):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(b"x" * (i + 1) * 100_000)
+        files.append(f)
+    with BuildCache() as run:
+        run.prefetch_digests([str(f) for f in files] + [str(tmp_path / "missing")])
+        run._join_digests()
+        monkeypatch.setattr("mkkdumprd.assemble.digests.sha256_file",
+                            lambda p: pytest.fail(f"hashed {p} again"))
+        for f in files:
+            assert run.sha256(str(f)) == hashlib.sha256(f.read_bytes()).hexdigest()
+        assert run.sha256(str(tmp_path / "missing")) is None
+
+
+def test_prefetch_leaves_the_modinfo_scan_to_the_main_thread(
+        cdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a current depmod index the scan (a process pool for big trees) is not forked
+    from the thread while the main thread may be importing."""
+    import threading
+
+    from mkkdumprd.kmod import index as index_mod
+
+    kmoddir = _tree(tmp_path)
+    (kmoddir / "modules.dep").unlink()
+    threads: list[str] = []
+    real = index_mod.scan_modinfo
+
+    def recording(*a: object, **kw: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index_mod, "scan_modinfo", recording)
+    with BuildCache() as run:
+        run.prefetch_module_index(kmoddir, "1.0")
+        index = run.module_index(kmoddir, "1.0")
+    assert index.source == "modinfo" and set(index.modules) == {"a", "b"}
+    assert threads == [threading.main_thread().name]

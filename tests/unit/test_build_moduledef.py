@@ -111,3 +111,35 @@ def test_hooks_file_with_syntax_error(tmp_path: Path) -> None:
     (d / "hooks.py").write_text("def entries(ctx:\n")
     with pytest.raises(ModuleDefError, match=r"hooks.py:1: syntax error"):
         load_hooks(load_module(d))
+
+
+def test_shipped_module_toml_parse_is_kept_like_bytecode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped files' parse is kept beside the package and used while their bytes are
+    the same (no tomllib then); other folders are parsed each time; the result is the
+    same either way."""
+    import sys
+    import tomllib
+
+    from mkkdumprd.assemble import shipped_toml
+
+    kept = tmp_path / "pycache" / "module-toml.json"
+    monkeypatch.setattr(shipped_toml, "_STORE", None)
+    monkeypatch.setattr(shipped_toml._Store, "file", lambda self: kept)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    first = load_all(data_dir("modules.d"))
+    assert kept.is_file()
+    monkeypatch.setattr(shipped_toml, "_STORE", None)   # a new process
+    real = tomllib.loads
+    calls: list[str] = []
+    monkeypatch.setattr(tomllib, "loads", lambda text: calls.append(text) or real(text))
+    assert load_all(data_dir("modules.d")) == first
+    assert calls == []
+    own = tmp_path / "mods" / "own"
+    own.mkdir(parents=True)
+    (own / "module.toml").write_text('name = "own"\r\ndescription = "x"\r\n')
+    assert load_module(own).name == "own"
+    assert len(calls) == 1
+    (own / "module.toml").write_text('name = "own"\ndescription = \n')
+    with pytest.raises(ModuleDefError, match="invalid TOML"):
+        load_module(own)

@@ -38,3 +38,15 @@ def test_lacking_applets_are_named(tmp_path: Path) -> None:
     (warning,) = _check(tmp_path, ("cat", "dd", "tail", "mkdir", "mount"))
     # dd and tail sit at the file's edges, outside any NUL pair: not applet names
     assert "seems to lack the applets dd, tail, mkdir;" in warning
+
+
+def test_names_outside_the_table_still_count(tmp_path: Path) -> None:
+    """The table is a shortcut: a NUL-delimited name elsewhere in the file counts as before."""
+    _busybox(tmp_path, b"x\0ip\0[\0[[\0cat\0mount\0\0sh\0sync\0tail")
+    assert _check(tmp_path, ("cat", "ip", "sync", "mount")) == []
+    (warning,) = _check(tmp_path, ("cat", "tail", "mkdir", "x"))
+    assert "seems to lack the applets tail, mkdir, x;" in warning
+    _busybox(tmp_path / "no-table", b"x\0cat\0sh\0end")
+    assert _check(tmp_path / "no-table", ("cat",)) == []
+    (warning,) = _check(tmp_path / "no-table", ("cat", "end"))
+    assert "seems to lack the applets end;" in warning

@@ -123,3 +123,22 @@ def test_reader_agrees_with_pyelftools_on_system_files() -> None:
         got = (o.needed, o.soname, o.rpath, o.runpath, o.interp, o.machine, o.elf_type,
                o.elf_class)
         assert got == _pyelftools_view(p), p
+
+
+def test_names_without_pyelftools_are_pyelftools_names() -> None:
+    """The values a build meets are named without importing pyelftools, by its names."""
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+
+    machines = {v: k for k, v in ENUM_E_MACHINE.items()
+                if isinstance(v, int) and k.startswith("EM_")}
+    types = {v: k for k, v in ENUM_E_TYPE.items() if isinstance(v, int)}
+    osabis = {v: k for k, v in ENUM_EI_OSABI.items() if isinstance(v, int)}
+    for value, name in objects._COMMON_MACHINES.items():
+        assert machines[value] == name
+    for value, name in objects._COMMON_TYPES.items():
+        assert types[value] == name
+    for value, name in objects._COMMON_OSABIS.items():
+        assert osabis[value] == name
+    assert objects.machine_name(62) == "EM_X86_64"
+    assert objects.machine_name(2) == machines[2]   # from pyelftools' table
+    assert objects.machine_name(65000) == "EM_65000"

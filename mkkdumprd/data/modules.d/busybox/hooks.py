@@ -71,13 +71,33 @@ def check(ctx: BuildContext) -> list[str]:
             warn.append(f"the capture image has no {', '.join(missing)} (neither busybox nor "
                         f"host binaries); the dump flow fails where it needs them")
         return warn
-    # busybox keeps its applet names as a NUL-separated table: a missing name means the
-    # applet was not compiled in.
-    # One split instead of one scan of the ~2 MB binary per applet (4x faster here); the
-    # first and last pieces have no NUL on one side, so they are not names.
-    names = set(ctx.sysroot.read_bytes(bb).split(b"\0")[1:-1])
-    lacking = [a for a in _applets(ctx) if a.encode() not in names]
+    # busybox keeps its applet names as a NUL-separated table: a name that appears nowhere
+    # between two NULs was not compiled in.
+    data = ctx.sysroot.read_bytes(bb)
+    names = _name_table(data)
+    lacking = [a for a in _applets(ctx)
+               if a.encode() not in names and b"\0" + a.encode() + b"\0" not in data]
     if lacking:
         return [f"{bb} seems to lack the applets {', '.join(lacking)}; the dump flow fails "
                 f"where it needs them"]
     return []
+
+
+# The table starts with the test applets `[` and `[[` and ends at a double NUL.
+_TABLE_START = b"\0[\0[[\0"
+_TABLE_MAX = 1 << 16
+
+
+def _name_table(data: bytes) -> set[bytes]:
+    """The names in busybox's applet name table, found without splitting the ~2 MB binary
+    (~30 ms; one search for each name not in the table is ~1 ms): each is NUL-delimited in
+    `data`, so a name found here is one the whole-file check would find. Empty when the
+    table's start is not found (then each name is searched for)."""
+    start = data.find(_TABLE_START)
+    if start < 0:
+        return set()
+    end = data.find(b"\0\0", start + 1, start + _TABLE_MAX)
+    if end < 0:
+        end = min(len(data), start + _TABLE_MAX)
+        end = data.rfind(b"\0", start + 1, end)
+    return set(data[start + 1:end].split(b"\0"))
