@@ -216,8 +216,11 @@ def test_a_stamp_others_could_write_is_not_read(site: Site, capsys: pytest.Captu
 def test_the_fast_path_imports_no_click_or_jinja2(site: Site, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     argv = site.argv()
+    # PYTHON* variables are part of the stamp's key: the child needs PYTHONPATH, so the
+    # stamp is made with the same value.
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     stamped(site, argv, capsys, monkeypatch)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     probe = ("import runpy, sys\nsys.argv = ['mkkdumprd', *sys.argv[1:]]\n"
              "try:\n    runpy.run_module('mkkdumprd', run_name='__main__')\n"
              "finally:\n    sys.stderr.write(' '.join(sorted(sys.modules)))\n")
