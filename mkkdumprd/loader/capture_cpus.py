@@ -1,6 +1,6 @@
 """How many CPUs the capture kernel brings up (`nr_cpus=N` on its command line).
 
-The capture script runs makedumpfile with `--num-threads N` when N CPUs come up
+The capture script runs a zlib makedumpfile (-c) with `--num-threads N` when N CPUs come up
 (assemble/collector_threads.py), so a dump of a large machine compresses on N CPUs. N is
 the smallest of:
 
