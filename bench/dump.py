@@ -20,12 +20,12 @@ issue #15 reports with --num-threads.
 
 Variants (name: vCPUs, capture nr_cpus, collector):
     default  2 vCPUs, nr_cpus= as the loader chooses it, mkkdumprd's default collector
-             (the capture script adds --num-threads N for N online CPUs, libgcc_s preloaded);
+             (lzo: the capture script gives threads to zlib collectors only);
              x86_64.toml's max_cpus = 1 keeps nr_cpus=1, with 32 the loader chooses 2
     default1 the same with 1 vCPU (the loader keeps nr_cpus=1: one CPU online)
-    d2  2 vCPUs, nr_cpus=2 given, mkkdumprd's default collector (--num-threads 2 added)
+    d2  2 vCPUs, nr_cpus=2 given, mkkdumprd's default collector (no threads: lzo)
     l1  1 vCPU,  nr_cpus=1, makedumpfile -l -d 31                (one CPU)
-    l2  2 vCPUs, nr_cpus=2, makedumpfile -l -d 31, the script's --num-threads 2 (preloaded)
+    l2  2 vCPUs, nr_cpus=2, makedumpfile -l -d 31 (the script adds no threads to lzo)
     l2old 2 vCPUs, nr_cpus=2, makedumpfile -l -d 31 --num-threads 2 in core_collector (the
         user's own count: no preload, as before; aborted at the end of a large dump)
     l2n 2 vCPUs, nr_cpus=2, makedumpfile -l -d 31                (CPUs without threads)
