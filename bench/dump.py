@@ -51,13 +51,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dump_parts import breakdown
+from bench.dump_parts import breakdown, guest
 from tests.support.debian_kernel import Kernel, debian_kernel
 from tests.vm.harness import disks
 from tests.vm.harness import python_guest as pg
 from tests.vm.harness.qemu import VM, Drive, VMError, VMSpec
 
-REPO = Path(__file__).resolve().parents[1]
 SAVED = "dump saved to"
 FILLED = "MKKDUMPRD-BENCH: filled"
 
@@ -88,33 +87,6 @@ VARIANTS = {v.name: v for v in (
     Variant("cyc64m", 1, "makedumpfile -l --message-level 23 -d 31 --cyclic-buffer 65536"),
 )}
 
-# Runs in the first stage: fill pipes, report, then sleep holding them until the crash.
-FILL_PY = r'''
-import os, sys
-mib = int(sys.argv[1])
-try:
-    import fcntl
-    size = 1 << 20
-except ImportError:
-    fcntl = None
-    size = 1 << 16
-src = b"".join(open(os.path.join(d, f), "rb").read()
-               for d, _, fs in os.walk("/opt/mkkdumprd") for f in fs if f.endswith(".py"))
-buf = (src * (size // len(src) + 1))[:size]
-keep = []
-for i in range((mib << 20) // size):
-    r, w = os.pipe()
-    if fcntl:
-        fcntl.fcntl(w, 1031, size)      # F_SETPIPE_SZ
-    os.write(w, buf)
-    os.close(w)
-    keep.append(r)
-print("MKKDUMPRD-BENCH: filled", len(keep) * size >> 20, "MiB in", len(keep), "pipes",
-      flush=True)
-open("/tmp/filled", "w").close()
-idle_r, idle_w = os.pipe()
-os.read(idle_r, 1)      # blocks for good: the pipes stay full until the crash
-'''
 
 
 @dataclass(frozen=True)
@@ -130,23 +102,12 @@ def build_capture(kernel: Kernel, work: Path, fs_uuid: str, v: Variant) -> Path:
     conf = work / f"kdump-{v.name}.conf"
     collector = f"core_collector {v.collector}\n" if v.collector else ""
     conf.write_text(f"path /var/crash\n{collector}final_action poweroff\n")
-    out = work / f"capture-{v.name}.img"
-    argv = [sys.executable, "-m", "mkkdumprd", "build", "-c", str(conf), "--kver", kernel.kver,
-            "--kmoddir", str(kernel.kmoddir), "--no-hostonly",
-            "--add-drivers", "virtio_pci,virtio_blk,ext4",
-            "--target", f"local:UUID={fs_uuid}:/var/crash", "--force", "-o", str(out)]
-    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"mkkdumprd build failed (rc {r.returncode}):\n{r.stdout}{r.stderr}")
-    return out
+    return guest.build_capture(kernel, conf, fs_uuid, work / f"capture-{v.name}.img")
 
 
 def first_stage(kernel: Kernel, capture: Path, work: Path, v: Variant, fill: int) -> Path:
     script = pg.init_script([
-        "cat > /tmp/fill.py <<'EOF'\n" + FILL_PY + "EOF\n",
-        "ulimit -n 65536\n",
-        f"python3 /tmp/fill.py {fill} &\n",
-        "while [ ! -e /tmp/filled ]; do sleep 1; done\n",
+        *guest.fill_steps(fill),
         pg.step("load", pg.LOADER, "load", "--kernel", "/boot/vmlinuz", "--initrd",
                 "/boot/capture.img", "--append", "kdump.memstat",
                 *(() if v.name.startswith("default") else ("--append", f"nr_cpus={v.cpus}"))),
@@ -271,7 +232,7 @@ def run_breakdown(kernel: Kernel, work: Path, args: argparse.Namespace) -> int:
     steps: list[breakdown.Step] = []
     for n in (int(v) for v in args.breakdown_vcpus.split(",")):
         got = breakdown.crash_and_time(kernel, work / f"breakdown-{n}", n, args.fill,
-                                       args.crashkernel, args.breakdown_variants, FILL_PY)
+                                       args.crashkernel, args.breakdown_variants)
         for st in got:
             print(f"  {n} vCPU(s) {st.name}: {st.seconds:.1f} s (rc {st.rc})", flush=True)
         steps += got

@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.dump_parts import guest
 from tests.support.debian_kernel import Kernel
 from tests.vm.harness import disks
 from tests.vm.harness import python_guest as pg
 from tests.vm.harness.qemu import VM, Drive, VMSpec
 
 HOOK = Path(__file__).with_name("breakdown_hook.sh")
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VARIANTS = "none,lzo,lzo-threads,lzo-split,lzo-nowrite,zlib,zlib-threads,zlib-split"
 _LINE = re.compile(r"BENCH: (\S+) rc=(\d+) secs=([\d.]+) kib=(\d+) busy0=([^|]*)\| "
                    r"busy1=([^|]*)\|")
@@ -73,7 +72,7 @@ def _busy(text: str) -> dict[str, int]:
 
 
 def crash_and_time(kernel: Kernel, work: Path, vcpus: int, fill: int, crashkernel: int,
-                   variants: str, fill_py: str) -> list[Step]:
+                   variants: str) -> list[Step]:
     work.mkdir(parents=True, exist_ok=True)
     if vcpus == 1:      # two threads or processes on one CPU only measure the switching
         variants = ",".join(v for v in variants.split(",")
@@ -82,19 +81,9 @@ def crash_and_time(kernel: Kernel, work: Path, vcpus: int, fill: int, crashkerne
     conf = work / "kdump.conf"
     conf.write_text(f"path /var/crash\nkdump_pre {HOOK}\nhook_timeout 3600\n"
                     "final_action poweroff\n")
-    image = work / "capture.img"
-    r = subprocess.run([sys.executable, "-m", "mkkdumprd", "build", "-c", str(conf),
-                        "--kver", kernel.kver, "--kmoddir", str(kernel.kmoddir),
-                        "--no-hostonly", "--add-drivers", "virtio_pci,virtio_blk,ext4",
-                        "--target", f"local:UUID={fs_uuid}:/var/crash", "--force",
-                        "-o", str(image)], cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"mkkdumprd build failed (rc {r.returncode}):\n{r.stdout}{r.stderr}")
+    image = guest.build_capture(kernel, conf, fs_uuid, work / "capture.img")
     script = pg.init_script([
-        "cat > /tmp/fill.py <<'EOF'\n" + fill_py + "EOF\n",
-        "ulimit -n 65536\n",
-        f"python3 /tmp/fill.py {fill} &\n",
-        "while [ ! -e /tmp/filled ]; do sleep 1; done\n",
+        *guest.fill_steps(fill),
         pg.step("load", pg.LOADER, "load", "--kernel", "/boot/vmlinuz", "--initrd",
                 "/boot/capture.img", "--append", f"nr_cpus={vcpus}",
                 "--append", f"bench.v={variants}"),
