@@ -44,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.dump_parts import guest
 from mkkdumprd.arch import load_arch
 from mkkdumprd.crashkernel.parse import CrashkernelInvalid, parse_crashkernel
 from mkkdumprd.crashkernel.size import MiB
@@ -77,15 +78,7 @@ class Probe:
 
 
 def build_capture(kernel: Kernel, work: Path, fs_uuid: str) -> Path:
-    out = work / "capture.img"
-    argv = [sys.executable, "-m", "mkkdumprd", "build", "--kver", kernel.kver,
-            "--kmoddir", str(kernel.kmoddir), "--no-hostonly",
-            "--add-drivers", "virtio_pci,virtio_blk,ext4",
-            "--target", f"local:UUID={fs_uuid}:/var/crash", "--force", "-o", str(out)]
-    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"mkkdumprd build failed (rc {r.returncode}):\n{r.stdout}{r.stderr}")
-    return out
+    return guest.build_capture(kernel, None, fs_uuid, work / "capture.img")
 
 
 def first_stage(kernel: Kernel, capture: Path, work: Path, cpus: int = 1) -> Path:

@@ -1,5 +1,6 @@
-"""What bench/dump.py's guests share: kernel memory filled before the crash, and the capture
-image they dump with (not a test)."""
+"""What the dump benches' guests share: kernel memory filled before the crash
+(bench/dump.py), and the capture image they dump with (also bench/crashkernel_min.py);
+not a test."""
 
 from __future__ import annotations
 
@@ -48,9 +49,11 @@ def fill_steps(mib: int) -> list[str]:
             "while [ ! -e /tmp/filled ]; do sleep 1; done\n"]
 
 
-def build_capture(kernel: Kernel, conf: Path, fs_uuid: str, out: Path) -> Path:
-    """The capture image for an ext4 disk with `fs_uuid`, built as users build it."""
-    argv = [sys.executable, "-m", "mkkdumprd", "build", "-c", str(conf), "--kver", kernel.kver,
+def build_capture(kernel: Kernel, conf: Path | None, fs_uuid: str, out: Path) -> Path:
+    """The capture image for an ext4 disk with `fs_uuid`, built as users build it (with
+    mkkdumprd's default configuration when `conf` is None)."""
+    argv = [sys.executable, "-m", "mkkdumprd", "build",
+            *(("-c", str(conf)) if conf else ()), "--kver", kernel.kver,
             "--kmoddir", str(kernel.kmoddir), "--no-hostonly",
             "--add-drivers", "virtio_pci,virtio_blk,ext4",
             "--target", f"local:UUID={fs_uuid}:/var/crash", "--force", "-o", str(out)]
