@@ -4,6 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mkkdumprd.assemble.request import BuildRequest
+    from mkkdumprd.host import Host
+    from tests.support.debian_kernel import Kernel
 
 UUID = "0b5e1c2d-3f4a-4b6c-8d9e-0f1a2b3c4d5e"
 ROOT_UUID = "11111111-2222-4333-8444-555555555555"
@@ -197,3 +203,17 @@ def add_slirp_nic(root: Path, mac: str = "52:54:00:12:34:56") -> None:
     net.addr4("eth0", "10.0.2.15/24")
     net.route4("eth0", "0.0.0.0/0", "10.0.2.2")
     net.commit()
+
+
+def host_only_request(kernel: Kernel, sysroot: Host, machine: Host,
+                      **kw: object) -> BuildRequest:
+    """A host-only x86_64 build of `kernel` with /var/crash as the path, the machine read
+    from `machine` (a fake tree) and files from `sysroot`; `kw` overrides any field."""
+    from mkkdumprd.assemble.request import BuildRequest
+    from mkkdumprd.config.model import KdumpConfig
+
+    args: dict[str, object] = dict(config=KdumpConfig(path="/var/crash"), kver=kernel.kver,
+                                   kmoddir=kernel.kmoddir, sysroot=sysroot, machine=machine,
+                                   arch="x86_64", hostonly=True)
+    args.update(kw)
+    return BuildRequest(**args)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.assemble.builder import BuildRequest, assemble
+from mkkdumprd.assemble.builder import assemble
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import UsageError
 from mkkdumprd.host import Host
@@ -22,6 +22,7 @@ from tests.support.fake_machine import (
     add_dm,
     add_md,
     fake_machine,
+    host_only_request,
     lvm_uuid,
     mount_target,
 )
@@ -54,14 +55,6 @@ def _machine(tmp_path: Path) -> Host:
     return Host(root)
 
 
-def _req(kernel: Kernel, sysroot: Host, machine: Host, **kw: object) -> BuildRequest:
-    args: dict[str, object] = dict(config=KdumpConfig(path="/var/crash"), kver=kernel.kver,
-                                   kmoddir=kernel.kmoddir, sysroot=sysroot, machine=machine,
-                                   arch="x86_64", hostonly=True)
-    args.update(kw)
-    return BuildRequest(**args)  # type: ignore[arg-type]
-
-
 def _render(res_spec: object, tmp_path: Path, paths: list[str]) -> list[Path]:
     out = []
     for p in paths:
@@ -76,7 +69,7 @@ def _render(res_spec: object, tmp_path: Path, paths: list[str]) -> list[Path]:
 
 
 def test_hostonly_lv_on_md(kernel: Kernel, sysroot: Host, tmp_path: Path) -> None:
-    res = assemble(_req(kernel, sysroot, _machine(tmp_path)))
+    res = assemble(host_only_request(kernel, sysroot, _machine(tmp_path)))
     assert res.target.stack is not None
     assert res.target.stack.describe() == "ext4 on LV vg0/crash on md0 (raid1: vdc1 vdd1)"
     assert res.target.device == "/dev/mapper/vg0-crash"
@@ -107,7 +100,7 @@ def test_add_for_another_machine_activates_everything(kernel: Kernel, sysroot: H
                                                       tmp_path: Path) -> None:
     cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}", fstype="ext4"),
                       path="/var/crash")
-    res = assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
+    res = assemble(host_only_request(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
                         add_modules=("lvm", "mdraid"), add_drivers=("virtio_blk",)))
     assert res.target.stack is None and res.target.device == f"UUID={FS}"
     assert {"dm_thin_pool", "raid1", "raid10"} <= set(res.kernel_modules)
@@ -122,11 +115,11 @@ def test_add_unknown_module_and_wrong_target(kernel: Kernel, sysroot: Host,
                                              tmp_path: Path) -> None:
     cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}"), path="/x")
     with pytest.raises(UsageError, match="unknown module zfs"):
-        assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
+        assemble(host_only_request(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
                       add_modules=("zfs",)))
     nfs = KdumpConfig(target=Target(TargetKind.NFS, server="10.0.0.1:/e"), path="/x")
     with pytest.raises(UsageError, match="storage modules set up a local dump target"):
-        assemble(_req(kernel, sysroot, Host(tmp_path), config=nfs, hostonly=False,
+        assemble(host_only_request(kernel, sysroot, Host(tmp_path), config=nfs, hostonly=False,
                       add_modules=("lvm",)))
 
 
@@ -136,7 +129,7 @@ def test_luks_target_refused_on_a_kernel_without_crash_dm_crypt(
     cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}", fstype="ext4"),
                       path="/var/crash")
     with pytest.raises(UsageError, match=r"LUKS volume.*CONFIG_CRASH_DM_CRYPT"):
-        assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
+        assemble(host_only_request(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
                       add_modules=("crypt",), add_drivers=("virtio_blk",)))
 
 
@@ -151,7 +144,7 @@ def test_luks_with_crash_dm_crypt(kernel: Kernel, sysroot: Host, tmp_path: Path)
     add_dm(machine, "dm-0", "luks-c0ffee00", f"CRYPT-LUKS2-{'c0ffee00' * 4}-luks-c0ffee00",
            ["vdc1"])
     mount_target(machine, "dm-0", "ext4", FS)
-    res = assemble(_req(kernel, Host(root), Host(machine)))
+    res = assemble(host_only_request(kernel, Host(root), Host(machine)))
     assert res.target.device == "/dev/mapper/luks-c0ffee00"
     assert {"dm_crypt", "configfs"} <= set(res.kernel_modules)
     (storage,) = _render(res.spec, tmp_path, ["/lib/kdump/storage.sh"])
@@ -213,7 +206,7 @@ def _mpath_machine(tmp_path: Path, mounted: bool = True) -> Host:
 
 
 def test_hostonly_multipath(kernel: Kernel, sysroot: Host, tmp_path: Path) -> None:
-    res = assemble(_req(kernel, sysroot, _mpath_machine(tmp_path)))
+    res = assemble(host_only_request(kernel, sysroot, _mpath_machine(tmp_path)))
     assert res.target.stack is not None
     assert res.target.stack.describe() == f"ext4 on multipath mpatha (WWID {WWID}: vdc vdd)"
     assert res.target.device == "/dev/mapper/mpatha"
@@ -243,7 +236,7 @@ def test_lvm_on_multipath_accepts_the_map_only(kernel: Kernel, sysroot: Host,
     machine = _mpath_machine(tmp_path, mounted=False)
     add_dm(machine.root, "dm-1", "vg0-crash", lvm_uuid("crash"), ["dm-0"])
     mount_target(machine.root, "dm-1", "ext4", FS)
-    res = assemble(_req(kernel, sysroot, machine))
+    res = assemble(host_only_request(kernel, sysroot, machine))
     assert res.target.stack is not None
     assert res.target.stack.modules() == ["multipath", "lvm"]
     lvm_conf = res.spec.get("/etc/lvm/lvm.conf")
@@ -255,7 +248,7 @@ def test_add_multipath_for_another_machine(kernel: Kernel, sysroot: Host,
                                            tmp_path: Path) -> None:
     cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}", fstype="ext4"),
                       path="/var/crash")
-    res = assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
+    res = assemble(host_only_request(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
                         add_modules=("multipath",), add_drivers=("virtio_blk",)))
     assert {"dm_multipath", "dm_service_time"} <= set(res.kernel_modules)
     conf = res.spec.get("/etc/multipath.conf")
@@ -278,7 +271,7 @@ def test_dump_to_rootfs_brings_up_the_roots_lvm(kernel: Kernel, sysroot: Host,
         "22 1 253:1 / / rw - ext4 /dev/mapper/vg0-root rw\n"
         "36 22 254:17 / /srv/dump rw,relatime shared:1 - ext4 /dev/vdb1 rw\n")
     cfg = KdumpConfig(path="/srv/dump", failure_action=Action.DUMP_TO_ROOTFS)
-    res = assemble(_req(kernel, sysroot, Host(root), config=cfg))
+    res = assemble(host_only_request(kernel, sysroot, Host(root), config=cfg))
     assert res.target.stack is None or not res.target.stack.modules()
     assert {"storage", "lvm", "dump-to-rootfs"} <= set(res.modules)
     assert res.rootfs is not None and res.rootfs.stack is not None
@@ -304,7 +297,7 @@ def test_multipath_without_its_plugins_is_an_error(kernel: Kernel, sysroot: Host
     shutil.rmtree(root / "lib/multipath")
     with pytest.raises(OperationError, match=r"libchecktur.so and libprioconst.so.*"
                                              r"install multipath-tools"):
-        assemble(_req(kernel, Host(root), _mpath_machine(tmp_path)))
+        assemble(host_only_request(kernel, Host(root), _mpath_machine(tmp_path)))
 
 
 def test_dump_to_rootfs_on_a_layer_the_image_cannot_set_up_warns(
@@ -320,7 +313,7 @@ def test_dump_to_rootfs_on_a_layer_the_image_cannot_set_up_warns(
         "22 1 253:1 / / rw - ext4 /dev/mapper/mpatha-part1 rw\n"
         "36 22 254:17 / /srv/dump rw,relatime shared:1 - ext4 /dev/vdb1 rw\n")
     cfg = KdumpConfig(path="/srv/dump", failure_action=Action.DUMP_TO_ROOTFS)
-    res = assemble(_req(kernel, sysroot, Host(root), config=cfg))
+    res = assemble(host_only_request(kernel, sysroot, Host(root), config=cfg))
     assert res.rootfs is None and "multipath" not in res.modules
     assert any(w.startswith("failure_action dump_to_rootfs: the root filesystem is on "
                             "mpatha-part1, partition 1 of a multipath map") and

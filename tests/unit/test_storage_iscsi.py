@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.assemble.builder import BuildRequest, assemble, build_image
+from mkkdumprd.assemble.builder import assemble, build_image
 from mkkdumprd.assemble.target import resolve_target
 from mkkdumprd.config.model import KdumpConfig, Target, TargetKind
 from mkkdumprd.errors import UsageError
@@ -29,6 +29,7 @@ from tests.support.fake_machine import (
     add_iscsi_disk,
     add_slirp_nic,
     fake_machine,
+    host_only_request,
     lvm_uuid,
     mount_target,
 )
@@ -192,14 +193,6 @@ def _machine(tmp_path: Path, chap: dict[str, str] | None) -> Host:
     return Host(root)
 
 
-def _req(kernel: Kernel, sysroot: Host, machine: Host, **kw: object) -> BuildRequest:
-    args: dict[str, object] = dict(config=KdumpConfig(path="/var/crash"), kver=kernel.kver,
-                                   kmoddir=kernel.kmoddir, sysroot=sysroot, machine=machine,
-                                   arch="x86_64", hostonly=True)
-    args.update(kw)
-    return BuildRequest(**args)  # type: ignore[arg-type]
-
-
 def _script(spec: object, path: str) -> bytes:
     e = spec.get(path) or spec.get(f"/usr{path}")  # type: ignore[attr-defined]
     assert e is not None and e.data is not None, path
@@ -208,7 +201,7 @@ def _script(spec: object, path: str) -> bytes:
 
 def test_hostonly_image_logs_in_to_the_target_only(kernel: Kernel, sysroot: Host,
                                                   tmp_path: Path) -> None:
-    res = assemble(_req(kernel, sysroot, _machine(tmp_path, {"username": "kd",
+    res = assemble(host_only_request(kernel, sysroot, _machine(tmp_path, {"username": "kd",
                                                              "password": SECRET})))
     assert {"iscsi", "storage", "network", "local"} <= set(res.modules)
     assert {"iscsi_tcp", "libiscsi", "scsi_transport_iscsi", "sd_mod", "virtio_net"} <= \
@@ -265,7 +258,7 @@ def _run_login(script: Path, tmp_path: Path) -> None:
 
 def test_login_failure_names_portal_and_target(kernel: Kernel, sysroot: Host,
                                                tmp_path: Path) -> None:
-    res = assemble(_req(kernel, sysroot, _machine(tmp_path, None)))
+    res = assemble(host_only_request(kernel, sysroot, _machine(tmp_path, None)))
     script = tmp_path / "iscsi.sh"
     script.write_text(_script(res.spec, "/lib/kdump/iscsi.sh").decode())
     assert_clean([script], exclude=["SC2034", "SC1091"])
@@ -304,7 +297,7 @@ def test_add_iscsi_needs_host_only(kernel: Kernel, sysroot: Host, tmp_path: Path
     cfg = KdumpConfig(target=Target(TargetKind.LOCAL, device=f"UUID={FS}", fstype="ext4"),
                       path="/var/crash")
     with pytest.raises(UsageError, match=r"--add iscsi: .*only host-only discovery reads"):
-        assemble(_req(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
+        assemble(host_only_request(kernel, sysroot, Host(tmp_path), config=cfg, hostonly=False,
                       add_modules=("iscsi",), add_drivers=("virtio_blk",)))
 
 
@@ -317,7 +310,7 @@ def test_iscsi_under_a_further_target_is_refused(kernel: Kernel, sysroot: Host,
                       more_targets=(Target(TargetKind.LOCAL, device=f"UUID={FS}",
                                            fstype="ext4"),))
     with pytest.raises(UsageError, match="only the first dump target may be"):
-        assemble(_req(kernel, sysroot, machine, config=cfg))
+        assemble(host_only_request(kernel, sysroot, machine, config=cfg))
 
 
 def test_config_check_and_ls_why_name_the_iscsi_layer(
@@ -329,7 +322,7 @@ def test_config_check_and_ls_why_name_the_iscsi_layer(
 
     machine = _machine(tmp_path, {"username": "kd", "password": SECRET})
     out = tmp_path / "capture.img"
-    build_image(_req(kernel, sysroot, machine, output=out))
+    build_image(host_only_request(kernel, sysroot, machine, output=out))
     monkeypatch.setattr(Host, "this_machine", classmethod(lambda cls: machine))
     conf = tmp_path / "kdump.conf"
     conf.write_text("path /var/crash\n")
