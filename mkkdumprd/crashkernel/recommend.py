@@ -184,16 +184,6 @@ def system_ram(host: Host) -> tuple[int, str]:
         f"{host.path('/proc/meminfo')}; pass --mem SIZE")
 
 
-def _count_cpus(spec: str) -> int:
-    n = 0
-    for part in spec.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        n += int(hi) - int(lo) + 1 if hi else 1
-    return n
-
-
 def capture_cpus(arch: ArchInfo, host: Host, extra: Iterable[str] = ()) -> int:
     """CPUs whose per-cpu areas the capture kernel allocates.
 
@@ -209,7 +199,7 @@ def capture_cpus(arch: ArchInfo, host: Host, extra: Iterable[str] = ()) -> int:
 
     possible_text = host.read_optional("/sys/devices/system/cpu/possible")
     try:
-        possible = _count_cpus(possible_text) if possible_text else 1
+        possible = chosen.count_cpu_list(possible_text) if possible_text else 1
     except ValueError:
         possible = 1
 
