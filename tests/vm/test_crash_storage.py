@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.assemble.builder import BuildRequest, build_image
-from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.assemble.builder import build_image
 from mkkdumprd.host import Host
 from tests.support.debian_kernel import Kernel
 from tests.support.fake_machine import (
@@ -23,6 +22,7 @@ from tests.support.fake_machine import (
     add_dm,
     add_whole_vda,
     fake_machine,
+    host_only_request,
     lvm_uuid,
     mount_target,
 )
@@ -69,9 +69,8 @@ def test_ext4_on_lvm_lv(kernel: Kernel, tools: Path, tmp_path: Path) -> None:
     add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
     out = tmp_path / "capture.img"
-    res = build_image(BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+    res = build_image(host_only_request(
+        kernel, Host(tools), Host(machine),
         add_drivers=VIRTIO_DRIVERS, timeout=30, output=out))
     assert res.target.stack is not None and res.target.stack.describe() == \
         "ext4 on LV vg0/crash on vda"
@@ -168,9 +167,8 @@ def test_btrfs_dump_path_inside_subvolume_root(kernel: Kernel, tools: Path,
         "rw,space_cache=v2,subvolid=256,subvol=/root\n")
     (machine / "var/crash").mkdir(parents=True)
     out = tmp_path / "capture.img"
-    res = build_image(BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+    res = build_image(host_only_request(
+        kernel, Host(tools), Host(machine),
         add_drivers=VIRTIO_DRIVERS, timeout=30, output=out))
     assert res.target.path == "/var/crash" and res.target.mount_options == "subvolid=256"
     disk = disks.sparse_file(tmp_path / "btrfs.img", 1024)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mkkdumprd.assemble.builder import BuildRequest, build_image
-from mkkdumprd.config.model import KdumpConfig
+from mkkdumprd.assemble.builder import build_image
 from mkkdumprd.host import Host
 from mkkdumprd.vmtest import report
 from mkkdumprd.vmtest.run import Proof, prove
@@ -31,6 +30,7 @@ from tests.support.fake_machine import (
     add_md,
     add_whole_vda,
     fake_machine,
+    host_only_request,
     lvm_uuid,
     mount_target,
 )
@@ -102,9 +102,8 @@ def test_btrfs_subvolume_target_is_made_at_the_same_id(kernel: Kernel, tools: Pa
         "rw,space_cache=v2,subvolid=257,subvol=/root\n")
     (machine / "var/crash").mkdir(parents=True)
     out = tmp_path / "capture.img"
-    req = BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+    req = host_only_request(
+        kernel, Host(tools), Host(machine),
         add_drivers=(*VIRTIO_DRIVERS, "btrfs"), timeout=60, output=out)
     res = build_image(req)
     assert res.target.mount_options == "subvolid=257"
@@ -132,10 +131,8 @@ def test_luks_target_with_the_key_handed_over(tmp_path: Path) -> None:
     add_dm(machine, "dm-0", "crash", f"CRYPT-LUKS2-{luks.replace('-', '')}-crash", ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
     out = tmp_path / "capture.img"
-    req = BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
-        timeout=60, output=out)
+    req = host_only_request(
+        kernel, Host(tools), Host(machine), timeout=60, output=out)
     build_image(req)
     found = prove(Proof(kernel=kernel.image, image=out, workdir=tmp_path / "work",
                         crashkernel="144M", kmoddir=kernel.kmoddir, request=req,
@@ -147,9 +144,8 @@ def test_luks_target_with_the_key_handed_over(tmp_path: Path) -> None:
 def _prove_host_only(kernel: Kernel, tools: Path, machine: Path, tmp_path: Path,
                      ) -> report.Report:
     out = tmp_path / "capture.img"
-    req = BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+    req = host_only_request(
+        kernel, Host(tools), Host(machine),
         add_drivers=VIRTIO_DRIVERS, timeout=60, output=out)
     build_image(req)
     return prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
@@ -202,9 +198,8 @@ def test_stacked_image_given_alone_is_rediscovered(kernel: Kernel, tools: Path,
     add_dm(machine, "dm-0", "vg0-crash", lvm_uuid("crash"), ["vda"])
     mount_target(machine, "dm-0", "ext4", fs)
     out = tmp_path / "capture.img"
-    build_image(BuildRequest(
-        config=KdumpConfig(path="/var/crash"), kver=kernel.kver, kmoddir=kernel.kmoddir,
-        sysroot=Host(tools), machine=Host(machine), arch="x86_64", hostonly=True,
+    build_image(host_only_request(
+        kernel, Host(tools), Host(machine),
         add_drivers=VIRTIO_DRIVERS, timeout=60, output=out))
     found = prove(Proof(kernel=kernel.vmlinuz, image=out, workdir=tmp_path / "work",
                         crashkernel="144M", kmoddir=kernel.kmoddir, timeout=900))
