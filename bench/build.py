@@ -29,7 +29,8 @@ kernel modules and dump tools, built --no-hostonly:
   test tree (an overlay on /usr/lib), from a copy that reads the test kernel's config
   instead of /boot/config-KVER; the host is not changed.
 
-Runs alternate between tools and repeat; each run happens in a fresh runner process that
+Runs alternate between tools and repeat, each after a sync (the writeback of the run before
+is not charged to the next); each run happens in a fresh runner process that
 reports its children's wall time and peak RSS (getrusage(RUSAGE_CHILDREN).ru_maxrss: the
 largest process of the tree). Sizes come from reading each image back with mkkdumprd's
 reader: compressed = the file, unpacked = the bytes of regular files (a hard-linked file
@@ -356,6 +357,9 @@ def main() -> None:
                 for prep in c.prepare:
                     subprocess.run(prep, check=True, env=c.prepare_env,
                                    stdout=subprocess.DEVNULL)
+                # Untimed: the writeback the previous builder left (each one syncs its
+                # image) is not charged to the next one's fsync.
+                os.sync()
                 res = run_measured(c.cmd, c.env)
                 c.row.walls.append(float(res["wall"]))  # type: ignore[arg-type]
                 c.row.cpus.append(float(res["cpu"]))  # type: ignore[arg-type]

@@ -12,9 +12,11 @@ it:
 
 - the kernel's ModuleIndex (modules.alias alone is ~26,000 patterns; a tree without
   depmod's files needs every `.modinfo` read), keyed by the identity of every file at
-  the top of the module directory and of every directory below it: installing, removing
-  or renaming a module changes its directory, running depmod changes the index files;
-  stored again when the build read firmware lists the stored copy lacks;
+  the top of the module directory (running depmod changes the index files) and kept
+  while the directories the index recorded (ModuleIndex.dirs: its modules' directories,
+  or every directory a scan walked) have their mtime and inode still: installing,
+  removing or renaming a module changes its directory; stored again when the build read
+  firmware lists the stored copy lacks;
 - parsed ELF headers (elf/objects.py's table), keyed by (device, inode, size, mtime);
 - compiled jinja2 templates, keyed by the template's source checksum (jinja2 stores them
   itself as it compiles): the shipped ones beside the package, as Python's bytecode, and
@@ -24,6 +26,7 @@ it:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,12 +42,12 @@ if TYPE_CHECKING:
     import jinja2
 
     from mkkdumprd.kmod.index import ModuleIndex
-    from mkkdumprd.kmod.scan import ModuleTree
 
 # jinja2 and the module index are imported when a build asks for them: the up-to-date
 # check needs only the digests.
 
-_INDEX_FORMAT = 4  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan; 4: its text
+_INDEX_FORMAT = 5  # 2: ModuleIndex holds the Host it reads through; 3: its alias scan; 4: its text;
+#                   5: keyed by the top files, its own dirs compared
 _ELF_FORMAT = 1
 _ELF_MAX = 20_000
 
@@ -86,9 +89,9 @@ class BuildCache:
     def prefetch_module_index(self, kmoddir: Path, kver: str) -> None:
         """Start module_index(kmoddir, kver) in a thread, which module_index() then joins.
 
-        Most of an index load is the tree walk and a stat of every module file (~4,000),
-        which wait on the kernel with the GIL released: the build's first step (the plan:
-        module.toml files, the target) runs meanwhile on the other CPU. Errors are raised
+        An index load reads modules.dep and stats the directories of its modules (~900
+        in Debian's kernel), partly with the GIL released: the build's first step (the
+        plan: module.toml files, the target) and its imports run meanwhile. Errors are raised
         by module_index(), where the build would have met them."""
         kmoddir = Path(kmoddir).absolute()
         if self._prefetched is not None and self._prefetched.key == (kmoddir, kver):
@@ -132,20 +135,18 @@ class BuildCache:
 
     def _load_index(self, kmoddir: Path, kver: str, *, scan: bool = True) -> ModuleIndex:
         from mkkdumprd.kmod.index import ModuleIndex
-        from mkkdumprd.kmod.scan import walk_tree
 
         kmoddir = Path(kmoddir).absolute()
         if cache.cache_dir() is None:
             return ModuleIndex.load(kmoddir, kver, scan=scan)
         name = f"{kmoddir}\0{kver}"
-        # One walk of the tree for the key and, when nothing is cached, for the index.
-        tree = walk_tree(kmoddir)
-        key = _tree_key(tree)
+        key = _top_key(kmoddir)
         found = cache.load("kmod-index", name, key)
-        if isinstance(found, ModuleIndex) and found.kver == kver and found.kmoddir == kmoddir:
+        if isinstance(found, ModuleIndex) and found.kver == kver and \
+                found.kmoddir == kmoddir and _unchanged(found.dirs):
             self._indexes.append((found, name, key, _state(found)))
             return found
-        index = ModuleIndex.load(kmoddir, kver, tree=tree, scan=scan)
+        index = ModuleIndex.load(kmoddir, kver, scan=scan)
         # Stored once, by save() when the build is done, as the build left it: with the
         # aliases parsed if it asked for one (ext4's softdep on crc32c does) and the firmware
         # lists it read. Storing it here as well pickled it twice in a cold build.
@@ -256,10 +257,31 @@ def _state(index: ModuleIndex) -> _IndexState:
     return _IndexState(index.firmware_read(), index.aliases_parsed())
 
 
-def _tree_key(tree: ModuleTree) -> tuple[object, ...]:
+def _top_key(kmoddir: Path) -> tuple[object, ...]:
+    """The identity of the regular files directly in the module folder (depmod's index
+    files among them); the directories below are compared by _unchanged()."""
     files: list[tuple[str, cache.FileId]] = []
-    for name in tree.top_files:
-        fid = cache.file_id(tree.root / name)
-        if fid is not None:
-            files.append((name, fid))
-    return (_INDEX_FORMAT, tuple(sorted(files)), tuple(sorted(tree.dirs)))
+    try:
+        with os.scandir(kmoddir) as it:
+            for e in it:
+                if e.is_file():
+                    fid = cache.file_id(e.path)
+                    if fid is not None:
+                        files.append((e.name, fid))
+    except OSError:
+        pass
+    return (_INDEX_FORMAT, tuple(sorted(files)))
+
+
+def _unchanged(dirs: tuple[tuple[str, int, int], ...]) -> bool:
+    """Each directory an index recorded has its recorded mtime and inode still."""
+    if not dirs:
+        return False
+    try:
+        for path, mtime, ino in dirs:
+            st = os.stat(path)
+            if st.st_mtime_ns != mtime or st.st_ino != ino:
+                return False
+    except OSError:
+        return False
+    return True

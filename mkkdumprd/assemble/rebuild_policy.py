@@ -92,8 +92,6 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
 
 def _decide(req: BuildRequest, overwrite: Overwrite, cache: BuildCache,
             force_hint: str) -> Ensured:
-    from mkkdumprd.assemble.freshness import check_fresh
-
     out = req.output
     assert out is not None
     if overwrite is Overwrite.ALWAYS:
@@ -107,6 +105,8 @@ def _decide(req: BuildRequest, overwrite: Overwrite, cache: BuildCache,
         return Ensured(Did.KEPT, (f"force_no_rebuild is set in {config.source}: not checked",))
     if config.force_rebuild:
         return Ensured(Did.REBUILT, (f"force_rebuild is set in {config.source}",))
+    from mkkdumprd.assemble.freshness import check_fresh  # (not needed by the cases above)
+
     fresh = check_fresh(req, out, cache)
     if fresh.foreign:
         raise UsageError(f"{out} already exists and is not an mkkdumprd image; {force_hint}")

@@ -2,9 +2,15 @@
 
 With a current depmod index the text files are read (modules.dep, modules.alias,
 modules.softdep, modules.symbols, modules.builtin, modules.builtin.modinfo,
-modules.order). When modules.dep or modules.alias is missing, older than a module file,
-or does not list exactly the module files present (an extracted kernel package before
-depmod ran), the same tables are built from every module's `.modinfo` instead.
+modules.order). When modules.dep or modules.alias is missing (an extracted kernel package
+before depmod ran) or not current, the same tables are built from every module's
+`.modinfo` instead. "Current" is proven by directories, not by a stat of each of the
+~4,000 module files: a module installed, removed, renamed or replaced by rename (dpkg,
+rpm, install(1)) after depmod ran changes its directory's mtime, so every directory that
+holds a listed module, each of their parents and each directory directly in the module
+folder must be no newer than depmod's files (DepmodDirs). A module file rewritten in place
+without depmod (cp over it) is not noticed, as modprobe, reading the same index, does not
+notice it either; the image still gets the file's new bytes.
 
 `lookup()` follows kmod_module_new_from_lookup(): the first source with a hit wins, in
 the order modprobe.d aliases, module names, `symbol:` aliases, modules.alias,
@@ -13,9 +19,10 @@ built-in aliases, built-in module names.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mkkdumprd.errors import UsageError
@@ -23,13 +30,20 @@ from mkkdumprd.host import Host
 from mkkdumprd.input_file import INDEX_MAX, read_input, read_input_text
 from mkkdumprd.kmod.modinfo import ModinfoError, read_modinfo
 from mkkdumprd.kmod.modprobe_d import ModprobeConfig, SoftDep, load_modprobe_d, parse_softdep
-from mkkdumprd.kmod.names import AliasTable, fnmatch, modname_from_path, normalize
+from mkkdumprd.kmod.names import (
+    AliasTable,
+    fnmatch,
+    is_module_file,
+    modname_from_path,
+    normalize,
+)
 from mkkdumprd.kmod.scan import (
-    ModuleFile,
-    ModuleTree,
+    SKIP_DIRS,
+    DirId,
     ScannedModule,
     module_files,
     scan_modinfo,
+    walk_tree,
 )
 
 
@@ -90,6 +104,9 @@ class ModuleIndex:
     _symbols_file: Path | None = field(default=None, repr=False)
     _firmware: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _cache: dict[str, object] = field(default_factory=dict, repr=False)
+    # What shows this index still describes the tree (assemble/cached.py compares it):
+    # from depmod's files, the DepmodDirs; from a scan, every directory walked.
+    dirs: tuple[DirId, ...] = field(default=(), repr=False)
     # The machine whose files are read: kmoddir is a real path on it (--kmoddir may lie
     # outside a cross build's sysroot).
     host: Host = field(default_factory=Host.this_machine, repr=False)
@@ -99,39 +116,43 @@ class ModuleIndex:
     @classmethod
     def load(cls, kmoddir: Path, kver: str, modprobe_d: Sequence[Path] | None = None, *,
              jobs: int | None = None, use_index: bool = True,
-             tree: ModuleTree | None = None, scan: bool = True) -> ModuleIndex:
+             scan: bool = True) -> ModuleIndex:
         """The index of the modules in `kmoddir` (the /lib/modules/KVER directory).
 
         `modprobe_d`: modprobe.d directories (or files) whose alias/softdep/blacklist lines
         apply, as modprobe would read them; none by default. `use_index=False` ignores
-        depmod's files and reads every `.modinfo`. `tree`: the directory walked already
-        (kmod/scan.py: walk_tree), by a caller that needed the walk itself. `scan=False`:
-        IndexNotCurrent instead of the `.modinfo` scan (a caller in a thread leaves the
-        process pool to the main thread).
+        depmod's files and reads every `.modinfo`. `scan=False`: IndexNotCurrent instead
+        of the `.modinfo` scan (a caller in a thread leaves the process pool to the main
+        thread).
         """
         host = Host.this_machine()
         kmoddir = Path(kmoddir).absolute()
         if not host.is_dir(kmoddir):
             raise ModuleDirMissing(kver, [kmoddir])
         config = load_modprobe_d(modprobe_d) if modprobe_d else ModprobeConfig()
-        files = module_files(kmoddir, tree)
         builtin = _read_builtin(host, kmoddir)
         builtin_aliases = _read_builtin_aliases(host, kmoddir)
         dep = _read_dep(host, kmoddir) if use_index else None
-        if dep is not None and _index_is_current(host, kmoddir, files, dep):
-            order = _read_order(host, kmoddir, dep.name_of)
-            return cls._from_index(host, kmoddir, kver, config, builtin, builtin_aliases,
-                                   order, dep)
+        if dep is not None:
+            seen = depmod_dirs(kmoddir, (rel for _, rel in dep.heads))
+            if seen is not None and _index_is_current(seen, dep):
+                order = _read_order(host, kmoddir, dep.name_of)
+                return cls._from_index(host, kmoddir, kver, config, builtin,
+                                       builtin_aliases, order, dep, seen.dirs)
         if not scan:
             raise IndexNotCurrent(f"{kmoddir}: depmod's index is missing or not current")
+        tree = walk_tree(kmoddir)
         order = _read_order(host, kmoddir, {})
+        files = module_files(kmoddir, tree)
         scanned = scan_modinfo(host, kmoddir, [f.relpath for f in files], jobs)
-        return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
+        index = cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
+        return replace(index, dirs=tree.dirs)
 
     @classmethod
     def _from_index(cls, host: Host, kmoddir: Path, kver: str, config: ModprobeConfig,
                     builtin: frozenset[str], builtin_aliases: AliasTable,
-                    order: Mapping[str, int], dep: _DepFile | None = None) -> ModuleIndex:
+                    order: Mapping[str, int], dep: _DepFile | None = None,
+                    dirs: tuple[DirId, ...] = ()) -> ModuleIndex:
         if dep is None:
             dep = _parse_dep(_read_index(host, kmoddir / "modules.dep"), 0)
         modules: dict[str, str] = {}
@@ -154,7 +175,7 @@ class ModuleIndex:
         symbols = kmoddir / "modules.symbols"
         return cls(kver, kmoddir, "index", modules, deps, aliases, tuple(softdeps), builtin,
                    builtin_aliases, order, config,
-                   symbols if host.is_file(symbols) else None, host=host)
+                   symbols if host.is_file(symbols) else None, host=host, dirs=dirs)
 
     @classmethod
     def _from_scan(cls, kmoddir: Path, kver: str, config: ModprobeConfig,
@@ -460,24 +481,61 @@ def _parse_dep(text: str, stamp: int) -> _DepFile:
     return _DepFile(tuple(heads), tuple(tails), stamp)
 
 
-def _index_is_current(host: Host, kmoddir: Path, files: Iterable[ModuleFile],
-                      dep: _DepFile) -> bool:
-    """modules.dep and modules.alias exist, are newer than every module file, and
-    modules.dep names exactly the module names present (a shadowed duplicate, say
-    kernel/ under updates/, is not listed by depmod and does not count)."""
+@dataclass(frozen=True)
+class DepmodDirs:
+    """The directories that show whether depmod's index still describes the tree, as seen
+    now: the module folder first, then each directory directly in it and each directory
+    holding a listed module with its parents; and the module files directly in the folder
+    (its own mtime moves with every file depmod writes there, so those are compared by
+    name)."""
+
+    dirs: tuple[DirId, ...]
+    top_modules: frozenset[str]
+
+
+def depmod_dirs(kmoddir: Path, listed: Iterable[str]) -> DepmodDirs | None:
+    """DepmodDirs for the relpaths modules.dep lists; None when one of those directories
+    is gone (a module removed with its folder) or cannot be read."""
+    root = str(kmoddir)
+    wanted: set[str] = set()
+    for rel in listed:
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in wanted:
+            wanted.add(parent)
+            parent = parent.rpartition("/")[0]
+    top: set[str] = set()
+    stat = os.stat
+    try:
+        st = stat(root)
+        dirs: list[DirId] = [(root, st.st_mtime_ns, st.st_ino)]
+        with os.scandir(root) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if e.name not in SKIP_DIRS:
+                        wanted.add(e.name)
+                elif is_module_file(e.name):
+                    top.add(e.name)
+        for rel in sorted(wanted):
+            st = stat(f"{root}/{rel}")
+            dirs.append((f"{root}/{rel}", st.st_mtime_ns, st.st_ino))
+    except OSError:
+        return None
+    return DepmodDirs(tuple(dirs), frozenset(top))
+
+
+def _index_is_current(seen: DepmodDirs, dep: _DepFile) -> bool:
+    """modules.dep and modules.alias exist, no directory of `seen` but the module folder
+    itself is newer than the older of them, and the module files directly in the folder
+    are the listed ones (a shadowed duplicate depmod leaves out, say a top-level copy of a
+    module under kernel/, does not count)."""
     stamp = dep.stamp
-    present: set[str] = set()
-    for f in files:
-        if f.mtime_ns > stamp:
-            return False
-        present.add(f.relpath)
-    listed = {rel for _, rel in dep.heads}
-    if not listed <= present:
+    if any(mtime > stamp for _, mtime, _ in seen.dirs[1:]):
         return False
-    # The names present are the listed ones plus those of the files depmod left out; only
-    # the latter need a name worked out.
+    listed = {rel for _, rel in dep.heads if "/" not in rel}
+    if not listed <= seen.top_modules:
+        return False
     names = {name for name, _ in dep.heads}
-    return all(modname_from_path(rel) in names for rel in present - listed)
+    return all(modname_from_path(rel) in names for rel in seen.top_modules - listed)
 
 
 def _read_index(host: Host, path: Path) -> str:

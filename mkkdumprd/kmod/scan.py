@@ -17,7 +17,8 @@ from mkkdumprd.host import Host
 from mkkdumprd.kmod.modinfo import exported_symbols, parse_modinfo, read_sections
 from mkkdumprd.kmod.names import is_module_file
 
-_SKIP_DIRS = frozenset({"build", "source"})
+SKIP_DIRS = frozenset({"build", "source"})
+DirId = tuple[str, int, int]  # a directory as seen: (path, mtime_ns, inode)
 _CHUNK = 48
 _SERIAL_BELOW = 64  # a pool costs ~50 ms to start: not worth it for a few modules
 
@@ -43,12 +44,12 @@ class ScannedModule:
 @dataclass(frozen=True)
 class ModuleTree:
     """One walk of a module directory, without a stat of each module file: the module
-    index's check against depmod's files (ModuleIndex.load) and the build cache's key
-    (assemble/cached.py) both come from it."""
+    files a `.modinfo` scan reads, and the directories that show the scan still
+    describes the tree (ModuleIndex.dirs)."""
 
     root: Path
     # every directory walked, the root first: (path, mtime_ns, inode)
-    dirs: tuple[tuple[str, int, int], ...]
+    dirs: tuple[DirId, ...]
     top_files: tuple[str, ...]      # names of the regular files directly in the root
     modules: tuple[str, ...]        # module file paths relative to the root, sorted
 
@@ -56,7 +57,7 @@ class ModuleTree:
 def walk_tree(kmoddir: Path) -> ModuleTree:
     """`kmoddir` walked as depmod does (see the module's docstring)."""
     root = str(kmoddir)
-    dirs: list[tuple[str, int, int]] = []
+    dirs: list[DirId] = []
     top: list[str] = []
     mods: list[str] = []
     stack = [(root, "")]
@@ -74,7 +75,7 @@ def walk_tree(kmoddir: Path) -> ModuleTree:
                 name = e.name
                 try:
                     if e.is_dir(follow_symlinks=False):
-                        if name not in _SKIP_DIRS:
+                        if name not in SKIP_DIRS:
                             stack.append((e.path, prefix + name))
                         continue
                     if is_module_file(name):

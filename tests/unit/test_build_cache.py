@@ -124,6 +124,11 @@ def test_module_index_cached_until_the_tree_changes(cdir: Path, tmp_path: Path,
     write_module(kmoddir, "kernel/c/c.ko", {"name": "c"})
     assert "c" in _index(kmoddir).modules
     assert len(calls) == 2
+    assert "c" in _index(kmoddir).modules and len(calls) == 2  # kept while unchanged
+    # One more in a directory the index recorded: no new folder, no depmod run.
+    write_module(kmoddir, "kernel/a/a2.ko", {"name": "a2"})
+    assert "a2" in _index(kmoddir).modules
+    assert len(calls) == 3
 
 
 def test_module_index_stored_once_with_what_the_build_parsed(

@@ -163,18 +163,62 @@ def test_modprobe_d_alias_softdep_blacklist(tmp_path: Path) -> None:
     assert _names(idx, "nic_b") == ["nic_b"]        # ... not to module names
 
 
+def _age(kmoddir: Path, seconds: int = 10) -> None:
+    """Every file and directory of the tree `seconds` older, as if depmod ran long ago."""
+    for path in [kmoddir, *kmoddir.rglob("*")]:
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns - seconds * 10**9, st.st_mtime_ns - seconds * 10**9))
+
+
 def test_stale_index_falls_back_to_modinfo(tmp_path: Path) -> None:
     kmoddir = _make_tree(tmp_path, index=True)
     write_module(kmoddir, "kernel/extra/new.ko", {"depends": "core"})
     idx = ModuleIndex.load(kmoddir, KVER)
     assert idx.source == "modinfo"
     assert _names(idx, "new") == ["core", "new"]
+    assert idx.dirs[0][0] == str(kmoddir) and len(idx.dirs) > 1  # every directory walked
     idx2 = ModuleIndex.load(kmoddir, KVER, use_index=True)
     assert idx2.source == "modinfo"
-    old = (kmoddir / "modules.dep").stat().st_mtime_ns
-    (kmoddir / "kernel/extra/new.ko").unlink()
-    os.utime(kmoddir / "kernel/lib/core.ko", ns=(old + 10**9, old + 10**9))
+    (kmoddir / "kernel/extra/new.ko").unlink()  # removed again: its directory changed
     assert ModuleIndex.load(kmoddir, KVER).source == "modinfo"
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "replace by rename", "new top folder",
+                                    "top-level module", "folder removed"])
+def test_index_not_current_after_a_change_below_it(tmp_path: Path, change: str) -> None:
+    """What makes depmod's index stale is seen through the directories (kmod/index.py)."""
+    kmoddir = _make_tree(tmp_path, index=True)
+    _age(kmoddir)
+    current = ModuleIndex.load(kmoddir, KVER)
+    assert current.source == "index"
+    assert str(kmoddir / "kernel/lib") in {d for d, _, _ in current.dirs}
+    core = kmoddir / "kernel/lib/core.ko"
+    if change == "add":
+        write_module(kmoddir, "kernel/lib/more.ko", {"depends": ""})
+    elif change == "remove":
+        core.unlink()
+    elif change == "replace by rename":   # as dpkg and install(1) do
+        tmp = core.with_name("core.ko.dpkg-new")
+        tmp.write_bytes(core.read_bytes())
+        tmp.rename(core)
+    elif change == "new top folder":
+        write_module(kmoddir, "updates/dkms/new.ko", {"depends": ""})
+    elif change == "top-level module":
+        write_module(kmoddir, "loose.ko", {"depends": ""})
+    else:
+        shutil.rmtree(kmoddir / "kernel/lib")
+    assert ModuleIndex.load(kmoddir, KVER).source == "modinfo"
+
+
+def test_index_current_despite_a_module_rewritten_in_place(tmp_path: Path) -> None:
+    """The known limit of the directory proof, shared with modprobe (which reads the same
+    index): a module file written over in place, without depmod, is not noticed."""
+    kmoddir = _make_tree(tmp_path, index=True)
+    _age(kmoddir)
+    core = kmoddir / "kernel/lib/core.ko"
+    core.write_bytes(core.read_bytes())
+    assert core.stat().st_mtime_ns > (kmoddir / "modules.dep").stat().st_mtime_ns
+    assert ModuleIndex.load(kmoddir, KVER).source == "index"
 
 
 def test_missing_module_dir_names_kver_and_paths(tmp_path: Path) -> None:
