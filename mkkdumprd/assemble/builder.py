@@ -63,6 +63,8 @@ ATTEMPT_TIMEOUT = 3600
 
 @dataclass(frozen=True)
 class BuildResult:
+    """An assembled image: its spec, manifest and contents; stats once written."""
+
     spec: ImageSpec
     target: ResolvedTarget
     modules: tuple[str, ...]
@@ -143,13 +145,24 @@ def build_image(req: BuildRequest, cache: BuildCache | None = None) -> BuildResu
     policy's decision (assemble/rebuild_policy.py: ensure_image), taken before this runs.
     """
     t0 = time.monotonic()
-    result = assemble(req, cache)
     if req.output is None:
-        return result
+        return assemble(req, cache)
+    import threading
+
+    from mkkdumprd.assemble.cached import opened
     from mkkdumprd.image.writer import write_image
 
-    stats = write_image(result.spec, req.output, compression=req.compression, level=req.level,
-                        source_date_epoch=req.source_date_epoch)
+    with opened(cache) as run:
+        result = assemble(req, run)
+        # What the run learnt is pickled while zstd compresses the image (it releases the
+        # GIL); the block's end then finds nothing left to store.
+        saver = threading.Thread(target=run.save, name="mkkdumprd-cache-save", daemon=True)
+        saver.start()
+        try:
+            stats = write_image(result.spec, req.output, compression=req.compression,
+                                level=req.level, source_date_epoch=req.source_date_epoch)
+        finally:
+            saver.join()
     return replace(result, stats=stats, output=req.output, seconds=time.monotonic() - t0)
 
 

@@ -40,6 +40,8 @@ class Did(enum.Enum):
 
 @dataclass(frozen=True)
 class Ensured:
+    """What ensure_image() did with the output file, why, and the build if one ran."""
+
     did: Did
     reasons: tuple[str, ...]            # why it was built, or a note on why it was kept
     result: BuildResult | None = None   # the build, when there was one
@@ -82,9 +84,8 @@ def ensure_image(req: BuildRequest, overwrite: Overwrite = Overwrite.NEVER, *,
         return decision
     if before_build is not None:
         before_build(decision)
-    # The build opens its own cache, stored when assembly ends: the module index it holds
-    # is not kept alive while the image is compressed and written. The builder is imported
-    # only now: a kept image does not pay for it.
+    # The build opens its own cache, stored while the image is compressed and written.
+    # The builder is imported only now: a kept image does not pay for it.
     from mkkdumprd.assemble.builder import build_image
 
     return replace(decision, result=build_image(req))
