@@ -28,6 +28,8 @@ _ALIASES = {
 
 @dataclass(frozen=True)
 class ArchInfo:
+    """One architecture's facts (data/arch/<arch>.toml): loader, image names, reservation."""
+
     name: str
     aliases: tuple[str, ...]
     syscall_nr: int                 # __NR_kexec_file_load

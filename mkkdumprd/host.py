@@ -142,6 +142,8 @@ def parse_meminfo(text: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Host:
+    """The machine as the build reads it: files under `root` and, when live, /proc, /sys, /dev."""
+
     root: Path = Path("/")
     # None: live when the root is this machine's /. Tests set it to run the live-only
     # checks on a fake tree (with probes replaced).

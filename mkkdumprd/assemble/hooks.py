@@ -43,6 +43,8 @@ HOOK_NAMES = ("entries", "kernel_modules", "check", "template_vars")
 
 @dataclass(frozen=True)
 class BuildContext:
+    """What a modules.d hook is given about the build it serves."""
+
     config: KdumpConfig
     target: ResolvedTarget
     kver: str
@@ -64,6 +66,8 @@ class BuildContext:
 
 @dataclass(frozen=True)
 class Hooks:
+    """The functions a module's hooks.py offers (each optional)."""
+
     entries: Callable[[BuildContext], list[Entry]] | None = None
     kernel_modules: Callable[[BuildContext], list[str]] | None = None
     check: Callable[[BuildContext], list[str]] | None = None

@@ -59,6 +59,8 @@ class BinarySpec:
 
 @dataclass(frozen=True)
 class FileSpec:
+    """A host file a module.toml copies into the image (`[[files]]`)."""
+
     src: str
     dest: str
     optional: bool = False
@@ -66,6 +68,8 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class TemplateSpec:
+    """A jinja2 template a module.toml renders into the image (`[[templates]]`)."""
+
     src: str
     dest: str
     mode: int = 0o644
@@ -73,12 +77,16 @@ class TemplateSpec:
 
 @dataclass(frozen=True)
 class SymlinkSpec:
+    """A symlink a module.toml creates in the image (`[[symlinks]]`)."""
+
     path: str
     target: str
 
 
 @dataclass(frozen=True)
 class DeviceSpec:
+    """A device node a module.toml creates in the image (`[[devices]]`)."""
+
     path: str
     type: str  # "char" or "block"
     major: int
@@ -98,6 +106,8 @@ class When:
 
 @dataclass(frozen=True)
 class ModuleDef:
+    """One modules.d module as its module.toml declares it, with its hooks' folder."""
+
     name: str
     description: str
     directory: Path

@@ -21,6 +21,8 @@ DEFAULT_TIMEOUT = 90
 
 @dataclass(frozen=True)
 class BuildRequest:
+    """Everything one image build is asked for: configuration, kernel, roots, output."""
+
     config: KdumpConfig
     kver: str
     kmoddir: Path

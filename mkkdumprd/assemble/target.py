@@ -30,6 +30,8 @@ _TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid"}
 
 @dataclass(frozen=True)
 class ResolvedTarget:
+    """A dump target as the capture kernel must find it: device or server, fs, path."""
+
     kind: TargetKind
     device: str | None          # what /init waits for: /dev/NAME, UUID=, LABEL=, PARTUUID=
     fstype: str | None          # None: mount tries the filesystems the kernel knows

@@ -69,6 +69,8 @@ _ALL_TARGETS = frozenset(TargetKind)
 
 @dataclass(frozen=True, eq=False)
 class Directive:
+    """One kdump.conf directive: its spellings, parser, fields, examples and help."""
+
     key: str                     # its name: in `explicit`, `locations`, the JSON `defaults`
     spellings: tuple[str, ...]   # the words that start its line (first: the usual one)
     parse: Parser | None         # None: accepted and ignored with the `ignored` warning

@@ -57,6 +57,8 @@ DEFAULT_CONF = Path("/etc/kdump.conf")
 
 @dataclass(frozen=True)
 class ParseResult:
+    """A kdump.conf read: the configuration (None when an error stops it) and diagnostics."""
+
     config: KdumpConfig | None
     errors: tuple[Diagnostic, ...]
     warnings: tuple[Diagnostic, ...]

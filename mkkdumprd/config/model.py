@@ -87,6 +87,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """An error or warning about kdump.conf: where (file and line) and what."""
+
     where: Location | None
     message: str
     text: str = ""
@@ -97,6 +99,8 @@ class Diagnostic:
 
 @dataclass(frozen=True)
 class KdumpConfig:
+    """kdump.conf as parsed and checked: every directive's value, defaults filled in."""
+
     source: str = "<defaults>"
     target: Target = field(default_factory=lambda: Target(TargetKind.LOCAL))
     # The target lines after the first, in file order (each with its `where`); only with a

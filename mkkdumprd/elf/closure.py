@@ -105,6 +105,8 @@ class _Map:
 
 @dataclass
 class _Process:
+    """One program as ld.so would load it: its main map, platform and maps so far."""
+
     main: _Map
     platform: LdsoPlatform
     maps: list[_Map] = field(default_factory=list)

@@ -32,6 +32,8 @@ class CacheFormatError(ValueError):
 
 @dataclass(frozen=True)
 class CacheEntry:
+    """One library entry of ld.so.cache."""
+
     name: str
     path: str
     flags: int
@@ -46,6 +48,8 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class LdCache:
+    """ld.so.cache parsed: its entries in file order and which format it had."""
+
     entries: tuple[CacheEntry, ...]
     format: str  # "new", "old+new" or "old"
 

@@ -39,6 +39,8 @@ class DlopenNote:
 
 @dataclass(frozen=True)
 class ElfObject:
+    """What the library closure needs of one ELF file's headers and dynamic section."""
+
     elf_class: int  # 32 or 64
     little_endian: bool
     machine: str  # pyelftools' name, e.g. "EM_X86_64"
@@ -284,6 +286,8 @@ class _Reader:
 
 @dataclass
 class _Dynamic:
+    """The dynamic section's entries read so far."""
+
     needed: list[str] = field(default_factory=list)
     soname: str | None = None
     rpath: tuple[str, ...] | None = None

@@ -119,6 +119,8 @@ def _x86_64_legacy(cpu: _Cpu | None) -> tuple[str, list[str]]:
 
 @dataclass(frozen=True)
 class _Cpu:
+    """The live machine's CPU vendor and flags (/proc/cpuinfo)."""
+
     vendor: str
     flags: frozenset[str]
 

@@ -38,6 +38,8 @@ class Codec(enum.Enum):
 
 @dataclass(frozen=True)
 class Entry:
+    """One path of the image: a file, dir, symlink or node, its bytes, why it is there."""
+
     path: PurePosixPath
     kind: Kind
     mode: int

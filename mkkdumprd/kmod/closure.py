@@ -23,6 +23,8 @@ from mkkdumprd.kmod.names import module_suffix, normalize
 
 @dataclass(frozen=True)
 class KModule:
+    """A module the image carries: its name, file and the firmware it asks for."""
+
     name: str
     relpath: str            # as in modules.dep, e.g. "kernel/fs/ext4/ext4.ko.xz"
     path: Path              # absolute host path
@@ -32,6 +34,8 @@ class KModule:
 
 @dataclass(frozen=True)
 class ModuleClosure:
+    """The modules an image needs, in load order, and the requested ones built in."""
+
     kver: str
     modules: tuple[KModule, ...]    # load order, each after what it needs
     builtin: tuple[str, ...]        # requested modules that are built into the kernel

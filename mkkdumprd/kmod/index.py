@@ -90,6 +90,8 @@ def find_kmoddir(view: Host, kver: str) -> Path:
 
 @dataclass(frozen=True, eq=False)  # identity: equal trees are still different indexes
 class ModuleIndex:
+    """One kernel's modules: names, paths, dependencies, aliases, softdeps, built-ins."""
+
     kver: str
     kmoddir: Path
     source: str                                  # "index" or "modinfo"

@@ -33,6 +33,8 @@ class SoftDep:
 
 @dataclass(frozen=True)
 class ModprobeConfig:
+    """The alias, softdep and blacklist lines of modprobe.d that apply to a build."""
+
     aliases: tuple[tuple[str, str], ...] = ()   # (pattern, module name), file order
     softdeps: tuple[SoftDep, ...] = ()
     blacklist: frozenset[str] = frozenset()

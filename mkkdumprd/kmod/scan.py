@@ -25,6 +25,8 @@ _SERIAL_BELOW = 64  # a pool costs ~50 ms to start: not worth it for a few modul
 
 @dataclass(frozen=True)
 class ModuleFile:
+    """A module file found by the walk: its path below the module folder and its mtime."""
+
     relpath: str
     mtime_ns: int
 

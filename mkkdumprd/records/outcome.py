@@ -31,6 +31,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class TargetAttempt:
+    """One target's line of a dump's outcome record."""
+
     target: str
     result: str            # saved | failed | skipped | "" when the record lost it
     detail: str            # where it was saved, or why not
@@ -38,6 +40,8 @@ class TargetAttempt:
 
 @dataclass(frozen=True)
 class Outcome:
+    """A dump's outcome record as the capture kernel wrote it."""
+
     result: str            # saved | failed | skipped | "" (the record was cut before it)
     reason: str = ""
     started: str = ""      # the capture kernel's clock, ISO 8601 UTC

@@ -76,6 +76,8 @@ class UnsupportedLayer(UsageError):
 
 @dataclass(frozen=True)
 class Layer:
+    """One block layer under a dump target (partition, LV, md, LUKS...), layers below."""
+
     kind: Kind
     name: str                       # kernel name: vdb1, dm-3, md0
     below: tuple[Layer, ...] = ()
