@@ -8,6 +8,10 @@
 --breakdown: where a dump's time goes and what a second CPU does to it, from one crash per
 vCPU count with many collectors timed in the capture kernel (bench/dump_parts/breakdown.py).
 
+Both print first the host's own floor for a two-CPU speed-up, measured in the same run: how
+much faster two CPU-bound processes run side by side than one (bench/dump_parts/
+host_parallel.py); under TCG no guest can gain more from its second vCPU.
+
 Every run boots the Debian kernel under TCG with -m MEM crashkernel=CKM, fills --fill MiB of
 *kernel* memory with compressible data (pipe buffers written from Python with copies of the
 loader's own source text: pipe pages are neither page cache nor user pages, so
@@ -51,7 +55,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dump_parts import breakdown, guest
+from bench.dump_parts import breakdown, guest, host_parallel
 from tests.support.debian_kernel import Kernel, debian_kernel
 from tests.vm.harness import disks
 from tests.vm.harness import python_guest as pg
@@ -190,6 +194,7 @@ def main() -> int:
           f"{args.fill} MiB of kernel memory filled; host load average {load} on "
           f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
           "cores (the machine is shared: compare ratios, not absolute seconds)", flush=True)
+    print(host_parallel.line(), flush=True)
     runs: list[Run] = []
     for i in range(args.repeat):
         for v in chosen:
@@ -229,6 +234,7 @@ def run_breakdown(kernel: Kernel, work: Path, args: argparse.Namespace) -> int:
     print(f"kernel {kernel.kver}; -m 2048 crashkernel={args.crashkernel}M; {args.fill} MiB "
           f"of kernel memory filled; {cores} host cores; host load average "
           f"{Path('/proc/loadavg').read_text().split()[0]} at the start", flush=True)
+    print(host_parallel.line(), flush=True)
     steps: list[breakdown.Step] = []
     for n in (int(v) for v in args.breakdown_vcpus.split(",")):
         got = breakdown.crash_and_time(kernel, work / f"breakdown-{n}", n, args.fill,
