@@ -12,6 +12,7 @@ reads the tar with `tarfile`: nothing is mounted here and no storage tool runs h
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
 from collections.abc import Callable, Sequence
@@ -110,14 +111,36 @@ def read_back(kernel: Path, lay: Layout, tools: GuestTools, drives: Sequence[Dri
 
 def unpack(tar: Path, out: Path) -> Path:
     """Unpack the regular files and folders of the tar at the start of the raw disk
-    `tar` into `out` (tarfile's data filter: nothing outside `out`, no links or devices)."""
+    `tar` into `out`: nothing outside `out`, no links or devices, no set-id bits or
+    foreign owners (the guest wrote the tar)."""
     out.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(tar, "r:") as t:
-            members = [m for m in t.getmembers()
-                       if (m.isfile() or m.isdir())
-                       and ".." not in PurePosixPath(m.name).parts]
-            t.extractall(out, members=members, filter="data")
+            members = [_tamed(m) for m in t.getmembers() if _plain_inside(m)]
+            if hasattr(tarfile, "data_filter"):
+                t.extractall(out, members=members, filter="data")
+            else:
+                # Python 3.11.0-3.11.3 (Debian 12's python3.11 is 3.11.2) has no extraction
+                # filters; the members were already limited to what the data filter lets
+                # through, with the same modes and owners.
+                t.extractall(out, members=members)
     except (tarfile.TarError, OSError) as exc:
         raise OperationError(f"the read-back disk {tar} holds no readable tar: {exc}") from None
     return out
+
+
+def _plain_inside(m: tarfile.TarInfo) -> bool:
+    """A regular file or folder whose name stays below the folder it is unpacked in."""
+    name = PurePosixPath(m.name)
+    return (m.isfile() or m.isdir()) and not name.is_absolute() \
+        and ".." not in name.parts and "\0" not in m.name
+
+
+def _tamed(m: tarfile.TarInfo) -> tarfile.TarInfo:
+    """`m` as tarfile's data filter extracts it: no set-id or sticky bits, no group or
+    other write, owned by whoever unpacks it."""
+    m.mode &= 0o755
+    if m.isfile():
+        m.mode |= 0o600
+    m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+    return m

@@ -299,7 +299,8 @@ def _build(arch: str, spec: dict[str, str], base: Path, done: Path) -> None:
     if not (src / "Makefile").exists():
         shutil.rmtree(src, ignore_errors=True)
         with tarfile.open(source) as t:
-            t.extractall(base, filter="tar")
+            # (the filter argument needs Python 3.11.4; Debian 12's python3.11 is 3.11.2)
+            t.extractall(base, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
         (base / source.name.removesuffix(".tar.xz")).rename(src)
     for name in spec.get("patches", "").split():
         patch = str(PATCHES / name)
