@@ -25,10 +25,10 @@ _SERIAL_BELOW = 64  # a pool costs ~50 ms to start: not worth it for a few modul
 
 @dataclass(frozen=True)
 class ModuleFile:
-    """A module file found by the walk: its path below the module folder and its mtime."""
+    """A module file found by the walk (a regular file or a link to one): its path below
+    the module folder."""
 
     relpath: str
-    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ class ModuleTree:
     root: Path
     # every directory walked, the root first: (path, mtime_ns, inode)
     dirs: tuple[DirId, ...]
-    top_files: tuple[str, ...]      # names of the regular files directly in the root
     modules: tuple[str, ...]        # module file paths relative to the root, sorted
 
 
@@ -60,7 +59,6 @@ def walk_tree(kmoddir: Path) -> ModuleTree:
     """`kmoddir` walked as depmod does (see the module's docstring)."""
     root = str(kmoddir)
     dirs: list[DirId] = []
-    top: list[str] = []
     mods: list[str] = []
     stack = [(root, "")]
     while stack:
@@ -82,12 +80,10 @@ def walk_tree(kmoddir: Path) -> ModuleTree:
                         continue
                     if is_module_file(name):
                         mods.append(prefix + name)
-                    if not rel and e.is_file():
-                        top.append(name)
                 except OSError:  # a symlink loop (ELOOP) or an unreadable link
                     continue
     mods.sort()
-    return ModuleTree(Path(kmoddir), tuple(dirs), tuple(top), tuple(mods))
+    return ModuleTree(Path(kmoddir), tuple(dirs), tuple(mods))
 
 
 def module_files(kmoddir: Path, tree: ModuleTree | None = None) -> list[ModuleFile]:
@@ -104,7 +100,7 @@ def module_files(kmoddir: Path, tree: ModuleTree | None = None) -> list[ModuleFi
         except OSError:   # a symlink loop (ELOOP), dangling or unreadable link: no
             continue      # module, as for depmod
         if isreg(st.st_mode):
-            out.append(ModuleFile(rel, st.st_mtime_ns))
+            out.append(ModuleFile(rel))
     return out
 
 
