@@ -8,7 +8,12 @@ Kinds (the path is bytes, relative paths are taken from the keyed working direct
   links, owner, size, mtime_ns, ctime_ns, rdev), or the errno. A regular file opened for
   reading is recorded as `stat` too: its identity stands for its content, as for make and
   git, made stronger by ctime (which only the kernel sets: any write, chmod or rename
-  changes it) and the inode (a file replaced by rename is another inode).
+  changes it) and the inode (a file replaced by rename is another inode). A directory's
+  identity leaves out its links, size and times: what it holds is a `list` observation
+  when the check read it (a check never judges a directory by its times), and those
+  fields move whenever any process adds or removes an entry beside the paths the check
+  only looked through (a file renamed into /etc, anything in /tmp), which made the stamp
+  fail to hold for no change the check could see.
 - pstat, plstat: the same for a path on /proc or /sys, mode only (their inodes and times
   differ per process and say nothing about the values).
 - content: the bytes of a /proc or /sys file the check read (mtimes there do not follow
@@ -44,6 +49,10 @@ def _error(exc: OSError) -> str:
 
 
 def _identity(st: os.stat_result) -> str:
+    if stat.S_ISDIR(st.st_mode):
+        # Same fields, links/size/times zero: a directory's times move with every entry
+        # any process adds or removes beside the paths a check looks through (/etc, /tmp).
+        return f"{st.st_mode}:{st.st_ino}:{st.st_dev}:0:{st.st_uid}:{st.st_gid}:0:0:0:0"
     return (f"{st.st_mode}:{st.st_ino}:{st.st_dev}:{st.st_nlink}:{st.st_uid}:{st.st_gid}:"
             f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_rdev}")
 

@@ -34,7 +34,7 @@ from mkkdumprd import __version__
 from mkkdumprd.cache_location import cache_dir_name, is_private_dir
 from mkkdumprd.uptodate.observations import KINDS, Unrecordable, fingerprint
 
-FORMAT = b"mkkdumprd-uptodate 1"
+FORMAT = b"mkkdumprd-uptodate 2"  # 2: directories without their times
 MAX_BYTES = 8 << 20
 MAX_OBSERVATIONS = 100_000
 MAX_STAMPS = 64  # per cache directory; the oldest go first

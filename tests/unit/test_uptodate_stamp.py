@@ -146,6 +146,23 @@ def test_every_change_falls_through(site: Site, change: str,
     assert run(argv, capsys, monkeypatch)[:2] == (False, 0)
 
 
+def test_entries_added_beside_the_inputs_do_not_matter(
+        site: Site, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory the check only looked through is compared by what it is, not by its
+    times: files coming and going beside the inputs (as in /etc or /tmp) keep the stamp;
+    the directory replaced by another, or its mode changed, does not."""
+    argv = site.argv("-q")
+    stamped(site, argv, capsys, monkeypatch)
+    folder = site.conf.parent
+    (folder / "unrelated").write_text("x")
+    (folder / "unrelated").unlink()
+    (folder / "subdir").mkdir()
+    os.utime(folder, ns=(1, 1))
+    assert stamp.current_output(argv) is not None
+    folder.chmod(0o750)
+    assert stamp.current_output(argv) is None
+
+
 def test_the_input_directories_are_listed(site: Site, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """modules.d and templates are listed: a file added there is "added" to the full check
