@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from mkkdumprd.kmod.index import ModuleIndex
+    from mkkdumprd.kmod.scan import DirId
 
 # jinja2 and the module index are imported when a build asks for them: the up-to-date
 # check needs only the digests.
@@ -273,7 +274,7 @@ def _top_key(kmoddir: Path) -> tuple[object, ...]:
     return (_INDEX_FORMAT, tuple(sorted(files)))
 
 
-def _unchanged(dirs: tuple[tuple[str, int, int], ...]) -> bool:
+def _unchanged(dirs: tuple[DirId, ...]) -> bool:
     """Each directory an index recorded has its recorded mtime and inode still."""
     if not dirs:
         return False

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkkdumprd.errors import UsageError
@@ -145,10 +145,9 @@ class ModuleIndex:
             raise IndexNotCurrent(f"{kmoddir}: depmod's index is missing or not current")
         tree = walk_tree(kmoddir)
         order = _read_order(host, kmoddir, {})
-        files = module_files(kmoddir, tree)
-        scanned = scan_modinfo(host, kmoddir, [f.relpath for f in files], jobs)
-        index = cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned)
-        return replace(index, dirs=tree.dirs)
+        scanned = scan_modinfo(host, kmoddir, module_files(kmoddir, tree), jobs)
+        return cls._from_scan(kmoddir, kver, config, builtin, builtin_aliases, order, scanned,
+                              tree.dirs)
 
     @classmethod
     def _from_index(cls, host: Host, kmoddir: Path, kver: str, config: ModprobeConfig,
@@ -182,7 +181,8 @@ class ModuleIndex:
     @classmethod
     def _from_scan(cls, kmoddir: Path, kver: str, config: ModprobeConfig,
                    builtin: frozenset[str], builtin_aliases: AliasTable,
-                   order: Mapping[str, int], scanned: Sequence[ScannedModule]) -> ModuleIndex:
+                   order: Mapping[str, int], scanned: Sequence[ScannedModule],
+                   dirs: tuple[DirId, ...] = ()) -> ModuleIndex:
         chosen: dict[str, ScannedModule] = {}
         for m in sorted(scanned, key=lambda s: _dup_rank(s.relpath)):
             chosen.setdefault(modname_from_path(m.relpath), m)
@@ -204,7 +204,7 @@ class ModuleIndex:
                 symbols.setdefault(normalize(f"symbol:{sym}"), name)
         return cls(kver, kmoddir, "modinfo", modules, deps, aliases, tuple(softdeps),
                    builtin, builtin_aliases, order, config, None, firmware,
-                   {"symbols": symbols})
+                   {"symbols": symbols}, dirs)
 
     # ---- queries -------------------------------------------------------------------
 

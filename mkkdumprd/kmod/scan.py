@@ -24,14 +24,6 @@ _SERIAL_BELOW = 64  # a pool costs ~50 ms to start: not worth it for a few modul
 
 
 @dataclass(frozen=True)
-class ModuleFile:
-    """A module file found by the walk (a regular file or a link to one): its path below
-    the module folder."""
-
-    relpath: str
-
-
-@dataclass(frozen=True)
 class ScannedModule:
     """What depmod takes from one module's `.modinfo` and exported symbol names."""
 
@@ -86,11 +78,11 @@ def walk_tree(kmoddir: Path) -> ModuleTree:
     return ModuleTree(Path(kmoddir), tuple(dirs), tuple(mods))
 
 
-def module_files(kmoddir: Path, tree: ModuleTree | None = None) -> list[ModuleFile]:
-    """Every module file below `kmoddir` (from `tree` when it was walked already), sorted
-    by relative path: regular files or links to them, as for depmod."""
+def module_files(kmoddir: Path, tree: ModuleTree | None = None) -> list[str]:
+    """The relative path of every module file below `kmoddir` (from `tree` when it was
+    walked already), sorted: regular files or links to them, as for depmod."""
     tree = walk_tree(kmoddir) if tree is None else tree
-    out: list[ModuleFile] = []
+    out: list[str] = []
     stat = os.stat
     isreg = S_ISREG
     base = f"{kmoddir}/"
@@ -100,7 +92,7 @@ def module_files(kmoddir: Path, tree: ModuleTree | None = None) -> list[ModuleFi
         except OSError:   # a symlink loop (ELOOP), dangling or unreadable link: no
             continue      # module, as for depmod
         if isreg(st.st_mode):
-            out.append(ModuleFile(rel))
+            out.append(rel)
     return out
 
 
